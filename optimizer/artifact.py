@@ -1,0 +1,109 @@
+"""What flows between the optimizer's stages: input specs and model artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float16", "float64")
+INT_DTYPES = ("int64", "int32", "int8", "uint8", "bool")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, a fully static shape, numpy dtype name, and a value range for integer inputs."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: int = 0
+    high: int = 100
+
+    def __post_init__(self) -> None:
+        if self.dtype not in FLOAT_DTYPES + INT_DTYPES:
+            raise ValueError(f"input {self.name!r}: dtype {self.dtype!r} is not supported")
+        if any(d <= 0 for d in self.shape):
+            raise ValueError(f"input {self.name!r}: shape {list(self.shape)} has a non-positive dimension")
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """A generated input of this spec: standard normal floats, or integers in [low, high)."""
+        if self.dtype in FLOAT_DTYPES:
+            return rng.standard_normal(self.shape).astype(self.dtype)
+        if self.dtype == "bool":
+            return rng.integers(0, 2, self.shape).astype(bool)
+        return rng.integers(self.low, self.high, self.shape).astype(self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"), d.get("low", 0), d.get("high", 100))
+
+
+def generated_inputs(specs: tuple[InputSpec, ...], count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A deployable model file and how to load it.
+
+    `format` is "onnx" (path is the .onnx file) or "torch" (path is a state_dict file loaded with
+    weights_only=True into the module that `factory`, a "package.module:callable", returns).
+    """
+
+    path: Path
+    format: str
+    inputs: tuple[InputSpec, ...]
+    factory: str | None = None
+    passes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("onnx", "torch"):
+            raise ValueError(f"artifact format {self.format!r} is not 'onnx' or 'torch'")
+        if self.format == "torch" and not self.factory:
+            raise ValueError("a torch artifact needs a factory ('package.module:callable')")
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "sha256": sha256_of(self.path),
+            "size_bytes": self.path.stat().st_size,
+            "factory": self.factory,
+            "inputs": [s.to_dict() for s in self.inputs],
+            "passes": list(self.passes),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "inputs": [s.to_dict() for s in self.inputs],
+            "factory": self.factory,
+            "passes": list(self.passes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        return cls(
+            path=Path(d["path"]),
+            format=d["format"],
+            inputs=tuple(InputSpec.from_dict(s) for s in d["inputs"]),
+            factory=d.get("factory"),
+            passes=tuple(d.get("passes", ())),
+        )

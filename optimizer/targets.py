@@ -1,0 +1,154 @@
+"""One place that builds an inference session for an artifact on a runtime.
+
+Every measurement (accuracy, in-process latency, the model server) goes through `open_session`,
+so the settings that were measured are the settings that were asked for. Runtimes are imported
+lazily: a missing one is an install hint, not an ImportError at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from optimizer.artifact import Artifact
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+class TargetError(RuntimeError):
+    """A session could not be built for this artifact on this target."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A runtime on a device with its settings. `threads` None means the runtime's default."""
+
+    runtime: str
+    device: str = "cpu"
+    threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+    def with_threads(self, threads: int) -> Target:
+        return Target(self.runtime, self.device, threads, dict(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "device": self.device, "threads": self.threads, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Target:
+        return cls(d["runtime"], d.get("device", "cpu"), d.get("threads"), dict(d.get("options", {})))
+
+
+class Session(Protocol):
+    """A loaded model: named numpy inputs in, a list of numpy outputs out."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def open_session(artifact: Artifact, target: Target) -> Session:
+    if target.device != "cpu":
+        raise TargetError(f"device {target.device!r} is not supported yet for {target.runtime}")
+    if target.runtime == "torch":
+        return _TorchSession(artifact, target)
+    if artifact.format != "onnx":
+        raise TargetError(f"{target.runtime} needs an ONNX artifact, got {artifact.format}")
+    if target.runtime == "onnxruntime":
+        return _OrtSession(artifact, target)
+    return _OpenVinoSession(artifact, target)
+
+
+def require(module: str, extra: str | None = None) -> Any:
+    """Import a heavy dependency, or fail with what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        hint = f"pip install 'mcbench[{extra}]'" if extra else f"pip install {module}"
+        raise TargetError(f"{module} is not installed ({exc}); install it with: {hint}") from exc
+
+
+class _OrtSession:
+    def __init__(self, artifact: Artifact, target: Target) -> None:
+        ort = require("onnxruntime")
+        opts = ort.SessionOptions()
+        if target.threads:
+            opts.intra_op_num_threads = target.threads
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(artifact.path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(None, feeds)
+
+
+class _OpenVinoSession:
+    def __init__(self, artifact: Artifact, target: Target) -> None:
+        ov = require("openvino")
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": target.options.get("hint", "LATENCY"),
+            "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
+        }
+        if target.threads:
+            config["INFERENCE_NUM_THREADS"] = target.threads
+        core = ov.Core()
+        self._compiled = core.compile_model(str(artifact.path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self._compiled.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self._request.infer(feeds)
+        return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
+
+
+class _TorchSession:
+    """PyTorch eager: the factory's module with the artifact's state_dict, loaded weights_only."""
+
+    def __init__(self, artifact: Artifact, target: Target) -> None:
+        torch = require("torch")
+        if artifact.format != "torch":
+            raise TargetError("the torch runtime needs a torch artifact (a factory and a state_dict)")
+        if target.threads:
+            torch.set_num_threads(target.threads)
+        self._torch = torch
+        self._module = load_factory(artifact.factory)()
+        state = torch.load(artifact.path, map_location="cpu", weights_only=True)
+        self._module.load_state_dict(state)
+        self._module.eval()
+        self.input_names = [s.name for s in artifact.inputs]
+        self.output_names = ["output"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self._module(*(torch.from_numpy(feeds[n]) for n in self.input_names))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.numpy() for o in outs]
+
+
+def load_factory(ref: str | None) -> Any:
+    """Resolve "package.module:callable". Only called with a reference the user or mcbench named."""
+    if not ref or ":" not in ref:
+        raise TargetError(f"factory {ref!r} is not of the form 'package.module:callable'")
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetError(f"cannot import {module_name!r} for factory {ref!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise TargetError(f"{module_name!r} has no attribute {attr!r}") from exc

@@ -1,0 +1,220 @@
+"""The results schema: what a run writes and what reports and gates read.
+
+Standard library only, so `mcbench report` and `mcbench gate` run where no model runtime is
+installed. Every record keeps its raw samples and states its units in the field names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A results file that cannot be read as this schema."""
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of already sorted values; q in [0, 100]."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    rank = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+@dataclass
+class LatencyStats:
+    """Latency of one measurement series, in milliseconds, with the raw samples (microseconds)."""
+
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    stdev_ms: float
+    min_ms: float
+    max_ms: float
+    samples_us: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_seconds(cls, values_s: list[float], keep_samples: bool = True) -> LatencyStats:
+        if not values_s:
+            raise ValueError("no latency samples")
+        ms = sorted(v * 1e3 for v in values_s)
+        return cls(
+            count=len(ms),
+            p50_ms=percentile(ms, 50),
+            p90_ms=percentile(ms, 90),
+            p99_ms=percentile(ms, 99),
+            mean_ms=statistics.fmean(ms),
+            stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,
+            min_ms=ms[0],
+            max_ms=ms[-1],
+            samples_us=[round(v * 1e6) for v in values_s] if keep_samples else [],
+        )
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation; a noise figure."""
+        return self.stdev_ms / self.mean_ms if self.mean_ms > 0 else 0.0
+
+
+@dataclass
+class LoadStep:
+    """One step of a load sweep: a fixed number of concurrent Locust users."""
+
+    users: int
+    duration_s: float
+    requests: int
+    failures: int
+    throughput_rps: float
+    latency: LatencyStats | None
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class LoadResult:
+    steps: list[LoadStep]
+    server_cores: list[int]
+    loadgen_cores: list[int]
+    cores_shared: bool
+    server_threads: int
+    locust_total_requests: int
+    locust_total_failures: int
+    loadgen_cpu_percent: float | None = None
+
+    @property
+    def peak_throughput_rps(self) -> float:
+        return max((s.throughput_rps for s in self.steps), default=0.0)
+
+
+@dataclass
+class Accuracy:
+    """Task accuracy on labelled data (None where no dataset) and fidelity to the FP32 baseline."""
+
+    dataset: str | None
+    samples: int
+    top1: float | None
+    agreement: float | None
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+
+
+@dataclass
+class VariantResult:
+    name: str
+    runtime: str
+    recipe: list[str]
+    status: str  # "ok" | "failed" | "skipped"
+    artifact: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    accuracy: Accuracy | None = None
+    latency: LatencyStats | None = None
+    load: LoadResult | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    created: str
+    model: dict[str, Any]
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    variants: list[VariantResult]
+    baseline: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def variant(self, name: str) -> VariantResult:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaError(f"schema_version {version!r} is not supported (this mcbench reads {SCHEMA_VERSION})")
+        try:
+            fields = {k: v for k, v in data.items() if k != "variants"}
+            return cls(**fields, variants=[_variant_from_dict(v) for v in data["variants"]])
+        except (KeyError, TypeError) as exc:
+            raise SchemaError(f"malformed results: {exc}") from exc
+
+
+def _latency_from_dict(d: dict[str, Any] | None) -> LatencyStats | None:
+    return LatencyStats(**d) if d is not None else None
+
+
+def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
+    d = dict(d)
+    d["accuracy"] = Accuracy(**d["accuracy"]) if d.get("accuracy") is not None else None
+    d["latency"] = _latency_from_dict(d.get("latency"))
+    load = d.get("load")
+    if load is not None:
+        steps = [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load["steps"]]
+        d["load"] = LoadResult(**{**load, "steps": steps})
+    return VariantResult(**d)
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities are not JSON; they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: a reader never sees half a file."""
+    path = Path(path)
+    text = json.dumps(_clean(data), indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_results(run: RunResult, path: Path) -> None:
+    write_json_atomic(path, run.to_dict())
+
+
+def load_results(path: Path) -> RunResult:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SchemaError(f"{path}: no such file") from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected a JSON object")
+    try:
+        return RunResult.from_dict(data)
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from exc
