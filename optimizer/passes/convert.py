@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact
 
 def _export(torch: Any, module: Any, example: tuple, names: list[str], out: Path, dynamo: bool) -> None:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         kwargs: dict[str, Any] = {"input_names": names, "output_names": ["output"], "dynamo": dynamo}
         if dynamo:
             kwargs["verbose"] = False

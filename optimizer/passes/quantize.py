@@ -23,11 +23,32 @@ def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifac
     """Weights INT8 ahead of time, activations quantized at run time (suits MatMul-heavy models)."""
     _needs_onnx(artifact, "quant.int8_dynamic")
     q = require("onnxruntime.quantization")
-    out = Path(out_dir) / "model.int8_dynamic.onnx"
+    out_dir = Path(out_dir)
+    out = out_dir / "model.int8_dynamic.onnx"
     start = time.perf_counter()
-    q.quantize_dynamic(str(artifact.path), str(out), weight_type=q.QuantType.QInt8, per_channel=False)
-    record = {"pass": "quant.int8_dynamic", "weight_type": "QInt8", "seconds": round(time.perf_counter() - start, 3)}
+    record: dict[str, Any] = {"pass": "quant.int8_dynamic", "weight_type": "QInt8"}
+    source = _preprocessed(artifact.path, out_dir / "model.preprocessed.onnx", record, ctx)
+    q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=False)
+    (out_dir / "model.preprocessed.onnx").unlink(missing_ok=True)
+    record["seconds"] = round(time.perf_counter() - start, 3)
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
+
+
+def _preprocessed(model: Path, out: Path, record: dict[str, Any], ctx: PassContext) -> Path:
+    """onnxruntime's recommended pre-processing (shape inference, graph optimization) before quantizing.
+
+    Symbolic shape inference fails on some graphs; then the plain model is quantized and the record says so.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model), str(out), skip_symbolic_shape=False)
+    except Exception as exc:
+        record["pre_process"] = f"skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ctx.log(f"quant_pre_process failed, quantizing without it: {record['pre_process']}")
+        return model
+    record["pre_process"] = "quant_pre_process"
+    return out
 
 
 class _Reader:
@@ -47,8 +68,6 @@ def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact
     if not ctx.calibration:
         raise PassError("quant.int8_static needs calibration data and none was given")
     q = require("onnxruntime.quantization")
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     out_dir = Path(out_dir)
     prepped = out_dir / "model.preprocessed.onnx"
     out = out_dir / "model.int8_static.onnx"
@@ -56,14 +75,7 @@ def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact
     record: dict[str, Any] = {"pass": "quant.int8_static", "format": "QDQ", "per_channel": True,
                               "calibration": "MinMax", "calibration_samples": len(ctx.calibration),
                               "calibration_source": ctx.calibration_source}
-    try:
-        quant_pre_process(str(artifact.path), str(prepped), skip_symbolic_shape=False)
-        source = prepped
-        record["pre_process"] = "quant_pre_process"
-    except Exception as exc:  # symbolic shape inference fails on some graphs; quantize the plain model then
-        source = artifact.path
-        record["pre_process"] = f"skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ctx.log(f"quant_pre_process failed, quantizing without it: {record['pre_process']}")
+    source = _preprocessed(artifact.path, prepped, record, ctx)
     q.quantize_static(
         str(source), str(out), _Reader(ctx.calibration),
         quant_format=q.QuantFormat.QDQ, per_channel=True,

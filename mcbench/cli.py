@@ -1,0 +1,148 @@
+"""The `mcbench` command line.
+
+Exit codes: 0 every variant measured; 1 the run finished but a variant failed; 2 bad input (arguments,
+model file, results file); 130 interrupted. Errors are one line, `mcbench: ...`; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Bad input the user can fix; printed as one line, exit code 2."""
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcbench", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="compile a model into variants, measure them, write results.json and report.html")
+    run.add_argument("--model", type=Path, help="an ONNX file (default: the built-in digits demo)")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...",
+                     help="static shape for an input (repeat for several inputs); fills dynamic dimensions")
+    run.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
+    run.add_argument("--quick", action="store_true", help="short measurements: the demo in under two minutes")
+    run.add_argument("--no-load", action="store_true", help="skip the HTTP load test")
+    run.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
+                     help="comma-separated variant names to run (the baseline always runs)")
+    run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
+    run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
+
+    report = sub.add_parser("report", help="re-render report.html from a results.json")
+    report.add_argument("results", type=Path)
+    report.add_argument("--out", type=Path, help="where to write the report (default: beside the results)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_report(args)
+    except KeyboardInterrupt:
+        print("mcbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        if _is_user_error(exc):
+            print(f"mcbench: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"mcbench: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_VARIANT_FAILED
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from mcbench.config import ConfigError
+    from optimizer.intake import IntakeError
+    from reports.schema import SchemaError
+
+    return isinstance(exc, UsageError | ConfigError | IntakeError | SchemaError)
+
+
+def run_config(args: argparse.Namespace):
+    """The RunConfig the arguments ask for; bad combinations are UsageErrors."""
+    import dataclasses
+
+    from mcbench.config import LoadPlan, RunConfig
+    from optimizer.intake import parse_input_shapes
+
+    if args.input and args.model is None:
+        raise UsageError("--input describes a --model's inputs; the built-in demo needs none")
+    base = RunConfig.quick_mode() if args.quick else RunConfig()
+    load = base.load
+    if args.no_load:
+        load = None
+    elif args.concurrency or args.step_seconds:
+        step = args.step_seconds or load.step_seconds
+        try:
+            load = LoadPlan(args.concurrency or load.users, step, min(load.warmup_s, step / 4))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return dataclasses.replace(
+        base, model=args.model, input_shapes=parse_input_shapes(args.input), out_dir=args.out,
+        load=load, variants=args.variants,
+    )
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mcbench.pipeline import Pipeline
+    from reports.html import write_report
+    from reports.text import summary_table
+
+    config = run_config(args)
+    if config.out_dir is not None and (config.out_dir / "results.json").exists():
+        raise UsageError(f"{config.out_dir} already holds a results.json; choose another --out")
+    started = time.perf_counter()
+    run, paths = Pipeline(config, progress=_progress).run()
+    report = write_report(run, paths.report)
+    print(summary_table(run))
+    print(f"\nresults: {paths.results}\nreport:  {report}\nwall time: {time.perf_counter() - started:.0f} s")
+    return EXIT_OK if all(v.status == "ok" for v in run.variants) else EXIT_VARIANT_FAILED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.html import write_report
+    from reports.schema import load_results
+
+    run = load_results(args.results)
+    out = write_report(run, args.out or args.results.with_name("report.html"))
+    print(f"report: {out}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

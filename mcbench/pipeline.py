@@ -1,0 +1,219 @@
+"""The pipeline that joins the stages: build each variant, measure it, load-test it, write results.
+
+One variant's failure is recorded with its error and the run goes on; results.json is rewritten
+atomically after every variant, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.accuracy import accuracy_of
+from bench.environment import environment, split_cores, usable_cores
+from bench.isolate import ChildError, call_in_child
+from bench.measure import InProcessResult, measure_in_process
+from mcbench.config import ConfigError, RunConfig
+from mcbench.workload import Workload, demo_workload, onnx_workload
+from optimizer.artifact import Artifact
+from optimizer.passes import PassContext, PassError, apply_passes
+from optimizer.recipes import VariantSpec, default_variants
+from optimizer.targets import TargetError
+from reports.schema import RunResult, VariantResult, save_results
+
+Progress = Callable[[str], None]
+
+MEASURE_TIMEOUT_S = 900.0
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def artifacts(self, recipe: tuple[str, ...]) -> Path:
+        return self.root / "artifacts" / ("-".join(recipe) or "base")
+
+    def work(self, variant: str) -> Path:
+        path = self.root / "work" / variant
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def new_run_dir(base: Path, model_name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = base / f"{stamp}-{model_name}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = base / f"{stamp}-{model_name}-{suffix}"
+    return path
+
+
+def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
+    if not names:
+        return specs
+    known = {s.name for s in specs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; this model has: {', '.join(sorted(known))}")
+    baseline = [s for s in specs if s.baseline]
+    return baseline + [s for s in specs if s.name in names and not s.baseline]
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, progress: Progress = print) -> None:
+        self.config = config
+        self.say = progress
+        self._built: dict[tuple[str, ...], Artifact] = {}
+
+    def prepare(self) -> tuple[Workload, RunPaths]:
+        """Load or train the model before a run folder exists for it, so bad input leaves nothing behind."""
+        cfg = self.config
+        if cfg.model is None:
+            base_dir = cfg.out_dir or new_run_dir(Path("runs"), "digits-cnn")
+            paths = RunPaths(base_dir)
+            paths.root.mkdir(parents=True, exist_ok=True)
+            self.say("training the digits CNN on scikit-learn's bundled digits ...")
+            workload = demo_workload(paths.root, cfg.quick)
+            self.say(f"  trained in {workload.info['train_seconds']:.1f} s")
+            return workload, paths
+        workload = onnx_workload(cfg.model, cfg.input_shapes)
+        paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), workload.name))
+        paths.root.mkdir(parents=True, exist_ok=True)
+        return workload, paths
+
+    def run(self) -> tuple[RunResult, RunPaths]:
+        specs = select_variants(default_variants(from_torch=self.config.model is None), self.config.variants)
+        workload, paths = self.prepare()
+        env = environment()
+        run = RunResult(
+            run_id=paths.root.name,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            model=workload.info,
+            config=self.config.to_dict(),
+            environment=env,
+            variants=[],
+            baseline=next((s.name for s in specs if s.baseline), None),
+        )
+        if workload.dataset is None:
+            run.warnings.append("no dataset: accuracy is not measured; fidelity to the baseline uses generated inputs")
+        baseline_outputs = None
+        for index, spec in enumerate(specs, start=1):
+            self.say(f"[{index}/{len(specs)}] {spec.name}")
+            result, outputs = self.run_variant(spec, workload, paths, baseline_outputs)
+            if spec.baseline and outputs is not None:
+                baseline_outputs = outputs
+                result.accuracy = accuracy_of(outputs, outputs, workload.labels, workload.dataset)
+            run.variants.append(result)
+            save_results(run, paths.results)
+        if baseline_outputs is None:
+            run.warnings.append("the baseline variant failed: fidelity to FP32 could not be measured")
+        save_results(run, paths.results)
+        return run, paths
+
+    def run_variant(
+        self, spec: VariantSpec, workload: Workload, paths: RunPaths, baseline_outputs
+    ) -> tuple[VariantResult, object]:
+        result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="failed")
+        try:
+            artifact = self.build(spec, workload, paths)
+            result.artifact = artifact.manifest()
+            target = spec.target.with_threads(len(usable_cores()))
+            result.settings = {"in_process": target.to_dict()}
+            measured = self.measure(spec, artifact, target, workload)
+        except (PassError, TargetError, ChildError, ValueError, OSError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            self.say(f"  failed: {result.error}")
+            return result, None
+        result.latency = measured.latency
+        if not measured.settled:
+            result.warnings.append(
+                f"in-process median did not settle within {self.config.timing.max_seconds:.0f} s "
+                f"(CV {measured.latency.cv:.0%}): the machine is noisy"
+            )
+        if not spec.baseline:
+            result.accuracy = accuracy_of(measured.outputs, baseline_outputs, workload.labels, workload.dataset)
+        result.status = "ok"
+        self.say(
+            f"  in-process p50 {measured.latency.p50_ms:.3f} ms, p99 {measured.latency.p99_ms:.3f} ms "
+            f"(n={measured.latency.count})"
+        )
+        if self.config.load is not None:
+            self.load_test(spec, artifact, workload, paths, result)
+        return result, measured.outputs
+
+    def build(self, spec: VariantSpec, workload: Workload, paths: RunPaths) -> Artifact:
+        """Apply the recipe's passes, reusing any prefix of it already built in this run."""
+        artifact = workload.base
+        for i in range(1, len(spec.recipe) + 1):
+            prefix = spec.recipe[:i]
+            if prefix not in self._built:
+                started = time.perf_counter()
+                ctx = PassContext(workload.calibration, workload.calibration_source)
+                self._built[prefix] = apply_passes(artifact, prefix[-1:], ctx, paths.artifacts(prefix))
+                for message in ctx.messages:
+                    self.say(f"  {message}")
+                self.say(f"  built {prefix[-1]} in {time.perf_counter() - started:.1f} s")
+            artifact = self._built[prefix]
+        return artifact
+
+    def measure(self, spec: VariantSpec, artifact: Artifact, target, workload: Workload) -> InProcessResult:
+        self.say(f"  measuring accuracy on {len(workload.eval_samples)} samples and in-process latency ...")
+        return call_in_child(
+            measure_in_process,
+            artifact.to_dict(),
+            target.to_dict(),
+            workload.eval_samples,
+            workload.timing_feeds,
+            self.config.timing,
+            timeout_s=MEASURE_TIMEOUT_S,
+        )
+
+    def load_test(
+        self, spec: VariantSpec, artifact: Artifact, workload: Workload, paths: RunPaths, result: VariantResult
+    ) -> None:
+        """Serve the variant in its own process on the server cores; drive it with Locust on the others."""
+        from bench.load import run_load
+        from bench.server import serve_in_subprocess
+
+        plan = self.config.load
+        server_cores, loadgen_cores = split_cores(usable_cores())
+        target = spec.target.with_threads(len(server_cores))
+        result.settings["server"] = {**target.to_dict(), "cores": server_cores}
+        work = paths.work(spec.name)
+        spec_path = work / "server.json"
+        spec_path.write_text(json.dumps({"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}))
+        self.say(f"  load test: {', '.join(f'{u} users' for u in plan.users)}, {plan.step_seconds:.0f} s each ...")
+        try:
+            with serve_in_subprocess(spec_path, server_cores) as server:
+                load = run_load(
+                    server.url, spec.name, workload.timing_feeds, plan.steps(),
+                    loadgen_cores=loadgen_cores, server_cores=server_cores,
+                    server_threads=target.threads or 1, work_dir=work, warmup_s=plan.warmup_s,
+                )
+        except (RuntimeError, OSError) as exc:
+            result.status = "failed"
+            result.error = f"load test: {type(exc).__name__}: {exc}"
+            self.say(f"  failed: {result.error}")
+            return
+        result.load = load
+        if load.cores_shared:
+            result.warnings.append("server and load generator shared CPU cores: HTTP figures are pessimistic")
+        if load.loadgen_cpu_percent is not None and load.loadgen_cpu_percent > 90:
+            result.warnings.append(
+                f"load generator at {load.loadgen_cpu_percent:.0f}% CPU: it may be the bottleneck, not the server"
+            )
+        peak = max(load.steps, key=lambda s: s.throughput_rps)
+        self.say(f"  peak {peak.throughput_rps:.0f} req/s at {peak.users} users, failures {sum(s.failures for s in load.steps)}")
