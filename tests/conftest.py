@@ -1,0 +1,34 @@
+"""Tiny models built at test time: nothing is downloaded, nothing large is committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def make_linear_onnx(path: Path, batch: int | str = 1, features: int = 4, classes: int = 3) -> Path:
+    """y = x @ W + b with fixed weights; `batch` may be a symbolic name such as "batch"."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((features, classes)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, classes])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def linear_onnx(tmp_path: Path) -> Path:
+    return make_linear_onnx(tmp_path / "linear.onnx")

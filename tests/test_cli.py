@@ -1,0 +1,61 @@
+"""The command line: errors are one line with exit code 2, and nothing is left behind."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mcbench.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mcbench.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_missing_model_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "run"
+    proc = _run("run", "--model", str(tmp_path / "nope.onnx"), "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"mcbench: cannot load {tmp_path / 'nope.onnx'}: no such file"
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_unresolved_dimension_is_named(tmp_path, capsys):
+    from tests.conftest import make_linear_onnx
+
+    path = make_linear_onnx(tmp_path / "dyn.onnx", batch="batch")
+    assert main(["run", "--model", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "input 'x' has unresolved dimensions 0 (batch); give them with --input x=N,4" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_without_model_is_refused(capsys):
+    assert main(["run", "--input", "x=1,2"]) == 2
+    assert capsys.readouterr().err.strip() == "mcbench: --input describes a --model's inputs; the built-in demo needs none"
+
+
+def test_unknown_variant_is_refused_before_work(tmp_path, capsys, linear_onnx):
+    assert main(["run", "--model", str(linear_onnx), "--variants", "ort-int3", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown variant(s) ort-int3; this model has: ort-fp32, ort-int8-dynamic" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "a,b", "-1"])
+def test_bad_concurrency_is_a_usage_error(value):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--concurrency", value])
+    assert exc.value.code == 2
+
+
+def test_report_of_broken_results_file(tmp_path, capsys):
+    bad = tmp_path / "results.json"
+    bad.write_text("{")
+    assert main(["report", str(bad)]) == 2
+    assert f"mcbench: {bad}: not JSON" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = _run("--debug", "run", "--model", str(tmp_path / "nope.onnx"))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -1,0 +1,73 @@
+"""The quick demo, end to end, through the real command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32"}
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcbench.cli", "run", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_variant_has_a_record(quick_demo):
+    _, _, results = quick_demo
+    assert {v["name"] for v in results["variants"]} == VARIANTS
+    assert all(v["status"] == "ok" for v in results["variants"]), [v["error"] for v in results["variants"]]
+    assert results["baseline"] == "torch-fp32"
+
+
+@pytest.mark.slow
+def test_accuracy_on_digits(quick_demo):
+    _, _, results = quick_demo
+    acc = {v["name"]: v["accuracy"] for v in results["variants"]}
+    fp32 = acc["torch-fp32"]["top1"]
+    assert fp32 >= 0.9
+    assert acc["torch-fp32"]["samples"] == 360
+    for name in ("ort-int8-dynamic", "ort-int8-static"):
+        assert abs(acc[name]["top1"] - fp32) <= 0.05, name
+        assert 0.9 <= acc[name]["agreement"] <= 1.0
+    assert acc["ort-fp32"]["max_abs_diff"] < 1e-3 and acc["ov-fp32"]["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.slow
+def test_latency_figures_are_positive_with_counts(quick_demo):
+    _, _, results = quick_demo
+    for v in results["variants"]:
+        lat = v["latency"]
+        assert lat["count"] >= 30 and len(lat["samples_us"]) == lat["count"]
+        assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        for step in v["load"]["steps"]:
+            assert step["latency"]["count"] > 0 and step["latency"]["p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_locust_results_have_requests_and_no_failures(quick_demo):
+    _, _, results = quick_demo
+    for v in results["variants"]:
+        load = v["load"]
+        assert [s["users"] for s in load["steps"]] == [1, 4]
+        assert all(s["requests"] > 0 and s["failures"] == 0 for s in load["steps"])
+        assert load["locust_total_requests"] > 0 and load["locust_total_failures"] == 0
+        assert load["server_cores"] and load["loadgen_cores"]
+
+
+@pytest.mark.slow
+def test_report_names_every_variant_and_the_table_is_printed(quick_demo):
+    out, proc, _ = quick_demo
+    html = (out / "report.html").read_text()
+    for name in VARIANTS:
+        assert name in html
+        assert name in proc.stdout
+    assert str(out / "report.html") in proc.stdout

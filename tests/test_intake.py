@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from optimizer.intake import IntakeError, load_onnx, parse_input_shapes
+from tests.conftest import make_linear_onnx
+
+
+def test_parse_input_shapes_reads_name_and_dims():
+    assert parse_input_shapes(["image=1,3,224,224", "ids=1,128"]) == {"image": (1, 3, 224, 224), "ids": (1, 128)}
+
+
+@pytest.mark.parametrize("bad", ["image", "image=", "=1,2", "image=1,x", "image=1,0"])
+def test_parse_input_shapes_rejects_malformed(bad):
+    with pytest.raises(IntakeError, match="expected NAME=D1,D2"):
+        parse_input_shapes([bad])
+
+
+def test_load_onnx_reads_static_input_spec(linear_onnx):
+    artifact = load_onnx(linear_onnx)
+    assert [(s.name, s.shape, s.dtype) for s in artifact.inputs] == [("x", (1, 4), "float32")]
+
+
+def test_load_onnx_fills_symbolic_batch_from_input_shapes(tmp_path):
+    path = make_linear_onnx(tmp_path / "dyn.onnx", batch="batch")
+    assert load_onnx(path, {"x": (8, 4)}).inputs[0].shape == (8, 4)
+
+
+def test_load_onnx_names_unresolved_dimension(tmp_path):
+    path = make_linear_onnx(tmp_path / "dyn.onnx", batch="batch")
+    with pytest.raises(IntakeError, match=r"input 'x' has unresolved dimensions 0 \(batch\); give them with --input x=N,4"):
+        load_onnx(path)
+
+
+def test_load_onnx_rejects_shape_that_contradicts_model(linear_onnx):
+    with pytest.raises(IntakeError, match="dimension 1 is 5, the model fixes it at 4"):
+        load_onnx(linear_onnx, {"x": (1, 5)})
+
+
+def test_load_onnx_rejects_unknown_input_name(linear_onnx):
+    with pytest.raises(IntakeError, match=r"--input names y not among the model's inputs \(x\)"):
+        load_onnx(linear_onnx, {"y": (1, 4)})
+
+
+def test_load_onnx_missing_file(tmp_path):
+    with pytest.raises(IntakeError, match=r"nope.onnx: no such file"):
+        load_onnx(tmp_path / "nope.onnx")
+
+
+def test_load_onnx_empty_file(tmp_path):
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"")
+    with pytest.raises(IntakeError, match="empty.onnx: the file is empty"):
+        load_onnx(path)
+
+
+def test_load_onnx_text_file(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\n" * 20)
+    with pytest.raises(IntakeError, match="notes.onnx: not a readable ONNX model"):
+        load_onnx(path)
+
+
+def test_load_onnx_refuses_external_data_outside_folder(tmp_path):
+    import onnx
+
+    path = make_linear_onnx(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    weight = model.graph.initializer[0]
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    entry = weight.external_data.add()
+    entry.key, entry.value = "location", "../secret.bin"
+    Path(tmp_path / "sub").mkdir()
+    evil = tmp_path / "sub" / "evil.onnx"
+    onnx.save(model, str(evil))
+    with pytest.raises(IntakeError, match=r"external data '../secret.bin' points outside the model folder"):
+        load_onnx(evil)
