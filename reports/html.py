@@ -1,0 +1,56 @@
+"""The self-contained HTML report: one file, no external URL, every value escaped.
+
+The page is `report_view(run)` laid out by `templates/report.html.j2`; the template holds no
+computation. Autoescaping is on for every template and no data is marked safe, so a model or
+variant name cannot inject markup (research A3); a Content-Security-Policy `<meta>` allows only
+the page's own inline style and script and data: images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from reports.schema import RunResult
+from reports.views import report_view
+
+TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATE = "report.html.j2"
+
+
+@lru_cache(maxsize=1)
+def template_environment() -> jinja2.Environment:
+    """Autoescape everything (also strings rendered with from_string); fail on an undefined name, not blank it."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_report(run: RunResult) -> str:
+    return template_environment().get_template(TEMPLATE).render(view=report_view(run))
+
+
+def write_report(run: RunResult, path: Path) -> Path:
+    """Render and write atomically (temporary file beside it, then rename): a browser never opens half a page."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_report(run)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be opened and shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,43 @@
+"""The run's summary as a plain-text table for the terminal, built from the same views as the HTML page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from reports.schema import RunResult
+from reports.views import SummaryRow, summary_rows
+
+
+def notes(row: SummaryRow) -> str:
+    """The baseline and the Pareto-frontier variants, marked in words (a terminal may not show symbols)."""
+    return ", ".join(["baseline"] * row.is_baseline + ["frontier"] * row.on_frontier)
+
+
+# (heading, right-aligned, the row's text); numbers are right-aligned so their digits line up.
+COLUMNS: tuple[tuple[str, bool, Callable[[SummaryRow], str]], ...] = (
+    ("variant", False, lambda r: r.name),
+    ("status", False, lambda r: r.status),
+    ("acc", True, lambda r: r.accuracy.text),
+    ("agree", True, lambda r: r.agreement.text),
+    ("p50 ms", True, lambda r: r.p50.text),
+    ("p99 ms", True, lambda r: r.p99.text),
+    ("speedup", True, lambda r: r.speedup.text),
+    ("rps@peak", True, lambda r: r.peak_rps.text),
+    ("size", True, lambda r: r.size.text),
+    ("notes", False, notes),
+)
+
+
+def aligned(cells: list[str], widths: list[int], right: list[bool]) -> str:
+    parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
+    return "  ".join(parts).rstrip()
+
+
+def summary_table(run: RunResult) -> str:
+    """A header, a rule, then one line per variant: the figures an engineer checks before opening the report."""
+    heads = [head for head, _, _ in COLUMNS]
+    right = [r for _, r, _ in COLUMNS]
+    body = [[get(row) for _, _, get in COLUMNS] for row in summary_rows(run)]
+    widths = [max(len(line[i]) for line in [heads, *body]) for i in range(len(COLUMNS))]
+    rule = "  ".join("-" * w for w in widths).rstrip()
+    return "\n".join([aligned(heads, widths, right), rule, *(aligned(line, widths, right) for line in body)])
