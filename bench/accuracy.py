@@ -27,7 +27,9 @@ def accuracy_of(
     agreement = max_abs = mean_abs = None
     if baseline is not None:
         if baseline.shape != outputs.shape:
-            raise ValueError(f"outputs of shape {outputs.shape} cannot be compared with the baseline's {baseline.shape}")
+            raise ValueError(
+                f"outputs of shape {outputs.shape} cannot be compared with the baseline's {baseline.shape}"
+            )
         agreement = float(np.mean(predictions == _top1(baseline)))
         diff = np.abs(outputs - baseline)
         max_abs, mean_abs = float(diff.max()), float(diff.mean())

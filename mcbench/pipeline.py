@@ -194,7 +194,8 @@ class Pipeline:
         result.settings["server"] = {**target.to_dict(), "cores": server_cores}
         work = paths.work(spec.name)
         spec_path = work / "server.json"
-        spec_path.write_text(json.dumps({"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}))
+        server_spec = {"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}
+        spec_path.write_text(json.dumps(server_spec))
         self.say(f"  load test: {', '.join(f'{u} users' for u in plan.users)}, {plan.step_seconds:.0f} s each ...")
         try:
             with serve_in_subprocess(spec_path, server_cores) as server:
@@ -216,4 +217,5 @@ class Pipeline:
                 f"load generator at {load.loadgen_cpu_percent:.0f}% CPU: it may be the bottleneck, not the server"
             )
         peak = max(load.steps, key=lambda s: s.throughput_rps)
-        self.say(f"  peak {peak.throughput_rps:.0f} req/s at {peak.users} users, failures {sum(s.failures for s in load.steps)}")
+        failures = sum(s.failures for s in load.steps)
+        self.say(f"  peak {peak.throughput_rps:.0f} req/s at {peak.users} users, {failures} failures")

@@ -56,7 +56,9 @@ def load_onnx(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> A
     unknown = sorted(set(shapes) - {i.name for i in graph_inputs})
     if unknown:
         names = ", ".join(i.name for i in graph_inputs)
-        raise IntakeError(f"cannot load {path}: --input names {', '.join(unknown)} not among the model's inputs ({names})")
+        raise IntakeError(
+            f"cannot load {path}: --input names {', '.join(unknown)} not among the model's inputs ({names})"
+        )
     specs = tuple(_input_spec(path, i, shapes.get(i.name)) for i in graph_inputs)
     return Artifact(path, "onnx", specs)
 
@@ -65,24 +67,27 @@ def _input_spec(path: Path, value_info, override: tuple[int, ...] | None) -> Inp
     tensor = value_info.type.tensor_type
     dtype = _ONNX_DTYPES.get(tensor.elem_type)
     if dtype is None:
-        raise IntakeError(f"cannot load {path}: input {value_info.name!r} has an unsupported element type {tensor.elem_type}")
+        raise IntakeError(
+            f"cannot load {path}: input {value_info.name!r} has an unsupported element type {tensor.elem_type}"
+        )
+    name = value_info.name
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
     if override is not None:
         if len(override) != len(dims):
             raise IntakeError(
-                f"cannot load {path}: --input {value_info.name} has {len(override)} dimensions, the model has {len(dims)}"
+                f"cannot load {path}: --input {name} has {len(override)} dimensions, the model has {len(dims)}"
             )
         for i, (given, declared) in enumerate(zip(override, dims, strict=True)):
             if isinstance(declared, int) and declared > 0 and declared != given:
                 raise IntakeError(
-                    f"cannot load {path}: --input {value_info.name} dimension {i} is {given}, the model fixes it at {declared}"
+                    f"cannot load {path}: --input {name} dimension {i} is {given}, the model fixes it at {declared}"
                 )
         return InputSpec(value_info.name, override, dtype)
     unresolved = [f"{i} ({d})" for i, d in enumerate(dims) if not isinstance(d, int) or d <= 0]
     if unresolved:
         raise IntakeError(
-            f"cannot load {path}: input {value_info.name!r} has unresolved dimensions {', '.join(unresolved)}; "
-            f"give them with --input {value_info.name}=" + ",".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
+            f"cannot load {path}: input {name!r} has unresolved dimensions {', '.join(unresolved)}; "
+            f"give them with --input {name}=" + ",".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
         )
     return InputSpec(value_info.name, tuple(dims), dtype)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import jinja2
 
+from reports.page import report_view
 from reports.schema import RunResult
-from reports.views import report_view
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"

@@ -33,7 +33,8 @@ def test_unresolved_dimension_is_named(tmp_path, capsys):
 
 def test_input_without_model_is_refused(capsys):
     assert main(["run", "--input", "x=1,2"]) == 2
-    assert capsys.readouterr().err.strip() == "mcbench: --input describes a --model's inputs; the built-in demo needs none"
+    expected = "mcbench: --input describes a --model's inputs; the built-in demo needs none"
+    assert capsys.readouterr().err.strip() == expected
 
 
 def test_unknown_variant_is_refused_before_work(tmp_path, capsys, linear_onnx):

@@ -28,7 +28,8 @@ def test_load_onnx_fills_symbolic_batch_from_input_shapes(tmp_path):
 
 def test_load_onnx_names_unresolved_dimension(tmp_path):
     path = make_linear_onnx(tmp_path / "dyn.onnx", batch="batch")
-    with pytest.raises(IntakeError, match=r"input 'x' has unresolved dimensions 0 \(batch\); give them with --input x=N,4"):
+    expected = r"input 'x' has unresolved dimensions 0 \(batch\); give them with --input x=N,4"
+    with pytest.raises(IntakeError, match=expected):
         load_onnx(path)
 
 

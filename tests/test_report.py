@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from reports.charts import accuracy_latency_chart, label_box, load_curve_chart, nice_ticks
+from reports.formatting import format_ms, format_percent, format_size
 from reports.html import render_report, write_report
+from reports.page import report_view
 from reports.schema import (
     Accuracy,
     LatencyStats,
@@ -20,22 +23,7 @@ from reports.schema import (
     save_results,
 )
 from reports.text import summary_table
-from reports.views import (
-    AGREEMENT,
-    TOP1,
-    ParetoPoint,
-    accuracy_latency_chart,
-    format_ms,
-    format_percent,
-    format_size,
-    label_box,
-    load_curve_chart,
-    nice_ticks,
-    pareto_frontier,
-    quality_metric,
-    report_view,
-    summary_rows,
-)
+from reports.views import AGREEMENT, TOP1, ParetoPoint, pareto_frontier, quality_metric, summary_rows
 
 EVIL = "<script>alert(1)</script>"
 

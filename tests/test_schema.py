@@ -4,7 +4,14 @@ import math
 import pytest
 
 from reports.schema import (
-    SCHEMA_VERSION, Accuracy, LatencyStats, RunResult, SchemaError, VariantResult, load_results, percentile,
+    SCHEMA_VERSION,
+    Accuracy,
+    LatencyStats,
+    RunResult,
+    SchemaError,
+    VariantResult,
+    load_results,
+    percentile,
     save_results,
 )
 

@@ -1,0 +1,107 @@
+"""The whole report page as one view object: header, tables, charts, details, warnings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reports.charts import LoadChart, ScatterChart, accuracy_latency_chart, load_curve_chart
+from reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
+from reports.schema import RunResult
+from reports.views import (
+    FailedVariant,
+    LoadTable,
+    QualityMetric,
+    SummaryRow,
+    VariantDetail,
+    WarningItem,
+    all_warnings,
+    failed_variants,
+    frontier_names,
+    load_tables,
+    quality_metric,
+    summary_rows,
+    variant_details,
+)
+
+# ---------------------------------------------------------------- the whole page
+
+
+@dataclass(frozen=True)
+class Header:
+    title: str
+    run_id: str
+    created: str
+    mode: str
+    baseline: str
+    concurrency: str
+    counts: str
+    model: list[KeyValue]
+    config: list[KeyValue]
+    schema_version: str
+    warning_count: str  # "3 warnings"; empty where there are none
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}" if count else ""
+
+
+def concurrency_text(config: Mapping[str, Any]) -> str:
+    load = config.get("load")
+    users = load.get("users") if isinstance(load, Mapping) else config.get("concurrency")
+    if not users:
+        return "no HTTP load test"
+    return ", ".join(str(u) for u in users) + " users"
+
+
+def header(run: RunResult) -> Header:
+    model = dict(run.model)
+    model_items = [KeyValue(k, inputs_text(v) if k == "inputs" else format_value(v)) for k, v in model.items()]
+    ok = sum(1 for v in run.variants if v.status == "ok")
+    return Header(
+        title=str(model.get("name") or "model"),
+        run_id=run.run_id,
+        created=format_created(run.created),
+        mode="quick" if run.config.get("quick") else "default",
+        baseline=run.baseline or "(none)",
+        concurrency=concurrency_text(run.config),
+        counts=f"{ok} of {len(run.variants)} variants ok",
+        model=model_items,
+        config=flattened_items(run.config),
+        schema_version=str(run.schema_version),
+        warning_count=plural(len(all_warnings(run)), "warning"),
+    )
+
+
+@dataclass(frozen=True)
+class ReportView:
+    header: Header
+    metric: QualityMetric
+    frontier: list[str]
+    summary: list[SummaryRow]
+    accuracy_chart: ScatterChart
+    load_chart: LoadChart
+    load_tables: list[LoadTable]
+    failed: list[FailedVariant]
+    details: list[VariantDetail]
+    environment: list[KeyValue]
+    warnings: list[WarningItem] = field(default_factory=list)
+
+
+def report_view(run: RunResult) -> ReportView:
+    """Everything the HTML page shows, computed once."""
+    return ReportView(
+        header=header(run),
+        metric=quality_metric(run),
+        frontier=[v.name for v in run.variants if v.name in frontier_names(run)],
+        summary=summary_rows(run),
+        accuracy_chart=accuracy_latency_chart(run),
+        load_chart=load_curve_chart(run),
+        load_tables=load_tables(run),
+        failed=failed_variants(run),
+        details=variant_details(run),
+        environment=flattened_items(run.environment),
+        warnings=all_warnings(run),
+    )
+
