@@ -101,7 +101,7 @@ def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int) 
         raise ProtocolError(f"input {spec.name!r}: no 'data' and no binary_data_size")
     try:
         array = np.asarray(data, dtype=spec.dtype).reshape(-1)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise ProtocolError(f"input {spec.name!r}: data is not a flat list of {expected_type} values") from None
     if array.size != count:
         raise ProtocolError(f"input {spec.name!r}: {array.size} values, shape {list(spec.shape)} needs {count}")

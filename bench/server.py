@@ -70,7 +70,10 @@ def build_app(name: str, session, artifact, platform: str):
             feeds = decode_infer_request(body, request.headers.get(HEADER_LENGTH), artifact.inputs)
         except ProtocolError as exc:
             return error(400, str(exc))
-        outputs = await anyio.to_thread.run_sync(session.run, feeds, limiter=limiter)
+        try:
+            outputs = await anyio.to_thread.run_sync(session.run, feeds, limiter=limiter)
+        except Exception as exc:  # a runtime that rejects this input must not take the server down
+            return error(500, f"inference failed: {type(exc).__name__}: {exc}")
         return JSONResponse(encode_infer_response(name, session.output_names, outputs))
 
     routes = [
@@ -155,9 +158,13 @@ def _wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
             if line.startswith(READY.encode()):
                 return int(line.decode().split("port=")[1])
         if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-1500:].strip()
-            raise RuntimeError(f"model server exited with code {proc.returncode} before it was ready: {tail}")
-    raise RuntimeError(f"model server not ready after {timeout_s:.0f} s (log: {log})")
+            raise RuntimeError(f"model server exited with code {proc.returncode} before it was ready: {_tail(log)}")
+    raise RuntimeError(f"model server not ready after {timeout_s:.0f} s: {_tail(log)}")
+
+
+def _tail(log: Path, chars: int = 1500) -> str:
+    text = log.read_text(errors="replace").strip() if log.exists() else ""
+    return f"{text[-chars:]} (log: {log})" if text else f"no output (log: {log})"
 
 
 def _stop(proc: subprocess.Popen) -> None:

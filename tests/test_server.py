@@ -1,0 +1,204 @@
+"""The model server over real HTTP: health, metadata, JSON and binary infer, and bad requests that must not kill it."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.protocol import encode_infer_request
+from bench.server import ServerHandle, serve_in_subprocess
+from optimizer.artifact import Artifact, InputSpec
+from optimizer.targets import Target
+
+MODEL = "twoin"
+X = np.array([[0.5, -1.25, 3.0], [0.0, 2.0, -4.5]], dtype=np.float32)
+K = np.array([[1, 2, 3], [-7, 0, 1_000_000]], dtype=np.int64)
+
+
+def make_two_input_onnx(path: Path) -> Path:
+    """y = x * 2 + 1 + float(k) (FP32) and k1 = k + 1 (INT64): exact in float32 for the values above."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    one_i = helper.make_tensor("one_i", TensorProto.INT64, [], [1])
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["x2"]),
+        helper.make_node("Add", ["x2", "one"], ["x21"]),
+        helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x21", "kf"], ["y"]),
+        helper.make_node("Add", ["k", "one_i"], ["k1"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "twoin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("k1", TensorProto.INT64, [2, 3])],
+        initializer=[two, one, one_i],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def write_spec(tmp: Path) -> Path:
+    onnx_path = make_two_input_onnx(tmp / "twoin.onnx")
+    artifact = Artifact(onnx_path, "onnx", (InputSpec("x", (2, 3)), InputSpec("k", (2, 3), "int64")))
+    spec = {"name": MODEL, "artifact": artifact.to_dict(), "target": Target("onnxruntime", threads=1).to_dict()}
+    path = tmp / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    with serve_in_subprocess(write_spec(tmp_path_factory.mktemp("server")), cores=None) as handle:
+        yield handle
+
+
+def call(server: ServerHandle, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    """(status, parsed JSON body or None) for one request; HTTP errors are answers, not exceptions."""
+    request = urllib.request.Request(server.url + path, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    return status, (json.loads(raw) if raw else None)
+
+
+def infer(server: ServerHandle, payload: dict) -> tuple[int, dict | None]:
+    return call(server, f"/v2/models/{MODEL}/infer", json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def expected_outputs() -> dict[str, list]:
+    return {"y": (X * 2 + 1 + K.astype(np.float32)).reshape(-1).tolist(), "k1": (K + 1).reshape(-1).tolist()}
+
+
+def check_outputs(answer: dict) -> None:
+    assert answer["model_name"] == MODEL
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert {n: o["data"] for n, o in outputs.items()} == expected_outputs()
+    assert outputs["y"]["datatype"] == "FP32" and outputs["y"]["shape"] == [2, 3]
+    assert outputs["k1"]["datatype"] == "INT64"
+
+
+def good_inputs() -> list[dict]:
+    return [
+        {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": X.reshape(-1).tolist()},
+        {"name": "k", "shape": [2, 3], "datatype": "INT64", "data": K.reshape(-1).tolist()},
+    ]
+
+
+def test_health_and_metadata(server: ServerHandle) -> None:
+    assert call(server, "/v2/health/live")[0] == 200
+    assert call(server, "/v2/health/ready")[0] == 200
+    assert call(server, f"/v2/models/{MODEL}/ready")[0] == 200
+    status, meta = call(server, f"/v2/models/{MODEL}")
+    assert status == 200
+    assert meta["name"] == MODEL and meta["platform"].startswith("onnxruntime")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [2, 3]},
+                              {"name": "k", "datatype": "INT64", "shape": [2, 3]}]
+    assert [o["name"] for o in meta["outputs"]] == ["y", "k1"]
+
+
+def test_infer_json(server: ServerHandle) -> None:
+    status, answer = infer(server, {"inputs": good_inputs()})
+    assert status == 200, answer
+    check_outputs(answer)
+
+
+def test_infer_binary_extension(server: ServerHandle) -> None:
+    body, headers = encode_infer_request({"k": K, "x": X}, binary=True)
+    assert "Inference-Header-Content-Length" in headers
+    status, answer = call(server, f"/v2/models/{MODEL}/infer", body, headers)
+    assert status == 200, answer
+    check_outputs(answer)
+
+
+def test_infer_json_via_encoder(server: ServerHandle) -> None:
+    body, headers = encode_infer_request({"x": X, "k": K}, binary=False)
+    status, answer = call(server, f"/v2/models/{MODEL}/infer", body, headers)
+    assert status == 200, answer
+    check_outputs(answer)
+
+
+def bad(inputs_change: dict) -> dict:
+    """The good request with the first input's fields changed."""
+    inputs = good_inputs()
+    inputs[0] = {**inputs[0], **inputs_change}
+    return {"inputs": inputs}
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (bad({"name": "nope"}), ["'nope'", "x", "k"]),
+        (bad({"shape": [3, 2]}), ["[3, 2]", "[2, 3]"]),
+        (bad({"datatype": "FP64"}), ["FP64", "FP32"]),
+        (bad({"data": [1.0, 2.0]}), ["2 values", "6"]),
+        (bad({"data": ["a", "b", "c", "d", "e", "f"]}), ["FP32"]),
+        ({"inputs": good_inputs()[:1]}, ["missing", "k"]),
+        ({"inputs": []}, ["inputs"]),
+        ({"outputs": []}, ["inputs"]),
+    ],
+    ids=["name", "shape", "datatype", "length", "strings", "missing", "empty", "no-inputs"],
+)
+def test_bad_requests_are_400_with_a_reason(server: ServerHandle, payload: dict, words: list[str]) -> None:
+    status, answer = infer(server, payload)
+    assert status == 400
+    assert all(w in answer["error"] for w in words), answer["error"]
+
+
+def test_int64_overflow_is_400(server: ServerHandle) -> None:
+    inputs = good_inputs()
+    inputs[1] = {**inputs[1], "data": [10**30] * 6}
+    assert infer(server, {"inputs": inputs})[0] == 400
+
+
+def test_malformed_json_and_bad_binary_are_400(server: ServerHandle) -> None:
+    path = f"/v2/models/{MODEL}/infer"
+    status, answer = call(server, path, b"{not json", {"Content-Type": "application/json"})
+    assert status == 400 and "JSON" in answer["error"]
+    body, headers = encode_infer_request({"x": X, "k": K}, binary=True)
+    status, answer = call(server, path, body[:-8], headers)  # binary data cut short
+    assert status == 400 and "bytes" in answer["error"]
+    status, answer = call(server, path, body, {**headers, "Inference-Header-Content-Length": "99999"})
+    assert status == 400
+
+
+def test_unknown_model_is_404(server: ServerHandle) -> None:
+    status, answer = call(server, "/v2/models/other/infer", json.dumps({"inputs": good_inputs()}).encode())
+    assert status == 404 and "other" in answer["error"]
+    assert call(server, "/v2/models/other")[0] == 404
+    assert call(server, "/v2/models/other/ready")[0] == 404
+
+
+def test_still_serving_after_bad_requests(server: ServerHandle) -> None:
+    for payload in (b"", b"[]", b"null", b'{"inputs": [1, 2]}', b'{"inputs": [{"name": "x", "shape": "2x3"}]}'):
+        status, _ = call(server, f"/v2/models/{MODEL}/infer", payload, {"Content-Type": "application/json"})
+        assert status == 400
+    assert call(server, "/v2/health/ready")[0] == 200
+    status, answer = infer(server, {"inputs": good_inputs()})
+    assert status == 200
+    check_outputs(answer)
+
+
+def test_start_failure_is_a_clear_error(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    artifact = Artifact(tmp_path / "missing.onnx", "onnx", (InputSpec("x", (1, 4)),))
+    target = Target("onnxruntime").to_dict()
+    spec.write_text(json.dumps({"name": "m", "artifact": artifact.to_dict(), "target": target}))
+    with pytest.raises(RuntimeError, match="exited"):
+        with serve_in_subprocess(spec, cores=None, timeout_s=60):
+            pass
