@@ -105,6 +105,7 @@ def serve(spec_path: Path, host: str, port: int) -> None:
     sock.listen(512)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     print(f"{READY} port={sock.getsockname()[1]}", flush=True)
+    os.dup2(2, 1)  # nobody reads stdout after the ready line: anything printed later goes to the log, not a full pipe
     uvicorn.Server(config).run(sockets=[sock])
 
 
