@@ -196,7 +196,7 @@ class Pipeline:
         spec_path = work / "server.json"
         server_spec = {"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}
         spec_path.write_text(json.dumps(server_spec))
-        self.say(f"  load test: {', '.join(f'{u} users' for u in plan.users)}, {plan.step_seconds:.0f} s each ...")
+        self.say(f"  load test: {'-'.join(map(str, plan.users))} users, {plan.step_seconds:.0f} s a step ...")
         try:
             with serve_in_subprocess(spec_path, server_cores) as server:
                 load = run_load(
