@@ -110,7 +110,7 @@ class _OpenVinoSession:
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self._request.infer(feeds)
+        self._request.infer(feeds, share_inputs=True)  # no copy of the input arrays, as a server would
         return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
 
 
