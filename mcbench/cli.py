@@ -94,7 +94,7 @@ def run_config(args: argparse.Namespace):
     import dataclasses
 
     from mcbench.config import LoadPlan, RunConfig
-    from optimizer.intake import parse_input_shapes
+    from optimizer.intake import parse_inputs
 
     if args.input and args.model is None:
         raise UsageError("--input describes a --model's inputs; the built-in demo needs none")
@@ -109,7 +109,7 @@ def run_config(args: argparse.Namespace):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     return dataclasses.replace(
-        base, model=args.model, input_shapes=parse_input_shapes(args.input), out_dir=args.out,
+        base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out,
         load=load, variants=args.variants,
     )
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.latency import QUICK_PLAN, TimingPlan
+from optimizer.intake import InputOverride
 
 
 class ConfigError(ValueError):
@@ -36,7 +37,7 @@ QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5)
 @dataclass(frozen=True)
 class RunConfig:
     model: Path | None = None  # None: the built-in digits demo
-    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs: dict[str, InputOverride] = field(default_factory=dict)  # --input NAME=...
     out_dir: Path | None = None
     quick: bool = False
     timing: TimingPlan = TimingPlan()
@@ -50,7 +51,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {
             "model": str(self.model) if self.model else None,
-            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "inputs": {k: {**vars(v), "shape": list(v.shape)} for k, v in self.inputs.items()},
             "quick": self.quick,
             "timing": vars(self.timing),
             "load": None if self.load is None else {**vars(self.load), "users": list(self.load.users)},

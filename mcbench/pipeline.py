@@ -89,7 +89,7 @@ class Pipeline:
             workload = demo_workload(paths.root, cfg.quick)
             self.say(f"  trained in {workload.info['train_seconds']:.1f} s")
             return workload, paths
-        workload = onnx_workload(cfg.model, cfg.input_shapes)
+        workload = onnx_workload(cfg.model, cfg.inputs)
         paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), workload.name))
         paths.root.mkdir(parents=True, exist_ok=True)
         return workload, paths

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.artifact import Artifact, InputSpec, generated_inputs
-from optimizer.intake import load_onnx
+from optimizer.intake import InputOverride, load_onnx
 
 GENERATED_EVAL_SAMPLES = 32
 GENERATED_CALIBRATION_SAMPLES = 64
@@ -63,9 +63,9 @@ def demo_workload(work_dir: Path, quick: bool) -> Workload:
     )
 
 
-def onnx_workload(path: Path, shapes: dict[str, tuple[int, ...]]) -> Workload:
+def onnx_workload(path: Path, inputs: dict[str, InputOverride]) -> Workload:
     """A user's ONNX file with no dataset: fidelity to the FP32 baseline on generated inputs."""
-    base = load_onnx(path, shapes)
+    base = load_onnx(path, inputs)
     eval_samples = generated_inputs(base.inputs, GENERATED_EVAL_SAMPLES, seed=1)
     return Workload(
         name=path.stem,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from optimizer.artifact import Artifact, InputSpec
+from optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
 from optimizer.targets import require
 
 # ONNX TensorProto element types -> numpy dtype names mcbench can generate inputs for
@@ -16,25 +17,45 @@ class IntakeError(ValueError):
     """A model or its input description that mcbench cannot take; the message names the file and the problem."""
 
 
-def parse_input_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
-    """`["image=1,3,224,224"]` -> `{"image": (1, 3, 224, 224)}`."""
-    shapes: dict[str, tuple[int, ...]] = {}
+@dataclass(frozen=True)
+class InputOverride:
+    """What `--input NAME=D1,D2[:DTYPE[:LOW-HIGH]]` says of one input; unset parts come from the model."""
+
+    shape: tuple[int, ...]
+    dtype: str | None = None
+    low: int | None = None
+    high: int | None = None
+
+
+INPUT_SYNTAX = "NAME=D1,D2,...[:DTYPE[:LOW-HIGH]] with positive integer dimensions"
+
+
+def parse_inputs(items: list[str]) -> dict[str, InputOverride]:
+    """`["ids=1,128:int64:0-30522"]` -> `{"ids": InputOverride((1, 128), "int64", 0, 30522)}`."""
+    overrides: dict[str, InputOverride] = {}
     for item in items:
-        name, sep, dims = item.partition("=")
+        name, sep, rest = item.partition("=")
+        dims, _, tail = rest.partition(":")
+        dtype, _, bounds = tail.partition(":")
         try:
             shape = tuple(int(d) for d in dims.split(","))
+            low, high = (int(b) for b in bounds.split("-")) if bounds else (None, None)
         except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise IntakeError(f"--input {item!r}: expected NAME=D1,D2,... with positive integer dimensions")
-        shapes[name] = shape
-    return shapes
+            shape, low, high = (), None, None
+        bad_range = low is not None and high is not None and low >= high
+        if not sep or not name or not shape or any(d <= 0 for d in shape) or bad_range or (bounds and low is None):
+            raise IntakeError(f"--input {item!r}: expected {INPUT_SYNTAX}")
+        if dtype and dtype not in FLOAT_DTYPES + INT_DTYPES:
+            known = ", ".join(FLOAT_DTYPES + INT_DTYPES)
+            raise IntakeError(f"--input {item!r}: dtype {dtype!r} is not one of {known}")
+        overrides[name] = InputOverride(shape, dtype or None, low, high)
+    return overrides
 
 
-def load_onnx(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> Artifact:
+def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Artifact:
     """Check the file, confine external data to its folder, and return an artifact with static input specs."""
     path = Path(path)
-    shapes = shapes or {}
+    inputs = inputs or {}
     if not path.is_file():
         raise IntakeError(f"cannot load {path}: no such file")
     if path.stat().st_size == 0:
@@ -53,17 +74,17 @@ def load_onnx(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> A
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if not graph_inputs:
         raise IntakeError(f"cannot load {path}: the model has no inputs")
-    unknown = sorted(set(shapes) - {i.name for i in graph_inputs})
+    unknown = sorted(set(inputs) - {i.name for i in graph_inputs})
     if unknown:
         names = ", ".join(i.name for i in graph_inputs)
         raise IntakeError(
             f"cannot load {path}: --input names {', '.join(unknown)} not among the model's inputs ({names})"
         )
-    specs = tuple(_input_spec(path, i, shapes.get(i.name)) for i in graph_inputs)
+    specs = tuple(_input_spec(path, i, inputs.get(i.name)) for i in graph_inputs)
     return Artifact(path, "onnx", specs)
 
 
-def _input_spec(path: Path, value_info, override: tuple[int, ...] | None) -> InputSpec:
+def _input_spec(path: Path, value_info, override: InputOverride | None) -> InputSpec:
     tensor = value_info.type.tensor_type
     dtype = _ONNX_DTYPES.get(tensor.elem_type)
     if dtype is None:
@@ -73,23 +94,32 @@ def _input_spec(path: Path, value_info, override: tuple[int, ...] | None) -> Inp
     name = value_info.name
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
     if override is not None:
-        if len(override) != len(dims):
+        if override.dtype and override.dtype != dtype:
+            raise IntakeError(f"cannot load {path}: --input {name} says {override.dtype}, the model takes {dtype}")
+        if len(override.shape) != len(dims):
             raise IntakeError(
-                f"cannot load {path}: --input {name} has {len(override)} dimensions, the model has {len(dims)}"
+                f"cannot load {path}: --input {name} has {len(override.shape)} dimensions, the model has {len(dims)}"
             )
-        for i, (given, declared) in enumerate(zip(override, dims, strict=True)):
+        for i, (given, declared) in enumerate(zip(override.shape, dims, strict=True)):
             if isinstance(declared, int) and declared > 0 and declared != given:
                 raise IntakeError(
                     f"cannot load {path}: --input {name} dimension {i} is {given}, the model fixes it at {declared}"
                 )
-        return InputSpec(value_info.name, override, dtype)
+        return override_spec(name, override, dtype)
     unresolved = [f"{i} ({d})" for i, d in enumerate(dims) if not isinstance(d, int) or d <= 0]
     if unresolved:
         raise IntakeError(
             f"cannot load {path}: input {name!r} has unresolved dimensions {', '.join(unresolved)}; "
             f"give them with --input {name}=" + ",".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
         )
-    return InputSpec(value_info.name, tuple(dims), dtype)
+    return InputSpec(name, tuple(dims), dtype)
+
+
+def override_spec(name: str, override: InputOverride, dtype: str) -> InputSpec:
+    """The input spec an --input override gives, integer range included (default [0, 100))."""
+    low = 0 if override.low is None else override.low
+    high = 100 if override.high is None else override.high
+    return InputSpec(name, override.shape, override.dtype or dtype, low, high)
 
 
 def _check_external_data(onnx, model, path: Path) -> None:

@@ -2,18 +2,38 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.intake import IntakeError, load_onnx, parse_input_shapes
+from optimizer.intake import InputOverride, IntakeError, load_onnx, parse_inputs
 from tests.conftest import make_linear_onnx
 
 
-def test_parse_input_shapes_reads_name_and_dims():
-    assert parse_input_shapes(["image=1,3,224,224", "ids=1,128"]) == {"image": (1, 3, 224, 224), "ids": (1, 128)}
+def test_parse_inputs_reads_name_and_dims():
+    assert parse_inputs(["image=1,3,224,224", "ids=1,128"]) == {
+        "image": InputOverride((1, 3, 224, 224)), "ids": InputOverride((1, 128))
+    }
 
 
-@pytest.mark.parametrize("bad", ["image", "image=", "=1,2", "image=1,x", "image=1,0"])
+def test_parse_inputs_reads_dtype_and_integer_range():
+    assert parse_inputs(["ids=1,128:int64:5-30522"]) == {"ids": InputOverride((1, 128), "int64", 5, 30522)}
+    assert parse_inputs(["x=2,3:float16"]) == {"x": InputOverride((2, 3), "float16")}
+
+
+def test_parse_inputs_rejects_unknown_dtype():
+    with pytest.raises(IntakeError, match="dtype 'complex' is not one of float32"):
+        parse_inputs(["x=1,2:complex"])
+
+
+def test_load_onnx_rejects_dtype_the_model_does_not_take(linear_onnx):
+    with pytest.raises(IntakeError, match="--input x says int64, the model takes float32"):
+        load_onnx(linear_onnx, {"x": InputOverride((1, 4), "int64")})
+
+
+BAD_INPUTS = ["image", "image=", "=1,2", "image=1,x", "image=1,0", "ids=1,2:int64:9-3", "x=1:int64:a"]
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS)
 def test_parse_input_shapes_rejects_malformed(bad):
     with pytest.raises(IntakeError, match="expected NAME=D1,D2"):
-        parse_input_shapes([bad])
+        parse_inputs([bad])
 
 
 def test_load_onnx_reads_static_input_spec(linear_onnx):
@@ -23,7 +43,7 @@ def test_load_onnx_reads_static_input_spec(linear_onnx):
 
 def test_load_onnx_fills_symbolic_batch_from_input_shapes(tmp_path):
     path = make_linear_onnx(tmp_path / "dyn.onnx", batch="batch")
-    assert load_onnx(path, {"x": (8, 4)}).inputs[0].shape == (8, 4)
+    assert load_onnx(path, {"x": InputOverride((8, 4))}).inputs[0].shape == (8, 4)
 
 
 def test_load_onnx_names_unresolved_dimension(tmp_path):
@@ -35,12 +55,12 @@ def test_load_onnx_names_unresolved_dimension(tmp_path):
 
 def test_load_onnx_rejects_shape_that_contradicts_model(linear_onnx):
     with pytest.raises(IntakeError, match="dimension 1 is 5, the model fixes it at 4"):
-        load_onnx(linear_onnx, {"x": (1, 5)})
+        load_onnx(linear_onnx, {"x": InputOverride((1, 5))})
 
 
 def test_load_onnx_rejects_unknown_input_name(linear_onnx):
     with pytest.raises(IntakeError, match=r"--input names y not among the model's inputs \(x\)"):
-        load_onnx(linear_onnx, {"y": (1, 4)})
+        load_onnx(linear_onnx, {"y": InputOverride((1, 4))})
 
 
 def test_load_onnx_missing_file(tmp_path):

@@ -1,0 +1,84 @@
+"""What an ONNX model is: opset, inputs, outputs, parameters, file size and the FLOPs of one inference.
+
+FLOPs are counted from the graph with every input at its static shape: 2 x multiply-adds for Conv,
+Gemm and MatMul (attention's Q·K^T and scores·V are MatMuls and counted as such). Other operators
+are left out, so the figure is a lower bound dominated by what dominates the run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimizer.artifact import InputSpec
+
+
+def model_stats(path: Path, specs: tuple[InputSpec, ...]) -> dict[str, Any]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    size = Path(path).stat().st_size + sum(_external_size(path, t) for t in external)
+    return {
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": [s.to_dict() for s in specs],
+        "outputs": [o.name for o in model.graph.output],
+        "parameters": params,
+        "size_bytes": size,
+        "flops": count_flops(model, specs),
+    }
+
+
+def _external_size(path: Path, tensor) -> int:
+    length = next((int(e.value) for e in tensor.external_data if e.key == "length"), None)
+    if length is not None:
+        return length
+    return int(np.prod(tensor.dims)) * 4
+
+
+def count_flops(model, specs: tuple[InputSpec, ...]) -> int:
+    """2 x MACs of Conv, Gemm and MatMul nodes, from shapes inferred with the inputs fixed to `specs`."""
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    by_name = {s.name: s for s in specs}
+    for value in fixed.graph.input:
+        if value.name in by_name:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, by_name[value.name].shape, strict=False):
+                dim.Clear()
+                dim.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(fixed)
+    shapes = {v.name: _dims(v) for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    shapes.update({t.name: list(t.dims) for t in inferred.graph.initializer})
+    return sum(_node_flops(node, shapes) for node in inferred.graph.node)
+
+
+def _dims(value) -> list[int] | None:
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    return None if any(d is None for d in dims) else dims
+
+
+def _node_flops(node, shapes: dict[str, list[int] | None]) -> int:
+    if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+        weight_index = 3 if node.op_type == "QLinearConv" else 1
+        out, weight = shapes.get(node.output[0]), shapes.get(node.input[weight_index])
+        if not out or not weight:
+            return 0
+        # each output element: Cin/groups x kH x kW multiply-adds; the weight is (Cout, Cin/groups, kH, kW)
+        return 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
+    if node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"):
+        a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not a or not out:
+            return 0
+        k = a[0] if node.op_type == "Gemm" and _attr(node, "transA") else a[-1]
+        return 2 * int(np.prod(out)) * k
+    return 0
+
+
+def _attr(node, name: str) -> int:
+    return next((a.i for a in node.attribute if a.name == name), 0)
