@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from bench.metrics import task_metrics
 from optimizer.targets import Session
 from reports.schema import Accuracy
 
+UserMetric = Callable[[np.ndarray, np.ndarray | None], "float | dict[str, float]"]
+
 
 def collect_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """The first output of the model for each sample, stacked along a new leading axis."""
-    return np.stack([np.asarray(session.run(feeds)[0], dtype=np.float64) for feeds in samples])
+    """The model's first output for each sample, concatenated along the batch axis: one row per sample."""
+    outputs = [np.asarray(session.run(feeds)[0], dtype=np.float64) for feeds in samples]
+    return np.concatenate([o if o.ndim else o[None] for o in outputs])
 
 
 def accuracy_of(
@@ -18,25 +24,30 @@ def accuracy_of(
     baseline: np.ndarray | None,
     labels: np.ndarray | None,
     dataset: str | None,
+    task: str = "classification",
+    user_metric: UserMetric | None = None,
 ) -> Accuracy:
-    """Top-1 against labels (when there are labels) and agreement / abs error against the baseline outputs."""
+    """The task's metrics against labels, a user metric, and fidelity (agreement, abs error) to the baseline."""
     if labels is not None and len(labels) != len(outputs):
         raise ValueError(f"{len(labels)} labels for {len(outputs)} outputs")
-    predictions = _top1(outputs)
-    top1 = float(np.mean(predictions == labels)) if labels is not None else None
+    metrics = task_metrics(task, outputs, labels, baseline)
+    if user_metric is not None:
+        value = user_metric(outputs, labels)
+        metrics.update(value if isinstance(value, dict) else {"user_metric": float(value)})
     agreement = max_abs = mean_abs = None
     if baseline is not None:
         if baseline.shape != outputs.shape:
             raise ValueError(
                 f"outputs of shape {outputs.shape} cannot be compared with the baseline's {baseline.shape}"
             )
-        agreement = float(np.mean(predictions == _top1(baseline)))
+        if task == "classification":
+            agreement = float(np.mean(_top1(outputs) == _top1(baseline)))
         diff = np.abs(outputs - baseline)
         max_abs, mean_abs = float(diff.max()), float(diff.mean())
-    return Accuracy(dataset, len(outputs), top1, agreement, max_abs, mean_abs)
+    return Accuracy(dataset, len(outputs), metrics.get("top1"), agreement, max_abs, mean_abs,
+                    task=task, metrics=metrics)
 
 
 def _top1(outputs: np.ndarray) -> np.ndarray:
-    """Arg-max over the last axis after flattening each sample's output to (classes,)."""
-    flat = outputs.reshape(len(outputs), -1)
-    return flat.argmax(axis=1)
+    """Arg-max of each row after flattening it to (classes,)."""
+    return outputs.reshape(len(outputs), -1).argmax(axis=1)

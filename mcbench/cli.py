@@ -44,9 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="compile a model into variants, measure them, write results.json and report.html")
-    run.add_argument("--model", type=Path, help="an ONNX file (default: the built-in digits demo)")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...",
-                     help="static shape for an input (repeat for several inputs); fills dynamic dimensions")
+    run.add_argument("--model", help="an .onnx file, a .pt2 torch.export archive, a pickled module (.pt, needs "
+                     "--trust-model) or package.module:factory (default: the built-in digits demo)")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]",
+                     help="shape (and dtype, integer range) of an input; repeat for several inputs")
+    run.add_argument("--weights", type=Path, help="state_dict (.pt, loaded weights_only) or .safetensors for a factory")
+    run.add_argument("--trust-model", action="store_true",
+                     help="allow unpickling a full model file: this runs code from the file")
+    run.add_argument("--dataset", type=Path, help=".npz with one array per model input plus 'labels'")
+    run.add_argument("--task", default="classification", choices=["classification", "regression", "embedding"],
+                     help="which metrics the dataset's labels feed (default classification)")
+    run.add_argument("--metric", metavar="package.module:function",
+                     help="a user metric: function(outputs, labels) -> float or dict of floats")
     run.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
     run.add_argument("--quick", action="store_true", help="short measurements: the demo in under two minutes")
     run.add_argument("--no-load", action="store_true", help="skip the HTTP load test")
@@ -82,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
+    from bench.datasets import DatasetError
     from mcbench.config import ConfigError
     from optimizer.intake import IntakeError
     from reports.schema import SchemaError
 
-    return isinstance(exc, UsageError | ConfigError | IntakeError | SchemaError)
+    return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | SchemaError)
 
 
 def run_config(args: argparse.Namespace):
@@ -96,8 +106,6 @@ def run_config(args: argparse.Namespace):
     from mcbench.config import LoadPlan, RunConfig
     from optimizer.intake import parse_inputs
 
-    if args.input and args.model is None:
-        raise UsageError("--input describes a --model's inputs; the built-in demo needs none")
     base = RunConfig.quick_mode() if args.quick else RunConfig()
     load = base.load
     if args.no_load:
@@ -109,8 +117,9 @@ def run_config(args: argparse.Namespace):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     return dataclasses.replace(
-        base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out,
-        load=load, variants=args.variants,
+        base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out, load=load,
+        variants=args.variants, weights=args.weights, trust_model=args.trust_model, dataset=args.dataset,
+        task=args.task, metric=args.metric,
     )
 
 

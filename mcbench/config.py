@@ -36,13 +36,31 @@ QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5)
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: Path | None = None  # None: the built-in digits demo
+    model: str | None = None  # an .onnx/.pt2/.pt file or package.module:factory; None: the built-in demo
     inputs: dict[str, InputOverride] = field(default_factory=dict)  # --input NAME=...
+    weights: Path | None = None  # a state_dict (weights_only) or .safetensors file for a factory
+    trust_model: bool = False  # allow unpickling a full module
+    dataset: Path | None = None  # .npz with one array per input plus labels
+    task: str = "classification"
+    metric: str | None = None  # package.module:function(outputs, labels) -> float | dict
     out_dir: Path | None = None
     quick: bool = False
     timing: TimingPlan = TimingPlan()
     load: LoadPlan | None = LoadPlan()  # None: no HTTP load test
     variants: tuple[str, ...] = ()  # empty: all default variants
+
+    def __post_init__(self) -> None:
+        from bench.metrics import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.model is None and (self.inputs or self.weights or self.dataset):
+            raise ConfigError("--input, --weights and --dataset describe a --model; the built-in demo needs none")
+
+    @property
+    def from_torch(self) -> bool:
+        """Whether the model comes from PyTorch (and so has an eager baseline)."""
+        return self.model is None or not self.model.endswith(".onnx")
 
     @classmethod
     def quick_mode(cls, **kwargs) -> RunConfig:
@@ -50,7 +68,12 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {
-            "model": str(self.model) if self.model else None,
+            "model": self.model,
+            "weights": str(self.weights) if self.weights else None,
+            "trust_model": self.trust_model,
+            "dataset": str(self.dataset) if self.dataset else None,
+            "task": self.task,
+            "metric": self.metric,
             "inputs": {k: {**vars(v), "shape": list(v.shape)} for k, v in self.inputs.items()},
             "quick": self.quick,
             "timing": vars(self.timing),

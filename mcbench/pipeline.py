@@ -7,6 +7,8 @@ atomically after every variant, so an interrupted run keeps what it finished.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from bench.environment import environment, split_cores, usable_cores
 from bench.isolate import ChildError, call_in_child
 from bench.measure import InProcessResult, measure_in_process
 from mcbench.config import ConfigError, RunConfig
-from mcbench.workload import Workload, demo_workload, onnx_workload
+from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
 from optimizer.passes import PassContext, PassError, apply_passes
 from optimizer.recipes import VariantSpec, default_variants
@@ -61,6 +63,26 @@ def new_run_dir(base: Path, model_name: str) -> Path:
     return path
 
 
+def safe_name(name: str) -> str:
+    """A folder name from a model name: letters, digits, '.', '_' and '-' only, so no path can be steered."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def load_user_metric(ref: str | None):
+    """The user's metric function, resolved before any work starts."""
+    if ref is None:
+        return None
+    from optimizer.targets import TargetError, load_factory
+
+    try:
+        fn = load_factory(ref)
+    except TargetError as exc:
+        raise ConfigError(f"--metric {ref}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"--metric {ref}: not a function")
+    return fn
+
+
 def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
     if not names:
         return specs
@@ -77,6 +99,7 @@ class Pipeline:
         self.config = config
         self.say = progress
         self._built: dict[tuple[str, ...], Artifact] = {}
+        self.user_metric = None
 
     def prepare(self) -> tuple[Workload, RunPaths]:
         """Load or train the model before a run folder exists for it, so bad input leaves nothing behind."""
@@ -89,13 +112,20 @@ class Pipeline:
             workload = demo_workload(paths.root, cfg.quick)
             self.say(f"  trained in {workload.info['train_seconds']:.1f} s")
             return workload, paths
-        workload = onnx_workload(cfg.model, cfg.inputs)
-        paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), workload.name))
+        stem = cfg.model.rpartition(":")[2] if ":" in cfg.model else Path(cfg.model).stem
+        paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), safe_name(stem)))
         paths.root.mkdir(parents=True, exist_ok=True)
+        try:
+            workload = user_workload(cfg.model, cfg.inputs, paths.root / "source", cfg.weights, cfg.trust_model,
+                                     cfg.dataset)
+        except BaseException:
+            shutil.rmtree(paths.root, ignore_errors=True)  # bad input leaves nothing behind
+            raise
         return workload, paths
 
     def run(self) -> tuple[RunResult, RunPaths]:
-        specs = select_variants(default_variants(from_torch=self.config.model is None), self.config.variants)
+        specs = select_variants(default_variants(from_torch=self.config.from_torch), self.config.variants)
+        self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
         env = environment()
         run = RunResult(
@@ -115,7 +145,7 @@ class Pipeline:
             result, outputs = self.run_variant(spec, workload, paths, baseline_outputs)
             if spec.baseline and outputs is not None:
                 baseline_outputs = outputs
-                result.accuracy = accuracy_of(outputs, outputs, workload.labels, workload.dataset)
+                result.accuracy = self.accuracy(result, outputs, outputs, workload)
             run.variants.append(result)
             save_results(run, paths.results)
         if baseline_outputs is None:
@@ -144,7 +174,7 @@ class Pipeline:
                 f"(CV {measured.latency.cv:.0%}): the machine is noisy"
             )
         if not spec.baseline:
-            result.accuracy = accuracy_of(measured.outputs, baseline_outputs, workload.labels, workload.dataset)
+            result.accuracy = self.accuracy(result, measured.outputs, baseline_outputs, workload)
         result.status = "ok"
         self.say(
             f"  in-process p50 {measured.latency.p50_ms:.3f} ms, p99 {measured.latency.p99_ms:.3f} ms "
@@ -153,6 +183,17 @@ class Pipeline:
         if self.config.load is not None:
             self.load_test(spec, artifact, workload, paths, result)
         return result, measured.outputs
+
+    def accuracy(self, result: VariantResult, outputs, baseline, workload: Workload):
+        """Task metrics and fidelity; a user metric that raises becomes a warning, not a lost variant."""
+        task = self.config.task
+        try:
+            return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, self.user_metric)
+        except Exception as exc:
+            if self.user_metric is None:
+                raise
+            result.warnings.append(f"--metric {self.config.metric} failed: {type(exc).__name__}: {exc}")
+            return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task)
 
     def build(self, spec: VariantSpec, workload: Workload, paths: RunPaths) -> Artifact:
         """Apply the recipe's passes, reusing any prefix of it already built in this run."""

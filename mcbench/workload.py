@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.datasets import load_npz
 from optimizer.artifact import Artifact, InputSpec, generated_inputs
-from optimizer.intake import InputOverride, load_onnx
+from optimizer.graph_stats import model_stats
+from optimizer.intake import InputOverride, IntakeError, load_onnx
+from optimizer.intake_torch import PICKLE_SUFFIXES, from_factory, from_pickle, from_pt2, is_factory_ref
 
 GENERATED_EVAL_SAMPLES = 32
 GENERATED_CALIBRATION_SAMPLES = 64
@@ -63,25 +66,62 @@ def demo_workload(work_dir: Path, quick: bool) -> Workload:
     )
 
 
-def onnx_workload(path: Path, inputs: dict[str, InputOverride]) -> Workload:
-    """A user's ONNX file with no dataset: fidelity to the FP32 baseline on generated inputs."""
-    base = load_onnx(path, inputs)
-    eval_samples = generated_inputs(base.inputs, GENERATED_EVAL_SAMPLES, seed=1)
+def user_workload(
+    ref: str,
+    inputs: dict[str, InputOverride],
+    source_dir: Path,
+    weights: Path | None = None,
+    trust_model: bool = False,
+    dataset: Path | None = None,
+) -> Workload:
+    """A user's model from any source; accuracy on `dataset` if given, else fidelity on generated inputs."""
+    base, source = load_user_model(ref, inputs, source_dir, weights, trust_model)
+    name = ref.rpartition(":")[2] if source == "pytorch factory" else Path(ref).stem
+    if dataset is not None:
+        data = load_npz(dataset, base.inputs)
+        eval_samples, labels, dataset_name = data.samples, data.labels, data.name
+        calibration, calibration_source = data.samples[:DEMO_CALIBRATION_SAMPLES], f"{dataset.name}"
+    else:
+        eval_samples = generated_inputs(base.inputs, GENERATED_EVAL_SAMPLES, seed=1)
+        labels, dataset_name = None, None
+        calibration = generated_inputs(base.inputs, GENERATED_CALIBRATION_SAMPLES, seed=2)
+        calibration_source = f"{GENERATED_CALIBRATION_SAMPLES} generated inputs (no dataset given)"
+    info: dict[str, Any] = {"name": name, "source": source, "reference": ref,
+                            "inputs": [s.to_dict() for s in base.inputs]}
+    if base.format == "onnx":
+        info.update(model_stats(base.path, base.inputs))
     return Workload(
-        name=path.stem,
+        name=name,
         base=base,
         eval_samples=eval_samples,
-        labels=None,
-        dataset=None,
-        calibration=generated_inputs(base.inputs, GENERATED_CALIBRATION_SAMPLES, seed=2),
-        calibration_source=f"{GENERATED_CALIBRATION_SAMPLES} generated inputs (no dataset given)",
+        labels=labels,
+        dataset=dataset_name,
+        calibration=calibration,
+        calibration_source=calibration_source,
         timing_feeds=eval_samples[0],
-        from_torch=False,
-        info={
-            "name": path.stem,
-            "source": "onnx file",
-            "path": str(path),
-            "size_bytes": path.stat().st_size,
-            "inputs": [s.to_dict() for s in base.inputs],
-        },
+        from_torch=base.format != "onnx",
+        info=info,
+    )
+
+
+def load_user_model(
+    ref: str, inputs: dict[str, InputOverride], source_dir: Path, weights: Path | None, trust_model: bool
+) -> tuple[Artifact, str]:
+    """Dispatch on what `--model` names: a factory, an .onnx file, a .pt2 archive or a pickled module."""
+    if is_factory_ref(ref):
+        return from_factory(ref, weights, inputs, source_dir), "pytorch factory"
+    path = Path(ref)
+    if weights is not None:
+        raise IntakeError(f"--weights goes with --model package.module:factory, not with a file ({path})")
+    if not path.is_file():
+        raise IntakeError(f"cannot load {path}: no such file")
+    if path.suffix == ".onnx":
+        return load_onnx(path, inputs), "onnx file"
+    if path.suffix == ".pt2":
+        return from_pt2(path, inputs), "torch.export archive"
+    if path.suffix in PICKLE_SUFFIXES:
+        return from_pickle(path, inputs, trust_model, source_dir), "pickled module (trusted)"
+    raise IntakeError(
+        f"cannot load {path}: unknown model format {path.suffix!r}; give an .onnx file, a .pt2 archive, "
+        "a pickled module (.pt, with --trust-model) or package.module:factory"
     )

@@ -62,8 +62,9 @@ def sha256_of(path: Path) -> str:
 class Artifact:
     """A deployable model file and how to load it.
 
-    `format` is "onnx" (path is the .onnx file) or "torch" (path is a state_dict file loaded with
-    weights_only=True into the module that `factory`, a "package.module:callable", returns).
+    `format` is "onnx" (path is the .onnx file), "torch" (path is a state_dict file loaded with
+    weights_only=True into the module that `factory`, a "package.module:callable", returns), or
+    "pt2" (path is a torch.export archive).
     """
 
     path: Path
@@ -73,8 +74,8 @@ class Artifact:
     passes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if self.format not in ("onnx", "torch"):
-            raise ValueError(f"artifact format {self.format!r} is not 'onnx' or 'torch'")
+        if self.format not in ("onnx", "torch", "pt2"):
+            raise ValueError(f"artifact format {self.format!r} is not 'onnx', 'torch' or 'pt2'")
         if self.format == "torch" and not self.factory:
             raise ValueError("a torch artifact needs a factory ('package.module:callable')")
 

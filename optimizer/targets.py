@@ -119,15 +119,14 @@ class _TorchSession:
 
     def __init__(self, artifact: Artifact, target: Target) -> None:
         torch = require("torch")
-        if artifact.format != "torch":
-            raise TargetError("the torch runtime needs a torch artifact (a factory and a state_dict)")
+        if artifact.format not in ("torch", "pt2"):
+            raise TargetError("the torch runtime needs a torch artifact (a factory and a state_dict, or a .pt2)")
         if target.threads:
             torch.set_num_threads(target.threads)
+        from optimizer.intake_torch import load_torch_module
+
         self._torch = torch
-        self._module = load_factory(artifact.factory)()
-        state = torch.load(artifact.path, map_location="cpu", weights_only=True)
-        self._module.load_state_dict(state)
-        self._module.eval()
+        self._module = load_torch_module(artifact)
         self.input_names = [s.name for s in artifact.inputs]
         self.output_names = ["output"]
 

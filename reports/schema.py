@@ -108,6 +108,8 @@ class Accuracy:
     agreement: float | None
     max_abs_diff: float | None
     mean_abs_diff: float | None
+    task: str = "classification"
+    metrics: dict[str, float] = field(default_factory=dict)  # top1/top5, mae/rmse, cosine_*, user metrics
 
 
 @dataclass

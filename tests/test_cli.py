@@ -33,7 +33,7 @@ def test_unresolved_dimension_is_named(tmp_path, capsys):
 
 def test_input_without_model_is_refused(capsys):
     assert main(["run", "--input", "x=1,2"]) == 2
-    expected = "mcbench: --input describes a --model's inputs; the built-in demo needs none"
+    expected = "mcbench: --input, --weights and --dataset describe a --model; the built-in demo needs none"
     assert capsys.readouterr().err.strip() == expected
 
 
@@ -60,3 +60,22 @@ def test_report_of_broken_results_file(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path):
     proc = _run("--debug", "run", "--model", str(tmp_path / "nope.onnx"))
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_pickled_model_refused_through_the_cli(tmp_path, capsys):
+    import torch
+
+    from tests import zoo
+
+    torch.save(zoo.conv_net(), tmp_path / "full.pt")
+    out = tmp_path / "run"
+    assert main(["run", "--model", str(tmp_path / "full.pt"), "--input", "x=1,3,16,16", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mcbench: cannot load {tmp_path / 'full.pt'}: it is a pickle")
+    assert not out.exists()
+
+
+def test_unknown_model_format(tmp_path, capsys):
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    assert main(["run", "--model", str(tmp_path / "m.tflite"), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown model format '.tflite'" in capsys.readouterr().err

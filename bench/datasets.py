@@ -1,0 +1,80 @@
+"""Datasets for accuracy: an `.npz` file with one array per model input plus `labels`.
+
+Each input array holds N samples along its first axis; the model's batch size (the first dimension
+of its input shape) decides how many go into one inference. `labels` has N entries along its first
+axis: class ids for classification, target values for regression, reference vectors for embeddings.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optimizer.artifact import InputSpec
+
+
+class DatasetError(ValueError):
+    """A dataset that does not fit the model; the message names the file and the array."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    samples: list[dict[str, np.ndarray]]  # one feed dict per inference
+    labels: np.ndarray | None  # one entry per sample row (N of them), or None
+
+
+def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"cannot load dataset {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"cannot load dataset {path}: not a readable .npz file ({exc})") from exc
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise DatasetError(
+            f"cannot load dataset {path}: no array for input(s) {', '.join(missing)} "
+            f"(arrays: {', '.join(sorted(arrays)) or 'none'})"
+        )
+    count = _common_count(path, specs, arrays)
+    batch = specs[0].shape[0]
+    usable = count - count % batch
+    if usable == 0:
+        raise DatasetError(f"cannot load dataset {path}: {count} samples, fewer than one batch of {batch}")
+    samples = [
+        {s.name: arrays[s.name][i : i + batch].astype(s.dtype, copy=False) for s in specs}
+        for i in range(0, usable, batch)
+    ]
+    labels = arrays.get("labels")
+    if labels is not None:
+        if len(labels) != count:
+            raise DatasetError(f"cannot load dataset {path}: {len(labels)} labels for {count} samples")
+        labels = labels[:usable]
+    return Dataset(f"{path.name} ({usable} samples)", samples, labels)
+
+
+def _common_count(path: Path, specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> int:
+    """Every input array must be (N, *per-sample shape) with the same N."""
+    counts = set()
+    for spec in specs:
+        array = arrays[spec.name]
+        expected = tuple(spec.shape[1:])
+        if array.ndim != len(spec.shape) or tuple(array.shape[1:]) != expected:
+            raise DatasetError(
+                f"cannot load dataset {path}: array {spec.name!r} has shape {list(array.shape)}, "
+                f"expected [N, {', '.join(map(str, expected))}] for input shape {list(spec.shape)}"
+            )
+        if np.issubdtype(array.dtype, np.floating) != (spec.dtype.startswith("float")):
+            raise DatasetError(
+                f"cannot load dataset {path}: array {spec.name!r} is {array.dtype}, the input is {spec.dtype}"
+            )
+        counts.add(len(array))
+    if len(counts) > 1:
+        raise DatasetError(f"cannot load dataset {path}: input arrays hold different sample counts {sorted(counts)}")
+    return counts.pop()

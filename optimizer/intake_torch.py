@@ -1,0 +1,180 @@
+"""PyTorch sources: a module factory with optional weights, a torch.export archive, a pickled full model.
+
+Weights load with `weights_only=True` (or from safetensors); a file that needs arbitrary Python
+objects to load is refused unless the user passes `--trust-model`, and the refusal lists what it
+would have imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimizer.artifact import Artifact, InputSpec
+from optimizer.intake import InputOverride, IntakeError, override_spec
+from optimizer.targets import TargetError, load_factory, require
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
+TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.float64": "float64",
+                "torch.int64": "int64", "torch.int32": "int32", "torch.int8": "int8", "torch.uint8": "uint8",
+                "torch.bool": "bool"}
+
+
+def is_factory_ref(ref: str) -> bool:
+    """`package.module:callable`, as opposed to a file path."""
+    module, sep, attr = ref.partition(":")
+    return bool(sep and module and attr.isidentifier() and not Path(ref).exists() and "/" not in module)
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """A state_dict from safetensors, or from a torch file loaded weights_only (no code runs)."""
+    torch = require("torch")
+    path = Path(path)
+    if not path.is_file():
+        raise IntakeError(f"cannot load weights {path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise IntakeError(f"cannot load weights {path}: not a readable safetensors file ({exc})") from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IntakeError(f"cannot load weights {path}: {_unsafe_reason(path, exc)}") from exc
+    if not isinstance(state, dict):
+        raise IntakeError(f"cannot load weights {path}: expected a state_dict, found {type(state).__name__}")
+    return state
+
+
+def _unsafe_reason(path: Path, exc: Exception) -> str:
+    torch = require("torch")
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:
+        return f"not a readable torch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if unsafe:
+        return ("it is a pickle that imports " + ", ".join(unsafe[:5]) + (" ..." if len(unsafe) > 5 else "")
+                + "; loading it would run code")
+    return f"not a readable torch file ({str(exc).splitlines()[0]})"
+
+
+def build_module(factory: str) -> Any:
+    """Call the factory; it must return a torch.nn.Module."""
+    torch = require("torch")
+    try:
+        fn = load_factory(factory)
+    except TargetError as exc:
+        raise IntakeError(f"cannot load {factory}: {exc}") from exc
+    try:
+        module = fn()
+    except Exception as exc:
+        raise IntakeError(f"cannot load {factory}: the factory raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise IntakeError(f"cannot load {factory}: the factory returned {type(module).__name__}, not a torch.nn.Module")
+    return module.eval()
+
+
+def from_factory(
+    factory: str, weights: Path | None, inputs: dict[str, InputOverride], out_dir: Path
+) -> Artifact:
+    """The module from `factory`, with `weights` loaded strictly, saved as a state_dict beside the run."""
+    torch = require("torch")
+    module = build_module(factory)
+    if weights is not None:
+        try:
+            module.load_state_dict(load_state_dict(weights))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise IntakeError(f"cannot load weights {weights} into {factory}: {first}") from exc
+    specs = _specs_for_forward(factory, module, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = out_dir / "weights.pt"
+    torch.save(module.state_dict(), saved)
+    return Artifact(saved, "torch", specs, factory=factory)
+
+
+def _specs_for_forward(source: str, module: Any, inputs: dict[str, InputOverride]) -> tuple[InputSpec, ...]:
+    params = [p.name for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    missing = [p for p in params if p not in inputs]
+    if missing:
+        raise IntakeError(
+            f"cannot load {source}: give the shape of each forward() input with --input NAME=D1,D2,...[:DTYPE]; "
+            f"missing: {', '.join(missing)}"
+        )
+    unknown = [n for n in inputs if n not in params]
+    if unknown:
+        raise IntakeError(f"cannot load {source}: --input {', '.join(unknown)} is not a forward() argument "
+                          f"({', '.join(params)})")
+    return tuple(override_spec(p, inputs[p], "float32") for p in params)
+
+
+def from_pt2(path: Path, inputs: dict[str, InputOverride]) -> Artifact:
+    """A torch.export archive; input specs from its graph, open dimensions from --input."""
+    torch = require("torch")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise IntakeError(f"cannot load {path}: not a readable torch.export archive ({exc})") from exc
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    specs = []
+    for spec in program.graph_signature.input_specs:
+        if spec.kind.name != "USER_INPUT":
+            continue
+        name = spec.arg.name
+        value = placeholders[name].meta.get("val")
+        dtype = TORCH_DTYPES.get(str(getattr(value, "dtype", "")), "float32")
+        shape = [d if isinstance(d, int) else None for d in getattr(value, "shape", [])]
+        if name in inputs:
+            specs.append(override_spec(name, inputs[name], dtype))
+        elif any(d is None for d in shape):
+            raise IntakeError(f"cannot load {path}: input {name!r} has dynamic dimensions; give them with --input")
+        else:
+            specs.append(InputSpec(name, tuple(shape), dtype))
+    if not specs:
+        raise IntakeError(f"cannot load {path}: the program has no inputs")
+    return Artifact(Path(path), "pt2", tuple(specs))
+
+
+def from_pickle(path: Path, inputs: dict[str, InputOverride], trust: bool, out_dir: Path) -> Artifact:
+    """A pickled full module: refused unless trusted; then re-exported as a torch.export archive."""
+    torch = require("torch")
+    if not trust:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise IntakeError(
+                f"cannot load {path}: {_unsafe_reason(path, exc)}; pass --trust-model only if you trust its source"
+            ) from exc
+        raise IntakeError(
+            f"cannot load {path}: it holds a {type(obj).__name__} (weights, not a module); "
+            "name the module with --model package.module:factory and pass this file as --weights"
+        )
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise IntakeError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise IntakeError(f"cannot load {path}: it holds a {type(module).__name__}, not a torch.nn.Module")
+    module.eval()
+    specs = _specs_for_forward(str(path), module, inputs)
+    example = tuple(torch.from_numpy(s.sample(np.random.default_rng(0))) for s in specs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archive = out_dir / "model.pt2"
+    torch.export.save(torch.export.export(module, example), str(archive))
+    return Artifact(archive, "pt2", specs)
+
+
+def load_torch_module(artifact: Artifact) -> Any:
+    """The eager module of a torch or pt2 artifact, in eval mode."""
+    torch = require("torch")
+    if artifact.format == "pt2":
+        return torch.export.load(str(artifact.path)).module()  # exported in eval mode; .eval() is refused
+    module = build_module(artifact.factory)
+    module.load_state_dict(load_state_dict(artifact.path))
+    return module.eval()
