@@ -369,6 +369,8 @@ def accuracy_items(variant: VariantResult) -> list[KeyValue]:
         KeyValue("top-1 accuracy", format_percent(acc.top1)),
         KeyValue("agreement with baseline", format_percent(acc.agreement)),
         KeyValue("max / mean abs diff", f"{format_diff(acc.max_abs_diff)} / {format_diff(acc.mean_abs_diff)}"),
+        KeyValue("task", acc.task),
+        *(KeyValue(name, format_value(value)) for name, value in acc.metrics.items() if name != "top1"),
     ]
 
 
