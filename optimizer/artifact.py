@@ -80,7 +80,15 @@ class Artifact:
             raise ValueError("a torch artifact needs a factory ('package.module:callable')")
 
     def manifest(self) -> dict[str, Any]:
+        """What the artifact is, for results.json: file facts, and for ONNX its parameters and FLOPs."""
+        stats = {}
+        if self.format == "onnx":
+            from optimizer.graph_stats import model_stats
+
+            everything = model_stats(self.path, self.inputs)
+            stats = {k: everything[k] for k in ("parameters", "flops", "opset")}
         return {
+            **stats,
             "path": str(self.path),
             "format": self.format,
             "sha256": sha256_of(self.path),

@@ -215,3 +215,18 @@ def test_run_factory_model_with_dataset_and_user_metric(tmp_path):
     assert acc["samples"] == 20 and set(acc["metrics"]) == {"top1", "top5", "user_metric"}
     assert acc["agreement"] == 1.0 and acc["max_abs_diff"] < 1e-4
     assert results["model"]["source"] == "pytorch factory"
+
+
+def test_exported_two_input_onnx_and_an_opset_11_model_load(tmp_path):
+    import onnx
+
+    from tests.conftest import make_linear_onnx
+
+    inputs = {"left": InputOverride((1, 4)), "right": InputOverride((1, 6))}
+    artifact = from_factory("tests.zoo:two_inputs", None, inputs, tmp_path)
+    exported = apply_passes(artifact, ("export.onnx",), PassContext(), tmp_path / "onnx")
+    assert [s.name for s in load_onnx(exported.path).inputs] == ["left", "right"]
+    old = onnx.load(str(make_linear_onnx(tmp_path / "m.onnx")))
+    old.opset_import[0].version = 11
+    onnx.save(old, str(tmp_path / "old.onnx"))
+    assert load_onnx(tmp_path / "old.onnx").manifest()["opset"] == 11
