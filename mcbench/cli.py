@@ -7,6 +7,7 @@ model file, results file); 130 interrupted. Errors are one line, `mcbench: ...`;
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # `--model pkg.mod:factory` and `--metric` import from here, as uvicorn does
+        sys.path.insert(0, os.getcwd())
     try:
         if args.command == "run":
             return cmd_run(args)
