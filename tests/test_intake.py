@@ -82,19 +82,33 @@ def test_load_onnx_text_file(tmp_path):
         load_onnx(path)
 
 
-def test_load_onnx_refuses_external_data_outside_folder(tmp_path):
+def _with_external_location(tmp_path: Path, location: str) -> Path:
+    """A copy of the linear model whose first weight claims to live at `location`."""
     import onnx
 
-    path = make_linear_onnx(tmp_path / "m.onnx")
-    model = onnx.load(str(path))
+    model = onnx.load(str(make_linear_onnx(tmp_path / "m.onnx")))
     weight = model.graph.initializer[0]
     weight.data_location = onnx.TensorProto.EXTERNAL
     weight.ClearField("raw_data")
     weight.ClearField("float_data")
     entry = weight.external_data.add()
-    entry.key, entry.value = "location", "../secret.bin"
-    Path(tmp_path / "sub").mkdir()
-    evil = tmp_path / "sub" / "evil.onnx"
-    onnx.save(model, str(evil))
-    with pytest.raises(IntakeError, match=r"external data '../secret.bin' points outside the model folder"):
-        load_onnx(evil)
+    entry.key, entry.value = "location", location
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    path = tmp_path / "sub" / "evil.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "a/../../secret.bin"])
+def test_load_onnx_refuses_external_data_outside_folder(tmp_path, location):
+    path = _with_external_location(tmp_path, location)
+    with pytest.raises(IntakeError, match=f"external data '{location}' points outside the model folder"):
+        load_onnx(path)
+
+
+def test_load_onnx_refuses_external_data_through_a_symlink(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
+    path = _with_external_location(tmp_path, "link.bin")
+    (tmp_path / "sub" / "link.bin").symlink_to(tmp_path / "secret.bin")
+    with pytest.raises(IntakeError, match="external data 'link.bin' points outside the model folder"):
+        load_onnx(path)
