@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
     run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
 
+    profiles = sub.add_parser("profiles", help="hardware profiles: list, show NAME, detect this machine")
+    profiles_sub = profiles.add_subparsers(dest="action", required=True)
+    profiles_sub.add_parser("list", help="the shipped profiles")
+    show = profiles_sub.add_parser("show", help="one profile, validated")
+    show.add_argument("name", help="a shipped profile's name or a .toml path")
+    detect = profiles_sub.add_parser("detect", help="write a profile for this machine")
+    detect.add_argument("--name", default="detected")
+    detect.add_argument("--out", type=Path, help="write it here (default: print it)")
+
     report = sub.add_parser("report", help="re-render report.html from a results.json")
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="where to write the report (default: beside the results)")
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "profiles":
+            return cmd_profiles(args)
         return cmd_report(args)
     except KeyboardInterrupt:
         print("mcbench: interrupted", file=sys.stderr)
@@ -97,9 +108,10 @@ def _is_user_error(exc: Exception) -> bool:
     from bench.datasets import DatasetError
     from mcbench.config import ConfigError
     from optimizer.intake import IntakeError
+    from optimizer.profiles import ProfileError
     from reports.schema import SchemaError
 
-    return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | SchemaError)
+    return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError)
 
 
 def run_config(args: argparse.Namespace):
@@ -144,6 +156,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(run))
     print(f"\nresults: {paths.results}\nreport:  {report}\nwall time: {time.perf_counter() - started:.0f} s")
     return EXIT_OK if all(v.status == "ok" for v in run.variants) else EXIT_VARIANT_FAILED
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from optimizer.profiles import detect_profile, find_profile, load_profile, profile_paths
+
+    if args.action == "list":
+        for name, path in profile_paths().items():
+            profile = load_profile(path)
+            print(f"{name:<20} {profile.device:<11} {profile.description}")
+    elif args.action == "show":
+        profile = find_profile(args.name)
+        print(Path(profile.source).read_text(encoding="utf-8"), end="")
+    else:
+        text = detect_profile(args.name)
+        if args.out:
+            if args.out.exists():
+                raise UsageError(f"{args.out} exists; choose another --out")
+            args.out.write_text(text, encoding="utf-8")
+            print(f"profile: {args.out}")
+        else:
+            print(text, end="")
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.accuracy import accuracy_of
-from bench.environment import environment, split_cores, usable_cores
+from bench.environment import environment
 from bench.isolate import ChildError, call_in_child
 from bench.measure import InProcessResult, measure_in_process
 from mcbench.config import ConfigError, RunConfig
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
+from optimizer.hardware import split_cores, usable_cores
 from optimizer.passes import PassContext, PassError, apply_passes
 from optimizer.recipes import VariantSpec, default_variants
 from optimizer.targets import TargetError
