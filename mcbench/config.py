@@ -43,6 +43,7 @@ class RunConfig:
     dataset: Path | None = None  # .npz with one array per input plus labels
     task: str = "classification"
     metric: str | None = None  # package.module:function(outputs, labels) -> float | dict
+    profiles: tuple[str, ...] = ()  # hardware profile names or .toml paths; empty: this machine's defaults
     out_dir: Path | None = None
     quick: bool = False
     timing: TimingPlan = TimingPlan()
@@ -74,6 +75,7 @@ class RunConfig:
             "dataset": str(self.dataset) if self.dataset else None,
             "task": self.task,
             "metric": self.metric,
+            "profiles": list(self.profiles),
             "inputs": {k: {**vars(v), "shape": list(v.shape)} for k, v in self.inputs.items()},
             "quick": self.quick,
             "timing": vars(self.timing),

@@ -22,10 +22,11 @@ from bench.measure import InProcessResult, measure_in_process
 from mcbench.config import ConfigError, RunConfig
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
-from optimizer.hardware import split_cores, usable_cores
+from optimizer.hardware import cpu_info, split_cores, usable_cores
 from optimizer.passes import PassContext, PassError, apply_passes
-from optimizer.recipes import VariantSpec, default_variants
-from optimizer.targets import TargetError
+from optimizer.profiles import ProfileError, find_profile
+from optimizer.recipes import VariantSpec, default_variants, profile_variants
+from optimizer.targets import TargetError, skip_reason
 from reports.schema import RunResult, VariantResult, save_results
 
 Progress = Callable[[str], None]
@@ -84,6 +85,19 @@ def load_user_metric(ref: str | None):
     return fn
 
 
+def hardware_mismatch(profile) -> str | None:
+    """Why a profile's CPU is not this machine's (missing ISA features, too few cores), or None.
+
+    It decides for the profile's CPU targets; GPU targets are checked one by one (providers, devices).
+    """
+    missing = [f for f in profile.isa if f not in cpu_info()["isa"]]
+    if missing:
+        return f"this machine lacks {', '.join(missing)}: profile {profile.name} describes another CPU"
+    if profile.cores > len(usable_cores()):
+        return f"profile {profile.name} has {profile.cores} cores, this machine {len(usable_cores())}"
+    return None
+
+
 def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
     if not names:
         return specs
@@ -125,7 +139,7 @@ class Pipeline:
         return workload, paths
 
     def run(self) -> tuple[RunResult, RunPaths]:
-        specs = select_variants(default_variants(from_torch=self.config.from_torch), self.config.variants)
+        specs = select_variants(self.variant_matrix(), self.config.variants)
         self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
         env = environment()
@@ -154,15 +168,38 @@ class Pipeline:
         save_results(run, paths.results)
         return run, paths
 
+    def variant_matrix(self) -> list[VariantSpec]:
+        """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile."""
+        from_torch = self.config.from_torch
+        if not self.config.profiles:
+            return default_variants(from_torch)
+        specs = [s for s in default_variants(from_torch) if s.baseline]
+        for name in self.config.profiles:
+            try:
+                profile = find_profile(name)
+            except ProfileError as exc:
+                raise ConfigError(str(exc)) from exc
+            cpu_mismatch = hardware_mismatch(profile)
+            for s in profile_variants(profile, from_torch):
+                skip = cpu_mismatch if s.target.device == "cpu" else None
+                specs.append(VariantSpec(f"{profile.name}:{s.name}", s.recipe, s.target, False, s.profile, skip))
+        return specs
+
     def run_variant(
         self, spec: VariantSpec, workload: Workload, paths: RunPaths, baseline_outputs
     ) -> tuple[VariantResult, object]:
-        result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="failed")
+        result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="failed",
+                               profile=spec.profile)
         try:
             artifact = self.build(spec, workload, paths)
             result.artifact = artifact.manifest()
-            target = spec.target.with_threads(len(usable_cores()))
+            target = spec.target if spec.target.threads else spec.target.with_threads(len(usable_cores()))
             result.settings = {"in_process": target.to_dict()}
+            reason = spec.skip or skip_reason(target)
+            if reason:
+                result.status, result.error = "skipped", reason
+                self.say(f"  compiled, not measured: {reason}")
+                return result, None
             measured = self.measure(spec, artifact, target, workload)
         except (PassError, TargetError, ChildError, ValueError, OSError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
@@ -234,7 +271,7 @@ class Pipeline:
         server_cores, loadgen_cores = split_cores(usable_cores())
         target = spec.target.with_threads(len(server_cores))
         result.settings["server"] = {**target.to_dict(), "cores": server_cores}
-        work = paths.work(spec.name)
+        work = paths.work(safe_name(spec.name))
         spec_path = work / "server.json"
         server_spec = {"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}
         spec_path.write_text(json.dumps(server_spec))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optimizer.profiles import Profile, RuntimeTarget
 from optimizer.targets import Target
+
+INT8_RECIPES = (("int8-dynamic", "quant.int8_dynamic"), ("int8-static", "quant.int8_static"))
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,8 @@ class VariantSpec:
     recipe: tuple[str, ...]
     target: Target
     baseline: bool = False
+    profile: str | None = None
+    skip: str | None = None  # why the profile's hardware is not this machine; compiled, not measured
 
 
 def default_variants(from_torch: bool) -> list[VariantSpec]:
@@ -31,3 +36,43 @@ def default_variants(from_torch: bool) -> list[VariantSpec]:
         VariantSpec("ov-fp32", ("export.onnx",), Target("openvino", options={"hint": "LATENCY", "precision": "f32"})),
     ]
     return variants
+
+
+def profile_variants(profile: Profile, from_torch: bool, skip: str | None = None) -> list[VariantSpec]:
+    """The variant matrix a profile asks for: each runtime target x its settings x the recipes that suit it."""
+    specs: list[VariantSpec] = []
+    for target in profile.targets:
+        specs += _runtime_variants(target, profile, from_torch)
+    return [VariantSpec(s.name, s.recipe, s.target, False, profile.name, skip) for s in specs]
+
+
+def _runtime_variants(rt: RuntimeTarget, profile: Profile, from_torch: bool) -> list[VariantSpec]:
+    threads = rt.threads or (None,)
+    suffix = (lambda t: f"-t{t}") if len(threads) > 1 else (lambda t: "")
+    export = ("export.onnx",)
+    if rt.runtime == "torch":
+        if not from_torch:
+            return []
+        device = "cuda" if profile.device == "nvidia-gpu" else "cpu"
+        return [VariantSpec(f"torch-fp32{'-cuda' if device == 'cuda' else ''}", (), Target("torch", device))]
+    if rt.runtime == "onnxruntime":
+        gpu = rt.providers[0] != "CPUExecutionProvider"
+        options = {"providers": list(rt.providers)}
+        if gpu:
+            tag = {"TensorrtExecutionProvider": "trt", "CUDAExecutionProvider": "cuda"}.get(rt.providers[0], "ep")
+            return [VariantSpec(f"ort-fp32-{tag}", export, Target("onnxruntime", "gpu", None, options))]
+        out = []
+        for t in threads:
+            target = Target("onnxruntime", "cpu", t, options)
+            out.append(VariantSpec(f"ort-fp32{suffix(t)}", export, target))
+            out += [VariantSpec(f"ort-{name}{suffix(t)}", export + (p,), target) for name, p in INT8_RECIPES]
+        return out
+    out = []
+    for hint in rt.hints:
+        for t in threads:
+            name = f"ov-{'fp32' if rt.precision == 'f32' else rt.precision}"
+            name += "-gpu" if rt.device == "GPU" else ""
+            name += "-throughput" if hint == "THROUGHPUT" else ""
+            options = {"hint": hint, "precision": rt.precision, "streams": rt.streams}
+            out.append(VariantSpec(name + suffix(t), export, Target("openvino", rt.device.lower(), t, options)))
+    return out

@@ -16,6 +16,8 @@ import numpy as np
 from optimizer.artifact import Artifact
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
+DEVICES = {"onnxruntime": ("cpu", "gpu"), "openvino": ("cpu", "gpu"), "torch": ("cpu", "cuda")}
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 class TargetError(RuntimeError):
@@ -34,6 +36,8 @@ class Target:
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.device not in DEVICES[self.runtime]:
+            raise ValueError(f"{self.runtime} device {self.device!r} is not one of {', '.join(DEVICES[self.runtime])}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 
@@ -57,9 +61,50 @@ class Session(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+def ort_providers(target: Target) -> list[tuple[str, dict[str, Any]]]:
+    """The execution providers, in priority order, with the options mcbench sets for each."""
+    names = list(target.options.get("providers", ["CPUExecutionProvider"]))
+    fp16 = target.options.get("precision") == "fp16"
+    options = {
+        "TensorrtExecutionProvider": {"device_id": 0, "trt_fp16_enable": fp16, "trt_engine_cache_enable": True,
+                                      "trt_engine_cache_path": str(target.options.get("cache_dir", ".trt_cache"))},
+        "CUDAExecutionProvider": {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE"},
+        "OpenVINOExecutionProvider": {"device_type": "CPU"},
+    }
+    return [(name, options.get(name, {})) for name in names]
+
+
+def openvino_config(target: Target) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": target.options.get("hint", "LATENCY"),
+        "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
+    }
+    if target.threads:
+        config["INFERENCE_NUM_THREADS"] = target.threads
+    if target.options.get("streams"):
+        config["NUM_STREAMS"] = target.options["streams"]
+    return config
+
+
+def skip_reason(target: Target) -> str | None:
+    """Why this target cannot be measured on this machine, or None when it can."""
+    if target.runtime == "onnxruntime":
+        ort = require("onnxruntime")
+        available = ort.get_available_providers()
+        missing = [name for name, _ in ort_providers(target) if name not in available]
+        return f"{', '.join(missing)} not installed (onnxruntime has {', '.join(available)})" if missing else None
+    if target.runtime == "openvino":
+        devices = {d.split(".")[0] for d in require("openvino").Core().available_devices}
+        wanted = target.device.upper()
+        if wanted not in devices:
+            return f"OpenVINO device {wanted} not present (found {', '.join(sorted(devices))})"
+        return None
+    if target.device == "cuda" and not require("torch").cuda.is_available():
+        return "torch.cuda is not available (no NVIDIA GPU or a CPU-only PyTorch build)"
+    return None
+
+
 def open_session(artifact: Artifact, target: Target) -> Session:
-    if target.device != "cpu":
-        raise TargetError(f"device {target.device!r} is not supported yet for {target.runtime}")
     if target.runtime == "torch":
         return _TorchSession(artifact, target)
     if artifact.format != "onnx":
@@ -86,7 +131,11 @@ class _OrtSession:
             opts.intra_op_num_threads = target.threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(artifact.path), opts, providers=["CPUExecutionProvider"])
+        providers = ort_providers(target)
+        self._session = ort.InferenceSession(str(artifact.path), opts, providers=providers)
+        primary, actual = providers[0][0], self._session.get_providers()
+        if primary not in actual:  # onnxruntime falls back to CPU with only a log line; that is not a GPU figure
+            raise TargetError(f"asked for {primary}, the session runs on {', '.join(actual)}: not measured")
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
@@ -97,14 +146,14 @@ class _OrtSession:
 class _OpenVinoSession:
     def __init__(self, artifact: Artifact, target: Target) -> None:
         ov = require("openvino")
-        config: dict[str, Any] = {
-            "PERFORMANCE_HINT": target.options.get("hint", "LATENCY"),
-            "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
-        }
-        if target.threads:
-            config["INFERENCE_NUM_THREADS"] = target.threads
-        core = ov.Core()
-        self._compiled = core.compile_model(str(artifact.path), "CPU", config)
+        device = target.device.upper()
+        config = openvino_config(target)
+        if device == "GPU":
+            config.pop("INFERENCE_NUM_THREADS", None)  # a CPU setting
+        self._compiled = ov.Core().compile_model(str(artifact.path), device, config)
+        executed = [d.split(".")[0] for d in self._compiled.get_property("EXECUTION_DEVICES")]
+        if device not in executed:
+            raise TargetError(f"asked OpenVINO for {device}, it runs on {', '.join(executed)}: not measured")
         self._request = self._compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
@@ -126,16 +175,17 @@ class _TorchSession:
         from optimizer.intake_torch import load_torch_module
 
         self._torch = torch
-        self._module = load_torch_module(artifact)
+        self._device = torch.device(target.device)
+        self._module = load_torch_module(artifact).to(self._device)
         self.input_names = [s.name for s in artifact.inputs]
         self.output_names = ["output"]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            out = self._module(*(torch.from_numpy(feeds[n]) for n in self.input_names))
+            out = self._module(*(torch.from_numpy(feeds[n]).to(self._device) for n in self.input_names))
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.numpy() for o in outs]
+        return [o.cpu().numpy() for o in outs]
 
 
 def load_factory(ref: str | None) -> Any:

@@ -125,6 +125,7 @@ class VariantResult:
     load: LoadResult | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    profile: str | None = None  # the hardware profile this variant belongs to, where the run named profiles
 
 
 @dataclass
