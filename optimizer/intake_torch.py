@@ -58,6 +58,7 @@ def _unsafe_reason(path: Path, exc: Exception) -> str:
     except Exception:
         return f"not a readable torch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     if unsafe:
+        unsafe = sorted(unsafe, key=lambda name: (name.startswith("torch."), name))  # the user's own classes first
         return ("it is a pickle that imports " + ", ".join(unsafe[:5]) + (" ..." if len(unsafe) > 5 else "")
                 + "; loading it would run code")
     return f"not a readable torch file ({str(exc).splitlines()[0]})"

@@ -56,7 +56,8 @@ def test_a_session_that_fell_back_to_cpu_is_an_error(linear_onnx):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("CUDA is installed here: no fallback to provoke")
     target = Target("onnxruntime", "gpu", options={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
-    with pytest.raises(TargetError, match="asked for CUDAExecutionProvider, the session runs on CPUExecutionProvider"):
+    expected = "asked for CUDAExecutionProvider, the session runs on CPUExecutionProvider"
+    with pytest.raises(TargetError, match=expected), pytest.warns(UserWarning, match="not in available provider"):
         open_session(load_onnx(linear_onnx), target)
 
 
