@@ -24,7 +24,7 @@ from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
 from optimizer.hardware import cpu_info, split_cores, usable_cores
 from optimizer.passes import PassContext, PassError, apply_passes
-from optimizer.profiles import ProfileError, find_profile
+from optimizer.profiles import Profile, ProfileError, find_profile
 from optimizer.recipes import VariantSpec, default_variants, profile_variants
 from optimizer.targets import TargetError, skip_reason
 from reports.schema import RunResult, VariantResult, save_results
@@ -98,6 +98,15 @@ def hardware_mismatch(profile) -> str | None:
     return None
 
 
+def load_cores(profile: Profile | None) -> tuple[list[int], list[int]]:
+    """The profile's server and load-generator cores where this machine has them all; else half and half."""
+    here = set(usable_cores())
+    if profile and profile.server_cores and profile.loadgen_cores:
+        if set(profile.server_cores) | set(profile.loadgen_cores) <= here:
+            return list(profile.server_cores), list(profile.loadgen_cores)
+    return split_cores(sorted(here))
+
+
 def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
     if not names:
         return specs
@@ -115,6 +124,7 @@ class Pipeline:
         self.say = progress
         self._built: dict[tuple[str, ...], Artifact] = {}
         self.user_metric = None
+        self.profiles: dict[str, Profile] = {}
 
     def prepare(self) -> tuple[Workload, RunPaths]:
         """Load or train the model before a run folder exists for it, so bad input leaves nothing behind."""
@@ -179,6 +189,7 @@ class Pipeline:
                 profile = find_profile(name)
             except ProfileError as exc:
                 raise ConfigError(str(exc)) from exc
+            self.profiles[profile.name] = profile
             cpu_mismatch = hardware_mismatch(profile)
             for s in profile_variants(profile, from_torch):
                 skip = cpu_mismatch if s.target.device == "cpu" else None
@@ -268,7 +279,7 @@ class Pipeline:
         from bench.server import serve_in_subprocess
 
         plan = self.config.load
-        server_cores, loadgen_cores = split_cores(usable_cores())
+        server_cores, loadgen_cores = load_cores(self.profiles.get(spec.profile or ""))
         target = spec.target.with_threads(len(server_cores))
         result.settings["server"] = {**target.to_dict(), "cores": server_cores}
         work = paths.work(safe_name(spec.name))

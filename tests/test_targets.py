@@ -97,3 +97,16 @@ def test_two_profile_run_on_the_demo(tmp_path):
         assert "not installed" in v["error"] or "torch.cuda is not available" in v["error"]
     html = (out / "report.html").read_text()
     assert "nvidia-gpu:ort-fp32-trt" in html and "CUDAExecutionProvider not installed" in html
+
+
+def test_load_cores_come_from_the_profile_where_this_machine_has_them():
+    from dataclasses import replace
+
+    from mcbench.pipeline import load_cores
+    from optimizer.hardware import split_cores, usable_cores
+
+    local = find_profile("local-2core-avx2")
+    one = replace(local, server_cores=(usable_cores()[0],), loadgen_cores=(usable_cores()[-1],))
+    assert load_cores(one) == ([usable_cores()[0]], [usable_cores()[-1]])
+    assert load_cores(find_profile("xeon-avx512-vnni")) == tuple(map(list, split_cores(usable_cores())))
+    assert load_cores(None) == tuple(map(list, split_cores(usable_cores())))
