@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render report.html from a results.json")
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="where to write the report (default: beside the results)")
+
+    from mcbench.gate_cmd import add_parser as add_gate_parser
+
+    add_gate_parser(sub)
     return parser
 
 
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "profiles":
             return cmd_profiles(args)
+        if args.command == "gate":
+            from mcbench.gate_cmd import cmd_gate
+
+            return cmd_gate(args, UsageError)
         return cmd_report(args)
     except KeyboardInterrupt:
         print("mcbench: interrupted", file=sys.stderr)
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         print(f"mcbench: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
-        return EXIT_VARIANT_FAILED
+        return EXIT_BAD_INPUT if args.command == "gate" else EXIT_VARIANT_FAILED  # gate's 1 means "regressed"
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -111,9 +119,13 @@ def _is_user_error(exc: Exception) -> bool:
     from mcbench.config import ConfigError
     from optimizer.intake import IntakeError
     from optimizer.profiles import ProfileError
+    from reports.gate import GateDataError
+    from reports.gate_budgets import GateConfigError
     from reports.schema import SchemaError
 
-    return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError)
+    gate_errors = GateConfigError | GateDataError
+    return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
+                      | gate_errors)
 
 
 def run_config(args: argparse.Namespace):

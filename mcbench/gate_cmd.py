@@ -1,0 +1,53 @@
+"""`mcbench gate`: the CI gate's command; the checks live in reports.gate, the re-measurement in mcbench.remeasure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reports.gate import Outcome, evaluate
+from reports.gate_budgets import GateConfig, load_budgets
+from reports.gate_output import append_step_summary, junit_xml, markdown_summary
+from reports.schema import load_results
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    gate = sub.add_parser("gate", help="check results against latency budgets and a baseline run; exit 0/1/2/3 for CI")
+    gate.add_argument("results", type=Path)
+    gate.add_argument("--budgets", type=Path, help="budgets TOML (see README, 'CI gate')")
+    gate.add_argument("--baseline", type=Path, help="results.json of the baseline run, e.g. from the main branch")
+    gate.add_argument("--junit", type=Path, help="write JUnit XML here")
+    gate.add_argument("--markdown", type=Path, help="write a Markdown summary here")
+    gate.add_argument("--remeasure", type=int, metavar="N", default=0,
+                      help="re-measure baseline and candidate on this machine, N interleaved rounds, and compare those")
+
+
+def cmd_gate(args: argparse.Namespace, usage_error: type[Exception]) -> int:
+    if args.budgets is None and args.baseline is None:
+        raise usage_error("gate needs --budgets, --baseline or both")
+    if args.remeasure < 0 or (args.remeasure and args.baseline is None):
+        raise usage_error("--remeasure N needs N >= 1 and a --baseline")
+    config = load_budgets(args.budgets) if args.budgets else GateConfig()
+    run = load_results(args.results)
+    baseline = load_results(args.baseline) if args.baseline else None
+    remeasured = None
+    if args.remeasure:
+        from mcbench.remeasure import remeasure  # needs the runtimes; the plain gate does not
+
+        remeasured = remeasure(baseline, run, args.remeasure)
+    outcome = evaluate(run, config, baseline, remeasured)
+    _write(outcome, args)
+    return outcome.exit_code
+
+
+def _write(outcome: Outcome, args: argparse.Namespace) -> None:
+    markdown = markdown_summary(outcome)
+    if args.junit:
+        args.junit.write_text(junit_xml(outcome), encoding="utf-8")
+    if args.markdown:
+        args.markdown.write_text(markdown, encoding="utf-8")
+    append_step_summary(markdown)
+    for check in outcome.checks:
+        print(f"{check.status.upper():<12} {check.name}: {check.message}")
+    print(f"gate: {outcome.verdict} (exit {outcome.exit_code})", file=sys.stderr)
