@@ -1,7 +1,7 @@
 """Calibrate `mcbench gate` on this machine with real measurements: how often does it cry wolf, how often does it
 catch a real slowdown?
 
-    .venv/bin/python benchmarks/gate_calibration.py [--pairs 20] [--rounds 4] [--runs 75]
+    .venv/bin/python benchmarks/gate_calibration.py [--pairs 20] [--rounds 8] [--runs 50]
 
 (a) A/A: one ONNX model in two separate onnxruntime sessions, measured interleaved (A B A B, as `--remeasure`
     does), `pairs` times; every exit 1 (regression) or 3 (inconclusive) is a false alarm.
@@ -75,10 +75,10 @@ def exit_code_of_pair(a: Any, b: Any, feeds: dict[str, Any], rounds: int, plan: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per pair")
-    parser.add_argument("--runs", type=int, default=75, help="timed runs per side per round")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per pair")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per side per round (400 samples a side)")
     args = parser.parse_args()
-    plan = TimingPlan(warmup_runs=5, min_runs=args.runs, min_seconds=0.01, max_seconds=5.0, settle_tolerance=1e9)
+    plan = TimingPlan(warmup_runs=5, min_runs=args.runs, min_seconds=1e-6, max_seconds=5.0, settle_tolerance=1e9)
     d = Defaults()
     with tempfile.TemporaryDirectory() as tmp:
         artifact = build_model(Path(tmp) / "linear.onnx")
@@ -87,7 +87,8 @@ def main() -> int:
         session_a, session_b = open_session(artifact, target), open_session(artifact, target)
         median_s = statistics.median(s / 1e6 for s in measure_latency(session_a, feeds, plan)[0].samples_us)
         print(f"model median {median_s * 1e6:.0f} us; {args.pairs} pairs x {args.rounds} rounds x {args.runs} "
-              f"runs per side; min_effect {d.min_effect:.0%}, confidence {d.confidence:.0%}, max_cv {d.max_cv}")
+              f"runs = {args.rounds * args.runs} samples a side;\n"
+              f"min_effect {d.min_effect:.0%}, confidence {d.confidence:.0%}, max_cv {d.max_cv}")
         started = time.perf_counter()
         control = Slowed(session_a, 0.0)
         results: dict[str, list[int]] = {}
