@@ -13,6 +13,7 @@ Target: at most 1 false alarm in 20 A/A pairs and a 20% slowdown caught in at le
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.latency import TimingPlan, measure_latency  # noqa: E402
-from mcbench.remeasure import interleaved_samples  # noqa: E402
+from mcbench.remeasure import ROUND_PLAN, interleaved_samples  # noqa: E402
 from optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
 from optimizer.targets import Target, open_session  # noqa: E402
 from reports.gate import Outcome, comparison_check  # noqa: E402
@@ -78,7 +79,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per pair")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per side per round (400 samples a side)")
     args = parser.parse_args()
-    plan = TimingPlan(warmup_runs=5, min_runs=args.runs, min_seconds=1e-6, max_seconds=5.0, settle_tolerance=1e9)
+    plan = dataclasses.replace(ROUND_PLAN, min_runs=args.runs, min_seconds=1e-6)  # what --remeasure times
     d = Defaults()
     with tempfile.TemporaryDirectory() as tmp:
         artifact = build_model(Path(tmp) / "linear.onnx")

@@ -15,8 +15,9 @@ from optimizer.targets import Session, Target, open_session
 from reports.gate import GateDataError
 from reports.schema import RunResult
 
-# A short series: it stops at min_runs/min_seconds, since the pooled rounds, not one series, give the precision.
-ROUND_PLAN = TimingPlan(warmup_runs=5, min_runs=50, min_seconds=0.1, max_seconds=2.0, settle_tolerance=1e9)
+# A short series of 50 runs: many short rounds cancel drift better than a few long ones, and the pooled rounds,
+# not one series, give the precision (8 rounds: 1 false alarm in 60 A/A pairs, see benchmarks/gate_calibration.py).
+ROUND_PLAN = TimingPlan(warmup_runs=5, min_runs=50, min_seconds=1e-3, max_seconds=5.0, settle_tolerance=1e9)
 
 
 def interleaved_samples(
