@@ -123,6 +123,7 @@ class Pipeline:
         self.config = config
         self.say = progress
         self._built: dict[tuple[str, ...], Artifact] = {}
+        self._manifests: dict[Path, dict] = {}  # variants that share an artifact hash and inspect it once
         self.user_metric = None
         self.profiles: dict[str, Profile] = {}
 
@@ -203,7 +204,9 @@ class Pipeline:
                                profile=spec.profile)
         try:
             artifact = self.build(spec, workload, paths)
-            result.artifact = artifact.manifest()
+            if artifact.path not in self._manifests:
+                self._manifests[artifact.path] = artifact.manifest()
+            result.artifact = dict(self._manifests[artifact.path])
             target = spec.target if spec.target.threads else spec.target.with_threads(len(usable_cores()))
             result.settings = {"in_process": target.to_dict()}
             reason = spec.skip or skip_reason(target)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
+from optimizer.errors import first_line
 from optimizer.targets import require
 
 # ONNX TensorProto element types -> numpy dtype names mcbench can generate inputs for
@@ -64,12 +65,12 @@ def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Art
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise IntakeError(f"cannot load {path}: not a readable ONNX model ({_first_line(exc)})") from exc
+        raise IntakeError(f"cannot load {path}: not a readable ONNX model ({first_line(exc)})") from exc
     _check_external_data(onnx, model, path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise IntakeError(f"cannot load {path}: ONNX checker failed: {_first_line(exc)}") from exc
+        raise IntakeError(f"cannot load {path}: ONNX checker failed: {first_line(exc)}") from exc
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if not graph_inputs:
@@ -134,8 +135,3 @@ def _check_external_data(onnx, model, path: Path) -> None:
             raise IntakeError(f"cannot load {path}: external data {location!r} points outside the model folder")
         if not target.is_file():
             raise IntakeError(f"cannot load {path}: external data file {location!r} is missing")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.artifact import Artifact, InputSpec
+from optimizer.errors import first_line
 from optimizer.intake import InputOverride, IntakeError, override_spec
 from optimizer.targets import TargetError, load_factory, require
 
@@ -56,12 +57,12 @@ def _unsafe_reason(path: Path, exc: Exception) -> str:
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:
-        return f"not a readable torch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        return f"not a readable torch file ({first_line(exc)})"
     if unsafe:
         unsafe = sorted(unsafe, key=lambda name: (name.startswith("torch."), name))  # the user's own classes first
         return ("it is a pickle that imports " + ", ".join(unsafe[:5]) + (" ..." if len(unsafe) > 5 else "")
                 + "; loading it would run code")
-    return f"not a readable torch file ({str(exc).splitlines()[0]})"
+    return f"not a readable torch file ({first_line(exc)})"
 
 
 def build_module(factory: str) -> Any:
@@ -90,7 +91,7 @@ def from_factory(
         try:
             module.load_state_dict(load_state_dict(weights))
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
+            first = first_line(exc)
             raise IntakeError(f"cannot load weights {weights} into {factory}: {first}") from exc
     specs = _specs_for_forward(factory, module, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)

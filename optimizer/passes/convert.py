@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.artifact import Artifact
+from optimizer.errors import first_line
 from optimizer.passes import PassContext, PassError, register
 from optimizer.targets import Target, open_session, require
 
@@ -39,7 +40,7 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact
         record["exporter"] = "torch.export (dynamo)"
     except Exception as exc:  # the new exporter fails on some models: the legacy one is the stated fallback
         record["exporter"] = "torchscript (fallback)"
-        record["fallback_reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        record["fallback_reason"] = f"{type(exc).__name__}: {first_line(exc)}"
         try:
             _export(torch, module, example, names, out, dynamo=False)
         except Exception as exc2:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.artifact import Artifact
+from optimizer.errors import first_line
 from optimizer.passes import PassContext, PassError, register
 from optimizer.targets import require
 
@@ -44,7 +45,7 @@ def _preprocessed(model: Path, out: Path, record: dict[str, Any], ctx: PassConte
     try:
         quant_pre_process(str(model), str(out), skip_symbolic_shape=False)
     except Exception as exc:
-        record["pre_process"] = f"skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        record["pre_process"] = f"skipped ({type(exc).__name__}: {first_line(exc)})"
         ctx.log(f"quant_pre_process failed, quantizing without it: {record['pre_process']}")
         return model
     record["pre_process"] = "quant_pre_process"
