@@ -110,6 +110,20 @@ class Accuracy:
     mean_abs_diff: float | None
     task: str = "classification"
     metrics: dict[str, float] = field(default_factory=dict)  # top1/top5, mae/rmse, cosine_*, user metrics
+    per_class: dict[str, float] = field(default_factory=dict)  # label -> top-1 on that class, where labels exist
+
+
+@dataclass
+class Capacity:
+    """What serving a target load under a p99 budget takes, from a variant's load sweep and its profile."""
+
+    budget_p99_ms: float
+    max_rps_under_budget: float | None  # None: no step of the sweep held the budget
+    basis: str  # which sweep the figure comes from: "open-loop" or "closed-loop"
+    target_rps: float | None = None
+    replicas: int | None = None
+    cost_per_hour: float | None = None  # for `replicas` replicas, at the profile's cost per replica-hour
+    cost_per_million: float | None = None  # cost of one million requests at max_rps_under_budget per replica
 
 
 @dataclass
@@ -126,6 +140,9 @@ class VariantResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     profile: str | None = None  # the hardware profile this variant belongs to, where the run named profiles
+    passes: list[dict[str, Any]] = field(default_factory=list)  # per pass: name, params, seconds, what it changed
+    op_profile: dict[str, Any] | None = None  # where the time goes by operator type; why a variant is (not) faster
+    capacity: Capacity | None = None
 
 
 @dataclass
@@ -169,6 +186,7 @@ def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
     d = dict(d)
     d["accuracy"] = Accuracy(**d["accuracy"]) if d.get("accuracy") is not None else None
     d["latency"] = _latency_from_dict(d.get("latency"))
+    d["capacity"] = Capacity(**d["capacity"]) if d.get("capacity") is not None else None
     load = d.get("load")
     if load is not None:
         steps = [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load["steps"]]
