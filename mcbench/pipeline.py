@@ -47,7 +47,7 @@ class RunPaths:
         return self.root / "report.html"
 
     def artifacts(self, recipe: tuple[str, ...]) -> Path:
-        return self.root / "artifacts" / ("-".join(recipe) or "base")
+        return self.root / "artifacts" / (safe_name("+".join(recipe)) if recipe else "base")
 
     def work(self, variant: str) -> Path:
         path = self.root / "work" / variant
