@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated variant names to run (the baseline always runs)")
     run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
     run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
+    run.add_argument("--accuracy-budget", type=float, default=1.0, metavar="POINTS",
+                     help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose "
+                     "against the baseline, in percentage points (default 1.0)")
 
     profiles = sub.add_parser("profiles", help="hardware profiles: list, show NAME, detect this machine")
     profiles_sub = profiles.add_subparsers(dest="action", required=True)
@@ -148,7 +151,7 @@ def run_config(args: argparse.Namespace):
     return dataclasses.replace(
         base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out, load=load,
         variants=args.variants, weights=args.weights, trust_model=args.trust_model, dataset=args.dataset,
-        task=args.task, metric=args.metric, profiles=tuple(args.profiles),
+        task=args.task, metric=args.metric, profiles=tuple(args.profiles), accuracy_budget=args.accuracy_budget,
     )
 
 
