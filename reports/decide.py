@@ -124,13 +124,13 @@ def _candidates(run: RunResult, profile: str, metric: QualityMetric) -> list[Var
     """Measured variants with a quality figure and a p99, the baseline only where nothing else was measured.
 
     The question is which compiled variant to ship; the baseline always meets the budget, so it would hide a
-    nearest miss. In a profile run, the profile's own variants come first.
+    nearest miss. In a profile run, only the profile's own variants count.
     """
     pool = [v for v in profile_variants(run, profile) if measured(v) and _p99(v) is not None
             and quality_of(v, metric) is not None]
-    own = [v for v in pool if v.profile == profile] if profile else pool
-    compiled = [v for v in own or pool if v.name != run.baseline]
-    return compiled or own or pool
+    if profile != THIS_MACHINE:  # only what was compiled and measured for this profile's hardware
+        return [v for v in pool if v.profile == profile]
+    return [v for v in pool if v.name != run.baseline] or pool
 
 
 def _budget_text(budget: float) -> str:

@@ -68,10 +68,13 @@ def _esc(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
+AXIS = {"zeroline": False, "gridcolor": "#e6e6e6"}
+
+
 def _layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
     return {
-        "xaxis": {"title": {"text": _esc(x_title)}, "zeroline": False, "gridcolor": "#e6e6e6", **extra.pop("xaxis", {})},
-        "yaxis": {"title": {"text": _esc(y_title)}, "zeroline": False, "gridcolor": "#e6e6e6", **extra.pop("yaxis", {})},
+        "xaxis": {"title": {"text": _esc(x_title)}, **AXIS, **extra.pop("xaxis", {})},
+        "yaxis": {"title": {"text": _esc(y_title)}, **AXIS, **extra.pop("yaxis", {})},
         "margin": {"l": 64, "r": 16, "t": 16, "b": 56},
         "height": 380,
         "hovermode": "closest",
@@ -137,7 +140,8 @@ def tradeoff_chart(run: RunResult, chart_id: str, title: str, x_of: Any, x_label
     data: list[dict[str, Any]] = []
     front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
     if len(front) > 1:
-        data.append({"type": "scatter", "mode": "lines", "x": [p.x for p in front], "y": [p.quality * 100 for p in front],
+        data.append({"type": "scatter", "mode": "lines", "x": [p.x for p in front],
+                     "y": [p.quality * 100 for p in front],
                      "line": {"color": "#444", "dash": "dot", "width": 1.5}, "hoverinfo": "skip",
                      "name": "Pareto frontier", "showlegend": True})
     for p in points:
