@@ -49,8 +49,8 @@ def test_nearest_miss_names_the_closest_variant_how_far_it_misses_and_the_sensit
     rec = recommend(run)
     assert (rec.kind, rec.variant) == ("nearest-miss", "ort-int8-static")
     assert rec.sentences[0] == ("No variant meets the accuracy budget of 0.5 points; the nearest miss is "
-                                "ort-int8-static, 0.60 points below the baseline torch-fp32 (96.90% top-1 accuracy), 0.10 points over "
-                                "the budget.")
+                                "ort-int8-static, 0.60 points below the baseline torch-fp32 (96.90% top-1 "
+                                "accuracy), 0.10 points over the budget.")
     assert rec.sensitive.layers == ["conv1", "conv2", "conv3"]
     assert rec.sentences[1].startswith("The most sensitive layers are conv1, conv2, conv3 (by the per-layer")
 
