@@ -9,17 +9,26 @@ repeats, so its change is shown without a significance claim, and the page says 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reports.formatting import KeyValue, finite, flattened_items, format_ms, format_percent, format_rps
-from reports.gate_stats import MIN_SAMPLES, compare
+from reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p
 from reports.schema import RunResult, VariantResult
-from reports.views import TOP1, QualityMetric, measured, peak_step, quality_metric, quality_of
+from reports.views import TOP1, QualityMetric, peak_step, quality_metric, quality_of
 
 ALPHA = 0.05  # significance level for every test on the page
 MIN_EFFECT = 0.03  # a latency change under 3% is "no change" however significant: a shared runner moves that much
 CONFIDENCE = 0.95
 MAX_CV = 0.25
+RESAMPLES = 1000  # bootstrap resamples per variant; with BOOTSTRAP_SAMPLES, about a second per variant
+BOOTSTRAP_SAMPLES = 1000  # longer series are thinned evenly for the bootstrap (Mann-Whitney uses them all)
+
+
+def thinned(samples: list[float], limit: int = BOOTSTRAP_SAMPLES) -> list[float]:
+    if len(samples) <= limit:
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,9 @@ def latency_change(a: VariantResult, b: VariantResult) -> Change | None:
     if len(sa) < MIN_SAMPLES or len(sb) < MIN_SAMPLES:
         return Change("in-process p50 ms", format_ms(la.p50_ms), format_ms(lb.p50_ms), ratio_text, "not tested",
                       f"fewer than {MIN_SAMPLES} raw samples kept in one of the runs")
-    c = compare(sa, sb, min_effect=MIN_EFFECT, confidence=CONFIDENCE, max_cv=MAX_CV)
+    c = compare(thinned(sa), thinned(sb), min_effect=MIN_EFFECT, confidence=CONFIDENCE, max_cv=MAX_CV,
+                resamples=RESAMPLES)
+    c = replace(c, p_value=mann_whitney_p(sa, sb), n_base=len(sa), n_cand=len(sb))
     verdict = {"regression": "slower", "improvement": "faster"}.get(c.verdict, c.verdict)
     significance = (f"median ratio {c.ratio:.3f}, {c.confidence:.0%} CI {c.ci_low:.3f}–{c.ci_high:.3f}, "
                     f"Mann-Whitney p={c.p_value:.2g}, n={c.n_base}/{c.n_cand}")
@@ -141,7 +152,7 @@ def compare_runs(a: RunResult, b: RunResult) -> RunComparison:
         vb = b.variant(va.name)
         status = va.status if va.status == vb.status else f"A: {va.status}, B: {vb.status}"
         changes = []
-        if measured(va) and measured(vb):
+        if va.status == vb.status == "ok":
             changes = [c for c in (latency_change(va, vb), p99_change(va, vb), accuracy_change(va, vb, metric),
                                    throughput_change(va, vb)) if c is not None]
         for c in changes:
