@@ -396,6 +396,8 @@ class WarningItem:
 def derived_warnings(variant: VariantResult) -> list[str]:
     """Caveats visible in the data that the run did not already state in words."""
     found, said = [], " ".join(variant.warnings).lower()
+    if variant.status == "skipped" and "skip" not in said:
+        found.append(f"skipped: {first_line(variant.error) or '(no reason recorded)'}")
     load = variant.load
     if load is not None and load.cores_shared and "shar" not in said:
         found.append("server and load generator share CPU cores: HTTP figures are pessimistic")

@@ -235,6 +235,10 @@ def test_warnings_include_run_variant_and_derived_ones():
     assert any(s == "ort-fp32" and "share CPU cores" in t for s, t in warnings)
     assert any(s == "ort-int8-dynamic" and "3 of" in t and "failed" in t for s, t in warnings)
     assert any(s == "ort-int8-static" and "noisy" in t for s, t in warnings)
+    run = sample_run()
+    run.variants[4].status = "skipped"
+    skipped = [(w.scope, w.text) for w in report_view(run).warnings if w.scope == "ov-fp32"]
+    assert skipped == [("ov-fp32", "skipped: TargetError: openvino is not installed")]
 
 
 def test_text_summary_has_one_line_per_variant_with_its_figures():
