@@ -152,7 +152,7 @@ def tradeoff_chart(run: RunResult, chart_id: str, title: str, x_of: Any, x_label
     drawn = {p.name for p in points}
     missing = [v.name for v in run.variants if v.name not in drawn]
     note = f"not shown (not measured, or no {metric.label} or {x_label}): {', '.join(missing)}" if missing else ""
-    xaxis = {"type": "log"} if log_x and _wide(points) else {"rangemode": "tozero"}
+    xaxis = {"type": "log", "dtick": "D2"} if log_x and _wide(points) else {"rangemode": "tozero"}
     layout = _layout(x_label, f"{metric.label} (%)", xaxis=xaxis, yaxis={"ticksuffix": "%"})
     return ChartSpec(chart_id, title, {"data": data, "layout": layout}, [p.name for p in points], note)
 
