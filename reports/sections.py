@@ -101,11 +101,26 @@ def capacity_table(run: RunResult, recommended: set[str] | None = None) -> Capac
 
 
 @dataclass(frozen=True)
+class SkipGroup:
+    reason: str
+    variants: list[str]
+
+
+def skip_groups(skipped: list[tuple[str, str]]) -> list[SkipGroup]:
+    """Skipped or failed variants grouped by their reason, in first-seen order: nine variants skipped for one
+    missing CPU feature read as one line, not nine."""
+    groups: dict[str, list[str]] = {}
+    for name, reason in skipped:
+        groups.setdefault(reason, []).append(name)
+    return [SkipGroup(reason, names) for reason, names in groups.items()]
+
+
+@dataclass(frozen=True)
 class ProfileCard:
     name: str
     recommendation: Recommendation
     capacity: list[KeyValue]  # the recommended variant's capacity figures, empty where none
-    skipped: list[tuple[str, str]]
+    skipped: list[SkipGroup]
     variant_count: int
 
 
@@ -124,7 +139,7 @@ def profile_cards(run: RunResult) -> list[ProfileCard]:
             KeyValue("cost per million requests", format_money(cap.cost_per_million)),
         ]
         own = [v for v in profile_variants(run, rec.profile) if rec.profile == THIS_MACHINE or v.profile == rec.profile]
-        cards.append(ProfileCard(profile_label(rec.profile), rec, facts, list(rec.skipped), len(own)))
+        cards.append(ProfileCard(profile_label(rec.profile), rec, facts, skip_groups(list(rec.skipped)), len(own)))
     return cards
 
 

@@ -147,6 +147,8 @@ def test_several_profiles_get_one_recommendation_each_side_by_side():
     assert recs["gpu-t4"].skipped == [("gpu-t4:ort-cuda", "CUDAExecutionProvider is not available on this machine")]
     cards = {c.name: c for c in profile_cards(run)}
     assert ("replicas", "3") in [(kv.key, kv.value) for kv in cards["cpu-small"].capacity]
+    assert [(g.reason, g.variants) for g in cards["gpu-t4"].skipped] == [
+        ("CUDAExecutionProvider is not available on this machine", ["gpu-t4:ort-cuda"])]
     page = render_report(run)
     assert 'id="profiles"' in page and "CUDAExecutionProvider is not available on this machine" in page
     assert page.count('class="recommend ') == 2
