@@ -95,6 +95,7 @@ class DetailExtras:
 
     class_deltas: list[ClassDelta]
     compression: CompressionFacts
+    op_profile: list[KeyValue]  # where the time goes by operator type, as the run recorded it
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def report_view(run: RunResult) -> ReportView:
         charts=charts_block(run),
         capacity=capacity_table(run, {r.variant for r in recs if r.variant}),
         load_tables=load_tables(run),
-        extras={v.name: DetailExtras(class_deltas(run, v), compression_facts(v)) for v in run.variants},
+        extras={v.name: DetailExtras(class_deltas(run, v), compression_facts(v),
+                                       flattened_items(v.op_profile) if isinstance(v.op_profile, Mapping) else []) for v in run.variants},
         failed=failed_variants(run),
         details=variant_details(run),
         environment=flattened_items(run.environment),

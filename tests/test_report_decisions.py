@@ -166,3 +166,10 @@ def test_a_missing_chart_library_fails_loudly(monkeypatch):
         monkeypatch.undo()
         plotly_js.cache_clear()
 
+
+
+def test_details_show_the_operator_profile_as_recorded():
+    run = sample_run()
+    run.variant("ort-int8-static").op_profile = {"by_op_type_ms": {"ConvInteger": 0.05, "DequantizeLinear": 0.01}}
+    page = render_report(run)
+    assert "Operator profile" in page and "by_op_type_ms.ConvInteger" in page
