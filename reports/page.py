@@ -9,7 +9,7 @@ from typing import Any
 from reports.decide import Recommendation, recommendations
 from reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
 from reports.plots import ChartsBlock, charts_block
-from reports.schema import RunResult
+from reports.schema import RunResult, VariantResult
 from reports.sections import (
     CapacityTable,
     ClassDelta,
@@ -119,6 +119,11 @@ class ReportView:
     warnings: list[WarningItem] = field(default_factory=list)
 
 
+def detail_extras(run: RunResult, v: VariantResult) -> DetailExtras:
+    op_profile = flattened_items(v.op_profile) if isinstance(v.op_profile, Mapping) else []
+    return DetailExtras(class_deltas(run, v), compression_facts(v), op_profile)
+
+
 def report_view(run: RunResult) -> ReportView:
     """Everything the HTML page shows, computed once."""
     recs = recommendations(run)
@@ -135,8 +140,7 @@ def report_view(run: RunResult) -> ReportView:
         charts=charts_block(run),
         capacity=capacity_table(run, {r.variant for r in recs if r.variant}),
         load_tables=load_tables(run),
-        extras={v.name: DetailExtras(class_deltas(run, v), compression_facts(v),
-                                       flattened_items(v.op_profile) if isinstance(v.op_profile, Mapping) else []) for v in run.variants},
+        extras={v.name: detail_extras(run, v) for v in run.variants},
         failed=failed_variants(run),
         details=variant_details(run),
         environment=flattened_items(run.environment),
