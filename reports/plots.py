@@ -75,10 +75,10 @@ def _layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
     return {
         "xaxis": {"title": {"text": _esc(x_title)}, **AXIS, **extra.pop("xaxis", {})},
         "yaxis": {"title": {"text": _esc(y_title)}, **AXIS, **extra.pop("yaxis", {})},
-        "margin": {"l": 64, "r": 16, "t": 16, "b": 56},
-        "height": 380,
+        "margin": {"l": 64, "r": 16, "t": 16, "b": 64},
+        "height": 400,
         "hovermode": "closest",
-        "legend": {"orientation": "h", "y": -0.22, "font": {"size": 11}},
+        "legend": {"orientation": "h", "y": -0.3, "yanchor": "top", "font": {"size": 11}},
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
         "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
