@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated variant names to run (the baseline always runs)")
     run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
     run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
+    run.add_argument("--accuracy-budget", type=float, default=1.0, metavar="POINTS",
+                     help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose "
+                     "against the baseline, in percentage points (default 1.0)")
 
     profiles = sub.add_parser("profiles", help="hardware profiles: list, show NAME, detect this machine")
     profiles_sub = profiles.add_subparsers(dest="action", required=True)
@@ -79,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render report.html from a results.json")
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="where to write the report (default: beside the results)")
+
+    compare = sub.add_parser("compare", help="A/B: two results.json side by side, with the significance of changes")
+    compare.add_argument("a", type=Path, metavar="A.json")
+    compare.add_argument("b", type=Path, metavar="B.json")
+    compare.add_argument("--out", type=Path, help="where to write the HTML (default: compare.html beside B)")
+
+    export = sub.add_parser("export", help="the variant table of a results.json as CSV or Markdown")
+    export.add_argument("results", type=Path)
+    export.add_argument("--format", choices=["csv", "md"], default="csv", dest="fmt")
+    export.add_argument("--out", type=Path, help="write it here (default: print it)")
 
     from mcbench.gate_cmd import add_parser as add_gate_parser
 
@@ -99,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             from mcbench.gate_cmd import cmd_gate
 
             return cmd_gate(args, UsageError)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_report(args)
     except KeyboardInterrupt:
         print("mcbench: interrupted", file=sys.stderr)
@@ -121,11 +138,12 @@ def _is_user_error(exc: Exception) -> bool:
     from optimizer.profiles import ProfileError
     from reports.gate import GateDataError
     from reports.gate_budgets import GateConfigError
+    from reports.plots import ReportError
     from reports.schema import SchemaError
 
     gate_errors = GateConfigError | GateDataError
     return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
-                      | gate_errors)
+                      | ReportError | gate_errors)
 
 
 def run_config(args: argparse.Namespace):
@@ -148,7 +166,7 @@ def run_config(args: argparse.Namespace):
     return dataclasses.replace(
         base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out, load=load,
         variants=args.variants, weights=args.weights, trust_model=args.trust_model, dataset=args.dataset,
-        task=args.task, metric=args.metric, profiles=tuple(args.profiles),
+        task=args.task, metric=args.metric, profiles=tuple(args.profiles), accuracy_budget=args.accuracy_budget,
     )
 
 
@@ -201,6 +219,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     run = load_results(args.results)
     out = write_report(run, args.out or args.results.with_name("report.html"))
     print(f"report: {out}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs, comparison_text
+    from reports.html import render_comparison, write_text_atomic
+    from reports.schema import load_results
+
+    a, b = load_results(args.a), load_results(args.b)
+    print(comparison_text(compare_runs(a, b)))
+    out = write_text_atomic(args.out or args.b.with_name("compare.html"), render_comparison(a, b))
+    print(f"comparison: {out}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reports.export import export_table
+    from reports.html import write_text_atomic
+    from reports.schema import load_results
+
+    text = export_table(load_results(args.results), args.fmt)
+    if args.out is None:
+        print(text, end="")
+    else:
+        print(f"{args.fmt}: {write_text_atomic(args.out, text)}")
     return EXIT_OK
 
 
