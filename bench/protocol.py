@@ -63,7 +63,8 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
             raise ProtocolError("each input must be an object with name, shape, datatype and data")
         spec = by_name.get(entry.get("name"))
         if spec is None:
-            raise ProtocolError(f"unknown input {_short(entry.get('name'))}; the model's inputs are {', '.join(by_name)}")
+            given = _short(entry.get("name"))
+            raise ProtocolError(f"unknown input {given}; the model's inputs are {', '.join(by_name)}")
         array, offset = _tensor(entry, spec, binary, offset, max_elements)
         feeds[spec.name] = array
     missing = [n for n in by_name if n not in feeds]

@@ -395,7 +395,7 @@ def _wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     line = b""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
         if ready:
             line = proc.stdout.readline()
             if line.startswith(READY.encode()):
