@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,7 +372,7 @@ def run_load(
     endpoint: Endpoint,
     requests: Requests,
     users: list[int],
-    rates: list[float],
+    rates: list[float] | Callable[[float], list[float]],
     rules: StepRules,
     loadgen_cores: list[int] | None,
     server_cores: list[int] | None,
@@ -395,6 +396,8 @@ def run_load(
     env["MCBENCH_CHECK_EVERY"] = str(rules.check_every if requests.expected else 0)
     gen = Generator(loadgen_cores, workers, work_dir)
     closed, closed_stop = run_sweep(gen, endpoint, env, "closed", [float(u) for u in users], rules, say)
+    if callable(rates):  # rates as fractions of what the closed loop reached
+        rates = rates(max((s.throughput_rps for s in closed), default=0.0))
     opened, open_stop = run_sweep(gen, endpoint, env, "open", rates, rules, say) if rates else ([], None)
     every = closed + opened
     cpus = [s.loadgen_cpu_percent for s in every if s.loadgen_cpu_percent is not None]

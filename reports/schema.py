@@ -110,7 +110,9 @@ class LoadResult:
     stopped: dict[str, str] = field(default_factory=dict)  # sweep -> why it stopped before its last level
     locust_workers: int = 0  # 0: one local Locust process; N: distributed, a master and N workers
     tolerance: dict[str, float] = field(default_factory=dict)  # stability: windows, rps and p99 relative spread
-    batching: dict[str, float] | None = None  # server dynamic batching: max_batch, max_wait_ms; None: off
+    batching: dict[str, float] | None = None  # server dynamic batching: max_batch, max_wait_ms; None: not tried
+    batched_steps: list[LoadStep] = field(default_factory=list)  # the same sweeps with batching on, to compare
+    batched_open_steps: list[LoadStep] = field(default_factory=list)
     checked: int = 0
     mismatches: int = 0
 
@@ -210,10 +212,9 @@ def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
     d["capacity"] = Capacity(**d["capacity"]) if d.get("capacity") is not None else None
     load = d.get("load")
     if load is not None:
-        steps = [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load["steps"]]
-        opened = [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))})
-                  for s in load.get("open_steps", [])]
-        d["load"] = LoadResult(**{**load, "steps": steps, "open_steps": opened})
+        lists = {k: [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load.get(k, [])]
+                 for k in ("steps", "open_steps", "batched_steps", "batched_open_steps")}
+        d["load"] = LoadResult(**{**load, **lists})
     return VariantResult(**d)
 
 
