@@ -225,7 +225,7 @@ class Generator:
     cores: list[int] | None = None
     workers: int = 0
     work_dir: Path = Path(".")
-    totals: list[int] = field(default_factory=lambda: [0, 0])  # Locust's own requests and failures, all runs
+    totals: list[int] = field(default_factory=lambda: [0, 0, 0])  # Locust's requests, failures; our rows
 
     def run(self, endpoint: Endpoint, env: dict[str, str], user_class: str, users: int,
             run_s: int, tag: str) -> Records:
@@ -294,6 +294,7 @@ class Generator:
         totals = locust_totals(Path(str(prefix) + "_totals.json"))
         self.totals[0] += totals[0]
         self.totals[1] += totals[1]
+        self.totals[2] += len(records.start_s)
         return records
 
 
@@ -409,6 +410,7 @@ def run_load(
         server_threads=server_threads,
         locust_total_requests=gen.totals[0],
         locust_total_failures=gen.totals[1],
+        recorded_requests=gen.totals[2],
         loadgen_cpu_percent=max(cpus) if cpus else None,
         open_steps=opened,
         budget_p99_ms=rules.budget_p99_ms,
