@@ -242,16 +242,16 @@ class Generator:
                 "--json-file", str(prefix) + "_totals", user_class]
         timeout = limit + STARTUP_ALLOWANCE_S
         if not self.workers:
-            procs = [self._start(lead, env, self.cores, prefix.with_suffix(".log"))]
+            procs = [self._start(lead, env, self.cores, self.work_dir / f"{tag}.log")]
         else:
             port = free_port()
             master = [*lead, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
                       "--expect-workers", str(self.workers), "--expect-workers-max-wait", str(int(STARTUP_ALLOWANCE_S))]
             worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), user_class]
             cores = self.cores or []
-            procs = [self._start(master, env, cores, prefix.with_suffix(".log"))]
+            procs = [self._start(master, env, cores, self.work_dir / f"{tag}.log")]
             procs += [self._start(worker, env, [cores[i % len(cores)]] if cores else None,
-                                  prefix.with_suffix(f".worker{i}.log")) for i in range(self.workers)]
+                                  self.work_dir / f"{tag}.worker{i}.log") for i in range(self.workers)]
         self._wait(procs, timeout, prefix)
         return self._collect(tag, prefix)
 
@@ -287,7 +287,7 @@ class Generator:
         expected = max(self.workers, 1)
         if len(files) != expected:
             raise LoadError(f"{len(files)} of {expected} Locust processes wrote their records "
-                            f"(one died?): {_tail(prefix.with_suffix('.log'))}")
+                            f"(one died?): {_tail(self.work_dir / f'{tag}.log')}")
         records = Records.empty()
         for path in files:
             records = records.merged(Records.load(path))
@@ -323,7 +323,7 @@ def measure_step(gen: Generator, endpoint: Endpoint, env: dict[str, str], mode: 
         step_env.update(MCBENCH_RATE=str(level), MCBENCH_STREAMS=str(users), MCBENCH_ARRIVALS=rules.arrivals)
     while True:
         length = run_s + math.ceil(grace)  # from the first user's start; Locust's own limit has a margin
-        chunk = gen.run(endpoint, step_env, user_class, users, length, f"{tag}.{index}")
+        chunk = gen.run(endpoint, step_env, user_class, users, length, f"{tag}_run{index}")
         records = records.merged(chunk, offset)
         spans.append((offset + rules.warmup_s, offset + run_s))
         elapsed += run_s
