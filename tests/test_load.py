@@ -15,8 +15,6 @@ import pytest
 
 from bench.load import (
     Endpoint,
-    Generator,
-    LoadError,
     Records,
     Requests,
     StepRules,
@@ -174,10 +172,3 @@ def test_distributed_mode_with_two_workers_adds_up(tmp_path: Path) -> None:
     assert result.locust_workers == 2
     assert result.recorded_requests == result.locust_total_requests  # our rows and Locust's own count agree
     assert result.steps[0].failures == 0 and result.open_steps[0].failures == 0
-
-
-@pytest.mark.slow
-def test_a_locust_that_dies_is_a_load_error(tmp_path: Path) -> None:
-    gen = Generator(None, 0, tmp_path)
-    with pytest.raises(LoadError, match="Locust exited with code"):
-        gen.run(Endpoint("http://127.0.0.1:9", "m"), {"MCBENCH_SECONDS": "1"}, "NoSuchUser", 1, 1, "dead")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.load import Endpoint, Generator, LoadError
 from bench.protocol import encode_infer_request
 from bench.server import ServerHandle, StartError, add_server_arguments, serve_in_subprocess
 from optimizer.artifact import Artifact, InputSpec
@@ -155,3 +156,11 @@ def test_batching_a_fixed_batch_model_is_refused_at_start(tmp_path: Path) -> Non
     with pytest.raises(StartError, match="variable batch dimension"):
         with serve_in_subprocess(write_spec(tmp_path, batch=1), None, extra=["--max-batch", "4"], timeout_s=60):
             pass
+
+
+def test_a_locust_that_dies_is_a_load_error_not_a_hang(tmp_path: Path) -> None:
+    gen = Generator(None, 0, tmp_path)
+    started = time.monotonic()
+    with pytest.raises(LoadError, match="Locust exited with code"):
+        gen.run(Endpoint("http://127.0.0.1:9", "m"), {"MCBENCH_SECONDS": "1"}, "NoSuchUser", 1, 1, "dead")
+    assert time.monotonic() - started < 60
