@@ -7,8 +7,9 @@ otherwise), then prints `MCBENCH_SERVER_READY port=N`.
 
 Guards, each answered at once rather than with unbounded latency: a body over `--max-body-mb` or a
 tensor over `--max-elements` is a 400; a client that does not finish sending its body within
-`--read-timeout-s` is a 408; more than `--max-queue` requests waiting for the model is a 503 with
-Retry-After; an inference past `--timeout-s` is a 504; a missing or wrong bearer token (`--token` or
+`--read-timeout-s` is a 408 (one that never finishes its headers is disconnected after as long);
+more than `--max-queue` requests waiting for the model is a 503 with Retry-After; an inference past
+`--timeout-s` is a 504; a missing or wrong bearer token (`--token` or
 MCBENCH_SERVER_TOKEN) is a 401, compared in constant time. Error bodies say what was wrong with the
 request and never echo the request back.
 
@@ -252,6 +253,54 @@ def _delayed(run, delay_s: float):
     return slow
 
 
+def header_timeout_protocol(timeout_s: float):
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn closes idle keep-alive connections, but waits forever on a client that opens a
+    connection and never finishes its headers (slowloris); this closes such a connection after
+    `timeout_s`. The body has its own deadline in the app (a 408).
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _timer = None
+        _cycle_at_arm = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._between_requests():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            super().connection_lost(exc)
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._cycle_at_arm = self.cycle
+                self._timer = self.loop.call_later(timeout_s, self._expire)
+
+        def _expire(self) -> None:
+            self._timer = None
+            if self.transport.is_closing() or not self._between_requests():
+                return
+            if self.cycle is self._cycle_at_arm:  # no request began within the deadline
+                self.transport.close()
+            else:
+                self._arm()
+
+    return HeaderTimeoutH11
+
+
 def check_batching(session, artifact) -> None:
     """Refuse --max-batch on a model whose batch dimension is fixed, rather than fail every batched call."""
     import numpy as np
@@ -295,6 +344,7 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
         check_batching(session, artifact)
     app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            http=header_timeout_protocol(limits.read_timeout_s),
                             timeout_keep_alive=max(5, int(limits.read_timeout_s)), limit_concurrency=4096)
     print(f"{READY} port={sock.getsockname()[1]}", flush=True)
     os.dup2(2, 1)  # nobody reads stdout after the ready line: anything printed later goes to the log, not a full pipe

@@ -95,6 +95,16 @@ def test_a_client_too_slow_to_send_its_body_gets_408(tmp_path: Path) -> None:
         assert "not received within 0.5 s" in reply and time.monotonic() - started < 5
 
 
+def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path: Path) -> None:
+    with serve_in_subprocess(write_spec(tmp_path), None, extra=["--read-timeout-s", "0.5"]) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            started = time.monotonic()
+            assert conn.recv(4096) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        assert infer(server)[0] == 200  # and it still serves
+
+
 def test_overload_beyond_the_queue_is_503_with_retry_after(tmp_path: Path) -> None:
     extra = ["--delay-ms", "300", "--max-queue", "1"]
     with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
