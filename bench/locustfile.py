@@ -78,7 +78,7 @@ _sent = itertools.count()
 # start), latency (s, from that start), HTTP status (0: none), error code, check (0 none, 1 match, 2 mismatch)
 _records: list[tuple[float, float, int, int, int]] = []
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
-_clock = {"t0": 0.0, "cpu0": 0.0, "started": False}
+_clock: dict = {"t0": 0.0, "cpu0": 0.0, "started": False}
 _in_flight: set[float] = set()  # starts of requests not yet answered
 
 
@@ -100,9 +100,16 @@ def _start_clock() -> None:
     """The step's clock starts with the first user, not with Locust (whose start-up can take seconds)."""
     if not _clock["started"]:
         _clock.update(t0=time.perf_counter(), cpu0=time.process_time(), started=True)
+        gevent.spawn(_note_usage)
         runner = getattr(_env.get("environment"), "runner", None)
         if type(runner).__name__ == "LocalRunner":  # a worker cannot end the test; its master's --run-time does
             gevent.spawn(_quit_when_done, runner)
+
+
+def _note_usage() -> None:
+    """Wall and CPU seconds over the step's sending time only (not the grace and shutdown, when it idles)."""
+    gevent.sleep(max(_clock["t0"] + SECONDS - time.perf_counter(), 0))
+    _clock["usage"] = (time.perf_counter() - _clock["t0"], time.process_time() - _clock["cpu0"])
 
 
 def _quit_when_done(runner) -> None:
@@ -118,13 +125,14 @@ def _quit_when_done(runner) -> None:
 def _write_records(environment, **_kwargs) -> None:
     if not SAMPLES or environment.runner is None or type(environment.runner).__name__ == "MasterRunner":
         return
-    wall, cpu = time.perf_counter() - _clock["t0"], time.process_time() - _clock["cpu0"]
+    wall = time.perf_counter() - _clock["t0"]
+    usage = _clock.get("usage") or (wall, time.process_time() - _clock["cpu0"])
     unanswered = _error_code("no answer by the end of the step")
     rows = _records + [(t, wall - t, 0, unanswered, 0) for t in sorted(_in_flight)]
     path = Path(f"{SAMPLES}.{os.getpid()}.npz")
     tmp = path.with_suffix(".part.npz")
     np.savez(tmp, records=np.array(rows, dtype=np.float64).reshape(-1, 5),
-             usage=np.array([wall, cpu], dtype=np.float64), error_kinds=np.array(_error_kinds, dtype=str))
+             usage=np.array(usage, dtype=np.float64), error_kinds=np.array(_error_kinds, dtype=str))
     tmp.replace(path)
 
 
