@@ -172,3 +172,32 @@ def test_distributed_mode_with_two_workers_adds_up(tmp_path: Path) -> None:
     assert result.locust_workers == 2
     assert result.recorded_requests == result.locust_total_requests  # our rows and Locust's own count agree
     assert result.steps[0].failures == 0 and result.open_steps[0].failures == 0
+
+
+def test_run_flags_shape_the_load_plan() -> None:
+    from mcbench.cli import build_parser, run_config
+
+    args = build_parser().parse_args(["run", "--quick", "--rates", "10,20.5", "--budget-p99-ms", "50",
+                                      "--target-rps", "900", "--cost-per-hour", "1.2", "--locust-workers", "2",
+                                      "--max-batch", "4", "--step-seconds", "8", "--arrivals", "constant"])
+    plan = run_config(args).load
+    assert plan.rates == (10.0, 20.5) and plan.open_rates(1000.0) == [10.0, 20.5]
+    assert (plan.budget_p99_ms, plan.target_rps, plan.cost_per_hour) == (50.0, 900.0, 1.2)
+    assert (plan.locust_workers, plan.max_batch, plan.arrivals) == (2, 4, "constant")
+    assert plan.step_seconds == 8.0 and plan.max_step_seconds == 8.0 and plan.warmup_s == 0.5
+    assert run_config(build_parser().parse_args(["run", "--quick"])).load.open_rates(200.0) == [140.0]
+
+
+def test_the_profile_budget_target_and_cost_win_over_the_plan() -> None:
+    from types import SimpleNamespace
+
+    from mcbench.config import LoadPlan, RunConfig
+    from mcbench.pipeline import Pipeline
+
+    pipeline = Pipeline(RunConfig(load=LoadPlan(budget_p99_ms=100, target_rps=10, cost_per_hour=9.0)))
+    load = load_result([], [step(300, 4), step(600, 9)])
+    profile = SimpleNamespace(latency_budget_ms=5.0, target_rps=1000.0, cost_per_hour=2.0)
+    cap = pipeline.capacity_of(load, profile, 5.0)
+    assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (300, 4, 8.0)
+    cap = pipeline.capacity_of(load, None, 100.0)
+    assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (600, 1, 9.0)
