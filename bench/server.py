@@ -204,6 +204,9 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits 
             return denied
         if not known(request):
             return unknown(request)
+        if state["admitted"] >= limits.max_queue + limits.max_batch:  # before reading: a refusal must be cheap
+            state["rejected"] += 1
+            return error(503, f"server busy: {limits.max_queue} requests already queued", {"Retry-After": "1"})
         body = await read_body(request)
         if isinstance(body, Response):
             return body
@@ -212,9 +215,6 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits 
                                          limits.max_elements)
         except ProtocolError as exc:
             return error(400, str(exc))
-        if state["admitted"] >= limits.max_queue + limits.max_batch:
-            state["rejected"] += 1
-            return error(503, f"server busy: {limits.max_queue} requests already queued", {"Retry-After": "1"})
         state["admitted"] += 1
         try:
             with anyio.fail_after(limits.timeout_s):
