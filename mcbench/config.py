@@ -60,7 +60,7 @@ class LoadPlan:
         return [round(f * closed_peak_rps, 1) for f in self.rate_fractions if f * closed_peak_rps >= 1]
 
 
-QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.7,))
+QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,))
 
 
 @dataclass(frozen=True)

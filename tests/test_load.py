@@ -185,7 +185,7 @@ def test_run_flags_shape_the_load_plan() -> None:
     assert (plan.budget_p99_ms, plan.target_rps, plan.cost_per_hour) == (50.0, 900.0, 1.2)
     assert (plan.locust_workers, plan.max_batch, plan.arrivals) == (2, 4, "constant")
     assert plan.step_seconds == 8.0 and plan.max_step_seconds == 8.0 and plan.warmup_s == 0.5
-    assert run_config(build_parser().parse_args(["run", "--quick"])).load.open_rates(200.0) == [140.0]
+    assert run_config(build_parser().parse_args(["run", "--quick"])).load.open_rates(200.0) == [100.0]
 
 
 def test_the_profile_budget_target_and_cost_win_over_the_plan() -> None:
