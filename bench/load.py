@@ -294,8 +294,17 @@ class Generator:
         totals = locust_totals(Path(str(prefix) + "_totals.json"))
         self.totals[0] += totals[0]
         self.totals[1] += totals[1]
-        self.totals[2] += len(records.start_s)
+        self.totals[2] += locust_seen(records)
         return records
+
+
+UNSENT_KINDS = ("no answer by the end of the step", "load generator backlog")  # rows Locust never completes
+
+
+def locust_seen(records: Records) -> int:
+    """Rows for requests Locust also counted: all but those still out at the end or never sent."""
+    unsent = [i for i, kind in enumerate(records.error_kinds) if kind in UNSENT_KINDS]
+    return int(len(records.error) - np.isin(records.error, unsent).sum())
 
 
 def env_headers(env: dict[str, str], endpoint: Endpoint) -> dict[str, str]:

@@ -115,7 +115,7 @@ class LoadResult:
     batched_open_steps: list[LoadStep] = field(default_factory=list)
     checked: int = 0
     mismatches: int = 0
-    recorded_requests: int = 0  # rows the Locust processes recorded, all steps: to compare with Locust's own total
+    recorded_requests: int = 0  # rows recorded for requests Locust also completed, all steps: equals its own total
 
     @property
     def peak_throughput_rps(self) -> float:

@@ -201,3 +201,11 @@ def test_the_profile_budget_target_and_cost_win_over_the_plan() -> None:
     assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (300, 4, 8.0)
     cap = pipeline.capacity_of(load, None, 100.0)
     assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (600, 1, 9.0)
+
+
+def test_rows_locust_never_completed_are_not_compared_with_its_count() -> None:
+    from bench.load import locust_seen
+
+    rec = records([(0.1, 0.002, 200, 0, 0), (0.2, 0.5, 503, 1, 0), (0.3, 2.0, 0, 3, 0), (0.4, 0.0, 0, 4, 0)])
+    rec.error_kinds = KINDS + ["no answer by the end of the step", "load generator backlog"]
+    assert locust_seen(rec) == 2
