@@ -174,3 +174,22 @@ def test_a_locust_that_dies_is_a_load_error_not_a_hang(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="Locust exited with code"):
         gen.run(Endpoint("http://127.0.0.1:9", "m"), {"MCBENCH_SECONDS": "1"}, "NoSuchUser", 1, 1, "dead")
     assert time.monotonic() - started < 60
+
+
+def test_a_server_that_cannot_start_is_the_variants_recorded_error(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from mcbench.config import QUICK_LOAD, RunConfig
+    from mcbench.pipeline import Pipeline, RunPaths
+    from reports.schema import VariantResult
+
+    pipeline = Pipeline(RunConfig(load=QUICK_LOAD), progress=lambda _: None)
+    spec = SimpleNamespace(name="m", target=Target("onnxruntime"), profile=None)
+    artifact = Artifact(tmp_path / "missing.onnx", "onnx", (InputSpec("x", (1, 4)),))
+    workload = SimpleNamespace(eval_samples=[{"x": X}], timing_feeds={"x": X})
+    result = VariantResult("m", "onnxruntime", [], status="ok")
+    started = time.monotonic()
+    pipeline.load_test(spec, artifact, workload, RunPaths(tmp_path / "run"), result)
+    assert result.status == "failed" and result.load is None
+    assert result.error.startswith("load test: StartError: model server exited with code")
+    assert time.monotonic() - started < 60
