@@ -87,10 +87,11 @@ class Batcher:
 
     async def submit(self, feeds: dict) -> list:
         if self.queue is None:
-            self.queue = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self._loop())
+            self.queue, self.arrived = asyncio.Queue(), asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((feeds, future))
+        self.queue.put_nowait((feeds, future))
+        self.arrived.set()
         return await future
 
     async def _loop(self) -> None:
@@ -99,8 +100,16 @@ class Batcher:
             batch = [await self.queue.get()]
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
+                # not wait_for(queue.get()): on Python 3.11 a timeout racing a get can drop the item
+                if not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self.arrived.clear()
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0)))
+                    await asyncio.wait_for(self.arrived.wait(), remaining)
                 except TimeoutError:
                     break
             batch = [item for item in batch if not item[1].done()]  # callers that timed out are gone
@@ -111,9 +120,9 @@ class Batcher:
         import anyio
         import numpy as np
 
-        feeds = {k: np.concatenate([f[k] for f, _ in batch]) for k in batch[0][0]}
         self.batches.append(len(batch))
-        try:
+        try:  # whatever fails, every caller gets an answer and the loop goes on
+            feeds = {k: np.concatenate([f[k] for f, _ in batch]) for k in batch[0][0]}
             outputs = await anyio.to_thread.run_sync(self.run, feeds, limiter=self.limiter)
         except Exception as exc:
             for _, future in batch:

@@ -28,6 +28,8 @@ def capacity(load: LoadResult, budget_p99_ms: float, target_rps: float | None = 
     fleet sees traffic; the closed loop's never exceed what its few users allow. A figure from a step
     that did not settle is labelled so in `basis`. Replicas assume requests spread evenly; cost per
     million requests is one replica's cost per hour over what it serves in an hour at full capacity.
+    Where every step of the sweep held the budget, the sweep never found the limit, and the figure
+    is marked a lower bound.
     """
     if budget_p99_ms <= 0:
         raise ValueError(f"a p99 budget must be positive, got {budget_p99_ms}")
@@ -36,6 +38,9 @@ def capacity(load: LoadResult, budget_p99_ms: float, target_rps: float | None = 
         best, basis = best_under_budget(load.steps, budget_p99_ms), "closed-loop"
     if best is None:
         return Capacity(budget_p99_ms, None, "none: no step held the budget", target_rps)
+    sweep = load.open_steps if basis == "open-loop" else load.steps
+    if all(holds_budget(s, budget_p99_ms) for s in sweep):
+        basis += " (lower bound: no step of the sweep passed the budget)"
     if best.stable is False:
         basis += " (unstable step)"
     rps = best.throughput_rps

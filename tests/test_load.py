@@ -96,8 +96,10 @@ def test_capacity_from_the_open_loop_replicas_and_cost() -> None:
 
 
 def test_capacity_falls_back_to_the_closed_loop_and_says_when_nothing_held() -> None:
-    cap = capacity(load_result([step(500, 5, "closed", stable=False)], [step(300, 50)]), 10)
+    cap = capacity(load_result([step(500, 5, "closed", stable=False), step(600, 20, "closed")], [step(300, 50)]), 10)
     assert (cap.max_rps_under_budget, cap.basis, cap.replicas) == (500, "closed-loop (unstable step)", None)
+    bound = capacity(load_result([], [step(300, 4), step(400, 6)]), 10)
+    assert bound.basis == "open-loop (lower bound: no step of the sweep passed the budget)"
     none = capacity(load_result([step(500, 50, "closed")], []), 10, 100, 2.0)
     assert none.max_rps_under_budget is None and none.basis.startswith("none") and none.cost_per_million is None
 
