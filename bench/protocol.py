@@ -63,7 +63,7 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
             raise ProtocolError("each input must be an object with name, shape, datatype and data")
         spec = by_name.get(entry.get("name"))
         if spec is None:
-            given = _short(entry.get("name"))
+            given = short(entry.get("name"))
             raise ProtocolError(f"unknown input {given}; the model's inputs are {', '.join(by_name)}")
         array, offset = _tensor(entry, spec, binary, offset, max_elements)
         feeds[spec.name] = array
@@ -73,7 +73,7 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
     return feeds
 
 
-def _short(value: object, limit: int = 40) -> str:
+def short(value: object, limit: int = 40) -> str:
     """A client's value quoted in an error, cut short: an error says what was wrong, it does not echo the request."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -103,13 +103,13 @@ def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
     datatype, shape = entry.get("datatype"), entry.get("shape")
     expected_type = TO_V2[spec.dtype]
     if datatype != expected_type:
-        raise ProtocolError(f"input {spec.name!r}: datatype {_short(datatype)}, expected {expected_type}")
+        raise ProtocolError(f"input {spec.name!r}: datatype {short(datatype)}, expected {expected_type}")
     if isinstance(shape, list) and all(isinstance(d, int) for d in shape) and max_elements is not None:
         declared = int(np.prod(shape, dtype=object))
         if declared > max_elements:
             raise ProtocolError(f"input {spec.name!r}: {declared} elements, over the server's limit of {max_elements}")
     if not _shape_ok(shape, spec.shape):
-        raise ProtocolError(f"input {spec.name!r}: shape {_short(shape)}, expected {list(spec.shape)}")
+        raise ProtocolError(f"input {spec.name!r}: shape {short(shape)}, expected {list(spec.shape)}")
     count = int(np.prod(shape))
     size = (entry.get("parameters") or {}).get("binary_data_size")
     if size is not None:

@@ -71,12 +71,6 @@ class ServerLimits:
             raise StartError("an empty token would accept anyone; leave it unset instead")
 
 
-def short(value: object, limit: int = 40) -> str:
-    """A client's value quoted in an error, cut short: errors say what was wrong, not echo the request."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class Batcher:
     """Joins queued requests into one model call along axis 0 (dynamic batching), then splits the answers."""
 
@@ -145,7 +139,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits 
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response
+    from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response, short
 
     limits = limits or ServerLimits()
     limiter = anyio.CapacityLimiter(1)
