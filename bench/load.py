@@ -1,16 +1,29 @@
-"""The load stage: Locust, in its own process and on its own cores, drives a served model step by step.
+"""The load stage: Locust, in its own processes and on its own cores, drives a served model step by step.
 
 This module never imports locust (importing it patches the process with gevent); it starts
-`locust -f bench/locustfile.py` and reads back the per-request records and Locust's own totals.
+`locust -f bench/locustfile.py` once a step (a master and N workers in distributed mode) and reads
+back each process's per-request records and Locust's own totals.
+
+Two sweeps: a closed loop over concurrent users, and an open loop over arrival rates. Each step is
+measured in windows; it is stable when throughput and p99 agree across the last windows within the
+stated tolerance, else it is extended (another Locust run of the same step) up to a limit and then
+reported as unstable. A sweep stops at the first step whose p99 passes the budget, that has errors,
+or (open loop) whose achieved rate falls well short of the offered one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,101 +33,403 @@ from reports.schema import LatencyStats, LoadResult, LoadStep
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STARTUP_ALLOWANCE_S = 60.0
+SATURATED_CPU_PERCENT = 90.0
+RUN_TIME_MARGIN_S = 5  # distributed: the master's --run-time also covers its workers' start-up
+SAFETY_MARGIN_S = 30  # one process ends its own run; Locust's --run-time only catches a hang
+MIN_WINDOW_ANSWERS = 100  # fewer answers than this in a window give no p99 worth comparing
+SHORTFALL = 0.8  # open loop: achieved below this share of offered means the server cannot keep up
+
+
+class LoadError(RuntimeError):
+    """Locust could not run a step (died, hung, wrote nothing); the message holds the end of its log."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A KServe v2 server to load: its base URL, the model's name, and any headers (a bearer token)."""
+
+    url: str
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def infer_path(self) -> str:
+        return f"/v2/models/{self.model}/infer"
+
+
+@dataclass(frozen=True)
+class StepRules:
+    """How long each step runs and when it counts as settled."""
+
+    seconds: float = 10.0  # one Locust run of a step; rounded up to whole seconds
+    warmup_s: float = 2.0  # the start of each run that is not counted
+    max_seconds: float = 30.0  # extension limit: total run time of one step
+    windows: int = 4  # measured windows per run
+    compare_last: int = 3  # stable when the last this-many windows agree
+    rps_tolerance: float = 0.10  # relative spread (max - min) / median allowed in throughput
+    p99_tolerance: float = 0.25  # and in p99
+    budget_p99_ms: float | None = None  # stop the sweep past it
+    arrivals: str = "poisson"  # open loop: "poisson" | "constant"
+    grace_s: float = 2.0  # open loop: time after the schedule for the last answers (closed loop: 1 s)
+    check_every: int = 10  # compare every Nth answer with the offline outputs (0: never)
+
+    def __post_init__(self) -> None:
+        if self.seconds <= self.warmup_s or self.warmup_s < 0:
+            raise ValueError(f"a load step of {self.seconds} s must be longer than its {self.warmup_s} s warm-up")
+        if self.arrivals not in ("poisson", "constant"):
+            raise ValueError(f"arrivals must be poisson or constant, got {self.arrivals!r}")
+        if self.windows < self.compare_last or self.compare_last < 2:
+            raise ValueError("windows must be at least compare_last, and compare_last at least 2")
+
+    @property
+    def run_seconds(self) -> int:
+        return math.ceil(self.seconds)
+
+
+@dataclass
+class Requests:
+    """The requests the generator sends in turn, and the offline outputs a sample of answers is checked against."""
+
+    bodies: list[bytes]
+    headers: dict[str, str]
+    expected: list[list[np.ndarray]] | None = None
+
+    @classmethod
+    def encode(cls, feeds: list[dict[str, np.ndarray]], expected: list[list[np.ndarray]] | None = None) -> Requests:
+        encoded = [encode_infer_request(f, binary=True) for f in feeds]
+        return cls([b for b, _ in encoded], encoded[0][1], expected)
+
+    def write(self, folder: Path) -> dict[str, str]:
+        """Write the bodies (and expected outputs) for the locustfile; the environment that points to them."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, body in enumerate(self.bodies):
+            (folder / f"request_{i}.bin").write_bytes(body)
+        env = {"MCBENCH_BODIES": str(folder)}
+        if self.expected:
+            arrays = {f"{i}/{k}": np.asarray(o) for i, outs in enumerate(self.expected) for k, o in enumerate(outs)}
+            np.savez(folder / "expected.npz", **arrays)
+            env["MCBENCH_EXPECTED"] = str(folder / "expected.npz")
+        return env
 
 
 @dataclass
 class Records:
-    """What the locustfile wrote: one row a request, and when each step really began (plus the end)."""
+    """Per-request rows from every Locust process of one step: start (s), latency (s), status, error, check."""
 
-    step: np.ndarray  # step index at the request's start
-    start_s: np.ndarray  # seconds since the first step began
+    start_s: np.ndarray
     latency_s: np.ndarray
-    status: np.ndarray  # HTTP status, 0 where no response came
+    status: np.ndarray
     error: np.ndarray  # index into error_kinds, 0 for none
+    check: np.ndarray  # 0 not checked, 1 matched the offline output, 2 did not
     error_kinds: list[str]
-    boundary_s: np.ndarray  # len(steps) + 1 wall times
-    boundary_cpu_s: np.ndarray  # the load generator's CPU seconds at those times
+    cpu_percent: list[float] = field(default_factory=list)  # per Locust process
+
+    @classmethod
+    def empty(cls) -> Records:
+        z = np.zeros(0)
+        return cls(z, z, z.astype(int), z.astype(int), z.astype(int), [""])
 
     @classmethod
     def load(cls, path: Path) -> Records:
         with np.load(path) as data:
-            rows, bounds = data["records"], data["boundaries"]
+            rows, usage = data["records"], data["usage"]
             kinds = [str(k) for k in data["error_kinds"]]
-        return cls(rows[:, 0].astype(int), rows[:, 1], rows[:, 2], rows[:, 3].astype(int), rows[:, 4].astype(int),
-                   kinds, bounds[:, 0], bounds[:, 1])
+        cpu = [float(100.0 * usage[1] / usage[0])] if usage[0] > 0 else []
+        return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int),
+                   kinds, cpu)
+
+    def merged(self, other: Records, shift_s: float = 0.0) -> Records:
+        """Both sets of rows, `other`'s starts moved by shift_s and its error codes renumbered into ours."""
+        kinds = list(self.error_kinds)
+        remap = []
+        for kind in other.error_kinds:
+            if kind not in kinds:
+                kinds.append(kind)
+            remap.append(kinds.index(kind))
+        errors = np.asarray(remap, dtype=int)[other.error] if len(other.error) else other.error
+        return Records(np.concatenate([self.start_s, other.start_s + shift_s]),
+                       np.concatenate([self.latency_s, other.latency_s]),
+                       np.concatenate([self.status, other.status]), np.concatenate([self.error, errors]),
+                       np.concatenate([self.check, other.check]), kinds, self.cpu_percent + other.cpu_percent)
+
+
+def windows_of(records: Records, spans: list[tuple[float, float]], per_span: int) -> list[dict[str, float]]:
+    """Each span cut into `per_span` equal windows: start, successful answers a second, p99 (ms)."""
+    out = []
+    for lo, hi in spans:
+        edges = np.linspace(lo, hi, per_span + 1)
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            inside = (records.start_s >= a) & (records.start_s < b)
+            ok = inside & (records.status == 200)
+            lat = records.latency_s[ok]
+            out.append({"start_s": round(float(a), 6), "answers": int(ok.sum()), "rps": float(ok.sum() / (b - a)),
+                        "p99_ms": float(np.percentile(lat, 99) * 1e3) if len(lat) else math.nan})
+    return out
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median: how far apart a few window figures are, relative to their middle."""
+    if any(math.isnan(v) for v in values) or not values:
+        return math.inf
+    mid = float(np.median(values))
+    return (max(values) - min(values)) / mid if mid > 0 else math.inf
+
+
+def is_stable(windows: list[dict[str, float]], rules: StepRules) -> bool:
+    """The last windows agree: throughput within max(rps_tolerance, 3/sqrt(n)) (n answers in the smallest
+    window: Poisson counting noise), p99 within p99_tolerance, and each window has MIN_WINDOW_ANSWERS."""
+    last = windows[-rules.compare_last:]
+    if len(last) < rules.compare_last or min(w["answers"] for w in last) < MIN_WINDOW_ANSWERS:
+        return False
+    counting = 3 / math.sqrt(min(w["answers"] for w in last))
+    return (spread([w["rps"] for w in last]) <= max(rules.rps_tolerance, counting)
+            and spread([w["p99_ms"] for w in last]) <= rules.p99_tolerance)
+
+
+def step_from_records(records: Records, spans: list[tuple[float, float]], users: int, mode: str,
+                      rules: StepRules, offered_rps: float | None = None) -> LoadStep:
+    """A step's figures from the requests that started inside its measured spans (each run after its warm-up)."""
+    chosen = np.zeros(len(records.start_s), dtype=bool)
+    for lo, hi in spans:
+        chosen |= (records.start_s >= lo) & (records.start_s < hi)
+    measured = sum(hi - lo for lo, hi in spans)
+    ok = chosen & (records.status == 200)
+    codes, counts = np.unique(records.error[chosen & ~ok], return_counts=True)
+    windows = windows_of(records, spans, rules.windows)
+    latencies = records.latency_s[ok]
+    cpu = max(records.cpu_percent) if records.cpu_percent else None
+    return LoadStep(
+        users=users,
+        duration_s=round(measured, 6),
+        requests=int(chosen.sum()),
+        failures=int((chosen & ~ok).sum()),
+        throughput_rps=float(ok.sum() / measured) if measured > 0 else 0.0,
+        latency=LatencyStats.from_seconds(latencies.tolist(), keep_samples=False) if ok.any() else None,
+        errors={records.error_kinds[c] or "unknown": int(n) for c, n in zip(codes, counts, strict=True)},
+        mode=mode,
+        offered_rps=offered_rps,
+        p999_ms=float(np.percentile(latencies, 99.9) * 1e3) if ok.any() else None,
+        stable=is_stable(windows, rules),
+        windows=windows,
+        loadgen_cpu_percent=cpu,
+        loadgen_saturated=cpu is not None and cpu > SATURATED_CPU_PERCENT,
+        checked=int((records.check[chosen] > 0).sum()),
+        mismatches=int((records.check[chosen] == 2).sum()),
+    )
+
+
+@dataclass
+class Generator:
+    """Where and how Locust runs: its cores, and 0 (one process) or N distributed workers."""
+
+    cores: list[int] | None = None
+    workers: int = 0
+    work_dir: Path = Path(".")
+    totals: list[int] = field(default_factory=lambda: [0, 0, 0])  # Locust's requests, failures; our rows
+
+    def run(self, endpoint: Endpoint, env: dict[str, str], user_class: str, users: int,
+            run_s: int, tag: str) -> Records:
+        """One Locust run; the merged records of its processes. A Locust that dies or hangs is a LoadError."""
+        prefix = self.work_dir / tag
+        for old in self.work_dir.glob(f"{tag}.samples.*.npz"):
+            old.unlink()
+        env = {**os.environ, **env, "MCBENCH_SAMPLES": str(self.work_dir / f"{tag}.samples"),
+               "MCBENCH_HEADERS": json.dumps(env_headers(env, endpoint)), "MCBENCH_PATH": endpoint.infer_path}
+        common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+        limit = run_s + (RUN_TIME_MARGIN_S if self.workers else SAFETY_MARGIN_S)
+        lead = [*common, "--headless", "--host", endpoint.url, "-u", str(users), "-r", str(max(users, 1) * 100),
+                "-t", f"{limit}s", "--only-summary", "--exit-code-on-error", "0", "--csv", str(prefix),
+                "--json-file", str(prefix) + "_totals", user_class]
+        timeout = limit + STARTUP_ALLOWANCE_S
+        if not self.workers:
+            procs = [self._start(lead, env, self.cores, self.work_dir / f"{tag}.log")]
+        else:
+            port = free_port()
+            master = [*lead, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                      "--expect-workers", str(self.workers), "--expect-workers-max-wait", str(int(STARTUP_ALLOWANCE_S))]
+            worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), user_class]
+            cores = self.cores or []
+            procs = [self._start(master, env, cores, self.work_dir / f"{tag}.log")]
+            procs += [self._start(worker, env, [cores[i % len(cores)]] if cores else None,
+                                  self.work_dir / f"{tag}.worker{i}.log") for i in range(self.workers)]
+        self._wait(procs, timeout, prefix)
+        return self._collect(tag, prefix)
+
+    def _start(self, cmd: list[str], env: dict[str, str], cores: list[int] | None, log: Path):
+        def pin() -> None:
+            if cores:
+                os.sched_setaffinity(0, set(cores))
+
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin,
+                                    start_new_session=True)
+        proc.log = log  # type: ignore[attr-defined]
+        return proc
+
+    def _wait(self, procs: list, timeout_s: float, prefix: Path) -> None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            for proc in procs:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            raise LoadError(f"Locust did not finish within {timeout_s:.0f} s: {_tail(procs[0].log)}") from None
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        for proc in procs:
+            if proc.returncode != 0:
+                raise LoadError(f"Locust exited with code {proc.returncode}: {_tail(proc.log)}")
+
+    def _collect(self, tag: str, prefix: Path) -> Records:
+        files = sorted(self.work_dir.glob(f"{tag}.samples.*.npz"))
+        expected = max(self.workers, 1)
+        if len(files) != expected:
+            raise LoadError(f"{len(files)} of {expected} Locust processes wrote their records "
+                            f"(one died?): {_tail(self.work_dir / f'{tag}.log')}")
+        records = Records.empty()
+        for path in files:
+            records = records.merged(Records.load(path))
+        totals = locust_totals(Path(str(prefix) + "_totals.json"))
+        self.totals[0] += totals[0]
+        self.totals[1] += totals[1]
+        self.totals[2] += locust_seen(records)
+        return records
+
+
+UNSENT_KINDS = ("no answer by the end of the step", "load generator backlog")  # rows Locust never completes
+
+
+def locust_seen(records: Records) -> int:
+    """Rows for requests Locust also counted: all but those still out at the end or never sent."""
+    unsent = [i for i, kind in enumerate(records.error_kinds) if kind in UNSENT_KINDS]
+    return int(len(records.error) - np.isin(records.error, unsent).sum())
+
+
+def env_headers(env: dict[str, str], endpoint: Endpoint) -> dict[str, str]:
+    return {**json.loads(env.get("MCBENCH_HEADERS", "{}")), **endpoint.headers}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_step(gen: Generator, endpoint: Endpoint, env: dict[str, str], mode: str, level: float,
+                 rules: StepRules, tag: str) -> LoadStep:
+    """Run one step, extending it (further runs of the same step) until its windows agree or the limit is hit."""
+    run_s = rules.run_seconds
+    records, spans, elapsed, offset, index = Records.empty(), [], 0.0, 0.0, 0
+    step_env = {**env, "MCBENCH_SECONDS": str(run_s)}
+    grace = 1.0 if mode == "closed" else rules.grace_s
+    step_env["MCBENCH_GRACE_S"] = str(grace)
+    if mode == "closed":
+        users, user_class, offered = int(level), "ClosedLoopUser", None
+    else:
+        users, user_class, offered = max(gen.workers, 1), "OpenLoopUser", float(level)
+        step_env.update(MCBENCH_RATE=str(level), MCBENCH_STREAMS=str(users), MCBENCH_ARRIVALS=rules.arrivals)
+    while True:
+        length = run_s + math.ceil(grace)  # from the first user's start; Locust's own limit has a margin
+        chunk = gen.run(endpoint, step_env, user_class, users, length, f"{tag}_run{index}")
+        records = records.merged(chunk, offset)
+        spans.append((offset + rules.warmup_s, offset + run_s))
+        elapsed += run_s
+        offset += length + 1.0  # a gap between runs, so no window straddles two of them
+        step = step_from_records(records, spans, users, mode, rules, offered)
+        index += 1
+        if step.stable or elapsed + run_s > rules.max_seconds:
+            return step
+
+
+def stop_reason(step: LoadStep, rules: StepRules) -> str | None:
+    """Why the sweep should not go on past this step, or None."""
+    if step.failures:
+        kinds = ", ".join(f"{n} {k}" for k, n in step.errors.items())
+        return f"errors at {describe(step)}: {kinds}"
+    if rules.budget_p99_ms is not None and step.latency and step.latency.p99_ms > rules.budget_p99_ms:
+        return f"p99 {step.latency.p99_ms:.2f} ms passed the {rules.budget_p99_ms:g} ms budget at {describe(step)}"
+    if step.latency is None:
+        return f"no successful answer at {describe(step)}"
+    if step.offered_rps and step.throughput_rps < SHORTFALL * step.offered_rps:
+        return f"achieved {step.throughput_rps:.0f} of {step.offered_rps:.0f} req/s offered: the server cannot keep up"
+    return None
+
+
+def describe(step: LoadStep) -> str:
+    return f"{step.offered_rps:g} req/s" if step.mode == "open" else f"{step.users} users"
+
+
+def run_sweep(gen: Generator, endpoint: Endpoint, env: dict[str, str], mode: str, levels: list[float],
+              rules: StepRules, say=None) -> tuple[list[LoadStep], str | None]:
+    """The steps of one sweep, in order, up to the first that should stop it; and why it stopped."""
+    steps = []
+    for level in levels:
+        step = measure_step(gen, endpoint, env, mode, level, rules, f"{mode}_{level:g}")
+        steps.append(step)
+        if say:
+            p99 = f"{step.latency.p99_ms:.2f}" if step.latency else "-"
+            say(f"    {mode} {describe(step)}: {step.throughput_rps:.0f} req/s, p99 {p99} ms, "
+                f"{step.failures} failures{'' if step.stable else ', unstable'}")
+        reason = stop_reason(step, rules)
+        if reason:
+            return steps, reason
+    return steps, None
 
 
 def run_load(
-    url: str,
-    model_name: str,
-    feeds: dict[str, np.ndarray],
-    steps: list[tuple[int, float]],
+    endpoint: Endpoint,
+    requests: Requests,
+    users: list[int],
+    rates: list[float] | Callable[[float], list[float]],
+    rules: StepRules,
     loadgen_cores: list[int] | None,
     server_cores: list[int] | None,
     server_threads: int,
     work_dir: Path,
-    warmup_s: float = 1.0,
+    workers: int = 0,
+    batching: dict[str, float] | None = None,
+    say=None,
 ) -> LoadResult:
-    """Run the steps against `url` and return per-step throughput and microsecond latency percentiles.
+    """The closed-loop sweep over `users` and the open-loop sweep over `rates` against one served model.
 
     Latency samples are not kept in the result (a step at thousands of requests a second would bloat
-    results.json); every request's record stays in `work_dir/locust_samples.npz`.
+    results.json); every request's record stays in `work_dir/*.samples.*.npz`, and Locust's own CSV
+    statistics beside them.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    body, headers = encode_infer_request(feeds, binary=True)
-    (work_dir / "request.bin").write_bytes(body)
-    samples_path, json_path = work_dir / "locust_samples.npz", work_dir / "locust_stats.json"
-    samples_path.unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "MCBENCH_BODY": str(work_dir / "request.bin"),
-        "MCBENCH_HEADERS": json.dumps(headers),
-        "MCBENCH_PATH": f"/v2/models/{model_name}/infer",
-        "MCBENCH_STEPS": ",".join(f"{u}:{s}" for u, s in steps),
-        "MCBENCH_SAMPLES": str(samples_path),
-    }
-    # --exit-code-on-error 0: failed requests are data (counted per step), not a failed run
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
-           "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0",
-           "--json-file", str(json_path.with_suffix("")), "--csv", str(work_dir / "locust")]
-    log = work_dir / "locust.log"
-    _run_locust(cmd, env, loadgen_cores, sum(s for _, s in steps) + STARTUP_ALLOWANCE_S, log)
-    if not samples_path.exists():
-        raise RuntimeError(f"Locust wrote no samples: {_tail(log)}")
-    records = Records.load(samples_path)
-    if len(records.step) == 0 or len(records.boundary_s) < len(steps) + 1:
-        raise RuntimeError(f"Locust recorded {len(records.step)} requests over {len(records.boundary_s) - 1} "
-                           f"of {len(steps)} steps: {_tail(log)}")
-    totals = _locust_totals(json_path)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    env = requests.write(work_dir / "requests")
+    env["MCBENCH_HEADERS"] = json.dumps(requests.headers)
+    env["MCBENCH_CHECK_EVERY"] = str(rules.check_every if requests.expected else 0)
+    gen = Generator(loadgen_cores, workers, work_dir)
+    closed, closed_stop = run_sweep(gen, endpoint, env, "closed", [float(u) for u in users], rules, say)
+    if callable(rates):  # rates as fractions of what the closed loop reached
+        rates = rates(max((s.throughput_rps for s in closed), default=0.0))
+    opened, open_stop = run_sweep(gen, endpoint, env, "open", rates, rules, say) if rates else ([], None)
+    every = closed + opened
+    cpus = [s.loadgen_cpu_percent for s in every if s.loadgen_cpu_percent is not None]
     return LoadResult(
-        steps=step_results(records, [u for u, _ in steps], warmup_s),
+        steps=closed,
         server_cores=list(server_cores or []),
         loadgen_cores=list(loadgen_cores or []),
         cores_shared=not server_cores or not loadgen_cores or bool(set(server_cores) & set(loadgen_cores)),
         server_threads=server_threads,
-        locust_total_requests=totals[0],
-        locust_total_failures=totals[1],
-        loadgen_cpu_percent=busiest_step_cpu_percent(records),
+        locust_total_requests=gen.totals[0],
+        locust_total_failures=gen.totals[1],
+        recorded_requests=gen.totals[2],
+        loadgen_cpu_percent=max(cpus) if cpus else None,
+        open_steps=opened,
+        budget_p99_ms=rules.budget_p99_ms,
+        stopped={k: v for k, v in (("closed", closed_stop), ("open", open_stop)) if v},
+        locust_workers=workers,
+        tolerance={"windows": rules.compare_last, "rps": rules.rps_tolerance, "p99": rules.p99_tolerance},
+        batching=batching,
+        checked=sum(s.checked for s in every),
+        mismatches=sum(s.mismatches for s in every),
     )
-
-
-def _run_locust(cmd: list[str], env: dict[str, str], cores: list[int] | None, timeout_s: float, log: Path) -> None:
-    """Run Locust to completion on `cores`, its output in `log`."""
-
-    def pin() -> None:
-        if cores:
-            os.sched_setaffinity(0, set(cores))
-
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"Locust did not finish within {timeout_s:.0f} s: {_tail(log)}") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"Locust exited with code {proc.returncode}: {_tail(log)}")
 
 
 def _tail(log: Path, chars: int = 1500) -> str:
@@ -122,40 +437,7 @@ def _tail(log: Path, chars: int = 1500) -> str:
     return f"{text[-chars:]} (log: {log})" if text else f"no output (log: {log})"
 
 
-def step_results(records: Records, users: list[int], warmup_s: float) -> list[LoadStep]:
-    """Per step, the requests that started after its warm-up: rate, failures by kind, latency percentiles.
-
-    A step's window runs from warmup_s after it really began to when the next one began, so the
-    rate divides by the time the load was actually held, not the nominal step length.
-    """
-    results = []
-    for index, count in enumerate(users):
-        lo, hi = records.boundary_s[index] + warmup_s, records.boundary_s[index + 1]
-        window = max(hi - lo, 1e-9)
-        chosen = (records.step == index) & (records.start_s >= lo)
-        ok = chosen & (records.status == 200)
-        failed_codes = records.error[chosen & ~ok]
-        codes, counts = np.unique(failed_codes, return_counts=True)
-        results.append(LoadStep(
-            users=count,
-            duration_s=round(window, 6),
-            requests=int(chosen.sum()),
-            failures=len(failed_codes),
-            throughput_rps=int(ok.sum()) / window,
-            latency=LatencyStats.from_seconds(records.latency_s[ok].tolist(), keep_samples=False) if ok.any() else None,
-            errors={records.error_kinds[c] or "unknown": int(n) for c, n in zip(codes, counts, strict=True)},
-        ))
-    return results
-
-
-def busiest_step_cpu_percent(records: Records) -> float | None:
-    """The load generator's CPU use in its busiest step, as percent of one core (Locust runs on one)."""
-    wall, cpu = np.diff(records.boundary_s), np.diff(records.boundary_cpu_s)
-    usable = wall > 0
-    return float(np.max(100.0 * cpu[usable] / wall[usable])) if usable.any() else None
-
-
-def _locust_totals(json_path: Path) -> tuple[int, int]:
+def locust_totals(json_path: Path) -> tuple[int, int]:
     """Locust's own request and failure counts (its --json-file), as a cross-check of the records."""
     if not json_path.exists():
         return 0, 0

@@ -1,38 +1,85 @@
 """The Locust test mcbench runs: the only module that imports locust (it patches the process with gevent).
 
-Run by bench.load as `locust -f bench/locustfile.py --headless ...` with its settings in the environment:
-MCBENCH_BODY (file with the pre-encoded request), MCBENCH_HEADERS (JSON), MCBENCH_PATH (URL path),
-MCBENCH_STEPS ("users:seconds,..."), MCBENCH_SAMPLES (the .npz file the per-request records go to).
+Run by bench.load, one Locust run a load step, as `locust -f bench/locustfile.py --headless ...`
+(or as a master and N `--worker` processes), with its settings in the environment:
 
-Locust's own statistics round response times to about two significant figures (whole milliseconds
-below 100 ms); each request is also recorded here at perf_counter resolution and written out when
-Locust quits. Locust calls the shape's tick() about once a second, so a step starts up to a second
-after its nominal time: each request is tagged with the step the shape was in when it started, and
-the shape records when each step really began and how much CPU this process had used by then.
+  user class         ClosedLoopUser: each user sends the next request when the previous one answered;
+                     OpenLoopUser: each user sends on a precomputed arrival schedule, whatever the answers
+  MCBENCH_RATE       open loop: total requests a second over all users of all workers
+  MCBENCH_STREAMS    open loop: how many users share that rate (Locust's --users)
+  MCBENCH_ARRIVALS   open loop: "poisson" (exponential gaps) or "constant"
+  MCBENCH_SECONDS    how long the step runs from the first user's start (Locust's --run-time adds a grace)
+  MCBENCH_BODIES     a directory of pre-encoded requests request_0.bin ... (sent in turn)
+  MCBENCH_EXPECTED   optional .npz: the offline outputs for those requests ("i/k" = request i, output k)
+  MCBENCH_CHECK_EVERY  check every Nth answer against MCBENCH_EXPECTED (0: never)
+  MCBENCH_HEADERS    JSON headers; MCBENCH_PATH the URL path
+  MCBENCH_SAMPLES    path prefix: each Locust process writes PREFIX.PID.npz when it quits
+
+Why the open loop is built here rather than with Locust's constant_throughput: there, a late answer
+delays the next send and the send that should have happened is never recorded (coordinated omission).
+Here each request is a greenlet started at its scheduled time and timed from that time, so a server
+that stalls is charged for every request that would have queued behind the stall.
+
+Locust's own statistics round response times (whole milliseconds below 100 ms) and time from the
+actual send; each request is also recorded here at perf_counter resolution.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from pathlib import Path
 
+import gevent
+import gevent.pool
 import numpy as np
-from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust import FastHttpUser, constant, events, task
 
-BODY = Path(os.environ["MCBENCH_BODY"]).read_bytes() if "MCBENCH_BODY" in os.environ else b""
+RATE = float(os.environ.get("MCBENCH_RATE", "0"))
+STREAMS = max(1, int(os.environ.get("MCBENCH_STREAMS", "1")))
+ARRIVALS = os.environ.get("MCBENCH_ARRIVALS", "poisson")
+SECONDS = float(os.environ.get("MCBENCH_SECONDS", "1"))
 HEADERS = json.loads(os.environ.get("MCBENCH_HEADERS", "{}"))
 PATH = os.environ.get("MCBENCH_PATH", "/")
-STEPS = [(int(u), float(s)) for u, s in (p.split(":") for p in os.environ.get("MCBENCH_STEPS", "1:1").split(","))]
 SAMPLES = os.environ.get("MCBENCH_SAMPLES", "")
+CHECK_EVERY = int(os.environ.get("MCBENCH_CHECK_EVERY", "0"))
+MAX_IN_FLIGHT = int(os.environ.get("MCBENCH_MAX_IN_FLIGHT", "2000"))  # per user; beyond it the generator is the limit
+GRACE_S = float(os.environ.get("MCBENCH_GRACE_S", "1"))
+REQUEST_TIMEOUT_S = float(os.environ.get("MCBENCH_REQUEST_TIMEOUT_S", "30"))
+RTOL, ATOL = 1e-3, 1e-4  # a served answer matches the offline one within these (same runtime, same settings)
 
-# one row a request: step index, start (s since the first step began), latency (s), HTTP status (0: none), error code
-_records: list[tuple[int, float, float, int, int]] = []
+
+def _bodies() -> list[bytes]:
+    folder = os.environ.get("MCBENCH_BODIES")
+    if not folder:
+        return [b""]
+    return [p.read_bytes() for p in sorted(Path(folder).glob("request_*.bin"), key=lambda p: int(p.stem[8:]))]
+
+
+def _expected() -> list[list[np.ndarray]]:
+    path = os.environ.get("MCBENCH_EXPECTED")
+    if not path:
+        return []
+    with np.load(path) as data:
+        keys = sorted(data.files, key=lambda k: tuple(map(int, k.split("/"))))
+        out: dict[int, list[np.ndarray]] = {}
+        for key in keys:
+            out.setdefault(int(key.split("/")[0]), []).append(data[key].reshape(-1))
+    return [out[i] for i in sorted(out)]
+
+
+BODIES = _bodies()
+EXPECTED = _expected()
+_sent = itertools.count()
+
+# one row a request: start (s since this process began the test; for the open loop the *scheduled*
+# start), latency (s, from that start), HTTP status (0: none), error code, check (0 none, 1 match, 2 mismatch)
+_records: list[tuple[float, float, int, int, int]] = []
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
-# one row a step boundary (and one for the end): wall time since the first step began, process CPU seconds
-_boundaries: list[tuple[float, float]] = []
-_state = {"step": -1, "t0": 0.0}
+_clock: dict = {"t0": 0.0, "cpu0": 0.0, "started": False}
+_in_flight: set[float] = set()  # starts of requests not yet answered
 
 
 def _error_code(kind: str) -> int:
@@ -41,57 +88,152 @@ def _error_code(kind: str) -> int:
     return _error_kinds.index(kind)
 
 
+_env: dict[str, object] = {}
+
+
+@events.init.add_listener
+def _keep_environment(environment, **_kwargs) -> None:
+    _env["environment"] = environment
+
+
+def _start_clock() -> None:
+    """The step's clock starts with the first user, not with Locust (whose start-up can take seconds)."""
+    if not _clock["started"]:
+        _clock.update(t0=time.perf_counter(), cpu0=time.process_time(), started=True)
+        gevent.spawn(_note_usage)
+        runner = getattr(_env.get("environment"), "runner", None)
+        if type(runner).__name__ == "LocalRunner":  # a worker cannot end the test; its master's --run-time does
+            gevent.spawn(_quit_when_done, runner)
+
+
+def _note_usage() -> None:
+    """Wall and CPU seconds over the step's sending time only (not the grace and shutdown, when it idles)."""
+    gevent.sleep(max(_clock["t0"] + SECONDS - time.perf_counter(), 0))
+    _clock["usage"] = (time.perf_counter() - _clock["t0"], time.process_time() - _clock["cpu0"])
+
+
+def _quit_when_done(runner) -> None:
+    """End the run once the step and its grace are over, or as soon as no request is still out after the step."""
+    end, last = _clock["t0"] + SECONDS, _clock["t0"] + SECONDS + GRACE_S
+    gevent.sleep(max(end - time.perf_counter(), 0))
+    while _in_flight and time.perf_counter() < last:
+        gevent.sleep(0.05)
+    runner.quit()
+
+
 @events.quitting.add_listener
-def _write_records(**_kwargs) -> None:
-    if not SAMPLES:
+def _write_records(environment, **_kwargs) -> None:
+    if not SAMPLES or environment.runner is None or type(environment.runner).__name__ == "MasterRunner":
         return
-    tmp = Path(SAMPLES).with_suffix(".part.npz")
-    np.savez(
-        tmp,
-        records=np.array(_records, dtype=np.float64).reshape(-1, 5),
-        boundaries=np.array(_boundaries, dtype=np.float64).reshape(-1, 2),
-        error_kinds=np.array(_error_kinds, dtype=str),
-    )
-    tmp.replace(SAMPLES)
+    wall = time.perf_counter() - _clock["t0"]
+    usage = _clock.get("usage") or (wall, time.process_time() - _clock["cpu0"])
+    unanswered = _error_code("no answer by the end of the step")
+    rows = _records + [(t, wall - t, 0, unanswered, 0) for t in sorted(_in_flight)]
+    path = Path(f"{SAMPLES}.{os.getpid()}.npz")
+    tmp = path.with_suffix(".part.npz")
+    np.savez(tmp, records=np.array(rows, dtype=np.float64).reshape(-1, 5),
+             usage=np.array(usage, dtype=np.float64), error_kinds=np.array(_error_kinds, dtype=str))
+    tmp.replace(path)
 
 
-class StepShape(LoadTestShape):
-    """Hold each step's user count for its seconds (all users spawned at once), then stop."""
-
-    def tick(self) -> tuple[int, float] | None:
-        elapsed, end = self.get_run_time(), 0.0
-        for index, (users, seconds) in enumerate(STEPS):
-            end += seconds
-            if elapsed < end:
-                self._enter(index)
-                return users, float(max(users, 1) * 1000)
-        self._enter(len(STEPS))
-        return None
-
-    def _enter(self, index: int) -> None:
-        if index == _state["step"]:
-            return
-        now = time.perf_counter()
-        if not _boundaries:
-            _state["t0"] = now
-        _boundaries.append((now - _state["t0"], time.process_time()))
-        _state["step"] = index
+def _check(content: bytes | None, index: int) -> int:
+    """1 when the answer's outputs match the offline outputs for the same request, else 2."""
+    try:
+        outputs = json.loads(content or b"")["outputs"]
+        got = [np.asarray(o["data"], dtype=np.float64).reshape(-1) for o in outputs]
+    except (ValueError, KeyError, TypeError):
+        return 2
+    want = EXPECTED[index]
+    # the offline record may hold only the first outputs: those present are compared
+    same = len(got) >= len(want) and all(g.shape == w.shape and np.allclose(g, w, rtol=RTOL, atol=ATOL)
+                                         for g, w in zip(got, want, strict=False))
+    return 1 if same else 2
 
 
-class InferUser(FastHttpUser):
-    """Closed loop: send the next request as soon as the previous one answered."""
+class _Inference(FastHttpUser):
+    abstract = True
+    network_timeout = REQUEST_TIMEOUT_S
+    connection_timeout = REQUEST_TIMEOUT_S
+    concurrency = 256  # connections one user may hold: the open loop sends while earlier requests are out
 
-    wait_time = constant(0)
+    def send(self, start: float) -> None:
+        """One request, timed from `start` (its real start in the closed loop, its scheduled one in the open)."""
+        number = next(_sent)
+        index = number % len(BODIES)
+        key = start - _clock["t0"]
+        _in_flight.add(key)
+        try:
+            self._send(start, number, index)
+        finally:
+            _in_flight.discard(key)
 
-    @task
-    def infer(self) -> None:
-        step, start = _state["step"], time.perf_counter()
-        with self.client.post(PATH, data=BODY, headers=HEADERS, catch_response=True) as response:
+    def _send(self, start: float, number: int, index: int) -> None:
+        with self.client.post(PATH, data=BODIES[index], headers=HEADERS, catch_response=True) as response:
             latency = time.perf_counter() - start
             status = response.status_code or 0
             if status == 200:
                 kind = ""
+                response.success()
             else:
                 kind = f"HTTP {status}" if status else type(response.error).__name__
                 response.failure(kind)
-        _records.append((step, start - _state["t0"], latency, status, _error_code(kind)))
+            check = 0
+            if status == 200 and CHECK_EVERY and EXPECTED and number % CHECK_EVERY == 0:
+                check = _check(response.content, index % len(EXPECTED))
+        _records.append((start - _clock["t0"], latency, status, _error_code(kind), check))
+
+
+class ClosedLoopUser(_Inference):
+    """Closed loop: send the next request as soon as the previous one answered."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        _start_clock()
+
+    @task
+    def infer(self) -> None:
+        if time.perf_counter() - _clock["t0"] >= SECONDS:  # the step is over: no request may straddle its end
+            gevent.sleep(3600)
+            return
+        self.send(time.perf_counter())
+
+
+def arrival_times(rate: float, seconds: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Scheduled send times in [0, seconds) for one stream at `rate` a second."""
+    if rate <= 0:
+        return np.zeros(0)
+    if kind == "constant":
+        return np.arange(rng.uniform(0, 1 / rate), seconds, 1 / rate)
+    gaps = rng.exponential(1 / rate, size=int(rate * seconds * 1.5 + 50))
+    times = np.cumsum(gaps)
+    while times[-1] < seconds:  # rare: the draw ran short
+        times = np.concatenate([times, times[-1] + np.cumsum(rng.exponential(1 / rate, size=len(times)))])
+    return times[times < seconds]
+
+
+class OpenLoopUser(_Inference):
+    """Open loop: one greenlet per scheduled request, each timed from its scheduled send time."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        _start_clock()
+
+    @task
+    def follow_schedule(self) -> None:
+        rng = np.random.default_rng([os.getpid(), id(self) & 0xFFFFFFFF])
+        group = gevent.pool.Group()
+        dropped = _error_code("load generator backlog")
+        for offset in arrival_times(RATE / STREAMS, SECONDS, ARRIVALS, rng):
+            start = _clock["t0"] + float(offset)
+            delay = start - time.perf_counter()
+            if delay > 0:
+                gevent.sleep(delay)
+            if len(_in_flight) >= MAX_IN_FLIGHT:
+                _records.append((float(offset), 0.0, 0, dropped, 0))
+                continue
+            group.spawn(self.send, start)
+        group.join()
+        while True:  # the schedule is done: wait for the step to end rather than start it again
+            gevent.sleep(3600)

@@ -41,8 +41,12 @@ def encode_infer_request(feeds: dict[str, np.ndarray], binary: bool = True) -> t
     return header + b"".join(chunks), headers
 
 
-def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarray]:
-    """Feeds for the model from a request body, checked against the model's inputs."""
+def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[InputSpec, ...],
+                         max_elements: int | None = None) -> dict[str, np.ndarray]:
+    """Feeds for the model from a request body, checked against the model's inputs.
+
+    A tensor over `max_elements` is refused before its data is converted.
+    """
     json_part, binary = _split(body, header_length)
     try:
         request = json.loads(json_part)
@@ -59,13 +63,27 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
             raise ProtocolError("each input must be an object with name, shape, datatype and data")
         spec = by_name.get(entry.get("name"))
         if spec is None:
-            raise ProtocolError(f"unknown input {entry.get('name')!r}; the model's inputs are {', '.join(by_name)}")
-        array, offset = _tensor(entry, spec, binary, offset)
+            given = short(entry.get("name"))
+            raise ProtocolError(f"unknown input {given}; the model's inputs are {', '.join(by_name)}")
+        array, offset = _tensor(entry, spec, binary, offset, max_elements)
         feeds[spec.name] = array
     missing = [n for n in by_name if n not in feeds]
     if missing:
         raise ProtocolError(f"missing input(s) {', '.join(missing)}")
     return feeds
+
+
+def short(value: object, limit: int = 40) -> str:
+    """A client's value quoted in an error, cut short: an error says what was wrong, it does not echo the request."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shape_ok(shape: object, expected: tuple[int, ...]) -> bool:
+    """Exactly the model's input shape (the server batches requests itself; a client does not)."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        return False
+    return shape == list(expected)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -80,14 +98,19 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int) -> tuple[np.ndarray, int]:
+def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
+            max_elements: int | None = None) -> tuple[np.ndarray, int]:
     datatype, shape = entry.get("datatype"), entry.get("shape")
     expected_type = TO_V2[spec.dtype]
     if datatype != expected_type:
-        raise ProtocolError(f"input {spec.name!r}: datatype {datatype!r}, expected {expected_type}")
-    if not isinstance(shape, list) or [*shape] != list(spec.shape):
-        raise ProtocolError(f"input {spec.name!r}: shape {shape}, expected {list(spec.shape)}")
-    count = int(np.prod(spec.shape))
+        raise ProtocolError(f"input {spec.name!r}: datatype {short(datatype)}, expected {expected_type}")
+    if isinstance(shape, list) and all(isinstance(d, int) for d in shape) and max_elements is not None:
+        declared = int(np.prod(shape, dtype=object))
+        if declared > max_elements:
+            raise ProtocolError(f"input {spec.name!r}: {declared} elements, over the server's limit of {max_elements}")
+    if not _shape_ok(shape, spec.shape):
+        raise ProtocolError(f"input {spec.name!r}: shape {short(shape)}, expected {list(spec.shape)}")
+    count = int(np.prod(shape))
     size = (entry.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         nbytes = count * np.dtype(spec.dtype).itemsize

@@ -1,15 +1,28 @@
 """The built-in model server: one model over the KServe v2 HTTP protocol (starlette on uvicorn).
 
-Run as its own process, `python -m bench.server --spec SPEC.json [--port 0] [--cores 0]`, where SPEC.json
-holds `{"name", "artifact", "target"}`. It pins itself to `--cores` before any runtime starts its
-thread pool, loads and warms the model, binds, then prints `MCBENCH_SERVER_READY port=N`.
-Inference runs one request at a time in a worker thread; requests queue on the event loop.
+Run as its own process, `python -m bench.server --spec SPEC.json [--port 0] [--cores 0]` (or
+`mcbench serve`), where SPEC.json holds `{"name", "artifact", "target"}`. It pins itself to `--cores`
+before any runtime starts its thread pool, loads and warms the model, binds (127.0.0.1 unless told
+otherwise), then prints `MCBENCH_SERVER_READY port=N`.
+
+Guards, each answered at once rather than with unbounded latency: a body over `--max-body-mb` or a
+tensor over `--max-elements` is a 400; a client that does not finish sending its body within
+`--read-timeout-s` is a 408 (one that never finishes its headers is disconnected after as long);
+more than `--max-queue` requests waiting for the model is a 503 with Retry-After; an inference past
+`--timeout-s` is a 504; a missing or wrong bearer token (`--token` or
+MCBENCH_SERVER_TOKEN) is a 401, compared in constant time. Error bodies say what was wrong with the
+request and never echo the request back.
+
+Inference runs one call at a time in a worker thread. With `--max-batch N` (N > 1) a batcher joins
+up to N queued requests, waiting at most `--max-wait-ms` for them, into one call along axis 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import hmac
 import json
 import os
 import select
@@ -24,9 +37,101 @@ from pathlib import Path
 
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
+TOKEN_ENV = "MCBENCH_SERVER_TOKEN"
 
 
-def build_app(name: str, session, artifact, platform: str):
+class StartError(RuntimeError):
+    """A server that could not start: bad settings, a port in use, a model that does not load."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the server refuses or cuts short, so a bad or greedy client cannot hang or starve it."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_elements: int = 16 * 1024 * 1024  # per input tensor
+    read_timeout_s: float = 10.0  # a client slower than this to send its body gets a 408
+    timeout_s: float = 30.0  # inference deadline: 504 past it
+    max_queue: int = 64  # requests waiting for the model beyond the one running: 503 past it
+    token: str | None = None
+    max_batch: int = 1
+    max_wait_ms: float = 2.0
+    delay_ms: float = 0.0  # test hook: each model call also sleeps this long (a known service time)
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_elements", "max_queue", "max_batch"):
+            if getattr(self, name) < 1:
+                raise StartError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("read_timeout_s", "timeout_s"):
+            if getattr(self, name) <= 0:
+                raise StartError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.delay_ms < 0:
+            raise StartError("max_wait_ms and delay_ms cannot be negative")
+        if self.token is not None and not self.token:
+            raise StartError("an empty token would accept anyone; leave it unset instead")
+
+
+class Batcher:
+    """Joins queued requests into one model call along axis 0 (dynamic batching), then splits the answers."""
+
+    def __init__(self, run, max_batch: int, max_wait_s: float, limiter) -> None:
+        self.run, self.max_batch, self.max_wait_s, self.limiter = run, max_batch, max_wait_s, limiter
+        self.queue: asyncio.Queue | None = None
+        self.batches: list[int] = []  # sizes of the batches run, for the tests and /v2/stats
+
+    async def submit(self, feeds: dict) -> list:
+        if self.queue is None:
+            self.queue, self.arrived = asyncio.Queue(), asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((feeds, future))
+        self.arrived.set()
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                # not wait_for(queue.get()): on Python 3.11 a timeout racing a get can drop the item
+                if not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self.arrived.clear()
+                try:
+                    await asyncio.wait_for(self.arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = [item for item in batch if not item[1].done()]  # callers that timed out are gone
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list) -> None:
+        import anyio
+        import numpy as np
+
+        self.batches.append(len(batch))
+        try:  # whatever fails, every caller gets an answer and the loop goes on
+            feeds = {k: np.concatenate([f[k] for f, _ in batch]) for k in batch[0][0]}
+            outputs = await anyio.to_thread.run_sync(self.run, feeds, limiter=self.limiter)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for f, future in batch:
+            rows = next(iter(f.values())).shape[0]
+            if not future.done():
+                future.set_result([o[start : start + rows] for o in outputs])
+            start += rows
+
+
+def build_app(name: str, session, artifact, platform: str, limits: ServerLimits | None = None):
     """The starlette app for one loaded session."""
     import anyio
     from starlette.applications import Starlette
@@ -34,9 +139,13 @@ def build_app(name: str, session, artifact, platform: str):
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response
+    from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response, short
 
+    limits = limits or ServerLimits()
     limiter = anyio.CapacityLimiter(1)
+    run = _delayed(session.run, limits.delay_ms / 1e3)
+    batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, limiter) if limits.max_batch > 1 else None
+    state = {"admitted": 0, "rejected": 0, "timed_out": 0}
     metadata = {
         "name": name,
         "platform": platform,
@@ -44,8 +153,18 @@ def build_app(name: str, session, artifact, platform: str):
         "outputs": [{"name": n} for n in session.output_names],
     }
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def refused(request: Request) -> JSONResponse | None:
+        """A 401 unless the request carries the bearer token (when one is set); compared in constant time."""
+        if limits.token is None:
+            return None
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), limits.token.encode()):
+            return None
+        return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
     async def ok(request: Request) -> Response:
         return Response(status_code=200)
@@ -54,31 +173,71 @@ def build_app(name: str, session, artifact, platform: str):
         return request.path_params["model"] == name
 
     def unknown(request: Request) -> JSONResponse:
-        return error(404, f"unknown model {request.path_params['model']!r}; this server has {name!r}")
+        return error(404, f"unknown model {short(request.path_params['model'])}; this server has {name!r}")
 
     async def model_metadata(request: Request) -> Response:
-        return JSONResponse(metadata) if known(request) else unknown(request)
+        return refused(request) or (JSONResponse(metadata) if known(request) else unknown(request))
 
     async def model_ready(request: Request) -> Response:
-        return Response(status_code=200) if known(request) else unknown(request)
+        return refused(request) or (Response(status_code=200) if known(request) else unknown(request))
+
+    async def stats(request: Request) -> Response:
+        return refused(request) or JSONResponse({**state, "batches": len(batcher.batches) if batcher else None,
+                                                 "batched_requests": sum(batcher.batches) if batcher else None})
+
+    async def read_body(request: Request) -> bytes | JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body_bytes:
+            return error(400, f"request body of {int(declared)} bytes is over the limit of {limits.max_body_bytes}")
+        chunks, size = [], 0
+        try:
+            with anyio.fail_after(limits.read_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limits.max_body_bytes:
+                        return error(400, f"request body is over the limit of {limits.max_body_bytes} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            return error(408, f"request body not received within {limits.read_timeout_s:g} s")
+        return b"".join(chunks)
 
     async def infer(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
         if not known(request):
             return unknown(request)
-        body = await request.body()
+        if state["admitted"] >= limits.max_queue + limits.max_batch:  # before reading: a refusal must be cheap
+            state["rejected"] += 1
+            return error(503, f"server busy: {limits.max_queue} requests already queued", {"Retry-After": "1"})
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
         try:
-            feeds = decode_infer_request(body, request.headers.get(HEADER_LENGTH), artifact.inputs)
+            feeds = decode_infer_request(body, request.headers.get(HEADER_LENGTH), artifact.inputs,
+                                         limits.max_elements)
         except ProtocolError as exc:
             return error(400, str(exc))
+        state["admitted"] += 1
         try:
-            outputs = await anyio.to_thread.run_sync(session.run, feeds, limiter=limiter)
+            with anyio.fail_after(limits.timeout_s):
+                if batcher is not None:
+                    outputs = await batcher.submit(feeds)
+                else:
+                    outputs = await anyio.to_thread.run_sync(run, feeds, limiter=limiter, abandon_on_cancel=True)
+        except TimeoutError:
+            state["timed_out"] += 1
+            return error(504, f"inference did not finish within {limits.timeout_s:g} s")
         except Exception as exc:  # a runtime that rejects this input must not take the server down
-            return error(500, f"inference failed: {type(exc).__name__}: {exc}")
+            return error(500, f"inference failed: {type(exc).__name__}")
+        finally:
+            state["admitted"] -= 1
         return JSONResponse(encode_infer_response(name, session.output_names, outputs))
 
     routes = [
         Route("/v2/health/live", ok),
         Route("/v2/health/ready", ok),
+        Route("/v2/stats", stats),
         Route("/v2/models/{model}", model_metadata),
         Route("/v2/models/{model}/ready", model_ready),
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
@@ -86,39 +245,166 @@ def build_app(name: str, session, artifact, platform: str):
     return Starlette(routes=routes)
 
 
-def serve(spec_path: Path, host: str, port: int) -> None:
+def _delayed(run, delay_s: float):
+    if delay_s <= 0:
+        return run
+
+    def slow(feeds):
+        time.sleep(delay_s)
+        return run(feeds)
+
+    return slow
+
+
+def header_timeout_protocol(timeout_s: float):
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn closes idle keep-alive connections, but waits forever on a client that opens a
+    connection and never finishes its headers (slowloris); this closes such a connection after
+    `timeout_s`. The body has its own deadline in the app (a 408).
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _timer = None
+        _cycle_at_arm = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._between_requests():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            super().connection_lost(exc)
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._cycle_at_arm = self.cycle
+                self._timer = self.loop.call_later(timeout_s, self._expire)
+
+        def _expire(self) -> None:
+            self._timer = None
+            if self.transport.is_closing() or not self._between_requests():
+                return
+            if self.cycle is self._cycle_at_arm:  # no request began within the deadline
+                self.transport.close()
+            else:
+                self._arm()
+
+    return HeaderTimeoutH11
+
+
+def check_batching(session, artifact) -> None:
+    """Refuse --max-batch on a model whose batch dimension is fixed, rather than fail every batched call."""
+    import numpy as np
+
+    feeds = {s.name: np.concatenate([s.sample(np.random.default_rng(0))] * 2) for s in artifact.inputs}
+    try:
+        session.run(feeds)
+    except Exception as exc:
+        raise StartError(f"--max-batch needs a model with a variable batch dimension (axis 0): "
+                         f"a batch of 2 failed with {type(exc).__name__}") from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it on Linux
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(512)
+    return sock
+
+
+def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = None) -> None:
     import numpy as np
     import uvicorn
 
     from optimizer.artifact import Artifact
     from optimizer.targets import Target, open_session
 
+    limits = limits or ServerLimits()
     spec = json.loads(Path(spec_path).read_text())
     artifact, target = Artifact.from_dict(spec["artifact"]), Target.from_dict(spec["target"])
+    sock = bind(host, port)  # before loading the model: a port in use fails at once
     session = open_session(artifact, target)
     session.run({s.name: s.sample(np.random.default_rng(0)) for s in artifact.inputs})  # warm-up
-    app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it on Linux
-    sock.bind((host, port))
-    sock.listen(512)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    if limits.max_batch > 1:
+        check_batching(session, artifact)
+    app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            http=header_timeout_protocol(limits.read_timeout_s),
+                            timeout_keep_alive=max(5, int(limits.read_timeout_s)), limit_concurrency=4096)
     print(f"{READY} port={sock.getsockname()[1]}", flush=True)
     os.dup2(2, 1)  # nobody reads stdout after the ready line: anything printed later goes to the log, not a full pipe
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags `python -m bench.server` and `mcbench serve` share."""
+    d = ServerLimits()
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed when ready)")
+    parser.add_argument("--cores", default="", help="comma-separated CPU cores to pin the server to")
+    parser.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' (or set {TOKEN_ENV})")
+    parser.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20,
+                        help="largest request body in MiB (default %(default)g)")
+    parser.add_argument("--max-elements", type=int, default=d.max_elements, help="largest tensor, in elements")
+    parser.add_argument("--read-timeout-s", type=float, default=d.read_timeout_s,
+                        help="a client must send its body within this (408 past it)")
+    parser.add_argument("--timeout-s", type=float, default=d.timeout_s, help="inference deadline (504 past it)")
+    parser.add_argument("--max-queue", type=int, default=d.max_queue,
+                        help="requests allowed to wait for the model (503 with Retry-After beyond)")
+    parser.add_argument("--max-batch", type=int, default=1, help="dynamic batching: most requests per model call")
+    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                        help="dynamic batching: longest wait for a batch to fill")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # test hook
+
+
+def limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    return ServerLimits(
+        max_body_bytes=int(args.max_body_mb * 2**20), max_elements=args.max_elements,
+        read_timeout_s=args.read_timeout_s, timeout_s=args.timeout_s, max_queue=args.max_queue,
+        token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, delay_ms=args.delay_ms,
+    )
+
+
+def server_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that pass the same limits on to a `python -m bench.server` child (the token goes by environment)."""
+    return ["--max-body-mb", str(args.max_body_mb), "--max-elements", str(args.max_elements),
+            "--read-timeout-s", str(args.read_timeout_s), "--timeout-s", str(args.timeout_s),
+            "--max-queue", str(args.max_queue), "--max-batch", str(args.max_batch),
+            "--max-wait-ms", str(args.max_wait_ms), "--delay-ms", str(args.delay_ms)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.server", description="serve one model over KServe v2 HTTP")
     parser.add_argument("--spec", type=Path, required=True, help='JSON: {"name", "artifact", "target"}')
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed when ready)")
-    parser.add_argument("--cores", default="", help="comma-separated CPU cores to pin the server to")
+    add_server_arguments(parser)
     args = parser.parse_args(argv)
-    if args.cores:
-        os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
-    serve(args.spec, args.host, args.port)
+    try:
+        limits = limits_from_args(args)
+        if args.cores:
+            os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+        serve(args.spec, args.host, args.port, limits)
+    except StartError as exc:
+        print(f"mcbench serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -127,21 +413,30 @@ class ServerHandle:
     port: int
     pid: int
     log: Path
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 @contextlib.contextmanager
-def serve_in_subprocess(spec_path: Path, cores: list[int] | None, timeout_s: float = 120.0) -> Iterator[ServerHandle]:
-    """Start the server in its own process, wait until it is ready, stop it on exit (SIGTERM, then SIGKILL)."""
+def serve_in_subprocess(spec_path: Path, cores: list[int] | None, timeout_s: float = 120.0,
+                        extra: list[str] | None = None, env: dict[str, str] | None = None,
+                        port: int = 0) -> Iterator[ServerHandle]:
+    """Start the server in its own process, wait until it is ready, stop it on exit (SIGTERM, then SIGKILL).
+
+    `extra` are further server flags (limits, batching); a server that exits or is not ready within
+    `timeout_s` raises StartError with the end of its log, never hangs.
+    """
     log = Path(spec_path).with_suffix(".server.log")
-    cmd = [sys.executable, "-m", "bench.server", "--spec", str(spec_path), "--port", "0"]
+    cmd = [sys.executable, "-m", "bench.server", "--spec", str(spec_path), "--port", str(port), *(extra or [])]
     if cores:
         cmd += ["--cores", ",".join(map(str, cores))]
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+                                env={**os.environ, **(env or {})})
     try:
         port = _wait_ready(proc, log, timeout_s)
         yield ServerHandle(port, proc.pid, log)
@@ -153,14 +448,14 @@ def _wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     line = b""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
         if ready:
             line = proc.stdout.readline()
             if line.startswith(READY.encode()):
                 return int(line.decode().split("port=")[1])
         if proc.poll() is not None:
-            raise RuntimeError(f"model server exited with code {proc.returncode} before it was ready: {_tail(log)}")
-    raise RuntimeError(f"model server not ready after {timeout_s:.0f} s: {_tail(log)}")
+            raise StartError(f"model server exited with code {proc.returncode} before it was ready: {_tail(log)}")
+    raise StartError(f"model server not ready after {timeout_s:g} s: {_tail(log)}")
 
 
 def _tail(log: Path, chars: int = 1500) -> str:

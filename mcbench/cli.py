@@ -64,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-load", action="store_true", help="skip the HTTP load test")
     run.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
                      help="comma-separated variant names to run (the baseline always runs)")
-    run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
-    run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
+    from mcbench.load_cmd import add_sweep_arguments
+
+    add_sweep_arguments(run)
+    run.add_argument("--max-batch", type=int, help="also load-test with server dynamic batching of up to N requests")
+    run.add_argument("--max-wait-ms", type=_positive_float, help="dynamic batching: longest wait for a batch (ms)")
     run.add_argument("--accuracy-budget", type=float, default=1.0, metavar="POINTS",
                      help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose "
                      "against the baseline, in percentage points (default 1.0)")
@@ -94,8 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="write it here (default: print it)")
 
     from mcbench.gate_cmd import add_parser as add_gate_parser
+    from mcbench.load_cmd import add_parser as add_load_parser
+    from mcbench.serve_cmd import add_parser as add_serve_parser
 
     add_gate_parser(sub)
+    add_serve_parser(sub)
+    add_load_parser(sub)
     return parser
 
 
@@ -116,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "serve":
+            from mcbench.serve_cmd import cmd_serve
+
+            return cmd_serve(args, UsageError)
+        if args.command == "load":
+            from mcbench.load_cmd import cmd_load
+
+            return cmd_load(args, UsageError)
         return cmd_report(args)
     except KeyboardInterrupt:
         print("mcbench: interrupted", file=sys.stderr)
@@ -150,17 +165,16 @@ def run_config(args: argparse.Namespace):
     """The RunConfig the arguments ask for; bad combinations are UsageErrors."""
     import dataclasses
 
-    from mcbench.config import LoadPlan, RunConfig
+    from mcbench.config import RunConfig
+    from mcbench.load_cmd import plan_from_args
     from optimizer.intake import parse_inputs
 
     base = RunConfig.quick_mode() if args.quick else RunConfig()
-    load = base.load
-    if args.no_load:
-        load = None
-    elif args.concurrency or args.step_seconds:
-        step = args.step_seconds or load.step_seconds
+    load = None if args.no_load else plan_from_args(args, base.load, UsageError)
+    if load is not None and (args.max_batch or args.max_wait_ms):
+        batching = {"max_batch": args.max_batch or 8, "max_wait_ms": args.max_wait_ms or load.max_wait_ms}
         try:
-            load = LoadPlan(args.concurrency or load.users, step, min(load.warmup_s, step / 4))
+            load = dataclasses.replace(load, **batching)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     return dataclasses.replace(

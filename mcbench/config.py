@@ -15,23 +15,52 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """Closed-loop Locust steps: concurrent users, seconds each, of which the first `warmup_s` are not counted."""
+    """The two load sweeps and their rules.
+
+    Closed loop: `users` concurrent users, one step each. Open loop: `rates` requests a second, or,
+    where none are given, `rate_fractions` of the closed loop's peak throughput. Each step runs
+    `step_seconds` (the first `warmup_s` not counted) and is extended up to `max_step_seconds` until
+    its windows agree. A sweep stops at the first step past `budget_p99_ms` or with errors.
+    """
 
     users: tuple[int, ...] = (1, 2, 4, 8)
     step_seconds: float = 10.0
     warmup_s: float = 2.0
+    max_step_seconds: float = 30.0
+    rates: tuple[float, ...] = ()
+    rate_fractions: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.15)
+    arrivals: str = "poisson"
+    budget_p99_ms: float = 100.0  # used where no hardware profile gives capacity.latency_budget_ms
+    target_rps: float | None = None  # likewise capacity.target_rps
+    cost_per_hour: float | None = None  # likewise cost_per_hour (one replica)
+    locust_workers: int = 0  # 0: one Locust process; N: a master and N worker processes
+    check_every: int = 10  # compare every Nth answer with the variant's offline outputs
+    max_batch: int = 1  # > 1: also run the sweeps with server dynamic batching, to compare
+    max_wait_ms: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.users or any(u < 1 for u in self.users):
             raise ValueError(f"concurrency levels must be positive integers, got {list(self.users)}")
         if self.step_seconds <= self.warmup_s or self.warmup_s < 0:
             raise ValueError(f"a load step of {self.step_seconds} s must be longer than its {self.warmup_s} s warm-up")
+        if any(r <= 0 for r in self.rates + self.rate_fractions):
+            raise ValueError("arrival rates must be positive")
+        if self.arrivals not in ("poisson", "constant"):
+            raise ValueError(f"arrivals must be poisson or constant, got {self.arrivals!r}")
+        if self.budget_p99_ms <= 0 or self.locust_workers < 0 or self.max_batch < 1:
+            raise ValueError("the p99 budget must be positive, workers >= 0 and max batch >= 1")
 
     def steps(self) -> list[tuple[int, float]]:
         return [(u, self.step_seconds) for u in self.users]
 
+    def open_rates(self, closed_peak_rps: float) -> list[float]:
+        """The open loop's arrival rates: the given ones, or fractions of the closed loop's peak."""
+        if self.rates:
+            return list(self.rates)
+        return [round(f * closed_peak_rps, 1) for f in self.rate_fractions if f * closed_peak_rps >= 1]
 
-QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5)
+
+QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,))
 
 
 @dataclass(frozen=True)
@@ -83,7 +112,9 @@ class RunConfig:
             "inputs": {k: {**vars(v), "shape": list(v.shape)} for k, v in self.inputs.items()},
             "quick": self.quick,
             "timing": vars(self.timing),
-            "load": None if self.load is None else {**vars(self.load), "users": list(self.load.users)},
+            "load": None if self.load is None else {**vars(self.load), "users": list(self.load.users),
+                                                    "rates": list(self.load.rates),
+                                                    "rate_fractions": list(self.load.rate_fractions)},
             "variants": list(self.variants),
             "accuracy_budget": self.accuracy_budget,
         }

@@ -248,7 +248,7 @@ class Pipeline:
             result.warnings.append(f"in-process figures are for batches of {spec.batch_size}; "
                                    "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
         elif self.config.load is not None:
-            self.load_test(spec, artifact, workload, paths, result)
+            self.load_test(spec, artifact, workload, paths, result, measured.outputs)
         return result, measured.outputs
 
     def accuracy(self, result: VariantResult, outputs, baseline, workload: Workload):
@@ -291,40 +291,111 @@ class Pipeline:
         )
 
     def load_test(
-        self, spec: VariantSpec, artifact: Artifact, workload: Workload, paths: RunPaths, result: VariantResult
+        self, spec: VariantSpec, artifact: Artifact, workload: Workload, paths: RunPaths, result: VariantResult,
+        outputs=None,
     ) -> None:
-        """Serve the variant in its own process on the server cores; drive it with Locust on the others."""
-        from bench.load import run_load
-        from bench.server import serve_in_subprocess
+        """Serve the variant in its own process on the server cores; drive it with Locust on the others.
+
+        Both sweeps run; with `max_batch` > 1 they run again against a server that batches, to compare.
+        A server or Locust that fails becomes this variant's recorded error, never a hang.
+        """
+        from bench.load import LoadError, StepRules
 
         plan = self.config.load
-        server_cores, loadgen_cores = load_cores(self.profiles.get(spec.profile or ""))
+        profile = self.profiles.get(spec.profile or "")
+        server_cores, loadgen_cores = load_cores(profile)
         target = spec.target.with_threads(len(server_cores))
         result.settings["server"] = {**target.to_dict(), "cores": server_cores}
         work = paths.work(safe_name(spec.name))
         spec_path = work / "server.json"
         server_spec = {"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}
         spec_path.write_text(json.dumps(server_spec))
-        self.say(f"  load test: {'-'.join(map(str, plan.users))} users, {plan.step_seconds:.0f} s a step ...")
+        budget = (profile.latency_budget_ms if profile and profile.latency_budget_ms else plan.budget_p99_ms)
+        rules = StepRules(plan.step_seconds, plan.warmup_s, plan.max_step_seconds, budget_p99_ms=budget,
+                          arrivals=plan.arrivals, check_every=plan.check_every)
+        requests = load_requests(workload, outputs)
+        self.say(f"  load test: closed loop {'-'.join(map(str, plan.users))} users, then open loop; "
+                 f"{plan.step_seconds:g} s a step, p99 budget {budget:g} ms ...")
         try:
-            with serve_in_subprocess(spec_path, server_cores) as server:
-                load = run_load(
-                    server.url, spec.name, workload.timing_feeds, plan.steps(),
-                    loadgen_cores=loadgen_cores, server_cores=server_cores,
-                    server_threads=target.threads or 1, work_dir=work, warmup_s=plan.warmup_s,
-                )
-        except (RuntimeError, OSError) as exc:
+            load = self._sweeps(spec, spec_path, server_cores, loadgen_cores, target, requests, rules, work, [])
+        except (LoadError, RuntimeError, OSError) as exc:
             result.status = "failed"
             result.error = f"load test: {type(exc).__name__}: {exc}"
             self.say(f"  failed: {result.error}")
             return
+        if plan.max_batch > 1:
+            flags = ["--max-batch", str(plan.max_batch), "--max-wait-ms", str(plan.max_wait_ms)]
+            self.say(f"  again with dynamic batching (max batch {plan.max_batch}, {plan.max_wait_ms:g} ms) ...")
+            try:
+                batched = self._sweeps(spec, spec_path, server_cores, loadgen_cores, target, requests, rules,
+                                       work / "batched", flags)
+                load.batching = {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms}
+                load.batched_steps, load.batched_open_steps = batched.steps, batched.open_steps
+            except (LoadError, RuntimeError, OSError) as exc:  # the unbatched figures stand; say why no comparison
+                first = str(exc).splitlines()[0][:300]
+                result.warnings.append(f"dynamic batching not compared: {first}")
+                self.say(f"  dynamic batching not compared: {first}")
         result.load = load
-        if load.cores_shared:
-            result.warnings.append("server and load generator shared CPU cores: HTTP figures are pessimistic")
-        if load.loadgen_cpu_percent is not None and load.loadgen_cpu_percent > 90:
-            result.warnings.append(
-                f"load generator at {load.loadgen_cpu_percent:.0f}% CPU: it may be the bottleneck, not the server"
+        result.capacity = self.capacity_of(load, profile, budget)
+        result.warnings += load_warnings(load)
+        peak = max(load.steps + load.open_steps, key=lambda s: s.throughput_rps)
+        failures = sum(s.failures for s in load.steps + load.open_steps)
+        self.say(f"  peak {peak.throughput_rps:.0f} req/s, {failures} failures; "
+                 f"under {budget:g} ms p99: {_rps(result.capacity.max_rps_under_budget)}")
+
+    def _sweeps(self, spec, spec_path, server_cores, loadgen_cores, target, requests, rules, work, flags):
+        from bench.load import Endpoint, run_load
+        from bench.server import serve_in_subprocess
+
+        plan = self.config.load
+        with serve_in_subprocess(spec_path, server_cores, extra=flags) as server:
+            return run_load(
+                Endpoint(server.url, spec.name), requests, list(plan.users), plan.open_rates, rules,
+                loadgen_cores=loadgen_cores, server_cores=server_cores, server_threads=target.threads or 1,
+                work_dir=work / "load", workers=plan.locust_workers, say=self.say,
             )
-        peak = max(load.steps, key=lambda s: s.throughput_rps)
-        failures = sum(s.failures for s in load.steps)
-        self.say(f"  peak {peak.throughput_rps:.0f} req/s at {peak.users} users, {failures} failures")
+
+    def capacity_of(self, load, profile: Profile | None, budget: float):
+        from reports.capacity import capacity
+
+        plan = self.config.load
+        target_rps = profile.target_rps if profile and profile.target_rps else plan.target_rps
+        cost = profile.cost_per_hour if profile and profile.cost_per_hour is not None else plan.cost_per_hour
+        return capacity(load, budget, target_rps, cost)
+
+
+def _rps(value: float | None) -> str:
+    return "no step held it" if value is None else f"{value:.0f} req/s"
+
+
+def load_requests(workload: Workload, outputs, count: int = 8):
+    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against."""
+    import numpy as np
+
+    from bench.load import Requests
+
+    samples = workload.eval_samples[:count] or [workload.timing_feeds]
+    expected = None
+    if outputs is not None and len(workload.eval_samples):
+        rows = len(outputs) // len(workload.eval_samples)
+        expected = [[np.asarray(outputs[i * rows:(i + 1) * rows])] for i in range(len(samples))]
+    return Requests.encode(samples, expected)
+
+
+def load_warnings(load) -> list[str]:
+    """What a reader of the load figures must know: shared cores, a busy generator, wrong answers, unsettled steps."""
+    out = []
+    steps = load.steps + load.open_steps
+    if load.cores_shared:
+        out.append("server and load generator shared CPU cores: HTTP figures are pessimistic")
+    saturated = [s for s in steps if s.loadgen_saturated]
+    if saturated:
+        out.append(f"load generator above 90% CPU in {len(saturated)} step(s): "
+                   "it may be the bottleneck, not the server")
+    if load.mismatches:
+        out.append(f"{load.mismatches} of {load.checked} checked answers differed from the variant's offline outputs")
+    unstable = [s for s in steps if s.stable is False]
+    if unstable:
+        out.append(f"{len(unstable)} of {len(steps)} load steps did not settle "
+                   "(windows disagreed beyond the tolerance)")
+    return out

@@ -71,15 +71,28 @@ class LatencyStats:
 
 @dataclass
 class LoadStep:
-    """One step of a load sweep: a fixed number of concurrent Locust users."""
+    """One step of a load sweep: a fixed number of concurrent users (closed loop) or an arrival rate (open loop).
+
+    Open-loop latencies run from each request's scheduled send time, so queueing in the generator
+    or the server is charged to the step (no coordinated omission).
+    """
 
     users: int
     duration_s: float
     requests: int
     failures: int
-    throughput_rps: float
+    throughput_rps: float  # achieved: successful answers a second
     latency: LatencyStats | None
     errors: dict[str, int] = field(default_factory=dict)
+    mode: str = "closed"  # "closed" | "open"
+    offered_rps: float | None = None  # open loop: scheduled sends a second
+    p999_ms: float | None = None
+    stable: bool | None = None  # throughput and p99 agreed across the last windows within the plan's tolerance
+    windows: list[dict[str, float]] = field(default_factory=list)  # per window: start_s, rps, p99_ms
+    loadgen_cpu_percent: float | None = None  # busiest Locust process, percent of one core
+    loadgen_saturated: bool = False
+    checked: int = 0  # answers compared with the offline outputs
+    mismatches: int = 0
 
 
 @dataclass
@@ -92,10 +105,21 @@ class LoadResult:
     locust_total_requests: int
     locust_total_failures: int
     loadgen_cpu_percent: float | None = None
+    open_steps: list[LoadStep] = field(default_factory=list)  # the open-loop sweep; `steps` is the closed loop
+    budget_p99_ms: float | None = None
+    stopped: dict[str, str] = field(default_factory=dict)  # sweep -> why it stopped before its last level
+    locust_workers: int = 0  # 0: one local Locust process; N: distributed, a master and N workers
+    tolerance: dict[str, float] = field(default_factory=dict)  # stability: windows, rps and p99 relative spread
+    batching: dict[str, float] | None = None  # server dynamic batching: max_batch, max_wait_ms; None: not tried
+    batched_steps: list[LoadStep] = field(default_factory=list)  # the same sweeps with batching on, to compare
+    batched_open_steps: list[LoadStep] = field(default_factory=list)
+    checked: int = 0
+    mismatches: int = 0
+    recorded_requests: int = 0  # rows recorded for requests Locust also completed, all steps: equals its own total
 
     @property
     def peak_throughput_rps(self) -> float:
-        return max((s.throughput_rps for s in self.steps), default=0.0)
+        return max((s.throughput_rps for s in self.steps + self.open_steps), default=0.0)
 
 
 @dataclass
@@ -189,8 +213,9 @@ def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
     d["capacity"] = Capacity(**d["capacity"]) if d.get("capacity") is not None else None
     load = d.get("load")
     if load is not None:
-        steps = [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load["steps"]]
-        d["load"] = LoadResult(**{**load, "steps": steps})
+        lists = {k: [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load.get(k, [])]
+                 for k in ("steps", "open_steps", "batched_steps", "batched_open_steps")}
+        d["load"] = LoadResult(**{**load, **lists})
     return VariantResult(**d)
 
 

@@ -59,7 +59,12 @@ def test_locust_results_have_requests_and_no_failures(quick_demo):
         load = v["load"]
         assert [s["users"] for s in load["steps"]] == [1, 4]
         assert all(s["requests"] > 0 and s["failures"] == 0 for s in load["steps"])
-        assert load["locust_total_requests"] > 0 and load["locust_total_failures"] == 0
+        # Locust's own counts agree with the per-step records; open-loop 503s on a busy machine are data
+        opened = load["open_steps"]
+        assert len(opened) == 1 and opened[0]["mode"] == "open" and opened[0]["requests"] > 0
+        assert load["locust_total_requests"] == load["recorded_requests"] > 0
+        assert load["locust_total_failures"] >= sum(s["failures"] for s in load["steps"] + opened)
+        assert v["capacity"]["budget_p99_ms"] == 100.0 and v["capacity"]["basis"]
         assert load["server_cores"] and load["loadgen_cores"]
 
 

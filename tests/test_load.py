@@ -1,4 +1,8 @@
-"""The Locust load stage against the real model server: per-step counts, microsecond latencies, Locust's totals."""
+"""The load stage: per-step figures from records, stability, capacity, and sweeps against the real server.
+
+The "model with a known service time" is the real server with its `--delay-ms` test hook: every model
+call also sleeps that long, so the sweep must find at least that latency and at most that rate.
+"""
 
 from __future__ import annotations
 
@@ -9,64 +13,201 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.load import Records, busiest_step_cpu_percent, run_load, step_results
+from bench.load import (
+    Endpoint,
+    Records,
+    Requests,
+    StepRules,
+    is_stable,
+    run_load,
+    step_from_records,
+    stop_reason,
+)
 from bench.server import serve_in_subprocess
-from optimizer.artifact import Artifact, InputSpec, generated_inputs
+from optimizer.artifact import Artifact, InputSpec
 from optimizer.targets import Target
+from reports.capacity import capacity
+from reports.schema import LatencyStats, LoadResult, LoadStep
 from tests.conftest import make_linear_onnx
 
-
-def records(rows: list[tuple[int, float, float, int, int]], boundaries: list[tuple[float, float]]) -> Records:
-    a, b = np.array(rows, dtype=float).reshape(-1, 5), np.array(boundaries, dtype=float)
-    return Records(a[:, 0].astype(int), a[:, 1], a[:, 2], a[:, 3].astype(int), a[:, 4].astype(int),
-                   ["", "HTTP 500", "ConnectionRefusedError"], b[:, 0], b[:, 1])
+KINDS = ["", "HTTP 503", "ConnectionRefusedError"]
 
 
-def test_step_results_discard_warmup_and_use_the_real_step_windows() -> None:
-    rows = [
-        (0, 0.1, 0.001, 200, 0),  # warm-up of step 0: dropped
-        (0, 0.6, 0.002, 200, 0),
-        (0, 1.5, 0.004, 500, 1),
-        (1, 2.2, 0.003, 200, 0),  # step 1 really began at 2.1 (a late tick): warm-up until 2.6
-        (1, 2.7, 0.005, 200, 0),
-        (1, 3.0, 0.007, 0, 2),
-    ]
-    steps = step_results(records(rows, [(0.0, 0.0), (2.1, 1.0), (4.1, 1.5)]), [1, 2], warmup_s=0.5)
-    first, second = steps
-    assert (first.users, first.requests, first.failures, first.errors) == (1, 2, 1, {"HTTP 500": 1})
-    assert first.duration_s == pytest.approx(1.6) and first.throughput_rps == pytest.approx(1 / 1.6)
-    assert first.latency.count == 1 and first.latency.p50_ms == pytest.approx(2.0)
-    assert (second.requests, second.failures, second.errors) == (2, 1, {"ConnectionRefusedError": 1})
-    assert second.latency.p50_ms == pytest.approx(5.0) and second.latency.samples_us == []
+def records(rows: list[tuple[float, float, int, int, int]], cpu: list[float] | None = None) -> Records:
+    a = np.array(rows, dtype=float).reshape(-1, 5)
+    return Records(a[:, 0], a[:, 1], a[:, 2].astype(int), a[:, 3].astype(int), a[:, 4].astype(int), KINDS,
+                   cpu or [])
 
 
-def test_busiest_step_cpu_percent() -> None:
-    rec = records([(0, 0.0, 0.001, 200, 0)], [(0.0, 0.0), (2.0, 1.0), (4.0, 2.8)])
-    assert busiest_step_cpu_percent(rec) == pytest.approx(90.0)
+RULES = StepRules(seconds=4, warmup_s=0.5, windows=4, compare_last=3)
+
+
+def steady(rate: float, latency_s: float, start: float = 0.0, end: float = 4.0) -> list[tuple]:
+    return [(t, latency_s, 200, 0, 0) for t in np.arange(start, end, 1 / rate)]
+
+
+def test_step_counts_only_its_measured_span_and_reports_errors_and_checks() -> None:
+    rows = steady(200, 0.002) + [(0.1, 0.001, 200, 0, 0), (1.0, 0.5, 503, 1, 0), (2.0, 0.004, 0, 2, 0),
+                                 (3.0, 0.003, 200, 0, 1), (3.1, 0.003, 200, 0, 2)]
+    step = step_from_records(records(rows, [40.0, 95.0]), [(0.5, 4.0)], 2, "closed", RULES)
+    assert step.requests == 700 + 4 and step.failures == 2
+    assert step.errors == {"HTTP 503": 1, "ConnectionRefusedError": 1}
+    assert step.throughput_rps == pytest.approx(702 / 3.5)
+    assert step.latency.p50_ms == pytest.approx(2.0) and step.p999_ms >= step.latency.p99_ms
+    assert (step.checked, step.mismatches) == (2, 1)
+    assert step.loadgen_cpu_percent == 95.0 and step.loadgen_saturated
+    assert len(step.windows) == 4 and step.stable
+
+
+def test_a_step_whose_rate_drifts_is_unstable() -> None:
+    rows = steady(400, 0.002, 0, 2) + steady(150, 0.002, 2, 4)
+    step = step_from_records(records(rows), [(0.0, 4.0)], 1, "closed", RULES)
+    assert [round(w["rps"]) for w in step.windows] == [400, 400, 150, 150] and step.stable is False
+
+
+def test_stability_needs_enough_answers_and_allows_counting_noise() -> None:
+    few = [{"answers": 50, "rps": 50.0, "p99_ms": 2.0}] * 3
+    assert not is_stable(few, RULES)
+    noisy = [{"answers": 150, "rps": r, "p99_ms": 2.0} for r in (150.0, 180.0, 160.0)]  # 3/sqrt(150) = 24%
+    assert is_stable(noisy, RULES)
+    slow_tail = [{"answers": 1000, "rps": 1000.0, "p99_ms": p} for p in (2.0, 2.1, 3.0)]
+    assert not is_stable(slow_tail, RULES)
+
+
+def lat(p99_ms: float) -> LatencyStats:
+    return LatencyStats(100, p99_ms / 2, p99_ms * 0.9, p99_ms, p99_ms / 2, 0.1, 0.1, p99_ms)
+
+
+def step(rps: float, p99_ms: float, mode: str = "open", failures: int = 0, stable: bool = True) -> LoadStep:
+    return LoadStep(1, 10.0, 1000, failures, rps, lat(p99_ms), mode=mode, offered_rps=rps if mode == "open" else None,
+                    stable=stable)
+
+
+def load_result(closed: list[LoadStep], opened: list[LoadStep]) -> LoadResult:
+    return LoadResult(closed, [0], [1], False, 1, 0, 0, open_steps=opened)
+
+
+def test_capacity_from_the_open_loop_replicas_and_cost() -> None:
+    load = load_result([step(900, 5, "closed")], [step(300, 4), step(600, 9), step(700, 30), step(800, 8, failures=2)])
+    cap = capacity(load, budget_p99_ms=10, target_rps=2000, cost_per_hour=1.5)
+    assert cap.max_rps_under_budget == 600 and cap.basis == "open-loop"
+    assert cap.replicas == 4 and cap.cost_per_hour == pytest.approx(6.0)
+    assert cap.cost_per_million == pytest.approx(1.5 / (600 * 3600) * 1e6)
+
+
+def test_capacity_falls_back_to_the_closed_loop_and_says_when_nothing_held() -> None:
+    cap = capacity(load_result([step(500, 5, "closed", stable=False), step(600, 20, "closed")], [step(300, 50)]), 10)
+    assert (cap.max_rps_under_budget, cap.basis, cap.replicas) == (500, "closed-loop (unstable step)", None)
+    bound = capacity(load_result([], [step(300, 4), step(400, 6)]), 10)
+    assert bound.basis == "open-loop (lower bound: no step of the sweep passed the budget)"
+    none = capacity(load_result([step(500, 50, "closed")], []), 10, 100, 2.0)
+    assert none.max_rps_under_budget is None and none.basis.startswith("none") and none.cost_per_million is None
+
+
+def test_a_sweep_stops_past_the_budget_on_errors_and_on_a_shortfall() -> None:
+    rules = StepRules(seconds=4, warmup_s=0.5, budget_p99_ms=10)
+    assert stop_reason(step(100, 5), rules) is None
+    assert stop_reason(step(100, 12), rules) == "p99 12.00 ms passed the 10 ms budget at 100 req/s"
+    failed = step(100, 5, failures=3)
+    failed.errors = {"HTTP 503": 3}
+    assert stop_reason(failed, rules) == "errors at 100 req/s: 3 HTTP 503"
+    short = step(50, 5)
+    short.offered_rps = 100
+    assert "cannot keep up" in stop_reason(short, rules)
+
+
+def write_spec(tmp: Path) -> Path:
+    artifact = Artifact(make_linear_onnx(tmp / "m.onnx"), "onnx", (InputSpec("x", (1, 4)),))
+    spec = tmp / "server.json"
+    spec.write_text(json.dumps({"name": "m", "artifact": artifact.to_dict(),
+                                "target": Target("onnxruntime", threads=1).to_dict()}))
+    return spec
+
+
+def split_cores() -> tuple[list[int], list[int]]:
+    cores = sorted(os.sched_getaffinity(0))
+    return ([cores[0]], [cores[1]]) if len(cores) > 1 else (cores, cores)
+
+
+def linear(x: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(0)  # the weights make_linear_onnx uses
+    w, b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    return x @ w + b
 
 
 @pytest.mark.slow
-def test_run_load_against_the_server(tmp_path: Path) -> None:
-    artifact = Artifact(make_linear_onnx(tmp_path / "m.onnx"), "onnx", (InputSpec("x", (1, 4)),))
-    spec = tmp_path / "server.json"
-    spec.write_text(json.dumps({"name": "m", "artifact": artifact.to_dict(),
-                                "target": Target("onnxruntime", threads=1).to_dict()}))
-    feeds = generated_inputs(artifact.inputs, 1)[0]
-    cores = sorted(os.sched_getaffinity(0))
-    server_cores, loadgen_cores = ([cores[0]], [cores[1]]) if len(cores) > 1 else (cores, cores)
-    with serve_in_subprocess(spec, cores=server_cores) as server:
-        result = run_load(server.url, "m", feeds, [(1, 2.0), (2, 2.0)], loadgen_cores=loadgen_cores,
-                          server_cores=server_cores, server_threads=1, work_dir=tmp_path / "load", warmup_s=0.5)
-    print([(s.users, s.requests, round(s.throughput_rps), round(s.latency.p50_ms, 3), round(s.latency.p99_ms, 3))
-           for s in result.steps], result.loadgen_cpu_percent, result.locust_total_requests)
-    assert [s.users for s in result.steps] == [1, 2]
-    for step in result.steps:
-        assert step.requests > 0 and step.failures == 0 and step.errors == {}
-        assert step.latency is not None and step.latency.p50_ms > 0
-        assert step.latency.count == step.requests - step.failures
-        assert step.throughput_rps > 0 and 1.0 <= step.duration_s <= 2.6
-    assert result.locust_total_failures == 0
-    assert result.locust_total_requests >= sum(s.requests for s in result.steps)
-    assert result.cores_shared is (len(cores) == 1) and result.server_threads == 1
-    assert result.loadgen_cpu_percent is not None and 0 < result.loadgen_cpu_percent <= 110
-    assert (tmp_path / "load" / "locust_stats.csv").exists()
+def test_sweeps_recover_a_known_service_time_and_check_answers(tmp_path: Path) -> None:
+    """A 20 ms model: one closed-loop user sees p50 >= 20 ms and at most 50 req/s; HTTP adds under 15 ms
+    on this shared machine (the stated error); the open loop at 20 req/s holds the rate; answers are checked,
+    and a deliberately wrong expected output is caught."""
+    server_cores, loadgen_cores = split_cores()
+    feeds = [{"x": np.full((1, 4), i, np.float32)} for i in range(3)]
+    expected = [[linear(f["x"])] for f in feeds]
+    expected[2] = [expected[2][0] + 1.0]  # the "offline output" for request 2 is wrong on purpose
+    rules = StepRules(seconds=4, warmup_s=1, max_seconds=4, budget_p99_ms=500, check_every=1)
+    with serve_in_subprocess(write_spec(tmp_path), server_cores, extra=["--delay-ms", "20"]) as server:
+        result = run_load(Endpoint(server.url, "m"), Requests.encode(feeds, expected), [1], [20.0], rules,
+                          loadgen_cores, server_cores, 1, tmp_path / "load")
+    closed, opened = result.steps[0], result.open_steps[0]
+    print([(s.mode, s.requests, s.throughput_rps, s.latency.p50_ms, s.latency.p99_ms) for s in (closed, opened)])
+    assert 20.0 <= closed.latency.p50_ms < 35.0
+    assert closed.latency.min_ms >= 20.0  # no answer can beat the service time
+    assert 1000 / 35.0 < closed.throughput_rps <= 50.5
+    assert opened.mode == "open" and opened.offered_rps == 20.0 and opened.latency.min_ms >= 20.0
+    assert opened.failures == 0 and 10 <= opened.throughput_rps <= 30  # Poisson arrivals over 3 s
+    assert result.checked == closed.checked + opened.checked > 0
+    assert 0 < result.mismatches < result.checked  # every third request's expected answer was wrong
+    assert result.locust_total_failures == 0 and (tmp_path / "load" / "closed_1_run0_stats.csv").exists()
+
+
+@pytest.mark.slow
+def test_distributed_mode_with_two_workers_adds_up(tmp_path: Path) -> None:
+    server_cores, loadgen_cores = split_cores()
+    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3)
+    with serve_in_subprocess(write_spec(tmp_path), server_cores) as server:
+        result = run_load(Endpoint(server.url, "m"), Requests.encode([{"x": np.ones((1, 4), np.float32)}]), [2],
+                          [40.0], rules, loadgen_cores, server_cores, 1, tmp_path / "load", workers=2)
+    files = sorted((tmp_path / "load").glob("closed_2_run0.samples.*.npz"))
+    assert len(files) == 2  # one record file a worker
+    per_worker = [len(np.load(f)["records"]) for f in files]
+    assert all(n > 0 for n in per_worker)  # each worker ran one of the two users
+    assert result.locust_workers == 2
+    assert result.recorded_requests == result.locust_total_requests  # our rows and Locust's own count agree
+    assert result.steps[0].failures == 0 and result.open_steps[0].failures == 0
+
+
+def test_run_flags_shape_the_load_plan() -> None:
+    from mcbench.cli import build_parser, run_config
+
+    args = build_parser().parse_args(["run", "--quick", "--rates", "10,20.5", "--budget-p99-ms", "50",
+                                      "--target-rps", "900", "--cost-per-hour", "1.2", "--locust-workers", "2",
+                                      "--max-batch", "4", "--step-seconds", "8", "--arrivals", "constant"])
+    plan = run_config(args).load
+    assert plan.rates == (10.0, 20.5) and plan.open_rates(1000.0) == [10.0, 20.5]
+    assert (plan.budget_p99_ms, plan.target_rps, plan.cost_per_hour) == (50.0, 900.0, 1.2)
+    assert (plan.locust_workers, plan.max_batch, plan.arrivals) == (2, 4, "constant")
+    assert plan.step_seconds == 8.0 and plan.max_step_seconds == 8.0 and plan.warmup_s == 0.5
+    assert run_config(build_parser().parse_args(["run", "--quick"])).load.open_rates(200.0) == [100.0]
+
+
+def test_the_profile_budget_target_and_cost_win_over_the_plan() -> None:
+    from types import SimpleNamespace
+
+    from mcbench.config import LoadPlan, RunConfig
+    from mcbench.pipeline import Pipeline
+
+    pipeline = Pipeline(RunConfig(load=LoadPlan(budget_p99_ms=100, target_rps=10, cost_per_hour=9.0)))
+    load = load_result([], [step(300, 4), step(600, 9)])
+    profile = SimpleNamespace(latency_budget_ms=5.0, target_rps=1000.0, cost_per_hour=2.0)
+    cap = pipeline.capacity_of(load, profile, 5.0)
+    assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (300, 4, 8.0)
+    cap = pipeline.capacity_of(load, None, 100.0)
+    assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (600, 1, 9.0)
+
+
+def test_rows_locust_never_completed_are_not_compared_with_its_count() -> None:
+    from bench.load import locust_seen
+
+    rec = records([(0.1, 0.002, 200, 0, 0), (0.2, 0.5, 503, 1, 0), (0.3, 2.0, 0, 3, 0), (0.4, 0.0, 0, 4, 0)])
+    rec.error_kinds = KINDS + ["no answer by the end of the step", "load generator backlog"]
+    assert locust_seen(rec) == 2

@@ -202,3 +202,56 @@ def test_start_failure_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="exited"):
         with serve_in_subprocess(spec, cores=None, timeout_s=60):
             pass
+
+
+def test_mcbench_serve_runs_the_same_server_with_a_token(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    model = make_two_input_onnx(tmp_path / "twoin.onnx")
+    env = {**os.environ, "MCBENCH_SERVER_TOKEN": "tok"}
+    proc = subprocess.Popen([sys.executable, "-m", "mcbench.cli", "serve", str(model), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        first = proc.stdout.readline()
+        ready = proc.stdout.readline()
+        assert first.startswith("serving 'twoin' on http://127.0.0.1:"), first
+        assert ready.startswith("MCBENCH_SERVER_READY port="), ready + proc.stderr.read()
+        handle = ServerHandle(int(ready.split("=")[1]), proc.pid, tmp_path / "log")
+        assert call(handle, "/v2/models/twoin")[0] == 401
+        status, meta = call(handle, "/v2/models/twoin", headers={"Authorization": "Bearer tok"})
+        assert status == 200 and [i["name"] for i in meta["inputs"]] == ["x", "k"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_mcbench_serve_bad_model_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mcbench.cli import main
+
+    assert main(["serve", str(tmp_path / "model.txt")]) == 2
+    assert "neither an .onnx file nor RUN_DIR:VARIANT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mcbench_load_url_sweeps_any_kserve_server(server: ServerHandle, tmp_path: Path, capsys) -> None:
+    from mcbench.cli import main
+    from reports.schema import load_results
+
+    code = main(["load", "--url", server.url, "--model", MODEL, "--quick", "--out", str(tmp_path / "out"),
+                 "--budget-p99-ms", "500", "--target-rps", "1000", "--cost-per-hour", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    variant = load_results(tmp_path / "out" / "results.json").variants[0]
+    assert variant.name == MODEL and variant.status == "ok"
+    assert [s.users for s in variant.load.steps] == [1, 4] and len(variant.load.open_steps) == 1
+    assert variant.capacity.max_rps_under_budget > 0 and variant.capacity.replicas >= 1
+    assert "max throughput under p99 500 ms" in out and "replicas for 1000 req/s" in out
+
+
+def test_mcbench_load_unreachable_url_is_exit_2(capsys: pytest.CaptureFixture) -> None:
+    from mcbench.cli import main
+
+    assert main(["load", "--url", "http://127.0.0.1:9", "--model", "m"]) == 2
+    assert "cannot read model metadata from http://127.0.0.1:9" in capsys.readouterr().err

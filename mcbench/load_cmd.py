@@ -1,0 +1,164 @@
+"""`mcbench load --url URL --model NAME`: the same two sweeps and capacity figures against any KServe v2 server.
+
+Triton, OpenVINO Model Server, KServe or `mcbench serve`: the inputs come from the server's own model
+metadata (GET /v2/models/NAME), filled with generated values; answers are not checked (there is no
+offline output to check them against).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `mcbench run` and `mcbench load` that shape the sweeps and the capacity figures."""
+    from mcbench.cli import _positive_float, _positive_ints
+
+    floats = lambda text: tuple(_positive_float(v) for v in text.split(","))  # noqa: E731
+    parser.add_argument("--concurrency", type=_positive_ints, help="closed loop: user counts, e.g. 1,2,4,8")
+    parser.add_argument("--rates", type=floats, help="open loop: arrival rates in req/s, e.g. 50,100,200 "
+                        "(default: fractions of the closed loop's peak)")
+    parser.add_argument("--arrivals", choices=["poisson", "constant"], help="open loop arrivals (default poisson)")
+    parser.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
+    parser.add_argument("--max-step-seconds", type=_positive_float,
+                        help="a step that has not settled is extended up to this many seconds")
+    parser.add_argument("--budget-p99-ms", type=_positive_float, help="p99 budget (default: the profile's, else 100)")
+    parser.add_argument("--target-rps", type=_positive_float, help="load to size replicas for (default: the profile's)")
+    parser.add_argument("--cost-per-hour", type=_positive_float,
+                        help="cost of one replica-hour (default: the profile's)")
+    parser.add_argument("--locust-workers", type=int, default=None, metavar="N",
+                        help="distributed Locust: a master and N worker processes")
+
+
+def plan_from_args(args: argparse.Namespace, base, usage_error):
+    """`base` (a LoadPlan) with the sweep flags applied."""
+    import dataclasses
+
+    changes = {k: getattr(args, a) for k, a in (("users", "concurrency"), ("rates", "rates"),
+                                                 ("arrivals", "arrivals"), ("step_seconds", "step_seconds"),
+                                                 ("max_step_seconds", "max_step_seconds"),
+                                                 ("budget_p99_ms", "budget_p99_ms"), ("target_rps", "target_rps"),
+                                                 ("cost_per_hour", "cost_per_hour"),
+                                                 ("locust_workers", "locust_workers"))
+               if getattr(args, a, None) is not None}
+    if "step_seconds" in changes:
+        changes["warmup_s"] = min(base.warmup_s, changes["step_seconds"] / 4)
+        changes.setdefault("max_step_seconds", max(base.max_step_seconds, changes["step_seconds"]))
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+
+
+def add_parser(sub) -> None:
+    load = sub.add_parser("load", help="load-test any KServe v2 server: both sweeps, capacity figures",
+                          description="Load-test a model on any KServe v2 HTTP server.")
+    load.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    load.add_argument("--model", required=True, help="the model's name on that server")
+    load.add_argument("--token", help="bearer token to send (or set MCBENCH_SERVER_TOKEN)")
+    load.add_argument("--out", type=Path, help="folder for results.json and Locust's files (default: runs/...)")
+    load.add_argument("--quick", action="store_true", help="short steps: a first look in under a minute")
+    load.add_argument("--cores", help="comma-separated CPU cores for Locust (default: all)")
+    add_sweep_arguments(load)
+
+
+def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> dict[str, np.ndarray]:
+    """Generated inputs of the shapes and types the server's metadata declares (dynamic dimensions as 1)."""
+    from bench.protocol import FROM_V2
+
+    request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            meta = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        raise usage_error(f"load: {url} answered {err.code} for model {model!r}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise usage_error(f"load: cannot read model metadata from {url}: {getattr(exc, 'reason', exc)}") from None
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for entry in meta.get("inputs", []):
+        dtype = FROM_V2.get(entry.get("datatype"))
+        if dtype is None:
+            raise usage_error(f"load: input {entry.get('name')!r} has datatype {entry.get('datatype')!r}, "
+                              "which mcbench cannot generate")
+        shape = [d if d > 0 else 1 for d in entry.get("shape", [])]
+        values = rng.standard_normal(shape) if dtype.startswith("float") else rng.integers(0, 10, shape)
+        feeds[entry["name"]] = values.astype(dtype)
+    if not feeds:
+        raise usage_error(f"load: the metadata of {model!r} lists no inputs")
+    return feeds
+
+
+def cmd_load(args: argparse.Namespace, usage_error) -> int:
+    from bench.environment import environment
+    from bench.load import Endpoint, LoadError, Requests, StepRules, run_load
+    from mcbench.config import QUICK_LOAD, LoadPlan
+    from reports.capacity import capacity
+    from reports.schema import RunResult, VariantResult, save_results
+
+    plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan(), usage_error)
+    token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    feeds = model_inputs(args.url, args.model, headers, usage_error)
+    out = args.out or Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{args.model}"
+    if (out / "results.json").exists():
+        raise usage_error(f"{out} already holds a results.json; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    cores = [int(c) for c in args.cores.split(",")] if args.cores else sorted(os.sched_getaffinity(0))
+    rules = StepRules(plan.step_seconds, plan.warmup_s, plan.max_step_seconds, budget_p99_ms=plan.budget_p99_ms,
+                      arrivals=plan.arrivals, check_every=0)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"load test of {args.model} at {args.url}: closed loop {'-'.join(map(str, plan.users))} users, then open loop")
+    result = VariantResult(args.model, "remote", [], status="ok", settings={"url": args.url})
+    try:
+        result.load = run_load(Endpoint(args.url.rstrip("/"), args.model, headers), Requests.encode([feeds]),
+                               list(plan.users), plan.open_rates, rules, cores, None, 0, out / "work",
+                               workers=plan.locust_workers, say=say)
+        result.capacity = capacity(result.load, plan.budget_p99_ms, plan.target_rps, plan.cost_per_hour)
+    except LoadError as exc:
+        result.status, result.error = "failed", f"load test: {exc}"
+    run = RunResult(run_id=out.name, created=datetime.now(UTC).isoformat(timespec="seconds"),
+                    model={"name": args.model, "url": args.url},
+                    config={"load": vars(plan) | {"users": list(plan.users)}},
+                    environment=environment(), variants=[result])
+    save_results(run, out / "results.json")
+    print(load_table(result))
+    print(f"\nresults: {out / 'results.json'}")
+    return 0 if result.status == "ok" else 1
+
+
+def load_table(result) -> str:
+    """One line a step, then the capacity figures: what a capacity planner reads first."""
+    if result.load is None:
+        return f"{result.name}: {result.error}"
+    lines = [f"{'sweep':<7}{'level':>10}{'offered':>10}{'achieved':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+             f"{'errors':>8}{'gen CPU':>9}  stable"]
+    for s in result.load.steps + result.load.open_steps:
+        level = f"{s.offered_rps:g}/s" if s.mode == "open" else f"{s.users} users"
+        lat = s.latency
+        lines.append(f"{s.mode:<7}{level:>10}{(s.offered_rps or 0):>10.0f}{s.throughput_rps:>10.0f}"
+                     f"{(lat.p50_ms if lat else float('nan')):>9.2f}{(lat.p99_ms if lat else float('nan')):>9.2f}"
+                     f"{(s.p999_ms or float('nan')):>10.2f}{s.failures:>8}{(s.loadgen_cpu_percent or 0):>8.0f}%"
+                     f"  {'yes' if s.stable else 'NO'}")
+    for sweep, why in result.load.stopped.items():
+        lines.append(f"{sweep} loop stopped: {why}")
+    c = result.capacity
+    if c is not None:
+        best = "none" if c.max_rps_under_budget is None else f"{c.max_rps_under_budget:.0f} req/s ({c.basis})"
+        lines.append(f"max throughput under p99 {c.budget_p99_ms:g} ms: {best}")
+        if c.replicas is not None:
+            lines.append(f"replicas for {c.target_rps:g} req/s: {c.replicas}")
+        if c.cost_per_hour is not None:
+            lines.append(f"cost: {c.cost_per_hour:.2f} per hour")
+        if c.cost_per_million is not None:
+            lines.append(f"cost per million requests: {c.cost_per_million:.4f}")
+    return "\n".join(lines)

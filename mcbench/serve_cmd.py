@@ -1,0 +1,85 @@
+"""`mcbench serve`: the built-in KServe v2 server for one model file or one variant of a finished run.
+
+The pipeline starts the same server (`python -m bench.server`) with the same flags for its load tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    from bench.server import add_server_arguments
+
+    serve = sub.add_parser("serve", help="serve a model or a run's variant over KServe v2 HTTP",
+                           description="Serve one model over the KServe v2 Open Inference Protocol.")
+    serve.add_argument("model", metavar="MODEL_OR_VARIANT",
+                       help="an .onnx file, or RUN_DIR:VARIANT for a variant of a finished run")
+    serve.add_argument("--name", help="the model name in URLs (default: the file stem or the variant name)")
+    serve.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                       help="runtime for an .onnx file (a run's variant keeps its own)")
+    serve.add_argument("--threads", type=int, help="runtime threads (default: one per server core)")
+    add_server_arguments(serve)
+
+
+def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error) -> dict:
+    """{"name", "artifact", "target"} for the server, from an .onnx path or RUN_DIR:VARIANT."""
+    from optimizer.intake import load_onnx
+    from optimizer.targets import Target
+
+    run_dir, _, variant = model.rpartition(":")
+    if run_dir and Path(run_dir).is_dir():
+        return variant_spec(Path(run_dir), variant, name, threads, usage_error)
+    path = Path(model)
+    if path.suffix != ".onnx":
+        raise usage_error(f"serve: {model} is neither an .onnx file nor RUN_DIR:VARIANT")
+    artifact = load_onnx(path)
+    target = Target(runtime, threads=threads)
+    return {"name": name or path.stem, "artifact": artifact.to_dict(), "target": target.to_dict()}
+
+
+def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | None, usage_error) -> dict:
+    from reports.schema import load_results
+
+    run = load_results(run_dir / "results.json")
+    try:
+        result = run.variant(variant)
+    except KeyError:
+        names = ", ".join(v.name for v in run.variants)
+        raise usage_error(f"serve: {run_dir} has no variant {variant!r}; it has {names}") from None
+    if not result.artifact or "in_process" not in result.settings:
+        raise usage_error(f"serve: variant {variant!r} has no built artifact ({result.status})")
+    artifact = {k: result.artifact[k] for k in ("path", "format", "inputs", "factory", "passes")}
+    if not Path(artifact["path"]).exists() and (run_dir.parent.parent / artifact["path"]).exists():
+        artifact["path"] = str(run_dir.parent.parent / artifact["path"])  # a run made from another folder
+    target = dict(result.settings["in_process"])
+    target["threads"] = threads
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in variant)
+    return {"name": name or safe, "artifact": artifact, "target": target}
+
+
+def cmd_serve(args: argparse.Namespace, usage_error) -> int:
+    import os
+
+    from bench.server import StartError, limits_from_args, serve
+
+    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error)
+    try:
+        limits = limits_from_args(args)
+    except StartError as exc:
+        raise usage_error(f"serve: {exc}") from None
+    if args.cores:
+        os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+    with tempfile.TemporaryDirectory(prefix="mcbench-serve-") as tmp:
+        spec_path = Path(tmp) / "server.json"
+        spec_path.write_text(json.dumps(spec))
+        print(f"serving {spec['name']!r} on http://{args.host}:{args.port or '<free port>'}/v2/models/{spec['name']}",
+              flush=True)
+        try:
+            serve(spec_path, args.host, args.port, limits)
+        except StartError as exc:
+            raise usage_error(f"serve: {exc}") from None
+    return 0
