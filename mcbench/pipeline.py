@@ -56,7 +56,7 @@ class RunPaths:
         return self.root / "work" / "baseline-outputs.npy"
 
     def artifacts(self, recipe: tuple[str, ...]) -> Path:
-        return self.inside(self.root / "artifacts" / (safe_name("-".join(recipe)) if recipe else "base"))
+        return self.inside(self.root / "artifacts" / (safe_name("+".join(recipe)) if recipe else "base"))
 
     def work(self, variant: str) -> Path:
         path = self.inside(self.root / "work" / safe_name(variant))

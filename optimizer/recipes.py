@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optimizer.profiles import Profile, RuntimeTarget
+from optimizer.recipe_syntax import RecipeError, Step, parse_recipe
 from optimizer.targets import Target
+
+__all__ = ["RecipeError", "Step", "VariantSpec", "default_variants", "parse_recipe", "profile_variants"]
 
 INT8_RECIPES = (("int8-dynamic", "quant.int8_dynamic"), ("int8-static", "quant.int8_static"))
 

@@ -9,6 +9,7 @@ from bench.latency import TimingPlan, halves_disagree, measure_latency
 from optimizer.artifact import generated_inputs
 from optimizer.intake import load_onnx
 from optimizer.passes import PassContext, PassError, apply_passes, get_pass
+from optimizer.recipe_syntax import RecipeError
 from optimizer.targets import Target, open_session
 
 
@@ -39,7 +40,7 @@ def test_static_quantization_without_calibration_is_refused(linear_onnx, tmp_pat
 
 
 def test_unknown_pass_lists_known_ones():
-    with pytest.raises(PassError, match="unknown pass 'quant.int3'; known passes: export.onnx"):
+    with pytest.raises(RecipeError, match="unknown pass 'quant.int3'; known passes: export.onnx"):
         get_pass("quant.int3")
 
 

@@ -1,7 +1,9 @@
-"""Passes: plain functions `(artifact, ctx, out_dir) -> artifact`, registered by name.
+"""Passes: plain functions `(artifact, ctx, out_dir, **params) -> artifact`, registered by name.
 
-A recipe names passes from this registry; each pass module registers itself on import, and
-modules are imported lazily so a missing runtime breaks only the passes that need it.
+A recipe names passes from this registry (see optimizer.recipe_syntax for the text form); each
+pass module registers itself on import, and modules are imported lazily so a missing runtime
+breaks only the passes that need it. What a pass takes and makes is declared here, without
+importing it, so a recipe that cannot apply is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ from pathlib import Path
 import numpy as np
 
 from optimizer.artifact import Artifact
+from optimizer.recipe_syntax import RecipeError, Step, bind_arguments, parse_step
 
-PassFn = Callable[[Artifact, "PassContext", Path], Artifact]
+PassFn = Callable[..., Artifact]
 
-# pass name -> module that defines it (imported on first use)
-PASS_MODULES: dict[str, str] = {
-    "export.onnx": "optimizer.passes.convert",
-    "quant.int8_dynamic": "optimizer.passes.quantize",
-    "quant.int8_static": "optimizer.passes.quantize",
+
+@dataclass(frozen=True)
+class PassInfo:
+    module: str  # defines the pass; imported on first use
+    takes: tuple[str, ...]  # artifact formats it accepts: "torch", "onnx", "openvino"
+    makes: str | None = None  # the format it produces; None: the one it was given
+
+
+PASSES: dict[str, PassInfo] = {
+    "export.onnx": PassInfo("optimizer.passes.convert", ("torch", "pt2"), "onnx"),
+    "quant.int8_dynamic": PassInfo("optimizer.passes.quantize", ("onnx",)),
+    "quant.int8_static": PassInfo("optimizer.passes.quantize", ("onnx",)),
 }
 _REGISTRY: dict[str, PassFn] = {}
 
@@ -51,15 +61,53 @@ def register(name: str) -> Callable[[PassFn], PassFn]:
 
 
 def get_pass(name: str) -> PassFn:
-    if name not in PASS_MODULES:
-        raise PassError(f"unknown pass {name!r}; known passes: {', '.join(sorted(PASS_MODULES))}")
+    if name not in PASSES:
+        raise RecipeError(f"unknown pass {name!r}; known passes: {', '.join(sorted(PASSES))}")
     if name not in _REGISTRY:
-        importlib.import_module(PASS_MODULES[name])
+        importlib.import_module(PASSES[name].module)
     return _REGISTRY[name]
 
 
-def apply_passes(artifact: Artifact, names: tuple[str, ...], ctx: PassContext, out_dir: Path) -> Artifact:
+def expand_recipe(steps: tuple[Step, ...], source_format: str) -> tuple[Step, ...]:
+    """The steps with export.onnx put where an ONNX pass follows a PyTorch model; refused where it cannot apply.
+
+    Each step's arguments are checked against its pass's signature here, so a bad recipe fails
+    before any model is built.
+    """
+    out: list[Step] = []
+    fmt = source_format
+    for step in steps:
+        info = PASSES.get(step.name)
+        if info is None:
+            raise RecipeError(f"unknown pass {step.name!r}; known passes: {', '.join(sorted(PASSES))}")
+        if fmt not in info.takes and "onnx" in info.takes and fmt in PASSES["export.onnx"].takes:
+            out.append(Step("export.onnx"))
+            fmt = "onnx"
+        if fmt not in info.takes:
+            raise RecipeError(
+                f"{step} works on a {' or '.join(_FORMAT_NAMES[f] for f in info.takes)} model, "
+                f"and at that point of the recipe the model is {_FORMAT_NAMES[fmt]}"
+            )
+        bind_arguments(step, get_pass(step.name))
+        out.append(step)
+        fmt = info.makes or fmt
+    return tuple(out)
+
+
+_FORMAT_NAMES = {"torch": "PyTorch", "pt2": "PyTorch (exported program)", "onnx": "ONNX", "openvino": "OpenVINO IR"}
+
+
+def apply_step(artifact: Artifact, step: Step | str, ctx: PassContext, out_dir: Path) -> Artifact:
+    """Run one recipe step (a Step or its text) on an artifact, writing into out_dir."""
+    step = parse_step(step) if isinstance(step, str) else step
+    fn = get_pass(step.name)
+    kwargs = bind_arguments(step, fn)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        artifact = get_pass(name)(artifact, ctx, out_dir)
+    return fn(artifact, ctx, out_dir, **kwargs)
+
+
+def apply_passes(artifact: Artifact, steps: tuple[Step | str, ...], ctx: PassContext, out_dir: Path) -> Artifact:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        artifact = apply_step(artifact, step, ctx, out_dir)
     return artifact
