@@ -16,6 +16,7 @@ Command-line flags override the file.
     quick = false
     trust_model = false
     variants = ["ort-fp32", "ort-int8-dynamic"]
+    recipes = ["quant.int8_static(method=entropy)"]   # validated; not yet run (see README)
 
     [timing]                        # bench.latency.TimingPlan
     warmup_runs = 10
@@ -46,7 +47,7 @@ TIMING_KEYS = {"warmup_runs": int, "min_runs": int, "min_seconds": float, "max_s
                "settle_tolerance": float}
 LOAD_KEYS = {"enabled": bool, "users": list, "step_seconds": float, "warmup_s": float}
 TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
-            "variants", "timing", "load"}
+            "variants", "timing", "load", "recipes"}
 
 
 @dataclass
@@ -67,6 +68,7 @@ class RunFile:
     variants: list[str] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     load: dict[str, Any] = field(default_factory=dict)
+    recipes: list[str] = field(default_factory=list)  # canonical text of each validated recipe
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: key {key!r}: {problem}")
@@ -220,4 +222,23 @@ def load_run_file(path: Path) -> RunFile:
             rf.timing = _timing(rf, value)
         elif key == "load":
             rf.load = _load(rf, value)
+        elif key == "recipes":
+            rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
     return rf
+
+
+def _check_recipe(rf: RunFile, where: str, text: str) -> str:
+    """The recipe's canonical text, after parsing it (literals only) and binding each step to its pass."""
+    from optimizer.passes import PASSES, get_pass
+    from optimizer.recipe_syntax import bind_arguments
+    from optimizer.recipes import RecipeError, parse_recipe
+
+    try:
+        steps = parse_recipe(text)
+        for step in steps:
+            if step.name not in PASSES:
+                raise RecipeError(f"unknown pass {step.name!r}; known passes: {', '.join(sorted(PASSES))}")
+            bind_arguments(step, get_pass(step.name))
+    except RecipeError as exc:
+        raise rf.fail(where, str(exc)) from None
+    return " + ".join(str(s) for s in steps)

@@ -23,7 +23,7 @@ from bench.environment import environment
 from bench.isolate import ChildError, call_in_child, exit_status_text
 from bench.measure import InProcessResult, measure_in_process
 from mcbench.config import ConfigError, RunConfig
-from mcbench.runguard import OutputError, preflight_output, signal_number, signals_ignored
+from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
 from optimizer.hardware import cpu_info, split_cores, usable_cores
@@ -264,14 +264,14 @@ class Pipeline:
             paths.baseline_outputs.parent.mkdir(parents=True, exist_ok=True)
             np.save(paths.baseline_outputs, np.asarray(outputs), allow_pickle=False)
         except OSError as exc:
-            raise OutputError(f"cannot write {paths.baseline_outputs}: {exc.strerror}") from None
+            raise ResultsWriteError(f"cannot write {paths.baseline_outputs}: {exc.strerror}") from None
 
     def save(self, run: RunResult, paths: RunPaths) -> None:
         """results.json, atomically; a failed write says which file and why, and leaves the last good one."""
         try:
             save_results(run, paths.results)
         except OSError as exc:
-            raise OutputError(
+            raise ResultsWriteError(
                 f"cannot write {paths.results}: {exc.strerror or exc}; it still holds the results as last saved "
                 f"({len(run.variants) - 1} variant(s))"
             ) from None

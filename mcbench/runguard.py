@@ -23,6 +23,10 @@ class OutputError(OSError):
     """The output folder cannot take the run's files; the message names the path and the reason."""
 
 
+class ResultsWriteError(OutputError):
+    """A write failed mid-run (a full disk, a folder removed); what was saved before is still there."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (or SIGINT) delivered to the run; `signum` gives the exit status 128 + signum."""
 
