@@ -16,7 +16,7 @@ Command-line flags override the file.
     quick = false
     trust_model = false
     variants = ["ort-fp32", "ort-int8-dynamic"]
-    recipes = ["quant.int8_static(method=entropy)"]   # validated; not yet run (see README)
+    recipes = ["quant.int8_dynamic"]   # validated; not yet run (see README)
 
     [timing]                        # bench.latency.TimingPlan
     warmup_runs = 10
