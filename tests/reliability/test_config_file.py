@@ -64,8 +64,8 @@ def test_unknown_profile_is_named(tmp_path, capsys):
 
 
 def test_profile_with_unknown_runtime_is_named(tmp_path, capsys):
-    _write(tmp_path, "name = 'odd'\ndevice = 'cpu'\n[cpu]\ncores = 1\nisa = ['avx2']\n[[targets]]\nruntime = 'tensorrt'\n",
-           "odd.toml")
+    profile = "name = 'odd'\ndevice = 'cpu'\n[cpu]\ncores = 1\nisa = ['avx2']\n[[targets]]\nruntime = 'tensorrt'\n"
+    _write(tmp_path, profile, "odd.toml")
     err = _refused(tmp_path, capsys, "profiles = ['odd.toml']")
     assert err.startswith(f"mcbench: {tmp_path / 'run.toml'}: key 'profiles': {tmp_path / 'odd.toml'}: ")
     assert "tensorrt" in err
