@@ -219,3 +219,53 @@ def _assert_gone(pid: int) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"process {pid} outlived the interrupted run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_the_mcbench_process(tmp_path, model_dir, signum, code):
+    """The real thing: `mcbench run` in its own process gets the signal while it measures its second variant."""
+    import subprocess
+    import sys
+
+    cfg = write_run_file(tmp_path, model_dir / "linear.onnx", ALL)
+    cfg.write_text(cfg.read_text().replace("min_seconds = 0.05\nmax_seconds = 0.3", "min_seconds = 5.0\n"
+                                           "max_seconds = 30.0"))
+    out = tmp_path / "run"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "mcbench.cli", "run", "--config", str(cfg), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    lines = []
+    for line in proc.stderr:  # progress goes to stderr; wait until the second variant is being measured
+        lines.append(line)
+        if line.startswith("  measuring") and any(x.startswith("[2/4]") for x in lines):
+            break
+    time.sleep(1.0)
+    children = _children(proc.pid)
+    assert children, "no measuring child was running"
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    name = signal.Signals(signum).name
+    assert stderr.strip().splitlines()[-1] == f"mcbench: interrupted by {name}; the finished variants are saved"
+    assert f"finish with: mcbench run --resume {out}" in stdout
+    data = _results(out)
+    assert [v["name"] for v in data["variants"]] == ["ort-fp32"]
+    assert data["warnings"][-1].startswith(f"interrupted by {name} after 1 of 4 variants")
+    assert (out / "report.html").exists()
+    for pid in children:
+        _assert_gone(pid)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
