@@ -68,9 +68,10 @@ def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], stderr
     try:
         result = ("ok", fn(*args))
     except MemoryError as exc:
-        result = ("oom", f"MemoryError: {exc}", traceback.format_exc())
-    except BaseException as exc:  # everything goes back to the parent as data
-        result = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        result = ("oom", f"MemoryError: {exc}", "")
+    except BaseException as exc:  # everything goes back to the parent as data; the traceback to the stderr tail
+        traceback.print_exc()
+        result = ("error", f"{type(exc).__name__}: {exc}", "")
     conn.send(result)
     conn.close()
 

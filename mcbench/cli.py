@@ -177,9 +177,10 @@ def run_config(args: argparse.Namespace):
             load = LoadPlan(args.concurrency or load.users, step, min(load.warmup_s, step / 4))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    inputs = parse_inputs(args.input) if args.input else _file_inputs(rf, parse_inputs)
     try:
         return dataclasses.replace(
-            base, model=args.model or rf.model, inputs=parse_inputs(args.input or rf.inputs),
+            base, model=args.model or rf.model, inputs=inputs,
             out_dir=args.out or rf.out, load=load, timing=timing, variants=args.variants or tuple(rf.variants),
             weights=args.weights or rf.weights, trust_model=args.trust_model or bool(rf.trust_model),
             dataset=args.dataset or rf.dataset, task=args.task or rf.task or "classification",
@@ -187,6 +188,16 @@ def run_config(args: argparse.Namespace):
         )
     except ConfigError as exc:
         raise ConfigError(f"{rf.source}: {exc}" if rf.source else str(exc)) from None
+
+
+def _file_inputs(rf, parse_inputs) -> dict:
+    """The run file's `inputs`, parsed as --input is; a bad one names the file and the key."""
+    from optimizer.intake import IntakeError
+
+    try:
+        return parse_inputs(rf.inputs)
+    except IntakeError as exc:
+        raise rf.fail("inputs", str(exc)) from None
 
 
 def resume_config(args: argparse.Namespace):

@@ -203,10 +203,13 @@ class Pipeline:
             run.warnings.append("no dataset: accuracy is not measured; fidelity to the baseline uses generated inputs")
         kept = self.kept_variants(resume, paths)
         if resume is not None:
+            for stale in paths.root.glob(".results.json.*.tmp"):  # a write cut short by kill -9
+                stale.unlink(missing_ok=True)
             run.run_id, run.created = resume.run_id, resume.created
             run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
                                 f"{len([s for s in specs if s.name not in kept])} run now")
         baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
+        self.reuse_artifacts(kept)
         try:
             for index, spec in enumerate(specs, start=1):
                 if spec.name in kept:
@@ -247,6 +250,21 @@ class Pipeline:
             if v.status in ("ok", "skipped") and (artifact is None or Path(artifact).exists()):
                 kept[v.name] = v
         return kept
+
+    def reuse_artifacts(self, kept: dict[str, VariantResult]) -> None:
+        """Kept variants' artifacts count as built (when their files still hash as recorded): a resumed run
+        builds on them instead of rewriting files that kept results describe."""
+        from optimizer.artifact import sha256_of
+
+        for v in kept.values():
+            if not v.recipe or not v.artifact.get("sha256"):
+                continue
+            try:
+                artifact = Artifact.from_dict(v.artifact)
+                if sha256_of(artifact.path) == v.artifact["sha256"]:
+                    self._built.setdefault(tuple(v.recipe), artifact)
+            except (KeyError, TypeError, ValueError, OSError):
+                continue  # rebuilt like any other
 
     def kept_baseline_outputs(self, kept: dict[str, VariantResult], specs: list[VariantSpec], paths: RunPaths):
         """The kept baseline's saved outputs; without them the baseline is measured again (fidelity needs them)."""

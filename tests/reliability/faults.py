@@ -44,3 +44,10 @@ def write_stderr_and_exit(code: int) -> None:
         print(f"noise line {i}", file=sys.stderr)
     print("the real reason: runtime could not open libfoo.so", file=sys.stderr, flush=True)
     os._exit(code)
+
+
+def raise_deep() -> None:
+    def inner() -> None:
+        raise RuntimeError("the runtime refused the graph")
+
+    inner()

@@ -55,6 +55,14 @@ def test_hang_past_timeout_is_killed_with_its_process_group(tmp_path):
     _assert_gone(grandchild)
 
 
+def test_exception_keeps_its_traceback_in_the_stderr_tail():
+    err = _child_error(faults.raise_deep)
+    assert err.kind == "error" and err.exit_status == 0
+    assert str(err) == "RuntimeError: the runtime refused the graph"
+    assert err.stderr_tail.startswith("Traceback (most recent call last):")
+    assert 'in inner\n    raise RuntimeError("the runtime refused the graph")' in err.stderr_tail
+
+
 def test_stderr_tail_is_bounded_and_keeps_the_last_line():
     err = _child_error(faults.write_stderr_and_exit, 3)
     assert str(err) == ("the process died: exit code 3; last stderr line: "

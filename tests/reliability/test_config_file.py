@@ -44,6 +44,8 @@ BAD_FILES = [
     ("[load]\nstep_seconds = 1.0\nwarmup_s = 2.0",
      "key 'load': a load step of 1.0 s must be longer than its 2.0 s warm-up"),
     ("timing = 3", "key 'timing': expected a table, got an integer 3"),
+    ("inputs = ['x=0,4']", "key 'inputs': --input 'x=0,4': expected NAME=D1,D2,...[:DTYPE[:LOW-HIGH]] with positive "
+                           "integer dimensions"),
     ("recipes = ['quant.int8_static(method=entropy']", "key 'recipes[0]': recipe "),
     ("recipes = ['prune.magic(0.3)']", "key 'recipes[0]': unknown pass 'prune.magic'; known passes: "),
     ("recipes = ['quant.int8_static(colour=blue)']", "key 'recipes[0]': "),

@@ -17,6 +17,7 @@ import pytest
 from bench.isolate import call_in_child
 from mcbench import pipeline as pipeline_mod
 from mcbench.cli import main
+from optimizer.artifact import sha256_of
 from tests.reliability import faults
 from tests.reliability.conftest import write_run_file
 
@@ -91,11 +92,15 @@ def test_report_shows_the_exit_status_and_stderr(crashed_run):
 def resumable(crashed_run, tmp_path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(crashed_run[1], copy)
+    results = copy / "results.json"  # as if the run had been made here: its artifact paths point into the copy
+    results.write_text(results.read_text().replace(str(crashed_run[1]), str(copy)))
     return copy
 
 
 def test_resume_keeps_finished_variants_and_reruns_failed_ones(resumable, capsys):
     before = _results(resumable)
+    stale = resumable / ".results.json.abc123.tmp"  # what kill -9 in the middle of a write leaves
+    stale.write_text('{"half": ')
     assert main(["run", "--resume", str(resumable)]) == 0
     after = _results(resumable)
     assert [v["status"] for v in after["variants"]] == ["ok", "ok", "ok", "ok"]
@@ -105,6 +110,10 @@ def test_resume_keeps_finished_variants_and_reruns_failed_ones(resumable, capsys
     assert _variant(after, "ort-int8-dynamic")["accuracy"]["agreement"] is not None  # fidelity to the kept baseline
     assert "ort-fp32: kept (ok) from before" in capsys.readouterr().err
     assert (resumable / "report.html").exists()
+    assert not stale.exists()
+    for v in after["variants"]:  # kept artifacts were built on, not rewritten: every file hashes as recorded
+        assert Path(v["artifact"]["path"]).is_relative_to(resumable)
+        assert sha256_of(Path(v["artifact"]["path"])) == v["artifact"]["sha256"]
 
 
 def test_resume_with_another_config_is_refused(resumable, crashed_run, capsys):
@@ -269,3 +278,22 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_a_write_cut_short_leaves_the_previous_results(tmp_path, monkeypatch):
+    """An interruption between writing the temporary file and renaming it: the old file stays whole."""
+    from reports import schema
+
+    path = tmp_path / "results.json"
+    first = schema.RunResult("r", "2026-01-01T00:00:00", {}, {}, {}, [])
+    schema.save_results(first, path)
+    before = path.read_bytes()
+
+    def cut(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(schema.os, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        schema.save_results(schema.RunResult("r2", "2026-01-02T00:00:00", {}, {}, {}, []), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
