@@ -90,11 +90,12 @@ def stderr_tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
 
 def _kill_group(process: Any) -> None:
     """SIGKILL the child's process group (the child and whatever it started), then reap the child."""
-    if process.pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
+    if process.pid is None:  # it never started: nothing to kill, nothing to join
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
     process.join()
 
 

@@ -90,3 +90,11 @@ def _assert_gone(pid: int) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"process {pid} survived its parent's timeout")
+
+
+def test_arguments_that_cannot_be_sent_raise_their_own_error():
+    """A lambda cannot be pickled to a spawned child: the pickling error is what the caller sees, promptly."""
+    import pickle
+
+    with pytest.raises(pickle.PicklingError, match="Can't pickle <function <lambda>"):
+        call_in_child(sum, [lambda: 1])
