@@ -30,11 +30,29 @@ def measure_in_process(
     eval_samples: list[dict[str, np.ndarray]],
     timing_feeds: dict[str, np.ndarray],
     plan: TimingPlan,
+    batch_size: int = 1,
 ) -> InProcessResult:
-    """Meant to run in a child process (bench.isolate): takes and returns plain data."""
+    """Meant to run in a child process (bench.isolate): takes and returns plain data.
+
+    At a batch size above 1, the evaluation samples run in batches of that size (so a variant that
+    batches wrongly shows in its accuracy) and latency is per batch of `batch_size` timing inputs.
+    """
     start = time.perf_counter()
     session = open_session(Artifact.from_dict(artifact), Target.from_dict(target))
     load_seconds = time.perf_counter() - start
-    outputs = collect_outputs(session, eval_samples)
-    latency, settled = measure_latency(session, timing_feeds, plan)
+    outputs = collect_outputs(session, batched(eval_samples, batch_size))
+    latency, settled = measure_latency(session, repeated(timing_feeds, batch_size), plan)
     return InProcessResult(outputs, latency, settled, load_seconds, list(session.output_names))
+
+
+def batched(samples: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
+    """Consecutive samples joined along the batch axis, `size` at a time (the last batch may be smaller)."""
+    if size == 1:
+        return samples
+    groups = [samples[i:i + size] for i in range(0, len(samples), size)]
+    return [{name: np.concatenate([s[name] for s in group]) for name in group[0]} for group in groups]
+
+
+def repeated(feeds: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """One timing input repeated `size` times along the batch axis."""
+    return feeds if size == 1 else {name: np.concatenate([value] * size) for name, value in feeds.items()}
