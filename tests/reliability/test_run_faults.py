@@ -298,3 +298,18 @@ def test_a_write_cut_short_leaves_the_previous_results(tmp_path, monkeypatch):
         schema.save_results(schema.RunResult("r2", "2026-01-02T00:00:00", {}, {}, {}, []), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_read_only_output_folder_is_refused_before_work(tmp_path, model_dir, capsys):
+    """/sys is mounted read-only here, and root cannot write it either: a real unwritable folder, not a mock."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("/sys is writable on this machine")
+    except OSError:
+        pass
+    cfg = write_run_file(tmp_path, model_dir / "linear.onnx", [])
+    assert main(["run", "--config", str(cfg), "--out", "/sys/mcbench-run"]) == 2
+    assert capsys.readouterr().err.strip() == ("mcbench: cannot write the run folder /sys/mcbench-run: /sys is not "
+                                               "writable (Permission denied)")
