@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint check audit clean
+.PHONY: install demo test test-fast lint check audit clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/mcbench run
 
-test: install
+# The browser test of the report drives Debian's chromium (no browser download); install it where it is missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser test of the report"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  echo "WARNING: could not install chromium: tests/test_browser.py will be SKIPPED (see its reason)"; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -44,8 +44,15 @@ def accuracy_of(
             agreement = float(np.mean(_top1(outputs) == _top1(baseline)))
         diff = np.abs(outputs - baseline)
         max_abs, mean_abs = float(diff.max()), float(diff.mean())
+    per_class = per_class_top1(outputs, labels) if task == "classification" and labels is not None else {}
     return Accuracy(dataset, len(outputs), metrics.get("top1"), agreement, max_abs, mean_abs,
-                    task=task, metrics=metrics)
+                    task=task, metrics=metrics, per_class=per_class)
+
+
+def per_class_top1(outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 on each class's samples, keyed by the label as text: quantization may hurt one class only."""
+    predicted, truth = _top1(outputs), np.asarray(labels).reshape(-1)
+    return {str(label.item()): float(np.mean(predicted[truth == label] == label)) for label in np.unique(truth)}
 
 
 def _top1(outputs: np.ndarray) -> np.ndarray:

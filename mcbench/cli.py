@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated variant names to run (the baseline always runs)")
     run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
     run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
+    run.add_argument("--accuracy-budget", type=float, metavar="POINTS",
+                     help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose "
+                     "against the baseline, in percentage points (default 1.0)")
     run.add_argument("--config", type=Path, metavar="RUN.TOML",
                      help="read the run's settings from a TOML file (parsed, never executed); flags override it")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -85,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render report.html from a results.json")
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="where to write the report (default: beside the results)")
+
+    compare = sub.add_parser("compare", help="A/B: two results.json side by side, with the significance of changes")
+    compare.add_argument("a", type=Path, metavar="A.json")
+    compare.add_argument("b", type=Path, metavar="B.json")
+    compare.add_argument("--out", type=Path, help="where to write the HTML (default: compare.html beside B)")
+
+    export = sub.add_parser("export", help="the variant table of a results.json as CSV or Markdown")
+    export.add_argument("results", type=Path)
+    export.add_argument("--format", choices=["csv", "md"], default="csv", dest="fmt")
+    export.add_argument("--out", type=Path, help="write it here (default: print it)")
 
     from mcbench.gate_cmd import add_parser as add_gate_parser
 
@@ -105,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             from mcbench.gate_cmd import cmd_gate
 
             return cmd_gate(args, UsageError)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_report(args)
     except KeyboardInterrupt as exc:
         from mcbench.runguard import signal_number
@@ -134,11 +151,12 @@ def _is_user_error(exc: Exception) -> bool:
     from optimizer.profiles import ProfileError
     from reports.gate import GateDataError
     from reports.gate_budgets import GateConfigError
+    from reports.plots import ReportError
     from reports.schema import SchemaError
 
     gate_errors = GateConfigError | GateDataError
     return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
-                      | gate_errors)
+                      | ReportError | gate_errors)
 
 
 def run_config(args: argparse.Namespace):
@@ -185,9 +203,15 @@ def run_config(args: argparse.Namespace):
             weights=args.weights or rf.weights, trust_model=args.trust_model or bool(rf.trust_model),
             dataset=args.dataset or rf.dataset, task=args.task or rf.task or "classification",
             metric=args.metric or rf.metric, profiles=tuple(args.profiles or rf.profiles),
+            accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
         )
     except ConfigError as exc:
         raise ConfigError(f"{rf.source}: {exc}" if rf.source else str(exc)) from None
+
+
+def _first(*values):
+    """The first value that is not None: a flag, else the run file, else the default."""
+    return next(v for v in values if v is not None)
 
 
 def _file_inputs(rf, parse_inputs) -> dict:
@@ -302,6 +326,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     run = load_results(args.results)
     out = write_report(run, args.out or args.results.with_name("report.html"))
     print(f"report: {out}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs, comparison_text
+    from reports.html import render_comparison, write_text_atomic
+    from reports.schema import load_results
+
+    a, b = load_results(args.a), load_results(args.b)
+    print(comparison_text(compare_runs(a, b)))
+    out = write_text_atomic(args.out or args.b.with_name("compare.html"), render_comparison(a, b))
+    print(f"comparison: {out}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reports.export import export_table
+    from reports.html import write_text_atomic
+    from reports.schema import load_results
+
+    text = export_table(load_results(args.results), args.fmt)
+    if args.out is None:
+        print(text, end="")
+    else:
+        print(f"{args.fmt}: {write_text_atomic(args.out, text)}")
     return EXIT_OK
 
 

@@ -49,6 +49,8 @@ class RunConfig:
     timing: TimingPlan = TimingPlan()
     load: LoadPlan | None = LoadPlan()  # None: no HTTP load test
     variants: tuple[str, ...] = ()  # empty: all default variants
+    accuracy_budget: float = 1.0  # the most top-1 (or agreement) a shipped variant may lose, in percentage points
+
 
     def __post_init__(self) -> None:
         from bench.metrics import TASKS
@@ -57,6 +59,8 @@ class RunConfig:
             raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
         if self.model is None and (self.inputs or self.weights or self.dataset):
             raise ConfigError("--input, --weights and --dataset describe a --model; the built-in demo needs none")
+        if not 0 <= self.accuracy_budget <= 100:
+            raise ConfigError(f"--accuracy-budget {self.accuracy_budget} is not between 0 and 100 percentage points")
 
     @property
     def from_torch(self) -> bool:
@@ -81,6 +85,7 @@ class RunConfig:
             "timing": vars(self.timing),
             "load": None if self.load is None else {**vars(self.load), "users": list(self.load.users)},
             "variants": list(self.variants),
+            "accuracy_budget": self.accuracy_budget,
         }
 
 
@@ -98,6 +103,7 @@ def config_from_dict(data: dict, source: str) -> RunConfig:
             quick=bool(data["quick"]), timing=TimingPlan(**data["timing"]),
             load=None if load is None else LoadPlan(**{**load, "users": tuple(load["users"])}),
             variants=tuple(data["variants"]),
+            accuracy_budget=float(data.get("accuracy_budget", 1.0)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

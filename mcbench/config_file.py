@@ -16,6 +16,7 @@ Command-line flags override the file.
     quick = false
     trust_model = false
     variants = ["ort-fp32", "ort-int8-dynamic"]
+    accuracy_budget = 1.0           # as --accuracy-budget
     recipes = ["quant.int8_dynamic"]   # validated; not yet run (see README)
 
     [timing]                        # bench.latency.TimingPlan
@@ -47,7 +48,7 @@ TIMING_KEYS = {"warmup_runs": int, "min_runs": int, "min_seconds": float, "max_s
                "settle_tolerance": float}
 LOAD_KEYS = {"enabled": bool, "users": list, "step_seconds": float, "warmup_s": float}
 TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
-            "variants", "timing", "load", "recipes"}
+            "variants", "timing", "load", "recipes", "accuracy_budget"}
 
 
 @dataclass
@@ -69,6 +70,7 @@ class RunFile:
     timing: dict[str, Any] = field(default_factory=dict)
     load: dict[str, Any] = field(default_factory=dict)
     recipes: list[str] = field(default_factory=list)  # canonical text of each validated recipe
+    accuracy_budget: float | None = None
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: key {key!r}: {problem}")
@@ -222,6 +224,11 @@ def load_run_file(path: Path) -> RunFile:
             rf.timing = _timing(rf, value)
         elif key == "load":
             rf.load = _load(rf, value)
+        elif key == "accuracy_budget":
+            value = _expect(rf, key, value, float)
+            if not 0 <= value <= 100:
+                raise rf.fail(key, f"must be between 0 and 100 percentage points, got {value!r}")
+            rf.accuracy_budget = value
         elif key == "recipes":
             rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
     return rf

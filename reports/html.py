@@ -20,6 +20,7 @@ from reports.schema import RunResult
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
+COMPARE_TEMPLATE = "compare.html.j2"
 
 
 @lru_cache(maxsize=1)
@@ -39,11 +40,20 @@ def render_report(run: RunResult) -> str:
     return template_environment().get_template(TEMPLATE).render(view=report_view(run))
 
 
+def render_comparison(a: RunResult, b: RunResult) -> str:
+    from reports.compare import compare_runs
+
+    return template_environment().get_template(COMPARE_TEMPLATE).render(cmp=compare_runs(a, b))
+
+
 def write_report(run: RunResult, path: Path) -> Path:
     """Render and write atomically (temporary file beside it, then rename): a browser never opens half a page."""
+    return write_text_atomic(path, render_report(run))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(run)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

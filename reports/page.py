@@ -6,9 +6,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reports.charts import LoadChart, ScatterChart, accuracy_latency_chart, load_curve_chart
+from reports.decide import Recommendation, recommendations
 from reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
-from reports.schema import RunResult
+from reports.plots import ChartsBlock, charts_block
+from reports.schema import RunResult, VariantResult
+from reports.sections import (
+    CapacityTable,
+    ClassDelta,
+    CompressionFacts,
+    ProfileCard,
+    TableRow,
+    budget_sentence,
+    capacity_table,
+    class_deltas,
+    compression_facts,
+    profile_cards,
+    several_profiles,
+    table_rows,
+)
 from reports.views import (
     FailedVariant,
     LoadTable,
@@ -75,30 +90,57 @@ def header(run: RunResult) -> Header:
 
 
 @dataclass(frozen=True)
+class DetailExtras:
+    """What a variant's details add to the generic record: per-class deltas and what compression did."""
+
+    class_deltas: list[ClassDelta]
+    compression: CompressionFacts
+    op_profile: list[KeyValue]  # where the time goes by operator type, as the run recorded it
+
+
+@dataclass(frozen=True)
 class ReportView:
     header: Header
     metric: QualityMetric
     frontier: list[str]
+    budget: str
+    recommendations: list[Recommendation]
+    profiles: list[ProfileCard]  # shown side by side where the run named several profiles
+    several_profiles: bool
     summary: list[SummaryRow]
-    accuracy_chart: ScatterChart
-    load_chart: LoadChart
+    table: list[TableRow]
+    charts: ChartsBlock
+    capacity: CapacityTable
     load_tables: list[LoadTable]
     failed: list[FailedVariant]
     details: list[VariantDetail]
+    extras: dict[str, DetailExtras]
     environment: list[KeyValue]
     warnings: list[WarningItem] = field(default_factory=list)
 
 
+def detail_extras(run: RunResult, v: VariantResult) -> DetailExtras:
+    op_profile = flattened_items(v.op_profile) if isinstance(v.op_profile, Mapping) else []
+    return DetailExtras(class_deltas(run, v), compression_facts(v), op_profile)
+
+
 def report_view(run: RunResult) -> ReportView:
     """Everything the HTML page shows, computed once."""
+    recs = recommendations(run)
     return ReportView(
         header=header(run),
         metric=quality_metric(run),
         frontier=[v.name for v in run.variants if v.name in frontier_names(run)],
+        budget=budget_sentence(run),
+        recommendations=recs,
+        profiles=profile_cards(run),
+        several_profiles=several_profiles(run),
         summary=summary_rows(run),
-        accuracy_chart=accuracy_latency_chart(run),
-        load_chart=load_curve_chart(run),
+        table=table_rows(run),
+        charts=charts_block(run),
+        capacity=capacity_table(run, {r.variant for r in recs if r.variant}),
         load_tables=load_tables(run),
+        extras={v.name: detail_extras(run, v) for v in run.variants},
         failed=failed_variants(run),
         details=variant_details(run),
         environment=flattened_items(run.environment),

@@ -217,14 +217,27 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read by others (CI, a planner)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def check_against_json_schema(data: Any, where: str) -> None:
+    """Raise SchemaError where `data` breaks reports/results.schema.json (checked on write and on read)."""
+    from reports.schema_json import REGENERATE, schema_errors
+
+    errors = schema_errors(data)
+    if errors:
+        hint = f" (if the dataclasses changed, regenerate the schema: {REGENERATE})" if where == "writing" else ""
+        raise SchemaError(f"{where} results: does not match results.schema.json: {'; '.join(errors)}{hint}")
+
+
 def save_results(run: RunResult, path: Path) -> None:
-    write_json_atomic(path, run.to_dict())
+    data = _clean(run.to_dict())
+    check_against_json_schema(data, "writing")
+    write_json_atomic(path, data)
 
 
 def load_results(path: Path) -> RunResult:
@@ -238,6 +251,8 @@ def load_results(path: Path) -> RunResult:
     if not isinstance(data, dict):
         raise SchemaError(f"{path}: expected a JSON object")
     try:
+        if data.get("schema_version") == SCHEMA_VERSION:  # another version: from_dict says which
+            check_against_json_schema(data, "reading")
         return RunResult.from_dict(data)
     except SchemaError as exc:
         raise SchemaError(f"{path}: {exc}") from exc

@@ -1,7 +1,7 @@
 """What the report shows, computed from a RunResult: formatted rows, the Pareto frontier, tables, warnings.
 
 The HTML template and the terminal table only lay these values out (style principle 12): every
-figure, comparison and frontier mark is computed here or in `reports.charts`, where it is unit-tested.
+figure, comparison and frontier mark is computed here or in `reports.plots`, where it is unit-tested.
 Standard library only, like the schema, so a report renders on a box with no model runtime.
 """
 
@@ -379,7 +379,7 @@ def variant_details(run: RunResult) -> list[VariantDetail]:
     return [
         VariantDetail(
             name=v.name, color=colors[v.name], status=v.status, runtime=v.runtime, recipe=recipe_text(v.recipe),
-            passes=pass_rows(v.artifact.get("passes")), artifact=artifact_items(v.artifact),
+            passes=pass_rows(v.passes or v.artifact.get("passes")), artifact=artifact_items(v.artifact),
             settings=flattened_items(v.settings), latency=latency_items(v.latency), accuracy=accuracy_items(v),
             warnings=list(v.warnings), error=v.error or "",
         )
@@ -396,6 +396,8 @@ class WarningItem:
 def derived_warnings(variant: VariantResult) -> list[str]:
     """Caveats visible in the data that the run did not already state in words."""
     found, said = [], " ".join(variant.warnings).lower()
+    if variant.status == "skipped" and "skip" not in said:
+        found.append(f"skipped: {first_line(variant.error) or '(no reason recorded)'}")
     load = variant.load
     if load is not None and load.cores_shared and "shar" not in said:
         found.append("server and load generator share CPU cores: HTTP figures are pessimistic")

@@ -67,3 +67,80 @@ def test_load_results_rejects_non_json(tmp_path):
 def test_latency_cv():
     stats = LatencyStats.from_seconds([0.001, 0.003])
     assert math.isclose(stats.cv, stats.stdev_ms / stats.mean_ms)
+
+
+# ---------------------------------------------------------------- the JSON Schema file
+
+
+def test_committed_json_schema_matches_the_dataclasses():
+    from reports.schema_json import REGENERATE, SCHEMA_PATH, schema_text
+
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
+        f"{SCHEMA_PATH.name} is out of date with reports/schema.py: regenerate it with `{REGENERATE}` and commit it")
+
+
+def test_json_schema_accepts_a_good_file_and_rejects_broken_ones(tmp_path):
+    from reports.schema_json import schema_errors
+
+    good = _run()
+    good.variants[0].accuracy.per_class = {"0": 1.0, "1": 0.8}
+    path = tmp_path / "results.json"
+    save_results(good, path)
+    data = json.loads(path.read_text())
+    assert schema_errors(data) == []
+
+    wrong_type = json.loads(path.read_text())
+    wrong_type["variants"][0]["latency"]["count"] = "many"
+    assert schema_errors(wrong_type) == ["$.variants[0].latency.count: 'many' is not of type 'integer'"]
+
+    missing = json.loads(path.read_text())
+    del missing["variants"][0]["status"]
+    assert schema_errors(missing) == ["$.variants[0]: 'status' is a required property"]
+
+    extra = json.loads(path.read_text())
+    extra["variants"][0]["latency_ms"] = 3
+    assert "Additional properties are not allowed ('latency_ms' was unexpected)" in schema_errors(extra)[0]
+
+
+def test_load_results_rejects_a_file_that_breaks_the_json_schema(tmp_path):
+    path = tmp_path / "results.json"
+    save_results(_run(), path)
+    data = json.loads(path.read_text())
+    data["variants"][0]["accuracy"]["per_class"] = {"0": "high"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(SchemaError, match=r"results.json: reading results: does not match results.schema.json: "
+                       r"\$.variants\[0\].accuracy.per_class\['0'\]: 'high' is not of type 'number', 'null'"):
+        load_results(path)
+
+
+def test_save_results_refuses_to_write_a_broken_record(tmp_path):
+    run = _run()
+    run.variants[0].status = None  # type: ignore[assignment]
+    path = tmp_path / "results.json"
+    with pytest.raises(SchemaError, match=r"writing results: .*\$.variants\[0\].status: None is not of type 'string'"):
+        save_results(run, path)
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_missing_jsonschema_is_said_once_not_passed_silently(monkeypatch, capsys):
+    import builtins
+
+    from reports import schema_json
+
+    real_import = builtins.__import__
+
+    def no_jsonschema(name, *args, **kwargs):
+        if name == "jsonschema":
+            raise ImportError("no jsonschema")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_jsonschema)
+    monkeypatch.setattr(schema_json, "_said_missing", False)
+    schema_json._validator.cache_clear()
+    try:
+        assert schema_json.schema_errors({}) is None
+        assert schema_json.schema_errors({}) is None
+    finally:
+        schema_json._validator.cache_clear()
+    err = capsys.readouterr().err
+    assert err.count("jsonschema is not installed") == 1 and "pip install jsonschema" in err

@@ -27,8 +27,9 @@ def _refused(tmp_path: Path, capsys, text: str) -> str:
 
 
 BAD_FILES = [
-    ("modle = 'x.onnx'", "key 'modle': unknown key (known: dataset, inputs, load, metric, model, out, profiles, "
-                         "quick, recipes, task, timing, trust_model, variants, weights)"),
+    ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, dataset, inputs, load, metric, model, "
+                         "out, profiles, quick, recipes, task, timing, trust_model, variants, weights)"),
+    ("accuracy_budget = 120", "key 'accuracy_budget': must be between 0 and 100 percentage points, got 120.0"),
     ("quick = 'yes'", "key 'quick': expected a boolean, got a string 'yes'"),
     ("variants = 'ort-fp32'", "key 'variants': expected a list, got a string 'ort-fp32'"),
     ("variants = [1]", "key 'variants': expected a list of non-empty strings, got an integer 1"),
@@ -98,6 +99,7 @@ def test_file_is_parsed_relative_to_its_folder_and_flags_override_it(tmp_path):
 model = "m.onnx"
 inputs = ["x=2,4"]
 task = "regression"
+accuracy_budget = 2.5
 variants = ["ort-int8-dynamic"]
 out = "runs/a"
 [timing]
@@ -115,8 +117,11 @@ step_seconds = 4.0
     assert config.task == "regression" and config.variants == ("ort-int8-dynamic",)
     assert (config.timing.min_runs, config.timing.min_seconds, config.timing.max_seconds) == (5, 0.1, 0.5)
     assert config.load.users == (1, 2) and config.load.step_seconds == 4.0
-    flags = ["run", "--config", str(cfg), "--task", "embedding", "--out", "elsewhere", "--no-load", "--quick"]
+    assert config.accuracy_budget == 2.5
+    flags = ["run", "--config", str(cfg), "--task", "embedding", "--out", "elsewhere", "--no-load", "--quick",
+             "--accuracy-budget", "0.5"]
     config = run_config(build_parser().parse_args(flags))
+    assert config.accuracy_budget == 0.5
     assert config.task == "embedding" and config.out_dir == Path("elsewhere") and config.load is None
     assert config.quick and config.timing.min_runs == 5  # the file's timing still applies over quick mode
 

@@ -1,0 +1,269 @@
+"""The report's interactive charts: plotly.js figure specs computed here, drawn by plotly.js inlined in the page.
+
+Every number a chart shows (the marks, which are on the frontier, which are over the accuracy budget, the
+hover text) is computed in Python from the results and unit-tested; the page only hands the specs to
+plotly.js. plotly.js comes from the `plotly` Python package's own copy (`plotly/package_data/plotly.min.js`),
+found without importing plotly, and is inlined: the report opens from disk with no network. Strings
+given to plotly are HTML-escaped, because plotly reads a small subset of HTML in labels.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from reports.decide import accuracy_budget, drop_points, within_budget
+from reports.formatting import finite, format_ms, format_percent, format_rps
+from reports.schema import RunResult, VariantResult
+from reports.views import measured, peak_step, quality_metric, quality_of, variant_colors
+
+REJECTED_COLOR = "#b8b8b8"  # variants over the accuracy budget, greyed
+
+
+class ReportError(RuntimeError):
+    """The report cannot be rendered as promised (its chart library is missing); the message says how to fix it."""
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """The text of plotly.min.js from the installed `plotly` package; a ReportError where it is missing."""
+    spec = importlib.util.find_spec("plotly")  # locates the package without importing it
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "package_data" / "plotly.min.js"
+        if path.is_file():
+            return path.read_text(encoding="utf-8").replace("</script", "<\\/script")
+    raise ReportError("cannot render the report's charts: plotly.min.js was not found (pip install plotly); "
+                      "no report was written")
+
+
+def non_dominated(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Names whose (a, b) no other point beats: at least as high on both and higher on one (both maximised)."""
+    def dominated(p: tuple[float, float]) -> bool:
+        return any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())
+
+    return {name for name, p in points.items() if not dominated(p)}
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """One chart: the plotly figure (data and layout), how many variant marks it should show, and a note."""
+
+    id: str
+    title: str
+    figure: dict[str, Any]
+    variants: list[str]  # the variants drawn, one mark (or curve) each
+    note: str = ""
+    caption: str = ""
+    marks_per_variant: str = "point"  # "point": one marker each; "curve": one legend entry and line each
+
+
+def _esc(text: str) -> str:
+    return html.escape(str(text), quote=False)
+
+
+AXIS = {"zeroline": False, "gridcolor": "#e6e6e6"}
+
+
+def _layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "xaxis": {"title": {"text": _esc(x_title)}, **AXIS, **extra.pop("xaxis", {})},
+        "yaxis": {"title": {"text": _esc(y_title)}, **AXIS, **extra.pop("yaxis", {})},
+        "margin": {"l": 64, "r": 16, "t": 16, "b": 64},
+        "height": 400,
+        "hovermode": "closest",
+        "legend": {"orientation": "h", "y": -0.3, "yanchor": "top", "font": {"size": 11}},
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#ffffff",
+        "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    name: str
+    quality: float  # 0..1
+    x: float
+    in_budget: bool | None
+    on_frontier: bool
+    hover: str
+
+
+def _budget_words(run: RunResult, v: VariantResult) -> str:
+    drop, ok = drop_points(run, v), within_budget(run, v)
+    if drop is None:
+        return "accuracy budget: n/a (no baseline figure)"
+    verdict = "within" if ok else "over"
+    return f"{drop:+.2f} points vs baseline: {verdict} the {accuracy_budget(run):g}-point budget".replace("+-", "-")
+
+
+def tradeoff_points(run: RunResult, x_of: Any, x_label: str, x_text: Any, higher_x_better: bool) -> list[TradeoffPoint]:
+    """One point per measured variant with a quality figure and an x figure; frontier among the measured ones."""
+    metric = quality_metric(run)
+    raw = []
+    for v in run.variants:
+        quality, x = (quality_of(v, metric), x_of(v)) if measured(v) else (None, None)
+        if quality is not None and x is not None:
+            raw.append((v, quality, x))
+    frontier = non_dominated({v.name: (q, x if higher_x_better else -x) for v, q, x in raw})
+    points = []
+    for v, q, x in raw:
+        lines = [v.name, f"{metric.label}: {format_percent(q, 2)}", f"{x_label}: {x_text(x)}", _budget_words(run, v)]
+        if v.name in frontier:
+            lines.append("on the Pareto frontier")
+        points.append(TradeoffPoint(v.name, q, x, within_budget(run, v), v.name in frontier,
+                                    "<br>".join(_esc(line) for line in lines)))
+    return points
+
+
+def _marker(point: TradeoffPoint, color: str) -> dict[str, Any]:
+    if point.in_budget is False:
+        return {"color": REJECTED_COLOR, "size": 11, "opacity": 0.55, "symbol": "circle-open",
+                "line": {"width": 2, "color": REJECTED_COLOR}}
+    if point.on_frontier:
+        return {"color": color, "size": 14, "symbol": "diamond", "line": {"width": 1.5, "color": "#222"}}
+    return {"color": color, "size": 11, "symbol": "circle", "line": {"width": 1, "color": "#fff"}}
+
+
+def tradeoff_chart(run: RunResult, chart_id: str, title: str, x_of: Any, x_label: str, x_text: Any,
+                   higher_x_better: bool, log_x: bool = False) -> ChartSpec:
+    """Accuracy against one speed figure: a trace per variant (one point), the frontier joined by a line."""
+    metric, colors = quality_metric(run), variant_colors(run)
+    points = tradeoff_points(run, x_of, x_label, x_text, higher_x_better)
+    data: list[dict[str, Any]] = []
+    front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
+    if len(front) > 1:
+        data.append({"type": "scatter", "mode": "lines", "x": [p.x for p in front],
+                     "y": [p.quality * 100 for p in front],
+                     "line": {"color": "#444", "dash": "dot", "width": 1.5}, "hoverinfo": "skip",
+                     "name": "Pareto frontier", "showlegend": True})
+    for p in points:
+        label = _esc(p.name) + (" (over budget)" if p.in_budget is False else "")
+        data.append({"type": "scatter", "mode": "markers", "x": [p.x], "y": [p.quality * 100], "name": label,
+                     "text": [p.hover], "hoverinfo": "text", "marker": _marker(p, colors[p.name]),
+                     "meta": {"variant": p.name}})
+    drawn = {p.name for p in points}
+    missing = [v.name for v in run.variants if v.name not in drawn]
+    note = f"not shown (not measured, or no {metric.label} or {x_label}): {', '.join(missing)}" if missing else ""
+    xaxis = {"type": "log", "dtick": "D2"} if log_x and _wide(points) else {"rangemode": "tozero"}
+    layout = _layout(x_label, f"{metric.label} (%)", xaxis=xaxis, yaxis={"ticksuffix": "%"})
+    return ChartSpec(chart_id, title, {"data": data, "layout": layout}, [p.name for p in points], note)
+
+
+def _wide(points: Sequence[TradeoffPoint]) -> bool:
+    xs = [p.x for p in points if p.x > 0]
+    return bool(xs) and max(xs) / min(xs) >= 20
+
+
+def _p99(v: VariantResult) -> float | None:
+    return finite(v.latency.p99_ms) if v.latency else None
+
+
+def _peak_rps(v: VariantResult) -> float | None:
+    peak = peak_step(v.load)
+    return finite(peak.throughput_rps) if peak else None
+
+
+def pareto_latency_chart(run: RunResult) -> ChartSpec:
+    spec = tradeoff_chart(run, "pareto-latency", "Accuracy vs in-process p99 latency", _p99,
+                          "in-process p99 latency (ms)", lambda x: f"{format_ms(x)} ms", higher_x_better=False,
+                          log_x=True)
+    return _with_caption(spec, "Up and to the left is better.")
+
+
+def pareto_throughput_chart(run: RunResult) -> ChartSpec:
+    spec = tradeoff_chart(run, "pareto-throughput", "Accuracy vs peak HTTP throughput", _peak_rps,
+                          "peak HTTP throughput (req/s)", lambda x: f"{format_rps(x)} req/s", higher_x_better=True)
+    return _with_caption(spec, "Up and to the right is better.")
+
+
+def _with_caption(spec: ChartSpec, where_better: str) -> ChartSpec:
+    caption = (f"{where_better} Diamonds are on the Pareto frontier (no variant is both at least as accurate and "
+               "faster); grey open circles are over the accuracy budget. Hover a mark for its figures.")
+    return ChartSpec(spec.id, spec.title, spec.figure, spec.variants, spec.note, caption)
+
+
+def latency_budget_ms(run: RunResult) -> float | None:
+    """The p99 budget the capacity figures use: the first variant's capacity record, else the run config's."""
+    for v in run.variants:
+        if v.capacity is not None and finite(v.capacity.budget_p99_ms) is not None:
+            return float(v.capacity.budget_p99_ms)
+    capacity = run.config.get("capacity")
+    value = capacity.get("budget_p99_ms") if isinstance(capacity, dict) else run.config.get("budget_p99_ms")
+    return finite(value)
+
+
+PERCENTILES = (("p50", "p50_ms", "dot"), ("p90", "p90_ms", "dash"), ("p99", "p99_ms", "solid"))
+
+
+def load_curve_spec(run: RunResult) -> ChartSpec:
+    """Latency percentiles (p50 dotted, p90 dashed, p99 solid) against achieved throughput, one colour per variant."""
+    colors, data, drawn = variant_colors(run), [], []
+    for v in run.variants:
+        steps = sorted((s for s in (v.load.steps if v.load else []) if s.latency is not None
+                        and finite(s.throughput_rps) is not None), key=lambda s: s.users)
+        if not steps:
+            continue
+        drawn.append(v.name)
+        for label, attr, dash in PERCENTILES:
+            ys = [finite(getattr(s.latency, attr)) for s in steps]
+            hover = [_esc(f"{v.name} {label}: {format_ms(y)} ms at {format_rps(s.throughput_rps)} req/s, "
+                          f"{s.users} users, {s.failures} failures") for s, y in zip(steps, ys, strict=True)]
+            data.append({"type": "scatter", "mode": "lines+markers" if label == "p99" else "lines",
+                         "x": [s.throughput_rps for s in steps], "y": ys, "name": _esc(v.name),
+                         "legendgroup": _esc(v.name), "showlegend": label == "p99", "text": hover,
+                         "hoverinfo": "text", "line": {"color": colors[v.name], "dash": dash, "width": 2},
+                         "marker": {"size": 8}, "meta": {"variant": v.name, "percentile": label}})
+    budget = latency_budget_ms(run)
+    shapes, annotations = [], []
+    if budget is not None and drawn:
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": budget, "y1": budget,
+                       "line": {"color": "#c0392b", "width": 2, "dash": "dashdot"}})
+        annotations.append({"xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": budget,
+                            "yanchor": "bottom", "text": f"p99 budget {format_ms(budget)} ms", "showarrow": False,
+                            "font": {"color": "#c0392b", "size": 11}})
+    missing = [v.name for v in run.variants if v.name not in drawn]
+    notes = []
+    if missing:
+        notes.append(f"no load figures: {', '.join(missing)}")
+    if budget is None and drawn:
+        notes.append("no p99 latency budget was recorded, so no budget line is drawn")
+    layout = _layout("achieved throughput (req/s)", "HTTP latency (ms)", shapes=shapes, annotations=annotations,
+                     xaxis={"rangemode": "tozero"}, yaxis={"rangemode": "tozero"})
+    caption = ("One colour per variant, one point per load step: p99 solid with markers, p90 dashed, p50 dotted. "
+               "Where a curve turns up, the server is saturated.")
+    return ChartSpec("load-curves", "Latency percentiles vs achieved throughput (HTTP, Locust)",
+                     {"data": data, "layout": layout}, drawn, "; ".join(notes), caption, marks_per_variant="curve")
+
+
+def charts(run: RunResult) -> list[ChartSpec]:
+    return [pareto_latency_chart(run), pareto_throughput_chart(run), load_curve_spec(run)]
+
+
+def charts_json(specs: Sequence[ChartSpec]) -> str:
+    """The figures as JSON that is safe inside a <script type="application/json"> element: no <, > or & survive
+    as themselves, so no value can close the element (a name like </script> stays inert data)."""
+    text = json.dumps({s.id: s.figure for s in specs}, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                         ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+@dataclass(frozen=True)
+class ChartsBlock:
+    specs: list[ChartSpec]
+    data_json: str
+    library: str = field(repr=False)
+
+
+def charts_block(run: RunResult) -> ChartsBlock:
+    specs = charts(run)
+    return ChartsBlock(specs, charts_json(specs), plotly_js())
