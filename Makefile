@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint check clean browser
+.PHONY: install demo test test-fast lint check audit clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: install
 	$(BIN)/ruff check .
 
 check: lint test
+
+# Known vulnerabilities in the installed (locked) dependency set. --strict: a package that could not be
+# audited (no network, a mirror without per-version data) fails the step instead of passing silently.
+audit: install
+	$(BIN)/python -m pip freeze --exclude-editable > $(VENV)/audited-requirements.txt
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off --desc
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

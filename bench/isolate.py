@@ -1,52 +1,155 @@
 """Run a function in a fresh child process and get its result back as data.
 
 Runtimes keep thread pools, allocate globally and can crash; a child per variant keeps one
-variant's state (or its segfault) away from the next one's measurement.
+variant's state (or its segfault) away from the next one's measurement. The child runs in its
+own process group with its stderr in a file, so a crash is reported with its signal and the
+tail of what it printed, and a timeout (or the parent being interrupted) kills the child and
+anything it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
+import signal
+import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+STDERR_TAIL_CHARS = 2000
 
 
 class ChildError(RuntimeError):
-    """The child raised, crashed or timed out; the message says which."""
+    """The child raised, crashed or timed out; the message says which.
+
+    `kind` is "error" (it raised), "crashed" (it died: `exit_status` is its exit code, negative
+    for a signal, as multiprocessing reports it), "timeout" or "oom" (it raised MemoryError under
+    its memory limit). `stderr_tail` is the last lines the child wrote to stderr.
+    """
+
+    def __init__(self, message: str, kind: str = "error", exit_status: int | None = None,
+                 stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.exit_status = exit_status
+        self.stderr_tail = stderr_tail
 
 
-def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def exit_status_text(code: int | None) -> str:
+    """'exit code 7' or 'signal SIGSEGV (exit status -11)': how a process ended, in words."""
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"signal {name} (exit status {code})"
+    return f"exit code {code}"
+
+
+def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], stderr_path: str,
+                memory_limit_bytes: int | None) -> None:
+    os.setpgrp()  # its own group: a timeout kills it and its children; the terminal's Ctrl-C goes to the parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 2)
+    os.close(fd)
+    import faulthandler
+
+    faulthandler.enable()  # a segfault or abort leaves a Python traceback in the stderr tail
+    if memory_limit_bytes is not None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     try:
         result = ("ok", fn(*args))
-    except BaseException as exc:  # everything goes back to the parent as data
-        result = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    except MemoryError as exc:
+        result = ("oom", f"MemoryError: {exc}", "")
+    except BaseException as exc:  # everything goes back to the parent as data; the traceback to the stderr tail
+        traceback.print_exc()
+        result = ("error", f"{type(exc).__name__}: {exc}", "")
     conn.send(result)
     conn.close()
 
 
-def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0) -> Any:
-    """`fn(*args)` in a spawned process; its exception, crash or timeout becomes a ChildError."""
-    ctx = mp.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(sender, fn, args), daemon=True)
-    process.start()
-    sender.close()
+def stderr_tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
+    """The last `chars` characters the child wrote to stderr, whole lines, stripped."""
     try:
-        if not receiver.poll(timeout_s):
-            raise ChildError(f"timed out after {timeout_s:.0f} s")
-        try:
-            message = receiver.recv()
-        except EOFError:
-            process.join(5)
-            raise ChildError(f"the process died (exit code {process.exitcode})") from None
+        data = path.read_bytes()[-chars:]
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if len(data) == chars and "\n" in text:
+        text = text.split("\n", 1)[1]  # drop the cut first line
+    return text.strip()
+
+
+def _kill_group(process: Any) -> None:
+    """SIGKILL the child's process group (the child and whatever it started), then reap the child."""
+    if process.pid is None:  # it never started: nothing to kill, nothing to join
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
+    process.join()
+
+
+def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
+                  memory_limit_bytes: int | None = None) -> Any:
+    """`fn(*args)` in a spawned process; its exception, crash, out-of-memory or timeout becomes a ChildError.
+
+    Any exception in the parent while it waits (KeyboardInterrupt, a SIGTERM turned into one)
+    kills the child's process group before it propagates: no orphan keeps running.
+    """
+    ctx = mp.get_context("spawn")
+    fd, name = tempfile.mkstemp(prefix="mcbench-child-", suffix=".stderr")
+    os.close(fd)
+    log = Path(name)
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child_main, args=(sender, fn, args, name, memory_limit_bytes), daemon=True)
+    finished = False
+    try:
+        process.start()
+        sender.close()
+        message = _receive(receiver, process, log, timeout_s)
+        process.join(5)
+        finished = True
     finally:
-        if process.is_alive():
-            process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        if not finished or process.is_alive():
+            _kill_group(process)
         receiver.close()
-    if message[0] == "error":
-        raise ChildError(message[1])
-    return message[1]
+        tail = stderr_tail(log)
+        log.unlink(missing_ok=True)
+    if message[0] == "ok":
+        return message[1]
+    kind = "oom" if message[0] == "oom" else "error"
+    detail = f"out of memory (limit {memory_limit_bytes} bytes): {message[1]}" if kind == "oom" else message[1]
+    raise ChildError(detail, kind, process.exitcode, tail)
+
+
+def _receive(receiver: Any, process: Any, log: Path, timeout_s: float) -> tuple:
+    """The child's message; a timeout or a death without one raises ChildError with the stderr tail."""
+    if not receiver.poll(timeout_s):
+        _kill_group(process)
+        tail = stderr_tail(log)
+        raise ChildError(f"timed out after {timeout_s:g} s; the child was killed" + _tail_suffix(tail), "timeout",
+                         process.exitcode, tail)
+    try:
+        return receiver.recv()
+    except EOFError:
+        process.join(5)
+        tail = stderr_tail(log)
+        raise ChildError(f"the process died: {exit_status_text(process.exitcode)}" + _tail_suffix(tail), "crashed",
+                         process.exitcode, tail) from None
+
+
+def _tail_suffix(tail: str) -> str:
+    if not tail:
+        return ""
+    last = tail.splitlines()[-1]
+    return f"; last stderr line: {last}"

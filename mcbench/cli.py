@@ -1,7 +1,9 @@
 """The `mcbench` command line.
 
-Exit codes: 0 every variant measured; 1 the run finished but a variant failed; 2 bad input (arguments,
-model file, results file); 130 interrupted. Errors are one line, `mcbench: ...`; `--debug` shows tracebacks.
+Exit codes: 0 every variant measured; 1 the run finished but a variant failed (or its results could not be
+written mid-run); 2 bad input (arguments, config, model file, results file, an unwritable output folder);
+130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the finished variants are saved with a partial report.
+Errors are one line, `mcbench: ...`; `--debug` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130  # 128 + signal: 130, 143
 
 
 class UsageError(ValueError):
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-model", action="store_true",
                      help="allow unpickling a full model file: this runs code from the file")
     run.add_argument("--dataset", type=Path, help=".npz with one array per model input plus 'labels'")
-    run.add_argument("--task", default="classification", choices=["classification", "regression", "embedding"],
+    run.add_argument("--task", choices=["classification", "regression", "embedding"],
                      help="which metrics the dataset's labels feed (default classification)")
     run.add_argument("--metric", metavar="package.module:function",
                      help="a user metric: function(outputs, labels) -> float or dict of floats")
@@ -69,9 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(run)
     run.add_argument("--max-batch", type=int, help="also load-test with server dynamic batching of up to N requests")
     run.add_argument("--max-wait-ms", type=_positive_float, help="dynamic batching: longest wait for a batch (ms)")
-    run.add_argument("--accuracy-budget", type=float, default=1.0, metavar="POINTS",
+    run.add_argument("--accuracy-budget", type=float, metavar="POINTS",
                      help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose "
                      "against the baseline, in percentage points (default 1.0)")
+    run.add_argument("--config", type=Path, metavar="RUN.TOML",
+                     help="read the run's settings from a TOML file (parsed, never executed); flags override it")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="finish an interrupted or partly failed run: keep its finished variants, run the rest")
 
     profiles = sub.add_parser("profiles", help="hardware profiles: list, show NAME, detect this machine")
     profiles_sub = profiles.add_subparsers(dest="action", required=True)
@@ -132,12 +138,19 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_load(args, UsageError)
         return cmd_report(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from mcbench.runguard import signal_number
+
         print("mcbench: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + signal_number(exc)
     except Exception as exc:
         if args.debug:
             raise
+        from mcbench.runguard import OutputError, ResultsWriteError
+
+        if isinstance(exc, OutputError):
+            print(f"mcbench: {exc}", file=sys.stderr)
+            return EXIT_VARIANT_FAILED if isinstance(exc, ResultsWriteError) else EXIT_BAD_INPUT
         if _is_user_error(exc):
             print(f"mcbench: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -162,26 +175,104 @@ def _is_user_error(exc: Exception) -> bool:
 
 
 def run_config(args: argparse.Namespace):
-    """The RunConfig the arguments ask for; bad combinations are UsageErrors."""
+    """The RunConfig the arguments ask for (a --config file, then the flags over it); bad input is a UsageError."""
     import dataclasses
 
-    from mcbench.config import RunConfig
+    from mcbench.config import ConfigError, RunConfig
+    from mcbench.config_file import RunFile, load_run_file
     from mcbench.load_cmd import plan_from_args
     from optimizer.intake import parse_inputs
 
-    base = RunConfig.quick_mode() if args.quick else RunConfig()
-    load = None if args.no_load else plan_from_args(args, base.load, UsageError)
+    rf = load_run_file(args.config) if args.config else RunFile(source="")
+    if rf.recipes:
+        raise rf.fail("recipes", "the recipes parse, but custom recipes are not run by this version of mcbench yet; "
+                      "remove the key")
+    quick = args.quick or bool(rf.quick)
+    base = RunConfig.quick_mode() if quick else RunConfig()
+    try:
+        timing = dataclasses.replace(base.timing, **rf.timing)
+    except ValueError as exc:
+        raise rf.fail("timing", str(exc)) from None
+    load = base.load
+    if rf.load.get("enabled") is False:
+        load = None
+    elif rf.load:
+        fields = {k: v for k, v in rf.load.items() if k != "enabled"}
+        try:
+            load = dataclasses.replace(load, **fields)
+        except ValueError as exc:
+            raise rf.fail("load", str(exc)) from None
+    if args.no_load:
+        load = None
+    elif load is not None:
+        load = plan_from_args(args, load, UsageError)
     if load is not None and (args.max_batch or args.max_wait_ms):
         batching = {"max_batch": args.max_batch or 8, "max_wait_ms": args.max_wait_ms or load.max_wait_ms}
         try:
             load = dataclasses.replace(load, **batching)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    return dataclasses.replace(
-        base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out, load=load,
-        variants=args.variants, weights=args.weights, trust_model=args.trust_model, dataset=args.dataset,
-        task=args.task, metric=args.metric, profiles=tuple(args.profiles), accuracy_budget=args.accuracy_budget,
-    )
+    inputs = parse_inputs(args.input) if args.input else _file_inputs(rf, parse_inputs)
+    try:
+        return dataclasses.replace(
+            base, model=args.model or rf.model, inputs=inputs,
+            out_dir=args.out or rf.out, load=load, timing=timing, variants=args.variants or tuple(rf.variants),
+            weights=args.weights or rf.weights, trust_model=args.trust_model or bool(rf.trust_model),
+            dataset=args.dataset or rf.dataset, task=args.task or rf.task or "classification",
+            metric=args.metric or rf.metric, profiles=tuple(args.profiles or rf.profiles),
+            accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{rf.source}: {exc}" if rf.source else str(exc)) from None
+
+
+def _first(*values):
+    """The first value that is not None: a flag, else the run file, else the default."""
+    return next(v for v in values if v is not None)
+
+
+def _file_inputs(rf, parse_inputs) -> dict:
+    """The run file's `inputs`, parsed as --input is; a bad one names the file and the key."""
+    from optimizer.intake import IntakeError
+
+    try:
+        return parse_inputs(rf.inputs)
+    except IntakeError as exc:
+        raise rf.fail("inputs", str(exc)) from None
+
+
+def resume_config(args: argparse.Namespace):
+    """The config to finish `--resume RUN_DIR` with, and the earlier run.
+
+    `--resume RUN_DIR` alone reuses the config recorded in its results.json; with other run arguments
+    they must ask for that same config, so a resumed run never mixes two configurations.
+    """
+    import dataclasses
+
+    from mcbench.config import config_from_dict
+    from reports.schema import load_results
+
+    if args.out is not None:
+        raise UsageError("--resume RUN_DIR names the run folder; do not give --out with it")
+    results = args.resume / "results.json"
+    if not results.is_file():
+        raise UsageError(f"{args.resume}: no results.json to resume (is it a run folder?)")
+    earlier = load_results(results)
+    requested = run_config(args)
+    default = run_config(build_parser().parse_args(["run"]))
+    if requested.to_dict() == default.to_dict():
+        requested = config_from_dict(earlier.config, str(results))
+    else:
+        changed = [k for k in sorted(set(requested.to_dict()) | set(earlier.config))
+                   if requested.to_dict().get(k) != earlier.config.get(k)]
+        if changed:
+            key = changed[0]
+            raise UsageError(
+                f"{results}: this run was made with a different config ({key}: "
+                f"{earlier.config.get(key)!r} there, {requested.to_dict().get(key)!r} now); "
+                f"resume with the same arguments, or with --resume alone"
+            )
+    return dataclasses.replace(requested, out_dir=args.resume), earlier
 
 
 def _progress(message: str) -> None:
@@ -189,15 +280,34 @@ def _progress(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mcbench.pipeline import Pipeline
+    from mcbench.pipeline import Pipeline, RunInterrupted
+    from mcbench.runguard import signals_ignored, signals_raise
     from reports.html import write_report
     from reports.text import summary_table
 
-    config = run_config(args)
-    if config.out_dir is not None and (config.out_dir / "results.json").exists():
-        raise UsageError(f"{config.out_dir} already holds a results.json; choose another --out")
+    earlier = None
+    if args.resume is not None:
+        config, earlier = resume_config(args)
+    else:
+        config = run_config(args)
+        if config.out_dir is not None and (config.out_dir / "results.json").exists():
+            raise UsageError(f"{config.out_dir} already holds a results.json; choose another --out "
+                             f"(or finish it with --resume {config.out_dir})")
     started = time.perf_counter()
-    run, paths = Pipeline(config, progress=_progress).run()
+    try:
+        with signals_raise():
+            run, paths = Pipeline(config, progress=_progress).run(resume=earlier)
+    except RunInterrupted as stop:
+        with signals_ignored():
+            report = write_report(stop.run, stop.paths.report)
+            print(summary_table(stop.run))
+            print(f"\ninterrupted: partial results: {stop.paths.results}\nreport:  {report}\n"
+                  f"finish with: mcbench run --resume {stop.paths.root}")
+        import signal
+
+        print(f"mcbench: interrupted by {signal.Signals(stop.signum).name}; the finished variants are saved",
+              file=sys.stderr)
+        return 128 + stop.signum
     report = write_report(run, paths.report)
     print(summary_table(run))
     print(f"\nresults: {paths.results}\nreport:  {report}\nwall time: {time.perf_counter() - started:.0f} s")

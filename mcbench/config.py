@@ -118,3 +118,23 @@ class RunConfig:
             "variants": list(self.variants),
             "accuracy_budget": self.accuracy_budget,
         }
+
+
+def config_from_dict(data: dict, source: str) -> RunConfig:
+    """The RunConfig a results file recorded (RunConfig.to_dict's inverse), for `mcbench run --resume`."""
+    from bench.latency import TimingPlan
+
+    try:
+        load = data.get("load")
+        return RunConfig(
+            model=data["model"], weights=Path(data["weights"]) if data.get("weights") else None,
+            trust_model=bool(data["trust_model"]), dataset=Path(data["dataset"]) if data.get("dataset") else None,
+            task=data["task"], metric=data.get("metric"), profiles=tuple(data["profiles"]),
+            inputs={k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data["inputs"].items()},
+            quick=bool(data["quick"]), timing=TimingPlan(**data["timing"]),
+            load=None if load is None else LoadPlan(**{**load, "users": tuple(load["users"])}),
+            variants=tuple(data["variants"]),
+            accuracy_budget=float(data.get("accuracy_budget", 1.0)),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from bench.accuracy import accuracy_of
 from bench.environment import environment
-from bench.isolate import ChildError, call_in_child
+from bench.isolate import ChildError, call_in_child, exit_status_text
 from bench.measure import InProcessResult, measure_in_process
 from mcbench.config import ConfigError, RunConfig
+from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
 from optimizer.hardware import cpu_info, split_cores, usable_cores
@@ -46,13 +50,32 @@ class RunPaths:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def baseline_outputs(self) -> Path:
+        """The baseline's outputs, kept so a resumed run can still measure fidelity to them."""
+        return self.root / "work" / "baseline-outputs.npy"
+
     def artifacts(self, recipe: tuple[str, ...]) -> Path:
-        return self.root / "artifacts" / (safe_name("+".join(recipe)) if recipe else "base")
+        return self.inside(self.root / "artifacts" / (safe_name("+".join(recipe)) if recipe else "base"))
 
     def work(self, variant: str) -> Path:
-        path = self.root / "work" / variant
+        path = self.inside(self.root / "work" / safe_name(variant))
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def inside(self, path: Path) -> Path:
+        """`path`, after checking it resolves inside the run folder: no name can steer a folder outside it."""
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise OutputError(f"refusing to write {path}: it resolves outside the run folder {self.root}")
+        return path
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived mid-run; `run` holds what finished, already saved to `paths.results`."""
+
+    def __init__(self, run: RunResult, paths: RunPaths, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.run, self.paths, self.signum = run, paths, signum
 
 
 def new_run_dir(base: Path, model_name: str) -> Path:
@@ -140,8 +163,14 @@ class Pipeline:
         self.profiles: dict[str, Profile] = {}
 
     def prepare(self) -> tuple[Workload, RunPaths]:
-        """Load or train the model before a run folder exists for it, so bad input leaves nothing behind."""
+        """Load or train the model before a run folder exists for it, so bad input leaves nothing behind.
+
+        The output folder is checked first (writable, free space), so a run that could not save its
+        results fails in its first second, not after an hour. A folder that existed before (a resumed
+        run) is never removed.
+        """
         cfg = self.config
+        preflight_output(cfg.out_dir or Path("runs"))
         if cfg.model is None:
             base_dir = cfg.out_dir or new_run_dir(Path("runs"), "digits-cnn")
             paths = RunPaths(base_dir)
@@ -152,44 +181,130 @@ class Pipeline:
             return workload, paths
         stem = cfg.model.rpartition(":")[2] if ":" in cfg.model else Path(cfg.model).stem
         paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), safe_name(stem)))
+        existed = paths.root.exists()
         paths.root.mkdir(parents=True, exist_ok=True)
         try:
             workload = user_workload(cfg.model, cfg.inputs, paths.root / "source", cfg.weights, cfg.trust_model,
                                      cfg.dataset)
         except BaseException:
-            shutil.rmtree(paths.root, ignore_errors=True)  # bad input leaves nothing behind
+            if not existed:
+                shutil.rmtree(paths.root, ignore_errors=True)  # bad input leaves nothing behind
             raise
         return workload, paths
 
-    def run(self) -> tuple[RunResult, RunPaths]:
+    def run(self, resume: RunResult | None = None) -> tuple[RunResult, RunPaths]:
+        """Build and measure every variant; with `resume` (an earlier run of this config in config.out_dir),
+        keep its finished variants and run only the failed and missing ones.
+
+        SIGINT/SIGTERM (a KeyboardInterrupt) saves what finished, marks the run interrupted and
+        raises RunInterrupted; the children were already killed by bench.isolate on the way up.
+        """
         specs = select_variants(self.variant_matrix(), self.config.variants)
         self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
-        env = environment()
         run = RunResult(
             run_id=paths.root.name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             model=workload.info,
             config=self.config.to_dict(),
-            environment=env,
+            environment=environment(),
             variants=[],
             baseline=next((s.name for s in specs if s.baseline), None),
         )
         if workload.dataset is None:
             run.warnings.append("no dataset: accuracy is not measured; fidelity to the baseline uses generated inputs")
-        baseline_outputs = None
-        for index, spec in enumerate(specs, start=1):
-            self.say(f"[{index}/{len(specs)}] {spec.name}")
-            result, outputs = self.run_variant(spec, workload, paths, baseline_outputs)
-            if spec.baseline and outputs is not None:
-                baseline_outputs = outputs
-                result.accuracy = self.accuracy(result, outputs, outputs, workload)
-            run.variants.append(result)
-            save_results(run, paths.results)
+        kept = self.kept_variants(resume, paths)
+        if resume is not None:
+            for stale in paths.root.glob(".results.json.*.tmp"):  # a write cut short by kill -9
+                stale.unlink(missing_ok=True)
+            run.run_id, run.created = resume.run_id, resume.created
+            run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
+                                f"{len([s for s in specs if s.name not in kept])} run now")
+        baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
+        self.reuse_artifacts(kept)
+        try:
+            for index, spec in enumerate(specs, start=1):
+                if spec.name in kept:
+                    self.say(f"[{index}/{len(specs)}] {spec.name}: kept ({kept[spec.name].status}) from before")
+                    run.variants.append(kept[spec.name])
+                    continue
+                self.say(f"[{index}/{len(specs)}] {spec.name}")
+                result, outputs = self.run_variant(spec, workload, paths, baseline_outputs)
+                if spec.baseline and outputs is not None:
+                    baseline_outputs = outputs
+                    result.accuracy = self.accuracy(result, outputs, outputs, workload)
+                    self.save_baseline_outputs(outputs, paths)
+                run.variants.append(result)
+                self.save(run, paths)
+        except KeyboardInterrupt as exc:
+            with signals_ignored():
+                signum = signal_number(exc)
+                name = signal.Signals(signum).name
+                run.warnings.append(
+                    f"interrupted by {name} after {len(run.variants)} of {len(specs)} variants: this run is partial; "
+                    f"finish it with `mcbench run --resume {paths.root}`"
+                )
+                self.say(f"interrupted by {name}: saving the {len(run.variants)} finished variant(s)")
+                self.save(run, paths)
+            raise RunInterrupted(run, paths, signum) from None
         if baseline_outputs is None:
             run.warnings.append("the baseline variant failed: fidelity to FP32 could not be measured")
-        save_results(run, paths.results)
+        self.save(run, paths)
         return run, paths
+
+    def kept_variants(self, resume: RunResult | None, paths: RunPaths) -> dict[str, VariantResult]:
+        """The earlier run's finished variants (ok or skipped) whose artifact files are still there."""
+        if resume is None:
+            return {}
+        kept = {}
+        for v in resume.variants:
+            artifact = v.artifact.get("path") if v.artifact else None
+            if v.status in ("ok", "skipped") and (artifact is None or Path(artifact).exists()):
+                kept[v.name] = v
+        return kept
+
+    def reuse_artifacts(self, kept: dict[str, VariantResult]) -> None:
+        """Kept variants' artifacts count as built (when their files still hash as recorded): a resumed run
+        builds on them instead of rewriting files that kept results describe."""
+        from optimizer.artifact import sha256_of
+
+        for v in kept.values():
+            if not v.recipe or not v.artifact.get("sha256"):
+                continue
+            try:
+                artifact = Artifact.from_dict(v.artifact)
+                if sha256_of(artifact.path) == v.artifact["sha256"]:
+                    self._built.setdefault(tuple(v.recipe), artifact)
+            except (KeyError, TypeError, ValueError, OSError):
+                continue  # rebuilt like any other
+
+    def kept_baseline_outputs(self, kept: dict[str, VariantResult], specs: list[VariantSpec], paths: RunPaths):
+        """The kept baseline's saved outputs; without them the baseline is measured again (fidelity needs them)."""
+        baseline = next((s.name for s in specs if s.baseline), None)
+        if baseline not in kept:
+            return None
+        try:
+            return np.load(paths.baseline_outputs, allow_pickle=False)
+        except (OSError, ValueError):
+            del kept[baseline]
+            return None
+
+    def save_baseline_outputs(self, outputs, paths: RunPaths) -> None:
+        try:
+            paths.baseline_outputs.parent.mkdir(parents=True, exist_ok=True)
+            np.save(paths.baseline_outputs, np.asarray(outputs), allow_pickle=False)
+        except OSError as exc:
+            raise ResultsWriteError(f"cannot write {paths.baseline_outputs}: {exc.strerror}") from None
+
+    def save(self, run: RunResult, paths: RunPaths) -> None:
+        """results.json, atomically; a failed write says which file and why, and leaves the last good one."""
+        try:
+            save_results(run, paths.results)
+        except OSError as exc:
+            raise ResultsWriteError(
+                f"cannot write {paths.results}: {exc.strerror or exc}; it still holds the results as last saved "
+                f"({len(run.variants) - 1} variant(s))"
+            ) from None
 
     def variant_matrix(self) -> list[VariantSpec]:
         """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile."""
@@ -227,7 +342,14 @@ class Pipeline:
                 self.say(f"  compiled, not measured: {reason}")
                 return result, None
             measured = self.measure(spec, artifact, target, workload)
-        except (PassError, TargetError, ChildError, ValueError, OSError) as exc:
+        except ChildError as exc:
+            result.error = child_error_text(exc)
+            result.exit_status, result.stderr_tail = exc.exit_status, exc.stderr_tail or None
+            self.say(f"  failed: {first_line_of(result.error)}")
+            return result, None
+        except OutputError:
+            raise
+        except (PassError, TargetError, ValueError, OSError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             self.say(f"  failed: {result.error}")
             return result, None
@@ -306,7 +428,7 @@ class Pipeline:
         server_cores, loadgen_cores = load_cores(profile)
         target = spec.target.with_threads(len(server_cores))
         result.settings["server"] = {**target.to_dict(), "cores": server_cores}
-        work = paths.work(safe_name(spec.name))
+        work = paths.work(spec.name)
         spec_path = work / "server.json"
         server_spec = {"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}
         spec_path.write_text(json.dumps(server_spec))
@@ -399,3 +521,21 @@ def load_warnings(load) -> list[str]:
         out.append(f"{len(unstable)} of {len(steps)} load steps did not settle "
                    "(windows disagreed beyond the tolerance)")
     return out
+
+
+STDERR_LINES_IN_ERROR = 20
+
+
+def child_error_text(exc: ChildError) -> str:
+    """The error a failed child leaves in results and report: what happened, its exit status, its stderr tail."""
+    text = f"{exc.kind}: {exc}"
+    if exc.kind != "crashed" and exc.exit_status is not None:
+        text += f" ({exit_status_text(exc.exit_status)})"
+    if exc.stderr_tail:
+        tail = "\n".join(exc.stderr_tail.splitlines()[-STDERR_LINES_IN_ERROR:])
+        text += f"\n--- last lines of its stderr ---\n{tail}"
+    return text
+
+
+def first_line_of(text: str) -> str:
+    return text.splitlines()[0] if text else ""

@@ -167,6 +167,8 @@ class VariantResult:
     passes: list[dict[str, Any]] = field(default_factory=list)  # per pass: name, params, seconds, what it changed
     op_profile: dict[str, Any] | None = None  # where the time goes by operator type; why a variant is (not) faster
     capacity: Capacity | None = None
+    exit_status: int | None = None  # a crashed or killed child's exit status (negative: the signal number)
+    stderr_tail: str | None = None  # the last lines a failed child wrote to stderr
 
 
 @dataclass

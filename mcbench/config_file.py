@@ -1,0 +1,266 @@
+"""`mcbench run --config run.toml`: a run's arguments in a file, parsed (TOML), never executed.
+
+Strict on purpose: an unknown key, a wrong type, an out-of-range number, an unknown task or
+profile is refused with the file and the key path (`run.toml: key 'load.users': ...`) before
+any work starts or any folder is made. Paths in the file are relative to the file's folder.
+Command-line flags override the file.
+
+    model = "model.onnx"            # or "package.module:factory"
+    inputs = ["x=1,3,224,224"]      # as --input
+    weights = "weights.safetensors"
+    dataset = "val.npz"
+    task = "classification"         # classification | regression | embedding
+    metric = "mymetrics:f1"
+    profiles = ["x86-avx2-4c"]
+    out = "runs/resnet"
+    quick = false
+    trust_model = false
+    variants = ["ort-fp32", "ort-int8-dynamic"]
+    accuracy_budget = 1.0           # as --accuracy-budget
+    recipes = ["quant.int8_dynamic"]   # validated; not yet run (see README)
+
+    [timing]                        # bench.latency.TimingPlan
+    warmup_runs = 10
+    min_runs = 100
+    min_seconds = 2.0
+    max_seconds = 20.0
+    settle_tolerance = 0.02
+
+    [load]                          # mcbench.config.LoadPlan; enabled = false is --no-load
+    enabled = true
+    users = [1, 2, 4, 8]
+    step_seconds = 10.0
+    warmup_s = 2.0
+    rates = [50.0, 100.0]           # open loop, req/s (default: fractions of the closed peak)
+    arrivals = "poisson"
+    budget_p99_ms = 100.0           # capacity figures: p99 budget, load to size for, replica cost
+    max_batch = 1                   # > 1: also sweep with server dynamic batching
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcbench.config import ConfigError
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+TIMING_KEYS = {"warmup_runs": int, "min_runs": int, "min_seconds": float, "max_seconds": float,
+               "settle_tolerance": float}
+LOAD_KEYS = {"enabled": bool, "users": list, "step_seconds": float, "warmup_s": float, "max_step_seconds": float,
+             "rates": list, "arrivals": str, "budget_p99_ms": float, "target_rps": float, "cost_per_hour": float,
+             "locust_workers": int, "max_batch": int, "max_wait_ms": float}
+TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
+            "variants", "timing", "load", "recipes", "accuracy_budget"}
+
+
+@dataclass
+class RunFile:
+    """What a run file sets; None (or empty) where it is silent, so the defaults or the flags decide."""
+
+    source: str
+    model: str | None = None
+    inputs: list[str] = field(default_factory=list)
+    weights: Path | None = None
+    trust_model: bool | None = None
+    dataset: Path | None = None
+    task: str | None = None
+    metric: str | None = None
+    profiles: list[str] = field(default_factory=list)
+    out: Path | None = None
+    quick: bool | None = None
+    variants: list[str] = field(default_factory=list)
+    timing: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)
+    recipes: list[str] = field(default_factory=list)  # canonical text of each validated recipe
+    accuracy_budget: float | None = None
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key {key!r}: {problem}")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _expect(rf: RunFile, key: str, value: Any, kind: type) -> Any:
+    """`value` if it is of `kind` (an int is a fine float, a bool is never a number); else a ConfigError."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and kind is not bool:
+        ok = False
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        wanted = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+                  dict: "a table"}[kind]
+        raise rf.fail(key, f"expected {wanted}, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _strings(rf: RunFile, key: str, value: Any) -> list[str]:
+    items = _expect(rf, key, value, list)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise rf.fail(key, f"expected a list of non-empty strings, got {_type_name(item)} {item!r}")
+    return list(items)
+
+
+def _path(rf: RunFile, key: str, value: Any, base: Path) -> Path:
+    text = _expect(rf, key, value, str)
+    if not text:
+        raise rf.fail(key, "expected a path, got an empty string")
+    return base / text
+
+
+def _timing(rf: RunFile, table: Any) -> dict[str, Any]:
+    table = _expect(rf, "timing", table, dict)
+    out = {}
+    for key, value in table.items():
+        where = f"timing.{key}"
+        if key not in TIMING_KEYS:
+            raise rf.fail(where, f"unknown key (known: {', '.join(TIMING_KEYS)})")
+        value = _expect(rf, where, value, TIMING_KEYS[key])
+        if key in ("min_seconds", "max_seconds") and value <= 0:
+            raise rf.fail(where, f"must be positive, got {value!r}")
+        if key == "warmup_runs" and value < 0:
+            raise rf.fail(where, f"must not be negative, got {value!r}")
+        if key == "min_runs" and value < 2:
+            raise rf.fail(where, f"must be at least 2, got {value!r}")
+        if key == "settle_tolerance" and not 0 < value < 1:
+            raise rf.fail(where, f"must be between 0 and 1, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _load(rf: RunFile, table: Any) -> dict[str, Any]:
+    table = _expect(rf, "load", table, dict)
+    out = {}
+    for key, value in table.items():
+        where = f"load.{key}"
+        if key not in LOAD_KEYS:
+            raise rf.fail(where, f"unknown key (known: {', '.join(LOAD_KEYS)})")
+        value = _expect(rf, where, value, LOAD_KEYS[key])
+        if key == "users":
+            if not value or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in value):
+                raise rf.fail(where, f"expected a non-empty list of positive integers, got {value!r}")
+            value = tuple(value)
+        if key == "rates":
+            if not value or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in value):
+                raise rf.fail(where, f"expected a non-empty list of positive numbers, got {value!r}")
+            value = tuple(float(r) for r in value)
+        if key == "arrivals" and value not in ("poisson", "constant"):
+            raise rf.fail(where, f"must be 'poisson' or 'constant', got {value!r}")
+        if key in ("locust_workers", "max_batch") and value < (1 if key == "max_batch" else 0):
+            raise rf.fail(where, f"must be at least {1 if key == 'max_batch' else 0}, got {value!r}")
+        if key in ("step_seconds", "max_step_seconds", "budget_p99_ms", "target_rps", "cost_per_hour",
+                   "max_wait_ms") and value <= 0:
+            raise rf.fail(where, f"must be positive, got {value!r}")
+        if key == "warmup_s" and value < 0:
+            raise rf.fail(where, f"must not be negative, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _check_task(rf: RunFile, task: str) -> str:
+    from bench.metrics import TASKS
+
+    if task not in TASKS:
+        raise rf.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
+    return task
+
+
+def _check_profiles(rf: RunFile, names: list[str], base: Path) -> list[str]:
+    """Each profile resolves now (a shipped name or a .toml beside the run file), so a typo costs nothing."""
+    from optimizer.profiles import ProfileError, find_profile
+
+    resolved = []
+    for name in names:
+        ref = str(base / name) if name.endswith(".toml") else name
+        try:
+            find_profile(ref)
+        except ProfileError as exc:
+            raise rf.fail("profiles", str(exc)) from None
+        resolved.append(ref)
+    return resolved
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; a missing, huge, non-UTF-8 or malformed file is a ConfigError naming it."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is too large for a run file (at most {MAX_CONFIG_BYTES})")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def load_run_file(path: Path) -> RunFile:
+    """The validated run file; every problem is a ConfigError `FILE: key 'K': problem`."""
+    path = Path(path)
+    data = read_toml(path)
+    rf = RunFile(source=str(path))
+    base = path.parent
+    for key, value in data.items():
+        if key not in TOP_KEYS:
+            raise rf.fail(key, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+        if key == "model":
+            text = _expect(rf, key, value, str)
+            rf.model = text if (":" in text and not text.endswith((".onnx", ".pt", ".pt2"))) else str(base / text)
+        elif key in ("inputs", "variants"):
+            setattr(rf, key, _strings(rf, key, value))
+        elif key == "profiles":
+            rf.profiles = _check_profiles(rf, _strings(rf, key, value), base)
+        elif key in ("weights", "dataset", "out"):
+            setattr(rf, key, _path(rf, key, value, base))
+        elif key in ("trust_model", "quick"):
+            setattr(rf, key, _expect(rf, key, value, bool))
+        elif key == "task":
+            rf.task = _check_task(rf, _expect(rf, key, value, str))
+        elif key == "metric":
+            rf.metric = _expect(rf, key, value, str)
+        elif key == "timing":
+            rf.timing = _timing(rf, value)
+        elif key == "load":
+            rf.load = _load(rf, value)
+        elif key == "accuracy_budget":
+            value = _expect(rf, key, value, float)
+            if not 0 <= value <= 100:
+                raise rf.fail(key, f"must be between 0 and 100 percentage points, got {value!r}")
+            rf.accuracy_budget = value
+        elif key == "recipes":
+            rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
+    return rf
+
+
+def _check_recipe(rf: RunFile, where: str, text: str) -> str:
+    """The recipe's canonical text, after parsing it (literals only) and binding each step to its pass."""
+    from optimizer.passes import PASSES, get_pass
+    from optimizer.recipe_syntax import bind_arguments
+    from optimizer.recipes import RecipeError, parse_recipe
+
+    try:
+        steps = parse_recipe(text)
+        for step in steps:
+            if step.name not in PASSES:
+                raise RecipeError(f"unknown pass {step.name!r}; known passes: {', '.join(sorted(PASSES))}")
+            bind_arguments(step, get_pass(step.name))
+    except RecipeError as exc:
+        raise rf.fail(where, str(exc)) from None
+    return " + ".join(str(s) for s in steps)
