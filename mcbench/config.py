@@ -49,6 +49,8 @@ class RunConfig:
     timing: TimingPlan = TimingPlan()
     load: LoadPlan | None = LoadPlan()  # None: no HTTP load test
     variants: tuple[str, ...] = ()  # empty: all default variants
+    recipes: tuple[str, ...] = ()  # `[NAME=]RECIPE` texts; non-empty: the baseline plus these, not the defaults
+    cache_dir: Path | None = None  # where built artifacts are cached across runs; None: no cache
 
     def __post_init__(self) -> None:
         from bench.metrics import TASKS
@@ -62,6 +64,15 @@ class RunConfig:
     def from_torch(self) -> bool:
         """Whether the model comes from PyTorch (and so has an eager baseline)."""
         return self.model is None or not self.model.endswith(".onnx")
+
+    @property
+    def source_format(self) -> str:
+        """The base artifact's format, known before the model is loaded: what recipes are checked against."""
+        if self.model is not None and self.model.endswith(".onnx"):
+            return "onnx"
+        if self.model is not None and self.model.endswith((".pt2", ".pt", ".pth", ".pkl", ".bin", ".ckpt")):
+            return "pt2"  # a torch.export archive, or a pickled module that intake exports to one
+        return "torch"
 
     @classmethod
     def quick_mode(cls, **kwargs) -> RunConfig:
@@ -81,4 +92,6 @@ class RunConfig:
             "timing": vars(self.timing),
             "load": None if self.load is None else {**vars(self.load), "users": list(self.load.users)},
             "variants": list(self.variants),
+            "recipes": list(self.recipes),
+            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
         }

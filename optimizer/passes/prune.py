@@ -152,8 +152,9 @@ def _pruner_options(torch: Any, tp: Any, module: Any, ratio: float) -> dict[str,
     ignored += [m for m in module.modules() if isinstance(m, nn.Linear) and m.out_features in hidden]
     num_heads = {}
     for m in module.modules():
-        if hasattr(m, HEAD_DIM_ATTR) and all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value")):
-            for a in ("query", "key", "value"):
+        qkv = ("query", "key", "value")
+        if hasattr(m, HEAD_DIM_ATTR) and all(isinstance(getattr(m, a, None), nn.Linear) for a in qkv):
+            for a in qkv:
                 num_heads[getattr(m, a)] = getattr(m, a).out_features // getattr(m, HEAD_DIM_ATTR)
     options: dict[str, Any] = {"importance": tp.importance.MagnitudeImportance(p=2), "pruning_ratio": ratio,
                                "ignored_layers": ignored, "global_pruning": False}
