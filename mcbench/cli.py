@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-load", action="store_true", help="skip the HTTP load test")
     run.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
                      help="comma-separated variant names to run (the baseline always runs)")
+    run.add_argument("--recipe", action="append", default=[], dest="recipes", metavar="[NAME=]RECIPE",
+                     help="a variant as a chain of passes, e.g. 'pruned=prune.structured(0.3) + quant.int8_dynamic'; "
+                     "repeat for several; replaces the default variants (the baseline always runs)")
+    run.add_argument("--cache-dir", type=Path, help="artifact cache shared across runs "
+                     "(default: $MCBENCH_CACHE, else runs/.cache)")
+    run.add_argument("--no-cache", action="store_true", help="build every artifact afresh in the run folder")
     run.add_argument("--concurrency", type=_positive_ints, help="Locust user counts to step through, e.g. 1,2,4,8")
     run.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
 
@@ -133,6 +139,7 @@ def run_config(args: argparse.Namespace):
     import dataclasses
 
     from mcbench.config import LoadPlan, RunConfig
+    from optimizer.cache import default_cache_dir
     from optimizer.intake import parse_inputs
 
     base = RunConfig.quick_mode() if args.quick else RunConfig()
@@ -148,7 +155,8 @@ def run_config(args: argparse.Namespace):
     return dataclasses.replace(
         base, model=args.model, inputs=parse_inputs(args.input), out_dir=args.out, load=load,
         variants=args.variants, weights=args.weights, trust_model=args.trust_model, dataset=args.dataset,
-        task=args.task, metric=args.metric, profiles=tuple(args.profiles),
+        task=args.task, metric=args.metric, profiles=tuple(args.profiles), recipes=tuple(args.recipes),
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
     )
 
 

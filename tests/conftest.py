@@ -32,3 +32,9 @@ def make_linear_onnx(path: Path, batch: int | str = 1, features: int = 4, classe
 @pytest.fixture
 def linear_onnx(tmp_path: Path) -> Path:
     return make_linear_onnx(tmp_path / "linear.onnx")
+
+
+@pytest.fixture(autouse=True)
+def _private_artifact_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own artifact cache, so no test reads another's builds or writes runs/.cache here."""
+    monkeypatch.setenv("MCBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))

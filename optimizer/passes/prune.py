@@ -159,9 +159,9 @@ def _pruner_options(torch: Any, tp: Any, module: Any, ratio: float) -> dict[str,
     options: dict[str, Any] = {"importance": tp.importance.MagnitudeImportance(p=2), "pruning_ratio": ratio,
                                "ignored_layers": ignored, "global_pruning": False}
     if num_heads:
-        # torch-pruning removes int(heads x ratio) heads: 30% of 6 would be 1; round to the nearest head instead
+        # torch-pruning removes ceil(heads x ratio) heads a layer; ask for the nearest whole head, one kept at least
         heads = min(num_heads.values())
-        head_ratio = min((round(heads * ratio) + 0.5) / heads, (heads - 0.5) / heads)
+        head_ratio = max(min(round(heads * ratio), heads - 1) / heads - 1e-6, 0.0)
         options.update(num_heads=num_heads, prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=head_ratio)
     return options
 
@@ -191,7 +191,7 @@ def _finetune(torch: Any, module: Any, artifact: Artifact, ctx: PassContext, epo
             loss = loss_fn(module(*(x[idx] for x in xs)), y[idx])
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + loss.item() * len(idx), count + len(idx)
         losses.append(round(total / count, 4))
     module.eval()
     return {"status": f"fine-tuned {epochs} epoch(s) on {len(y)} samples", "epochs": epochs, "samples": len(y),
