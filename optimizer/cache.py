@@ -136,6 +136,10 @@ class ArtifactCache:
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
             final = self.entry(key)
+            if final.exists() and self.get(key) is None:  # a damaged entry (file changed or half-deleted): replace
+                trash = Path(tempfile.mkdtemp(prefix=".damaged-", dir=self.root))
+                os.rename(final, trash / "entry")
+                shutil.rmtree(trash, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:  # another run finished the same entry first: keep theirs
