@@ -33,7 +33,7 @@ def _basic_block(nn, in_ch: int, out_ch: int, stride: int):
 
 
 def resnet18_like(num_classes: int = 1000, seed: int = 0):
-    """ResNet-18's layout (4 stages of 2 basic blocks, 64-512 channels), about 1.8 GFLOPs at 224x224."""
+    """ResNet-18's layout (4 stages of 2 basic blocks, 64-512 channels), 1.8 G multiply-adds (3.6 GFLOPs) at 224x224."""
     import torch
     from torch import nn
 
