@@ -7,6 +7,8 @@ a second run reuses it instead of recomputing. Each entry is a folder with the p
 manifest.json (recipe, sha256, size, library versions, pass records). An entry is built in a
 temporary folder and renamed into place, so an interrupted build never leaves a half-written entry.
 
+The source of the pass modules is part of the key too, so an edited pass is rebuilt.
+
 Default location: $MCBENCH_CACHE, else runs/.cache (see `mcbench run --cache-dir`).
 """
 
@@ -59,6 +61,20 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def pass_code_digest(steps: tuple[str, ...]) -> str:
+    """The sha256 of the source of the modules defining the steps' passes: an edited pass misses the cache."""
+    import importlib.util
+
+    from optimizer.passes import PASSES
+
+    h = hashlib.sha256()
+    for module in sorted({PASSES[s.split("(")[0].strip()].module for s in steps if s.split("(")[0].strip() in PASSES}):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()
+
+
 def model_digest(artifact: Artifact) -> str:
     """The input model's content: the file's sha256, and the factory for a state_dict."""
     return hashlib.sha256(f"{artifact.format}\0{artifact.factory}\0{sha256_of(artifact.path)}".encode()).hexdigest()
@@ -91,7 +107,7 @@ def data_digest(samples: list[dict[str, np.ndarray]] | tuple | None) -> str:
 
 def cache_key(model: str, steps: tuple[str, ...], calibration: str, train: str) -> str:
     ingredients = {"format": CACHE_FORMAT, "model": model, "recipe": list(steps), "calibration": calibration,
-                   "train": train, "libraries": library_versions(steps)}
+                   "train": train, "libraries": library_versions(steps), "code": pass_code_digest(steps)}
     return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
 
 

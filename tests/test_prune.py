@@ -37,7 +37,7 @@ def residual_net() -> nn.Module:
 def tiny_bert() -> nn.Module:
     from mcbench.models import bert_like
 
-    return bert_like(layers=1, hidden=64, heads=4, ffn=128, vocab=50, max_len=16)
+    return bert_like(layers=1, hidden=128, heads=2, ffn=128, vocab=50, max_len=16)  # Q, FFN widths == hidden
 
 
 SPEC = (InputSpec("x", (1, 3, 8, 8)),)
@@ -109,9 +109,10 @@ def test_structured_prunes_whole_attention_heads_and_ffn_neurons(tmp_path):
     base = _artifact(tmp_path, "tests.test_prune:tiny_bert", BERT_SPECS)
     out = apply_step(base, "prune.structured(0.5)", PassContext(), tmp_path / "out")
     layer = load_torch_module(out).layers[0]
-    assert layer.query.out_features == layer.key.out_features == layer.value.out_features == 2 * 64  # 4 -> 2 heads
-    assert layer.attn_out.in_features == 128 and layer.attn_out.out_features == 64  # hidden width kept
-    assert layer.ffn_in.out_features == 64
+    assert layer.query.out_features == layer.key.out_features == layer.value.out_features == 64  # 2 heads -> 1
+    assert layer.attn_out.in_features == 64 and layer.attn_out.out_features == 128  # hidden width kept
+    assert layer.ffn_in.out_features == 64 and layer.ffn_out.out_features == 128
+    assert out.passes[-1]["flops_after"] < 0.6 * out.passes[-1]["flops_before"]
     exported = apply_step(out, "export.onnx", PassContext(), tmp_path / "onnx")
     assert exported.passes[-1]["max_abs_diff_vs_module"] < 1e-3
 

@@ -114,7 +114,7 @@ def structured(artifact: Artifact, ctx: PassContext, out_dir: Path, ratio: float
     macs_before, params_before = tp.utils.count_ops_and_params(module, example)
     widths_before = _widths(torch, module)
     try:
-        pruner = tp.pruner.MetaPruner(module, example, **_pruner_options(torch, tp, module, ratio))
+        pruner = tp.pruner.MetaPruner(module, example, **_pruner_options(torch, tp, module, example, ratio))
         pruner.step()
     except Exception as exc:  # torch-pruning traces the model; an untraceable one is the user's to know about
         raise PassError(f"prune.structured: torch-pruning could not prune this model: "
@@ -141,21 +141,32 @@ def _widths(torch: Any, module: Any) -> dict[str, int]:
     return {n: int(m.weight.shape[0]) for n, m in _prunable(torch, module)}
 
 
-def _pruner_options(torch: Any, tp: Any, module: Any, ratio: float) -> dict[str, Any]:
+def _tied_to_embeddings(tp: Any, nn: Any, module: Any, example: tuple, heads: set) -> list[Any]:
+    """Linear layers whose outputs are the embeddings' width through residual adds: a transformer's hidden width."""
+    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    tied = []
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m not in heads:
+            group = graph.get_pruning_group(m, tp.prune_linear_out_channels, idxs=[0])
+            if any(isinstance(dep.target.module, nn.Embedding) for dep, _ in group):
+                tied.append(m)
+    return tied
+
+
+def _pruner_options(torch: Any, tp: Any, module: Any, example: tuple, ratio: float) -> dict[str, Any]:
     """Keep the classifier's outputs, embeddings and a transformer's hidden width; heads pruned whole."""
     nn = torch.nn
     linears = [m for m in module.modules() if isinstance(m, nn.Linear | nn.Conv2d | nn.Conv1d)]
     ignored: list[Any] = [linears[-1]] if linears else []
-    embeddings = [m for m in module.modules() if isinstance(m, nn.Embedding)]
-    ignored += embeddings
-    hidden = {e.embedding_dim for e in embeddings}
-    ignored += [m for m in module.modules() if isinstance(m, nn.Linear) and m.out_features in hidden]
     num_heads = {}
+    qkv = ("query", "key", "value")
     for m in module.modules():
-        qkv = ("query", "key", "value")
         if hasattr(m, HEAD_DIM_ATTR) and all(isinstance(getattr(m, a, None), nn.Linear) for a in qkv):
             for a in qkv:
                 num_heads[getattr(m, a)] = getattr(m, a).out_features // getattr(m, HEAD_DIM_ATTR)
+    embeddings = [m for m in module.modules() if isinstance(m, nn.Embedding)]
+    if embeddings:
+        ignored += embeddings + _tied_to_embeddings(tp, nn, module, example, set(num_heads))
     options: dict[str, Any] = {"importance": tp.importance.MagnitudeImportance(p=2), "pruning_ratio": ratio,
                                "ignored_layers": ignored, "global_pruning": False}
     if num_heads:
