@@ -298,6 +298,8 @@ class Pipeline:
     def build_step(self, artifact: Artifact, prefix: tuple[str, ...], workload: Workload, paths: RunPaths,
                    cache: ArtifactCache | None) -> Artifact:
         """The last step of `prefix` applied to `artifact`: from the cache when its key is there, else run."""
+        if prefix[-1] == "export.onnx" and artifact.format == "onnx":
+            return artifact  # nothing to build; an ONNX file (and its external data) is not copied into the cache
         started = time.perf_counter()
         ctx = PassContext(workload.calibration, workload.calibration_source, train=workload.train)
 
