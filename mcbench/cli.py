@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read the run's settings from a TOML file (parsed, never executed); flags override it")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="finish an interrupted or partly failed run: keep its finished variants, run the rest")
+    run.add_argument("--recipe", action="append", default=[], dest="recipes", metavar="[NAME=]RECIPE",
+                     help="a variant as a chain of passes, e.g. 'pruned=prune.structured(0.3) + quant.int8_dynamic'; "
+                     "repeat for several; replaces the default variants (the baseline always runs)")
+    run.add_argument("--cache-dir", type=Path, help="artifact cache shared across runs "
+                     "(default: $MCBENCH_CACHE, else runs/.cache)")
+    run.add_argument("--no-cache", action="store_true", help="build every artifact afresh in the run folder")
 
     profiles = sub.add_parser("profiles", help="hardware profiles: list, show NAME, detect this machine")
     profiles_sub = profiles.add_subparsers(dest="action", required=True)
@@ -181,12 +187,10 @@ def run_config(args: argparse.Namespace):
     from mcbench.config import ConfigError, RunConfig
     from mcbench.config_file import RunFile, load_run_file
     from mcbench.load_cmd import plan_from_args
+    from optimizer.cache import default_cache_dir
     from optimizer.intake import parse_inputs
 
     rf = load_run_file(args.config) if args.config else RunFile(source="")
-    if rf.recipes:
-        raise rf.fail("recipes", "the recipes parse, but custom recipes are not run by this version of mcbench yet; "
-                      "remove the key")
     quick = args.quick or bool(rf.quick)
     base = RunConfig.quick_mode() if quick else RunConfig()
     try:
@@ -221,6 +225,8 @@ def run_config(args: argparse.Namespace):
             dataset=args.dataset or rf.dataset, task=args.task or rf.task or "classification",
             metric=args.metric or rf.metric, profiles=tuple(args.profiles or rf.profiles),
             accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
+            recipes=tuple(args.recipes or rf.recipes),
+            cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         )
     except ConfigError as exc:
         raise ConfigError(f"{rf.source}: {exc}" if rf.source else str(exc)) from None
@@ -263,8 +269,8 @@ def resume_config(args: argparse.Namespace):
     if requested.to_dict() == default.to_dict():
         requested = config_from_dict(earlier.config, str(results))
     else:
-        changed = [k for k in sorted(set(requested.to_dict()) | set(earlier.config))
-                   if requested.to_dict().get(k) != earlier.config.get(k)]
+        changed = [k for k in sorted((set(requested.to_dict()) | set(earlier.config)) - {"cache_dir"})
+                   if requested.to_dict().get(k) != earlier.config.get(k)]  # the cache holds the same bytes anywhere
         if changed:
             key = changed[0]
             raise UsageError(

@@ -79,6 +79,8 @@ class RunConfig:
     load: LoadPlan | None = LoadPlan()  # None: no HTTP load test
     variants: tuple[str, ...] = ()  # empty: all default variants
     accuracy_budget: float = 1.0  # the most top-1 (or agreement) a shipped variant may lose, in percentage points
+    recipes: tuple[str, ...] = ()  # `[NAME=]RECIPE` texts; non-empty: the baseline plus these, not the defaults
+    cache_dir: Path | None = None  # where built artifacts are cached across runs; None: no cache
 
 
     def __post_init__(self) -> None:
@@ -95,6 +97,15 @@ class RunConfig:
     def from_torch(self) -> bool:
         """Whether the model comes from PyTorch (and so has an eager baseline)."""
         return self.model is None or not self.model.endswith(".onnx")
+
+    @property
+    def source_format(self) -> str:
+        """The base artifact's format, known before the model is loaded: what recipes are checked against."""
+        if self.model is not None and self.model.endswith(".onnx"):
+            return "onnx"
+        if self.model is not None and self.model.endswith((".pt2", ".pt", ".pth", ".pkl", ".bin", ".ckpt")):
+            return "pt2"  # a torch.export archive, or a pickled module that intake exports to one
+        return "torch"
 
     @classmethod
     def quick_mode(cls, **kwargs) -> RunConfig:
@@ -117,7 +128,12 @@ class RunConfig:
                                                     "rate_fractions": list(self.load.rate_fractions)},
             "variants": list(self.variants),
             "accuracy_budget": self.accuracy_budget,
+            "recipes": list(self.recipes),
+            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
         }
+
+
+_TUPLES = ("users", "rates", "rate_fractions")
 
 
 def config_from_dict(data: dict, source: str) -> RunConfig:
@@ -132,9 +148,11 @@ def config_from_dict(data: dict, source: str) -> RunConfig:
             task=data["task"], metric=data.get("metric"), profiles=tuple(data["profiles"]),
             inputs={k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data["inputs"].items()},
             quick=bool(data["quick"]), timing=TimingPlan(**data["timing"]),
-            load=None if load is None else LoadPlan(**{**load, "users": tuple(load["users"])}),
+            load=None if load is None else LoadPlan(**{**load, **{k: tuple(load[k]) for k in _TUPLES if k in load}}),
             variants=tuple(data["variants"]),
             accuracy_budget=float(data.get("accuracy_budget", 1.0)),
+            recipes=tuple(data.get("recipes", ())),
+            cache_dir=Path(data["cache_dir"]) if data.get("cache_dir") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

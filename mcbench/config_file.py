@@ -17,7 +17,7 @@ Command-line flags override the file.
     trust_model = false
     variants = ["ort-fp32", "ort-int8-dynamic"]
     accuracy_budget = 1.0           # as --accuracy-budget
-    recipes = ["quant.int8_dynamic"]   # validated; not yet run (see README)
+    recipes = ["q=quant.int8_dynamic"]  # as --recipe: replaces the default variants
 
     [timing]                        # bench.latency.TimingPlan
     warmup_runs = 10
@@ -75,7 +75,7 @@ class RunFile:
     variants: list[str] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     load: dict[str, Any] = field(default_factory=dict)
-    recipes: list[str] = field(default_factory=list)  # canonical text of each validated recipe
+    recipes: list[str] = field(default_factory=list)  # `[NAME=]RECIPE` texts, each validated
     accuracy_budget: float | None = None
 
     def fail(self, key: str, problem: str) -> ConfigError:
@@ -250,17 +250,16 @@ def load_run_file(path: Path) -> RunFile:
 
 
 def _check_recipe(rf: RunFile, where: str, text: str) -> str:
-    """The recipe's canonical text, after parsing it (literals only) and binding each step to its pass."""
+    """The recipe as written (`[NAME=]RECIPE`), after parsing it (literals only) and binding each step to its pass."""
     from optimizer.passes import PASSES, get_pass
     from optimizer.recipe_syntax import bind_arguments
-    from optimizer.recipes import RecipeError, parse_recipe
+    from optimizer.recipes import RecipeError, parse_named_recipe
 
     try:
-        steps = parse_recipe(text)
-        for step in steps:
+        for step in parse_named_recipe(text).steps:
             if step.name not in PASSES:
                 raise RecipeError(f"unknown pass {step.name!r}; known passes: {', '.join(sorted(PASSES))}")
             bind_arguments(step, get_pass(step.name))
     except RecipeError as exc:
         raise rf.fail(where, str(exc)) from None
-    return " + ".join(str(s) for s in steps)
+    return text

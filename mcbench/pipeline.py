@@ -26,10 +26,20 @@ from mcbench.config import ConfigError, RunConfig
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
+from optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest
 from optimizer.hardware import cpu_info, split_cores, usable_cores
 from optimizer.passes import PassContext, PassError, apply_passes
 from optimizer.profiles import Profile, ProfileError, find_profile
-from optimizer.recipes import VariantSpec, default_variants, profile_variants, with_batch_sizes
+from optimizer.recipes import (
+    RecipeError,
+    VariantSpec,
+    default_variants,
+    parse_named_recipe,
+    profile_recipe_variants,
+    profile_variants,
+    recipe_variants,
+    with_batch_sizes,
+)
 from optimizer.targets import TargetError, skip_reason
 from reports.schema import RunResult, VariantResult, save_results
 
@@ -142,6 +152,15 @@ def batch_skip_reason(artifact: Artifact, batch_size: int) -> str | None:
     return None
 
 
+def _unique_names(specs: list[VariantSpec]) -> list[VariantSpec]:
+    seen: dict[str, str] = {}
+    for s in specs:
+        if s.name in seen and seen[s.name] != "+".join(s.recipe):
+            raise ConfigError(f"two recipes give the variant name {s.name!r}; name them with NAME=RECIPE")
+        seen[s.name] = "+".join(s.recipe)
+    return [s for i, s in enumerate(specs) if s.name not in {t.name for t in specs[:i]}]
+
+
 def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
     if not names:
         return specs
@@ -159,6 +178,7 @@ class Pipeline:
         self.say = progress
         self._built: dict[tuple[str, ...], Artifact] = {}
         self._manifests: dict[Path, dict] = {}  # variants that share an artifact hash and inspect it once
+        self._base_digest: str | None = None
         self.user_metric = None
         self.profiles: dict[str, Profile] = {}
 
@@ -309,9 +329,12 @@ class Pipeline:
     def variant_matrix(self) -> list[VariantSpec]:
         """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile."""
         from_torch = self.config.from_torch
-        if not self.config.profiles:
+        if not self.config.profiles and not self.config.recipes:
             return default_variants(from_torch)
         specs = [s for s in default_variants(from_torch) if s.baseline]
+        specs += self.recipe_matrix()
+        if not self.config.profiles:
+            return _unique_names(specs)
         for name in self.config.profiles:
             try:
                 profile = find_profile(name)
@@ -319,9 +342,23 @@ class Pipeline:
                 raise ConfigError(str(exc)) from exc
             self.profiles[profile.name] = profile
             cpu_mismatch = hardware_mismatch(profile)
-            for s in with_batch_sizes(profile_variants(profile, from_torch), profile.batch_sizes):
+            try:
+                recipes = profile_recipe_variants(profile, self.config.source_format)
+            except RecipeError as exc:
+                raise ConfigError(f"profile {profile.name}: recipes: {exc}") from exc
+            for s in with_batch_sizes(profile_variants(profile, from_torch) + recipes, profile.batch_sizes):
                 skip = cpu_mismatch if s.target.device == "cpu" else None
-                specs.append(replace(s, name=f"{profile.name}:{s.name}", skip=skip))
+                specs.append(replace(s, name=f"{profile.name}:{s.name}", profile=profile.name, skip=skip))
+        return _unique_names(specs)
+
+    def recipe_matrix(self) -> list[VariantSpec]:
+        """The variants of each --recipe, checked against the passes before any work (ConfigError if one cannot)."""
+        specs: list[VariantSpec] = []
+        for text in self.config.recipes:
+            try:
+                specs += recipe_variants(parse_named_recipe(text), self.config.source_format)
+            except RecipeError as exc:
+                raise ConfigError(f"--recipe {text!r}: {exc}") from exc
         return specs
 
     def run_variant(
@@ -334,6 +371,7 @@ class Pipeline:
             if artifact.path not in self._manifests:
                 self._manifests[artifact.path] = artifact.manifest()
             result.artifact = dict(self._manifests[artifact.path])
+            result.passes = [dict(r) for r in artifact.passes]
             target = spec.target if spec.target.threads else spec.target.with_threads(len(usable_cores()))
             result.settings = {"in_process": target.to_dict(), "batch_size": spec.batch_size}
             reason = spec.skip or skip_reason(target) or batch_skip_reason(artifact, spec.batch_size)
@@ -385,19 +423,46 @@ class Pipeline:
             return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task)
 
     def build(self, spec: VariantSpec, workload: Workload, paths: RunPaths) -> Artifact:
-        """Apply the recipe's passes, reusing any prefix of it already built in this run."""
+        """Apply the recipe's passes, reusing any prefix built in this run or found in the cache."""
         artifact = workload.base
+        cache = ArtifactCache(self.config.cache_dir) if self.config.cache_dir else None
         for i in range(1, len(spec.recipe) + 1):
             prefix = spec.recipe[:i]
             if prefix not in self._built:
-                started = time.perf_counter()
-                ctx = PassContext(workload.calibration, workload.calibration_source)
-                self._built[prefix] = apply_passes(artifact, prefix[-1:], ctx, paths.artifacts(prefix))
-                for message in ctx.messages:
-                    self.say(f"  {message}")
-                self.say(f"  built {prefix[-1]} in {time.perf_counter() - started:.1f} s")
+                self._built[prefix] = self.build_step(artifact, prefix, workload, paths, cache)
             artifact = self._built[prefix]
         return artifact
+
+    def build_step(self, artifact: Artifact, prefix: tuple[str, ...], workload: Workload, paths: RunPaths,
+                   cache: ArtifactCache | None) -> Artifact:
+        """The last step of `prefix` applied to `artifact`: from the cache when its key is there, else run."""
+        if prefix[-1] == "export.onnx" and artifact.format == "onnx":
+            return artifact  # nothing to build; an ONNX file (and its external data) is not copied into the cache
+        started = time.perf_counter()
+        ctx = PassContext(workload.calibration, workload.calibration_source, train=workload.train)
+
+        def produce(out_dir: Path) -> Artifact:
+            return apply_passes(artifact, prefix[-1:], ctx, out_dir)
+
+        if cache is None:
+            built = produce(paths.artifacts(prefix))
+        else:
+            key = cache_key(self._model_digest(workload), prefix, data_digest(workload.calibration),
+                            data_digest(workload.train))
+            cached = cache.get(key)
+            if cached is not None:
+                self.say(f"  reused {prefix[-1]} from the cache ({cache.entry(key)})")
+                return cached
+            built = cache.build(key, prefix, produce)
+        for message in ctx.messages:
+            self.say(f"  {message}")
+        self.say(f"  built {prefix[-1]} in {time.perf_counter() - started:.1f} s")
+        return built
+
+    def _model_digest(self, workload: Workload) -> str:
+        if self._base_digest is None:
+            self._base_digest = model_digest(workload.base)
+        return self._base_digest
 
     def measure(self, spec: VariantSpec, artifact: Artifact, target, workload: Workload) -> InProcessResult:
         self.say(f"  measuring accuracy on {len(workload.eval_samples)} samples and in-process latency ...")

@@ -33,6 +33,7 @@ class Workload:
     timing_feeds: Feeds
     from_torch: bool
     info: dict[str, Any]
+    train: tuple[Feeds, np.ndarray] | None = None  # inputs (N, ...) by name and labels, for fine-tuning passes
 
 
 def demo_workload(work_dir: Path, quick: bool) -> Workload:
@@ -53,6 +54,7 @@ def demo_workload(work_dir: Path, quick: bool) -> Workload:
         calibration_source=f"{DEMO_CALIBRATION_SAMPLES} digits training images",
         timing_feeds={INPUT_NAME: data.x_test[0][None]},
         from_torch=True,
+        train=({INPUT_NAME: data.x_train}, data.y_train),
         info={
             "name": "digits-cnn",
             "source": "built-in demo",

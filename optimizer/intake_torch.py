@@ -178,5 +178,47 @@ def load_torch_module(artifact: Artifact) -> Any:
     if artifact.format == "pt2":
         return torch.export.load(str(artifact.path)).module()  # exported in eval mode; .eval() is refused
     module = build_module(artifact.factory)
-    module.load_state_dict(load_state_dict(artifact.path))
+    state = load_state_dict(artifact.path)
+    fit_to_state_dict(module, state)
+    module.load_state_dict(state)
     return module.eval()
+
+
+def fit_to_state_dict(module: Any, state: dict[str, Any]) -> list[str]:
+    """Resize the module's Conv, Linear, norm and Embedding layers to the weights' shapes; the names resized.
+
+    Structured pruning saves a state_dict whose layers are narrower than the factory builds them;
+    the factory's module, with those layers rebuilt at the saved widths, runs it (its forward must
+    not hard-code widths: the shipped models read them from the weights).
+    """
+    torch = require("torch")
+    nn = torch.nn
+    resized = []
+    for name, layer in list(module.named_modules()):
+        weight = state.get(f"{name}.weight" if name else "weight")
+        if weight is None or getattr(layer, "weight", None) is None or tuple(weight.shape) == tuple(layer.weight.shape):
+            continue
+        new = _resized_layer(nn, layer, tuple(weight.shape))
+        if new is None:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(parent_name) if parent_name else module, attr, new)
+        resized.append(name)
+    return resized
+
+
+def _resized_layer(nn: Any, layer: Any, shape: tuple[int, ...]) -> Any:
+    bias = getattr(layer, "bias", None) is not None
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(shape[1], shape[0], bias=bias)
+    if isinstance(layer, nn.Conv2d):
+        groups = 1 if layer.groups == 1 else shape[0]  # depthwise convolutions stay depthwise
+        return nn.Conv2d(shape[1] * groups, shape[0], layer.kernel_size, layer.stride, layer.padding,
+                         layer.dilation, groups, bias)
+    if isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
+        return type(layer)(shape[0], layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
+    if isinstance(layer, nn.LayerNorm):
+        return nn.LayerNorm(shape, layer.eps, layer.elementwise_affine)
+    if isinstance(layer, nn.Embedding):
+        return nn.Embedding(shape[0], shape[1])
+    return None

@@ -56,6 +56,7 @@ class Profile:
     latency_budget_ms: float | None = None
     target_rps: float | None = None
     source: str = ""  # the file it came from
+    recipes: tuple[str, ...] = ()  # `[NAME=]RECIPE` texts, expanded for each of the profile's runtimes
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,7 +65,7 @@ class Profile:
 
 
 _TOP_KEYS = {"name", "description", "device", "cost_per_hour", "batch_sizes", "cpu", "server", "loadgen",
-             "capacity", "targets"}
+             "capacity", "targets", "recipes"}
 _TARGET_KEYS = {"runtime", "providers", "device", "hints", "streams", "precision", "threads"}
 
 
@@ -155,7 +156,25 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
         latency_budget_ms=r.number(capacity, "latency_budget_ms", "capacity.latency_budget_ms"),
         target_rps=r.number(capacity, "target_rps", "capacity.target_rps"),
         source=source,
+        recipes=_recipes(r, data.get("recipes", [])),
     )
+
+
+def _recipes(r: _Reader, value: Any) -> tuple[str, ...]:
+    """Recipe texts, parsed now so a typo or an unknown pass fails when the profile loads."""
+    from optimizer.passes import PASSES
+    from optimizer.recipes import RecipeError, parse_named_recipe
+
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise r.fail("recipes", f"expected a list of recipe strings, got {value!r}")
+    for i, text in enumerate(value):
+        try:
+            unknown = [s.name for s in parse_named_recipe(text).steps if s.name not in PASSES]
+        except RecipeError as exc:
+            raise r.fail(f"recipes[{i}]", str(exc)) from None
+        if unknown:
+            raise r.fail(f"recipes[{i}]", f"unknown pass {unknown[0]!r}; known passes: {', '.join(sorted(PASSES))}")
+    return tuple(value)
 
 
 def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from optimizer.profiles import Profile, RuntimeTarget
 from optimizer.recipe_syntax import RecipeError, Step, parse_recipe
 from optimizer.targets import Target
 
-__all__ = ["RecipeError", "Step", "VariantSpec", "default_variants", "parse_recipe", "profile_variants"]
+__all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "default_variants", "parse_named_recipe",
+           "parse_recipe", "profile_recipe_variants", "profile_variants", "recipe_variants"]
 
 INT8_RECIPES = (("int8-dynamic", "quant.int8_dynamic"), ("int8-static", "quant.int8_static"))
 
@@ -87,3 +89,76 @@ def _runtime_variants(rt: RuntimeTarget, profile: Profile, from_torch: bool) -> 
             options = {"hint": hint, "precision": rt.precision, "streams": rt.streams}
             out.append(VariantSpec(name + suffix(t), export, Target("openvino", rt.device.lower(), t, options)))
     return out
+
+
+# --- user recipes: `[NAME=]RECIPE` expanded into variants for the runtimes that run its final format ---
+
+_NAME_PREFIX = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*=(?!=)")
+_ONNX_TARGETS = (("ort", Target("onnxruntime")),
+                 ("ov", Target("openvino", options={"hint": "LATENCY", "precision": "f32"})))
+_TARGETS_BY_FORMAT = {
+    "onnx": _ONNX_TARGETS,
+    "torch": (("torch", Target("torch")),),
+    "pt2": (("torch", Target("torch")),),
+    "openvino": (_ONNX_TARGETS[1],),
+}
+
+
+@dataclass(frozen=True)
+class NamedRecipe:
+    name: str  # the variant name's suffix: given as NAME=, else derived from the recipe
+    text: str  # as the user wrote it
+    steps: tuple[Step, ...]
+
+
+def parse_named_recipe(text: str) -> NamedRecipe:
+    """`NAME=RECIPE` or a bare recipe; a bare recipe is named after its canonical text."""
+    match = _NAME_PREFIX.match(text)
+    name, body = (match.group(1), text[match.end():]) if match and "(" not in match.group(1) else (None, text)
+    steps = parse_recipe(body)
+    if name is None:
+        canonical = "+".join(str(s) for s in steps) or "base"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", canonical.replace("(", "-").replace(")", "")).strip("_.-")
+    return NamedRecipe(name, text, steps)
+
+
+def final_format(steps: tuple[Step, ...], source_format: str) -> str:
+    from optimizer.passes import PASSES
+
+    fmt = source_format
+    for step in steps:
+        fmt = PASSES[step.name].makes or fmt
+    return fmt
+
+
+def recipe_variants(recipe: NamedRecipe, source_format: str,
+                    targets: tuple[tuple[str, Target], ...] | None = None) -> list[VariantSpec]:
+    """One variant a runtime that can run the recipe's result; RecipeError before any work if it cannot apply.
+
+    `targets` (tag, Target) defaults to onnxruntime CPU and OpenVINO CPU for an ONNX result, torch eager
+    for a PyTorch one, OpenVINO for OpenVINO IR; given (from a profile), it is filtered the same way.
+    """
+    from optimizer.passes import expand_recipe
+
+    steps = expand_recipe(recipe.steps, source_format)
+    fmt = final_format(steps, source_format)
+    runnable = {t.runtime for _, t in _TARGETS_BY_FORMAT.get(fmt, ())}
+    chosen = [(tag, t) for tag, t in (targets or _TARGETS_BY_FORMAT.get(fmt, ())) if t.runtime in runnable]
+    if not chosen:
+        raise RecipeError(f"no runtime here runs its result (a {fmt} model)")
+    return [VariantSpec(f"{tag}-{recipe.name}", tuple(str(s) for s in steps), target) for tag, target in chosen]
+
+
+def profile_recipe_variants(profile: Profile, source_format: str) -> list[VariantSpec]:
+    """The profile's `recipes` for each of its runtimes that can run them (tagged as its default variants are)."""
+    targets: list[tuple[str, Target]] = []
+    from_torch = source_format != "onnx"
+    for rt in profile.targets:
+        for spec in _runtime_variants(rt, profile, from_torch):
+            if spec.recipe in ((), ("export.onnx",)):
+                targets.append((spec.name.replace("-fp32", ""), spec.target))
+    specs = []
+    for text in profile.recipes:
+        recipe = parse_named_recipe(text)
+        specs += recipe_variants(recipe, source_format, tuple(targets))
+    return [VariantSpec(s.name, s.recipe, s.target, False, profile.name) for s in specs]

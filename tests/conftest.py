@@ -32,3 +32,23 @@ def make_linear_onnx(path: Path, batch: int | str = 1, features: int = 4, classe
 @pytest.fixture
 def linear_onnx(tmp_path: Path) -> Path:
     return make_linear_onnx(tmp_path / "linear.onnx")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_artifact_cache(tmp_path_factory):
+    """Module- and session-scoped fixtures build too: they get a cache outside the checkout."""
+    import os
+
+    before = os.environ.get("MCBENCH_CACHE")
+    os.environ["MCBENCH_CACHE"] = str(tmp_path_factory.mktemp("session-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MCBENCH_CACHE", None)
+    else:
+        os.environ["MCBENCH_CACHE"] = before
+
+
+@pytest.fixture(autouse=True)
+def _private_artifact_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own artifact cache, so no test reads another's builds or writes runs/.cache here."""
+    monkeypatch.setenv("MCBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))

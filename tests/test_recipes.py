@@ -73,3 +73,81 @@ def test_expand_refuses_a_pass_that_cannot_apply_before_any_work():
         expand_recipe(parse_recipe("prune.magic(0.5)"), "torch")
     with pytest.raises(RecipeError, match="quant.int8_dynamic has no parameter 'bits'"):
         expand_recipe(parse_recipe("quant.int8_dynamic(bits=4)"), "onnx")
+
+
+# --- named recipes, the variants they expand into, profiles' recipes and the CLI ---
+
+from optimizer.profiles import ProfileError, parse_profile  # noqa: E402
+from optimizer.recipes import parse_named_recipe, profile_recipe_variants, recipe_variants  # noqa: E402
+
+
+def test_named_recipe_takes_an_optional_name_and_keeps_keyword_arguments():
+    named = parse_named_recipe("small=prune.structured(0.3) + quant.int8_static(method=entropy)")
+    assert named.name == "small"
+    assert [str(s) for s in named.steps] == ["prune.structured(0.3)", "quant.int8_static(method=entropy)"]
+    bare = parse_named_recipe("quant.int8_static(method=entropy)")  # the '=' inside the call is not a name
+    assert bare.name == "quant.int8_static-method_entropy"
+    assert parse_named_recipe("prune.unstructured(0.5)+quant.int8_dynamic").name == (
+        "prune.unstructured-0.5_quant.int8_dynamic")
+
+
+def test_recipe_variants_follow_the_final_format():
+    onnx = recipe_variants(parse_named_recipe("p=prune.structured(0.3) + quant.int8_dynamic"), "torch")
+    assert [(v.name, v.target.runtime) for v in onnx] == [("ort-p", "onnxruntime"), ("ov-p", "openvino")]
+    assert onnx[0].recipe == ("prune.structured(0.3)", "export.onnx", "quant.int8_dynamic")
+    torch_only = recipe_variants(parse_named_recipe("u=prune.unstructured(0.5)"), "torch")
+    assert [(v.name, v.target.runtime, v.recipe) for v in torch_only] == [
+        ("torch-u", "torch", ("prune.unstructured(0.5)",))]
+    with pytest.raises(RecipeError, match="works on a PyTorch model"):
+        recipe_variants(parse_named_recipe("prune.structured(0.3)"), "onnx")
+    with pytest.raises(RecipeError, match="unknown pass 'prune.magic'"):
+        recipe_variants(parse_named_recipe("prune.magic"), "torch")
+
+
+def test_profile_recipes_are_validated_on_load_and_expand_for_its_runtimes():
+    data = {"name": "p", "cpu": {"cores": 2}, "targets": [{"runtime": "onnxruntime"}, {"runtime": "torch"}],
+            "recipes": ["q=quant.int8_dynamic", "u=prune.unstructured(0.5)"]}
+    profile = parse_profile(data, "p.toml")
+    specs = profile_recipe_variants(profile, "torch")
+    assert [(s.name, s.target.runtime, s.profile) for s in specs] == [
+        ("ort-q", "onnxruntime", "p"), ("torch-u", "torch", "p")]
+    with pytest.raises(ProfileError, match=r"p.toml: recipes\[0\]: unknown pass 'quant.int3'"):
+        parse_profile({**data, "recipes": ["quant.int3"]}, "p.toml")
+    with pytest.raises(ProfileError, match=r"p.toml: recipes\[1\]: recipe .* does not parse"):
+        parse_profile({**data, "recipes": ["quant.int8_dynamic", "prune.structured(0.3"]}, "p.toml")
+    with pytest.raises(ProfileError, match="p.toml: recipes: expected a list of recipe strings"):
+        parse_profile({**data, "recipes": "quant.int8_dynamic"}, "p.toml")
+
+
+def test_cli_refuses_a_bad_recipe_before_work(tmp_path, capsys):
+    from mcbench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--recipe", "prune.structured(ratio=fast)", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mcbench: --recipe 'prune.structured(ratio=fast)': prune.structured(ratio=fast): ratio must be float, got fast")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_recipe_runs_and_a_second_run_reuses_the_cache(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "mcbench.cli", "run", "--model", "tests.zoo:conv_net", "--input", "x=1,3,8,8",
+            "--recipe", "u=prune.unstructured(0.5)", "--quick", "--no-load", "--cache-dir", str(tmp_path / "cache")]
+    first = subprocess.run([*args, "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [v["name"] for v in results["variants"]] == ["torch-fp32", "torch-u"]
+    pruned = results["variants"][1]
+    assert pruned["status"] == "ok" and pruned["recipe"] == ["prune.unstructured(0.5)"]
+    assert pruned["passes"][0]["pass"] == "prune.unstructured" and pruned["passes"][0]["sparsity_reached"] == 0.5
+    assert "built prune.unstructured(0.5)" in first.stderr
+    second = subprocess.run([*args, "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "reused prune.unstructured(0.5) from the cache" in second.stderr
+    assert "built prune.unstructured" not in second.stderr
+    rerun = json.loads((tmp_path / "b" / "results.json").read_text())["variants"][1]
+    assert rerun["passes"][0]["cached"] is True

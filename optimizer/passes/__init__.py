@@ -32,6 +32,8 @@ PASSES: dict[str, PassInfo] = {
     "export.onnx": PassInfo("optimizer.passes.convert", ("torch", "pt2"), "onnx"),
     "quant.int8_dynamic": PassInfo("optimizer.passes.quantize", ("onnx",)),
     "quant.int8_static": PassInfo("optimizer.passes.quantize", ("onnx",)),
+    "prune.unstructured": PassInfo("optimizer.passes.prune", ("torch",)),
+    "prune.structured": PassInfo("optimizer.passes.prune", ("torch",)),
 }
 _REGISTRY: dict[str, PassFn] = {}
 
@@ -46,6 +48,7 @@ class PassContext:
 
     calibration: list[dict[str, np.ndarray]] | None = None
     calibration_source: str = "none"
+    train: tuple[dict[str, np.ndarray], np.ndarray] | None = None  # inputs (N, ...) by name, labels: fine-tuning
     messages: list[str] = field(default_factory=list)
 
     def log(self, message: str) -> None:

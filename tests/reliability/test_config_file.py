@@ -93,9 +93,16 @@ def test_missing_and_oversized_files(tmp_path, capsys):
                                                 f"run file (at most 1048576)")
 
 
-def test_valid_recipes_are_refused_until_the_pipeline_runs_them(tmp_path, capsys):
-    err = _refused(tmp_path, capsys, "recipes = ['quant.int8_dynamic']")
-    assert "key 'recipes': the recipes parse, but custom recipes are not run by this version" in err
+def test_recipes_in_the_file_become_variants_and_flags_replace_them(tmp_path):
+    from mcbench.pipeline import Pipeline
+
+    cfg = _write(tmp_path, "recipes = ['q=quant.int8_dynamic', 'prune.unstructured(0.5)']\n")
+    config = run_config(build_parser().parse_args(["run", "--config", str(cfg)]))
+    assert config.recipes == ("q=quant.int8_dynamic", "prune.unstructured(0.5)")
+    names = [s.name for s in Pipeline(config).variant_matrix()]
+    assert names == ["torch-fp32", "ort-q", "ov-q", "torch-prune.unstructured-0.5"]
+    config = run_config(build_parser().parse_args(["run", "--config", str(cfg), "--recipe", "x=quant.fp16"]))
+    assert config.recipes == ("x=quant.fp16",)
 
 
 def test_file_is_parsed_relative_to_its_folder_and_flags_override_it(tmp_path):

@@ -53,7 +53,7 @@ def crashed_run(tmp_path_factory, model_dir):
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline_mod.Pipeline, "measure", _faulty_measure(pipeline_mod.Pipeline.measure, injected))
-        code = main(["run", "--config", str(cfg), "--out", str(out)])
+        code = main(["run", "--config", str(cfg), "--out", str(out), "--no-cache"])  # artifacts in the run folder
     return code, out, cfg
 
 
