@@ -209,6 +209,9 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
                    "met_budget": fp32 - accuracy <= max_drop, "quantizable_layers": len(nodes),
                    "layers_in_float": in_float, "sensitivity": sensitivity, "attempts": attempts,
                    "seconds": round(time.perf_counter() - start, 3)})
+    if nodes and len(in_float) == len(nodes):
+        record["note"] = "every quantizable layer stayed in float: within the budget only as an FP32 model"
+        ctx.log(f"quant.int8_accuracy_aware: {record['note']}")
     ctx.log(f"accuracy-aware INT8: FP32 {fp32:.4f}, INT8 {accuracy:.4f} with {len(in_float)} of "
             f"{len(nodes)} layers in float ({', '.join(in_float) or 'none'})")
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
