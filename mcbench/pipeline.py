@@ -19,12 +19,14 @@ from bench.accuracy import accuracy_of
 from bench.environment import environment
 from bench.isolate import ChildError, call_in_child
 from bench.measure import InProcessResult, measure_in_process
+from bench.op_profile import with_comparison
 from mcbench.config import ConfigError, RunConfig
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
 from optimizer.hardware import cpu_info, split_cores, usable_cores
-from optimizer.passes import PassContext, PassError, apply_passes
+from optimizer.passes import PassContext, PassError, apply_passes, check_needs
 from optimizer.profiles import Profile, ProfileError, find_profile
+from optimizer.recipe_syntax import RecipeError, parse_recipe
 from optimizer.recipes import VariantSpec, default_variants, profile_variants
 from optimizer.targets import TargetError, skip_reason
 from reports.schema import RunResult, VariantResult, save_results
@@ -118,6 +120,41 @@ def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[Va
     return baseline + [s for s in specs if s.name in names and not s.baseline]
 
 
+def workload_data(config: RunConfig) -> set[str]:
+    """The data a run will have for passes, known before any work: calibration always (generated
+    inputs when no dataset is given), labelled validation data with the demo or a --dataset."""
+    return {"calibration", "validation"} if config.model is None or config.dataset is not None else {"calibration"}
+
+
+def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
+    """Refuse, before training or loading anything, a variant whose passes need data this run lacks."""
+    for spec in specs:
+        try:
+            check_needs(tuple(s for text in spec.recipe for s in parse_recipe(text)), available)
+        except RecipeError as exc:
+            raise ConfigError(f"variant {spec.name}: {exc}") from exc
+
+
+def workload_validation(workload: Workload):
+    """Held-out feeds and labels for passes that measure accuracy (accuracy-aware quantization)."""
+    if workload.labels is None:
+        return None
+    return workload.eval_samples, workload.labels
+
+
+def compare_op_profiles(variants: list[VariantResult]) -> None:
+    """Rewrite each operator profile's sentence against the FP32 variant of the same runtime in this run."""
+    measured = [v for v in variants if v.status == "ok" and v.latency is not None]
+    for v in measured:
+        fp32 = [r for r in measured if r.runtime == v.runtime and r.profile == v.profile
+                and all(step == "export.onnx" for step in r.recipe)]
+        ref = fp32[0] if fp32 else None
+        if ref is None or ref is v or v.op_profile is None:
+            continue
+        passes = list((v.artifact or {}).get("passes", []))
+        v.op_profile = with_comparison(v.op_profile, passes, v.latency.p50_ms, ref.name, ref.latency.p50_ms)
+
+
 class Pipeline:
     def __init__(self, config: RunConfig, progress: Progress = print) -> None:
         self.config = config
@@ -151,6 +188,7 @@ class Pipeline:
 
     def run(self) -> tuple[RunResult, RunPaths]:
         specs = select_variants(self.variant_matrix(), self.config.variants)
+        check_data_needs(specs, workload_data(self.config))
         self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
         env = environment()
@@ -176,6 +214,7 @@ class Pipeline:
             save_results(run, paths.results)
         if baseline_outputs is None:
             run.warnings.append("the baseline variant failed: fidelity to FP32 could not be measured")
+        compare_op_profiles(run.variants)
         save_results(run, paths.results)
         return run, paths
 
@@ -220,6 +259,7 @@ class Pipeline:
             self.say(f"  failed: {result.error}")
             return result, None
         result.latency = measured.latency
+        result.op_profile = measured.op_profile
         if not measured.settled:
             result.warnings.append(
                 f"in-process median did not settle within {self.config.timing.max_seconds:.0f} s "
@@ -254,7 +294,8 @@ class Pipeline:
             prefix = spec.recipe[:i]
             if prefix not in self._built:
                 started = time.perf_counter()
-                ctx = PassContext(workload.calibration, workload.calibration_source)
+                ctx = PassContext(workload.calibration, workload.calibration_source,
+                                  validation=workload_validation(workload))
                 self._built[prefix] = apply_passes(artifact, prefix[-1:], ctx, paths.artifacts(prefix))
                 for message in ctx.messages:
                     self.say(f"  {message}")
