@@ -22,7 +22,8 @@ from optimizer.errors import first_line
 from optimizer.hardware import cpu_info
 from optimizer.targets import Target, openvino_config, ort_providers, require
 
-PROFILE_RUNS = 5
+PROFILE_RUNS = 10  # per-node medians over these runs: a shared machine's stalls hit single runs
+WARMUP_RUNS = 2
 TOP_OPS = 12
 ORT_INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
                    "QAttention", "MatMulNBits", "DynamicQuantizeLSTM"}
@@ -63,7 +64,7 @@ def _ort_ops(artifact: Artifact, target: Target, feeds: dict[str, np.ndarray], r
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         session = ort.InferenceSession(str(artifact.path), opts, providers=ort_providers(target))
-        for _ in range(runs + 1):
+        for _ in range(runs + WARMUP_RUNS):
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
     kernels = [e for e in trace if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
@@ -72,11 +73,11 @@ def _ort_ops(artifact: Artifact, target: Target, feeds: dict[str, np.ndarray], r
         per_node[event["name"]].append(event)
     ops = []
     for name, events in per_node.items():
-        timed = events[-runs:] if len(events) > runs else events  # the first run warms up
+        timed = events[-runs:] if len(events) > runs else events  # the first runs warm up
         args = events[0].get("args", {})
         op_type = args.get("op_name", "?")
         ops.append({"name": name.removesuffix("_kernel_time"), "op_type": op_type,
-                    "us": sum(e.get("dur", 0) for e in timed) / len(timed),
+                    "us": float(np.median([e.get("dur", 0) for e in timed])),
                     "kind": _ort_kind(op_type, args), "kernel": args.get("provider", "")})
     return ops
 
@@ -98,7 +99,8 @@ def _ov_ops(artifact: Artifact, target: Target, feeds: dict[str, np.ndarray], ru
     config = {**openvino_config(target), "PERF_COUNT": True}
     compiled = ov.Core().compile_model(str(artifact.path), target.device.upper(), config)
     request = compiled.create_infer_request()
-    request.infer(feeds)
+    for _ in range(WARMUP_RUNS):
+        request.infer(feeds)
     totals: dict[str, dict[str, Any]] = {}
     for _ in range(runs):
         request.infer(feeds)
@@ -106,9 +108,10 @@ def _ov_ops(artifact: Artifact, target: Target, feeds: dict[str, np.ndarray], ru
             if str(info.status).rsplit(".", 1)[-1] != "EXECUTED":
                 continue
             rec = totals.setdefault(info.node_name, {"name": info.node_name, "op_type": info.node_type,
-                                                     "kernel": info.exec_type, "us": 0.0})
-            rec["us"] += info.real_time.total_seconds() * 1e6 / runs
+                                                     "kernel": info.exec_type, "times": []})
+            rec["times"].append(info.real_time.total_seconds() * 1e6)
     for rec in totals.values():
+        rec["us"] = float(np.median(rec.pop("times")))
         rec["kind"] = _ov_kind(rec["op_type"], rec["kernel"])
     return list(totals.values())
 
@@ -183,8 +186,10 @@ def explain(summary: dict[str, Any], passes: list[dict[str, Any]], ratio: float 
         text = f"{speed}{int_share:.0%} of the time in INT8 {int_ops} kernels, {conv_share:.0%} in (de)quantize ops"
         if "quant.int8_dynamic" in names and any(o in summary.get("integer_ops", []) for o in ("ConvInteger",)):
             text += f"; dynamic INT8 ConvInteger kernels are slow on this {cpu} (no fused INT8 convolution)"
-        elif not vnni:
+        elif not vnni and (ratio is None or ratio >= 0.95):
             text += f"; on this {cpu} INT8 dot products take several instructions, so INT8 gains little over FP32"
+        elif not vnni:
+            text += f"; this {cpu} has no INT8 dot-product instructions: a VNNI CPU would gain more"
         floats = summary.get("float_compute_layers", [])
         if floats:
             text += f"; {len(floats)} compute layer(s) stayed in float"
