@@ -122,8 +122,9 @@ def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[Va
 
 def workload_data(config: RunConfig) -> set[str]:
     """The data a run will have for passes, known before any work: calibration always (generated
-    inputs when no dataset is given), labelled validation data with the demo or a --dataset."""
-    return {"calibration", "validation"} if config.model is None or config.dataset is not None else {"calibration"}
+    inputs when no dataset is given), labelled validation data with the demo or a classification --dataset."""
+    labelled = config.model is None or (config.dataset is not None and config.task == "classification")
+    return {"calibration", "validation"} if labelled else {"calibration"}
 
 
 def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
@@ -135,9 +136,9 @@ def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
             raise ConfigError(f"variant {spec.name}: {exc}") from exc
 
 
-def workload_validation(workload: Workload):
-    """Held-out feeds and labels for passes that measure accuracy (accuracy-aware quantization)."""
-    if workload.labels is None:
+def workload_validation(workload: Workload, task: str):
+    """Held-out feeds and class labels for passes that measure top-1 accuracy (accuracy-aware quantization)."""
+    if workload.labels is None or task != "classification":
         return None
     return workload.eval_samples, workload.labels
 
@@ -295,7 +296,7 @@ class Pipeline:
             if prefix not in self._built:
                 started = time.perf_counter()
                 ctx = PassContext(workload.calibration, workload.calibration_source,
-                                  validation=workload_validation(workload))
+                                  validation=workload_validation(workload, self.config.task))
                 self._built[prefix] = apply_passes(artifact, prefix[-1:], ctx, paths.artifacts(prefix))
                 for message in ctx.messages:
                     self.say(f"  {message}")

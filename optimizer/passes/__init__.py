@@ -44,7 +44,7 @@ PASSES: dict[str, PassInfo] = {
                                          needs=("calibration", "validation")),
 }
 DATA_NAMES = {"calibration": "calibration data (representative inputs)",
-              "validation": "validation data (held-out inputs with labels, e.g. --dataset)"}
+              "validation": "validation data (held-out inputs with class labels: the demo, or --dataset)"}
 _REGISTRY: dict[str, PassFn] = {}
 
 
