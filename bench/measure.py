@@ -32,9 +32,12 @@ def measure_in_process(
     eval_samples: list[dict[str, np.ndarray]],
     timing_feeds: dict[str, np.ndarray],
     plan: TimingPlan,
+    batch_size: int = 1,
 ) -> InProcessResult:
     """Meant to run in a child process (bench.isolate): takes and returns plain data.
 
+    At a batch size above 1, the evaluation samples run in batches of that size (so a variant that
+    batches wrongly shows in its accuracy) and latency is per batch of `batch_size` timing inputs.
     After the timing, a few more inferences are profiled per operator (never during it: the
     profilers slow a run down); a profiler failure is recorded in the profile, not raised.
     """
@@ -42,9 +45,23 @@ def measure_in_process(
     model, where = Artifact.from_dict(artifact), Target.from_dict(target)
     session = open_session(model, where)
     load_seconds = time.perf_counter() - start
-    outputs = collect_outputs(session, eval_samples)
-    session_names = list(session.output_names)
-    latency, settled = measure_latency(session, timing_feeds, plan)
+    outputs = collect_outputs(session, batched(eval_samples, batch_size))
+    timing = repeated(timing_feeds, batch_size)
+    latency, settled = measure_latency(session, timing, plan)
+    names = list(session.output_names)
     del session
-    op_profile = profile_ops(model, where, timing_feeds) if where.runtime != "torch" else None
-    return InProcessResult(outputs, latency, settled, load_seconds, session_names, op_profile)
+    op_profile = profile_ops(model, where, timing) if where.runtime != "torch" else None
+    return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile)
+
+
+def batched(samples: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
+    """Consecutive samples joined along the batch axis, `size` at a time (the last batch may be smaller)."""
+    if size == 1:
+        return samples
+    groups = [samples[i:i + size] for i in range(0, len(samples), size)]
+    return [{name: np.concatenate([s[name] for s in group]) for name in group[0]} for group in groups]
+
+
+def repeated(feeds: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """One timing input repeated `size` times along the batch axis."""
+    return feeds if size == 1 else {name: np.concatenate([value] * size) for name, value in feeds.items()}

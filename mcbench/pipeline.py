@@ -11,7 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from optimizer.hardware import cpu_info, split_cores, usable_cores
 from optimizer.passes import PassContext, PassError, apply_passes, check_needs
 from optimizer.profiles import Profile, ProfileError, find_profile
 from optimizer.recipe_syntax import RecipeError, parse_recipe
-from optimizer.recipes import VariantSpec, default_variants, profile_variants
+from optimizer.recipes import VariantSpec, default_variants, profile_variants, with_batch_sizes
 from optimizer.targets import TargetError, skip_reason
 from reports.schema import RunResult, VariantResult, save_results
 
@@ -109,6 +109,18 @@ def load_cores(profile: Profile | None) -> tuple[list[int], list[int]]:
     return split_cores(sorted(here))
 
 
+def batch_skip_reason(artifact: Artifact, batch_size: int) -> str | None:
+    """Why an artifact cannot run batches of this size (an ONNX model with a fixed batch axis), or None."""
+    if batch_size == 1 or artifact.format != "onnx":
+        return None
+    from optimizer.graph_stats import fixed_batch_inputs
+
+    fixed = fixed_batch_inputs(artifact.path)
+    if fixed:
+        return f"input(s) {', '.join(fixed)} have a fixed batch axis: batch size {batch_size} cannot run"
+    return None
+
+
 def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
     if not names:
         return specs
@@ -144,10 +156,12 @@ def workload_validation(workload: Workload, task: str):
 
 
 def compare_op_profiles(variants: list[VariantResult]) -> None:
-    """Rewrite each operator profile's sentence against the FP32 variant of the same runtime in this run."""
+    """Rewrite each operator profile's sentence against the FP32 variant of the same runtime, hardware
+    profile and batch size in this run."""
     measured = [v for v in variants if v.status == "ok" and v.latency is not None]
     for v in measured:
         fp32 = [r for r in measured if r.runtime == v.runtime and r.profile == v.profile
+                and r.settings.get("batch_size") == v.settings.get("batch_size")
                 and all(step == "export.onnx" for step in r.recipe)]
         ref = fp32[0] if fp32 else None
         if ref is None or ref is v or v.op_profile is None:
@@ -232,9 +246,9 @@ class Pipeline:
                 raise ConfigError(str(exc)) from exc
             self.profiles[profile.name] = profile
             cpu_mismatch = hardware_mismatch(profile)
-            for s in profile_variants(profile, from_torch):
+            for s in with_batch_sizes(profile_variants(profile, from_torch), profile.batch_sizes):
                 skip = cpu_mismatch if s.target.device == "cpu" else None
-                specs.append(VariantSpec(f"{profile.name}:{s.name}", s.recipe, s.target, False, s.profile, skip))
+                specs.append(replace(s, name=f"{profile.name}:{s.name}", skip=skip))
         return specs
 
     def run_variant(
@@ -248,8 +262,8 @@ class Pipeline:
                 self._manifests[artifact.path] = artifact.manifest()
             result.artifact = dict(self._manifests[artifact.path])
             target = spec.target if spec.target.threads else spec.target.with_threads(len(usable_cores()))
-            result.settings = {"in_process": target.to_dict()}
-            reason = spec.skip or skip_reason(target)
+            result.settings = {"in_process": target.to_dict(), "batch_size": spec.batch_size}
+            reason = spec.skip or skip_reason(target) or batch_skip_reason(artifact, spec.batch_size)
             if reason:
                 result.status, result.error = "skipped", reason
                 self.say(f"  compiled, not measured: {reason}")
@@ -273,7 +287,10 @@ class Pipeline:
             f"  in-process p50 {measured.latency.p50_ms:.3f} ms, p99 {measured.latency.p99_ms:.3f} ms "
             f"(n={measured.latency.count})"
         )
-        if self.config.load is not None:
+        if self.config.load is not None and spec.batch_size > 1:
+            result.warnings.append(f"in-process figures are for batches of {spec.batch_size}; "
+                                   "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
+        elif self.config.load is not None:
             self.load_test(spec, artifact, workload, paths, result)
         return result, measured.outputs
 
@@ -313,6 +330,7 @@ class Pipeline:
             workload.eval_samples,
             workload.timing_feeds,
             self.config.timing,
+            spec.batch_size,
             timeout_s=MEASURE_TIMEOUT_S,
         )
 

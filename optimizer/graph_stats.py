@@ -82,3 +82,22 @@ def _node_flops(node, shapes: dict[str, list[int] | None]) -> int:
 
 def _attr(node, name: str) -> int:
     return next((a.i for a in node.attribute if a.name == name), 0)
+
+
+def fixed_batch_inputs(path: Path) -> list[str]:
+    """The inputs of an ONNX model whose first (batch) axis is a fixed number rather than a named dimension.
+
+    Such a model runs only at the batch size it was exported with; batch sizes above it are skipped.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    fixed = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and not dims[0].dim_param:
+            fixed.append(value.name)
+    return fixed

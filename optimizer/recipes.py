@@ -21,6 +21,14 @@ class VariantSpec:
     baseline: bool = False
     profile: str | None = None
     skip: str | None = None  # why the profile's hardware is not this machine; compiled, not measured
+    batch_size: int = 1  # inputs per inference in the in-process measurement
+
+
+def with_batch_sizes(specs: list[VariantSpec], batch_sizes: tuple[int, ...]) -> list[VariantSpec]:
+    """Each variant at each of a profile's batch sizes; names gain `-b{N}` for every size but 1."""
+    from dataclasses import replace
+
+    return [replace(s, name=s.name if b == 1 else f"{s.name}-b{b}", batch_size=b) for s in specs for b in batch_sizes]
 
 
 def default_variants(from_torch: bool) -> list[VariantSpec]:

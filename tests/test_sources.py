@@ -225,7 +225,7 @@ def test_exported_two_input_onnx_and_an_opset_11_model_load(tmp_path):
     inputs = {"left": InputOverride((1, 4)), "right": InputOverride((1, 6))}
     artifact = from_factory("tests.zoo:two_inputs", None, inputs, tmp_path)
     exported = apply_passes(artifact, ("export.onnx",), PassContext(), tmp_path / "onnx")
-    assert [s.name for s in load_onnx(exported.path).inputs] == ["left", "right"]
+    assert [s.name for s in load_onnx(exported.path, inputs).inputs] == ["left", "right"]
     old = onnx.load(str(make_linear_onnx(tmp_path / "m.onnx")))
     old.opset_import[0].version = 11
     onnx.save(old, str(tmp_path / "old.onnx"))

@@ -88,7 +88,8 @@ def test_two_profile_run_on_the_demo(tmp_path):
     variants = {v["name"]: v for v in json.loads((out / "results.json").read_text())["variants"]}
     local = [v for n, v in variants.items() if n.startswith("local-2core-avx2:")]
     gpu = [v for n, v in variants.items() if n.startswith("nvidia-gpu:")]
-    assert len(local) == 5 and len(gpu) == 3
+    assert len(local) == 5 and len(gpu) == 6  # nvidia-gpu asks for batch sizes 1 and 16
+    assert {v["settings"]["batch_size"] for v in gpu} == {1, 16} and "nvidia-gpu:ort-fp32-trt-b16" in variants
     if "local-2core-avx2" in proc.stderr and "lacks" in proc.stderr:
         pytest.skip("this machine is not the 2-core AVX2 profile's CPU")
     assert all(v["status"] == "ok" and v["profile"] == "local-2core-avx2" for v in local)

@@ -22,8 +22,13 @@ CHECK_SAMPLES = 4
 
 
 @register("export.onnx")
-def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
-    """Export with torch.export (the current exporter); fall back to TorchScript tracing, saying so."""
+def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True) -> Artifact:
+    """Export with torch.export (the current exporter); fall back to TorchScript tracing, saying so.
+
+    The batch axis is exported dynamic, so one file serves every batch size a profile asks for and
+    the server can batch requests; a model that cannot export that way is exported at its fixed
+    batch size, and the record says why.
+    """
     if artifact.format == "onnx":
         return artifact
     from optimizer.intake_torch import load_torch_module
@@ -35,31 +40,49 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact
     out = Path(out_dir) / "model.onnx"
     start = time.perf_counter()
     record: dict[str, Any] = {"pass": "export.onnx"}
+    record["batch"] = "dynamic" if dynamic_batch else "static"
     try:
-        _export(torch, module, example, names, out, dynamo=True)
-        record["exporter"] = "torch.export (dynamo)"
-    except Exception as exc:  # the new exporter fails on some models: the legacy one is the stated fallback
-        record["exporter"] = "torchscript (fallback)"
-        record["fallback_reason"] = f"{type(exc).__name__}: {first_line(exc)}"
-        try:
-            _export(torch, module, example, names, out, dynamo=False)
-        except Exception as exc2:
-            raise PassError(f"ONNX export failed with both exporters: {exc2}") from exc2
+        _export_either(torch, module, example, names, out, record, dynamic_batch)
+    except Exception as exc:
+        if not dynamic_batch:
+            raise
+        record["batch"] = f"static (dynamic batch export failed: {type(exc).__name__}: {first_line(exc)})"
+        _export_either(torch, module, example, names, out, record, dynamic=False)
     record["seconds"] = round(time.perf_counter() - start, 3)
     exported = Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
-    record["max_abs_diff_vs_module"] = _check_export(torch, module, exported)
+    record["max_abs_diff_vs_module"] = _check_export(torch, module, exported, batched=record["batch"] == "dynamic")
     ctx.log(f"exported to ONNX with {record['exporter']} in {record['seconds']:.1f} s, "
             f"max |onnx - module| = {record['max_abs_diff_vs_module']:.2e}")
     return exported
 
 
-def _check_export(torch: Any, module: Any, exported: Artifact) -> float:
-    """Run the module and the ONNX file on the same generated inputs; refuse an export that disagrees."""
+def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
+                   record: dict[str, Any], dynamic: bool) -> None:
+    try:
+        _export(torch, module, example, names, out, dynamo=True, dynamic=dynamic)
+        record["exporter"] = "torch.export (dynamo)"
+    except Exception as exc:  # the new exporter fails on some models: the legacy one is the stated fallback
+        record["exporter"] = "torchscript (fallback)"
+        record["fallback_reason"] = f"{type(exc).__name__}: {first_line(exc)}"
+        try:
+            _export(torch, module, example, names, out, dynamo=False, dynamic=dynamic)
+        except Exception as exc2:
+            raise PassError(f"ONNX export failed with both exporters: {exc2}") from exc2
+
+
+def _check_export(torch: Any, module: Any, exported: Artifact, batched: bool) -> float:
+    """Run the module and the ONNX file on the same generated inputs; refuse an export that disagrees.
+
+    A dynamic-batch export is also checked on a batch of three, so a graph that baked in batch 1
+    is caught here rather than at serving time.
+    """
     session = open_session(exported, Target("onnxruntime"))
     rng = np.random.default_rng(1)
     worst, scale = 0.0, 1.0
-    for _ in range(CHECK_SAMPLES):
+    for i in range(CHECK_SAMPLES):
         feeds = {s.name: s.sample(rng) for s in exported.inputs}
+        if batched and i == CHECK_SAMPLES - 1:
+            feeds = {s.name: np.concatenate([feeds[s.name], s.sample(rng), s.sample(rng)]) for s in exported.inputs}
         with torch.inference_mode():
             ref = module(*(torch.from_numpy(feeds[s.name]) for s in exported.inputs))
         refs = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
@@ -72,7 +95,8 @@ def _check_export(torch: Any, module: Any, exported: Artifact) -> float:
     return worst
 
 
-def _export(torch: Any, module: Any, example: tuple, names: list[str], out: Path, dynamo: bool) -> None:
+def _export(torch: Any, module: Any, example: tuple, names: list[str], out: Path, dynamo: bool,
+            dynamic: bool) -> None:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -80,6 +104,11 @@ def _export(torch: Any, module: Any, example: tuple, names: list[str], out: Path
         if dynamo:
             kwargs["verbose"] = False
             kwargs["external_data"] = False
+            if dynamic:
+                batch = torch.export.Dim("batch", min=1, max=4096)
+                kwargs["dynamic_shapes"] = tuple({0: batch} for _ in names)
         else:
             kwargs["opset_version"] = 17
+            if dynamic:
+                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*names, "output"]}
         torch.onnx.export(module, example, str(out), **kwargs)
