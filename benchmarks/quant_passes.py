@@ -62,9 +62,9 @@ def resnet_model(work: Path):
     return onnx_model, generated_inputs(spec, 32, seed=2), None
 
 
-def top1(artifact: Artifact, runtime: str, feeds: list[dict], threads: int) -> np.ndarray:
+def outputs(artifact: Artifact, runtime: str, feeds: list[dict], threads: int) -> np.ndarray:
     session = open_session(artifact, Target(runtime, threads=threads))
-    return np.array([int(np.argmax(session.run(f)[0])) for f in feeds])
+    return np.concatenate([session.run(f)[0] for f in feeds])
 
 
 def main() -> int:
@@ -90,9 +90,11 @@ def main() -> int:
         variants[step] = (built, "openvino" if built.format == "openvino" else "onnxruntime")
         print(f"built {step} in {time.perf_counter() - start:.1f} s", flush=True)
     feeds = validation[0] if validation else generated_inputs(model.inputs, 32, seed=1)
-    reference = top1(model, "onnxruntime", feeds, args.threads)
-    labels = validation[1] if validation else reference
-    accuracy = {n: float(np.mean(top1(a, rt, feeds, args.threads) == labels)) for n, (a, rt) in variants.items()}
+    reference = outputs(model, "onnxruntime", feeds, args.threads)
+    labels = validation[1] if validation else reference.argmax(-1)
+    out = {n: outputs(a, rt, feeds, args.threads) for n, (a, rt) in variants.items()}
+    accuracy = {n: float(np.mean(o.argmax(-1) == labels)) for n, o in out.items()}
+    error = {n: float(np.max(np.abs(o - reference)) / np.max(np.abs(reference))) for n, o in out.items()}
     sessions = {n: open_session(a, Target(rt, threads=args.threads)) for n, (a, rt) in variants.items()}
     plan = TimingPlan(warmup_runs=5, min_runs=30, min_seconds=0.5, max_seconds=5)
     ratios: dict[str, list[float]] = {n: [] for n in variants}
@@ -107,8 +109,9 @@ def main() -> int:
     metric = "accuracy" if validation else "top-1 agreement with FP32"
     print(f"\n{args.model}: {metric}, in-process p50 (median of {args.rounds} rounds), ratio to ORT FP32 "
           f"(median of per-round ratios), {args.threads} thread(s)\n")
-    print(f"| variant | runtime | {metric} | p50 ms | p50 / ORT FP32 | why (operator profile) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| variant | runtime | {metric} | max abs diff / max abs FP32 output | p50 ms | p50 / ORT FP32 "
+          "| why (operator profile) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n, (artifact, runtime) in variants.items():
         ratio = float(np.median(ratios[n]))
         ref = "ort-fp32" if runtime == "onnxruntime" else "ov-fp32"
@@ -117,7 +120,8 @@ def main() -> int:
             vs_ref = float(np.median([a / b for a, b in zip(p50s[n], p50s[ref], strict=True)]))
             profile = with_comparison(profile, list(artifact.passes), vs_ref, ref, 1.0)
         why = profile.get("sentence") or profile.get("error", "")
-        print(f"| {n} | {runtime} | {accuracy[n]:.4f} | {np.median(p50s[n]):.3f} | {ratio:.2f} | {why} |")
+        print(f"| {n} | {runtime} | {accuracy[n]:.4f} | {error[n]:.4f} | {np.median(p50s[n]):.3f} | {ratio:.2f} "
+              f"| {why} |")
     return 0
 
 

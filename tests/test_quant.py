@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -282,3 +283,18 @@ def test_nncf_accuracy_control_meets_the_budget_on_digits(digits, tmp_path):
     record = out.passes[-1]
     assert out.format == "openvino" and record["met_budget"] is True
     assert isinstance(record["layers_in_float"], list)
+
+
+
+def _pass_with_choices(artifact, ctx, out_dir, mode: Literal["a", "b"] = "a", other: NotDefinedAnywhere = "x"):  # noqa: F821
+    return artifact
+
+
+def test_choices_come_from_literal_annotations_and_unresolvable_ones_are_not_checked():
+    from optimizer.passes import check_choices
+    from optimizer.recipe_syntax import Step
+
+    kwargs = {"mode": "b", "other": "y"}
+    assert check_choices(Step("p"), _pass_with_choices, kwargs) == kwargs
+    with pytest.raises(RecipeError, match="^p: mode must be one of a, b, got 'c'$"):
+        check_choices(Step("p"), _pass_with_choices, {"mode": "c"})

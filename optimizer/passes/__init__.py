@@ -9,6 +9,7 @@ importing it, so a recipe that cannot apply is refused before any work starts.
 from __future__ import annotations
 
 import importlib
+import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,12 +110,22 @@ def expand_recipe(steps: tuple[Step, ...], source_format: str) -> tuple[Step, ..
 
 def check_choices(step: Step, fn: PassFn, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Refuse a value outside a parameter's `Literal[...]` choices (quant.int8_static(method=...))."""
-    hints = typing.get_type_hints(fn)
     for name, value in kwargs.items():
-        choices = typing.get_args(hints.get(name)) if typing.get_origin(hints.get(name)) is Literal else ()
+        choices = _literal_choices(fn, name)
         if choices and value not in choices:
             raise RecipeError(f"{step}: {name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     return kwargs
+
+
+def _literal_choices(fn: PassFn, name: str) -> tuple[Any, ...]:
+    """The values a `Literal[...]` parameter allows; () for any other annotation, or one that does not resolve."""
+    annotation = inspect.signature(fn).parameters[name].annotation
+    if isinstance(annotation, str):  # `from __future__ import annotations`: resolve in the pass's module
+        try:
+            annotation = eval(annotation, fn.__globals__)  # noqa: S307 - our own source's annotation text
+        except Exception:
+            return ()
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
 
 
 def check_needs(steps: tuple[Step, ...], available: frozenset[str] | set[str]) -> None:
