@@ -157,3 +157,35 @@ def test_the_measurement_returns_the_operator_profile(conv, runtime):
     assert result.outputs.shape == (1, 5) and result.latency.count >= 10
     _check_shape_of(result.op_profile)
     assert result.op_profile["runtime"] == runtime
+
+
+@pytest.mark.slow
+@pytest.mark.openvino
+def test_a_demo_run_keeps_op_profiles_and_pass_records_for_quantized_variants(tmp_path, monkeypatch):
+    from bench.latency import TimingPlan
+    from mcbench.config import RunConfig
+    from mcbench.pipeline import Pipeline
+    from optimizer.recipes import VariantSpec
+
+    ov = Target("openvino", options={"hint": "LATENCY", "precision": "f32"})
+    specs = [VariantSpec("torch-fp32", (), Target("torch"), baseline=True),
+             VariantSpec("ort-fp32", ("export.onnx",), Target("onnxruntime")),
+             VariantSpec("ort-int8-dynamic", ("export.onnx", "quant.int8_dynamic"), Target("onnxruntime")),
+             VariantSpec("ort-int8-aa", ("export.onnx", "quant.int8_accuracy_aware(max_drop=0.02)"),
+                         Target("onnxruntime")),
+             VariantSpec("ov-fp32", ("export.onnx",), ov),
+             VariantSpec("ov-nncf-int8", ("export.onnx", "nncf.int8"), ov)]
+    monkeypatch.setattr(Pipeline, "variant_matrix", lambda self: specs)
+    timing = TimingPlan(warmup_runs=2, min_runs=20, min_seconds=0.1, max_seconds=1)
+    run, _ = Pipeline(RunConfig(quick=True, load=None, out_dir=tmp_path / "run", timing=timing),
+                      progress=lambda _: None).run()
+    by_name = {v.name: v for v in run.variants}
+    assert all(v.status == "ok" for v in run.variants), [(v.name, v.error) for v in run.variants]
+    assert by_name["torch-fp32"].op_profile is None
+    assert by_name["ort-int8-dynamic"].op_profile["vs_fp32"]["reference"] == "ort-fp32"
+    assert "ConvInteger" in by_name["ort-int8-dynamic"].op_profile["integer_ops"]
+    assert by_name["ov-nncf-int8"].op_profile["vs_fp32"]["reference"] == "ov-fp32"
+    assert by_name["ov-nncf-int8"].artifact["format"] == "openvino"
+    record = by_name["ort-int8-aa"].artifact["passes"][-1]
+    assert record["pass"] == "quant.int8_accuracy_aware" and record["met_budget"] is True
+    assert record["validation_samples"] == 360 and isinstance(record["layers_in_float"], list)
