@@ -10,6 +10,7 @@ import numpy as np
 
 from bench.accuracy import collect_outputs
 from bench.latency import TimingPlan, measure_latency
+from bench.op_profile import profile_ops
 from optimizer.artifact import Artifact
 from optimizer.targets import Target, open_session
 from reports.schema import LatencyStats
@@ -22,6 +23,7 @@ class InProcessResult:
     settled: bool
     load_seconds: float
     output_names: list[str]
+    op_profile: dict[str, Any] | None = None  # per-operator times of a few inferences (ORT, OpenVINO)
 
 
 def measure_in_process(
@@ -36,13 +38,20 @@ def measure_in_process(
 
     At a batch size above 1, the evaluation samples run in batches of that size (so a variant that
     batches wrongly shows in its accuracy) and latency is per batch of `batch_size` timing inputs.
+    After the timing, a few more inferences are profiled per operator (never during it: the
+    profilers slow a run down); a profiler failure is recorded in the profile, not raised.
     """
     start = time.perf_counter()
-    session = open_session(Artifact.from_dict(artifact), Target.from_dict(target))
+    model, where = Artifact.from_dict(artifact), Target.from_dict(target)
+    session = open_session(model, where)
     load_seconds = time.perf_counter() - start
     outputs = collect_outputs(session, batched(eval_samples, batch_size))
-    latency, settled = measure_latency(session, repeated(timing_feeds, batch_size), plan)
-    return InProcessResult(outputs, latency, settled, load_seconds, list(session.output_names))
+    timing = repeated(timing_feeds, batch_size)
+    latency, settled = measure_latency(session, timing, plan)
+    names = list(session.output_names)
+    del session
+    op_profile = profile_ops(model, where, timing) if where.runtime != "torch" else None
+    return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile)
 
 
 def batched(samples: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:

@@ -22,14 +22,16 @@ from bench.accuracy import accuracy_of
 from bench.environment import environment
 from bench.isolate import ChildError, call_in_child, exit_status_text
 from bench.measure import InProcessResult, measure_in_process
+from bench.op_profile import with_comparison
 from mcbench.config import ConfigError, RunConfig
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
 from mcbench.workload import Workload, demo_workload, user_workload
 from optimizer.artifact import Artifact
-from optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest
+from optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest, validation_digest
 from optimizer.hardware import cpu_info, split_cores, usable_cores
-from optimizer.passes import PassContext, PassError, apply_passes
+from optimizer.passes import PassContext, PassError, apply_passes, check_needs
 from optimizer.profiles import Profile, ProfileError, find_profile
+from optimizer.recipe_syntax import parse_recipe
 from optimizer.recipes import (
     RecipeError,
     VariantSpec,
@@ -172,6 +174,44 @@ def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[Va
     return baseline + [s for s in specs if s.name in names and not s.baseline]
 
 
+def workload_data(config: RunConfig) -> set[str]:
+    """The data a run will have for passes, known before any work: calibration always (generated
+    inputs when no dataset is given), labelled validation data with the demo or a classification --dataset."""
+    labelled = config.model is None or (config.dataset is not None and config.task == "classification")
+    return {"calibration", "validation"} if labelled else {"calibration"}
+
+
+def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
+    """Refuse, before training or loading anything, a variant whose passes need data this run lacks."""
+    for spec in specs:
+        try:
+            check_needs(tuple(s for text in spec.recipe for s in parse_recipe(text)), available)
+        except RecipeError as exc:
+            raise ConfigError(f"variant {spec.name}: {exc}") from exc
+
+
+def workload_validation(workload: Workload, task: str):
+    """Held-out feeds and class labels for passes that measure top-1 accuracy (accuracy-aware quantization)."""
+    if workload.labels is None or task != "classification":
+        return None
+    return workload.eval_samples, workload.labels
+
+
+def compare_op_profiles(variants: list[VariantResult]) -> None:
+    """Rewrite each operator profile's sentence against the FP32 variant of the same runtime, hardware
+    profile and batch size in this run."""
+    measured = [v for v in variants if v.status == "ok" and v.latency is not None]
+    for v in measured:
+        fp32 = [r for r in measured if r.runtime == v.runtime and r.profile == v.profile
+                and r.settings.get("batch_size") == v.settings.get("batch_size")
+                and all(step == "export.onnx" for step in r.recipe)]
+        ref = fp32[0] if fp32 else None
+        if ref is None or ref is v or v.op_profile is None:
+            continue
+        passes = list((v.artifact or {}).get("passes", []))
+        v.op_profile = with_comparison(v.op_profile, passes, v.latency.p50_ms, ref.name, ref.latency.p50_ms)
+
+
 class Pipeline:
     def __init__(self, config: RunConfig, progress: Progress = print) -> None:
         self.config = config
@@ -220,6 +260,7 @@ class Pipeline:
         raises RunInterrupted; the children were already killed by bench.isolate on the way up.
         """
         specs = select_variants(self.variant_matrix(), self.config.variants)
+        check_data_needs(specs, workload_data(self.config))
         self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
         run = RunResult(
@@ -269,6 +310,7 @@ class Pipeline:
             raise RunInterrupted(run, paths, signum) from None
         if baseline_outputs is None:
             run.warnings.append("the baseline variant failed: fidelity to FP32 could not be measured")
+        compare_op_profiles(run.variants)
         self.save(run, paths)
         return run, paths
 
@@ -392,6 +434,7 @@ class Pipeline:
             self.say(f"  failed: {result.error}")
             return result, None
         result.latency = measured.latency
+        result.op_profile = measured.op_profile
         if not measured.settled:
             result.warnings.append(
                 f"in-process median did not settle within {self.config.timing.max_seconds:.0f} s "
@@ -439,7 +482,9 @@ class Pipeline:
         if prefix[-1] == "export.onnx" and artifact.format == "onnx":
             return artifact  # nothing to build; an ONNX file (and its external data) is not copied into the cache
         started = time.perf_counter()
-        ctx = PassContext(workload.calibration, workload.calibration_source, train=workload.train)
+        validation = workload_validation(workload, self.config.task)
+        ctx = PassContext(workload.calibration, workload.calibration_source, train=workload.train,
+                          validation=validation)
 
         def produce(out_dir: Path) -> Artifact:
             return apply_passes(artifact, prefix[-1:], ctx, out_dir)
@@ -448,7 +493,7 @@ class Pipeline:
             built = produce(paths.artifacts(prefix))
         else:
             key = cache_key(self._model_digest(workload), prefix, data_digest(workload.calibration),
-                            data_digest(workload.train))
+                            data_digest(workload.train), validation_digest(validation))
             cached = cache.get(key)
             if cached is not None:
                 self.say(f"  reused {prefix[-1]} from the cache ({cache.entry(key)})")

@@ -50,12 +50,17 @@ def generated_inputs(specs: tuple[InputSpec, ...], count: int, seed: int = 0) ->
     return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(*paths: Path) -> str:
+    """The SHA-256 of a file, or of several files read one after the other (an IR's .xml and .bin)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+FORMATS = ("onnx", "torch", "pt2", "openvino")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ class Artifact:
 
     `format` is "onnx" (path is the .onnx file), "torch" (path is a state_dict file loaded with
     weights_only=True into the module that `factory`, a "package.module:callable", returns), or
-    "pt2" (path is a torch.export archive).
+    "pt2" (path is a torch.export archive), or "openvino" (path is an IR .xml, its weights in
+    the .bin beside it; OpenVINO runs it, onnxruntime cannot).
     """
 
     path: Path
@@ -74,8 +80,8 @@ class Artifact:
     passes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if self.format not in ("onnx", "torch", "pt2"):
-            raise ValueError(f"artifact format {self.format!r} is not 'onnx', 'torch' or 'pt2'")
+        if self.format not in FORMATS:
+            raise ValueError(f"artifact format {self.format!r} is not 'onnx', 'torch', 'pt2' or 'openvino'")
         if self.format == "torch" and not self.factory:
             raise ValueError("a torch artifact needs a factory ('package.module:callable')")
 
@@ -91,12 +97,16 @@ class Artifact:
             **stats,
             "path": str(self.path),
             "format": self.format,
-            "sha256": sha256_of(self.path),
-            "size_bytes": self.path.stat().st_size,
+            "sha256": sha256_of(*self.files()),
+            "size_bytes": sum(f.stat().st_size for f in self.files()),
             "factory": self.factory,
             "inputs": [s.to_dict() for s in self.inputs],
             "passes": list(self.passes),
         }
+
+    def files(self) -> tuple[Path, ...]:
+        """The files that make up the model: the IR's .bin goes with its .xml."""
+        return (self.path, self.path.with_suffix(".bin")) if self.format == "openvino" else (self.path,)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -106,9 +106,18 @@ def data_digest(samples: list[dict[str, np.ndarray]] | tuple | None) -> str:
     return h.hexdigest()
 
 
-def cache_key(model: str, steps: tuple[str, ...], calibration: str, train: str) -> str:
+def validation_digest(validation: tuple[list[dict[str, np.ndarray]], np.ndarray] | None) -> str:
+    """A digest of (held-out feeds, labels), what accuracy-aware passes measure against; 'none' without."""
+    if validation is None:
+        return "none"
+    feeds, labels = validation
+    return hashlib.sha256((data_digest(feeds) + data_digest([{"labels": np.asarray(labels)}])).encode()).hexdigest()
+
+
+def cache_key(model: str, steps: tuple[str, ...], calibration: str, train: str, validation: str = "none") -> str:
     ingredients = {"format": CACHE_FORMAT, "model": model, "recipe": list(steps), "calibration": calibration,
-                   "train": train, "libraries": library_versions(steps), "code": pass_code_digest(steps)}
+                   "train": train, "validation": validation,
+                   "libraries": library_versions(steps), "code": pass_code_digest(steps)}
     return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
 
 

@@ -6,7 +6,8 @@ import os
 import platform
 from pathlib import Path
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+             "amx_bf16", "amx_fp16")
 
 
 def cpu_info() -> dict[str, object]:

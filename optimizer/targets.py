@@ -98,20 +98,43 @@ def skip_reason(target: Target) -> str | None:
         wanted = target.device.upper()
         if wanted not in devices:
             return f"OpenVINO device {wanted} not present (found {', '.join(sorted(devices))})"
-        return None
+        return precision_skip_reason(target) if wanted == "CPU" else None
     if target.device == "cuda" and not require("torch").cuda.is_available():
         return "torch.cuda is not available (no NVIDIA GPU or a CPU-only PyTorch build)"
     return None
 
 
+# The ISA features OpenVINO's CPU plugin needs to honour a lower inference precision (else it runs f32).
+PRECISION_ISA = {"bf16": ("avx512_bf16", "amx_bf16"), "f16": ("avx512_fp16", "amx_fp16")}
+OV_PRECISION_TYPES = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def precision_skip_reason(target: Target) -> str | None:
+    """Why this CPU cannot run the asked OpenVINO inference precision, or None (f32, or the ISA is there)."""
+    precision = target.options.get("precision", "f32")
+    needs = PRECISION_ISA.get(precision)
+    if not needs:
+        return None
+    from optimizer.hardware import cpu_info
+
+    isa = cpu_info()["isa"]
+    if any(flag in isa for flag in needs):  # type: ignore[operator]
+        return None
+    return (f"OpenVINO inference precision {precision} needs {' or '.join(needs)}; this CPU has "
+            f"{', '.join(isa) or 'none of the listed ISA features'} (OpenVINO would run f32 instead)")  # type: ignore[arg-type]
+
+
 def open_session(artifact: Artifact, target: Target) -> Session:
     if target.runtime == "torch":
         return _TorchSession(artifact, target)
+    if target.runtime == "openvino" and artifact.format in ("onnx", "openvino"):
+        return _OpenVinoSession(artifact, target)
+    if artifact.format == "openvino":
+        raise TargetError("onnxruntime cannot run an OpenVINO IR model (the nncf.* passes make one): "
+                          "measure it on the openvino runtime")
     if artifact.format != "onnx":
         raise TargetError(f"{target.runtime} needs an ONNX artifact, got {artifact.format}")
-    if target.runtime == "onnxruntime":
-        return _OrtSession(artifact, target)
-    return _OpenVinoSession(artifact, target)
+    return _OrtSession(artifact, target)
 
 
 def require(module: str, extra: str | None = None) -> Any:
@@ -154,6 +177,10 @@ class _OpenVinoSession:
         executed = [d.split(".")[0] for d in self._compiled.get_property("EXECUTION_DEVICES")]
         if device not in executed:
             raise TargetError(f"asked OpenVINO for {device}, it runs on {', '.join(executed)}: not measured")
+        asked = OV_PRECISION_TYPES.get(str(config["INFERENCE_PRECISION_HINT"]), str(config["INFERENCE_PRECISION_HINT"]))
+        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if device == "CPU" and self.precision != asked:  # the CPU plugin quietly runs f32 where it cannot
+            raise TargetError(f"asked OpenVINO for inference precision {asked}, it runs {self.precision}: not measured")
         self._request = self._compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]

@@ -1,10 +1,11 @@
-"""INT8 quantization with onnxruntime.quantization: dynamic, and static QDQ with calibration."""
+"""Quantization with onnxruntime: dynamic INT8, static INT8 (QDQ) with calibration, FP16, and an
+accuracy-aware static INT8 that keeps the most sensitive layers in float."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -12,6 +13,10 @@ from optimizer.artifact import Artifact
 from optimizer.errors import first_line
 from optimizer.passes import PassContext, PassError, register
 from optimizer.targets import require
+
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")  # the ops whose weights static QDQ quantizes per channel
+Method = Literal["minmax", "entropy", "percentile"]
 
 
 def _needs_onnx(artifact: Artifact, name: str) -> None:
@@ -62,27 +67,151 @@ class _Reader:
         return next(self._it, None)
 
 
+def _static_qdq(source: Path, out: Path, calibration: list[dict[str, np.ndarray]], method: str,
+                per_channel: bool, exclude: list[str] | None = None) -> None:
+    """One quantize_static call: QDQ, UINT8 activations, INT8 weights, the named nodes left in float."""
+    q = require("onnxruntime.quantization")
+    q.quantize_static(
+        str(source), str(out), _Reader(calibration),
+        quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+        calibrate_method=getattr(q.CalibrationMethod, CALIBRATION_METHODS[method]),
+        nodes_to_exclude=exclude or None,
+    )
+
+
+def _static_record(name: str, ctx: PassContext, method: str, per_channel: bool) -> dict[str, Any]:
+    assert ctx.calibration is not None
+    return {"pass": name, "format": "QDQ", "per_channel": per_channel,
+            "calibration": CALIBRATION_METHODS[method], "calibration_samples": len(ctx.calibration),
+            "calibration_source": ctx.calibration_source}
+
+
 @register("quant.int8_static")
-def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
-    """Static INT8 in QDQ format, per-channel weights, MinMax calibration on the context's samples."""
+def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path, method: Method = "minmax",
+                per_channel: bool = True) -> Artifact:
+    """Static INT8 in QDQ format, calibrated on the context's samples (MinMax, Entropy or Percentile)."""
     _needs_onnx(artifact, "quant.int8_static")
     if not ctx.calibration:
         raise PassError("quant.int8_static needs calibration data and none was given")
-    q = require("onnxruntime.quantization")
     out_dir = Path(out_dir)
     prepped = out_dir / "model.preprocessed.onnx"
     out = out_dir / "model.int8_static.onnx"
     start = time.perf_counter()
-    record: dict[str, Any] = {"pass": "quant.int8_static", "format": "QDQ", "per_channel": True,
-                              "calibration": "MinMax", "calibration_samples": len(ctx.calibration),
-                              "calibration_source": ctx.calibration_source}
+    record = _static_record("quant.int8_static", ctx, method, per_channel)
     source = _preprocessed(artifact.path, prepped, record, ctx)
-    q.quantize_static(
-        str(source), str(out), _Reader(ctx.calibration),
-        quant_format=q.QuantFormat.QDQ, per_channel=True,
-        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-        calibrate_method=q.CalibrationMethod.MinMax,
-    )
+    _static_qdq(source, out, ctx.calibration, method, per_channel)
     prepped.unlink(missing_ok=True)
     record["seconds"] = round(time.perf_counter() - start, 3)
+    return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
+
+
+@register("quant.fp16")
+def fp16(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
+    """Weights and activations in FP16, inputs and outputs kept FP32 so the same feeds stay valid.
+
+    Meant for GPU targets (tensor cores); a CPU without native FP16 arithmetic runs it through casts.
+    """
+    _needs_onnx(artifact, "quant.fp16")
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    start = time.perf_counter()
+    model = onnx.load(str(artifact.path))
+    converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    out = Path(out_dir) / "model.fp16.onnx"
+    onnx.save(converted, str(out))
+    dtypes = [init.data_type for init in converted.graph.initializer]
+    record = {"pass": "quant.fp16", "keep_io_types": True,
+              "fp16_initializers": sum(d == onnx.TensorProto.FLOAT16 for d in dtypes),
+              "fp32_initializers": sum(d == onnx.TensorProto.FLOAT for d in dtypes),
+              "casts": sum(n.op_type == "Cast" for n in converted.graph.node),
+              "meant_for": "GPU targets; on a CPU without FP16 arithmetic the runtime computes through casts",
+              "seconds": round(time.perf_counter() - start, 3)}
+    ctx.log(f"FP16: {record['fp16_initializers']} initializers converted, {record['casts']} casts at the edges")
+    return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
+
+
+def quantizable_nodes(model_path: Path) -> list[str]:
+    """The names of the Conv / MatMul / Gemm nodes whose weights are constants (what static QDQ quantizes)."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    weights = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node
+            if n.op_type in QUANTIZABLE_OPS and len(n.input) > 1 and n.input[1] in weights]
+
+
+def top1_accuracy(model_path: Path, feeds: list[dict[str, np.ndarray]], labels: np.ndarray) -> float:
+    """Top-1 accuracy of an ONNX classifier on labelled feeds, with onnxruntime on the CPU."""
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    correct = 0
+    for feed, label in zip(feeds, labels, strict=True):
+        logits = session.run(None, feed)[0]
+        if logits.ndim != 2 or logits.shape[0] != 1:
+            raise PassError(f"accuracy-aware quantization needs a classifier with (1, classes) logits, "
+                            f"got an output of shape {list(logits.shape)}")
+        correct += int(np.argmax(logits[0]) == int(label))
+    return correct / len(labels)
+
+
+@register("quant.int8_accuracy_aware")
+def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max_drop: float = 0.01,
+                        method: Method = "minmax") -> Artifact:
+    """Static INT8 (QDQ, per channel) within an accuracy budget: the most sensitive layers stay in float.
+
+    Sensitivity of a layer is the top-1 drop when that layer alone is quantized. Layers are put
+    back in float, most sensitive first, until the drop is within `max_drop` (absolute).
+    Accuracy is measured on the context's validation data (held-out, labelled).
+    """
+    _needs_onnx(artifact, "quant.int8_accuracy_aware")
+    if not ctx.calibration:
+        raise PassError("quant.int8_accuracy_aware needs calibration data and none was given")
+    if ctx.validation is None:
+        raise PassError("quant.int8_accuracy_aware needs labelled validation data and none was given")
+    if max_drop < 0:
+        raise PassError(f"quant.int8_accuracy_aware: max_drop must be >= 0, got {max_drop}")
+    feeds, labels = ctx.validation
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    record = _static_record("quant.int8_accuracy_aware", ctx, method, True)
+    record.update({"max_drop": max_drop, "validation_samples": len(labels)})
+    source = _preprocessed(artifact.path, out_dir / "model.preprocessed.onnx", record, ctx)
+    fp32 = top1_accuracy(source, feeds, labels)
+    out = out_dir / "model.int8_accuracy_aware.onnx"
+    trial = out_dir / "model.trial.onnx"
+
+    def accuracy_excluding(exclude: list[str]) -> float:
+        _static_qdq(source, out, ctx.calibration, method, True, exclude)
+        return top1_accuracy(out, feeds, labels)
+
+    nodes = quantizable_nodes(source)
+    accuracy = accuracy_excluding([])
+    attempts = [{"in_float": [], "accuracy": accuracy}]
+    sensitivity: dict[str, float] = {}
+    in_float: list[str] = []
+    if fp32 - accuracy > max_drop:
+        for node in nodes:  # one layer quantized at a time: the others excluded
+            _static_qdq(source, trial, ctx.calibration, method, True, [n for n in nodes if n != node])
+            sensitivity[node] = round(fp32 - top1_accuracy(trial, feeds, labels), 6)
+        trial.unlink(missing_ok=True)
+        for node in sorted(nodes, key=lambda n: -sensitivity[n]):
+            in_float.append(node)
+            accuracy = accuracy_excluding(in_float)
+            attempts.append({"in_float": list(in_float), "accuracy": accuracy})
+            if fp32 - accuracy <= max_drop:
+                break
+    (out_dir / "model.preprocessed.onnx").unlink(missing_ok=True)
+    record.update({"fp32_accuracy": fp32, "accuracy": accuracy, "drop": round(fp32 - accuracy, 6),
+                   "met_budget": fp32 - accuracy <= max_drop, "quantizable_layers": len(nodes),
+                   "layers_in_float": in_float, "sensitivity": sensitivity, "attempts": attempts,
+                   "seconds": round(time.perf_counter() - start, 3)})
+    if nodes and len(in_float) == len(nodes):
+        record["note"] = "every quantizable layer stayed in float: within the budget only as an FP32 model"
+        ctx.log(f"quant.int8_accuracy_aware: {record['note']}")
+    ctx.log(f"accuracy-aware INT8: FP32 {fp32:.4f}, INT8 {accuracy:.4f} with {len(in_float)} of "
+            f"{len(nodes)} layers in float ({', '.join(in_float) or 'none'})")
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
