@@ -201,6 +201,8 @@ def latency_budget_ms(run: RunResult) -> float | None:
 
 
 PERCENTILES = (("p50", "p50_ms", "dot"), ("p90", "p90_ms", "dash"), ("p99", "p99_ms", "solid"))
+OTHER_SWEEPS = (("open loop", "open_steps", "longdash"), ("batched, closed", "batched_steps", "dashdot"),
+                ("batched, open", "batched_open_steps", "longdashdot"))
 
 
 def load_curve_spec(run: RunResult) -> ChartSpec:
@@ -221,6 +223,21 @@ def load_curve_spec(run: RunResult) -> ChartSpec:
                          "legendgroup": _esc(v.name), "showlegend": label == "p99", "text": hover,
                          "hoverinfo": "text", "line": {"color": colors[v.name], "dash": dash, "width": 2},
                          "marker": {"size": 8}, "meta": {"variant": v.name, "percentile": label}})
+        for sweep, attr, dash in OTHER_SWEEPS:
+            other = [s for s in (getattr(v.load, attr) if v.load else []) if s.latency is not None
+                     and finite(s.throughput_rps) is not None]
+            if not other:
+                continue
+            ys = [finite(s.latency.p99_ms) for s in other]
+            hover = [_esc(f"{v.name} {sweep} p99: {format_ms(y)} ms at {format_rps(s.throughput_rps)} req/s "
+                          f"(offered {format_rps(s.offered_rps) if s.offered_rps else f'{s.users} users'}), "
+                          f"{s.failures} failures") for s, y in zip(other, ys, strict=True)]
+            data.append({"type": "scatter", "mode": "lines+markers", "x": [s.throughput_rps for s in other], "y": ys,
+                         "name": _esc(f"{v.name} ({sweep})"), "legendgroup": _esc(v.name), "showlegend": False,
+                         "text": hover, "hoverinfo": "text",
+                         "line": {"color": colors[v.name], "dash": dash, "width": 1.5},
+                         "marker": {"size": 6, "symbol": "triangle-up"},
+                         "meta": {"variant": v.name, "percentile": "p99", "sweep": sweep}})
     budget = latency_budget_ms(run)
     shapes, annotations = [], []
     if budget is not None and drawn:
@@ -237,8 +254,9 @@ def load_curve_spec(run: RunResult) -> ChartSpec:
         notes.append("no p99 latency budget was recorded, so no budget line is drawn")
     layout = _layout("achieved throughput (req/s)", "HTTP latency (ms)", shapes=shapes, annotations=annotations,
                      xaxis={"rangemode": "tozero"}, yaxis={"rangemode": "tozero"})
-    caption = ("One colour per variant, one point per load step: p99 solid with markers, p90 dashed, p50 dotted. "
-               "Where a curve turns up, the server is saturated.")
+    caption = ("One colour per variant, one point per load step. Closed loop: p99 solid with markers, p90 dashed, "
+               "p50 dotted. Open loop (latency from each request's scheduled send) and runs with server batching: "
+               "p99 only, triangles. Where a curve turns up, the server is saturated.")
     return ChartSpec("load-curves", "Latency percentiles vs achieved throughput (HTTP, Locust)",
                      {"data": data, "layout": layout}, drawn, "; ".join(notes), caption, marks_per_variant="curve")
 

@@ -131,9 +131,22 @@ def speedup(baseline_p50: float | None, latency: LatencyStats | None) -> float |
     return baseline_p50 / p50
 
 
+SWEEPS = (("closed", "steps"), ("open", "open_steps"), ("batched closed", "batched_steps"),
+          ("batched open", "batched_open_steps"))
+
+
+def load_sweeps(load: LoadResult | None) -> list[tuple[str, list[LoadStep]]]:
+    """The sweeps a load result holds, named: closed and open loop, then the same with server batching."""
+    return [(name, getattr(load, attr)) for name, attr in SWEEPS if load is not None and getattr(load, attr)]
+
+
+def all_steps(load: LoadResult | None) -> list[LoadStep]:
+    return [s for _, steps in load_sweeps(load) for s in steps]
+
+
 def peak_step(load: LoadResult | None) -> LoadStep | None:
-    """The load step with the highest achieved throughput (the first such, on a tie)."""
-    steps = [s for s in (load.steps if load else []) if finite(s.throughput_rps) is not None]
+    """The unbatched step (closed or open loop) with the highest achieved throughput (the first, on a tie)."""
+    steps = [s for s in (load.steps + load.open_steps if load else []) if finite(s.throughput_rps) is not None]
     return max(steps, key=lambda s: s.throughput_rps, default=None)
 
 
@@ -178,7 +191,7 @@ def variant_colors(run: RunResult) -> dict[str, str]:
 def summary_row(variant: VariantResult, baseline_p50: float | None, frontier: set[str], color: str,
                 baseline: str | None) -> SummaryRow:
     acc, lat, peak = variant.accuracy, variant.latency, peak_step(variant.load)
-    failures = sum(s.failures for s in variant.load.steps) if variant.load else None
+    failures = sum(s.failures for s in all_steps(variant.load)) if variant.load else None
     return SummaryRow(
         name=variant.name,
         color=color,
@@ -215,7 +228,8 @@ def summary_rows(run: RunResult) -> list[SummaryRow]:
 
 @dataclass(frozen=True)
 class LoadStepRow:
-    users: Cell
+    sweep: str  # closed, open, batched closed, batched open
+    level: Cell  # closed loop: users; open loop: offered req/s
     duration_s: Cell
     requests: Cell
     failures: Cell
@@ -223,7 +237,9 @@ class LoadStepRow:
     p50: Cell
     p90: Cell
     p99: Cell
+    p999: Cell
     samples: Cell
+    stable: str
     errors: str
     is_peak: bool
 
@@ -236,11 +252,14 @@ class LoadTable:
     facts: list[KeyValue]
 
 
-def load_step_row(step: LoadStep, is_peak: bool) -> LoadStepRow:
+def load_step_row(step: LoadStep, is_peak: bool, sweep: str = "closed") -> LoadStepRow:
     lat = step.latency
     errors = "; ".join(f"{count}× {message}" for message, count in step.errors.items())
+    level = (number_cell(step.users, lambda u: f"{format_count(u)} users") if step.mode == "closed"
+             else number_cell(step.offered_rps, lambda r: NA if finite(r) is None else f"{format_rps(r)} req/s"))
     return LoadStepRow(
-        users=number_cell(step.users, format_count),
+        sweep=sweep,
+        level=level,
         duration_s=number_cell(step.duration_s, format_seconds),
         requests=number_cell(step.requests, format_count),
         failures=number_cell(step.failures, format_count),
@@ -248,7 +267,9 @@ def load_step_row(step: LoadStep, is_peak: bool) -> LoadStepRow:
         p50=number_cell(lat.p50_ms if lat else None, format_ms),
         p90=number_cell(lat.p90_ms if lat else None, format_ms),
         p99=number_cell(lat.p99_ms if lat else None, format_ms),
+        p999=number_cell(step.p999_ms, format_ms),
         samples=number_cell(lat.count if lat else None, format_count),
+        stable={True: "yes", False: "no", None: NA}[step.stable],
         errors=errors,
         is_peak=is_peak,
     )
@@ -269,17 +290,20 @@ def load_facts(load: LoadResult) -> list[KeyValue]:
                  f"{format_count(load.locust_total_requests)} / {format_count(load.locust_total_failures)}"),
         KeyValue("load generator CPU", NA if finite(load.loadgen_cpu_percent) is None
                  else f"{load.loadgen_cpu_percent:.0f}%"),
+        *[KeyValue(f"{sweep} sweep stopped", why) for sweep, why in load.stopped.items()],
+        *([KeyValue("server dynamic batching", f"max batch {load.batching.get('max_batch')}, "
+                    f"wait up to {load.batching.get('max_wait_ms')} ms (the batched rows)")] if load.batching else []),
     ]
 
 
 def load_tables(run: RunResult) -> list[LoadTable]:
-    """One table per variant that has a load result, one row per concurrency step, the peak step marked."""
+    """One table per variant that has a load result, one row per step of each sweep, the peak step marked."""
     colors, tables = variant_colors(run), []
     for v in run.variants:
         if v.load is None:
             continue
         peak = peak_step(v.load)
-        rows = [load_step_row(s, s is peak) for s in v.load.steps]
+        rows = [load_step_row(s, s is peak, sweep) for sweep, steps in load_sweeps(v.load) for s in steps]
         tables.append(LoadTable(v.name, colors[v.name], rows, load_facts(v.load)))
     return tables
 
@@ -401,9 +425,9 @@ def derived_warnings(variant: VariantResult) -> list[str]:
     load = variant.load
     if load is not None and load.cores_shared and "shar" not in said:
         found.append("server and load generator share CPU cores: HTTP figures are pessimistic")
-    failures = sum(s.failures for s in load.steps) if load else 0
+    failures = sum(s.failures for s in all_steps(load))
     if load is not None and failures > 0:
-        requests = sum(s.requests for s in load.steps)
+        requests = sum(s.requests for s in all_steps(load))
         found.append(f"{failures:,} of {requests:,} HTTP requests failed under load")
     return found
 

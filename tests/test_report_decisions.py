@@ -173,3 +173,31 @@ def test_details_show_the_operator_profile_as_recorded():
     run.variant("ort-int8-static").op_profile = {"by_op_type_ms": {"ConvInteger": 0.05, "DequantizeLinear": 0.01}}
     page = render_report(run)
     assert "Operator profile" in page and "by_op_type_ms.ConvInteger" in page
+
+
+def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
+    from dataclasses import replace
+
+    from reports.views import load_tables, peak_step
+
+    run = sample_run()
+    v = run.variant("ort-fp32")
+    closed = v.load.steps
+    v.load.open_steps = [replace(s, mode="open", offered_rps=r, users=0, p999_ms=9.5, stable=r < 3200,
+                                 throughput_rps=r * 0.99) for s, r in zip(closed, (1500.0, 3200.0), strict=True)]
+    v.load.batched_steps = [replace(closed[0], throughput_rps=2500.0)]
+    v.load.batching = {"max_batch": 8, "max_wait_ms": 2.0}
+    v.load.stopped = {"open": "p99 over the 100 ms budget at 3,000 req/s"}
+    assert peak_step(v.load).offered_rps == 3200.0  # the open loop's top step outran the closed loop
+    table = next(t for t in load_tables(run) if t.name == "ort-fp32")
+    assert [(r.sweep, r.level.text, r.stable) for r in table.rows][2:] == [
+        ("open", "1,500 req/s", "yes"), ("open", "3,200 req/s", "no"), ("batched closed", "1 users", "n/a")]
+    assert [r.is_peak for r in table.rows] == [False, False, False, True, False]
+    facts = {kv.key: kv.value for kv in table.facts}
+    assert facts["open sweep stopped"] == "p99 over the 100 ms budget at 3,000 req/s"
+    assert facts["server dynamic batching"].startswith("max batch 8")
+    traces = [t for t in load_curve_spec(run).figure["data"] if t["meta"]["variant"] == "ort-fp32"]
+    assert [t["meta"].get("sweep") for t in traces] == [None, None, None, "open loop", "batched, closed"]
+    assert traces[3]["x"] == [1485.0, 3168.0] and traces[3]["line"]["dash"] == "longdash"
+    page = render_report(run)
+    assert "batched closed" in page and "3,200 req/s" in page and "p99.9 ms" in page
