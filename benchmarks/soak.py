@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import run_load  # noqa: E402
+from bench.load import Endpoint, Requests, StepRules, run_load  # noqa: E402
 from bench.protocol import encode_infer_request  # noqa: E402
 from bench.server import serve_in_subprocess  # noqa: E402
 from optimizer.hardware import split_cores, usable_cores  # noqa: E402
@@ -113,9 +113,10 @@ class RssSampler(threading.Thread):
 def find_capacity(url: str, feeds, cores: tuple[list[int], list[int]], step_s: float, work: Path) -> dict:
     """Peak throughput (requests/s) over a closed-loop ramp of 1, 2, 4 and 8 users."""
     server_cores, loadgen_cores = cores
-    steps = [(u, step_s) for u in (1, 2, 4, 8)]
-    result = run_load(url, MODEL_NAME, feeds, steps, loadgen_cores=loadgen_cores, server_cores=server_cores,
-                      server_threads=len(server_cores), work_dir=work / "ramp", warmup_s=min(1.0, step_s / 4))
+    rules = StepRules(seconds=step_s, warmup_s=min(1.0, step_s / 4), max_seconds=step_s, check_every=0)
+    result = run_load(Endpoint(url, MODEL_NAME), Requests.encode([feeds]), [1, 2, 4, 8], [], rules,
+                      loadgen_cores=loadgen_cores, server_cores=server_cores, server_threads=len(server_cores),
+                      work_dir=work / "ramp")
     peak = max(result.steps, key=lambda s: s.throughput_rps)
     return {
         "steps": [{"users": s.users, "rps": round(s.throughput_rps, 1), "failures": s.failures,
