@@ -45,6 +45,10 @@ def count_flops(model, specs: tuple[InputSpec, ...]) -> int:
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]  # stale entries (FP16 conversion leaves some without shapes) block inference
+    ordered = _topological(fixed.graph)
+    del fixed.graph.node[:]
+    fixed.graph.node.extend(ordered)  # FP16 conversion appends its input Casts last; inference needs graph order
     by_name = {s.name: s for s in specs}
     for value in fixed.graph.input:
         if value.name in by_name:
@@ -56,6 +60,23 @@ def count_flops(model, specs: tuple[InputSpec, ...]) -> int:
     shapes = {v.name: _dims(v) for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
     shapes.update({t.name: list(t.dims) for t in inferred.graph.initializer})
     return sum(_node_flops(node, shapes) for node in inferred.graph.node)
+
+
+def _topological(graph) -> list:
+    """The nodes in an order where each comes after the producers of its inputs (Kahn's algorithm, stable)."""
+    produced_by = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    deps = [{produced_by[x] for x in node.input if x in produced_by} for node in graph.node]
+    done: set[int] = set()
+    order: list = []
+    while len(order) < len(graph.node):
+        ready = [i for i in range(len(graph.node)) if i not in done and deps[i] <= done]
+        if not ready:  # a cycle: leave the rest as they were
+            order += [n for i, n in enumerate(graph.node) if i not in done]
+            break
+        for i in ready:
+            done.add(i)
+            order.append(graph.node[i])
+    return order
 
 
 def _dims(value) -> list[int] | None:

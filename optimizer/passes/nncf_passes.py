@@ -23,6 +23,8 @@ PRESETS = {"performance": "PERFORMANCE", "mixed": "MIXED"}
 WEIGHT_MODES = {"int8": "INT8_ASYM", "int8_sym": "INT8_SYM", "int4": "INT4_SYM", "int4_asym": "INT4_ASYM"}
 WEIGHT_LAYERS = ("MatMul", "Convolution", "GroupConvolution", "Gather")  # ops whose constant weights NNCF may compress
 Preset = Literal["performance", "mixed"]
+ModelKind = Literal["auto", "cnn", "transformer"]
+ATTENTION_OPS = ("Softmax",)  # a graph with attention is quantized with NNCF's transformer scheme
 WeightMode = Literal["int8", "int8_sym", "int4", "int4_asym"]
 
 
@@ -87,9 +89,22 @@ def float_layers(model: Any) -> list[str]:
     return out
 
 
+def model_type_args(model: Any, kind: str) -> tuple[str, dict[str, Any]]:
+    """The kind used and NNCF's `model_type` argument for it.
+
+    NNCF asks for `ModelType.TRANSFORMER` on attention models (it keeps Softmax/LayerNorm paths in float
+    and handles embeddings as weights); without it, quantizer propagation fails on a BERT-like graph
+    with a KeyError on the embedding node. "auto" picks it when the graph has a Softmax.
+    """
+    if kind == "auto":
+        kind = "transformer" if any(op.get_type_name() in ATTENTION_OPS for op in model.get_ops()) else "cnn"
+    nncf = require("nncf")
+    return kind, ({"model_type": nncf.ModelType.TRANSFORMER} if kind == "transformer" else {})
+
+
 @register("nncf.int8")
 def int8(artifact: Artifact, ctx: PassContext, out_dir: Path, preset: Preset = "performance",
-         subset_size: int = 300) -> Artifact:
+         subset_size: int = 300, model_type: ModelKind = "auto") -> Artifact:
     """NNCF post-training INT8 quantization (FakeQuantize in the IR), calibrated on the context's samples."""
     model = _read_onnx(artifact, "nncf.int8")
     if not ctx.calibration:
@@ -98,13 +113,14 @@ def int8(artifact: Artifact, ctx: PassContext, out_dir: Path, preset: Preset = "
         raise PassError(f"nncf.int8: subset_size must be at least 1, got {subset_size}")
     nncf = require("nncf")
     start = time.perf_counter()
+    kind, type_args = model_type_args(model, model_type)
     try:
         quantized = nncf.quantize(model, _dataset(ctx.calibration), subset_size=subset_size,
-                                  preset=getattr(nncf.QuantizationPreset, PRESETS[preset]))
+                                  preset=getattr(nncf.QuantizationPreset, PRESETS[preset]), **type_args)
     except Exception as exc:
         raise PassError(f"nncf.quantize failed: {type(exc).__name__}: {first_line(exc)}") from exc
     out = _save(quantized, out_dir, "model.nncf_int8")
-    record = {"pass": "nncf.int8", "preset": preset, "subset_size": subset_size,
+    record = {"pass": "nncf.int8", "preset": preset, "subset_size": subset_size, "model_type": kind,
               "calibration_samples": min(subset_size, len(ctx.calibration)),
               "calibration_source": ctx.calibration_source,
               "fake_quantize": sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops()),
@@ -160,7 +176,7 @@ def _validation_fn(labels: np.ndarray):
 
 @register("nncf.int8_accuracy_aware")
 def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max_drop: float = 0.01,
-                        subset_size: int = 300) -> Artifact:
+                        subset_size: int = 300, model_type: ModelKind = "auto") -> Artifact:
     """NNCF's quantize_with_accuracy_control: INT8, then layers reverted to float until the drop fits max_drop."""
     model = _read_onnx(artifact, "nncf.int8_accuracy_aware")
     if not ctx.calibration or ctx.validation is None:
@@ -169,10 +185,11 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     feeds, labels = ctx.validation
     start = time.perf_counter()
     validate = _validation_fn(labels)
+    kind, type_args = model_type_args(model, model_type)
     try:
         quantized = nncf.quantize_with_accuracy_control(
             model, _dataset(ctx.calibration), _dataset(feeds), validate,
-            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset_size)
+            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset_size, **type_args)
     except Exception as exc:
         raise PassError(f"nncf.quantize_with_accuracy_control failed: {type(exc).__name__}: "
                         f"{first_line(exc)}") from exc
@@ -181,7 +198,7 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     fp32 = validate(core.compile_model(model, "CPU"), feeds)
     accuracy = validate(core.compile_model(quantized, "CPU"), feeds)
     out = _save(quantized, out_dir, "model.nncf_int8_aa")
-    record = {"pass": "nncf.int8_accuracy_aware", "max_drop": max_drop, "subset_size": subset_size,
+    record = {"pass": "nncf.int8_accuracy_aware", "max_drop": max_drop, "subset_size": subset_size, "model_type": kind,
               "calibration_source": ctx.calibration_source, "validation_samples": len(labels),
               "fp32_accuracy": fp32, "accuracy": accuracy, "drop": round(fp32 - accuracy, 6),
               "met_budget": fp32 - accuracy <= max_drop, "layers_in_float": float_layers(quantized),
