@@ -24,8 +24,10 @@ def capacity(load: LoadResult, budget_p99_ms: float, target_rps: float | None = 
              cost_per_hour: float | None = None) -> Capacity:
     """Replicas and cost to serve `target_rps` under the budget, from the open-loop sweep where it has an answer.
 
-    The open loop is preferred: its latencies include queueing at the offered rate, which is how a
-    fleet sees traffic; the closed loop's never exceed what its few users allow. A figure from a step
+    The open loop decides where it ran: its latencies include queueing at the offered rate, which is
+    how a fleet sees traffic; the closed loop's never exceed what its few users allow, so where the
+    open loop held the budget at no rate, there is no figure (never the closed loop's, which would
+    overstate it). The closed loop is used only where no open-loop sweep ran. A figure from a step
     that did not settle is labelled so in `basis`. Replicas assume requests spread evenly; cost per
     million requests is one replica's cost per hour over what it serves in an hour at full capacity.
     Where every step of the sweep held the budget, the sweep never found the limit, and the figure
@@ -33,9 +35,14 @@ def capacity(load: LoadResult, budget_p99_ms: float, target_rps: float | None = 
     """
     if budget_p99_ms <= 0:
         raise ValueError(f"a p99 budget must be positive, got {budget_p99_ms}")
-    best, basis = best_under_budget(load.open_steps, budget_p99_ms), "open-loop"
-    if best is None:
-        best, basis = best_under_budget(load.steps, budget_p99_ms), "closed-loop"
+    if load.open_steps:
+        best, basis = best_under_budget(load.open_steps, budget_p99_ms), "open-loop"
+        if best is None:  # the closed loop's figure would overstate it: its users never send a burst
+            lowest = min(s.offered_rps or s.throughput_rps for s in load.open_steps)
+            return Capacity(budget_p99_ms, None, f"none: the open loop's lowest rate, {lowest:,.0f} req/s offered, "
+                            "already failed the budget or had errors; capacity is below it", target_rps)
+    else:
+        best, basis = best_under_budget(load.steps, budget_p99_ms), "closed-loop (no open-loop sweep ran)"
     if best is None:
         return Capacity(budget_p99_ms, None, "none: no step held the budget", target_rps)
     sweep = load.open_steps if basis == "open-loop" else load.steps

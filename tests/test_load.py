@@ -95,9 +95,15 @@ def test_capacity_from_the_open_loop_replicas_and_cost() -> None:
     assert cap.cost_per_million == pytest.approx(1.5 / (600 * 3600) * 1e6)
 
 
-def test_capacity_falls_back_to_the_closed_loop_and_says_when_nothing_held() -> None:
-    cap = capacity(load_result([step(500, 5, "closed", stable=False), step(600, 20, "closed")], [step(300, 50)]), 10)
-    assert (cap.max_rps_under_budget, cap.basis, cap.replicas) == (500, "closed-loop (unstable step)", None)
+def test_capacity_from_the_closed_loop_only_where_no_open_loop_ran() -> None:
+    closed = [step(500, 5, "closed", stable=False), step(600, 20, "closed")]
+    cap = capacity(load_result(closed, []), 10)
+    assert (cap.max_rps_under_budget, cap.basis, cap.replicas) == (
+        500, "closed-loop (no open-loop sweep ran) (unstable step)", None)
+    failed_open = capacity(load_result(closed, [step(300, 50), step(450, 8, failures=3)]), 10, 100, 2.0)
+    assert failed_open.max_rps_under_budget is None and failed_open.cost_per_million is None
+    assert failed_open.basis == ("none: the open loop's lowest rate, 300 req/s offered, already failed the budget "
+                                 "or had errors; capacity is below it")
     bound = capacity(load_result([], [step(300, 4), step(400, 6)]), 10)
     assert bound.basis == "open-loop (lower bound: no step of the sweep passed the budget)"
     none = capacity(load_result([step(500, 50, "closed")], []), 10, 100, 2.0)
