@@ -51,3 +51,20 @@ def raise_deep() -> None:
         raise RuntimeError("the runtime refused the graph")
 
     inner()
+
+
+def assert_gone(pid: int, what: str, seconds: float = 5.0) -> None:
+    """Wait for `pid` to exit (a zombie counts: a killed process that is not our child may linger as one)."""
+    from pathlib import Path
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().split()[2] == "Z":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} {what}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def test_hang_past_timeout_is_killed_with_its_process_group(tmp_path):
     assert str(err).startswith("timed out after 6 s; the child was killed")
     assert err.exit_status == -signal.SIGKILL
     grandchild = int(Path(pid_file).read_text())
-    _assert_gone(grandchild)
+    faults.assert_gone(grandchild, "survived its parent's timeout")
 
 
 def test_exception_keeps_its_traceback_in_the_stderr_tail():
@@ -76,20 +75,6 @@ def test_stderr_tail_is_bounded_and_keeps_the_last_line():
                                             (None, "no exit status"), (-200, "signal 200 (exit status -200)")])
 def test_exit_status_text(code, text):
     assert exit_status_text(code) == text
-
-
-def _assert_gone(pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        # a killed process that is not our child may linger as a zombie of its reaped parent's reaper
-        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"process {pid} survived its parent's timeout")
 
 
 def test_arguments_that_cannot_be_sent_raise_their_own_error():

@@ -171,7 +171,7 @@ def test_signal_stops_children_and_keeps_a_partial_report(tmp_path, model_dir, m
     assert data["warnings"][-1] == (f"interrupted by {name} after 1 of 4 variants: this run is partial; "
                                     f"finish it with `mcbench run --resume {out}`")
     assert "this run is partial" in (out / "report.html").read_text()
-    _assert_gone(int(pid_file.read_text()))
+    faults.assert_gone(int(pid_file.read_text()), "outlived the interrupted run")
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
 
 
@@ -217,20 +217,6 @@ def test_write_failure_mid_run_is_clear_and_keeps_the_last_results(tmp_path, mod
     assert not list(out.glob(".results.json.*.tmp"))  # no temporary file left behind
 
 
-def _assert_gone(pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and stat.read_text().split()[2] == "Z":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"process {pid} outlived the interrupted run")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_to_the_mcbench_process(tmp_path, model_dir, signum, code):
@@ -265,7 +251,7 @@ def test_signal_to_the_mcbench_process(tmp_path, model_dir, signum, code):
     assert data["warnings"][-1].startswith(f"interrupted by {name} after 1 of 4 variants")
     assert (out / "report.html").exists()
     for pid in children:
-        _assert_gone(pid)
+        faults.assert_gone(pid, "outlived the interrupted run")
 
 
 def _children(pid: int) -> list[int]:
