@@ -581,11 +581,13 @@ class Pipeline:
 
         plan = self.config.load
         with serve_in_subprocess(spec_path, server_cores, extra=flags) as server:
-            return run_load(
+            load = run_load(
                 Endpoint(server.url, spec.name), requests, list(plan.users), plan.open_rates, rules,
                 loadgen_cores=loadgen_cores, server_cores=server_cores, server_threads=target.threads or 1,
                 work_dir=work / "load", workers=plan.locust_workers, say=self.say,
             )
+        load.server_dispatch, load.server_model_ms = server.dispatch, server.model_ms
+        return load
 
     def capacity_of(self, load, profile: Profile | None, budget: float):
         from reports.capacity import capacity

@@ -116,6 +116,8 @@ class LoadResult:
     checked: int = 0
     mismatches: int = 0
     recorded_requests: int = 0  # rows recorded for requests Locust also completed, all steps: equals its own total
+    server_dispatch: str | None = None  # where the server ran model calls: "inline" (event loop) or "thread"
+    server_model_ms: float | None = None  # the server's warm-up median per call, which decided the dispatch
 
     @property
     def peak_throughput_rps(self) -> float:

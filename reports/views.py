@@ -279,6 +279,13 @@ def cores_text(cores: Sequence[int]) -> str:
     return ", ".join(str(c) for c in cores) if cores else NA
 
 
+def dispatch_text(load: LoadResult) -> str:
+    took = "" if finite(load.server_model_ms) is None else f" (warm-up median {load.server_model_ms:.3g} ms a call)"
+    if load.server_dispatch == "inline":
+        return f"on the server's event loop{took}: faster than a handoff to a worker thread"
+    return f"in a worker thread{took}"
+
+
 def load_facts(load: LoadResult) -> list[KeyValue]:
     """How the load test was set up: the core split decides how far its figures can be trusted."""
     return [
@@ -286,6 +293,7 @@ def load_facts(load: LoadResult) -> list[KeyValue]:
         KeyValue("load generator cores", cores_text(load.loadgen_cores)),
         KeyValue("cores shared", "yes: HTTP figures are pessimistic" if load.cores_shared else "no"),
         KeyValue("server threads", format_count(load.server_threads)),
+        *([KeyValue("model calls", dispatch_text(load))] if load.server_dispatch else []),
         KeyValue("Locust requests / failures",
                  f"{format_count(load.locust_total_requests)} / {format_count(load.locust_total_failures)}"),
         KeyValue("load generator CPU", NA if finite(load.loadgen_cpu_percent) is None

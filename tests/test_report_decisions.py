@@ -201,3 +201,17 @@ def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
     assert traces[3]["x"] == [1485.0, 3168.0] and traces[3]["line"]["dash"] == "longdash"
     page = render_report(run)
     assert "batched closed" in page and "3,200 req/s" in page and "p99.9 ms" in page
+
+
+def test_load_facts_say_where_the_server_ran_model_calls():
+    from reports.views import load_tables
+
+    run = sample_run()
+    run.variant("ort-fp32").load.server_dispatch, run.variant("ort-fp32").load.server_model_ms = "inline", 0.0312
+    run.variant("ort-int8-dynamic").load.server_dispatch = "thread"
+    facts = {t.name: {kv.key: kv.value for kv in t.facts} for t in load_tables(run)}
+    assert facts["ort-fp32"]["model calls"] == ("on the server's event loop (warm-up median 0.0312 ms a call): "
+                                                "faster than a handoff to a worker thread")
+    assert facts["ort-int8-dynamic"]["model calls"] == "in a worker thread"
+    assert "model calls" not in facts["torch-fp32"]  # a results file from before the field: nothing claimed
+    assert "on the server&#39;s event loop" in render_report(run)

@@ -218,7 +218,7 @@ def test_mcbench_serve_runs_the_same_server_with_a_token(tmp_path: Path) -> None
         ready = proc.stdout.readline()
         assert first.startswith("serving 'twoin' on http://127.0.0.1:"), first
         assert ready.startswith("MCBENCH_SERVER_READY port="), ready + proc.stderr.read()
-        handle = ServerHandle(int(ready.split("=")[1]), proc.pid, tmp_path / "log")
+        handle = ServerHandle(int(ready.split()[1].split("=")[1]), proc.pid, tmp_path / "log")
         assert call(handle, "/v2/models/twoin")[0] == 401
         status, meta = call(handle, "/v2/models/twoin", headers={"Authorization": "Bearer tok"})
         assert status == 200 and [i["name"] for i in meta["inputs"]] == ["x", "k"]

@@ -19,7 +19,7 @@ import pytest
 
 from bench.load import Endpoint, Generator, LoadError
 from bench.protocol import encode_infer_request
-from bench.server import ServerHandle, StartError, add_server_arguments, serve_in_subprocess
+from bench.server import ServerHandle, ServerLimits, StartError, add_server_arguments, serve_in_subprocess
 from optimizer.artifact import Artifact, InputSpec
 from optimizer.targets import Target
 from tests.conftest import make_linear_onnx
@@ -105,9 +105,11 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path: Path
         assert infer(server)[0] == 200  # and it still serves
 
 
-def test_overload_beyond_the_queue_is_503_with_retry_after(tmp_path: Path) -> None:
-    extra = ["--delay-ms", "300", "--max-queue", "1"]
+@pytest.mark.parametrize("dispatch", ["thread", "inline"])
+def test_overload_beyond_the_queue_is_503_with_retry_after(tmp_path: Path, dispatch: str) -> None:
+    extra = ["--delay-ms", "300", "--max-queue", "1", "--inline-below-ms", "0" if dispatch == "thread" else "10000"]
     with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
+        assert server.dispatch == dispatch
         answers: list[tuple[int, dict, dict]] = []
         threads = [threading.Thread(target=lambda: answers.append(infer(server))) for _ in range(6)]
         for t in threads:
@@ -160,6 +162,29 @@ def test_dynamic_batching_joins_concurrent_requests(tmp_path: Path) -> None:
         assert all(a[1]["outputs"][0]["data"] == single and a[1]["outputs"][0]["shape"] == [1, 3] for a in answers)
         stats = post(server, None, {}, "/v2/stats")[1]
         assert stats["batched_requests"] == 9 and stats["batches"] < 9
+
+
+def test_a_fast_model_runs_on_the_event_loop(tmp_path: Path) -> None:
+    with serve_in_subprocess(write_spec(tmp_path), None) as server:
+        assert server.dispatch == "inline" and 0 < server.model_ms < 1.0
+        status, answer, _ = infer(server)
+        assert status == 200 and answer["outputs"][0]["shape"] == [1, 3]
+        stats = post(server, None, {}, "/v2/stats")[1]
+        assert (stats["dispatch"], stats["inline_calls"], stats["thread_calls"]) == ("inline", 1, 0)
+
+
+@pytest.mark.parametrize("extra", [["--inline-below-ms", "0"], ["--delay-ms", "20"]])
+def test_a_slow_model_or_inline_off_keeps_every_call_in_the_thread(tmp_path: Path, extra: list[str]) -> None:
+    with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
+        assert server.dispatch == "thread"
+        assert infer(server)[0] == 200
+        stats = post(server, None, {}, "/v2/stats")[1]
+        assert (stats["dispatch"], stats["inline_calls"], stats["thread_calls"]) == ("thread", 0, 1)
+
+
+def test_negative_inline_threshold_is_a_start_error() -> None:
+    with pytest.raises(StartError, match="inline_below_ms cannot be negative"):
+        ServerLimits(inline_below_ms=-1)
 
 
 def test_batching_a_fixed_batch_model_is_refused_at_start(tmp_path: Path) -> None:
