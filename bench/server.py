@@ -163,9 +163,8 @@ def measured_dispatch(run, feeds: dict, below_ms: float, calls: int = 20, budget
     return Dispatch(model_ms < below_ms, model_ms)
 
 
-def build_app(name: str, session, artifact, platform: str, limits: ServerLimits | None = None,
-              dispatch: Dispatch | None = None):
-    """The starlette app for one loaded session; `dispatch` None measures where its calls should run."""
+def build_app(name: str, session, artifact, platform: str, limits: ServerLimits, dispatch: Dispatch):
+    """The starlette app for one loaded session, its model calls run where `dispatch` says."""
     import anyio
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -174,13 +173,9 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits 
 
     from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response, short
 
-    limits = limits or ServerLimits()
     limiter = anyio.CapacityLimiter(1)
     run = _delayed(session.run, limits.delay_ms / 1e3)
     batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, limiter) if limits.max_batch > 1 else None
-    if dispatch is None:
-        dispatch = measured_dispatch(run, warmup_feeds(artifact), limits.inline_below_ms)
-    inline = dispatch.inline and batcher is None
     state = {"admitted": 0, "rejected": 0, "timed_out": 0, "inline_calls": 0, "thread_calls": 0}
     metadata = {
         "name": name,
@@ -219,7 +214,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits 
 
     async def stats(request: Request) -> Response:
         return refused(request) or JSONResponse({
-            **state, "dispatch": "inline" if inline else "thread", "model_ms": round(dispatch.model_ms, 4),
+            **state, "dispatch": dispatch.mode, "model_ms": round(dispatch.model_ms, 4),
             "batches": len(batcher.batches) if batcher else None,
             "batched_requests": sum(batcher.batches) if batcher else None})
 
@@ -261,7 +256,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits 
             with anyio.fail_after(limits.timeout_s):
                 if batcher is not None:
                     outputs = await batcher.submit(feeds)
-                elif inline:
+                elif dispatch.inline:
                     # yield once: the requests that arrived with this one start and count as queued, so
                     # the queue bound (503) holds for inline calls too; one past its deadline gets its 504
                     await anyio.lowlevel.checkpoint()
@@ -395,8 +390,8 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     session.run(warmup_feeds(artifact))  # the first call pays for lazy initialisation
     if limits.max_batch > 1:
         check_batching(session, artifact)
-    dispatch = measured_dispatch(_delayed(session.run, limits.delay_ms / 1e3), warmup_feeds(artifact),
-                                 limits.inline_below_ms if limits.max_batch == 1 else 0.0)
+    below_ms = limits.inline_below_ms if limits.max_batch == 1 else 0.0  # the batcher always uses the thread
+    dispatch = measured_dispatch(_delayed(session.run, limits.delay_ms / 1e3), warmup_feeds(artifact), below_ms)
     app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             http=header_timeout_protocol(limits.read_timeout_s),
