@@ -389,7 +389,6 @@ def run_load(
     server_threads: int,
     work_dir: Path,
     workers: int = 0,
-    batching: dict[str, float] | None = None,
     say=None,
 ) -> LoadResult:
     """The closed-loop sweep over `users` and the open-loop sweep over `rates` against one served model.
@@ -426,7 +425,6 @@ def run_load(
         stopped={k: v for k, v in (("closed", closed_stop), ("open", open_stop)) if v},
         locust_workers=workers,
         tolerance={"windows": rules.compare_last, "rps": rules.rps_tolerance, "p99": rules.p99_tolerance},
-        batching=batching,
         checked=sum(s.checked for s in every),
         mismatches=sum(s.mismatches for s in every),
     )

@@ -155,6 +155,10 @@ class _Inference(FastHttpUser):
     network_timeout = REQUEST_TIMEOUT_S
     connection_timeout = REQUEST_TIMEOUT_S
     concurrency = 256  # connections one user may hold: the open loop sends while earlier requests are out
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        _start_clock()
 
     def send(self, start: float) -> None:
         """One request, timed from `start` (its real start in the closed loop, its scheduled one in the open)."""
@@ -186,11 +190,6 @@ class _Inference(FastHttpUser):
 class ClosedLoopUser(_Inference):
     """Closed loop: send the next request as soon as the previous one answered."""
 
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        _start_clock()
-
     @task
     def infer(self) -> None:
         if time.perf_counter() - _clock["t0"] >= SECONDS:  # the step is over: no request may straddle its end
@@ -214,11 +213,6 @@ def arrival_times(rate: float, seconds: float, kind: str, rng: np.random.Generat
 
 class OpenLoopUser(_Inference):
     """Open loop: one greenlet per scheduled request, each timed from its scheduled send time."""
-
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        _start_clock()
 
     @task
     def follow_schedule(self) -> None:

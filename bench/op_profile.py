@@ -20,7 +20,7 @@ import numpy as np
 from optimizer.artifact import Artifact
 from optimizer.errors import first_line
 from optimizer.hardware import cpu_info
-from optimizer.targets import Target, openvino_config, ort_providers, require
+from optimizer.targets import Target, openvino_config, ort_providers, ort_session_options, require
 
 PROFILE_RUNS = 10  # per-node medians over these runs: a shared machine's stalls hit single runs
 WARMUP_RUNS = 2
@@ -56,10 +56,7 @@ def profile_ops(artifact: Artifact, target: Target, feeds: dict[str, np.ndarray]
 def _ort_ops(artifact: Artifact, target: Target, feeds: dict[str, np.ndarray], runs: int) -> list[dict[str, Any]]:
     """One record per executed kernel, from onnxruntime's JSON trace (the warm-up run left out)."""
     ort = require("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if target.threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = target.threads, 1
+    opts = ort_session_options(ort, target)
     with tempfile.TemporaryDirectory(prefix="mcbench-prof-") as tmp:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")

@@ -85,7 +85,8 @@ class Batcher:
     def __init__(self, run, max_batch: int, max_wait_s: float, limiter) -> None:
         self.run, self.max_batch, self.max_wait_s, self.limiter = run, max_batch, max_wait_s, limiter
         self.queue: asyncio.Queue | None = None
-        self.batches: list[int] = []  # sizes of the batches run, for the tests and /v2/stats
+        self.batch_count = 0  # batches run and the requests in them, for /v2/stats
+        self.batched_requests = 0
 
     async def submit(self, feeds: dict) -> list:
         if self.queue is None:
@@ -122,7 +123,8 @@ class Batcher:
         import anyio
         import numpy as np
 
-        self.batches.append(len(batch))
+        self.batch_count += 1
+        self.batched_requests += len(batch)
         try:  # whatever fails, every caller gets an answer and the loop goes on
             feeds = {k: np.concatenate([f[k] for f, _ in batch]) for k in batch[0][0]}
             outputs = await anyio.to_thread.run_sync(self.run, feeds, limiter=self.limiter)
@@ -163,8 +165,8 @@ def measured_dispatch(run, feeds: dict, below_ms: float, calls: int = 20, budget
     return Dispatch(model_ms < below_ms, model_ms)
 
 
-def build_app(name: str, session, artifact, platform: str, limits: ServerLimits, dispatch: Dispatch):
-    """The starlette app for one loaded session, its model calls run where `dispatch` says."""
+def build_app(name: str, session, artifact, platform: str, limits: ServerLimits, dispatch: Dispatch, run):
+    """The starlette app for one loaded session; `run` makes one model call, where `dispatch` says."""
     import anyio
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -174,7 +176,6 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response, short
 
     limiter = anyio.CapacityLimiter(1)
-    run = _delayed(session.run, limits.delay_ms / 1e3)
     batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, limiter) if limits.max_batch > 1 else None
     state = {"admitted": 0, "rejected": 0, "timed_out": 0, "inline_calls": 0, "thread_calls": 0}
     metadata = {
@@ -215,8 +216,8 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     async def stats(request: Request) -> Response:
         return refused(request) or JSONResponse({
             **state, "dispatch": dispatch.mode, "model_ms": round(dispatch.model_ms, 4),
-            "batches": len(batcher.batches) if batcher else None,
-            "batched_requests": sum(batcher.batches) if batcher else None})
+            "batches": batcher.batch_count if batcher else None,
+            "batched_requests": batcher.batched_requests if batcher else None})
 
     async def read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length", "")
@@ -285,12 +286,6 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     return Starlette(routes=routes)
 
 
-def warmup_feeds(artifact) -> dict:
-    import numpy as np
-
-    return {s.name: s.sample(np.random.default_rng(0)) for s in artifact.inputs}
-
-
 def _delayed(run, delay_s: float):
     if delay_s <= 0:
         return run
@@ -350,13 +345,12 @@ def header_timeout_protocol(timeout_s: float):
     return HeaderTimeoutH11
 
 
-def check_batching(session, artifact) -> None:
+def check_batching(session, feeds: dict) -> None:
     """Refuse --max-batch on a model whose batch dimension is fixed, rather than fail every batched call."""
     import numpy as np
 
-    feeds = {s.name: np.concatenate([s.sample(np.random.default_rng(0))] * 2) for s in artifact.inputs}
     try:
-        session.run(feeds)
+        session.run({name: np.concatenate([value] * 2) for name, value in feeds.items()})
     except Exception as exc:
         raise StartError(f"--max-batch needs a model with a variable batch dimension (axis 0): "
                          f"a batch of 2 failed with {type(exc).__name__}") from None
@@ -377,6 +371,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = None) -> None:
+    import numpy as np
     import uvicorn
 
     from optimizer.artifact import Artifact
@@ -387,12 +382,14 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     artifact, target = Artifact.from_dict(spec["artifact"]), Target.from_dict(spec["target"])
     sock = bind(host, port)  # before loading the model: a port in use fails at once
     session = open_session(artifact, target)
-    session.run(warmup_feeds(artifact))  # the first call pays for lazy initialisation
+    feeds = {s.name: s.sample(np.random.default_rng(0)) for s in artifact.inputs}
+    session.run(feeds)  # the first call pays for lazy initialisation
     if limits.max_batch > 1:
-        check_batching(session, artifact)
+        check_batching(session, feeds)
+    run = _delayed(session.run, limits.delay_ms / 1e3)
     below_ms = limits.inline_below_ms if limits.max_batch == 1 else 0.0  # the batcher always uses the thread
-    dispatch = measured_dispatch(_delayed(session.run, limits.delay_ms / 1e3), warmup_feeds(artifact), below_ms)
-    app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch)
+    dispatch = measured_dispatch(run, feeds, below_ms)
+    app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch, run)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             http=header_timeout_protocol(limits.read_timeout_s),
                             timeout_keep_alive=max(5, int(limits.read_timeout_s)), limit_concurrency=4096)
@@ -436,15 +433,6 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
     )
 
 
-def server_flags(args: argparse.Namespace) -> list[str]:
-    """The flags that pass the same limits on to a `python -m bench.server` child (the token goes by environment)."""
-    return ["--max-body-mb", str(args.max_body_mb), "--max-elements", str(args.max_elements),
-            "--read-timeout-s", str(args.read_timeout_s), "--timeout-s", str(args.timeout_s),
-            "--max-queue", str(args.max_queue), "--max-batch", str(args.max_batch),
-            "--max-wait-ms", str(args.max_wait_ms), "--delay-ms", str(args.delay_ms),
-            "--inline-below-ms", str(args.inline_below_ms)]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.server", description="serve one model over KServe v2 HTTP")
     parser.add_argument("--spec", type=Path, required=True, help='JSON: {"name", "artifact", "target"}')
@@ -466,14 +454,12 @@ class ServerHandle:
     port: int
     pid: int
     log: Path
-    host: str = "127.0.0.1"
     dispatch: str = "thread"  # where its model calls run: inline (the event loop) or thread
     model_ms: float | None = None  # the warm-up median that decided it
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://127.0.0.1:{self.port}"  # serve_in_subprocess never binds another address
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130  # 128 + signal: 130, 143
+EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # interrupted: 128 + the signal's number (130, 143)
 
 
 class UsageError(ValueError):

@@ -50,9 +50,6 @@ class LoadPlan:
         if self.budget_p99_ms <= 0 or self.locust_workers < 0 or self.max_batch < 1:
             raise ValueError("the p99 budget must be positive, workers >= 0 and max batch >= 1")
 
-    def steps(self) -> list[tuple[int, float]]:
-        return [(u, self.step_seconds) for u in self.users]
-
     def open_rates(self, closed_peak_rps: float) -> list[float]:
         """The open loop's arrival rates: the given ones, or fractions of the closed loop's peak."""
         if self.rates:

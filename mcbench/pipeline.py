@@ -218,7 +218,7 @@ class Pipeline:
         self.say = progress
         self._built: dict[tuple[str, ...], Artifact] = {}
         self._manifests: dict[Path, dict] = {}  # variants that share an artifact hash and inspect it once
-        self._base_digest: str | None = None
+        self._input_digests: tuple[str, ...] | None = None  # model, calibration, train, validation data
         self.user_metric = None
         self.profiles: dict[str, Profile] = {}
 
@@ -492,8 +492,8 @@ class Pipeline:
         if cache is None:
             built = produce(paths.artifacts(prefix))
         else:
-            key = cache_key(self._model_digest(workload), prefix, data_digest(workload.calibration),
-                            data_digest(workload.train), validation_digest(validation))
+            model, calibration, train, validation_data = self._digests(workload)
+            key = cache_key(model, prefix, calibration, train, validation_data)
             cached = cache.get(key)
             if cached is not None:
                 self.say(f"  reused {prefix[-1]} from the cache ({cache.entry(key)})")
@@ -504,10 +504,13 @@ class Pipeline:
         self.say(f"  built {prefix[-1]} in {time.perf_counter() - started:.1f} s")
         return built
 
-    def _model_digest(self, workload: Workload) -> str:
-        if self._base_digest is None:
-            self._base_digest = model_digest(workload.base)
-        return self._base_digest
+    def _digests(self, workload: Workload) -> tuple[str, ...]:
+        """What the cache keys hash, once a run: they do not change between its build steps."""
+        if self._input_digests is None:
+            self._input_digests = (model_digest(workload.base), data_digest(workload.calibration),
+                                   data_digest(workload.train),
+                                   validation_digest(workload_validation(workload, self.config.task)))
+        return self._input_digests
 
     def measure(self, spec: VariantSpec, artifact: Artifact, target, workload: Workload) -> InProcessResult:
         self.say(f"  measuring accuracy on {len(workload.eval_samples)} samples and in-process latency ...")

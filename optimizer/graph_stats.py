@@ -7,6 +7,7 @@ are left out, so the figure is a lower bound dominated by what dominates the run
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +64,29 @@ def count_flops(model, specs: tuple[InputSpec, ...]) -> int:
 
 
 def _topological(graph) -> list:
-    """The nodes in an order where each comes after the producers of its inputs (Kahn's algorithm, stable)."""
-    produced_by = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
-    deps = [{produced_by[x] for x in node.input if x in produced_by} for node in graph.node]
-    done: set[int] = set()
-    order: list = []
-    while len(order) < len(graph.node):
-        ready = [i for i in range(len(graph.node)) if i not in done and deps[i] <= done]
-        if not ready:  # a cycle: leave the rest as they were
-            order += [n for i, n in enumerate(graph.node) if i not in done]
-            break
-        for i in ready:
-            done.add(i)
-            order.append(graph.node[i])
-    return order
+    """The nodes in an order where each comes after the producers of its inputs (Kahn's algorithm, linear time;
+    among the ready nodes the one first in the file goes first, so a sorted graph keeps its order)."""
+    nodes = list(graph.node)
+    produced_by = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    consumers: list[list[int]] = [[] for _ in nodes]
+    waiting = [0] * len(nodes)
+    for i, node in enumerate(nodes):
+        for producer in {produced_by[x] for x in node.input if x in produced_by}:
+            consumers[producer].append(i)
+            waiting[i] += 1
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for c in consumers[i]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                heapq.heappush(ready, c)
+    if len(order) < len(nodes):  # a cycle: leave the rest as they were
+        placed = set(order)
+        order += [i for i in range(len(nodes)) if i not in placed]
+    return [nodes[i] for i in order]
 
 
 def _dims(value) -> list[int] | None:

@@ -106,7 +106,6 @@ def skip_reason(target: Target) -> str | None:
 
 # The ISA features OpenVINO's CPU plugin needs to honour a lower inference precision (else it runs f32).
 PRECISION_ISA = {"bf16": ("avx512_bf16", "amx_bf16"), "f16": ("avx512_fp16", "amx_fp16")}
-OV_PRECISION_TYPES = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
 def precision_skip_reason(target: Target) -> str | None:
@@ -146,14 +145,20 @@ def require(module: str, extra: str | None = None) -> Any:
         raise TargetError(f"{module} is not installed ({exc}); install it with: {hint}") from exc
 
 
+def ort_session_options(ort, target: Target):
+    """The session options every onnxruntime measurement uses (the operator profile too, so both see one graph)."""
+    opts = ort.SessionOptions()
+    if target.threads:
+        opts.intra_op_num_threads = target.threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 class _OrtSession:
     def __init__(self, artifact: Artifact, target: Target) -> None:
         ort = require("onnxruntime")
-        opts = ort.SessionOptions()
-        if target.threads:
-            opts.intra_op_num_threads = target.threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = ort_session_options(ort, target)
         providers = ort_providers(target)
         self._session = ort.InferenceSession(str(artifact.path), opts, providers=providers)
         primary, actual = providers[0][0], self._session.get_providers()
@@ -177,7 +182,7 @@ class _OpenVinoSession:
         executed = [d.split(".")[0] for d in self._compiled.get_property("EXECUTION_DEVICES")]
         if device not in executed:
             raise TargetError(f"asked OpenVINO for {device}, it runs on {', '.join(executed)}: not measured")
-        asked = OV_PRECISION_TYPES.get(str(config["INFERENCE_PRECISION_HINT"]), str(config["INFERENCE_PRECISION_HINT"]))
+        asked = str(config["INFERENCE_PRECISION_HINT"])
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if device == "CPU" and self.precision != asked:  # the CPU plugin quietly runs f32 where it cannot
             raise TargetError(f"asked OpenVINO for inference precision {asked}, it runs {self.precision}: not measured")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from reports.formatting import KeyValue, finite, flattened_items, format_ms, format_percent, format_rps
-from reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p
+from reports.formatting import finite, flattened_items, format_ms, format_percent, format_rps
+from reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p, thin
 from reports.schema import RunResult, VariantResult
 from reports.views import TOP1, QualityMetric, peak_step, quality_metric, quality_of
 
@@ -22,13 +22,6 @@ CONFIDENCE = 0.95
 MAX_CV = 0.25
 RESAMPLES = 1000  # bootstrap resamples per variant; with BOOTSTRAP_SAMPLES, about a second per variant
 BOOTSTRAP_SAMPLES = 1000  # longer series are thinned evenly for the bootstrap (Mann-Whitney uses them all)
-
-
-def thinned(samples: list[float], limit: int = BOOTSTRAP_SAMPLES) -> list[float]:
-    if len(samples) <= limit:
-        return samples
-    step = len(samples) / limit
-    return [samples[int(i * step)] for i in range(limit)]
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,8 @@ def latency_change(a: VariantResult, b: VariantResult) -> Change | None:
     if len(sa) < MIN_SAMPLES or len(sb) < MIN_SAMPLES:
         return Change("in-process p50 ms", format_ms(la.p50_ms), format_ms(lb.p50_ms), ratio_text, "not tested",
                       f"fewer than {MIN_SAMPLES} raw samples kept in one of the runs")
-    c = compare(thinned(sa), thinned(sb), min_effect=MIN_EFFECT, confidence=CONFIDENCE, max_cv=MAX_CV,
-                resamples=RESAMPLES)
+    c = compare(thin(sa, BOOTSTRAP_SAMPLES), thin(sb, BOOTSTRAP_SAMPLES), min_effect=MIN_EFFECT,
+                confidence=CONFIDENCE, max_cv=MAX_CV, resamples=RESAMPLES)
     c = replace(c, p_value=mann_whitney_p(sa, sb), n_base=len(sa), n_cand=len(sb))
     verdict = {"regression": "slower", "improvement": "faster"}.get(c.verdict, c.verdict)
     significance = (f"median ratio {c.ratio:.3f}, {c.confidence:.0%} CI {c.ci_low:.3f}–{c.ci_high:.3f}, "
@@ -184,7 +177,3 @@ def comparison_text(cmp: RunComparison) -> str:
         if names:
             lines.append(f"{label}: {', '.join(names)}")
     return "\n".join(lines)
-
-
-def environment_items(cmp: RunComparison) -> list[KeyValue]:
-    return [KeyValue(k, f"{a} → {b}") for k, a, b in cmp.environment_diff]

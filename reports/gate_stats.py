@@ -46,11 +46,12 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float:
     return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
-def _thin(samples: list[float]) -> list[float]:
-    if len(samples) <= MAX_BOOTSTRAP_SAMPLES:
+def thin(samples: list[float], limit: int = MAX_BOOTSTRAP_SAMPLES) -> list[float]:
+    """At most `limit` samples, taken evenly (deterministic, so a verdict does not change between reruns)."""
+    if len(samples) <= limit:
         return samples
-    step = len(samples) / MAX_BOOTSTRAP_SAMPLES
-    return [samples[int(i * step)] for i in range(MAX_BOOTSTRAP_SAMPLES)]
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]
 
 
 def bootstrap_ratio_ci(
@@ -58,7 +59,7 @@ def bootstrap_ratio_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of median(cand) / median(base), each series resampled on its own."""
     rng = random.Random(seed)
-    base, cand = _thin(base), _thin(cand)
+    base, cand = thin(base), thin(cand)
     ratios = []
     for _ in range(resamples):
         mb = statistics.median(rng.choices(base, k=len(base)))

@@ -8,15 +8,13 @@ the page's own inline style and script and data: images.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
 
 from reports.page import report_view
-from reports.schema import RunResult
+from reports.schema import RunResult, write_text_atomic  # noqa: F401 (the CLI writes its files with it)
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -49,18 +47,3 @@ def render_comparison(a: RunResult, b: RunResult) -> str:
 def write_report(run: RunResult, path: Path) -> Path:
     """Render and write atomically (temporary file beside it, then rename): a browser never opens half a page."""
     return write_text_atomic(path, render_report(run))
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be opened and shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -28,7 +28,6 @@ from reports.views import (
     FailedVariant,
     LoadTable,
     QualityMetric,
-    SummaryRow,
     VariantDetail,
     WarningItem,
     all_warnings,
@@ -36,7 +35,6 @@ from reports.views import (
     frontier_names,
     load_tables,
     quality_metric,
-    summary_rows,
     variant_details,
 )
 
@@ -107,7 +105,6 @@ class ReportView:
     recommendations: list[Recommendation]
     profiles: list[ProfileCard]  # shown side by side where the run named several profiles
     several_profiles: bool
-    summary: list[SummaryRow]
     table: list[TableRow]
     charts: ChartsBlock
     capacity: CapacityTable
@@ -133,9 +130,8 @@ def report_view(run: RunResult) -> ReportView:
         frontier=[v.name for v in run.variants if v.name in frontier_names(run)],
         budget=budget_sentence(run),
         recommendations=recs,
-        profiles=profile_cards(run),
+        profiles=profile_cards(run, recs),
         several_profiles=several_profiles(run),
-        summary=summary_rows(run),
         table=table_rows(run),
         charts=charts_block(run),
         capacity=capacity_table(run, {r.variant for r in recs if r.variant}),

@@ -61,7 +61,6 @@ class ChartSpec:
     variants: list[str]  # the variants drawn, one mark (or curve) each
     note: str = ""
     caption: str = ""
-    marks_per_variant: str = "point"  # "point": one marker each; "curve": one legend entry and line each
 
 
 def _esc(text: str) -> str:
@@ -258,7 +257,7 @@ def load_curve_spec(run: RunResult) -> ChartSpec:
                "p50 dotted. Open loop (latency from each request's scheduled send) and runs with server batching: "
                "p99 only, triangles. Where a curve turns up, the server is saturated.")
     return ChartSpec("load-curves", "Latency percentiles vs achieved throughput (HTTP, Locust)",
-                     {"data": data, "layout": layout}, drawn, "; ".join(notes), caption, marks_per_variant="curve")
+                     {"data": data, "layout": layout}, drawn, "; ".join(notes), caption)
 
 
 def charts(run: RunResult) -> list[ChartSpec]:

@@ -234,21 +234,22 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> Path:
     """Write to a temporary file beside `path`, fsync, then rename: a reader never sees half a file."""
     path = Path(path)
-    text = json.dumps(_clean(data), indent=1, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read by others (CI, a planner)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results and reports are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def check_against_json_schema(data: Any, where: str) -> None:
@@ -264,7 +265,7 @@ def check_against_json_schema(data: Any, where: str) -> None:
 def save_results(run: RunResult, path: Path) -> None:
     data = _clean(run.to_dict())
     check_against_json_schema(data, "writing")
-    write_json_atomic(path, data)
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 def load_results(path: Path) -> RunResult:

@@ -124,10 +124,10 @@ class ProfileCard:
     variant_count: int
 
 
-def profile_cards(run: RunResult) -> list[ProfileCard]:
+def profile_cards(run: RunResult, recs: list[Recommendation] | None = None) -> list[ProfileCard]:
     """One card per hardware profile: its recommendation, the capacity of that choice, what was skipped and why."""
     cards = []
-    for rec in recommendations(run):
+    for rec in recs if recs is not None else recommendations(run):
         chosen = next((v for v in run.variants if v.name == rec.variant), None)
         cap = chosen.capacity if chosen is not None else None
         facts = [] if cap is None else [
@@ -241,7 +241,6 @@ class ClassDelta:
     baseline: str
     variant: str
     delta: str  # percentage points, signed
-    delta_sort: float | None
     worse: bool
 
 
@@ -263,7 +262,7 @@ def class_deltas(run: RunResult, variant: VariantResult) -> list[ClassDelta]:
     for label in sorted(mine, key=_label_key):
         a, b = finite(mine[label]), finite(theirs.get(label))
         delta = None if a is None or b is None else round((a - b) * 100, 9)
-        out.append(ClassDelta(label, format_percent(b), format_percent(a), format_points(delta), delta,
+        out.append(ClassDelta(label, format_percent(b), format_percent(a), format_points(delta),
                               delta is not None and delta < 0))
     return out
 
@@ -272,7 +271,6 @@ def class_deltas(run: RunResult, variant: VariantResult) -> list[ClassDelta]:
 class CompressionFacts:
     pruning: list[KeyValue]  # what the prune passes recorded they removed
     layers_in_float: list[str]
-    passes: list[tuple[str, list[KeyValue]]]  # every pass record, name and the rest
 
 
 def _record_items(record: Mapping[str, Any], skip: tuple[str, ...] = ()) -> list[KeyValue]:
@@ -288,8 +286,7 @@ def compression_facts(variant: VariantResult) -> CompressionFacts:
         if name.startswith("prune"):
             pruning += _record_items(r)
         kept += [str(x) for x in r.get("layers_in_float") or [] if str(x) not in kept]
-    passes = [(str(r.get("pass") or r.get("name") or "(unnamed)"), _record_items(r)) for r in records]
-    return CompressionFacts(pruning, kept, passes)
+    return CompressionFacts(pruning, kept)
 
 
 def budget_sentence(run: RunResult) -> str:

@@ -21,7 +21,7 @@ from optimizer.targets import require
 
 PRESETS = {"performance": "PERFORMANCE", "mixed": "MIXED"}
 WEIGHT_MODES = {"int8": "INT8_ASYM", "int8_sym": "INT8_SYM", "int4": "INT4_SYM", "int4_asym": "INT4_ASYM"}
-WEIGHT_LAYERS = ("MatMul", "Convolution", "GroupConvolution", "Gather")  # ops whose constant weights NNCF may compress
+WEIGHT_LAYERS = ("MatMul", "Convolution", "GroupConvolution")  # ops whose constant weights NNCF may compress
 Preset = Literal["performance", "mixed"]
 ModelKind = Literal["auto", "cnn", "transformer"]
 ATTENTION_OPS = ("Softmax",)  # a graph with attention is quantized with NNCF's transformer scheme
@@ -60,7 +60,7 @@ def _origin(node: Any, depth: int = 6) -> Any:
 
 
 def _weight_layers(model: Any) -> list[Any]:
-    return [op for op in model.get_ops() if op.get_type_name() in WEIGHT_LAYERS[:3]
+    return [op for op in model.get_ops() if op.get_type_name() in WEIGHT_LAYERS
             and op.get_input_size() > 1 and _origin(op.input_value(1).get_node()).get_type_name()
             in ("Constant", "FakeQuantize")]
 
