@@ -134,7 +134,7 @@ class ArtifactCache:
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
             artifact = Artifact.from_dict({**manifest["artifact"], "path": str(folder / manifest["artifact"]["path"])})
-            if manifest.get("key") != key or sha256_of(artifact.path) != manifest["sha256"]:
+            if manifest.get("key") != key or sha256_of(*artifact.files()) != manifest["sha256"]:
                 return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -154,8 +154,8 @@ class ArtifactCache:
                 "key": key,
                 "recipe": list(steps),
                 "artifact": {**artifact.to_dict(), "path": str(relative)},
-                "sha256": sha256_of(artifact.path),
-                "size_bytes": artifact.path.stat().st_size,
+                "sha256": sha256_of(*artifact.files()),  # an IR's .bin with its .xml
+                "size_bytes": sum(f.stat().st_size for f in artifact.files()),
                 "libraries": library_versions(steps),
                 "passes": list(artifact.passes),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -185,6 +185,7 @@ def _fresh(artifact: Artifact, folder: Path) -> Artifact:
     path = artifact.path
     if not path.resolve().is_relative_to(folder.resolve()):  # a pass that returned its input unchanged
         path = folder / path.name
-        shutil.copy2(artifact.path, path)
+        for f in artifact.files():
+            shutil.copy2(f, folder / f.name)
     passes = tuple({k: v for k, v in r.items() if k not in ("cached", "cache_entry")} for r in artifact.passes)
     return Artifact(path, artifact.format, artifact.inputs, artifact.factory, passes)

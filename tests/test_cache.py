@@ -89,6 +89,22 @@ def test_a_damaged_entry_is_rebuilt(tmp_path, counted):
     assert len(counted) == 2 and "cached" not in rebuilt.passes[-1]
 
 
+def test_an_ir_whose_bin_is_damaged_is_not_reused(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+
+    def produce(folder):
+        (folder / "model.xml").write_text("<net/>")
+        (folder / "model.bin").write_bytes(b"weights")
+        return Artifact(folder / "model.xml", "openvino", (InputSpec("x", (1, 4)),))
+
+    built = cache.build("k" * 64, ("nncf.int8",), produce)
+    assert cache.get("k" * 64) is not None
+    manifest = json.loads((cache.entry("k" * 64) / "manifest.json").read_text())
+    assert manifest["size_bytes"] == len("<net/>") + len(b"weights")
+    built.path.with_suffix(".bin").write_bytes(b"damaged")
+    assert cache.get("k" * 64) is None
+
+
 def test_a_failed_build_leaves_no_entry(tmp_path):
     cache = ArtifactCache(tmp_path / "cache")
 
