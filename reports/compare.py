@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from reports.formatting import finite, flattened_items, format_ms, format_percent, format_rps
 from reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p, thin
 from reports.schema import RunResult, VariantResult
-from reports.views import TOP1, QualityMetric, peak_step, quality_metric, quality_of
+from reports.views import AGREEMENT, TOP1, QualityMetric, peak_step, quality_metric, quality_of
 
 ALPHA = 0.05  # significance level for every test on the page
 MIN_EFFECT = 0.03  # a latency change under 3% is "no change" however significant: a shared runner moves that much
@@ -136,7 +136,7 @@ def _run_label(run: RunResult, side: str) -> str:
 
 def compare_runs(a: RunResult, b: RunResult) -> RunComparison:
     """Every variant both runs have, in A's order, with its changes; and what only one of them has."""
-    metric = TOP1 if quality_metric(a) == TOP1 and quality_metric(b) == TOP1 else quality_metric(a)
+    metric = TOP1 if quality_metric(a) == quality_metric(b) == TOP1 else AGREEMENT  # one metric both runs have
     names_b = {v.name for v in b.variants}
     comparisons, faster, slower, worse = [], [], [], []
     for va in a.variants:

@@ -83,6 +83,14 @@ def test_compare_refuses_a_broken_file(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     assert "mcbench: " in capsys.readouterr().err
 
+def test_compare_falls_back_to_agreement_where_one_run_has_no_labels():
+    a, b = two_runs()
+    for x in b.variants:
+        x.accuracy.top1 = None  # B ran on generated inputs: fidelity only
+    cmp = compare_runs(a, b)
+    assert set(verdicts(cmp, "agreement with baseline")) == {"steady", "slowed", "sped-up", "worse"}
+    assert verdicts(cmp, "top-1 accuracy") == {}
+
 
 @pytest.mark.parametrize("missing", ["latency", "accuracy"])
 def test_compare_skips_figures_a_run_lacks(missing):
