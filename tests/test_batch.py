@@ -94,3 +94,19 @@ def test_profile_batch_sizes_in_a_run(tmp_path, batch, b4_status):
         assert b4["accuracy"]["agreement"] == 1.0 and b4["latency"]["count"] > 0
     else:
         assert b4["error"] == "input(s) x have a fixed batch axis: batch size 4 cannot run"
+
+
+def test_a_static_retry_that_dynamo_exports_keeps_no_earlier_fallback_reason(monkeypatch, tmp_path):
+    from optimizer.passes import PassError, convert
+
+    def export(torch, module, example, names, out, dynamo, dynamic):
+        if dynamic:
+            raise RuntimeError("no dynamic batch here")
+
+    monkeypatch.setattr(convert, "_export", export)
+    record: dict = {}
+    with pytest.raises(PassError, match="failed with both exporters"):
+        convert._export_either(None, None, (), [], tmp_path / "m.onnx", record, dynamic=True)
+    assert record["fallback_reason"] == "RuntimeError: no dynamic batch here"
+    convert._export_either(None, None, (), [], tmp_path / "m.onnx", record, dynamic=False)
+    assert record["exporter"] == "torch.export (dynamo)" and "fallback_reason" not in record

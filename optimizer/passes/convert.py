@@ -58,6 +58,7 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
 
 def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
                    record: dict[str, Any], dynamic: bool) -> None:
+    record.pop("fallback_reason", None)  # a failed dynamic-batch attempt's reason is not this attempt's
     try:
         _export(torch, module, example, names, out, dynamo=True, dynamic=dynamic)
         record["exporter"] = "torch.export (dynamo)"
