@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.metrics import task_metrics
-from optimizer.targets import Session
-from reports.schema import Accuracy
+from mcbench.bench.metrics import task_metrics
+from mcbench.optimizer.targets import Session
+from mcbench.reports.schema import Accuracy
 
 UserMetric = Callable[[np.ndarray, np.ndarray | None], "float | dict[str, float]"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer.artifact import InputSpec
+from mcbench.optimizer.artifact import InputSpec
 
 
 class DatasetError(ValueError):

@@ -7,7 +7,7 @@ import platform
 import sys
 from importlib import metadata
 
-from optimizer.hardware import cpu_info, usable_cores
+from mcbench.optimizer.hardware import cpu_info, usable_cores
 
 LIBRARIES = ("mcbench", "torch", "onnx", "onnxruntime", "openvino", "locust", "numpy", "scikit-learn")
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.targets import Session
-from reports.schema import LatencyStats
+from mcbench.optimizer.targets import Session
+from mcbench.reports.schema import LatencyStats
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.protocol import encode_infer_request
-from reports.schema import LatencyStats, LoadResult, LoadStep
+from mcbench.bench.protocol import encode_infer_request
+from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STARTUP_ALLOWANCE_S = 60.0

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import collect_outputs
-from bench.latency import TimingPlan, measure_latency
-from bench.op_profile import profile_ops
-from optimizer.artifact import Artifact
-from optimizer.targets import Target, open_session
-from reports.schema import LatencyStats
+from mcbench.bench.accuracy import collect_outputs
+from mcbench.bench.latency import TimingPlan, measure_latency
+from mcbench.bench.op_profile import profile_ops
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.targets import Target, open_session
+from mcbench.reports.schema import LatencyStats
 
 
 @dataclass

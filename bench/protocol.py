@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.artifact import InputSpec
+from mcbench.optimizer.artifact import InputSpec
 
 TO_V2 = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32",
          "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}

@@ -1,6 +1,6 @@
 """The built-in model server: one model over the KServe v2 HTTP protocol (starlette on uvicorn).
 
-Run as its own process, `python -m bench.server --spec SPEC.json [--port 0] [--cores 0]` (or
+Run as its own process, `python -m mcbench.bench.server --spec SPEC.json [--port 0] [--cores 0]` (or
 `mcbench serve`), where SPEC.json holds `{"name", "artifact", "target"}`. It pins itself to `--cores`
 before any runtime starts its thread pool, loads and warms the model, binds (127.0.0.1 unless told
 otherwise), then prints `MCBENCH_SERVER_READY port=N dispatch=inline|thread model_ms=X`.
@@ -173,7 +173,14 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from bench.protocol import HEADER_LENGTH, TO_V2, ProtocolError, decode_infer_request, encode_infer_response, short
+    from mcbench.bench.protocol import (
+        HEADER_LENGTH,
+        TO_V2,
+        ProtocolError,
+        decode_infer_request,
+        encode_infer_response,
+        short,
+    )
 
     limiter = anyio.CapacityLimiter(1)
     batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, limiter) if limits.max_batch > 1 else None
@@ -374,8 +381,8 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     import numpy as np
     import uvicorn
 
-    from optimizer.artifact import Artifact
-    from optimizer.targets import Target, open_session
+    from mcbench.optimizer.artifact import Artifact
+    from mcbench.optimizer.targets import Target, open_session
 
     limits = limits or ServerLimits()
     spec = json.loads(Path(spec_path).read_text())
@@ -400,7 +407,7 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags `python -m bench.server` and `mcbench serve` share."""
+    """The flags `python -m mcbench.bench.server` and `mcbench serve` share."""
     d = ServerLimits()
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed when ready)")
@@ -434,7 +441,8 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.server", description="serve one model over KServe v2 HTTP")
+    parser = argparse.ArgumentParser(prog="python -m mcbench.bench.server",
+                                     description="serve one model over KServe v2 HTTP")
     parser.add_argument("--spec", type=Path, required=True, help='JSON: {"name", "artifact", "target"}')
     add_server_arguments(parser)
     args = parser.parse_args(argv)
@@ -472,7 +480,7 @@ def serve_in_subprocess(spec_path: Path, cores: list[int] | None, timeout_s: flo
     `timeout_s` raises StartError with the end of its log, never hangs.
     """
     log = Path(spec_path).with_suffix(".server.log")
-    cmd = [sys.executable, "-m", "bench.server", "--spec", str(spec_path), "--port", str(port), *(extra or [])]
+    cmd = [sys.executable, "-m", "mcbench.bench.server", "--spec", str(spec_path), "--port", str(port), *(extra or [])]
     if cores:
         cmd += ["--cores", ",".join(map(str, cores))]
     with open(log, "wb") as err:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.latency import TimingPlan, measure_latency
+from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.models import RESNET18_FACTORY, RESNET18_INPUT
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.passes import PassContext, apply_passes
-from optimizer.targets import Target, open_session
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.passes import PassContext, apply_passes
+from mcbench.optimizer.targets import Target, open_session
 
 MEDIAN_LINE = re.compile(r"Median:\s+([0-9.]+)\s*ms")
 

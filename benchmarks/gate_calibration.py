@@ -23,12 +23,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.latency import TimingPlan, measure_latency  # noqa: E402
+from mcbench.bench.latency import TimingPlan, measure_latency  # noqa: E402
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
+from mcbench.optimizer.targets import Target, open_session  # noqa: E402
 from mcbench.remeasure import ROUND_PLAN, interleaved_samples  # noqa: E402
-from optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
-from optimizer.targets import Target, open_session  # noqa: E402
-from reports.gate import Outcome, comparison_check  # noqa: E402
-from reports.gate_budgets import Defaults  # noqa: E402
+from mcbench.reports.gate import Outcome, comparison_check  # noqa: E402
+from mcbench.reports.gate_budgets import Defaults  # noqa: E402
 
 
 def build_model(path: Path, batch: int = 8, features: int = 256) -> Artifact:

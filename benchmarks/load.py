@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def demo_onnx(folder: Path, run_dir: Path | None):
     from mcbench.demo import DEMO_FACTORY, INPUT_NAME, INPUT_SHAPE, digits_cnn
-    from optimizer.artifact import Artifact, InputSpec
-    from optimizer.passes import PassContext, apply_passes
+    from mcbench.optimizer.artifact import Artifact, InputSpec
+    from mcbench.optimizer.passes import PassContext, apply_passes
 
     spec = InputSpec(INPUT_NAME, INPUT_SHAPE, "float32")
     if run_dir is not None:
-        from reports.schema import load_results
+        from mcbench.reports.schema import load_results
 
         manifest = load_results(run_dir / "results.json").variant("ort-fp32").artifact
         return Artifact(Path(manifest["path"]), "onnx", (spec,))
@@ -54,7 +54,7 @@ def in_process_p50_ms(artifact, core: int, seconds: float) -> float:
     """Median of back-to-back single inferences, pinned to `core`, one runtime thread."""
     import time
 
-    from optimizer.targets import Target, open_session
+    from mcbench.optimizer.targets import Target, open_session
 
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {core})
@@ -82,8 +82,8 @@ def cpu_seconds(pid: int) -> float:
 def serve_and_load(spec: Path, dispatch: str, server_core: int, gen_core: int, feeds, users: list[int],
                    rate: float, rules, work: Path) -> dict:
     """One server with model calls in `dispatch` ("thread" or "inline"), its closed steps and one open step."""
-    from bench.load import Endpoint, Requests, run_load
-    from bench.server import serve_in_subprocess
+    from mcbench.bench.load import Endpoint, Requests, run_load
+    from mcbench.bench.server import serve_in_subprocess
 
     extra = ["--inline-below-ms", "0" if dispatch == "thread" else "1000"]
     with serve_in_subprocess(spec, [server_core], extra=extra) as server:
@@ -105,8 +105,8 @@ def serve_and_load(spec: Path, dispatch: str, server_core: int, gen_core: int, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.load import StepRules
-    from optimizer.targets import Target
+    from mcbench.bench.load import StepRules
+    from mcbench.optimizer.targets import Target
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import collect_outputs
-from bench.latency import TimingPlan, measure_latency
-from optimizer.artifact import Artifact, InputSpec, generated_inputs
-from optimizer.cache import ArtifactCache, cache_key, data_digest, default_cache_dir, model_digest
-from optimizer.errors import first_line
-from optimizer.graph_stats import model_stats
-from optimizer.passes import PassContext, apply_passes, expand_recipe
-from optimizer.recipe_syntax import RecipeError, parse_recipe
-from optimizer.recipes import final_format
-from optimizer.targets import Target, open_session
+from mcbench.bench.accuracy import collect_outputs
+from mcbench.bench.latency import TimingPlan, measure_latency
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
+from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, default_cache_dir, model_digest
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.graph_stats import model_stats
+from mcbench.optimizer.passes import PassContext, apply_passes, expand_recipe
+from mcbench.optimizer.recipe_syntax import RecipeError, parse_recipe
+from mcbench.optimizer.recipes import final_format
+from mcbench.optimizer.targets import Target, open_session
 
 BASELINE = "export.onnx"
 DEFAULT_RECIPES = ("prune.unstructured(0.5)", "prune.structured(0.3)", "quant.int8_dynamic", "quant.int8_static")
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     recipes = selected_recipes(args.recipes)
     cache = None if args.no_cache else ArtifactCache(default_cache_dir())
-    from optimizer.hardware import cpu_info
+    from mcbench.optimizer.hardware import cpu_info
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

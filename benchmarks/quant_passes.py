@@ -24,11 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.latency import TimingPlan, measure_latency  # noqa: E402
-from bench.op_profile import profile_ops, with_comparison  # noqa: E402
-from optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
-from optimizer.passes import PassContext, apply_passes  # noqa: E402
-from optimizer.targets import Target, open_session  # noqa: E402
+from mcbench.bench.latency import TimingPlan, measure_latency  # noqa: E402
+from mcbench.bench.op_profile import profile_ops, with_comparison  # noqa: E402
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
+from mcbench.optimizer.passes import PassContext, apply_passes  # noqa: E402
+from mcbench.optimizer.targets import Target, open_session  # noqa: E402
 
 ORT_PASSES = ["quant.int8_dynamic", "quant.int8_static", "quant.int8_static(method=entropy)",
               "quant.int8_static(method=percentile)", "quant.int8_static(per_channel=false)", "quant.fp16",

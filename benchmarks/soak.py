@@ -35,13 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import Endpoint, Requests, StepRules, run_load  # noqa: E402
-from bench.protocol import encode_infer_request  # noqa: E402
-from bench.server import serve_in_subprocess  # noqa: E402
-from optimizer.hardware import split_cores, usable_cores  # noqa: E402
-from optimizer.intake import load_onnx  # noqa: E402
-from optimizer.targets import Target  # noqa: E402
-from reports.schema import percentile  # noqa: E402
+from mcbench.bench.load import Endpoint, Requests, StepRules, run_load  # noqa: E402
+from mcbench.bench.protocol import encode_infer_request  # noqa: E402
+from mcbench.bench.server import serve_in_subprocess  # noqa: E402
+from mcbench.optimizer.hardware import split_cores, usable_cores  # noqa: E402
+from mcbench.optimizer.intake import load_onnx  # noqa: E402
+from mcbench.optimizer.targets import Target  # noqa: E402
+from mcbench.reports.schema import percentile  # noqa: E402
 
 LOCUSTFILE = Path(__file__).with_name("soak_locustfile.py")
 MODEL_NAME = "soak"

@@ -166,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from bench.datasets import DatasetError
+    from mcbench.bench.datasets import DatasetError
     from mcbench.config import ConfigError
-    from optimizer.intake import IntakeError
-    from optimizer.profiles import ProfileError
-    from reports.gate import GateDataError
-    from reports.gate_budgets import GateConfigError
-    from reports.plots import ReportError
-    from reports.schema import SchemaError
+    from mcbench.optimizer.intake import IntakeError
+    from mcbench.optimizer.profiles import ProfileError
+    from mcbench.reports.gate import GateDataError
+    from mcbench.reports.gate_budgets import GateConfigError
+    from mcbench.reports.plots import ReportError
+    from mcbench.reports.schema import SchemaError
 
     gate_errors = GateConfigError | GateDataError
     return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
@@ -187,8 +187,8 @@ def run_config(args: argparse.Namespace):
     from mcbench.config import ConfigError, RunConfig
     from mcbench.config_file import RunFile, load_run_file
     from mcbench.load_cmd import plan_from_args
-    from optimizer.cache import default_cache_dir
-    from optimizer.intake import parse_inputs
+    from mcbench.optimizer.cache import default_cache_dir
+    from mcbench.optimizer.intake import parse_inputs
 
     rf = load_run_file(args.config) if args.config else RunFile(source="")
     quick = args.quick or bool(rf.quick)
@@ -239,7 +239,7 @@ def _first(*values):
 
 def _file_inputs(rf, parse_inputs) -> dict:
     """The run file's `inputs`, parsed as --input is; a bad one names the file and the key."""
-    from optimizer.intake import IntakeError
+    from mcbench.optimizer.intake import IntakeError
 
     try:
         return parse_inputs(rf.inputs)
@@ -256,7 +256,7 @@ def resume_config(args: argparse.Namespace):
     import dataclasses
 
     from mcbench.config import config_from_dict
-    from reports.schema import load_results
+    from mcbench.reports.schema import load_results
 
     if args.out is not None:
         raise UsageError("--resume RUN_DIR names the run folder; do not give --out with it")
@@ -287,9 +287,9 @@ def _progress(message: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mcbench.pipeline import Pipeline, RunInterrupted
+    from mcbench.reports.html import write_report
+    from mcbench.reports.text import summary_table
     from mcbench.runguard import signals_ignored, signals_raise
-    from reports.html import write_report
-    from reports.text import summary_table
 
     earlier = None
     if args.resume is not None:
@@ -321,7 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from optimizer.profiles import detect_profile, find_profile, load_profile, profile_paths
+    from mcbench.optimizer.profiles import detect_profile, find_profile, load_profile, profile_paths
 
     if args.action == "list":
         for name, path in profile_paths().items():
@@ -343,8 +343,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports.html import write_report
-    from reports.schema import load_results
+    from mcbench.reports.html import write_report
+    from mcbench.reports.schema import load_results
 
     run = load_results(args.results)
     out = write_report(run, args.out or args.results.with_name("report.html"))
@@ -353,9 +353,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reports.compare import compare_runs, comparison_text
-    from reports.html import render_comparison, write_text_atomic
-    from reports.schema import load_results
+    from mcbench.reports.compare import compare_runs, comparison_text
+    from mcbench.reports.html import render_comparison, write_text_atomic
+    from mcbench.reports.schema import load_results
 
     a, b = load_results(args.a), load_results(args.b)
     print(comparison_text(compare_runs(a, b)))
@@ -365,9 +365,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from reports.export import export_table
-    from reports.html import write_text_atomic
-    from reports.schema import load_results
+    from mcbench.reports.export import export_table
+    from mcbench.reports.html import write_text_atomic
+    from mcbench.reports.schema import load_results
 
     text = export_table(load_results(args.results), args.fmt)
     if args.out is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.latency import QUICK_PLAN, TimingPlan
-from optimizer.intake import InputOverride
+from mcbench.bench.latency import QUICK_PLAN, TimingPlan
+from mcbench.optimizer.intake import InputOverride
 
 
 class ConfigError(ValueError):
@@ -81,7 +81,7 @@ class RunConfig:
 
 
     def __post_init__(self) -> None:
-        from bench.metrics import TASKS
+        from mcbench.bench.metrics import TASKS
 
         if self.task not in TASKS:
             raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
@@ -135,7 +135,7 @@ _TUPLES = ("users", "rates", "rate_fractions")
 
 def config_from_dict(data: dict, source: str) -> RunConfig:
     """The RunConfig a results file recorded (RunConfig.to_dict's inverse), for `mcbench run --resume`."""
-    from bench.latency import TimingPlan
+    from mcbench.bench.latency import TimingPlan
 
     try:
         load = data.get("load")

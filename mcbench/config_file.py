@@ -167,7 +167,7 @@ def _load(rf: RunFile, table: Any) -> dict[str, Any]:
 
 
 def _check_task(rf: RunFile, task: str) -> str:
-    from bench.metrics import TASKS
+    from mcbench.bench.metrics import TASKS
 
     if task not in TASKS:
         raise rf.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
@@ -176,7 +176,7 @@ def _check_task(rf: RunFile, task: str) -> str:
 
 def _check_profiles(rf: RunFile, names: list[str], base: Path) -> list[str]:
     """Each profile resolves now (a shipped name or a .toml beside the run file), so a typo costs nothing."""
-    from optimizer.profiles import ProfileError, find_profile
+    from mcbench.optimizer.profiles import ProfileError, find_profile
 
     resolved = []
     for name in names:
@@ -251,9 +251,9 @@ def load_run_file(path: Path) -> RunFile:
 
 def _check_recipe(rf: RunFile, where: str, text: str) -> str:
     """The recipe as written (`[NAME=]RECIPE`), after parsing it (literals only) and binding each step to its pass."""
-    from optimizer.passes import PASSES, get_pass
-    from optimizer.recipe_syntax import bind_arguments
-    from optimizer.recipes import RecipeError, parse_named_recipe
+    from mcbench.optimizer.passes import PASSES, get_pass
+    from mcbench.optimizer.recipe_syntax import bind_arguments
+    from mcbench.optimizer.recipes import RecipeError, parse_named_recipe
 
     try:
         for step in parse_named_recipe(text).steps:

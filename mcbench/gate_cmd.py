@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports.gate import Outcome, evaluate
-from reports.gate_budgets import GateConfig, load_budgets
-from reports.gate_output import append_step_summary, junit_xml, markdown_summary
-from reports.schema import load_results
+from mcbench.reports.gate import Outcome, evaluate
+from mcbench.reports.gate_budgets import GateConfig, load_budgets
+from mcbench.reports.gate_output import append_step_summary, junit_xml, markdown_summary
+from mcbench.reports.schema import load_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -73,7 +73,7 @@ def add_parser(sub) -> None:
 
 def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> dict[str, np.ndarray]:
     """Generated inputs of the shapes and types the server's metadata declares (dynamic dimensions as 1)."""
-    from bench.protocol import FROM_V2
+    from mcbench.bench.protocol import FROM_V2
 
     request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}", headers=headers)
     try:
@@ -99,11 +99,11 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> 
 
 
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
-    from bench.environment import environment
-    from bench.load import Endpoint, LoadError, Requests, StepRules, run_load
+    from mcbench.bench.environment import environment
+    from mcbench.bench.load import Endpoint, LoadError, Requests, StepRules, run_load
     from mcbench.config import QUICK_LOAD, LoadPlan
-    from reports.capacity import capacity
-    from reports.schema import RunResult, VariantResult, save_results
+    from mcbench.reports.capacity import capacity
+    from mcbench.reports.schema import RunResult, VariantResult, save_results
 
     plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan(), usage_error)
     token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")

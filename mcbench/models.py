@@ -125,7 +125,7 @@ def bert_like(layers: int = 6, hidden: int = 384, heads: int = 6, ffn: int = 153
 
 def bert_like_inputs() -> tuple:
     """The BERT-like model's input specs: token ids in [0, vocab) and an all-ones attention mask."""
-    from optimizer.artifact import InputSpec
+    from mcbench.optimizer.artifact import InputSpec
 
     return (InputSpec("input_ids", (1, BERT_SEQUENCE), "int64", 0, BERT_VOCAB),
             InputSpec("attention_mask", (1, BERT_SEQUENCE), "int64", 1, 2))

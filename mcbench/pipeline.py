@@ -18,21 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.accuracy import accuracy_of
-from bench.environment import environment
-from bench.isolate import ChildError, call_in_child, exit_status_text
-from bench.measure import InProcessResult, measure_in_process
-from bench.op_profile import with_comparison
+from mcbench.bench.accuracy import accuracy_of
+from mcbench.bench.environment import environment
+from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
+from mcbench.bench.measure import InProcessResult, measure_in_process
+from mcbench.bench.op_profile import with_comparison
 from mcbench.config import ConfigError, RunConfig
-from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
-from mcbench.workload import Workload, demo_workload, user_workload
-from optimizer.artifact import Artifact
-from optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest, validation_digest
-from optimizer.hardware import cpu_info, split_cores, usable_cores
-from optimizer.passes import PassContext, PassError, apply_passes, check_needs
-from optimizer.profiles import Profile, ProfileError, find_profile
-from optimizer.recipe_syntax import parse_recipe
-from optimizer.recipes import (
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest, validation_digest
+from mcbench.optimizer.hardware import cpu_info, split_cores, usable_cores
+from mcbench.optimizer.passes import PassContext, PassError, apply_passes, check_needs
+from mcbench.optimizer.profiles import Profile, ProfileError, find_profile
+from mcbench.optimizer.recipe_syntax import parse_recipe
+from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
     default_variants,
@@ -42,8 +40,10 @@ from optimizer.recipes import (
     recipe_variants,
     with_batch_sizes,
 )
-from optimizer.targets import TargetError, skip_reason
-from reports.schema import RunResult, VariantResult, save_results
+from mcbench.optimizer.targets import TargetError, skip_reason
+from mcbench.reports.schema import RunResult, VariantResult, save_results
+from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
+from mcbench.workload import Workload, demo_workload, user_workload
 
 Progress = Callable[[str], None]
 
@@ -109,7 +109,7 @@ def load_user_metric(ref: str | None):
     """The user's metric function, resolved before any work starts."""
     if ref is None:
         return None
-    from optimizer.targets import TargetError, load_factory
+    from mcbench.optimizer.targets import TargetError, load_factory
 
     try:
         fn = load_factory(ref)
@@ -146,7 +146,7 @@ def batch_skip_reason(artifact: Artifact, batch_size: int) -> str | None:
     """Why an artifact cannot run batches of this size (an ONNX model with a fixed batch axis), or None."""
     if batch_size == 1 or artifact.format != "onnx":
         return None
-    from optimizer.graph_stats import fixed_batch_inputs
+    from mcbench.optimizer.graph_stats import fixed_batch_inputs
 
     fixed = fixed_batch_inputs(artifact.path)
     if fixed:
@@ -328,7 +328,7 @@ class Pipeline:
     def reuse_artifacts(self, kept: dict[str, VariantResult]) -> None:
         """Kept variants' artifacts count as built (when their files still hash as recorded): a resumed run
         builds on them instead of rewriting files that kept results describe."""
-        from optimizer.artifact import sha256_of
+        from mcbench.optimizer.artifact import sha256_of
 
         for v in kept.values():
             if not v.recipe or not v.artifact.get("sha256"):
@@ -534,7 +534,7 @@ class Pipeline:
         Both sweeps run; with `max_batch` > 1 they run again against a server that batches, to compare.
         A server or Locust that fails becomes this variant's recorded error, never a hang.
         """
-        from bench.load import LoadError, StepRules
+        from mcbench.bench.load import LoadError, StepRules
 
         plan = self.config.load
         profile = self.profiles.get(spec.profile or "")
@@ -579,8 +579,8 @@ class Pipeline:
                  f"under {budget:g} ms p99: {_rps(result.capacity.max_rps_under_budget)}")
 
     def _sweeps(self, spec, spec_path, server_cores, loadgen_cores, target, requests, rules, work, flags):
-        from bench.load import Endpoint, run_load
-        from bench.server import serve_in_subprocess
+        from mcbench.bench.load import Endpoint, run_load
+        from mcbench.bench.server import serve_in_subprocess
 
         plan = self.config.load
         with serve_in_subprocess(spec_path, server_cores, extra=flags) as server:
@@ -593,7 +593,7 @@ class Pipeline:
         return load
 
     def capacity_of(self, load, profile: Profile | None, budget: float):
-        from reports.capacity import capacity
+        from mcbench.reports.capacity import capacity
 
         plan = self.config.load
         target_rps = profile.target_rps if profile and profile.target_rps else plan.target_rps
@@ -609,7 +609,7 @@ def load_requests(workload: Workload, outputs, count: int = 8):
     """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against."""
     import numpy as np
 
-    from bench.load import Requests
+    from mcbench.bench.load import Requests
 
     samples = workload.eval_samples[:count] or [workload.timing_feeds]
     expected = None

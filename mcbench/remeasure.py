@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.latency import TimingPlan, measure_latency
-from optimizer.artifact import Artifact, generated_inputs
-from optimizer.targets import Session, Target, open_session
-from reports.gate import GateDataError
-from reports.schema import RunResult
+from mcbench.bench.latency import TimingPlan, measure_latency
+from mcbench.optimizer.artifact import Artifact, generated_inputs
+from mcbench.optimizer.targets import Session, Target, open_session
+from mcbench.reports.gate import GateDataError
+from mcbench.reports.schema import RunResult
 
 # A short series of 50 runs: many short rounds cancel drift better than a few long ones, and the pooled rounds,
 # not one series, give the precision (8 rounds: 1 false alarm in 60 A/A pairs, see benchmarks/gate_calibration.py).

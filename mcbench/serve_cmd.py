@@ -1,6 +1,6 @@
 """`mcbench serve`: the built-in KServe v2 server for one model file or one variant of a finished run.
 
-The pipeline starts the same server (`python -m bench.server`) with the same flags for its load tests.
+The pipeline starts the same server (`python -m mcbench.bench.server`) with the same flags for its load tests.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from bench.server import add_server_arguments
+    from mcbench.bench.server import add_server_arguments
 
     serve = sub.add_parser("serve", help="serve a model or a run's variant over KServe v2 HTTP",
                            description="Serve one model over the KServe v2 Open Inference Protocol.")
@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
 
 def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error) -> dict:
     """{"name", "artifact", "target"} for the server, from an .onnx path or RUN_DIR:VARIANT."""
-    from optimizer.intake import load_onnx
-    from optimizer.targets import Target
+    from mcbench.optimizer.intake import load_onnx
+    from mcbench.optimizer.targets import Target
 
     run_dir, _, variant = model.rpartition(":")
     if run_dir and Path(run_dir).is_dir():
@@ -42,7 +42,7 @@ def server_spec(model: str, name: str | None, runtime: str, threads: int | None,
 
 
 def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | None, usage_error) -> dict:
-    from reports.schema import load_results
+    from mcbench.reports.schema import load_results
 
     run = load_results(run_dir / "results.json")
     try:
@@ -64,7 +64,7 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
 def cmd_serve(args: argparse.Namespace, usage_error) -> int:
     import os
 
-    from bench.server import StartError, limits_from_args, serve
+    from mcbench.bench.server import StartError, limits_from_args, serve
 
     spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error)
     try:

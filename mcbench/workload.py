@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.datasets import load_npz
-from optimizer.artifact import Artifact, InputSpec, generated_inputs
-from optimizer.graph_stats import model_stats
-from optimizer.intake import InputOverride, IntakeError, load_onnx
-from optimizer.intake_torch import PICKLE_SUFFIXES, from_factory, from_pickle, from_pt2, is_factory_ref
+from mcbench.bench.datasets import load_npz
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
+from mcbench.optimizer.graph_stats import model_stats
+from mcbench.optimizer.intake import InputOverride, IntakeError, load_onnx
+from mcbench.optimizer.intake_torch import PICKLE_SUFFIXES, from_factory, from_pickle, from_pt2, is_factory_ref
 
 GENERATED_EVAL_SAMPLES = 32
 GENERATED_CALIBRATION_SAMPLES = 64

@@ -89,7 +89,7 @@ class Artifact:
         """What the artifact is, for results.json: file facts, and for ONNX its parameters and FLOPs."""
         stats = {}
         if self.format == "onnx":
-            from optimizer.graph_stats import model_stats
+            from mcbench.optimizer.graph_stats import model_stats
 
             everything = model_stats(self.path, self.inputs)
             stats = {k: everything[k] for k in ("parameters", "flops", "opset")}

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.artifact import Artifact, sha256_of
+from mcbench.optimizer.artifact import Artifact, sha256_of
 
 CACHE_ENV = "MCBENCH_CACHE"
 DEFAULT_CACHE = Path("runs/.cache")
@@ -66,7 +66,7 @@ def pass_code_digest(steps: tuple[str, ...]) -> str:
     """The sha256 of the source of the modules defining the steps' passes: an edited pass misses the cache."""
     import importlib.util
 
-    from optimizer.passes import PASSES
+    from mcbench.optimizer.passes import PASSES
 
     h = hashlib.sha256()
     for module in sorted({PASSES[s.split("(")[0].strip()].module for s in steps if s.split("(")[0].strip() in PASSES}):

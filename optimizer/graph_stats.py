@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.artifact import InputSpec
+from mcbench.optimizer.artifact import InputSpec
 
 
 def model_stats(path: Path, specs: tuple[InputSpec, ...]) -> dict[str, Any]:

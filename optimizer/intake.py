@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
-from optimizer.errors import first_line
-from optimizer.targets import require
+from mcbench.optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.targets import require
 
 # ONNX TensorProto element types -> numpy dtype names mcbench can generate inputs for
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}

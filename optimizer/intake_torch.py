@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.errors import first_line
-from optimizer.intake import InputOverride, IntakeError, override_spec
-from optimizer.targets import TargetError, load_factory, require
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.intake import InputOverride, IntakeError, override_spec
+from mcbench.optimizer.targets import TargetError, load_factory, require
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
 TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.float64": "float64",

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optimizer.hardware import ISA_FLAGS as ISA
+from mcbench.optimizer.hardware import ISA_FLAGS as ISA
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
+PROFILE_DIR = Path(__file__).parent.parent / "hardware_profiles"  # mcbench/hardware_profiles: a link in a checkout
 DEVICES = ("cpu", "nvidia-gpu", "intel-gpu")
 ORT_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
                  "OpenVINOExecutionProvider")
@@ -162,8 +162,8 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 
 def _recipes(r: _Reader, value: Any) -> tuple[str, ...]:
     """Recipe texts, parsed now so a typo or an unknown pass fails when the profile loads."""
-    from optimizer.passes import PASSES
-    from optimizer.recipes import RecipeError, parse_named_recipe
+    from mcbench.optimizer.passes import PASSES
+    from mcbench.optimizer.recipes import RecipeError, parse_named_recipe
 
     if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
         raise r.fail("recipes", f"expected a list of recipe strings, got {value!r}")
@@ -223,7 +223,7 @@ def find_profile(name_or_path: str, directory: Path = PROFILE_DIR) -> Profile:
 
 def detect_profile(name: str = "detected") -> str:
     """TOML text for a profile of this machine, from its CPU flags, cores, ORT providers and OpenVINO devices."""
-    from optimizer.hardware import cpu_info, split_cores, usable_cores
+    from mcbench.optimizer.hardware import cpu_info, split_cores, usable_cores
 
     info = cpu_info()
     cores = usable_cores()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from optimizer.profiles import Profile, RuntimeTarget
-from optimizer.recipe_syntax import RecipeError, Step, parse_recipe
-from optimizer.targets import Target
+from mcbench.optimizer.profiles import Profile, RuntimeTarget
+from mcbench.optimizer.recipe_syntax import RecipeError, Step, parse_recipe
+from mcbench.optimizer.targets import Target
 
 __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "default_variants", "parse_named_recipe",
            "parse_recipe", "profile_recipe_variants", "profile_variants", "recipe_variants"]
@@ -123,7 +123,7 @@ def parse_named_recipe(text: str) -> NamedRecipe:
 
 
 def final_format(steps: tuple[Step, ...], source_format: str) -> str:
-    from optimizer.passes import PASSES
+    from mcbench.optimizer.passes import PASSES
 
     fmt = source_format
     for step in steps:
@@ -138,7 +138,7 @@ def recipe_variants(recipe: NamedRecipe, source_format: str,
     `targets` (tag, Target) defaults to onnxruntime CPU and OpenVINO CPU for an ONNX result, torch eager
     for a PyTorch one, OpenVINO for OpenVINO IR; given (from a profile), it is filtered the same way.
     """
-    from optimizer.passes import expand_recipe
+    from mcbench.optimizer.passes import expand_recipe
 
     steps = expand_recipe(recipe.steps, source_format)
     fmt = final_format(steps, source_format)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from optimizer.artifact import Artifact
+from mcbench.optimizer.artifact import Artifact
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEVICES = {"onnxruntime": ("cpu", "gpu"), "openvino": ("cpu", "gpu"), "torch": ("cpu", "cuda")}
@@ -114,7 +114,7 @@ def precision_skip_reason(target: Target) -> str | None:
     needs = PRECISION_ISA.get(precision)
     if not needs:
         return None
-    from optimizer.hardware import cpu_info
+    from mcbench.optimizer.hardware import cpu_info
 
     isa = cpu_info()["isa"]
     if any(flag in isa for flag in needs):  # type: ignore[operator]
@@ -204,7 +204,7 @@ class _TorchSession:
             raise TargetError("the torch runtime needs a torch artifact (a factory and a state_dict, or a .pt2)")
         if target.threads:
             torch.set_num_threads(target.threads)
-        from optimizer.intake_torch import load_torch_module
+        from mcbench.optimizer.intake_torch import load_torch_module
 
         self._torch = torch
         self._device = torch.device(target.device)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from reports.schema import Capacity, LoadResult, LoadStep
+from mcbench.reports.schema import Capacity, LoadResult, LoadStep
 
 
 def holds_budget(step: LoadStep, budget_p99_ms: float) -> bool:

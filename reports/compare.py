@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from reports.formatting import finite, flattened_items, format_ms, format_percent, format_rps
-from reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p, thin
-from reports.schema import RunResult, VariantResult
-from reports.views import AGREEMENT, TOP1, QualityMetric, peak_step, quality_metric, quality_of
+from mcbench.reports.formatting import finite, flattened_items, format_ms, format_percent, format_rps
+from mcbench.reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p, thin
+from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.views import AGREEMENT, TOP1, QualityMetric, peak_step, quality_metric, quality_of
 
 ALPHA = 0.05  # significance level for every test on the page
 MIN_EFFECT = 0.03  # a latency change under 3% is "no change" however significant: a shared runner moves that much

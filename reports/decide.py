@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reports.formatting import finite, format_ms, format_percent, format_rps, format_speedup
-from reports.schema import RunResult, VariantResult
-from reports.views import QualityMetric, measured, peak_step, quality_metric, quality_of
+from mcbench.reports.formatting import finite, format_ms, format_percent, format_rps, format_speedup
+from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.views import QualityMetric, measured, peak_step, quality_metric, quality_of
 
 DEFAULT_ACCURACY_BUDGET = 1.0  # percentage points of top-1 (or agreement) below the baseline
 THIS_MACHINE = ""  # the profile key of a run that named no hardware profile

@@ -8,9 +8,9 @@ from __future__ import annotations
 import csv
 import io
 
-from reports.formatting import Cell
-from reports.schema import RunResult
-from reports.sections import EXPORT_COLUMNS, table_rows
+from mcbench.reports.formatting import Cell
+from mcbench.reports.schema import RunResult
+from mcbench.reports.sections import EXPORT_COLUMNS, table_rows
 
 FORMATS = ("csv", "md")
 

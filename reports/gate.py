@@ -10,9 +10,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
-from reports.gate_stats import MIN_SAMPLES, compare
-from reports.schema import RunResult, VariantResult
+from mcbench.reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
+from mcbench.reports.gate_stats import MIN_SAMPLES, compare
+from mcbench.reports.schema import RunResult, VariantResult
 
 __all__ = ["Check", "Outcome", "GateConfigError", "GateDataError", "evaluate", "load_budgets"]
 

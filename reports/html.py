@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from reports.page import report_view
-from reports.schema import RunResult, write_text_atomic  # noqa: F401 (the CLI writes its files with it)
+from mcbench.reports.page import report_view
+from mcbench.reports.schema import RunResult, write_text_atomic  # noqa: F401 (the CLI writes its files with it)
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -39,7 +39,7 @@ def render_report(run: RunResult) -> str:
 
 
 def render_comparison(a: RunResult, b: RunResult) -> str:
-    from reports.compare import compare_runs
+    from mcbench.reports.compare import compare_runs
 
     return template_environment().get_template(COMPARE_TEMPLATE).render(cmp=compare_runs(a, b))
 

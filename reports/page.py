@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reports.decide import Recommendation, recommendations
-from reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
-from reports.plots import ChartsBlock, charts_block
-from reports.schema import RunResult, VariantResult
-from reports.sections import (
+from mcbench.reports.decide import Recommendation, recommendations
+from mcbench.reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
+from mcbench.reports.plots import ChartsBlock, charts_block
+from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.sections import (
     CapacityTable,
     ClassDelta,
     CompressionFacts,
@@ -24,7 +24,7 @@ from reports.sections import (
     several_profiles,
     table_rows,
 )
-from reports.views import (
+from mcbench.reports.views import (
     FailedVariant,
     LoadTable,
     QualityMetric,

@@ -18,10 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from reports.decide import accuracy_budget, drop_points, within_budget
-from reports.formatting import finite, format_ms, format_percent, format_rps
-from reports.schema import RunResult, VariantResult
-from reports.views import measured, peak_step, quality_metric, quality_of, variant_colors
+from mcbench.reports.decide import accuracy_budget, drop_points, within_budget
+from mcbench.reports.formatting import finite, format_ms, format_percent, format_rps
+from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.views import measured, peak_step, quality_metric, quality_of, variant_colors
 
 REJECTED_COLOR = "#b8b8b8"  # variants over the accuracy budget, greyed
 

@@ -254,7 +254,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 def check_against_json_schema(data: Any, where: str) -> None:
     """Raise SchemaError where `data` breaks reports/results.schema.json (checked on write and on read)."""
-    from reports.schema_json import REGENERATE, schema_errors
+    from mcbench.reports.schema_json import REGENERATE, schema_errors
 
     errors = schema_errors(data)
     if errors:

@@ -4,7 +4,7 @@ The dataclasses are the one source of truth (several people add fields to them);
 is generated from them and committed, so tools outside Python can validate a results file too. Regenerate it
 after changing a dataclass:
 
-    python -m reports.schema_json
+    python -m mcbench.reports.schema_json
 
 A test fails when the committed file is out of date. Every float field also admits null, because NaN and the
 infinities are written as null (JSON has neither); free-form dict fields (artifact, settings, passes entries,
@@ -22,10 +22,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from reports import schema as results_schema
+from mcbench.reports import schema as results_schema
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
-REGENERATE = "python -m reports.schema_json"
+REGENERATE = "python -m mcbench.reports.schema_json"
 SCHEMA_ID = "https://mcbench.invalid/results.schema.json"  # an identifier only; nothing is fetched from it
 
 

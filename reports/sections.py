@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reports.decide import (
+from mcbench.reports.decide import (
     THIS_MACHINE,
     Recommendation,
     accuracy_budget,
@@ -20,7 +20,7 @@ from reports.decide import (
     variant_passes,
     within_budget,
 )
-from reports.formatting import (
+from mcbench.reports.formatting import (
     NA,
     Cell,
     KeyValue,
@@ -32,8 +32,8 @@ from reports.formatting import (
     format_value,
     number_cell,
 )
-from reports.schema import RunResult, VariantResult
-from reports.views import SummaryRow, quality_metric, summary_rows
+from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.views import SummaryRow, quality_metric, summary_rows
 
 
 def profile_label(profile: str | None) -> str:

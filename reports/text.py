@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reports.schema import RunResult
-from reports.views import SummaryRow, summary_rows
+from mcbench.reports.schema import RunResult
+from mcbench.reports.views import SummaryRow, summary_rows
 
 
 def notes(row: SummaryRow) -> str:

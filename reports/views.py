@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reports.formatting import (
+from mcbench.reports.formatting import (
     NA,
     Cell,
     KeyValue,
@@ -29,7 +29,7 @@ from reports.formatting import (
     inputs_text,
     number_cell,
 )
-from reports.schema import LatencyStats, LoadResult, LoadStep, RunResult, VariantResult
+from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep, RunResult, VariantResult
 
 # Tableau 10, a palette made for telling categories apart; a variant keeps its colour in every chart.
 PALETTE = (

@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from bench.latency import QUICK_PLAN
-from bench.measure import batched, measure_in_process, repeated
+from mcbench.bench.latency import QUICK_PLAN
+from mcbench.bench.measure import batched, measure_in_process, repeated
+from mcbench.optimizer.graph_stats import fixed_batch_inputs
+from mcbench.optimizer.intake import InputOverride, load_onnx
+from mcbench.optimizer.recipes import VariantSpec, with_batch_sizes
+from mcbench.optimizer.targets import Target
 from mcbench.pipeline import batch_skip_reason
-from optimizer.graph_stats import fixed_batch_inputs
-from optimizer.intake import InputOverride, load_onnx
-from optimizer.recipes import VariantSpec, with_batch_sizes
-from optimizer.targets import Target
 from tests.conftest import make_linear_onnx
 
 
@@ -53,8 +53,8 @@ def test_batched_measurement_gives_the_same_outputs_as_batch_one(tmp_path):
 
 
 def test_torch_export_has_a_dynamic_batch_axis_unless_asked_not_to(tmp_path):
-    from optimizer.intake_torch import from_factory
-    from optimizer.passes import PassContext, apply_passes
+    from mcbench.optimizer.intake_torch import from_factory
+    from mcbench.optimizer.passes import PassContext, apply_passes
 
     base = from_factory("tests.zoo:conv_net", None, {"x": InputOverride((1, 3, 16, 16))}, tmp_path / "src")
     dynamic = apply_passes(base, ("export.onnx",), PassContext(), tmp_path / "d")
@@ -97,7 +97,7 @@ def test_profile_batch_sizes_in_a_run(tmp_path, batch, b4_status):
 
 
 def test_a_static_retry_that_dynamo_exports_keeps_no_earlier_fallback_reason(monkeypatch, tmp_path):
-    from optimizer.passes import PassError, convert
+    from mcbench.optimizer.passes import PassError, convert
 
     def export(torch, module, example, names, out, dynamo, dynamic):
         if dynamic:

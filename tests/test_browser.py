@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.html import write_report
-from reports.schema import Capacity
+from mcbench.reports.html import write_report
+from mcbench.reports.schema import Capacity
 from tests.test_report import EVIL, sample_run
 
 pytestmark = pytest.mark.slow

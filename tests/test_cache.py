@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from mcbench.config import RunConfig
+from mcbench.optimizer import passes
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest
+from mcbench.optimizer.recipes import VariantSpec
+from mcbench.optimizer.targets import Target
 from mcbench.pipeline import Pipeline, RunPaths
 from mcbench.workload import Workload
-from optimizer import passes
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.cache import ArtifactCache, cache_key, data_digest
-from optimizer.recipes import VariantSpec
-from optimizer.targets import Target
 
 RECIPE = ("prune.unstructured(0.5)",)
 

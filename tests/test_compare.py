@@ -7,8 +7,8 @@ import random
 import pytest
 
 from mcbench.cli import main
-from reports.compare import compare_runs, two_proportion_p
-from reports.schema import Accuracy, LatencyStats, RunResult, VariantResult, save_results
+from mcbench.reports.compare import compare_runs, two_proportion_p
+from mcbench.reports.schema import Accuracy, LatencyStats, RunResult, VariantResult, save_results
 
 EVIL = "<script>alert(1)</script>"
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.load import UNSENT_KINDS
+from mcbench.bench.load import UNSENT_KINDS
 
 VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32"}
 

@@ -6,8 +6,8 @@ import csv
 import io
 
 from mcbench.cli import main
-from reports.export import to_csv, to_markdown
-from reports.schema import save_results
+from mcbench.reports.export import to_csv, to_markdown
+from mcbench.reports.schema import save_results
 from tests.test_report import EVIL, sample_run
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from mcbench.cli import main
-from reports.gate import evaluate
-from reports.gate_budgets import GateConfig, GateConfigError, parse_budgets
-from reports.gate_output import junit_xml, markdown_summary
-from reports.gate_stats import compare, mann_whitney_p
-from reports.schema import Accuracy, LatencyStats, LoadResult, LoadStep, RunResult, VariantResult, save_results
+from mcbench.reports.gate import evaluate
+from mcbench.reports.gate_budgets import GateConfig, GateConfigError, parse_budgets
+from mcbench.reports.gate_output import junit_xml, markdown_summary
+from mcbench.reports.gate_stats import compare, mann_whitney_p
+from mcbench.reports.schema import Accuracy, LatencyStats, LoadResult, LoadStep, RunResult, VariantResult, save_results
 
 STRICT = dict(min_effect=0.05, confidence=0.95, max_cv=0.5)
 

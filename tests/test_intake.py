@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.intake import InputOverride, IntakeError, load_onnx, parse_inputs
+from mcbench.optimizer.intake import InputOverride, IntakeError, load_onnx, parse_inputs
 from tests.conftest import make_linear_onnx
 
 

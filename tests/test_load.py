@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.load import (
+from mcbench.bench.load import (
     Endpoint,
     Records,
     Requests,
@@ -23,11 +23,11 @@ from bench.load import (
     step_from_records,
     stop_reason,
 )
-from bench.server import serve_in_subprocess
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.targets import Target
-from reports.capacity import capacity
-from reports.schema import LatencyStats, LoadResult, LoadStep
+from mcbench.bench.server import serve_in_subprocess
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.targets import Target
+from mcbench.reports.capacity import capacity
+from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep
 from tests.conftest import make_linear_onnx
 
 KINDS = ["", "HTTP 503", "ConnectionRefusedError"]
@@ -212,7 +212,7 @@ def test_the_profile_budget_target_and_cost_win_over_the_plan() -> None:
 
 
 def test_rows_locust_never_completed_are_not_compared_with_its_count() -> None:
-    from bench.load import locust_seen
+    from mcbench.bench.load import locust_seen
 
     rec = records([(0.1, 0.002, 200, 0, 0), (0.2, 0.5, 503, 1, 0), (0.3, 2.0, 0, 3, 0), (0.4, 0.0, 0, 4, 0)])
     rec.error_kinds = KINDS + ["no answer by the end of the step", "load generator backlog"]

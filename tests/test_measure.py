@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from bench.accuracy import accuracy_of, collect_outputs
-from bench.isolate import ChildError, call_in_child
-from bench.latency import TimingPlan, halves_disagree, measure_latency
-from optimizer.artifact import generated_inputs
-from optimizer.intake import load_onnx
-from optimizer.passes import PassContext, PassError, apply_passes, get_pass
-from optimizer.recipe_syntax import RecipeError
-from optimizer.targets import Target, open_session
+from mcbench.bench.accuracy import accuracy_of, collect_outputs
+from mcbench.bench.isolate import ChildError, call_in_child
+from mcbench.bench.latency import TimingPlan, halves_disagree, measure_latency
+from mcbench.optimizer.artifact import generated_inputs
+from mcbench.optimizer.intake import load_onnx
+from mcbench.optimizer.passes import PassContext, PassError, apply_passes, get_pass
+from mcbench.optimizer.recipe_syntax import RecipeError
+from mcbench.optimizer.targets import Target, open_session
 
 
 def test_onnxruntime_and_openvino_agree_on_tiny_model(linear_onnx):

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.op_profile import explain, profile_ops, summarise, with_comparison
-from optimizer.artifact import Artifact, InputSpec, generated_inputs
-from optimizer.passes import PassContext, apply_passes
-from optimizer.targets import Target
+from mcbench.bench.op_profile import explain, profile_ops, summarise, with_comparison
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
+from mcbench.optimizer.passes import PassContext, apply_passes
+from mcbench.optimizer.targets import Target
 from tests.test_quant import make_conv_onnx
 
 
@@ -124,7 +124,7 @@ def test_with_comparison_rewrites_the_sentence_against_the_reference():
 
 def test_pipeline_compares_each_profile_with_the_fp32_variant_of_its_runtime():
     from mcbench.pipeline import compare_op_profiles
-    from reports.schema import LatencyStats, VariantResult
+    from mcbench.reports.schema import LatencyStats, VariantResult
 
     def variant(name, runtime, recipe, p50, passes=()):
         v = VariantResult(name, runtime, list(recipe), status="ok")
@@ -148,8 +148,8 @@ def test_pipeline_compares_each_profile_with_the_fp32_variant_of_its_runtime():
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)])
 def test_the_measurement_returns_the_operator_profile(conv, runtime):
-    from bench.latency import TimingPlan
-    from bench.measure import measure_in_process
+    from mcbench.bench.latency import TimingPlan
+    from mcbench.bench.measure import measure_in_process
 
     feeds = _feeds(conv)
     plan = TimingPlan(warmup_runs=2, min_runs=10, min_seconds=0.05, max_seconds=1)
@@ -162,10 +162,10 @@ def test_the_measurement_returns_the_operator_profile(conv, runtime):
 @pytest.mark.slow
 @pytest.mark.openvino
 def test_a_demo_run_keeps_op_profiles_and_pass_records_for_quantized_variants(tmp_path, monkeypatch):
-    from bench.latency import TimingPlan
+    from mcbench.bench.latency import TimingPlan
     from mcbench.config import RunConfig
+    from mcbench.optimizer.recipes import VariantSpec
     from mcbench.pipeline import Pipeline
-    from optimizer.recipes import VariantSpec
 
     ov = Target("openvino", options={"hint": "LATENCY", "precision": "f32"})
     specs = [VariantSpec("torch-fp32", (), Target("torch"), baseline=True),

@@ -5,7 +5,14 @@ import tomllib
 import pytest
 
 from mcbench.cli import main
-from optimizer.profiles import ProfileError, detect_profile, find_profile, load_profile, parse_profile, profile_paths
+from mcbench.optimizer.profiles import (
+    ProfileError,
+    detect_profile,
+    find_profile,
+    load_profile,
+    parse_profile,
+    profile_paths,
+)
 
 GOOD = {"name": "p", "cpu": {"cores": 2, "isa": ["avx2"]}, "targets": [{"runtime": "onnxruntime"}]}
 

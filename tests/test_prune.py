@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from mcbench.cli import main
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.intake_torch import load_torch_module
-from optimizer.passes import PassContext, apply_step, expand_recipe
-from optimizer.recipe_syntax import RecipeError, parse_recipe
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.intake_torch import load_torch_module
+from mcbench.optimizer.passes import PassContext, apply_step, expand_recipe
+from mcbench.optimizer.recipe_syntax import RecipeError, parse_recipe
 
 
 class ResidualNet(nn.Module):
@@ -45,7 +45,7 @@ BERT_SPECS = (InputSpec("input_ids", (1, 16), "int64", 0, 50), InputSpec("attent
 
 
 def _artifact(tmp_path, factory: str, specs=SPEC) -> Artifact:
-    from optimizer.targets import load_factory
+    from mcbench.optimizer.targets import load_factory
 
     weights = tmp_path / "base.pt"
     torch.save(load_factory(factory)().state_dict(), weights)
@@ -71,7 +71,7 @@ def test_unstructured_reaches_the_sparsity_and_keeps_shapes(tmp_path, sparsity):
 
 
 def test_unstructured_refuses_a_sparsity_outside_0_1(tmp_path):
-    from optimizer.passes import PassError
+    from mcbench.optimizer.passes import PassError
 
     with pytest.raises(PassError, match="sparsity must lie between 0 and 1, got 1.5"):
         apply_step(_artifact(tmp_path, "tests.test_prune:residual_net"), "prune.unstructured(1.5)", PassContext(),

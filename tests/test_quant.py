@@ -8,12 +8,12 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from optimizer.artifact import Artifact, InputSpec, generated_inputs
-from optimizer.hardware import cpu_info
-from optimizer.intake import load_onnx
-from optimizer.passes import PassContext, PassError, apply_passes, check_needs, expand_recipe
-from optimizer.recipe_syntax import RecipeError, parse_recipe
-from optimizer.targets import Target, TargetError, open_session, skip_reason
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
+from mcbench.optimizer.hardware import cpu_info
+from mcbench.optimizer.intake import load_onnx
+from mcbench.optimizer.passes import PassContext, PassError, apply_passes, check_needs, expand_recipe
+from mcbench.optimizer.recipe_syntax import RecipeError, parse_recipe
+from mcbench.optimizer.targets import Target, TargetError, open_session, skip_reason
 from tests.conftest import make_linear_onnx
 
 
@@ -106,8 +106,8 @@ def test_passes_that_need_data_the_run_lacks_are_refused_before_any_work():
 
 def test_pipeline_refuses_accuracy_aware_without_a_dataset():
     from mcbench.config import ConfigError, RunConfig
+    from mcbench.optimizer.recipes import VariantSpec
     from mcbench.pipeline import check_data_needs, workload_data
-    from optimizer.recipes import VariantSpec
 
     specs = [VariantSpec("aa", ("export.onnx", "quant.int8_accuracy_aware"), Target("onnxruntime"))]
     assert workload_data(RunConfig()) == {"calibration", "validation"}  # the demo has held-out labels
@@ -119,7 +119,7 @@ def test_pipeline_refuses_accuracy_aware_without_a_dataset():
 def test_fp16_converts_weights_and_keeps_fp32_inputs_and_outputs(conv_onnx, tmp_path):
     import onnx
 
-    from optimizer.graph_stats import count_flops
+    from mcbench.optimizer.graph_stats import count_flops
 
     half = apply_passes(conv_onnx, ("quant.fp16",), PassContext(), tmp_path / "fp16")
     graph = _graph(half.path)
@@ -140,7 +140,7 @@ def test_flops_count_a_graph_whose_nodes_are_out_of_order(conv_onnx):
     """FP16 conversion of the digits CNN appends its input Cast after the nodes that read it: still counted."""
     import onnx
 
-    from optimizer.graph_stats import count_flops
+    from mcbench.optimizer.graph_stats import count_flops
 
     model = onnx.load(str(conv_onnx.path))
     flops = count_flops(model, conv_onnx.inputs)
@@ -310,8 +310,8 @@ def _pass_with_choices(artifact, ctx, out_dir, mode: Literal["a", "b"] = "a", ot
 
 
 def test_choices_come_from_literal_annotations_and_unresolvable_ones_are_not_checked():
-    from optimizer.passes import check_choices
-    from optimizer.recipe_syntax import Step
+    from mcbench.optimizer.passes import check_choices
+    from mcbench.optimizer.recipe_syntax import Step
 
     kwargs = {"mode": "b", "other": "y"}
     assert check_choices(Step("p"), _pass_with_choices, kwargs) == kwargs

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from optimizer.passes import expand_recipe
-from optimizer.recipe_syntax import RecipeError, Step, bind_arguments, parse_recipe
+from mcbench.optimizer.passes import expand_recipe
+from mcbench.optimizer.recipe_syntax import RecipeError, Step, bind_arguments, parse_recipe
 
 
 def test_parses_a_chain_with_positional_keyword_and_bare_word_arguments():
@@ -77,8 +77,8 @@ def test_expand_refuses_a_pass_that_cannot_apply_before_any_work():
 
 # --- named recipes, the variants they expand into, profiles' recipes and the CLI ---
 
-from optimizer.profiles import ProfileError, parse_profile  # noqa: E402
-from optimizer.recipes import parse_named_recipe, profile_recipe_variants, recipe_variants  # noqa: E402
+from mcbench.optimizer.profiles import ProfileError, parse_profile  # noqa: E402
+from mcbench.optimizer.recipes import parse_named_recipe, profile_recipe_variants, recipe_variants  # noqa: E402
 
 
 def test_named_recipe_takes_an_optional_name_and_keeps_keyword_arguments():

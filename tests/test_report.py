@@ -7,11 +7,11 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from reports.formatting import format_ms, format_percent, format_size
-from reports.html import render_report, write_report
-from reports.page import report_view
-from reports.plots import pareto_latency_chart, plotly_js
-from reports.schema import (
+from mcbench.reports.formatting import format_ms, format_percent, format_size
+from mcbench.reports.html import render_report, write_report
+from mcbench.reports.page import report_view
+from mcbench.reports.plots import pareto_latency_chart, plotly_js
+from mcbench.reports.schema import (
     Accuracy,
     LatencyStats,
     LoadResult,
@@ -21,8 +21,8 @@ from reports.schema import (
     load_results,
     save_results,
 )
-from reports.text import summary_table
-from reports.views import AGREEMENT, TOP1, ParetoPoint, pareto_frontier, quality_metric, summary_rows
+from mcbench.reports.text import summary_table
+from mcbench.reports.views import AGREEMENT, TOP1, ParetoPoint, pareto_frontier, quality_metric, summary_rows
 
 EVIL = "<script>alert(1)</script>"
 

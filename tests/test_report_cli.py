@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.accuracy import accuracy_of
+from mcbench.bench.accuracy import accuracy_of
 from mcbench.cli import build_parser, main, run_config
-from reports.schema import load_results, save_results
+from mcbench.reports.schema import load_results, save_results
 from tests.test_report import sample_run
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from reports.decide import drop_points, recommend, recommendations, sensitive_layers
-from reports.html import render_report
-from reports.plots import REJECTED_COLOR, ReportError, load_curve_spec, pareto_throughput_chart, plotly_js
-from reports.schema import Capacity, VariantResult
-from reports.sections import capacity_table, class_deltas, compression_facts, profile_cards, table_rows
+from mcbench.reports.decide import drop_points, recommend, recommendations, sensitive_layers
+from mcbench.reports.html import render_report
+from mcbench.reports.plots import REJECTED_COLOR, ReportError, load_curve_spec, pareto_throughput_chart, plotly_js
+from mcbench.reports.schema import Capacity, VariantResult
+from mcbench.reports.sections import capacity_table, class_deltas, compression_facts, profile_cards, table_rows
 from tests.test_report import sample_run, variant
 
 
@@ -178,7 +178,7 @@ def test_details_show_the_operator_profile_as_recorded():
 def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
     from dataclasses import replace
 
-    from reports.views import load_tables, peak_step
+    from mcbench.reports.views import load_tables, peak_step
 
     run = sample_run()
     v = run.variant("ort-fp32")
@@ -204,7 +204,7 @@ def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
 
 
 def test_load_facts_say_where_the_server_ran_model_calls():
-    from reports.views import load_tables
+    from mcbench.reports.views import load_tables
 
     run = sample_run()
     run.variant("ort-fp32").load.server_dispatch, run.variant("ort-fp32").load.server_model_ms = "inline", 0.0312

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from reports.schema import (
+from mcbench.reports.schema import (
     SCHEMA_VERSION,
     Accuracy,
     LatencyStats,
@@ -73,14 +73,14 @@ def test_latency_cv():
 
 
 def test_committed_json_schema_matches_the_dataclasses():
-    from reports.schema_json import REGENERATE, SCHEMA_PATH, schema_text
+    from mcbench.reports.schema_json import REGENERATE, SCHEMA_PATH, schema_text
 
     assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
         f"{SCHEMA_PATH.name} is out of date with reports/schema.py: regenerate it with `{REGENERATE}` and commit it")
 
 
 def test_json_schema_accepts_a_good_file_and_rejects_broken_ones(tmp_path):
-    from reports.schema_json import schema_errors
+    from mcbench.reports.schema_json import schema_errors
 
     good = _run()
     good.variants[0].accuracy.per_class = {"0": 1.0, "1": 0.8}
@@ -125,7 +125,7 @@ def test_save_results_refuses_to_write_a_broken_record(tmp_path):
 def test_missing_jsonschema_is_said_once_not_passed_silently(monkeypatch, capsys):
     import builtins
 
-    from reports import schema_json
+    from mcbench.reports import schema_json
 
     real_import = builtins.__import__
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.protocol import encode_infer_request
-from bench.server import ServerHandle, serve_in_subprocess
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.targets import Target
+from mcbench.bench.protocol import encode_infer_request
+from mcbench.bench.server import ServerHandle, serve_in_subprocess
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.targets import Target
 
 MODEL = "twoin"
 X = np.array([[0.5, -1.25, 3.0], [0.0, 2.0, -4.5]], dtype=np.float32)
@@ -237,7 +237,7 @@ def test_mcbench_serve_bad_model_is_exit_2(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.slow
 def test_mcbench_load_url_sweeps_any_kserve_server(server: ServerHandle, tmp_path: Path, capsys) -> None:
     from mcbench.cli import main
-    from reports.schema import load_results
+    from mcbench.reports.schema import load_results
 
     code = main(["load", "--url", server.url, "--model", MODEL, "--quick", "--out", str(tmp_path / "out"),
                  "--budget-p99-ms", "500", "--target-rps", "1000", "--cost-per-hour", "2"])

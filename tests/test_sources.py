@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.datasets import DatasetError, load_npz
-from bench.metrics import task_metrics
-from optimizer.artifact import InputSpec
-from optimizer.intake import InputOverride, IntakeError, load_onnx
-from optimizer.intake_torch import from_factory, from_pickle, from_pt2, load_torch_module
-from optimizer.passes import PassContext, apply_passes
-from optimizer.targets import Target, open_session
+from mcbench.bench.datasets import DatasetError, load_npz
+from mcbench.bench.metrics import task_metrics
+from mcbench.optimizer.artifact import InputSpec
+from mcbench.optimizer.intake import InputOverride, IntakeError, load_onnx
+from mcbench.optimizer.intake_torch import from_factory, from_pickle, from_pt2, load_torch_module
+from mcbench.optimizer.passes import PassContext, apply_passes
+from mcbench.optimizer.targets import Target, open_session
 from tests import zoo
 
 IMAGE = {"x": InputOverride((1, 3, 16, 16))}
@@ -127,7 +127,7 @@ def test_pt2_archive_reads_input_specs(tmp_path):
 def test_onnx_with_external_data_loads_and_counts_its_size(tmp_path):
     import onnx
 
-    from optimizer.graph_stats import model_stats
+    from mcbench.optimizer.graph_stats import model_stats
     from tests.conftest import make_linear_onnx
 
     path = make_linear_onnx(tmp_path / "m.onnx", features=64, classes=32)

@@ -2,10 +2,10 @@
 
 import pytest
 
-from optimizer.intake import load_onnx
-from optimizer.profiles import find_profile
-from optimizer.recipes import profile_variants
-from optimizer.targets import Target, TargetError, open_session, openvino_config, ort_providers, skip_reason
+from mcbench.optimizer.intake import load_onnx
+from mcbench.optimizer.profiles import find_profile
+from mcbench.optimizer.recipes import profile_variants
+from mcbench.optimizer.targets import Target, TargetError, open_session, openvino_config, ort_providers, skip_reason
 
 TRT_CUDA = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
 
@@ -103,8 +103,8 @@ def test_two_profile_run_on_the_demo(tmp_path):
 def test_load_cores_come_from_the_profile_where_this_machine_has_them():
     from dataclasses import replace
 
+    from mcbench.optimizer.hardware import split_cores, usable_cores
     from mcbench.pipeline import load_cores
-    from optimizer.hardware import split_cores, usable_cores
 
     local = find_profile("local-2core-avx2")
     one = replace(local, server_cores=(usable_cores()[0],), loadgen_cores=(usable_cores()[-1],))

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optimizer.artifact import Artifact
-from optimizer.recipe_syntax import RecipeError, Step, bind_arguments, parse_step
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.recipe_syntax import RecipeError, Step, bind_arguments, parse_step
 
 PassFn = Callable[..., Artifact]
 
@@ -33,18 +33,18 @@ class PassInfo:
 
 
 PASSES: dict[str, PassInfo] = {
-    "export.onnx": PassInfo("optimizer.passes.convert", ("torch", "pt2"), "onnx"),
-    "quant.int8_dynamic": PassInfo("optimizer.passes.quantize", ("onnx",)),
-    "quant.int8_static": PassInfo("optimizer.passes.quantize", ("onnx",), needs=("calibration",)),
-    "quant.int8_accuracy_aware": PassInfo("optimizer.passes.quantize", ("onnx",),
+    "export.onnx": PassInfo("mcbench.optimizer.passes.convert", ("torch", "pt2"), "onnx"),
+    "quant.int8_dynamic": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",)),
+    "quant.int8_static": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",), needs=("calibration",)),
+    "quant.int8_accuracy_aware": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",),
                                           needs=("calibration", "validation")),
-    "quant.fp16": PassInfo("optimizer.passes.quantize", ("onnx",)),
-    "nncf.int8": PassInfo("optimizer.passes.nncf_passes", ("onnx",), "openvino", needs=("calibration",)),
-    "nncf.weight_compression": PassInfo("optimizer.passes.nncf_passes", ("onnx",), "openvino"),
-    "nncf.int8_accuracy_aware": PassInfo("optimizer.passes.nncf_passes", ("onnx",), "openvino",
+    "quant.fp16": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",)),
+    "nncf.int8": PassInfo("mcbench.optimizer.passes.nncf_passes", ("onnx",), "openvino", needs=("calibration",)),
+    "nncf.weight_compression": PassInfo("mcbench.optimizer.passes.nncf_passes", ("onnx",), "openvino"),
+    "nncf.int8_accuracy_aware": PassInfo("mcbench.optimizer.passes.nncf_passes", ("onnx",), "openvino",
                                          needs=("calibration", "validation")),
-    "prune.unstructured": PassInfo("optimizer.passes.prune", ("torch",)),
-    "prune.structured": PassInfo("optimizer.passes.prune", ("torch",)),
+    "prune.unstructured": PassInfo("mcbench.optimizer.passes.prune", ("torch",)),
+    "prune.structured": PassInfo("mcbench.optimizer.passes.prune", ("torch",)),
 }
 DATA_NAMES = {"calibration": "calibration data (representative inputs)",
               "validation": "validation data (held-out inputs with class labels: the demo, or --dataset)"}

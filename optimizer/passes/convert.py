@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.artifact import Artifact
-from optimizer.errors import first_line
-from optimizer.passes import PassContext, PassError, register
-from optimizer.targets import Target, open_session, require
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.targets import Target, open_session, require
 
 EXPORT_TOLERANCE = 1e-3  # max |onnx - module|, relative to max(1, max |module output|)
 CHECK_SAMPLES = 4
@@ -31,7 +31,7 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     """
     if artifact.format == "onnx":
         return artifact
-    from optimizer.intake_torch import load_torch_module
+    from mcbench.optimizer.intake_torch import load_torch_module
 
     torch = require("torch")
     module = load_torch_module(artifact)

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optimizer.artifact import Artifact
-from optimizer.errors import first_line
-from optimizer.passes import PassContext, PassError, register
-from optimizer.targets import require
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.targets import require
 
 PRESETS = {"performance": "PERFORMANCE", "mixed": "MIXED"}
 WEIGHT_MODES = {"int8": "INT8_ASYM", "int8_sym": "INT8_SYM", "int4": "INT4_SYM", "int4_asym": "INT4_ASYM"}

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.artifact import Artifact
-from optimizer.errors import first_line
-from optimizer.passes import PassContext, PassError, register
-from optimizer.targets import require
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.targets import require
 
 FINETUNE_BATCH = 64
 FINETUNE_LR = 1e-3
@@ -37,7 +37,7 @@ HEAD_DIM_ATTR = "head_dim"  # a module with query/key/value Linears and this att
 def _torch_module(artifact: Artifact, name: str) -> Any:
     if artifact.format != "torch":
         raise PassError(f"{name} needs a PyTorch model (factory and state_dict), got a {artifact.format} artifact")
-    from optimizer.intake_torch import load_torch_module
+    from mcbench.optimizer.intake_torch import load_torch_module
 
     return load_torch_module(artifact)
 

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optimizer.artifact import Artifact
-from optimizer.errors import first_line
-from optimizer.passes import PassContext, PassError, register
-from optimizer.targets import require
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.targets import require
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")  # the ops whose weights static QDQ quantizes per channel

@@ -100,7 +100,7 @@ def test_dataset_holding_pickled_objects_is_not_unpickled(tmp_path, capsys):
 
 @pytest.fixture
 def results_file(tmp_path) -> Path:
-    from reports.schema import RunResult, save_results
+    from mcbench.reports.schema import RunResult, save_results
 
     path = tmp_path / "results.json"
     save_results(RunResult("r", "2026-01-01T00:00:00", {}, {}, {}, []), path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.isolate import ChildError, call_in_child, exit_status_text
+from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
 from tests.reliability import faults
 
 

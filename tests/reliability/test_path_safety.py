@@ -59,8 +59,8 @@ def test_a_model_named_dotdot_cannot_steer_the_run_folder(tmp_path, model_dir, m
 
 def test_untrusted_text_in_the_report_is_escaped(tmp_path):
     """A child's stderr, a model name and an error are data from outside: none becomes markup."""
-    from reports.html import write_report
-    from reports.schema import RunResult, VariantResult
+    from mcbench.reports.html import write_report
+    from mcbench.reports.schema import RunResult, VariantResult
 
     attack = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
     failed = VariantResult(attack, "onnxruntime", [], "failed", error=f"crashed: {attack}", exit_status=-11,

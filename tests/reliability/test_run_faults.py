@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.isolate import call_in_child
 from mcbench import pipeline as pipeline_mod
+from mcbench.bench.isolate import call_in_child
 from mcbench.cli import main
-from optimizer.artifact import sha256_of
+from mcbench.optimizer.artifact import sha256_of
 from tests.reliability import faults
 from tests.reliability.conftest import write_run_file
 
@@ -269,7 +269,7 @@ def _children(pid: int) -> list[int]:
 
 def test_a_write_cut_short_leaves_the_previous_results(tmp_path, monkeypatch):
     """An interruption between writing the temporary file and renaming it: the old file stays whole."""
-    from reports import schema
+    from mcbench.reports import schema
 
     path = tmp_path / "results.json"
     first = schema.RunResult("r", "2026-01-01T00:00:00", {}, {}, {}, [])

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.load import Endpoint, Generator, LoadError
-from bench.protocol import encode_infer_request
-from bench.server import ServerHandle, ServerLimits, StartError, add_server_arguments, serve_in_subprocess
-from optimizer.artifact import Artifact, InputSpec
-from optimizer.targets import Target
+from mcbench.bench.load import Endpoint, Generator, LoadError
+from mcbench.bench.protocol import encode_infer_request
+from mcbench.bench.server import ServerHandle, ServerLimits, StartError, add_server_arguments, serve_in_subprocess
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.targets import Target
 from tests.conftest import make_linear_onnx
 
 X = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
@@ -206,7 +206,7 @@ def test_a_server_that_cannot_start_is_the_variants_recorded_error(tmp_path: Pat
 
     from mcbench.config import QUICK_LOAD, RunConfig
     from mcbench.pipeline import Pipeline, RunPaths
-    from reports.schema import VariantResult
+    from mcbench.reports.schema import VariantResult
 
     pipeline = Pipeline(RunConfig(load=QUICK_LOAD), progress=lambda _: None)
     spec = SimpleNamespace(name="m", target=Target("onnxruntime"), profile=None)
