@@ -47,14 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="compile a model into variants, measure them, write results.json and report.html")
-    run.add_argument("--model", help="an .onnx file, a .pt2 torch.export archive, a pickled module (.pt, needs "
-                     "--trust-model) or package.module:factory (default: the built-in digits demo)")
+    run.add_argument("--model", help="an .onnx file, a Hugging Face folder (save_pretrained; needs mcbench[hf]), "
+                     "a .pt2 torch.export archive, a pickled module (.pt, needs --trust-model) or "
+                     "package.module:factory (default: the built-in digits demo)")
     run.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]",
                      help="shape (and dtype, integer range) of an input; repeat for several inputs")
     run.add_argument("--weights", type=Path, help="state_dict (.pt, loaded weights_only) or .safetensors for a factory")
     run.add_argument("--trust-model", action="store_true",
                      help="allow unpickling a full model file: this runs code from the file")
     run.add_argument("--dataset", type=Path, help=".npz with one array per model input plus 'labels'")
+    run.add_argument("--text-file", type=Path, metavar="LINES.TXT",
+                     help="a Hugging Face text model's dataset: one text a line, tokenised with the folder's tokenizer")
+    run.add_argument("--labels", type=Path, dest="labels_file", metavar="LABELS.TXT",
+                     help="one label a line for --text-file: a class id or a label name from config.json")
+    run.add_argument("--seq-len", type=int, metavar="N",
+                     help="a Hugging Face text model's sequence length (default 128)")
     run.add_argument("--task", choices=["classification", "regression", "embedding"],
                      help="which metrics the dataset's labels feed (default classification)")
     run.add_argument("--metric", metavar="package.module:function",
@@ -222,7 +229,9 @@ def run_config(args: argparse.Namespace):
             base, model=args.model or rf.model, inputs=inputs,
             out_dir=args.out or rf.out, load=load, timing=timing, variants=args.variants or tuple(rf.variants),
             weights=args.weights or rf.weights, trust_model=args.trust_model or bool(rf.trust_model),
-            dataset=args.dataset or rf.dataset, task=args.task or rf.task or "classification",
+            dataset=args.dataset or rf.dataset, text_file=args.text_file or rf.text_file,
+            labels_file=args.labels_file or rf.labels_file, seq_len=_first(args.seq_len, rf.seq_len, base.seq_len),
+            task=args.task or rf.task or "classification",
             metric=args.metric or rf.metric, profiles=tuple(args.profiles or rf.profiles),
             accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
             recipes=tuple(args.recipes or rf.recipes),

@@ -78,6 +78,9 @@ class RunConfig:
     accuracy_budget: float = 1.0  # the most top-1 (or agreement) a shipped variant may lose, in percentage points
     recipes: tuple[str, ...] = ()  # `[NAME=]RECIPE` texts; non-empty: the baseline plus these, not the defaults
     cache_dir: Path | None = None  # where built artifacts are cached across runs; None: no cache
+    seq_len: int = 128  # a Hugging Face text model's sequence length
+    text_file: Path | None = None  # one text a line: the dataset of a Hugging Face text model, tokenised
+    labels_file: Path | None = None  # one label a line for text_file (class id or name; a number for regression)
 
 
     def __post_init__(self) -> None:
@@ -87,6 +90,14 @@ class RunConfig:
             raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
         if self.model is None and (self.inputs or self.weights or self.dataset):
             raise ConfigError("--input, --weights and --dataset describe a --model; the built-in demo needs none")
+        if self.model is None and (self.text_file or self.labels_file):
+            raise ConfigError("--text-file and --labels describe a Hugging Face --model folder; the demo needs none")
+        if self.text_file and self.dataset:
+            raise ConfigError("give either --text-file or --dataset, not both")
+        if self.labels_file and not self.text_file:
+            raise ConfigError("--labels goes with --text-file (a .npz dataset carries its own 'labels')")
+        if not 1 <= self.seq_len <= 8192:
+            raise ConfigError(f"--seq-len {self.seq_len} is not between 1 and 8192")
         if not 0 <= self.accuracy_budget <= 100:
             raise ConfigError(f"--accuracy-budget {self.accuracy_budget} is not between 0 and 100 percentage points")
 
@@ -127,6 +138,9 @@ class RunConfig:
             "accuracy_budget": self.accuracy_budget,
             "recipes": list(self.recipes),
             "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+            "seq_len": self.seq_len,
+            "text_file": str(self.text_file) if self.text_file else None,
+            "labels_file": str(self.labels_file) if self.labels_file else None,
         }
 
 
@@ -150,6 +164,9 @@ def config_from_dict(data: dict, source: str) -> RunConfig:
             accuracy_budget=float(data.get("accuracy_budget", 1.0)),
             recipes=tuple(data.get("recipes", ())),
             cache_dir=Path(data["cache_dir"]) if data.get("cache_dir") else None,
+            seq_len=int(data.get("seq_len", 128)),
+            text_file=Path(data["text_file"]) if data.get("text_file") else None,
+            labels_file=Path(data["labels_file"]) if data.get("labels_file") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

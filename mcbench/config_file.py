@@ -5,10 +5,12 @@ profile is refused with the file and the key path (`run.toml: key 'load.users': 
 any work starts or any folder is made. Paths in the file are relative to the file's folder.
 Command-line flags override the file.
 
-    model = "model.onnx"            # or "package.module:factory"
+    model = "model.onnx"            # or a Hugging Face folder, or "package.module:factory"
     inputs = ["x=1,3,224,224"]      # as --input
     weights = "weights.safetensors"
     dataset = "val.npz"
+    text_file = "sentences.txt"     # a Hugging Face text model's dataset, as --text-file (with labels = ...)
+    seq_len = 128                   # as --seq-len
     task = "classification"         # classification | regression | embedding
     metric = "mymetrics:f1"
     profiles = ["x86-avx2-4c"]
@@ -54,7 +56,7 @@ LOAD_KEYS = {"enabled": bool, "users": list, "step_seconds": float, "warmup_s": 
              "rates": list, "arrivals": str, "budget_p99_ms": float, "target_rps": float, "cost_per_hour": float,
              "locust_workers": int, "max_batch": int, "max_wait_ms": float}
 TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
-            "variants", "timing", "load", "recipes", "accuracy_budget"}
+            "variants", "timing", "load", "recipes", "accuracy_budget", "text_file", "labels", "seq_len"}
 
 
 @dataclass
@@ -77,6 +79,9 @@ class RunFile:
     load: dict[str, Any] = field(default_factory=dict)
     recipes: list[str] = field(default_factory=list)  # `[NAME=]RECIPE` texts, each validated
     accuracy_budget: float | None = None
+    text_file: Path | None = None
+    labels_file: Path | None = None
+    seq_len: int | None = None
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: key {key!r}: {problem}")
@@ -227,8 +232,15 @@ def load_run_file(path: Path) -> RunFile:
             setattr(rf, key, _strings(rf, key, value))
         elif key == "profiles":
             rf.profiles = _check_profiles(rf, _strings(rf, key, value), base)
-        elif key in ("weights", "dataset", "out"):
+        elif key in ("weights", "dataset", "out", "text_file"):
             setattr(rf, key, _path(rf, key, value, base))
+        elif key == "labels":
+            rf.labels_file = _path(rf, key, value, base)
+        elif key == "seq_len":
+            value = _expect(rf, key, value, int)
+            if not 1 <= value <= 8192:
+                raise rf.fail(key, f"must be between 1 and 8192 tokens, got {value!r}")
+            rf.seq_len = value
         elif key in ("trust_model", "quick"):
             setattr(rf, key, _expect(rf, key, value, bool))
         elif key == "task":

@@ -244,8 +244,7 @@ class Pipeline:
         existed = paths.root.exists()
         paths.root.mkdir(parents=True, exist_ok=True)
         try:
-            workload = user_workload(cfg.model, cfg.inputs, paths.root / "source", cfg.weights, cfg.trust_model,
-                                     cfg.dataset)
+            workload = user_workload(cfg, paths.root / "source")
         except BaseException:
             if not existed:
                 shutil.rmtree(paths.root, ignore_errors=True)  # bad input leaves nothing behind

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mcbench.bench.datasets import load_npz
 from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
 from mcbench.optimizer.graph_stats import model_stats
-from mcbench.optimizer.intake import InputOverride, IntakeError, load_onnx
+from mcbench.optimizer.intake import IntakeError, load_onnx
 from mcbench.optimizer.intake_torch import PICKLE_SUFFIXES, from_factory, from_pickle, from_pt2, is_factory_ref
+
+if TYPE_CHECKING:
+    from mcbench.config import RunConfig
 
 GENERATED_EVAL_SAMPLES = 32
 GENERATED_CALIBRATION_SAMPLES = 64
@@ -68,21 +71,19 @@ def demo_workload(work_dir: Path, quick: bool) -> Workload:
     )
 
 
-def user_workload(
-    ref: str,
-    inputs: dict[str, InputOverride],
-    source_dir: Path,
-    weights: Path | None = None,
-    trust_model: bool = False,
-    dataset: Path | None = None,
-) -> Workload:
-    """A user's model from any source; accuracy on `dataset` if given, else fidelity on generated inputs."""
-    base, source = load_user_model(ref, inputs, source_dir, weights, trust_model)
+def user_workload(config: RunConfig, source_dir: Path) -> Workload:
+    """A user's model from any source; accuracy on its dataset (an .npz, or a text file for a Hugging Face
+    text model) if given, else fidelity on generated inputs."""
+    ref = config.model
+    base, source = load_user_model(config, source_dir)
     name = ref.rpartition(":")[2] if source == "pytorch factory" else Path(ref).stem
-    if dataset is not None:
-        data = load_npz(dataset, base.inputs)
+    if config.dataset is not None:
+        data = load_npz(config.dataset, base.inputs)
         eval_samples, labels, dataset_name = data.samples, data.labels, data.name
-        calibration, calibration_source = data.samples[:DEMO_CALIBRATION_SAMPLES], f"{dataset.name}"
+        calibration, calibration_source = data.samples[:DEMO_CALIBRATION_SAMPLES], f"{config.dataset.name}"
+    elif config.text_file is not None:
+        eval_samples, labels, dataset_name = text_dataset(config, base)
+        calibration, calibration_source = eval_samples[:DEMO_CALIBRATION_SAMPLES], config.text_file.name
     else:
         eval_samples = generated_inputs(base.inputs, GENERATED_EVAL_SAMPLES, seed=1)
         labels, dataset_name = None, None
@@ -90,6 +91,9 @@ def user_workload(
         calibration_source = f"{GENERATED_CALIBRATION_SAMPLES} generated inputs (no dataset given)"
     info: dict[str, Any] = {"name": name, "source": source, "reference": ref,
                             "inputs": [s.to_dict() for s in base.inputs]}
+    if base.factory_args and "config" in base.factory_args:
+        info["architecture"] = (base.factory_args["config"].get("architectures") or ["?"])[0]
+        info["head"] = base.factory_args["head"]
     if base.format == "onnx":
         info.update(model_stats(base.path, base.inputs))
     return Workload(
@@ -106,15 +110,45 @@ def user_workload(
     )
 
 
-def load_user_model(
-    ref: str, inputs: dict[str, InputOverride], source_dir: Path, weights: Path | None, trust_model: bool
-) -> tuple[Artifact, str]:
-    """Dispatch on what `--model` names: a factory, an .onnx file, a .pt2 archive or a pickled module."""
+def text_dataset(config: RunConfig, base: Artifact) -> tuple[list[Feeds], np.ndarray | None, str]:
+    """--text-file tokenised with the folder's tokenizer, and --labels read against its config."""
+    from mcbench.optimizer.intake_hf import parse_labels, read_lines, text_samples
+
+    if not base.factory_args or "config" not in base.factory_args or base.inputs[0].name != "input_ids":
+        raise IntakeError("--text-file needs a Hugging Face text model folder as --model")
+    lines = read_lines(config.text_file, "--text-file")
+    samples = text_samples(Path(config.model), lines, base.inputs)
+    if not samples:
+        raise IntakeError(f"cannot read --text-file {config.text_file}: {len(lines)} lines, fewer than one batch")
+    labels = None
+    if config.labels_file is not None:
+        label_lines = read_lines(config.labels_file, "--labels")
+        if len(label_lines) != len(lines):
+            raise IntakeError(f"--labels {config.labels_file}: {len(label_lines)} labels for {len(lines)} texts")
+        labels = parse_labels(label_lines, base.factory_args["config"], config.task, config.labels_file)
+        labels = labels[: len(samples) * base.inputs[0].shape[0]]
+    count = len(samples) * base.inputs[0].shape[0]
+    return samples, labels, f"{config.text_file.name} ({count} texts, {base.inputs[0].shape[1]} tokens)"
+
+
+def load_user_model(config: RunConfig, source_dir: Path) -> tuple[Artifact, str]:
+    """Dispatch on what `--model` names: a factory, a Hugging Face folder, an .onnx file, a .pt2 archive or a
+    pickled module."""
+    from mcbench.optimizer.intake_hf import from_hf_folder, is_hf_folder
+
+    ref, inputs, weights, trust_model = config.model, config.inputs, config.weights, config.trust_model
+    if is_hf_folder(ref):
+        if weights is not None:
+            raise IntakeError(f"--weights goes with --model package.module:factory; {ref} holds its own weights")
+        return from_hf_folder(Path(ref), config.task, config.seq_len, inputs, source_dir), "hugging face folder"
     if is_factory_ref(ref):
         return from_factory(ref, weights, inputs, source_dir), "pytorch factory"
     path = Path(ref)
     if weights is not None:
         raise IntakeError(f"--weights goes with --model package.module:factory, not with a file ({path})")
+    if path.is_dir():
+        raise IntakeError(f"cannot load {path}: a folder without config.json (a Hugging Face folder, as "
+                          "save_pretrained writes it, has one)")
     if not path.is_file():
         raise IntakeError(f"cannot load {path}: no such file")
     if path.suffix == ".onnx":
@@ -124,6 +158,6 @@ def load_user_model(
     if path.suffix in PICKLE_SUFFIXES:
         return from_pickle(path, inputs, trust_model, source_dir), "pickled module (trusted)"
     raise IntakeError(
-        f"cannot load {path}: unknown model format {path.suffix!r}; give an .onnx file, a .pt2 archive, "
-        "a pickled module (.pt, with --trust-model) or package.module:factory"
+        f"cannot load {path}: unknown model format {path.suffix!r}; give an .onnx file, a Hugging Face folder, "
+        "a .pt2 archive, a pickled module (.pt, with --trust-model) or package.module:factory"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ class Artifact:
     `format` is "onnx" (path is the .onnx file), "torch" (path is a state_dict file loaded with
     weights_only=True into the module that `factory`, a "package.module:callable", returns), or
     "pt2" (path is a torch.export archive), or "openvino" (path is an IR .xml, its weights in
-    the .bin beside it; OpenVINO runs it, onnxruntime cannot).
+    the .bin beside it; OpenVINO runs it, onnxruntime cannot). `factory_args` are the JSON-friendly
+    keyword arguments the factory is called with (a Hugging Face folder's config and head).
     """
 
     path: Path
@@ -78,6 +79,7 @@ class Artifact:
     inputs: tuple[InputSpec, ...]
     factory: str | None = None
     passes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    factory_args: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -100,6 +102,7 @@ class Artifact:
             "sha256": sha256_of(*self.files()),
             "size_bytes": sum(f.stat().st_size for f in self.files()),
             "factory": self.factory,
+            **({"factory_args": self.factory_args} if self.factory_args else {}),
             "inputs": [s.to_dict() for s in self.inputs],
             "passes": list(self.passes),
         }
@@ -114,6 +117,7 @@ class Artifact:
             "format": self.format,
             "inputs": [s.to_dict() for s in self.inputs],
             "factory": self.factory,
+            "factory_args": self.factory_args,
             "passes": list(self.passes),
         }
 
@@ -125,4 +129,10 @@ class Artifact:
             inputs=tuple(InputSpec.from_dict(s) for s in d["inputs"]),
             factory=d.get("factory"),
             passes=tuple(d.get("passes", ())),
+            factory_args=d.get("factory_args"),
         )
+
+
+def with_passes(artifact: Artifact, passes: tuple[dict[str, Any], ...], path: Path | None = None) -> Artifact:
+    """The same model (format, inputs, factory and its arguments) with other pass records, or at another path."""
+    return replace(artifact, passes=passes, path=artifact.path if path is None else path)

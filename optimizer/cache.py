@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mcbench.optimizer.artifact import Artifact, sha256_of
+from mcbench.optimizer.artifact import Artifact, sha256_of, with_passes
 
 CACHE_ENV = "MCBENCH_CACHE"
 DEFAULT_CACHE = Path("runs/.cache")
@@ -77,8 +77,9 @@ def pass_code_digest(steps: tuple[str, ...]) -> str:
 
 
 def model_digest(artifact: Artifact) -> str:
-    """The input model's content: the file's sha256, and the factory for a state_dict."""
-    return hashlib.sha256(f"{artifact.format}\0{artifact.factory}\0{sha256_of(artifact.path)}".encode()).hexdigest()
+    """The input model's content: the file's sha256, and the factory (with its arguments) for a state_dict."""
+    factory = f"{artifact.factory}\0{json.dumps(artifact.factory_args, sort_keys=True)}"
+    return hashlib.sha256(f"{artifact.format}\0{factory}\0{sha256_of(artifact.path)}".encode()).hexdigest()
 
 
 def data_digest(samples: list[dict[str, np.ndarray]] | tuple | None) -> str:
@@ -141,7 +142,7 @@ class ArtifactCache:
         passes = list(artifact.passes)
         if passes:
             passes[-1] = {**passes[-1], "cached": True, "cache_entry": str(folder)}
-        return Artifact(artifact.path, artifact.format, artifact.inputs, artifact.factory, tuple(passes))
+        return with_passes(artifact, tuple(passes))
 
     def build(self, key: str, steps: tuple[str, ...], produce: Callable[[Path], Artifact]) -> Artifact:
         """Run `produce(folder)` in a temporary folder, write the manifest, rename it into place."""
@@ -177,7 +178,7 @@ class ArtifactCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Artifact(final / relative, artifact.format, artifact.inputs, artifact.factory, artifact.passes)
+        return with_passes(artifact, artifact.passes, final / relative)
 
 
 def _fresh(artifact: Artifact, folder: Path) -> Artifact:
@@ -188,4 +189,4 @@ def _fresh(artifact: Artifact, folder: Path) -> Artifact:
         for f in artifact.files():
             shutil.copy2(f, folder / f.name)
     passes = tuple({k: v for k, v in r.items() if k not in ("cached", "cache_entry")} for r in artifact.passes)
-    return Artifact(path, artifact.format, artifact.inputs, artifact.factory, passes)
+    return with_passes(artifact, passes, path)

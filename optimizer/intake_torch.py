@@ -65,15 +65,15 @@ def _unsafe_reason(path: Path, exc: Exception) -> str:
     return f"not a readable torch file ({first_line(exc)})"
 
 
-def build_module(factory: str) -> Any:
-    """Call the factory; it must return a torch.nn.Module."""
+def build_module(factory: str, kwargs: dict[str, Any] | None = None) -> Any:
+    """Call the factory (with its recorded keyword arguments); it must return a torch.nn.Module."""
     torch = require("torch")
     try:
         fn = load_factory(factory)
     except TargetError as exc:
         raise IntakeError(f"cannot load {factory}: {exc}") from exc
     try:
-        module = fn()
+        module = fn(**(kwargs or {}))
     except Exception as exc:
         raise IntakeError(f"cannot load {factory}: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, torch.nn.Module):
@@ -177,7 +177,7 @@ def load_torch_module(artifact: Artifact) -> Any:
     torch = require("torch")
     if artifact.format == "pt2":
         return torch.export.load(str(artifact.path)).module()  # exported in eval mode; .eval() is refused
-    module = build_module(artifact.factory)
+    module = build_module(artifact.factory, artifact.factory_args)
     state = load_state_dict(artifact.path)
     fit_to_state_dict(module, state)
     module.load_state_dict(state)

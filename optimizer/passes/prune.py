@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.artifact import Artifact, with_passes
 from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.targets import require
@@ -59,7 +59,7 @@ def compressed_bytes(tensors: list[Any]) -> int:
 def _save(torch: Any, module: Any, artifact: Artifact, out_dir: Path, stem: str, record: dict) -> Artifact:
     out = Path(out_dir) / f"{stem}.pt"
     torch.save(module.state_dict(), out)
-    return Artifact(out, "torch", artifact.inputs, factory=artifact.factory, passes=artifact.passes + (record,))
+    return with_passes(artifact, artifact.passes + (record,), out)
 
 
 @register("prune.unstructured")

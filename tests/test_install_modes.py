@@ -1,0 +1,93 @@
+"""mcbench installs and runs the same way in every install mode a user picks.
+
+A user's `pip install -e .` (setuptools' default editable mode), the strict editable mode, and a built
+wheel each get a fresh virtual environment; each then runs a quantized variant through the child-process
+path, from a folder outside the checkout, so nothing but the install can supply the import names.
+The third-party libraries come from the suite's own environment (a path line, not a reinstall of torch).
+
+The old layout's failure this guards against: onnxruntime.transformers puts a folder holding an
+`optimizer.py` on sys.path; a spawned child inherited it, and under the editable finder that file won
+over a top-level `optimizer` package (`'optimizer' is not a package`).
+"""
+
+from __future__ import annotations
+
+import json
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_linear_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def fresh_env(where: Path) -> Path:
+    """A new virtual environment that sees this suite's third-party packages but not its mcbench."""
+    venv.EnvBuilder(with_pip=False).create(where)
+    python = where / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # A .pth line adds the suite's site-packages; the .pth files in it (the suite's own mcbench) are not run.
+    (Path(purelib) / "suite_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
+
+
+def pip_install(python: Path, *args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                           "--no-build-isolation", "--quiet", *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def run_quantized_variant(python: Path, workdir: Path) -> dict:
+    """`mcbench run` of a tiny ONNX model with dynamic INT8 (its build and measurement run in children)."""
+    model = make_linear_onnx(workdir / "tiny.onnx")
+    out = workdir / "run"
+    mcbench = python.parent / "mcbench"
+    proc = subprocess.run([str(mcbench), "run", "--model", str(model), "--quick", "--no-load", "--no-cache",
+                           "--variants", "ort-int8-dynamic", "--out", str(out)],
+                          cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def where_mcbench_lives(python: Path, workdir: Path) -> str:
+    code = "import mcbench.optimizer.targets as t, mcbench.optimizer.profiles as p; print(t.__file__); " \
+           "print(sorted(p.profile_paths()))"
+    proc = subprocess.run([str(python), "-c", code], cwd=workdir, capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["default", "strict", "compat"])
+def test_editable_install_runs_a_quantized_variant_in_its_child(tmp_path: Path, mode: str):
+    python = fresh_env(tmp_path / "env")
+    settings = [] if mode == "default" else ["--config-settings", f"editable_mode={mode}"]
+    pip_install(python, *settings, "-e", str(ROOT))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert "local-2core-avx2" in where_mcbench_lives(python, work)  # the profiles are found
+    results = run_quantized_variant(python, work)
+    status = {v["name"]: v["status"] for v in results["variants"]}
+    assert status == {"ort-fp32": "ok", "ort-int8-dynamic": "ok"}, results["variants"]
+
+
+def test_wheel_install_ships_every_package_and_the_profiles(tmp_path: Path):
+    wheels = tmp_path / "wheels"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                           "--wheel-dir", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = wheels.glob("mcbench-*.whl")
+    python = fresh_env(tmp_path / "env")
+    pip_install(python, str(wheel))
+    work = tmp_path / "work"
+    work.mkdir()
+    located = where_mcbench_lives(python, work)
+    assert str(tmp_path / "env") in located and str(ROOT) not in located  # the wheel's copy, not the checkout
+    assert "local-2core-avx2" in located
+    results = run_quantized_variant(python, work)
+    assert {v["name"]: v["status"] for v in results["variants"]} == {"ort-fp32": "ok", "ort-int8-dynamic": "ok"}
