@@ -5,6 +5,13 @@ variant's state (or its segfault) away from the next one's measurement. The chil
 own process group with its stderr in a file, so a crash is reported with its signal and the
 tail of what it printed, and a timeout (or the parent being interrupted) kills the child and
 anything it started.
+
+The arguments go to the child in a file, not down the start-up pipe: `Process.start()` writes what it
+pickles into that pipe while it blocks, so more than the 64 KiB a pipe buffers (a dataset, baseline
+outputs) hung the parent for ever when the child died before reading them, and no timeout had begun.
+Now start() sends only a path and `fn`'s name, and everything the child does after it counts under
+the timeout: importing `fn`'s module happens after the child's stderr goes to its file, so an import
+that raises or crashes is reported with its traceback, not lost on the parent's terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import tempfile
 import traceback
@@ -51,7 +59,29 @@ def exit_status_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], stderr_path: str,
+FnRef = Callable[..., Any] | tuple[str, str]  # the function, or its (module, qualified name) to import
+
+
+def _reference(fn: Callable[..., Any]) -> FnRef:
+    """A module-level function by name, so the child imports its module itself; others as they are."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:
+        return fn
+    return (module, name)
+
+
+def _resolve(ref: FnRef) -> Callable[..., Any]:
+    if not isinstance(ref, tuple):
+        return ref
+    import importlib
+
+    obj: Any = importlib.import_module(ref[0])
+    for part in ref[1].split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
                 memory_limit_bytes: int | None) -> None:
     os.setpgrp()  # its own group: a timeout kills it and its children; the terminal's Ctrl-C goes to the parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -66,7 +96,9 @@ def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], stderr
 
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
     try:
-        result = ("ok", fn(*args))
+        with open(args_path, "rb") as f:
+            args = pickle.load(f)
+        result = ("ok", _resolve(fn)(*args))
     except MemoryError as exc:
         result = ("oom", f"MemoryError: {exc}", "")
     except BaseException as exc:  # everything goes back to the parent as data; the traceback to the stderr tail
@@ -107,11 +139,13 @@ def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
     kills the child's process group before it propagates: no orphan keeps running.
     """
     ctx = mp.get_context("spawn")
+    args_path = _pickled(args)  # a pickling error is the caller's, raised here before any process starts
     fd, name = tempfile.mkstemp(prefix="mcbench-child-", suffix=".stderr")
     os.close(fd)
     log = Path(name)
     receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(sender, fn, args, name, memory_limit_bytes), daemon=True)
+    process = ctx.Process(target=_child_main,
+                          args=(sender, _reference(fn), str(args_path), name, memory_limit_bytes), daemon=True)
     finished = False
     try:
         process.start()
@@ -125,11 +159,24 @@ def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
         receiver.close()
         tail = stderr_tail(log)
         log.unlink(missing_ok=True)
+        args_path.unlink(missing_ok=True)
     if message[0] == "ok":
         return message[1]
     kind = "oom" if message[0] == "oom" else "error"
     detail = f"out of memory (limit {memory_limit_bytes} bytes): {message[1]}" if kind == "oom" else message[1]
     raise ChildError(detail, kind, process.exitcode, tail)
+
+
+def _pickled(args: tuple[Any, ...]) -> Path:
+    """The arguments pickled into a private temporary file, for the child to read once it is up."""
+    fd, name = tempfile.mkstemp(prefix="mcbench-child-", suffix=".args")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(args, f, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
 
 
 def _receive(receiver: Any, process: Any, log: Path, timeout_s: float) -> tuple:

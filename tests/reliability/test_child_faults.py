@@ -83,3 +83,52 @@ def test_arguments_that_cannot_be_sent_raise_their_own_error():
 
     with pytest.raises(TypeError, match="cannot pickle '_thread.lock' object"):
         call_in_child(sum, [threading.Lock()])
+
+
+class _ExitWhenUnpickled:
+    """An argument whose unpickling ends the process: the child dies while reading its arguments."""
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (3,))
+
+
+def _bounded(fn, *args, limit_s: float = 120, **kwargs) -> ChildError:
+    """call_in_child in a thread: a hang fails this test after `limit_s` instead of hanging the suite."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(_child_error, fn, *args, **kwargs)
+    try:
+        return future.result(timeout=limit_s)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def test_death_at_import_with_a_megabyte_of_arguments_is_reported_not_hung(monkeypatch):
+    """More than a pipe buffers (64 KiB) of arguments once blocked start() forever when the child died at import."""
+    from tests.reliability import dies_on_import
+
+    monkeypatch.setenv("MCBENCH_TEST_FAULT_ON_IMPORT", "1")
+
+    err = _bounded(dies_on_import.work, b"x" * 1_000_000, timeout_s=30)
+    assert err.kind == "error" and str(err) == "ImportError: this module cannot be imported in the child"
+    assert 'raise ImportError("this module cannot be imported in the child")' in err.stderr_tail
+
+
+def test_death_while_reading_arguments_is_reported():
+    err = _bounded(len, [_ExitWhenUnpickled(), b"x" * 1_000_000], timeout_s=30)
+    assert err.kind == "crashed" and err.exit_status == 3
+    assert str(err).startswith("the process died: exit code 3")
+
+
+def test_hang_before_the_first_line_of_fn_times_out(monkeypatch):
+    from tests.reliability import hangs_on_import
+
+    monkeypatch.setenv("MCBENCH_TEST_FAULT_ON_IMPORT", "1")
+
+    started = time.monotonic()
+    err = _bounded(hangs_on_import.work, b"x" * 1_000_000, timeout_s=5)
+    assert err.kind == "timeout" and str(err).startswith("timed out after 5 s; the child was killed")
+    assert time.monotonic() - started < 60  # the start-up counted under the timeout
