@@ -158,6 +158,7 @@ def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
             _kill_group(process)
         receiver.close()
         tail = stderr_tail(log)
+        _forward(log)
         log.unlink(missing_ok=True)
         args_path.unlink(missing_ok=True)
     if message[0] == "ok":
@@ -165,6 +166,18 @@ def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
     kind = "oom" if message[0] == "oom" else "error"
     detail = f"out of memory (limit {memory_limit_bytes} bytes): {message[1]}" if kind == "oom" else message[1]
     raise ChildError(detail, kind, process.exitcode, tail)
+
+
+def _forward(log: Path) -> None:
+    """What the child wrote to stderr (warnings, library chatter), onto the parent's stderr: during
+    `mcbench run` that is the run's third-party log, so nothing a child said is lost or on the terminal."""
+    try:
+        data = log.read_bytes()
+    except OSError:
+        return
+    if data:
+        with contextlib.suppress(OSError):
+            os.write(2, data if data.endswith(b"\n") else data + b"\n")
 
 
 def _pickled(args: tuple[Any, ...]) -> Path:

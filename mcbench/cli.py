@@ -290,15 +290,13 @@ def resume_config(args: argparse.Namespace):
     return dataclasses.replace(requested, out_dir=args.resume), earlier
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mcbench.pipeline import Pipeline, RunInterrupted
     from mcbench.reports.html import write_report
     from mcbench.reports.text import summary_table
     from mcbench.runguard import signals_ignored, signals_raise
+    from mcbench.runlog import ThirdPartyOutput
 
     earlier = None
     if args.resume is not None:
@@ -309,9 +307,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"{config.out_dir} already holds a results.json; choose another --out "
                              f"(or finish it with --resume {config.out_dir})")
     started = time.perf_counter()
+    output = ThirdPartyOutput()
     try:
-        with signals_raise():
-            run, paths = Pipeline(config, progress=_progress).run(resume=earlier)
+        with output, signals_raise():
+            run, paths = Pipeline(config, progress=output.say, on_folder=output.keep_in).run(resume=earlier)
     except RunInterrupted as stop:
         with signals_ignored():
             report = write_report(stop.run, stop.paths.report)

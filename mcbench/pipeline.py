@@ -213,9 +213,11 @@ def compare_op_profiles(variants: list[VariantResult]) -> None:
 
 
 class Pipeline:
-    def __init__(self, config: RunConfig, progress: Progress = print) -> None:
+    def __init__(self, config: RunConfig, progress: Progress = print,
+                 on_folder: Callable[[Path], object] | None = None) -> None:
         self.config = config
         self.say = progress
+        self.on_folder = on_folder or (lambda folder: None)  # the run folder exists (the CLI moves its log there)
         self._built: dict[tuple[str, ...], Artifact] = {}
         self._manifests: dict[Path, dict] = {}  # variants that share an artifact hash and inspect it once
         self._input_digests: tuple[str, ...] | None = None  # model, calibration, train, validation data
@@ -235,6 +237,7 @@ class Pipeline:
             base_dir = cfg.out_dir or new_run_dir(Path("runs"), "digits-cnn")
             paths = RunPaths(base_dir)
             paths.root.mkdir(parents=True, exist_ok=True)
+            self.on_folder(paths.root)
             self.say("training the digits CNN on scikit-learn's bundled digits ...")
             workload = demo_workload(paths.root, cfg.quick)
             self.say(f"  trained in {workload.info['train_seconds']:.1f} s")
@@ -243,6 +246,7 @@ class Pipeline:
         paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), safe_name(stem)))
         existed = paths.root.exists()
         paths.root.mkdir(parents=True, exist_ok=True)
+        self.on_folder(paths.root)
         try:
             workload = user_workload(cfg, paths.root / "source")
         except BaseException:
