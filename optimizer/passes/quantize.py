@@ -12,9 +12,11 @@ import numpy as np
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.passes.prepare import model_opset, prepared_for_quantization
 from mcbench.optimizer.targets import require
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) came in opset 13
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")  # the ops whose weights static QDQ quantizes per channel
 Method = Literal["minmax", "entropy", "percentile"]
 
@@ -25,36 +27,42 @@ def _needs_onnx(artifact: Artifact, name: str) -> None:
 
 
 @register("quant.int8_dynamic")
-def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
-    """Weights INT8 ahead of time, activations quantized at run time (suits MatMul-heavy models)."""
+def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path, per_channel: bool = False,
+                 reduce_range: bool = False) -> Artifact:
+    """Weights INT8 ahead of time (one scale a tensor, or a channel), activations quantized at run time
+    (suits MatMul-heavy models). `reduce_range` keeps weights to 7 bits, for CPUs without VNNI."""
     _needs_onnx(artifact, "quant.int8_dynamic")
     q = require("onnxruntime.quantization")
     out_dir = Path(out_dir)
     out = out_dir / "model.int8_dynamic.onnx"
     start = time.perf_counter()
-    record: dict[str, Any] = {"pass": "quant.int8_dynamic", "weight_type": "QInt8"}
-    source = _preprocessed(artifact.path, out_dir / "model.preprocessed.onnx", record, ctx)
-    q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=False)
-    (out_dir / "model.preprocessed.onnx").unlink(missing_ok=True)
+    record: dict[str, Any] = {"pass": "quant.int8_dynamic", "weight_type": "QInt8", "per_channel": per_channel,
+                              "reduce_range": reduce_range}
+    source = _prepared(artifact, out_dir, record, ctx)
+    try:
+        q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=per_channel,
+                           reduce_range=reduce_range)
+    except Exception as exc:
+        raise PassError(f"quant.int8_dynamic: onnxruntime's quantizer refused the graph "
+                        f"({type(exc).__name__}: {first_line(exc)}; prepared by {record['prepare']})") from exc
+    finally:
+        _drop_intermediates(out_dir)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
 
 
-def _preprocessed(model: Path, out: Path, record: dict[str, Any], ctx: PassContext) -> Path:
-    """onnxruntime's recommended pre-processing (shape inference, graph optimization) before quantizing.
+def _prepared(artifact: Artifact, out_dir: Path, record: dict[str, Any], ctx: PassContext,
+              min_opset: int | None = None) -> Path:
+    """The graph ready for a quantizer (prepare.py: weights as initializers, shapes inferred); says what failed."""
+    source = prepared_for_quantization(artifact.path, artifact.inputs, out_dir, record, min_opset)
+    for failure in record.get("prepare_failed", []):
+        ctx.log(f"graph preparation: {failure}")
+    return source
 
-    Symbolic shape inference fails on some graphs; then the plain model is quantized and the record says so.
-    """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(model), str(out), skip_symbolic_shape=False)
-    except Exception as exc:
-        record["pre_process"] = f"skipped ({type(exc).__name__}: {first_line(exc)})"
-        ctx.log(f"quant_pre_process failed, quantizing without it: {record['pre_process']}")
-        return model
-    record["pre_process"] = "quant_pre_process"
-    return out
+def _drop_intermediates(out_dir: Path) -> None:
+    for name in ("model.dims.onnx", "model.prepared.onnx"):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 class _Reader:
@@ -95,13 +103,22 @@ def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path, method: Met
     if not ctx.calibration:
         raise PassError("quant.int8_static needs calibration data and none was given")
     out_dir = Path(out_dir)
-    prepped = out_dir / "model.preprocessed.onnx"
     out = out_dir / "model.int8_static.onnx"
     start = time.perf_counter()
     record = _static_record("quant.int8_static", ctx, method, per_channel)
-    source = _preprocessed(artifact.path, prepped, record, ctx)
-    _static_qdq(source, out, ctx.calibration, method, per_channel)
-    prepped.unlink(missing_ok=True)
+    source = _prepared(artifact, out_dir, record, ctx, PER_CHANNEL_OPSET if per_channel else None)
+    if per_channel and model_opset(source) < PER_CHANNEL_OPSET:
+        per_channel = record["per_channel"] = False
+        record["per_channel_note"] = (f"per tensor: the graph is opset {model_opset(source)} and could not be "
+                                      f"converted to {PER_CHANNEL_OPSET} ({record.get('opset_conversion_failed')})")
+        ctx.log(f"quant.int8_static: {record['per_channel_note']}")
+    try:
+        _static_qdq(source, out, ctx.calibration, method, per_channel)
+    except Exception as exc:
+        raise PassError(f"quant.int8_static: onnxruntime's quantizer refused the graph "
+                        f"({type(exc).__name__}: {first_line(exc)}; prepared by {record['prepare']})") from exc
+    finally:
+        _drop_intermediates(out_dir)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
 
@@ -179,7 +196,7 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     start = time.perf_counter()
     record = _static_record("quant.int8_accuracy_aware", ctx, method, True)
     record.update({"max_drop": max_drop, "validation_samples": len(labels)})
-    source = _preprocessed(artifact.path, out_dir / "model.preprocessed.onnx", record, ctx)
+    source = _prepared(artifact, out_dir, record, ctx, PER_CHANNEL_OPSET)
     fp32 = top1_accuracy(source, feeds, labels)
     out = out_dir / "model.int8_accuracy_aware.onnx"
     trial = out_dir / "model.trial.onnx"
@@ -204,7 +221,7 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
             attempts.append({"in_float": list(in_float), "accuracy": accuracy})
             if fp32 - accuracy <= max_drop:
                 break
-    (out_dir / "model.preprocessed.onnx").unlink(missing_ok=True)
+    _drop_intermediates(out_dir)
     record.update({"fp32_accuracy": fp32, "accuracy": accuracy, "drop": round(fp32 - accuracy, 6),
                    "met_budget": fp32 - accuracy <= max_drop, "quantizable_layers": len(nodes),
                    "layers_in_float": in_float, "sensitivity": sensitivity, "attempts": attempts,
