@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mcbench.bench.metrics import task_metrics
+from mcbench.bench.metrics import fidelity, task_metrics
 from mcbench.optimizer.targets import Session
 from mcbench.reports.schema import Accuracy
 
@@ -15,8 +15,13 @@ UserMetric = Callable[[np.ndarray, np.ndarray | None], "float | dict[str, float]
 
 def collect_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
     """The model's first output for each sample, concatenated along the batch axis: one row per sample."""
-    outputs = [np.asarray(session.run(feeds)[0], dtype=np.float64) for feeds in samples]
-    return np.concatenate([o if o.ndim else o[None] for o in outputs])
+    return collect_all_outputs(session, samples)[0]
+
+
+def collect_all_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Every output of the model, each concatenated along the batch axis over the samples."""
+    runs = [[np.asarray(o, dtype=np.float64) for o in session.run(feeds)] for feeds in samples]
+    return [np.concatenate([r[i] if r[i].ndim else r[i][None] for r in runs]) for i in range(len(runs[0]))]
 
 
 def accuracy_of(
@@ -26,11 +31,19 @@ def accuracy_of(
     dataset: str | None,
     task: str = "classification",
     user_metric: UserMetric | None = None,
+    more: list[np.ndarray] | None = None,
+    baseline_more: list[np.ndarray] | None = None,
 ) -> Accuracy:
-    """The task's metrics against labels, a user metric, and fidelity (agreement, abs error) to the baseline."""
+    """The task's metrics against labels, a user metric, and fidelity (agreement, abs error) to the baseline.
+
+    `more` and `baseline_more` are the second and later outputs: the fidelity task compares each of them.
+    """
     if labels is not None and len(labels) != len(outputs):
         raise ValueError(f"{len(labels)} labels for {len(outputs)} outputs")
     metrics = task_metrics(task, outputs, labels, baseline)
+    if task == "fidelity" and baseline is not None:
+        extra = list(zip(more or [], baseline_more or [], strict=False))
+        metrics.update(fidelity([outputs, *(o for o, _ in extra)], [baseline, *(b for _, b in extra)]))
     if user_metric is not None:
         value = user_metric(outputs, labels)
         metrics.update(value if isinstance(value, dict) else {"user_metric": float(value)})

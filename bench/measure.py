@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mcbench.bench.accuracy import collect_outputs
+from mcbench.bench.accuracy import collect_all_outputs
 from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.bench.op_profile import profile_ops
 from mcbench.optimizer.artifact import Artifact
@@ -24,6 +24,7 @@ class InProcessResult:
     load_seconds: float
     output_names: list[str]
     op_profile: dict[str, Any] | None = None  # per-operator times of a few inferences (ORT, OpenVINO)
+    more_outputs: list[np.ndarray] | None = None  # the second and later outputs, for per-output fidelity
 
 
 def measure_in_process(
@@ -45,13 +46,13 @@ def measure_in_process(
     model, where = Artifact.from_dict(artifact), Target.from_dict(target)
     session = open_session(model, where)
     load_seconds = time.perf_counter() - start
-    outputs = collect_outputs(session, batched(eval_samples, batch_size))
+    outputs, *more = collect_all_outputs(session, batched(eval_samples, batch_size))
     timing = repeated(timing_feeds, batch_size)
     latency, settled = measure_latency(session, timing, plan)
     names = list(session.output_names)
     del session
     op_profile = profile_ops(model, where, timing) if where.runtime != "torch" else None
-    return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile)
+    return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile, more)
 
 
 def batched(samples: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:

@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one label a line for --text-file: a class id or a label name from config.json")
     run.add_argument("--seq-len", type=int, metavar="N",
                      help="a Hugging Face text model's sequence length (default 128)")
-    run.add_argument("--task", choices=["classification", "regression", "embedding"],
-                     help="which metrics the dataset's labels feed (default classification)")
+    run.add_argument("--task", choices=["auto", "classification", "regression", "embedding", "fidelity"],
+                     help="what the outputs are, which picks the quality metric (default auto: classification for "
+                     "one [batch, classes] output, else fidelity per output)")
+    run.add_argument("--quality-budget", metavar="POINTS|METRIC>=X|METRIC<=X",
+                     help="what a recommended variant must meet: points from the baseline on the task's metric "
+                     "(default 1), or a bound such as cosine_mean>=0.99 (the embedding default) or f1>=0.8")
     run.add_argument("--metric", metavar="package.module:function",
                      help="a user metric: function(outputs, labels) -> float or dict of floats")
     run.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
@@ -231,7 +235,8 @@ def run_config(args: argparse.Namespace):
             weights=args.weights or rf.weights, trust_model=args.trust_model or bool(rf.trust_model),
             dataset=args.dataset or rf.dataset, text_file=args.text_file or rf.text_file,
             labels_file=args.labels_file or rf.labels_file, seq_len=_first(args.seq_len, rf.seq_len, base.seq_len),
-            task=args.task or rf.task or "classification",
+            task=args.task or rf.task or "auto",
+            quality_budget=args.quality_budget or rf.quality_budget or base.quality_budget,
             metric=args.metric or rf.metric, profiles=tuple(args.profiles or rf.profiles),
             accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
             recipes=tuple(args.recipes or rf.recipes),

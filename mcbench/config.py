@@ -67,7 +67,7 @@ class RunConfig:
     weights: Path | None = None  # a state_dict (weights_only) or .safetensors file for a factory
     trust_model: bool = False  # allow unpickling a full module
     dataset: Path | None = None  # .npz with one array per input plus labels
-    task: str = "classification"
+    task: str = "auto"  # classification | regression | embedding | fidelity; auto: decided on the outputs
     metric: str | None = None  # package.module:function(outputs, labels) -> float | dict
     profiles: tuple[str, ...] = ()  # hardware profile names or .toml paths; empty: this machine's defaults
     out_dir: Path | None = None
@@ -81,13 +81,23 @@ class RunConfig:
     seq_len: int = 128  # a Hugging Face text model's sequence length
     text_file: Path | None = None  # one text a line: the dataset of a Hugging Face text model, tokenised
     labels_file: Path | None = None  # one label a line for text_file (class id or name; a number for regression)
+    quality_budget: str | None = None  # points on the task's metric, or METRIC>=X / METRIC<=X (reports.quality)
 
 
     def __post_init__(self) -> None:
-        from mcbench.bench.metrics import TASKS
+        from mcbench.bench.metrics import AUTO, TASKS
+        from mcbench.reports.quality import QualityBudgetError, parse_quality_budget
 
-        if self.task not in TASKS:
-            raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.task not in (*TASKS, AUTO):
+            raise ConfigError(f"--task {self.task!r} is not one of {', '.join((*TASKS, AUTO))}")
+        if self.quality_budget is not None:
+            try:
+                spec = parse_quality_budget(self.quality_budget)
+            except QualityBudgetError as exc:
+                raise ConfigError(str(exc)) from None
+            if spec.points is not None and self.task == "embedding":
+                raise ConfigError(f"--quality-budget {self.quality_budget}: an embedding's budget is a floor on the "
+                                  "cosine to the baseline: give it as cosine_mean>=X (default cosine_mean>=0.99)")
         if self.model is None and (self.inputs or self.weights or self.dataset):
             raise ConfigError("--input, --weights and --dataset describe a --model; the built-in demo needs none")
         if self.model is None and (self.text_file or self.labels_file):
@@ -141,6 +151,7 @@ class RunConfig:
             "seq_len": self.seq_len,
             "text_file": str(self.text_file) if self.text_file else None,
             "labels_file": str(self.labels_file) if self.labels_file else None,
+            "quality_budget": self.quality_budget,
         }
 
 
@@ -167,6 +178,7 @@ def config_from_dict(data: dict, source: str) -> RunConfig:
             seq_len=int(data.get("seq_len", 128)),
             text_file=Path(data["text_file"]) if data.get("text_file") else None,
             labels_file=Path(data["labels_file"]) if data.get("labels_file") else None,
+            quality_budget=data.get("quality_budget"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

@@ -11,7 +11,7 @@ Command-line flags override the file.
     dataset = "val.npz"
     text_file = "sentences.txt"     # a Hugging Face text model's dataset, as --text-file (with labels = ...)
     seq_len = 128                   # as --seq-len
-    task = "classification"         # classification | regression | embedding
+    task = "auto"                   # auto | classification | regression | embedding | fidelity
     metric = "mymetrics:f1"
     profiles = ["x86-avx2-4c"]
     out = "runs/resnet"
@@ -19,6 +19,7 @@ Command-line flags override the file.
     trust_model = false
     variants = ["ort-fp32", "ort-int8-dynamic"]
     accuracy_budget = 1.0           # as --accuracy-budget
+    quality_budget = "cosine_mean>=0.99"  # as --quality-budget: points, or METRIC>=X / METRIC<=X
     recipes = ["q=quant.int8_dynamic"]  # as --recipe: replaces the default variants
 
     [timing]                        # bench.latency.TimingPlan
@@ -56,7 +57,8 @@ LOAD_KEYS = {"enabled": bool, "users": list, "step_seconds": float, "warmup_s": 
              "rates": list, "arrivals": str, "budget_p99_ms": float, "target_rps": float, "cost_per_hour": float,
              "locust_workers": int, "max_batch": int, "max_wait_ms": float}
 TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
-            "variants", "timing", "load", "recipes", "accuracy_budget", "text_file", "labels", "seq_len"}
+            "variants", "timing", "load", "recipes", "accuracy_budget", "text_file", "labels", "seq_len",
+            "quality_budget"}
 
 
 @dataclass
@@ -82,6 +84,7 @@ class RunFile:
     text_file: Path | None = None
     labels_file: Path | None = None
     seq_len: int | None = None
+    quality_budget: str | None = None
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: key {key!r}: {problem}")
@@ -172,10 +175,10 @@ def _load(rf: RunFile, table: Any) -> dict[str, Any]:
 
 
 def _check_task(rf: RunFile, task: str) -> str:
-    from mcbench.bench.metrics import TASKS
+    from mcbench.bench.metrics import AUTO, TASKS
 
-    if task not in TASKS:
-        raise rf.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
+    if task not in (*TASKS, AUTO):
+        raise rf.fail("task", f"{task!r} is not one of {', '.join((*TASKS, AUTO))}")
     return task
 
 
@@ -236,6 +239,8 @@ def load_run_file(path: Path) -> RunFile:
             setattr(rf, key, _path(rf, key, value, base))
         elif key == "labels":
             rf.labels_file = _path(rf, key, value, base)
+        elif key == "quality_budget":
+            rf.quality_budget = _check_quality_budget(rf, value)
         elif key == "seq_len":
             value = _expect(rf, key, value, int)
             if not 1 <= value <= 8192:
@@ -259,6 +264,19 @@ def load_run_file(path: Path) -> RunFile:
         elif key == "recipes":
             rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
     return rf
+
+
+def _check_quality_budget(rf: RunFile, value: Any) -> str:
+    """A number (points) or a "METRIC>=X" / "METRIC<=X" string, read as --quality-budget reads it."""
+    from mcbench.reports.quality import QualityBudgetError, parse_quality_budget
+
+    text = str(_expect(rf, "quality_budget", value, float)) if isinstance(value, int | float) else \
+        _expect(rf, "quality_budget", value, str)
+    try:
+        parse_quality_budget(text)
+    except QualityBudgetError as exc:
+        raise rf.fail("quality_budget", str(exc)) from None
+    return text
 
 
 def _check_recipe(rf: RunFile, where: str, text: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mcbench.bench.accuracy import accuracy_of
+from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.environment import environment
 from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
 from mcbench.bench.measure import InProcessResult, measure_in_process
@@ -223,6 +224,8 @@ class Pipeline:
         self._input_digests: tuple[str, ...] | None = None  # model, calibration, train, validation data
         self.user_metric = None
         self.profiles: dict[str, Profile] = {}
+        self.task: str | None = None if config.task == AUTO else config.task  # `auto` resolves on the baseline
+        self.baseline_more: list | None = None  # the baseline's second and later outputs (per-output fidelity)
 
     def prepare(self) -> tuple[Workload, RunPaths]:
         """Load or train the model before a run folder exists for it, so bad input leaves nothing behind.
@@ -293,11 +296,12 @@ class Pipeline:
                     run.variants.append(kept[spec.name])
                     continue
                 self.say(f"[{index}/{len(specs)}] {spec.name}")
-                result, outputs = self.run_variant(spec, workload, paths, baseline_outputs)
-                if spec.baseline and outputs is not None:
-                    baseline_outputs = outputs
-                    result.accuracy = self.accuracy(result, outputs, outputs, workload)
-                    self.save_baseline_outputs(outputs, paths)
+                result, measured = self.run_variant(spec, workload, paths, baseline_outputs)
+                if spec.baseline and measured is not None:
+                    baseline_outputs, self.baseline_more = measured.outputs, measured.more_outputs
+                    result.accuracy = self.accuracy(result, measured.outputs, measured.outputs, workload,
+                                                    measured.more_outputs)
+                    self.save_baseline_outputs(measured.outputs, paths)
                 run.variants.append(result)
                 self.save(run, paths)
         except KeyboardInterrupt as exc:
@@ -326,6 +330,8 @@ class Pipeline:
             artifact = v.artifact.get("path") if v.artifact else None
             if v.status in ("ok", "skipped") and (artifact is None or Path(artifact).exists()):
                 kept[v.name] = v
+                if self.task is None and v.accuracy is not None and v.accuracy.task:
+                    self.task = v.accuracy.task  # the task `auto` chose the first time
         return kept
 
     def reuse_artifacts(self, kept: dict[str, VariantResult]) -> None:
@@ -444,7 +450,8 @@ class Pipeline:
                 f"(CV {measured.latency.cv:.0%}): the machine is noisy"
             )
         if not spec.baseline:
-            result.accuracy = self.accuracy(result, measured.outputs, baseline_outputs, workload)
+            result.accuracy = self.accuracy(result, measured.outputs, baseline_outputs, workload,
+                                            measured.more_outputs)
         result.status = "ok"
         self.say(
             f"  in-process p50 {measured.latency.p50_ms:.3f} ms, p99 {measured.latency.p99_ms:.3f} ms "
@@ -455,18 +462,20 @@ class Pipeline:
                                    "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
         elif self.config.load is not None:
             self.load_test(spec, artifact, workload, paths, result, measured.outputs)
-        return result, measured.outputs
+        return result, measured
 
-    def accuracy(self, result: VariantResult, outputs, baseline, workload: Workload):
+    def accuracy(self, result: VariantResult, outputs, baseline, workload: Workload, more=None):
         """Task metrics and fidelity; a user metric that raises becomes a warning, not a lost variant."""
-        task = self.config.task
+        if self.task is None:  # `auto` is decided once, on the first outputs measured (the baseline's)
+            self.task = resolved_task(self.config.task, [outputs, *(more or [])])
+        task, also = self.task, {"more": more, "baseline_more": self.baseline_more}
         try:
-            return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, self.user_metric)
+            return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, self.user_metric, **also)
         except Exception as exc:
             if self.user_metric is None:
                 raise
             result.warnings.append(f"--metric {self.config.metric} failed: {type(exc).__name__}: {exc}")
-            return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task)
+            return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, **also)
 
     def build(self, spec: VariantSpec, workload: Workload, paths: RunPaths) -> Artifact:
         """Apply the recipe's passes, reusing any prefix built in this run or found in the cache."""

@@ -19,7 +19,10 @@ LOG_NAME = "third-party.log"
 
 
 class ThirdPartyOutput:
-    """File descriptors 1 and 2 point at a log file inside the `with`; `say` writes to the terminal."""
+    """File descriptors 1 and 2 point at a log file inside the `with`; `say` writes to the terminal.
+
+    The log's path is said once, when the `with` ends and the run folder still holds it.
+    """
 
     def __init__(self) -> None:
         self.path: Path | None = None
@@ -52,7 +55,6 @@ class ThirdPartyOutput:
         if self._temporary:
             self.path.unlink(missing_ok=True)
         self.path, self._temporary = target, False
-        self.say(f"third-party output (exporters, quantizers, runtimes): {target}")
         return target
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -62,10 +64,14 @@ class ThirdPartyOutput:
                 os.dup2(saved, fd)
                 os.close(saved)
             self._saved = None
+        empty_failure = kind is not None and self.path is not None and self.path.exists() and \
+            self.path.stat().st_size == 0
+        if (self._temporary or empty_failure) and self.path is not None:  # bad input: nothing is kept
+            self.path.unlink(missing_ok=True)
+        elif self.path is not None and self.path.exists():  # said once, at the end: a bad input removes the folder
+            self.say(f"third-party output (exporters, quantizers, runtimes): {self.path}")
         if self.terminal is not sys.stderr:
             self.terminal.close()
-        if self._temporary and self.path is not None:  # no run folder came to be (bad input): nothing is kept
-            self.path.unlink(missing_ok=True)
 
     @staticmethod
     def _point_at(fd: int) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from mcbench.reports.formatting import finite, flattened_items, format_ms, format_percent, format_rps
+from mcbench.reports.formatting import finite, flattened_items, format_ms, format_rps
 from mcbench.reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p, thin
+from mcbench.reports.quality import QualityMetric, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import AGREEMENT, TOP1, QualityMetric, peak_step, quality_metric, quality_of
+from mcbench.reports.views import peak_step
 
 ALPHA = 0.05  # significance level for every test on the page
 MIN_EFFECT = 0.03  # a latency change under 3% is "no change" however significant: a shared runner moves that much
@@ -75,19 +76,26 @@ def p99_change(a: VariantResult, b: VariantResult) -> Change | None:
                   "see p50", "a tail percentile has no test here; the p50 row carries the significance")
 
 
-def accuracy_change(a: VariantResult, b: VariantResult, metric: QualityMetric) -> Change | None:
+def accuracy_change(a: VariantResult, b: VariantResult, metric: QualityMetric,
+                    b_within: bool | None = None) -> Change | None:
+    """The primary quality metric in A and B; a proportion gets a two-proportion test, other metrics none."""
     qa, qb = quality_of(a, metric), quality_of(b, metric)
     if qa is None or qb is None:
         return None
     na, nb = a.accuracy.samples, b.accuracy.samples
-    p = two_proportion_p(qa, na, qb, nb)
-    points = (qb - qa) * 100
-    if p < ALPHA and points != 0:
-        verdict = "less accurate" if points < 0 else "more accurate"
+    better = (qb - qa) if metric.higher_is_better else (qa - qb)
+    budget = "" if b_within is None else f"; B {'within' if b_within else 'OVER'} the budget ({metric.budget_text()})"
+    if metric.percent:
+        p = two_proportion_p(qa, na, qb, nb)
+        significant = p < ALPHA and better != 0
+        note = f"two-proportion z-test p={p:.2g}, n={na}/{nb}"
+        change = f"{(qb - qa) * 100:+.2f} points"
     else:
-        verdict = "no significant change"
-    return Change(metric.label, format_percent(qa, 2), format_percent(qb, 2), f"{points:+.2f} points", verdict,
-                  f"two-proportion z-test p={p:.2g}, n={na}/{nb}")
+        significant = better != 0
+        note = f"n={na}/{nb}; no significance test for a non-proportion metric"
+        change = f"{qb - qa:+.4f}"
+    verdict = ("less accurate" if better < 0 else "more accurate") if significant else "no significant change"
+    return Change(metric.label, metric.format(qa), metric.format(qb), change, verdict, note + budget)
 
 
 def throughput_change(a: VariantResult, b: VariantResult) -> Change | None:
@@ -136,7 +144,9 @@ def _run_label(run: RunResult, side: str) -> str:
 
 def compare_runs(a: RunResult, b: RunResult) -> RunComparison:
     """Every variant both runs have, in A's order, with its changes; and what only one of them has."""
-    metric = TOP1 if quality_metric(a) == quality_metric(b) == TOP1 else AGREEMENT  # one metric both runs have
+    metric = quality_metric(b)
+    if quality_metric(a).key != metric.key:  # one metric both runs have: fidelity to each run's own baseline
+        metric = QualityMetric("agreement", "top-1 agreement with the baseline")
     names_b = {v.name for v in b.variants}
     comparisons, faster, slower, worse = [], [], [], []
     for va in a.variants:
@@ -146,7 +156,8 @@ def compare_runs(a: RunResult, b: RunResult) -> RunComparison:
         status = va.status if va.status == vb.status else f"A: {va.status}, B: {vb.status}"
         changes = []
         if va.status == vb.status == "ok":
-            changes = [c for c in (latency_change(va, vb), p99_change(va, vb), accuracy_change(va, vb, metric),
+            quality = accuracy_change(va, vb, metric, within_budget(b, vb, metric))
+            changes = [c for c in (latency_change(va, vb), p99_change(va, vb), quality,
                                    throughput_change(va, vb)) if c is not None]
         for c in changes:
             if c.verdict == "faster":

@@ -1,4 +1,4 @@
-"""The recommendation: per hardware profile, which variant to ship under the accuracy budget, and why.
+"""The recommendation: per hardware profile, which variant to ship under the quality budget, and why.
 
 Computed here, in Python, and unit-tested; the page only prints the sentences. Where no variant meets the
 budget, the nearest miss is named instead of nothing: how far it misses and which layers were most sensitive,
@@ -11,18 +11,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mcbench.reports.formatting import finite, format_ms, format_percent, format_rps, format_speedup
+from mcbench.reports.formatting import finite, format_ms, format_rps, format_speedup
+from mcbench.reports.quality import (
+    QualityMetric,
+    baseline_quality,
+    measured,
+    quality_metric,
+    quality_of,
+    shortfall,
+    within_budget,
+)
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import QualityMetric, measured, peak_step, quality_metric, quality_of
+from mcbench.reports.views import peak_step
 
-DEFAULT_ACCURACY_BUDGET = 1.0  # percentage points of top-1 (or agreement) below the baseline
 THIS_MACHINE = ""  # the profile key of a run that named no hardware profile
-
-
-def accuracy_budget(run: RunResult) -> float:
-    """The run's budget in percentage points (config `accuracy_budget`), the default where it did not record one."""
-    value = finite(run.config.get("accuracy_budget"))
-    return value if value is not None and value >= 0 else DEFAULT_ACCURACY_BUDGET
 
 
 def profile_names(run: RunResult) -> list[str]:
@@ -39,28 +41,6 @@ def profile_variants(run: RunResult, profile: str) -> list[VariantResult]:
     if profile == THIS_MACHINE:
         return list(run.variants)
     return [v for v in run.variants if v.profile in (profile, None)]
-
-
-def baseline_quality(run: RunResult, metric: QualityMetric) -> float | None:
-    for v in run.variants:
-        if v.name == run.baseline and measured(v):
-            return quality_of(v, metric)
-    return None
-
-
-def drop_points(run: RunResult, variant: VariantResult, metric: QualityMetric | None = None) -> float | None:
-    """How many percentage points of quality the variant loses against the baseline (negative: it gains)."""
-    metric = metric or quality_metric(run)
-    base, quality = baseline_quality(run, metric), quality_of(variant, metric)
-    if base is None or quality is None:
-        return None
-    return round((base - quality) * 100, 9)  # rounded so 97.5% - 97.5% is 0, not 1e-14
-
-
-def within_budget(run: RunResult, variant: VariantResult) -> bool | None:
-    """True within the accuracy budget, False over it, None where the drop cannot be computed."""
-    drop = drop_points(run, variant)
-    return None if drop is None else drop <= accuracy_budget(run) + 1e-9
 
 
 @dataclass(frozen=True)
@@ -133,18 +113,25 @@ def _candidates(run: RunResult, profile: str, metric: QualityMetric) -> list[Var
     return [v for v in pool if v.name != run.baseline] or pool
 
 
-def _budget_text(budget: float) -> str:
-    return f"{budget:g} point" + ("" if budget == 1 else "s")
+def _change_text(run: RunResult, variant: VariantResult, metric: QualityMetric) -> str:
+    """'equal to', '0.52 points below' (a percent metric) or '0.0079 below' the baseline."""
+    worse = shortfall(run, variant, metric)
+    if worse is None:
+        return "not comparable with"
+    if worse == 0:
+        return "equal to"
+    lower = (worse > 0) == metric.higher_is_better
+    amount = f"{abs(worse):.2f} points" if metric.percent else f"{abs(worse):.4f}"
+    return f"{amount} {'below' if lower else 'above'}"
 
 
 def _ship_sentences(run: RunResult, chosen: VariantResult, eligible: int, metric: QualityMetric) -> list[str]:
-    budget, drop = accuracy_budget(run), drop_points(run, chosen, metric)
     base = next((v for v in run.variants if v.name == run.baseline), None)
     base_p99 = _p99(base) if base else None
-    quality = format_percent(quality_of(chosen, metric), 2)
-    change = "equal to" if drop == 0 else f"{abs(drop):.2f} points {'below' if drop > 0 else 'above'}"
-    first = (f"Ship {chosen.name}: its {metric.label} is {quality}, {change} the baseline {run.baseline} "
-             f"(budget {_budget_text(budget)}), and its in-process p99 is {format_ms(_p99(chosen))} ms")
+    quality = metric.format(quality_of(chosen, metric), 2)
+    first = (f"Ship {chosen.name}: its {metric.label} is {quality}, {_change_text(run, chosen, metric)} the "
+             f"baseline {run.baseline} (budget: {metric.budget_text()}), and its in-process p99 is "
+             f"{format_ms(_p99(chosen))} ms")
     if base_p99 and chosen.name != run.baseline:
         ratio = base_p99 / _p99(chosen)
         faster = f"{format_speedup(ratio)} faster than" if ratio >= 1 else f"{format_speedup(1 / ratio)} slower than"
@@ -165,10 +152,11 @@ def _ship_sentences(run: RunResult, chosen: VariantResult, eligible: int, metric
 
 def _miss_sentences(run: RunResult, nearest: VariantResult, metric: QualityMetric,
                     sensitive: SensitiveLayers) -> list[str]:
-    budget, drop = accuracy_budget(run), drop_points(run, nearest, metric) or 0.0
-    first = (f"No variant meets the accuracy budget of {_budget_text(budget)}; the nearest miss is {nearest.name}, "
-             f"{drop:.2f} points below the baseline {run.baseline} ({format_percent(quality_of(nearest, metric), 2)} "
-             f"{metric.label}), {drop - budget:.2f} points over the budget.")
+    over = _distance(run, nearest, metric) - (0 if metric.bound else metric.budget)
+    over_text = f"{over:.2f} points" if metric.percent and not metric.bound else f"{over:.4f}"
+    first = (f"No variant meets the quality budget ({metric.budget_text()}); the nearest miss is {nearest.name}, "
+             f"{_change_text(run, nearest, metric)} the baseline {run.baseline} "
+             f"({metric.format(quality_of(nearest, metric), 2)} {metric.label}), {over_text} over the budget.")
     if sensitive.layers:
         second = f"The most sensitive layers are {', '.join(sensitive.layers)} ({sensitive.note}); keeping them in "
         second += "float or relaxing the budget are the levers."
@@ -187,22 +175,30 @@ def recommend(run: RunResult, profile: str = THIS_MACHINE) -> Recommendation:
     metric = quality_metric(run)
     skipped = _skipped(run, profile)
     pool = _candidates(run, profile, metric)
-    if baseline_quality(run, metric) is None:
-        why = f"the baseline {run.baseline or '(none)'} has no {metric.label}, so the accuracy budget cannot be applied"
+    if baseline_quality(run, metric) is None and not metric.bound:
+        why = f"the baseline {run.baseline or '(none)'} has no {metric.label}, so the quality budget cannot be applied"
         return Recommendation(profile, "none", None, [f"No recommendation: {why}.",
                                                       "Re-run with a baseline that is measured."], None, skipped)
     if not pool:
         return Recommendation(profile, "none", None, ["No recommendation: no variant of this profile was measured.",
                                                       "See the skipped and failed variants below."], None, skipped)
-    eligible = [v for v in pool if within_budget(run, v)]
+    eligible = [v for v in pool if within_budget(run, v, metric)]
     if eligible:
         chosen = min(eligible, key=lambda v: (_p99(v), -(quality_of(v, metric) or 0.0), v.name))
         return Recommendation(profile, "ship", chosen.name, _ship_sentences(run, chosen, len(eligible), metric),
                               None, skipped)
-    nearest = min(pool, key=lambda v: (drop_points(run, v, metric), _p99(v), v.name))
+    nearest = min(pool, key=lambda v: (_distance(run, v, metric), _p99(v), v.name))
     sensitive = sensitive_layers(nearest)
     return Recommendation(profile, "nearest-miss", nearest.name, _miss_sentences(run, nearest, metric, sensitive),
                           sensitive, skipped)
+
+
+def _distance(run: RunResult, variant: VariantResult, metric: QualityMetric) -> float:
+    """How far the variant is from meeting the budget (smaller is nearer), for naming the nearest miss."""
+    if metric.bound:
+        value = quality_of(variant, metric) or 0.0
+        return metric.budget - value if metric.higher_is_better else value - metric.budget
+    return shortfall(run, variant, metric) or 0.0
 
 
 def recommendations(run: RunResult) -> list[Recommendation]:

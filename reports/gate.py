@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from mcbench.reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
 from mcbench.reports.gate_stats import MIN_SAMPLES, compare
+from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
 
 __all__ = ["Check", "Outcome", "GateConfigError", "GateDataError", "evaluate", "load_budgets"]
@@ -107,8 +108,20 @@ def _budget_check(v: VariantResult, metric: str, budget: Budget) -> Check:
     return Check(name, "budget", "pass" if ok else "fail", f"{metric} = {value:.4g} ({context}); limit {op} {limit:g}")
 
 
+def quality_check(run: RunResult, v: VariantResult) -> Check | None:
+    """The run's own quality budget (its primary metric, reports.quality) for a variant the gate budgets;
+    None where the run cannot tell (no figure for it)."""
+    metric = quality_metric(run)
+    ok = within_budget(run, v, metric) if v.status == "ok" else None
+    if ok is None:
+        return None
+    return Check(f"{v.name}: quality {metric.budget_text()}", "budget", "pass" if ok else "fail",
+                 f"{over_budget_text(run, v, metric)}: {'within' if ok else 'OVER'} the run's quality budget")
+
+
 def budget_checks(run: RunResult, config: GateConfig) -> list[Check]:
     checks: list[Check] = []
+    quality_checked: set[str] = set()
     for i, budget in enumerate(config.budgets):
         matched = [v for v in run.variants if _matches(budget, v) and v.status != "skipped"]
         if not matched:
@@ -117,6 +130,10 @@ def budget_checks(run: RunResult, config: GateConfig) -> list[Check]:
                                 f"matches no measured variant (variants: {names})"))
         for v in matched:
             checks.extend(_budget_check(v, metric, budget) for metric in budget.limits)
+            quality = quality_check(run, v) if v.name not in quality_checked else None
+            if quality is not None:
+                quality_checked.add(v.name)
+                checks.append(quality)
     return checks
 
 

@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.decide import accuracy_budget, drop_points, within_budget
-from mcbench.reports.formatting import finite, format_ms, format_percent, format_rps
+from mcbench.reports.formatting import finite, format_ms, format_rps
+from mcbench.reports.quality import QualityMetric, shortfall, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
 from mcbench.reports.views import measured, peak_step, quality_metric, quality_of, variant_colors
 
@@ -95,12 +95,19 @@ class TradeoffPoint:
     hover: str
 
 
-def _budget_words(run: RunResult, v: VariantResult) -> str:
-    drop, ok = drop_points(run, v), within_budget(run, v)
-    if drop is None:
-        return "accuracy budget: n/a (no baseline figure)"
-    verdict = "within" if ok else "over"
-    return f"{drop:+.2f} points vs baseline: {verdict} the {accuracy_budget(run):g}-point budget".replace("+-", "-")
+def _budget_words(run: RunResult, v: VariantResult, metric: QualityMetric) -> str:
+    ok = within_budget(run, v, metric)
+    if ok is None:
+        return "quality budget: n/a (no baseline figure)"
+    worse = shortfall(run, v, metric)
+    delta = "" if worse is None else (f"{-worse:+.2f} points vs baseline: " if metric.percent
+                                      else f"{-worse:+.4f} vs baseline: ")
+    return f"{delta}{'within' if ok else 'over'} the budget ({metric.budget_text()})"
+
+
+def _y(metric: QualityMetric, value: float) -> float:
+    """The chart's y: percent metrics in percent, others as they are."""
+    return value * 100 if metric.percent else value
 
 
 def tradeoff_points(run: RunResult, x_of: Any, x_label: str, x_text: Any, higher_x_better: bool) -> list[TradeoffPoint]:
@@ -114,10 +121,11 @@ def tradeoff_points(run: RunResult, x_of: Any, x_label: str, x_text: Any, higher
     frontier = non_dominated({v.name: (q, x if higher_x_better else -x) for v, q, x in raw})
     points = []
     for v, q, x in raw:
-        lines = [v.name, f"{metric.label}: {format_percent(q, 2)}", f"{x_label}: {x_text(x)}", _budget_words(run, v)]
+        lines = [v.name, f"{metric.label}: {metric.format(q)}", f"{x_label}: {x_text(x)}",
+                 _budget_words(run, v, metric)]
         if v.name in frontier:
             lines.append("on the Pareto frontier")
-        points.append(TradeoffPoint(v.name, q, x, within_budget(run, v), v.name in frontier,
+        points.append(TradeoffPoint(v.name, q, x, within_budget(run, v, metric), v.name in frontier,
                                     "<br>".join(_esc(line) for line in lines)))
     return points
 
@@ -140,19 +148,20 @@ def tradeoff_chart(run: RunResult, chart_id: str, title: str, x_of: Any, x_label
     front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
     if len(front) > 1:
         data.append({"type": "scatter", "mode": "lines", "x": [p.x for p in front],
-                     "y": [p.quality * 100 for p in front],
+                     "y": [_y(metric, p.quality) for p in front],
                      "line": {"color": "#444", "dash": "dot", "width": 1.5}, "hoverinfo": "skip",
                      "name": "Pareto frontier", "showlegend": True})
     for p in points:
         label = _esc(p.name) + (" (over budget)" if p.in_budget is False else "")
-        data.append({"type": "scatter", "mode": "markers", "x": [p.x], "y": [p.quality * 100], "name": label,
+        data.append({"type": "scatter", "mode": "markers", "x": [p.x], "y": [_y(metric, p.quality)], "name": label,
                      "text": [p.hover], "hoverinfo": "text", "marker": _marker(p, colors[p.name]),
                      "meta": {"variant": p.name}})
     drawn = {p.name for p in points}
     missing = [v.name for v in run.variants if v.name not in drawn]
     note = f"not shown (not measured, or no {metric.label} or {x_label}): {', '.join(missing)}" if missing else ""
     xaxis = {"type": "log", "dtick": "D2"} if log_x and _wide(points) else {"rangemode": "tozero"}
-    layout = _layout(x_label, f"{metric.label} (%)", xaxis=xaxis, yaxis={"ticksuffix": "%"})
+    layout = _layout(x_label, f"{metric.label} (%)" if metric.percent else metric.label, xaxis=xaxis,
+                     yaxis={"ticksuffix": "%"} if metric.percent else {})
     return ChartSpec(chart_id, title, {"data": data, "layout": layout}, [p.name for p in points], note)
 
 

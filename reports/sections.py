@@ -12,13 +12,10 @@ from typing import Any
 from mcbench.reports.decide import (
     THIS_MACHINE,
     Recommendation,
-    accuracy_budget,
-    drop_points,
     profile_names,
     profile_variants,
     recommendations,
     variant_passes,
-    within_budget,
 )
 from mcbench.reports.formatting import (
     NA,
@@ -32,8 +29,9 @@ from mcbench.reports.formatting import (
     format_value,
     number_cell,
 )
+from mcbench.reports.quality import quality_metric, shortfall, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import SummaryRow, quality_metric, summary_rows
+from mcbench.reports.views import SummaryRow, summary_rows
 
 
 def profile_label(profile: str | None) -> str:
@@ -180,11 +178,11 @@ def table_rows(run: RunResult) -> list[TableRow]:
     metric = quality_metric(run)
     out = []
     for v, row in zip(run.variants, summary_rows(run), strict=True):
-        ok = within_budget(run, v) if v.status == "ok" else None
+        ok = within_budget(run, v, metric) if v.status == "ok" else None
         cap = v.capacity
         out.append(TableRow(
             row=row, profile=profile_label(v.profile),
-            drop=number_cell(drop_points(run, v, metric), format_points),
+            drop=number_cell(shortfall(run, v, metric) if metric.percent else None, format_points),
             budget=NA if ok is None else "within" if ok else "over",
             parameters=number_cell(_artifact_number(v, "parameters"), format_count),
             flops=number_cell(_artifact_number(v, "flops"), format_count),
@@ -291,5 +289,4 @@ def compression_facts(variant: VariantResult) -> CompressionFacts:
 
 def budget_sentence(run: RunResult) -> str:
     metric = quality_metric(run)
-    return (f"Accuracy budget: at most {accuracy_budget(run):g} percentage points of {metric.label} below the "
-            f"baseline {run.baseline or '(none)'}.")
+    return f"Quality budget: {metric.label}, {metric.budget_text()} (baseline {run.baseline or '(none)'})."

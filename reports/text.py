@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
 from mcbench.reports.views import SummaryRow, summary_rows
 
@@ -16,9 +17,8 @@ def notes(row: SummaryRow) -> str:
 # (heading, right-aligned, the row's text); numbers are right-aligned so their digits line up.
 COLUMNS: tuple[tuple[str, bool, Callable[[SummaryRow], str]], ...] = (
     ("variant", False, lambda r: r.name),
-    ("status", False, lambda r: r.status),
-    ("acc", True, lambda r: r.accuracy.text),
-    ("agree", True, lambda r: r.agreement.text),
+    ("status", False, lambda r: r.verdict),
+    ("quality", True, lambda r: r.quality.text),
     ("p50 ms", True, lambda r: r.p50.text),
     ("p99 ms", True, lambda r: r.p99.text),
     ("speedup", True, lambda r: r.speedup.text),
@@ -34,10 +34,15 @@ def aligned(cells: list[str], widths: list[int], right: list[bool]) -> str:
 
 
 def summary_table(run: RunResult) -> str:
-    """A header, a rule, then one line per variant: the figures an engineer checks before opening the report."""
-    heads = [head for head, _, _ in COLUMNS]
+    """A header, a rule, then one line per variant: the figures an engineer checks before opening the report;
+    the quality column is the run's primary metric, named in its header, with the budget under the table."""
+    metric = quality_metric(run)
+    heads = [metric.short if head == "quality" else head for head, _, _ in COLUMNS]
     right = [r for _, r, _ in COLUMNS]
     body = [[get(row) for _, _, get in COLUMNS] for row in summary_rows(run)]
     widths = [max(len(line[i]) for line in [heads, *body]) for i in range(len(COLUMNS))]
     rule = "  ".join("-" * w for w in widths).rstrip()
-    return "\n".join([aligned(heads, widths, right), rule, *(aligned(line, widths, right) for line in body)])
+    lines = [aligned(heads, widths, right), rule, *(aligned(line, widths, right) for line in body)]
+    if run.variants:
+        lines.append(f"quality: {metric.label}; budget {metric.budget_text()}")
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ from mcbench.reports.formatting import (
     inputs_text,
     number_cell,
 )
+from mcbench.reports.quality import QualityMetric, measured, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep, RunResult, VariantResult
 
 # Tableau 10, a palette made for telling categories apart; a variant keeps its colour in every chart.
@@ -37,39 +38,7 @@ PALETTE = (
 )
 
 
-# ---------------------------------------------------------------- quality and the Pareto frontier
-
-
-@dataclass(frozen=True)
-class QualityMetric:
-    """Which figure stands for "accuracy" on the frontier: top-1 on labels, else agreement with the baseline."""
-
-    key: str  # "top1" | "agreement"
-    label: str
-
-
-TOP1 = QualityMetric("top1", "top-1 accuracy")
-AGREEMENT = QualityMetric("agreement", "agreement with baseline")
-
-
-def quality_of(variant: VariantResult, metric: QualityMetric) -> float | None:
-    if variant.accuracy is None:
-        return None
-    return finite(getattr(variant.accuracy, metric.key))
-
-
-def measured(variant: VariantResult) -> bool:
-    """A variant that may stand on the frontier: it ran and has an in-process latency."""
-    return variant.status == "ok" and variant.latency is not None
-
-
-def quality_metric(run: RunResult) -> QualityMetric:
-    """Top-1 where any measured variant has it (a labelled dataset), else fidelity to the baseline.
-
-    One metric for the whole run, never a per-variant mix: accuracy and agreement are not comparable.
-    """
-    has_top1 = any(quality_of(v, TOP1) is not None for v in run.variants if measured(v))
-    return TOP1 if has_top1 else AGREEMENT
+# ---------------------------------------------------------------- the Pareto frontier
 
 
 @dataclass(frozen=True)
@@ -97,14 +66,18 @@ def pareto_frontier(points: Iterable[ParetoPoint]) -> set[str]:
 
 
 def pareto_points(run: RunResult, metric: QualityMetric | None = None) -> list[ParetoPoint]:
-    """One point per measured variant that has both the quality figure and a finite in-process p99."""
+    """One point per measured variant that has both the quality figure and a finite in-process p99.
+
+    A variant over the quality budget is no candidate, so it stands on no frontier; a lower-is-better
+    metric (an error) is negated so that "higher is better" holds for every point.
+    """
     metric = metric or quality_metric(run)
     points = []
     for v in run.variants:
         quality = quality_of(v, metric) if measured(v) else None
         p99 = finite(v.latency.p99_ms) if v.latency is not None else None
-        if quality is not None and p99 is not None:
-            points.append(ParetoPoint(v.name, quality, p99))
+        if quality is not None and p99 is not None and within_budget(run, v, metric) is not False:
+            points.append(ParetoPoint(v.name, quality if metric.higher_is_better else -quality, p99))
     return points
 
 
@@ -178,6 +151,13 @@ class SummaryRow:
     peak_users: Cell
     peak_p99: Cell
     http_failures: Cell
+    quality: Cell = Cell("n/a")  # the run's primary quality metric
+    in_budget: bool | None = None  # within the quality budget; None where it cannot be told
+
+    @property
+    def verdict(self) -> str:
+        """The status a person reads: a variant that ran but misses the quality budget is "over budget"."""
+        return "over budget" if self.status == "ok" and self.in_budget is False else self.status
 
 
 def recipe_text(recipe: Sequence[str]) -> str:
@@ -189,7 +169,7 @@ def variant_colors(run: RunResult) -> dict[str, str]:
 
 
 def summary_row(variant: VariantResult, baseline_p50: float | None, frontier: set[str], color: str,
-                baseline: str | None) -> SummaryRow:
+                baseline: str | None, metric: QualityMetric | None = None, in_budget: bool | None = None) -> SummaryRow:
     acc, lat, peak = variant.accuracy, variant.latency, peak_step(variant.load)
     failures = sum(s.failures for s in all_steps(variant.load)) if variant.load else None
     return SummaryRow(
@@ -214,13 +194,17 @@ def summary_row(variant: VariantResult, baseline_p50: float | None, frontier: se
         peak_users=number_cell(peak.users if peak else None, format_count),
         peak_p99=number_cell(peak.latency.p99_ms if peak and peak.latency else None, format_ms),
         http_failures=number_cell(failures, format_count),
+        quality=number_cell(quality_of(variant, metric) if metric else None,
+                            metric.format if metric else format_percent),
+        in_budget=in_budget,
     )
 
 
 def summary_rows(run: RunResult) -> list[SummaryRow]:
     """One row per variant, in run order, with every figure formatted and a sort key beside it."""
-    base, frontier, colors = baseline_p50_ms(run), frontier_names(run), variant_colors(run)
-    return [summary_row(v, base, frontier, colors[v.name], run.baseline) for v in run.variants]
+    base, frontier, colors, metric = baseline_p50_ms(run), frontier_names(run), variant_colors(run), quality_metric(run)
+    return [summary_row(v, base, frontier, colors[v.name], run.baseline, metric,
+                        within_budget(run, v, metric) if measured(v) else None) for v in run.variants]
 
 
 # ---------------------------------------------------------------- load tables

@@ -88,7 +88,7 @@ def test_compare_falls_back_to_agreement_where_one_run_has_no_labels():
     for x in b.variants:
         x.accuracy.top1 = None  # B ran on generated inputs: fidelity only
     cmp = compare_runs(a, b)
-    assert set(verdicts(cmp, "agreement with baseline")) == {"steady", "slowed", "sped-up", "worse"}
+    assert set(verdicts(cmp, "top-1 agreement with the baseline")) == {"steady", "slowed", "sped-up", "worse"}
     assert verdicts(cmp, "top-1 accuracy") == {}
 
 

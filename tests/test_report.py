@@ -22,7 +22,7 @@ from mcbench.reports.schema import (
     save_results,
 )
 from mcbench.reports.text import summary_table
-from mcbench.reports.views import AGREEMENT, TOP1, ParetoPoint, pareto_frontier, quality_metric, summary_rows
+from mcbench.reports.views import ParetoPoint, pareto_frontier, quality_metric, summary_rows
 
 EVIL = "<script>alert(1)</script>"
 
@@ -175,7 +175,7 @@ def test_frontier_uses_top1_and_excludes_failed_variants():
     run.variants.append(VariantResult("broken-fast", "onnxruntime", [], "failed",
                                       accuracy=Accuracy(None, 1, 0.99, 1.0, 0, 0), latency=latency(0.01, 0.02)))
     rows = {r.name: r for r in summary_rows(run)}
-    assert quality_metric(run) == TOP1
+    assert quality_metric(run).key == "top1"
     assert {n for n, r in rows.items() if r.on_frontier} == {"ort-fp32", "ort-int8-static"}
 
 
@@ -184,7 +184,7 @@ def test_frontier_falls_back_to_agreement_when_no_variant_has_top1():
     for v in run.variants:
         if v.accuracy:
             v.accuracy.top1 = None
-    assert quality_metric(run) == AGREEMENT
+    assert quality_metric(run).key == "agreement"
     chart = pareto_latency_chart(run)
     marks = [t for t in chart.figure["data"] if t["mode"] == "markers"]
     diamonds = {t["meta"]["variant"] for t in marks if t["marker"]["symbol"] == "diamond"}
@@ -244,13 +244,15 @@ def test_warnings_include_run_variant_and_derived_ones():
 def test_text_summary_has_one_line_per_variant_with_its_figures():
     run = sample_run()
     lines = summary_table(run).splitlines()
-    assert lines[0].split()[:4] == ["variant", "status", "acc", "agree"]
+    assert lines[0].split()[:3] == ["variant", "status", "top-1"]
+    assert lines[-1] == "quality: top-1 accuracy; budget at most 1 point below the baseline"
+    lines = lines[:-1]
     assert set(lines[1]) <= {"-", " "}
     body = lines[2:]
     assert len(body) == len(run.variants)
     by_name = {line.split()[0]: line.split() for line in body}
-    assert by_name["ort-fp32"][:9] == ["ort-fp32", "ok", "97.5%", "100.0%", "0.100", "0.300", "4.00×", "3,100", "214.8"]
-    assert by_name["ov-fp32"][:9] == ["ov-fp32", "failed", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    assert by_name["ort-fp32"][:8] == ["ort-fp32", "ok", "97.5%", "0.100", "0.300", "4.00×", "3,100", "214.8"]
+    assert by_name["ov-fp32"][:8] == ["ov-fp32", "failed", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a"]
     assert "baseline" in by_name["torch-fp32"] and "frontier" in " ".join(by_name["ort-int8-static"])
     ort = body[[line.split()[0] for line in body].index("ort-fp32")]
     for heading, figure in (("p50 ms", "0.100"), ("p99 ms", "0.300"), ("rps@peak", "3,100")):

@@ -16,7 +16,8 @@ def test_report_command_rerenders_from_the_results_file_alone(tmp_path, capsys):
     save_results(run, tmp_path / "results.json")
     assert main(["report", str(tmp_path / "results.json")]) == 0
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "Ship ort-fp32: its top-1 accuracy is 97.50%, equal to the baseline torch-fp32 (budget 0.5 points)" in page
+    assert ("Ship ort-fp32: its top-1 accuracy is 97.50%, equal to the baseline torch-fp32 (budget: at most 0.5 "
+            "points below the baseline)") in page
     assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcbench.reports.decide import drop_points, recommend, recommendations, sensitive_layers
+from mcbench.reports.decide import recommend, recommendations, sensitive_layers
+from mcbench.reports.quality import shortfall
 from mcbench.reports.html import render_report
 from mcbench.reports.plots import REJECTED_COLOR, ReportError, load_curve_spec, pareto_throughput_chart, plotly_js
 from mcbench.reports.schema import Capacity, VariantResult
@@ -17,7 +18,8 @@ def test_recommends_the_fastest_variant_within_the_budget_in_two_sentences_with_
     assert (rec.kind, rec.variant) == ("ship", "ort-int8-static")
     assert rec.sentences == [
         "Ship ort-int8-static: its top-1 accuracy is 96.90%, 0.60 points below the baseline torch-fp32 "
-        "(budget 1 point), and its in-process p99 is 0.200 ms, 4.50× faster than the baseline's 0.900 ms.",
+        "(budget: at most 1 point below the baseline), and its in-process p99 is 0.200 ms, 4.50× faster than the "
+        "baseline's 0.900 ms.",
         "It is the fastest at p99 of the 2 variants within the budget.",
     ]
     assert rec.skipped == [("ov-fp32", "TargetError: openvino is not installed")]
@@ -48,9 +50,9 @@ def test_nearest_miss_names_the_closest_variant_how_far_it_misses_and_the_sensit
         {"pass": "quant.int8_static", "sensitivity": {"conv1": 0.8, "fc": 0.1, "conv2": 0.5, "conv3": 0.2}}]
     rec = recommend(run)
     assert (rec.kind, rec.variant) == ("nearest-miss", "ort-int8-static")
-    assert rec.sentences[0] == ("No variant meets the accuracy budget of 0.5 points; the nearest miss is "
-                                "ort-int8-static, 0.60 points below the baseline torch-fp32 (96.90% top-1 "
-                                "accuracy), 0.10 points over the budget.")
+    assert rec.sentences[0] == ("No variant meets the quality budget (at most 0.5 points below the baseline); the "
+                                "nearest miss is ort-int8-static, 0.60 points below the baseline torch-fp32 (96.90% "
+                                "top-1 accuracy), 0.10 points over the budget.")
     assert rec.sensitive.layers == ["conv1", "conv2", "conv3"]
     assert rec.sentences[1].startswith("The most sensitive layers are conv1, conv2, conv3 (by the per-layer")
 
@@ -74,7 +76,7 @@ def test_layers_kept_in_float_stand_in_for_sensitivity_and_show_in_details():
 
 def test_drop_points_and_budget_column():
     run = sample_run()
-    assert drop_points(run, run.variant("ort-int8-dynamic")) == pytest.approx(1.4)
+    assert shortfall(run, run.variant("ort-int8-dynamic")) == pytest.approx(1.4)
     rows = {t.row.name: t for t in table_rows(run)}
     assert (rows["ort-int8-dynamic"].drop.text, rows["ort-int8-dynamic"].budget) == ("+1.40", "over")
     assert (rows["ort-fp32"].drop.text, rows["ort-fp32"].budget) == ("0.00", "within")
@@ -86,7 +88,7 @@ def test_rejected_variants_are_grey_and_the_throughput_frontier_is_computed():
     marks = {t["meta"]["variant"]: t for t in chart.figure["data"] if t["mode"] == "markers"}
     assert set(marks) == {"torch-fp32", "ort-fp32", "ort-int8-dynamic"}  # int8-static was not load-tested
     assert marks["ort-int8-dynamic"]["marker"]["color"] == REJECTED_COLOR
-    assert "over the 1-point budget" in marks["ort-int8-dynamic"]["text"][0]
+    assert "over the budget (at most 1 point below the baseline)" in marks["ort-int8-dynamic"]["text"][0]
     assert [n for n, t in marks.items() if t["marker"]["symbol"] == "diamond"] == ["ort-fp32"]
     assert "ort-int8-static" in chart.note and "ov-fp32" in chart.note
 

@@ -192,7 +192,7 @@ def test_metrics_for_each_task():
     scores = np.array([[0.1, 0.9, 0, 0, 0, 0, 0], [0.8, 0.1, 0.05, 0, 0, 0, 0.05]])
     assert task_metrics("classification", scores, np.array([1, 6]), None) == {"top1": 0.5, "top5": 1.0}
     reg = task_metrics("regression", np.array([[1.0], [3.0]]), np.array([2.0, 3.0]), None)
-    assert reg == {"mae": 0.5, "rmse": pytest.approx(np.sqrt(0.5))}
+    assert reg == {"mae": 0.5, "rmse": pytest.approx(np.sqrt(0.5)), "rel_error": pytest.approx(0.5 / 2.5)}
     emb = task_metrics("embedding", np.array([[1.0, 0.0], [0.0, 2.0]]), None, np.array([[2.0, 0.0], [1.0, 0.0]]))
     assert emb == {"cosine_mean": 0.5, "cosine_min": 0.0}
 

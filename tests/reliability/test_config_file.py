@@ -27,8 +27,12 @@ def _refused(tmp_path: Path, capsys, text: str) -> str:
 
 
 BAD_FILES = [
-    ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, dataset, inputs, load, metric, model, "
-                         "out, profiles, quick, recipes, task, timing, trust_model, variants, weights)"),
+    ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, dataset, inputs, labels, load, metric, "
+                         "model, out, profiles, quality_budget, quick, recipes, seq_len, task, text_file, timing, "
+                         "trust_model, variants, weights)"),
+    ("quality_budget = 'cosine>0.9'", "key 'quality_budget': --quality-budget 'cosine>0.9': expected a number of "
+                                      "points (e.g. 1.5) or METRIC>=VALUE / METRIC<=VALUE (e.g. cosine_mean>=0.99)"),
+    ("seq_len = 0", "key 'seq_len': must be between 1 and 8192 tokens, got 0"),
     ("accuracy_budget = 120", "key 'accuracy_budget': must be between 0 and 100 percentage points, got 120.0"),
     ("quick = 'yes'", "key 'quick': expected a boolean, got a string 'yes'"),
     ("variants = 'ort-fp32'", "key 'variants': expected a list, got a string 'ort-fp32'"),

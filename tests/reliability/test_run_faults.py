@@ -122,7 +122,7 @@ def test_resume_with_another_config_is_refused(resumable, crashed_run, capsys):
     assert main(["run", "--resume", str(resumable), "--config", str(crashed_run[2]), "--task", "regression"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"mcbench: {resumable / 'results.json'}: this run was made with a different config (task: "
-                   f"'classification' there, 'regression' now); resume with the same arguments, or with --resume alone")
+                   f"'auto' there, 'regression' now); resume with the same arguments, or with --resume alone")
     assert (resumable / "results.json").read_bytes() == before
 
 
