@@ -12,7 +12,10 @@ from mcbench.optimizer.targets import Target
 __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "default_variants", "parse_named_recipe",
            "parse_recipe", "profile_recipe_variants", "profile_variants", "recipe_variants"]
 
-INT8_RECIPES = (("int8-dynamic", "quant.int8_dynamic"), ("int8-static", "quant.int8_static"))
+# Dynamic INT8 with one weight scale a channel: on a real sentence encoder (all-MiniLM-L6-v2) per-tensor scales
+# kept a cosine of 0.966 to FP32, per-channel 0.993, at the same speed (README: Recipes and passes).
+DYNAMIC_INT8 = "quant.int8_dynamic(per_channel=true)"
+INT8_RECIPES = (("int8-dynamic", DYNAMIC_INT8), ("int8-static", "quant.int8_static"))
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def default_variants(from_torch: bool) -> list[VariantSpec]:
         variants.append(VariantSpec("torch-fp32", (), Target("torch"), baseline=True))
     variants += [
         VariantSpec("ort-fp32", ("export.onnx",), Target("onnxruntime"), baseline=not from_torch),
-        VariantSpec("ort-int8-dynamic", ("export.onnx", "quant.int8_dynamic"), Target("onnxruntime")),
+        VariantSpec("ort-int8-dynamic", ("export.onnx", DYNAMIC_INT8), Target("onnxruntime")),
         VariantSpec("ort-int8-static", ("export.onnx", "quant.int8_static"), Target("onnxruntime")),
         VariantSpec("ov-fp32", ("export.onnx",), Target("openvino", options={"hint": "LATENCY", "precision": "f32"})),
     ]
