@@ -18,8 +18,9 @@ def test_recommends_the_fastest_variant_within_the_budget_in_two_sentences_with_
     assert (rec.kind, rec.variant) == ("ship", "ort-int8-static")
     assert rec.sentences == [
         "Ship ort-int8-static: its top-1 accuracy is 96.90%, 0.60 points below the baseline torch-fp32 "
-        "(budget: at most 1 point below the baseline), and its in-process p99 is 0.200 ms, 4.50× faster than the "
-        "baseline's 0.900 ms.",
+        "(budget: at most 1 point below the baseline), and its in-process median latency is 0.080 ms, 5.00× faster "
+        "than the baseline's 0.400 ms (medians, no raw samples for an interval); p99 0.200 ms over 200 samples "
+        "(fewer than 1,000: a rough tail).",
         "It is the fastest at p99 of the 2 variants within the budget.",
     ]
     assert rec.skipped == [("ov-fp32", "TargetError: openvino is not installed")]
@@ -217,3 +218,36 @@ def test_load_facts_say_where_the_server_ran_model_calls():
     assert facts["ort-int8-dynamic"]["model calls"] == "in a worker thread"
     assert "model calls" not in facts["torch-fp32"]  # a results file from before the field: nothing claimed
     assert "on the server&#39;s event loop" in render_report(run)
+
+
+def _with_samples(v: VariantResult, samples_ms: list[float]) -> None:
+    from mcbench.reports.schema import LatencyStats
+
+    v.latency = LatencyStats.from_seconds([x / 1000 for x in samples_ms])
+
+
+def test_a_baseline_outlier_in_the_tail_never_makes_the_headline():
+    """The quick demo once said '57.33x faster' from p99s while the medians said 3.46x."""
+    import random
+
+    rng = random.Random(1)
+    run = sample_run()
+    _with_samples(run.variant("torch-fp32"), [0.40 * rng.lognormvariate(0, 0.03) for _ in range(1496)] + [29.0] * 24)
+    _with_samples(run.variant("ort-int8-static"), [0.10 * rng.lognormvariate(0, 0.03) for _ in range(1520)])
+    first = recommend(run).sentences[0]
+    import re
+
+    assert re.search(r"4\.0\d× faster than the baseline's 0\.400 ms \(medians, 95% CI [34]\.\d\d×-4\.\d\d×\)", first)
+    assert "57" not in first and "72" not in first and "290" not in first  # no ratio from the 29 ms tail
+    assert "p99 0.1" in first and "over 1,520 samples" in first and "rough" not in first
+
+
+def test_a_speedup_whose_interval_holds_one_is_within_noise():
+    import random
+
+    rng = random.Random(2)
+    run = sample_run()
+    _with_samples(run.variant("torch-fp32"), [0.10 * rng.lognormvariate(0, 0.2) for _ in range(400)])
+    _with_samples(run.variant("ort-int8-static"), [0.10 * rng.lognormvariate(0, 0.2) for _ in range(400)])
+    first = recommend(run).sentences[0]
+    assert "within noise of the baseline's" in first and "faster" not in first
