@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mcbench.reports.decide import recommend, recommendations, sensitive_layers
-from mcbench.reports.quality import shortfall
 from mcbench.reports.html import render_report
 from mcbench.reports.plots import REJECTED_COLOR, ReportError, load_curve_spec, pareto_throughput_chart, plotly_js
+from mcbench.reports.quality import shortfall
 from mcbench.reports.schema import Capacity, VariantResult
 from mcbench.reports.sections import capacity_table, class_deltas, compression_facts, profile_cards, table_rows
 from tests.test_report import sample_run, variant
