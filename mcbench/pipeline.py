@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from mcbench.bench.accuracy import accuracy_of
-from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.environment import environment
 from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
 from mcbench.bench.measure import InProcessResult, measure_in_process
+from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.op_profile import with_comparison
 from mcbench.config import ConfigError, RunConfig
 from mcbench.optimizer.artifact import Artifact
