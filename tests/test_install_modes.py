@@ -44,12 +44,18 @@ def pip_install(python: Path, *args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def run_quantized_variant(python: Path, workdir: Path) -> dict:
-    """`mcbench run` of a tiny ONNX model with dynamic INT8 (its build and measurement run in children)."""
-    model = make_linear_onnx(workdir / "tiny.onnx")
+def run_quantized_variant(python: Path, workdir: Path, real: bool = False) -> dict:
+    """`mcbench run` with dynamic INT8 (its build and measurement run in children) of a tiny ONNX model, or
+    of a real one: PaddleOCR's text-direction CNN (tests/packaged_models.py)."""
+    if real:
+        from tests.packaged_models import packaged_model
+
+        model, shape = packaged_model("ppocr") / "ch_ppocr_mobile_v2.0_cls_infer.onnx", ["--input", "x=1,3,48,192"]
+    else:
+        model, shape = make_linear_onnx(workdir / "tiny.onnx"), []
     out = workdir / "run"
     mcbench = python.parent / "mcbench"
-    proc = subprocess.run([str(mcbench), "run", "--model", str(model), "--quick", "--no-load", "--no-cache",
+    proc = subprocess.run([str(mcbench), "run", "--model", str(model), *shape, "--quick", "--no-load", "--no-cache",
                            "--variants", "ort-int8-dynamic", "--out", str(out)],
                           cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -71,7 +77,7 @@ def test_editable_install_runs_a_quantized_variant_in_its_child(tmp_path: Path, 
     work = tmp_path / "work"
     work.mkdir()
     assert "local-2core-avx2" in where_mcbench_lives(python, work)  # the profiles are found
-    results = run_quantized_variant(python, work)
+    results = run_quantized_variant(python, work, real=mode != "compat")
     status = {v["name"]: v["status"] for v in results["variants"]}
     assert status == {"ort-fp32": "ok", "ort-int8-dynamic": "ok"}, results["variants"]
 

@@ -29,12 +29,32 @@ def quick_run(out: Path, *args: str) -> dict:
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    results["_stdout"], results["_stderr"] = proc.stdout, proc.stderr
+    results["_stdout"], results["_stderr"], results["_path"] = proc.stdout, proc.stderr, str(out / "results.json")
     return results
 
 
 def variants(results: dict) -> dict[str, dict]:
     return {v["name"]: v for v in results["variants"]}
+
+
+def assert_decided_on_the_task_metric(results: dict, key: str) -> None:
+    """Every measured variant has the task's primary figure; the recommendation is within the budget, and
+    a variant over it is shown so in the terminal table."""
+    from mcbench.reports.decide import recommend
+    from mcbench.reports.quality import quality_metric, quality_of, within_budget
+    from mcbench.reports.schema import load_results
+
+    run = load_results(Path(results["_path"]))
+    metric = quality_metric(run)
+    assert metric.key == key
+    measured = [v for v in run.variants if v.status == "ok"]
+    assert all(quality_of(v, metric) is not None for v in measured)
+    rec = recommend(run)
+    assert rec.kind == "ship" and within_budget(run, run.variant(rec.variant)) is True
+    for v in measured:
+        if within_budget(run, v) is False:
+            line = next(x for x in results["_stdout"].splitlines() if x.startswith(v.name + " "))
+            assert line.split()[1:3] == ["over", "budget"], line
 
 
 def assert_ok_or_skipped_with_reason(results: dict) -> None:
@@ -85,6 +105,7 @@ def test_minilm_embedder_end_to_end(minilm_run):
     for name in ("ort-fp32", "ov-fp32"):
         if v.get(name, {}).get("status") == "ok":
             assert v[name]["accuracy"]["metrics"]["cosine_min"] > 0.999, name
+    assert_decided_on_the_task_metric(minilm_run, "cosine_mean")
     # Third-party chatter goes to the run's log, not the terminal.
     assert "WARNING:root" not in minilm_run["_stdout"] + minilm_run["_stderr"]
 
@@ -95,9 +116,16 @@ def test_text_direction_cnn_end_to_end(direction_run):
     v = variants(direction_run)
     # Upright vs upside-down printed lines is the task the classifier was trained for: 63-64 of 64 right here.
     assert v["ort-fp32"]["accuracy"]["top1"] >= 0.9
+    assert_decided_on_the_task_metric(direction_run, "top1")
 
 
 def test_text_recogniser_end_to_end(recogniser_run):
     assert_ok_or_skipped_with_reason(recogniser_run)
     assert_load_tested(recogniser_run)
     assert recogniser_run["model"]["inputs"][0]["shape"] == [1, 3, 48, 320]
+    v = variants(recogniser_run)
+    assert v["ort-fp32"]["accuracy"]["task"] == "fidelity"  # a [1, T, 6625] softmax is no classifier
+    # OpenVINO FP32 computes the same function: the per-step argmax agrees (100% measured here).
+    if v.get("ov-fp32", {}).get("status") == "ok":
+        assert v["ov-fp32"]["accuracy"]["metrics"]["argmax_agreement"] >= 0.99
+    assert_decided_on_the_task_metric(recogniser_run, "argmax_agreement")
