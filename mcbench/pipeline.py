@@ -177,8 +177,10 @@ def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[Va
 
 def workload_data(config: RunConfig) -> set[str]:
     """The data a run will have for passes, known before any work: calibration always (generated
-    inputs when no dataset is given), labelled validation data with the demo or a classification --dataset."""
-    labelled = config.model is None or (config.dataset is not None and config.task == "classification")
+    inputs when no dataset is given), labelled validation data with the demo or a labelled dataset that may be a
+    classification's (`--task classification`, or `auto`, which decides on the outputs)."""
+    has_labels = config.dataset is not None or config.labels_file is not None
+    labelled = config.model is None or (has_labels and config.task in ("classification", AUTO))
     return {"calibration", "validation"} if labelled else {"calibration"}
 
 
@@ -193,7 +195,7 @@ def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
 
 def workload_validation(workload: Workload, task: str):
     """Held-out feeds and class labels for passes that measure top-1 accuracy (accuracy-aware quantization)."""
-    if workload.labels is None or task != "classification":
+    if workload.labels is None or task not in ("classification", AUTO):
         return None
     return workload.eval_samples, workload.labels
 
