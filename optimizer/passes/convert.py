@@ -8,7 +8,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,11 +19,16 @@ from mcbench.optimizer.targets import Target, open_session, require
 
 EXPORT_TOLERANCE = 1e-3  # max |onnx - module|, relative to max(1, max |module output|)
 CHECK_SAMPLES = 4
+Exporter = Literal["auto", "dynamo", "torchscript"]
 
 
 @register("export.onnx")
-def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True) -> Artifact:
+def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True,
+                exporter: Exporter = "auto") -> Artifact:
     """Export with torch.export (the current exporter); fall back to TorchScript tracing, saying so.
+
+    `exporter=torchscript` asks for the TorchScript exporter outright: onnxruntime's transformer
+    fusions (fuse.transformer) match its graph of a BERT encoder, not the torch.export one.
 
     The batch axis is exported dynamic, so one file serves every batch size a profile asks for and
     the server can batch requests; a model that cannot export that way is exported at its fixed
@@ -42,12 +47,12 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     record: dict[str, Any] = {"pass": "export.onnx"}
     record["batch"] = "dynamic" if dynamic_batch else "static"
     try:
-        _export_either(torch, module, example, names, out, record, dynamic_batch)
+        _export_either(torch, module, example, names, out, record, dynamic_batch, exporter)
     except Exception as exc:
         if not dynamic_batch:
             raise
         record["batch"] = f"static (dynamic batch export failed: {type(exc).__name__}: {first_line(exc)})"
-        _export_either(torch, module, example, names, out, record, dynamic=False)
+        _export_either(torch, module, example, names, out, record, False, exporter)
     record["seconds"] = round(time.perf_counter() - start, 3)
     exported = Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
     record["max_abs_diff_vs_module"] = _check_export(torch, module, exported, batched=record["batch"] == "dynamic")
@@ -57,12 +62,18 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
 
 
 def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
-                   record: dict[str, Any], dynamic: bool) -> None:
+                   record: dict[str, Any], dynamic: bool, exporter: Exporter) -> None:
     record.pop("fallback_reason", None)  # a failed dynamic-batch attempt's reason is not this attempt's
+    if exporter == "torchscript":
+        _export(torch, module, example, names, out, dynamo=False, dynamic=dynamic)
+        record["exporter"] = "torchscript"
+        return
     try:
         _export(torch, module, example, names, out, dynamo=True, dynamic=dynamic)
         record["exporter"] = "torch.export (dynamo)"
     except Exception as exc:  # the new exporter fails on some models: the legacy one is the stated fallback
+        if exporter == "dynamo":
+            raise PassError(f"ONNX export with torch.export failed: {first_line(exc)}") from exc
         record["exporter"] = "torchscript (fallback)"
         record["fallback_reason"] = f"{type(exc).__name__}: {first_line(exc)}"
         try:
