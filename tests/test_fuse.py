@@ -50,6 +50,7 @@ def test_fuses_attention_skip_layer_norm_and_gelu_on_a_torchscript_export(tmp_pa
     assert record["fusions"]["Attention"] == 2  # one per layer
     assert record["fusions"]["SkipLayerNormalization"] == 4  # two per layer
     assert record["fusions"].get("BiasGelu", 0) + record["fusions"].get("FastGelu", 0) == 2
+    assert record["fusions"]["EmbedLayerNormalization"] == 1
     ops = _ops(fused.path)
     assert ops["Attention"] == 2 and ops["SkipLayerNormalization"] == 4
     assert record["nodes_after"] == sum(ops.values()) < record["nodes_before"]
@@ -83,3 +84,39 @@ def test_refuses_a_model_that_is_not_onnx(tmp_path):
     base = _artifact(tmp_path, "tests.test_prune:tiny_bert", BERT_SPECS)
     with pytest.raises(PassError, match="^fuse.transformer needs an ONNX model; put export.onnx before it"):
         apply_step(base, "fuse.transformer", PassContext(), tmp_path / "fused")
+
+
+def _weight_scales(path) -> dict[str, tuple[tuple[int, ...], int]]:
+    """For each integer-weight node: its weight scale's shape and the weight's output width."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type in ("QAttention", "MatMulInteger"):
+            weight = node.input[1]
+            scale = node.input[4] if node.op_type == "QAttention" else None
+            if scale is None:  # MatMulInteger: the weight's scale feeds the Mul after it, named after the weight
+                scale = weight.replace("_quantized", "_scale")
+            if weight in inits and scale in inits:
+                out[node.name] = (inits[scale].shape, inits[weight].shape[-1])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_dynamic_int8_of_a_fused_graph_has_one_weight_scale_a_channel(tmp_path, per_channel):
+    base = _artifact(tmp_path, "tests.test_fuse:tiny_hf_bert", BERT_SPECS)
+    ctx = PassContext()
+    fused = apply_step(apply_step(base, "export.onnx(exporter=torchscript)", ctx, tmp_path / "export"),
+                       "fuse.transformer", ctx, tmp_path / "fused")
+    quantized = apply_step(fused, f"quant.int8_dynamic(per_channel={str(per_channel).lower()})", ctx,
+                           tmp_path / "q")
+    assert quantized.passes[-1]["per_channel"] is per_channel
+    ops = _ops(quantized.path)
+    assert ops["QAttention"] == 2 and ops["MatMulInteger"] == 6  # QKV in QAttention; output projection and FFN
+    scales = _weight_scales(quantized.path)
+    assert len(scales) == 8
+    for shape, width in scales.values():
+        assert shape == ((width,) if per_channel else ())  # 192 for the QKV weight, 64 or 128 for the others

@@ -25,16 +25,20 @@ def _needs_onnx(artifact: Artifact, name: str) -> None:
 
 
 @register("quant.int8_dynamic")
-def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
-    """Weights INT8 ahead of time, activations quantized at run time (suits MatMul-heavy models)."""
+def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path, per_channel: bool = False,
+                 reduce_range: bool = False) -> Artifact:
+    """Weights INT8 ahead of time (one scale a tensor, or a channel), activations quantized at run time
+    (suits MatMul-heavy models). `reduce_range` keeps weights to 7 bits, for CPUs without VNNI."""
     _needs_onnx(artifact, "quant.int8_dynamic")
     q = require("onnxruntime.quantization")
     out_dir = Path(out_dir)
     out = out_dir / "model.int8_dynamic.onnx"
     start = time.perf_counter()
-    record: dict[str, Any] = {"pass": "quant.int8_dynamic", "weight_type": "QInt8"}
+    record: dict[str, Any] = {"pass": "quant.int8_dynamic", "weight_type": "QInt8", "per_channel": per_channel,
+                              "reduce_range": reduce_range}
     source = _preprocessed(artifact.path, out_dir / "model.preprocessed.onnx", record, ctx)
-    q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=False)
+    q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=per_channel,
+                       reduce_range=reduce_range)
     (out_dir / "model.preprocessed.onnx").unlink(missing_ok=True)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
