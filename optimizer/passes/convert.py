@@ -1,4 +1,4 @@
-"""Conversion passes: a PyTorch module to ONNX."""
+"""Conversion passes: a PyTorch module to ONNX, or straight to OpenVINO IR."""
 
 from __future__ import annotations
 
@@ -82,13 +82,50 @@ def _export_either(torch: Any, module: Any, example: tuple, names: list[str], ou
             raise PassError(f"ONNX export failed with both exporters: {exc2}") from exc2
 
 
-def _check_export(torch: Any, module: Any, exported: Artifact, batched: bool) -> float:
+@register("export.openvino")
+def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
+    """OpenVINO IR straight from the PyTorch module (`openvino.convert_model` with example inputs), no ONNX between.
+
+    OpenVINO's PyTorch frontend sees the module's own operations, so it can keep patterns an ONNX
+    export splits up; the IR is checked against the module like an ONNX export.
+    """
+    from mcbench.optimizer.intake_torch import load_torch_module
+
+    torch = require("torch")
+    ov = require("openvino")
+    module = load_torch_module(artifact)
+    example = tuple(torch.from_numpy(s.sample(np.random.default_rng(0))) for s in artifact.inputs)
+    out = Path(out_dir) / "model.xml"
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(module, example_input=example)
+        for port, spec in zip(model.inputs, artifact.inputs, strict=True):
+            port.get_tensor().set_names({spec.name})
+        for i, port in enumerate(model.outputs):  # the ONNX route's names, so a server answers the same
+            port.get_tensor().set_names({"output" if len(model.outputs) == 1 else f"output_{i}"})
+        ov.save_model(model, str(out))
+    except Exception as exc:
+        raise PassError(f"cannot export.openvino: openvino.convert_model failed: {first_line(exc)}") from exc
+    record: dict[str, Any] = {"pass": "export.openvino", "converter": "openvino.convert_model (PyTorch frontend)"}
+    exported = Artifact(out, "openvino", artifact.inputs, passes=artifact.passes + (record,))
+    record["max_abs_diff_vs_module"] = _check_export(torch, module, exported, batched=False,
+                                                     target=Target("openvino", options={"precision": "f32"}))
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    ctx.log(f"converted to OpenVINO IR from PyTorch in {record['seconds']:.1f} s, "
+            f"max |ir - module| = {record['max_abs_diff_vs_module']:.2e}")
+    return exported
+
+
+def _check_export(torch: Any, module: Any, exported: Artifact, batched: bool,
+                  target: Target | None = None) -> float:
     """Run the module and the ONNX file on the same generated inputs; refuse an export that disagrees.
 
     A dynamic-batch export is also checked on a batch of three, so a graph that baked in batch 1
     is caught here rather than at serving time.
     """
-    session = open_session(exported, Target("onnxruntime"))
+    session = open_session(exported, target or Target("onnxruntime"))
     rng = np.random.default_rng(1)
     worst, scale = 0.0, 1.0
     for i in range(CHECK_SAMPLES):
