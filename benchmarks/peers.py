@@ -6,7 +6,7 @@ or fails is a row with its error. Every variant, mcbench's and the peers', then 
 on the same onnxruntime (or OpenVINO) with the same threads and inputs, round by round (A B C ...,
 then again), because this shared machine's speed drifts: only ratios within one run are compared.
 
-    python benchmarks/peers.py [--model minilm|ppocr-cls|both] [--rounds 7] [--threads 1] [--no-peers]
+    python benchmarks/peers.py [--model minilm|ppocr-cls|both] [--rounds 7] [--threads 1] [--peers optimum,olive]
 
 minilm: the sentence encoder all-MiniLM-L6-v2 (Hugging Face folder --minilm), sequence 128, its
 mean-pooled normalised embedding; quality: mean cosine to the PyTorch module's embedding on real
@@ -38,7 +38,8 @@ from mcbench.optimizer.targets import Target, open_session  # noqa: E402
 SEQUENCE = 128
 CONSTRAINTS = "torch==2.13.0\n"
 PEERS = {
-    "optimum": ["torch==2.13.0", "optimum==2.1.0", "optimum-onnx[onnxruntime]==0.1.0", "transformers<4.58"],
+    "optimum": ["torch==2.13.0", "optimum==2.1.0", "optimum-onnx[onnxruntime]==0.1.0", "transformers<4.58",
+                "datasets"],  # datasets: ORTQuantizer's calibration for static INT8
     "olive": ["torch==2.13.0", "olive-ai==0.13.0", "requests", "transformers<4.58", "onnxruntime", "onnx"],
 }
 SENTENCES = [
@@ -168,21 +169,27 @@ OPTIMUM_MINILM = r'''
 import sys, subprocess
 from pathlib import Path
 model, out = sys.argv[1], Path(sys.argv[2])
-subprocess.run(["optimum-cli", "export", "onnx", "--model", model, "--task", "feature-extraction",
-                str(out / "export")], check=True, capture_output=True)
+cli = str(Path(sys.executable).parent / "optimum-cli")
+subprocess.run([cli, "export", "onnx", "--model", model, "--task", "feature-extraction", str(out / "export")],
+               check=True, capture_output=True)
 from optimum.onnxruntime import ORTOptimizer, ORTQuantizer, ORTModelForFeatureExtraction
 from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 import onnx
 for level in ("O2", "O3"):
     opt = ORTOptimizer.from_pretrained(ORTModelForFeatureExtraction.from_pretrained(out / "export"))
     opt.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=out / level)
+import optimum.onnxruntime.quantization as oq
+
+
+class FloatDefault(oq.ONNXQuantizer):  # the fused graph's contrib ops defeat type inference: say FLOAT, as documented
+    def __init__(self, *args, **kwargs):
+        kwargs["extra_options"] = {**kwargs.get("extra_options", {}), "DefaultTensorType": onnx.TensorProto.FLOAT}
+        super().__init__(*args, **kwargs)
+
+
+oq.ONNXQuantizer = FloatDefault
 q = ORTQuantizer.from_pretrained(out / "O2", file_name="model_optimized.onnx")
-cfg = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
-cfg.extra_options = {**(getattr(cfg, "extra_options", None) or {}), "DefaultTensorType": onnx.TensorProto.FLOAT}
-try:
-    q.quantize(save_dir=out / "O2-int8", quantization_config=cfg)
-except TypeError:
-    q.quantize(save_dir=out / "O2-int8", quantization_config=cfg, extra_options={"DefaultTensorType": 1})
+q.quantize(save_dir=out / "O2-int8", quantization_config=AutoQuantizationConfig.avx2(is_static=False, per_channel=True))
 '''
 
 
@@ -379,6 +386,8 @@ def bench_minilm(args, work: Path) -> str:
     variants = minilm_mcbench(work, folder, feeds)
     if not args.no_peers:
         for peer, build in (("optimum", optimum_minilm), ("olive", olive_minilm)):
+            if peer not in args.peers:
+                continue
             python, why = peer_python(Path(args.cache_dir), peer)
             variants += build(python, folder, work) if python else [Variant(f"{peer}", peer, None, error=why)]
     import torch
@@ -403,7 +412,7 @@ def bench_ppocr(args, work: Path) -> str:
     model = Path(args.ppocr)
     feeds = generated_inputs((InputSpec("x", (1, 3, 48, 192)),), 64, seed=3)
     variants, base = ppocr_mcbench(work, model, feeds[:32])
-    if not args.no_peers:
+    if not args.no_peers and "optimum" in args.peers:
         python, why = peer_python(Path(args.cache_dir), "optimum")
         variants += optimum_cnn(python, base.path, work) if python else [Variant("optimum", "optimum", None, error=why)]
     opened = sessions(variants, base.inputs, args.threads)
@@ -428,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", action="store_true", help="mcbench's variants only")
+    parser.add_argument("--peers", type=lambda s: tuple(s.split(",")), default=tuple(PEERS),
+                        help="the peers to build, comma-separated (default: optimum,olive)")
     args = parser.parse_args(argv)
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()}", flush=True)
