@@ -39,7 +39,7 @@ SEQUENCE = 128
 CONSTRAINTS = "torch==2.13.0\n"
 PEERS = {
     "optimum": ["torch==2.13.0", "optimum==2.1.0", "optimum-onnx[onnxruntime]==0.1.0", "transformers<4.58",
-                "datasets"],  # datasets: ORTQuantizer's calibration for static INT8
+                "datasets", "huggingface-hub<1.0"],  # datasets: ORTQuantizer calibrates from one; hub: for transformers
     "olive": ["torch==2.13.0", "olive-ai==0.13.0", "requests", "transformers<4.58", "onnxruntime", "onnx"],
 }
 SENTENCES = [
