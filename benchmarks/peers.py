@@ -227,7 +227,7 @@ def olive_minilm(python: Path, folder: Path, work: Path) -> list[Variant]:
     path = work / "olive.json"
     path.write_text(json.dumps(config))
     proc = subprocess.run([str(python), "-m", "olive", "run", "--config", str(path)], capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=1800, cwd=work)  # Olive writes its .olive-cache into the working directory
     models = sorted(out.rglob("*.onnx"))
     if not models:
         return [Variant("olive-int8-dynamic", "olive", None,
