@@ -28,13 +28,16 @@ from mcbench.config import ConfigError, RunConfig
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest, validation_digest
 from mcbench.optimizer.hardware import cpu_info, split_cores, usable_cores
+from mcbench.optimizer.model_kind import ModelKind, detect_kind
 from mcbench.optimizer.passes import PassContext, PassError, apply_passes, check_needs
 from mcbench.optimizer.profiles import Profile, ProfileError, find_profile
 from mcbench.optimizer.recipe_syntax import parse_recipe
 from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
+    all_kind_variants,
     default_variants,
+    kind_variants,
     parse_named_recipe,
     profile_recipe_variants,
     profile_variants,
@@ -271,10 +274,13 @@ class Pipeline:
         check_data_needs(specs, workload_data(self.config))
         self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
+        model_info = dict(workload.info)
+        if self.uses_default_matrix():
+            specs, model_info["kind"] = self.kind_matrix(workload)
         run = RunResult(
             run_id=paths.root.name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            model=workload.info,
+            model=model_info,
             config=self.config.to_dict(),
             environment=environment(),
             variants=[],
@@ -379,11 +385,31 @@ class Pipeline:
                 f"({len(run.variants) - 1} variant(s))"
             ) from None
 
+    def uses_default_matrix(self) -> bool:
+        return not self.config.profiles and not self.config.recipes
+
+    def kind_matrix(self, workload: Workload) -> tuple[list[VariantSpec], dict[str, str]]:
+        """The default matrix for the model's kind, said in the terminal with why each variant is in it."""
+        try:
+            kind = detect_kind(workload.base)
+        except Exception as exc:  # an unreadable graph still gets the 0.1 matrix, with the reason recorded
+            kind = ModelKind("other", f"not inspected: {type(exc).__name__}: {first_line_of(str(exc))}")
+        specs = select_variants(kind_variants(kind.kind, self.config.from_torch, workload.train is not None),
+                                self.config.variants)
+        self.say(f"model kind: {kind.kind} ({kind.reason})")
+        for spec in specs:
+            self.say(f"  {spec.name}: {spec.why}")
+        return specs, kind.to_dict()
+
     def variant_matrix(self) -> list[VariantSpec]:
-        """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile."""
+        """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile.
+
+        Before the model is loaded its kind is unknown: the default matrix is then every variant some
+        kind's matrix has (run() narrows it to the model's kind once loaded).
+        """
         from_torch = self.config.from_torch
-        if not self.config.profiles and not self.config.recipes:
-            return default_variants(from_torch)
+        if self.uses_default_matrix():
+            return all_kind_variants(from_torch)
         specs = [s for s in default_variants(from_torch) if s.baseline]
         specs += self.recipe_matrix()
         if not self.config.profiles:
@@ -418,7 +444,7 @@ class Pipeline:
         self, spec: VariantSpec, workload: Workload, paths: RunPaths, baseline_outputs
     ) -> tuple[VariantResult, object]:
         result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="failed",
-                               profile=spec.profile)
+                               profile=spec.profile, settings={"why": spec.why} if spec.why else {})
         try:
             artifact = self.build(spec, workload, paths)
             if artifact.path not in self._manifests:
@@ -426,7 +452,7 @@ class Pipeline:
             result.artifact = dict(self._manifests[artifact.path])
             result.passes = [dict(r) for r in artifact.passes]
             target = spec.target if spec.target.threads else spec.target.with_threads(len(usable_cores()))
-            result.settings = {"in_process": target.to_dict(), "batch_size": spec.batch_size}
+            result.settings.update({"in_process": target.to_dict(), "batch_size": spec.batch_size})
             reason = spec.skip or skip_reason(target) or batch_skip_reason(artifact, spec.batch_size)
             if reason:
                 result.status, result.error = "skipped", reason

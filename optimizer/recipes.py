@@ -9,8 +9,9 @@ from mcbench.optimizer.profiles import Profile, RuntimeTarget
 from mcbench.optimizer.recipe_syntax import RecipeError, Step, parse_recipe
 from mcbench.optimizer.targets import Target
 
-__all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "default_variants", "parse_named_recipe",
-           "parse_recipe", "profile_recipe_variants", "profile_variants", "recipe_variants"]
+__all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "all_kind_variants", "default_variants",
+           "kind_variants", "parse_named_recipe", "parse_recipe", "profile_recipe_variants", "profile_variants",
+           "recipe_variants"]
 
 # Dynamic INT8 with one weight scale a channel: on a real sentence encoder (all-MiniLM-L6-v2) per-tensor scales
 # kept a cosine of 0.966 to FP32, per-channel 0.993, at the same speed (README: Recipes and passes).
@@ -27,6 +28,7 @@ class VariantSpec:
     profile: str | None = None
     skip: str | None = None  # why the profile's hardware is not this machine; compiled, not measured
     batch_size: int = 1  # inputs per inference in the in-process measurement
+    why: str = ""  # why the default matrix has this variant, shown in the terminal and results.json
 
 
 def with_batch_sizes(specs: list[VariantSpec], batch_sizes: tuple[int, ...]) -> list[VariantSpec]:
@@ -34,6 +36,10 @@ def with_batch_sizes(specs: list[VariantSpec], batch_sizes: tuple[int, ...]) -> 
     from dataclasses import replace
 
     return [replace(s, name=s.name if b == 1 else f"{s.name}-b{b}", batch_size=b) for s in specs for b in batch_sizes]
+
+
+OV_CPU = Target("openvino", options={"hint": "LATENCY", "precision": "f32"})
+FUSED_INT8 = ("fuse.transformer", "quant.int8_dynamic(per_channel=true)")
 
 
 def default_variants(from_torch: bool) -> list[VariantSpec]:
@@ -44,14 +50,55 @@ def default_variants(from_torch: bool) -> list[VariantSpec]:
     """
     variants = []
     if from_torch:
-        variants.append(VariantSpec("torch-fp32", (), Target("torch"), baseline=True))
+        variants.append(VariantSpec("torch-fp32", (), Target("torch"), baseline=True,
+                                    why="the model as given, in PyTorch eager mode: the baseline"))
     variants += [
-        VariantSpec("ort-fp32", ("export.onnx",), Target("onnxruntime"), baseline=not from_torch),
-        VariantSpec("ort-int8-dynamic", ("export.onnx", DYNAMIC_INT8), Target("onnxruntime")),
-        VariantSpec("ort-int8-static", ("export.onnx", "quant.int8_static"), Target("onnxruntime")),
-        VariantSpec("ov-fp32", ("export.onnx",), Target("openvino", options={"hint": "LATENCY", "precision": "f32"})),
+        VariantSpec("ort-fp32", ("export.onnx",), Target("onnxruntime"), baseline=not from_torch,
+                    why="onnxruntime FP32" + ("" if from_torch else ": the baseline")),
+        VariantSpec("ort-int8-dynamic", ("export.onnx", DYNAMIC_INT8), Target("onnxruntime"),
+                    why="INT8 weights (one scale a channel), activations quantized at run time: no calibration"),
+        VariantSpec("ort-int8-static", ("export.onnx", "quant.int8_static"), Target("onnxruntime"),
+                    why="static INT8 (QDQ) calibrated on the run's data"),
+        VariantSpec("ov-fp32", ("export.onnx",), OV_CPU, why="OpenVINO FP32 on the CPU"),
     ]
     return variants
+
+
+def kind_variants(kind: str, from_torch: bool, can_train: bool) -> list[VariantSpec]:
+    """The default matrix for a model kind (optimizer.model_kind): the 0.1 matrix plus what pays off on that kind.
+
+    Transformer: onnxruntime's fusions then per-channel dynamic INT8 (one scale a channel keeps an
+    encoder's embedding at cosine 0.99 where one a tensor does not), and NNCF INT8, which picks its
+    transformer model type on attention graphs. CNN: NNCF INT8, and structured pruning then static
+    INT8 when the run has training data to fine-tune on.
+    """
+    specs = default_variants(from_torch)
+    if kind == "transformer":
+        export = ("export.onnx(exporter=torchscript)",) if from_torch else ()
+        specs.append(VariantSpec("ort-fused-int8-dynamic", export + FUSED_INT8, Target("onnxruntime"),
+                                 why="transformer: attention, skip layer norm and GELU fused, then dynamic INT8 "
+                                     "with one weight scale a channel"))
+        specs.append(VariantSpec("ov-int8", ("export.onnx", "nncf.int8"), OV_CPU,
+                                 why="transformer: NNCF INT8 with its transformer model type, on OpenVINO"))
+    elif kind == "cnn":
+        specs.append(VariantSpec("ov-int8", ("export.onnx", "nncf.int8"), OV_CPU,
+                                 why="CNN: NNCF INT8 on OpenVINO"))
+        if from_torch and can_train:
+            specs.append(VariantSpec("ort-pruned-int8-static", ("prune.structured", "export.onnx", "quant.int8_static"),
+                                     Target("onnxruntime"),
+                                     why="CNN with training data: 30% of channels pruned and fine-tuned, then "
+                                         "static INT8"))
+    return specs
+
+
+def all_kind_variants(from_torch: bool) -> list[VariantSpec]:
+    """Every variant some kind's default matrix may have: what --variant names are checked against before
+    the model is loaded and its kind known."""
+    specs = {s.name: s for kind in KIND_ORDER for s in kind_variants(kind, from_torch, can_train=True)}
+    return list(specs.values())
+
+
+KIND_ORDER = ("transformer", "cnn", "other")
 
 
 def profile_variants(profile: Profile, from_torch: bool, skip: str | None = None) -> list[VariantSpec]:

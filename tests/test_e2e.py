@@ -8,7 +8,9 @@ import pytest
 
 from mcbench.bench.load import UNSENT_KINDS
 
-VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32"}
+# the demo is a CNN with training data: its kind adds NNCF INT8 and pruning + static INT8
+VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32", "ov-int8",
+            "ort-pruned-int8-static"}
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ class PassInfo:
 
 PASSES: dict[str, PassInfo] = {
     "export.onnx": PassInfo("mcbench.optimizer.passes.convert", ("torch", "pt2"), "onnx"),
+    "export.openvino": PassInfo("mcbench.optimizer.passes.convert", ("torch", "pt2"), "openvino"),
+    "fuse.transformer": PassInfo("mcbench.optimizer.passes.fuse", ("onnx",)),
     "quant.int8_dynamic": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",)),
     "quant.int8_static": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",), needs=("calibration",)),
     "quant.int8_accuracy_aware": PassInfo("mcbench.optimizer.passes.quantize", ("onnx",),

@@ -1,4 +1,4 @@
-"""Conversion passes: a PyTorch module to ONNX."""
+"""Conversion passes: a PyTorch module to ONNX, or straight to OpenVINO IR."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,11 +19,16 @@ from mcbench.optimizer.targets import Target, open_session, require
 
 EXPORT_TOLERANCE = 1e-3  # max |onnx - module|, relative to max(1, max |module output|)
 CHECK_SAMPLES = 4
+Exporter = Literal["auto", "dynamo", "torchscript"]
 
 
 @register("export.onnx")
-def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True) -> Artifact:
+def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True,
+                exporter: Exporter = "auto") -> Artifact:
     """Export with torch.export (the current exporter); fall back to TorchScript tracing, saying so.
+
+    `exporter=torchscript` asks for the TorchScript exporter outright: onnxruntime's transformer
+    fusions (fuse.transformer) match its graph of a BERT encoder, not the torch.export one.
 
     The batch axis is exported dynamic, so one file serves every batch size a profile asks for and
     the server can batch requests; a model that cannot export that way is exported at its fixed
@@ -42,12 +47,12 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     record: dict[str, Any] = {"pass": "export.onnx"}
     record["batch"] = "dynamic" if dynamic_batch else "static"
     try:
-        _export_either(torch, module, example, names, out, record, dynamic_batch)
+        _export_either(torch, module, example, names, out, record, dynamic_batch, exporter)
     except Exception as exc:
         if not dynamic_batch:
             raise
         record["batch"] = f"static (dynamic batch export failed: {type(exc).__name__}: {first_line(exc)})"
-        _export_either(torch, module, example, names, out, record, dynamic=False)
+        _export_either(torch, module, example, names, out, record, False, exporter)
     record["seconds"] = round(time.perf_counter() - start, 3)
     exported = Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
     record["max_abs_diff_vs_module"] = _check_export(torch, module, exported, batched=record["batch"] == "dynamic")
@@ -57,12 +62,18 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
 
 
 def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
-                   record: dict[str, Any], dynamic: bool) -> None:
+                   record: dict[str, Any], dynamic: bool, exporter: Exporter) -> None:
     record.pop("fallback_reason", None)  # a failed dynamic-batch attempt's reason is not this attempt's
+    if exporter == "torchscript":
+        _export(torch, module, example, names, out, dynamo=False, dynamic=dynamic)
+        record["exporter"] = "torchscript"
+        return
     try:
         _export(torch, module, example, names, out, dynamo=True, dynamic=dynamic)
         record["exporter"] = "torch.export (dynamo)"
     except Exception as exc:  # the new exporter fails on some models: the legacy one is the stated fallback
+        if exporter == "dynamo":
+            raise PassError(f"ONNX export with torch.export failed: {first_line(exc)}") from exc
         record["exporter"] = "torchscript (fallback)"
         record["fallback_reason"] = f"{type(exc).__name__}: {first_line(exc)}"
         try:
@@ -71,13 +82,50 @@ def _export_either(torch: Any, module: Any, example: tuple, names: list[str], ou
             raise PassError(f"ONNX export failed with both exporters: {exc2}") from exc2
 
 
-def _check_export(torch: Any, module: Any, exported: Artifact, batched: bool) -> float:
+@register("export.openvino")
+def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
+    """OpenVINO IR straight from the PyTorch module (`openvino.convert_model` with example inputs), no ONNX between.
+
+    OpenVINO's PyTorch frontend sees the module's own operations, so it can keep patterns an ONNX
+    export splits up; the IR is checked against the module like an ONNX export.
+    """
+    from mcbench.optimizer.intake_torch import load_torch_module
+
+    torch = require("torch")
+    ov = require("openvino")
+    module = load_torch_module(artifact)
+    example = tuple(torch.from_numpy(s.sample(np.random.default_rng(0))) for s in artifact.inputs)
+    out = Path(out_dir) / "model.xml"
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(module, example_input=example)
+        for port, spec in zip(model.inputs, artifact.inputs, strict=True):
+            port.get_tensor().set_names({spec.name})
+        for i, port in enumerate(model.outputs):  # the ONNX route's names, so a server answers the same
+            port.get_tensor().set_names({"output" if len(model.outputs) == 1 else f"output_{i}"})
+        ov.save_model(model, str(out))
+    except Exception as exc:
+        raise PassError(f"cannot export.openvino: openvino.convert_model failed: {first_line(exc)}") from exc
+    record: dict[str, Any] = {"pass": "export.openvino", "converter": "openvino.convert_model (PyTorch frontend)"}
+    exported = Artifact(out, "openvino", artifact.inputs, passes=artifact.passes + (record,))
+    record["max_abs_diff_vs_module"] = _check_export(torch, module, exported, batched=False,
+                                                     target=Target("openvino", options={"precision": "f32"}))
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    ctx.log(f"converted to OpenVINO IR from PyTorch in {record['seconds']:.1f} s, "
+            f"max |ir - module| = {record['max_abs_diff_vs_module']:.2e}")
+    return exported
+
+
+def _check_export(torch: Any, module: Any, exported: Artifact, batched: bool,
+                  target: Target | None = None) -> float:
     """Run the module and the ONNX file on the same generated inputs; refuse an export that disagrees.
 
     A dynamic-batch export is also checked on a batch of three, so a graph that baked in batch 1
     is caught here rather than at serving time.
     """
-    session = open_session(exported, Target("onnxruntime"))
+    session = open_session(exported, target or Target("onnxruntime"))
     rng = np.random.default_rng(1)
     worst, scale = 0.0, 1.0
     for i in range(CHECK_SAMPLES):

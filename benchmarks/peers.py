@@ -1,0 +1,475 @@
+"""mcbench's variants against the peers' (Hugging Face Optimum, Microsoft Olive), timed interleaved.
+
+Each peer is installed in its own virtual environment under --cache-dir, torch pinned through a
+constraints file, and builds its variants there in a child process; a peer that cannot be installed
+or fails is a row with its error. Every variant, mcbench's and the peers', then runs in this process
+on the same onnxruntime (or OpenVINO) with the same threads and inputs, round by round (A B C ...,
+then again), because this shared machine's speed drifts: only ratios within one run are compared.
+
+    python benchmarks/peers.py [--model minilm|ppocr-cls|both] [--rounds 7] [--threads 1] [--peers optimum,olive]
+
+minilm: the sentence encoder all-MiniLM-L6-v2 (Hugging Face folder --minilm), sequence 128, its
+mean-pooled normalised embedding; quality: mean cosine to the PyTorch module's embedding on real
+sentences. ppocr-cls: PaddleOCR's text-direction classifier (--ppocr), x 1x3x48x192; quality: top-1
+agreement with its FP32 graph (generated inputs: no labelled text-line images ship with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
+from mcbench.optimizer.passes import PassContext, apply_passes  # noqa: E402
+from mcbench.optimizer.targets import Target, open_session  # noqa: E402
+
+SEQUENCE = 128
+CONSTRAINTS = "torch==2.13.0\n"
+PEERS = {
+    "optimum": ["torch==2.13.0", "optimum==2.1.0", "optimum-onnx[onnxruntime]==0.1.0", "transformers<4.58",
+                "datasets", "huggingface-hub<1.0"],  # datasets: ORTQuantizer calibrates from one; hub: for transformers
+    "olive": ["torch==2.13.0", "olive-ai==0.13.0", "requests", "transformers<4.58", "onnxruntime", "onnx"],
+}
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A model compiler turns a trained network into faster variants.",
+    "Quantization stores weights in eight bits instead of thirty-two.",
+    "The train to the airport leaves every twenty minutes on weekdays.",
+    "She reviewed the quarterly report before the board meeting.",
+    "Heavy rain is expected across the northern region tomorrow.",
+    "Sentence embeddings map text to vectors whose angles mean similarity.",
+    "He forgot his umbrella and arrived at the office soaked.",
+    "The recipe calls for two cups of flour and a pinch of salt.",
+    "Latency percentiles matter more than averages for interactive services.",
+    "Our team shipped the new search feature after three weeks of testing.",
+    "The museum opens a new exhibition of early photography in May.",
+]
+
+
+@dataclass
+class Variant:
+    name: str
+    source: str  # "mcbench" or a peer's name
+    path: Path | None
+    runtime: str = "onnxruntime"
+    error: str | None = None
+    how: str = ""
+    samples: list[float] = field(default_factory=list)
+    quality: float | None = None
+
+
+# --- the transformer: mcbench's variants from the PyTorch module -------------------------------------------------
+
+def minilm_pooled():
+    """all-MiniLM-L6-v2 with its mean pooling and normalisation inside: what a sentence-transformers user runs."""
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(os.environ["MCBENCH_MINILM"]).eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    return Pooled().eval()
+
+
+def minilm_feeds(folder: Path) -> list[dict[str, np.ndarray]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    out = []
+    for text in SENTENCES:
+        enc = tok(text, padding="max_length", max_length=SEQUENCE, truncation=True, return_tensors="np")
+        out.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
+    return out
+
+
+MINILM_RECIPES = {
+    "ort-fp32": ("export.onnx",),
+    "ort-fp32-torchscript": ("export.onnx(exporter=torchscript)",),
+    "ort-fused-fp32": ("export.onnx(exporter=torchscript)", "fuse.transformer"),
+    "ort-int8-dynamic-per-tensor": ("export.onnx", "quant.int8_dynamic"),
+    "ort-int8-dynamic": ("export.onnx", "quant.int8_dynamic(per_channel=true)"),
+    "ort-fused-int8-dynamic": ("export.onnx(exporter=torchscript)", "fuse.transformer",
+                               "quant.int8_dynamic(per_channel=true)"),
+    "ort-fused-int8-dynamic-rr": ("export.onnx(exporter=torchscript)", "fuse.transformer",
+                                  "quant.int8_dynamic(per_channel=true, reduce_range=true)"),
+    "ov-fp32-direct": ("export.openvino",),
+    "ov-int8": ("export.onnx", "nncf.int8"),
+}
+
+
+def minilm_mcbench(work: Path, folder: Path, feeds: list[dict[str, np.ndarray]]) -> list[Variant]:
+    import torch
+
+    os.environ["MCBENCH_MINILM"] = str(folder)
+    specs = (InputSpec("input_ids", (1, SEQUENCE), "int64", 1000, 20000),
+             InputSpec("attention_mask", (1, SEQUENCE), "int64", 1, 2))
+    weights = work / "minilm.pt"
+    torch.save(minilm_pooled().state_dict(), weights)
+    base = Artifact(weights, "torch", specs, factory="benchmarks.peers:minilm_pooled")
+    calibration = [{k: f[k] for k in ("input_ids", "attention_mask")} for f in feeds]
+    return [_build(name, recipe, base, calibration, work) for name, recipe in MINILM_RECIPES.items()]
+
+
+def _build(name: str, recipe: tuple[str, ...], base: Artifact, calibration, work: Path) -> Variant:
+    ctx = PassContext(calibration=calibration, calibration_source="real sentences")
+    try:
+        art = apply_passes(base, recipe, ctx, work / name)
+    except Exception as exc:
+        return Variant(name, "mcbench", None, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    fusions = next((p["fusions"] for p in art.passes if p.get("pass") == "fuse.transformer"), None)
+    how = " + ".join(recipe) + (f" [{', '.join(f'{k} x{v}' for k, v in fusions.items())}]" if fusions else "")
+    return Variant(name, "mcbench", art.path, "openvino" if art.format == "openvino" else "onnxruntime", how=how)
+
+
+# --- the peers, each in its own virtual environment ---------------------------------------------------------------
+
+def peer_python(cache: Path, peer: str) -> tuple[Path | None, str | None]:
+    """The peer's venv python, installing it on first use; (None, why) when it cannot be installed."""
+    venv = cache / peer
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if marker.exists():
+        return python, None
+    constraints = cache / "constraints.txt"
+    constraints.write_text(CONSTRAINTS)
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), *PEERS[peer]]]
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+            return None, f"install failed: {(lines or [f'exit {proc.returncode}'])[-1][:200]}"
+    marker.write_text(" ".join(PEERS[peer]))
+    return python, None
+
+
+OPTIMUM_MINILM = r'''
+import sys, subprocess
+from pathlib import Path
+model, out = sys.argv[1], Path(sys.argv[2])
+cli = str(Path(sys.executable).parent / "optimum-cli")
+subprocess.run([cli, "export", "onnx", "--model", model, "--task", "feature-extraction", str(out / "export")],
+               check=True, capture_output=True)
+from optimum.onnxruntime import ORTOptimizer, ORTQuantizer, ORTModelForFeatureExtraction
+from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+import onnx
+for level in ("O2", "O3"):
+    opt = ORTOptimizer.from_pretrained(ORTModelForFeatureExtraction.from_pretrained(out / "export"))
+    opt.optimize(getattr(AutoOptimizationConfig, level)(), save_dir=out / level)
+import optimum.onnxruntime.quantization as oq
+
+
+class FloatDefault(oq.ONNXQuantizer):  # the fused graph's contrib ops defeat type inference: say FLOAT, as documented
+    def __init__(self, *args, **kwargs):
+        kwargs["extra_options"] = {**kwargs.get("extra_options", {}), "DefaultTensorType": onnx.TensorProto.FLOAT}
+        super().__init__(*args, **kwargs)
+
+
+oq.ONNXQuantizer = FloatDefault
+q = ORTQuantizer.from_pretrained(out / "O2", file_name="model_optimized.onnx")
+q.quantize(save_dir=out / "O2-int8", quantization_config=AutoQuantizationConfig.avx2(is_static=False, per_channel=True))
+'''
+
+
+def optimum_minilm(python: Path, folder: Path, work: Path) -> list[Variant]:
+    out = work / "optimum"
+    script = work / "optimum_build.py"
+    script.write_text(OPTIMUM_MINILM)
+    proc = subprocess.run([str(python), str(script), str(folder), str(out)], capture_output=True, text=True,
+                          timeout=1800)
+    files = {"optimum-fp32": (out / "export" / "model.onnx", "optimum-cli export onnx --task feature-extraction"),
+             "optimum-O3-fp32": (out / "O3" / "model_optimized.onnx", "ORTOptimizer -O3"),
+             "optimum-O2-int8-dynamic": (next(iter(sorted((out / "O2-int8").glob("*.onnx"))), out / "none"),
+                                         "ORTOptimizer -O2 + ORTQuantizer avx2 dynamic per-channel")}
+    error = None if proc.returncode == 0 else _last_error(proc.stderr)
+    return [Variant(name, "optimum", path if path.exists() else None, how=how,
+                    error=None if path.exists() else (error or "not produced")) for name, (path, how) in files.items()]
+
+
+def _last_error(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("WARNING", "  "))]
+    return (lines or ["failed"])[-1][:240]
+
+
+def olive_minilm(python: Path, folder: Path, work: Path) -> list[Variant]:
+    out = work / "olive"
+    config = {
+        "input_model": {"type": "HfModel", "model_path": str(folder), "task": "feature-extraction"},
+        "systems": {"local": {"type": "LocalSystem", "accelerators": [
+            {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
+        "passes": {"conversion": {"type": "OnnxConversion", "target_opset": 17, "use_dynamo_exporter": False},
+                   "fusion": {"type": "OrtTransformersOptimization", "model_type": "bert"},
+                   "quantization": {"type": "OnnxDynamicQuantization", "per_channel": True}},
+        "host": "local", "target": "local", "output_dir": str(out), "log_severity_level": 3,
+    }
+    path = work / "olive.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run([str(python), "-m", "olive", "run", "--config", str(path)], capture_output=True, text=True,
+                          timeout=1800, cwd=work)  # Olive writes its .olive-cache into the working directory
+    models = sorted(out.rglob("*.onnx"))
+    if not models:
+        return [Variant("olive-int8-dynamic", "olive", None,
+                        error=_last_error(proc.stderr + proc.stdout) if proc.returncode else "no output model")]
+    return [Variant("olive-int8-dynamic", "olive", models[-1],
+                    how="olive run: TorchScript export + OrtTransformersOptimization + dynamic INT8 per-channel")]
+
+
+# --- the CNN -------------------------------------------------------------------------------------------------------
+
+PPOCR_RECIPES = {
+    "ort-int8-static": ("quant.int8_static",),
+    "ort-int8-static-per-tensor": ("quant.int8_static(per_channel=false)",),
+    "ort-int8-dynamic": ("quant.int8_dynamic",),
+    "ov-fp32": (),
+    "ov-int8": ("nncf.int8",),
+}
+
+
+def ppocr_folded(model: Path, work: Path) -> Path:
+    """The classifier with its Constant-node weights moved to initializers, so quantizers see them as weights.
+
+    The graph is opset 11, where DequantizeLinear has no axis: it is converted to opset 13 so per-channel
+    static INT8 (mcbench's and Optimum's) makes a valid graph. (onnxruntime's basic optimisation would
+    fold the constants too, but writes Conv+Add fusions.)
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model))
+    kept = []
+    for node in graph.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            graph.graph.initializer.append(numpy_helper.from_array(
+                numpy_helper.to_array(node.attribute[0].t), node.output[0]))
+        else:
+            kept.append(node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
+    if graph.opset_import[0].version < 13:
+        from onnx import version_converter
+
+        graph = version_converter.convert_version(graph, 13)
+    out = work / "ppocr_folded.onnx"
+    onnx.save(graph, str(out))
+    return out
+
+
+def ppocr_mcbench(work: Path, model: Path, calibration) -> tuple[list[Variant], Artifact]:
+    base = Artifact(ppocr_folded(model, work), "onnx", (InputSpec("x", (1, 3, 48, 192)),))
+    variants = [Variant("ort-fp32", "mcbench", base.path, how="the graph, Constant weights as initializers")]
+    for name, recipe in PPOCR_RECIPES.items():
+        if not recipe:
+            variants.append(Variant(name, "mcbench", base.path, "openvino", how="OpenVINO reads the ONNX graph"))
+            continue
+        variants.append(_build(name, recipe, base, calibration, work))
+    return variants, base
+
+
+OPTIMUM_CNN = r'''
+import sys
+from pathlib import Path
+import numpy as np
+from optimum.onnxruntime import ORTQuantizer
+from optimum.onnxruntime.configuration import AutoQuantizationConfig, AutoCalibrationConfig
+from datasets import Dataset
+model, out = Path(sys.argv[1]), Path(sys.argv[2])
+q = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
+cfg = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
+q.quantize(save_dir=out / "dynamic", quantization_config=cfg)
+rng = np.random.default_rng(0)
+data = Dataset.from_dict({"x": [rng.standard_normal((3, 48, 192)).astype(np.float32) for _ in range(32)]})
+cfg = AutoQuantizationConfig.avx2(is_static=True, per_channel=True)
+ranges = q.fit(dataset=data, calibration_config=AutoCalibrationConfig.minmax(data))
+q.quantize(save_dir=out / "static", quantization_config=cfg, calibration_tensors_range=ranges)
+'''
+
+
+def optimum_cnn(python: Path, model: Path, work: Path) -> list[Variant]:
+    out = work / "optimum_cnn"
+    script = work / "optimum_cnn.py"
+    script.write_text(OPTIMUM_CNN)
+    proc = subprocess.run([str(python), str(script), str(model), str(out)], capture_output=True, text=True,
+                          timeout=1800)
+    error = None if proc.returncode == 0 else _last_error(proc.stderr)
+    rows = []
+    for kind in ("dynamic", "static"):
+        found = sorted((out / kind).glob("*.onnx")) if (out / kind).exists() else []
+        rows.append(Variant(f"optimum-int8-{kind}", "optimum", found[0] if found else None,
+                            how=f"ORTQuantizer avx2 {kind} per-channel", error=None if found else (error or "none")))
+    return rows
+
+
+# --- timing and quality ----------------------------------------------------------------------------------------------
+
+def pooled(output: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A (1, dim) embedding as is; a (1, seq, dim) hidden state mean-pooled over the mask and normalised."""
+    if output.ndim == 3:
+        m = mask[..., None].astype(np.float32)
+        output = (output * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return output / np.linalg.norm(output, axis=-1, keepdims=True)
+
+
+def sessions(variants: list[Variant], specs, threads: int) -> dict[str, Any]:
+    out = {}
+    for v in variants:
+        if v.path is None:
+            continue
+        fmt = "openvino" if v.path.suffix == ".xml" else "onnx"
+        target = (Target("openvino", threads=threads, options={"hint": "LATENCY", "precision": "f32"})
+                  if v.runtime == "openvino" else Target("onnxruntime", threads=threads))
+        try:
+            out[v.name] = open_session(Artifact(v.path, fmt, specs), target)
+        except Exception as exc:
+            v.error = f"session: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return out
+
+
+def run_one(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return session.run({n: feeds[n] for n in session.input_names})[0]
+
+
+def interleaved(variants: list[Variant], opened: dict[str, Any], feeds, rounds: int, per_round: int) -> None:
+    """Each round times every variant in turn on the same inputs; samples are per call, in seconds."""
+    for session in opened.values():
+        for _ in range(3):
+            run_one(session, feeds[0])
+    for r in range(rounds):
+        order = variants if r % 2 == 0 else variants[::-1]  # alternate the order so no variant is always first
+        for v in order:
+            if v.name not in opened:
+                continue
+            for i in range(per_round):
+                start = time.perf_counter()
+                run_one(opened[v.name], feeds[i % len(feeds)])
+                v.samples.append(time.perf_counter() - start)
+
+
+def table(title: str, variants: list[Variant], reference: str, metric: str) -> str:
+    ref = next((v for v in variants if v.name == reference and v.samples), None)
+    base = float(np.median(ref.samples)) if ref else None
+    lines = [f"### {title}", "", f"| variant | source | p50 ms | ratio to {reference} | {metric} | how |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for v in variants:
+        if not v.samples:
+            lines.append(f"| {v.name} | {v.source} | n/a | n/a | n/a | {v.error or 'not timed'} |")
+            continue
+        p50 = float(np.median(v.samples))
+        ratio = f"{p50 / base:.2f}" if base else "n/a"
+        quality = "n/a" if v.quality is None else f"{v.quality:.3f}"
+        lines.append(f"| {v.name} | {v.source} | {p50 * 1e3:.2f} | {ratio} | {quality} | {v.how} |")
+    return "\n".join(lines)
+
+
+def best_within(variants: list[Variant], budget: float, source: str, higher: bool = True) -> Variant | None:
+    ok = [v for v in variants if v.samples and v.quality is not None and (v.quality >= budget if higher else False)
+          and (v.source == "mcbench") == (source == "mcbench")]
+    return min(ok, key=lambda v: float(np.median(v.samples)), default=None)
+
+
+def verdict(variants: list[Variant], budget: float) -> str:
+    ours, theirs = best_within(variants, budget, "mcbench"), best_within(variants, budget, "peers")
+    if ours is None or theirs is None:
+        return (f"verdict (quality >= {budget}): no comparison: mcbench's best {ours.name if ours else 'none'}, "
+                f"the peers' best {theirs.name if theirs else 'none (no peer variant reaches the budget)'}")
+    ratio = float(np.median(ours.samples)) / float(np.median(theirs.samples))
+    return (f"verdict (quality >= {budget}): mcbench {ours.name} p50 is {ratio:.2f}x the best peer variant "
+            f"{theirs.name} (goal <= 0.95); quality {ours.quality:.3f} vs {theirs.quality:.3f}")
+
+
+def bench_minilm(args, work: Path) -> str:
+    folder = Path(args.minilm)
+    feeds = minilm_feeds(folder)
+    variants = minilm_mcbench(work, folder, feeds)
+    if not args.no_peers:
+        for peer, build in (("optimum", optimum_minilm), ("olive", olive_minilm)):
+            if peer not in args.peers:
+                continue
+            python, why = peer_python(Path(args.cache_dir), peer)
+            variants += build(python, folder, work) if python else [Variant(f"{peer}", peer, None, error=why)]
+    import torch
+
+    module = minilm_pooled()
+    with torch.inference_mode():
+        refs = [module(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"])).numpy() for f in feeds]
+    specs = (InputSpec("input_ids", (1, SEQUENCE), "int64"), InputSpec("attention_mask", (1, SEQUENCE), "int64"))
+    opened = sessions(variants, specs, args.threads)
+    for v in variants:
+        if v.name in opened:
+            cos = [float(pooled(run_one(opened[v.name], f), f["attention_mask"]).ravel() @ r.ravel())
+                   for f, r in zip(feeds, refs, strict=True)]
+            v.quality = float(np.mean(cos))
+    interleaved(variants, opened, feeds, args.rounds, args.per_round)
+    reference = "optimum-fp32" if any(v.name == "optimum-fp32" and v.samples for v in variants) else "ort-fp32"
+    return table("all-MiniLM-L6-v2, sequence 128, batch 1", variants, reference, "cosine") + "\n\n" + \
+        verdict(variants, 0.99)
+
+
+def bench_ppocr(args, work: Path) -> str:
+    model = Path(args.ppocr)
+    feeds = generated_inputs((InputSpec("x", (1, 3, 48, 192)),), 64, seed=3)
+    variants, base = ppocr_mcbench(work, model, feeds[:32])
+    if not args.no_peers and "optimum" in args.peers:
+        python, why = peer_python(Path(args.cache_dir), "optimum")
+        variants += optimum_cnn(python, base.path, work) if python else [Variant("optimum", "optimum", None, error=why)]
+    opened = sessions(variants, base.inputs, args.threads)
+    held_out = feeds[32:]
+    ref = [int(np.argmax(run_one(opened["ort-fp32"], f))) for f in held_out]
+    for v in variants:
+        if v.name in opened:
+            v.quality = float(np.mean([int(np.argmax(run_one(opened[v.name], f))) == r
+                                       for f, r in zip(held_out, ref, strict=True)]))
+    interleaved(variants, opened, held_out, args.rounds, args.per_round)
+    return table("PaddleOCR text-direction classifier, 1x3x48x192", variants, "ort-fp32", "top-1 agreement") + \
+        "\n\n" + verdict(variants, 0.99)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("minilm", "ppocr-cls", "both"), default="both")
+    parser.add_argument("--minilm", default="/tmp/realmodels/minilm")
+    parser.add_argument("--ppocr", default="/tmp/realmodels/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "mcbench" / "peers"))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-peers", action="store_true", help="mcbench's variants only")
+    parser.add_argument("--peers", type=lambda s: tuple(s.split(",")), default=tuple(PEERS),
+                        help="the peers to build, comma-separated (default: optimum,olive)")
+    args = parser.parse_args(argv)
+    Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mcbench-peers-") as tmp:
+        for name, bench in (("minilm", bench_minilm), ("ppocr-cls", bench_ppocr)):
+            if args.model in (name, "both"):
+                work = Path(tmp) / name
+                work.mkdir()
+                print(bench(args, work) + "\n", flush=True)
+    print(f"load average after: {os.getloadavg()}; {args.rounds} rounds x {args.per_round} calls, "
+          f"{args.threads} thread(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
