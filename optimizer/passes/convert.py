@@ -62,7 +62,7 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
 
 
 def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
-                   record: dict[str, Any], dynamic: bool, exporter: Exporter) -> None:
+                   record: dict[str, Any], dynamic: bool, exporter: Exporter = "auto") -> None:
     record.pop("fallback_reason", None)  # a failed dynamic-batch attempt's reason is not this attempt's
     if exporter == "torchscript":
         _export(torch, module, example, names, out, dynamo=False, dynamic=dynamic)
