@@ -11,6 +11,7 @@ import pytest
 from mcbench.cli import main
 from mcbench.reports.schema import save_results
 from tests.conftest import make_linear_onnx
+from tests.reliability.conftest import write_run_file
 from tests.reliability.test_bad_inputs import _one_line
 from tests.test_intake import _with_external_location
 from tests.test_report import sample_run
@@ -105,3 +106,22 @@ def test_c11_an_empty_integer_range_says_so(tmp_path, capsys):
     model = make_linear_onnx(tmp_path / "m.onnx")
     assert main(["run", "--model", str(model), "--input", "x=1,4:int64:5-1", "--out", str(tmp_path / "r")]) == 2
     assert _one_line(capsys) == "mcbench: --input 'x=1,4:int64:5-1': the range 5-1 is empty (LOW must be below HIGH)"
+
+
+def test_c3_a_long_model_name_gives_a_run_folder_of_safe_length(tmp_path, monkeypatch, model_dir):
+    model = tmp_path / ("m" * 245 + ".onnx")
+    model.write_bytes((model_dir / "linear.onnx").read_bytes())
+    cfg = write_run_file(tmp_path, model, ["ort-fp32"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--config", str(cfg), "--no-cache"]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name.endswith("-" + "m" * 80) and len(folder.name) == len("20260101-000000-") + 80
+    assert (folder / "results.json").is_file()
+
+
+@pytest.mark.parametrize("out", [[], ["--out", "a/b/c"]])
+def test_c7_bad_input_leaves_no_folder_behind(tmp_path, monkeypatch, capsys, out):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--model", "missing.onnx", *out]) == 2
+    assert _one_line(capsys) == "mcbench: cannot load missing.onnx: no such file"
+    assert list(tmp_path.iterdir()) == []
