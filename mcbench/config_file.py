@@ -87,6 +87,7 @@ class RunFile:
     load: dict[str, Any] = field(default_factory=dict)
     recipes: list[str] = field(default_factory=list)  # `[NAME=]RECIPE` texts, each validated
     accuracy_budget: float | None = None
+    code: dict[str, str] = field(default_factory=dict)  # keys that would run code: a factory, a metric, a pickle
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: key {key!r}: {problem}")
@@ -248,7 +249,10 @@ def load_run_file(path: Path) -> RunFile:
             raise rf.fail(key, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
         if key == "model":
             text = _expect(rf, key, value, str)
-            rf.model = text if (":" in text and not text.endswith((".onnx", ".pt", ".pt2"))) else str(base / text)
+            factory = ":" in text and not text.endswith((".onnx", ".pt", ".pt2"))
+            rf.model = text if factory else str(base / text)
+            if factory:
+                rf.code[key] = text
         elif key in ("inputs", "variants"):
             setattr(rf, key, _strings(rf, key, value))
         elif key == "profiles":
@@ -257,10 +261,12 @@ def load_run_file(path: Path) -> RunFile:
             setattr(rf, key, _path(rf, key, value, base))
         elif key in ("trust_model", "quick"):
             setattr(rf, key, _expect(rf, key, value, bool))
+            if key == "trust_model" and value:
+                rf.code[key] = "true"
         elif key == "task":
             rf.task = _check_task(rf, _expect(rf, key, value, str))
         elif key == "metric":
-            rf.metric = _expect(rf, key, value, str)
+            rf.metric = rf.code[key] = _expect(rf, key, value, str)
         elif key == "timing":
             rf.timing = _timing(rf, value)
         elif key == "load":
@@ -273,6 +279,19 @@ def load_run_file(path: Path) -> RunFile:
         elif key == "recipes":
             rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
     return rf
+
+
+def refuse_code(rf: RunFile, allowed: bool, overridden: set[str]) -> None:
+    """A ConfigError unless the run file names no code or `--allow-code` was given: reading a file never imports it.
+
+    `overridden` are the keys the command line sets itself, so the file's value is not used.
+    """
+    named = {k: v for k, v in rf.code.items() if k not in overridden}
+    if named and not allowed:
+        key, text = next(iter(named.items()))
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise rf.fail(key, f"{shown!r} would run code; a run file may name code only with --allow-code "
+                           "(or give it on the command line)")
 
 
 def _check_recipe(rf: RunFile, where: str, text: str) -> str:

@@ -125,3 +125,37 @@ def test_c7_bad_input_leaves_no_folder_behind(tmp_path, monkeypatch, capsys, out
     assert main(["run", "--model", "missing.onnx", *out]) == 2
     assert _one_line(capsys) == "mcbench: cannot load missing.onnx: no such file"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("line", "key", "shown"), [
+    ('metric = "evilmod:f"', "metric", "'evilmod:f'"),
+    ('trust_model = true', "trust_model", "'true'"),
+])
+def test_c8_a_run_file_names_code_only_with_allow_code(tmp_path, monkeypatch, capsys, line, key, shown):
+    marker = tmp_path / "RAN"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(outputs, labels):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _run_file(tmp_path, line + "\n")
+    assert main(["run", "--config", str(path)]) == 2
+    assert _one_line(capsys) == (f"mcbench: {path}: key {key!r}: {shown} would run code; a run file may name code "
+                                 "only with --allow-code (or give it on the command line)")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_c8_a_factory_model_in_a_run_file_needs_allow_code(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('model = "mcbench.models:resnet18_like"\n')
+    assert main(["run", "--config", str(path)]) == 2
+    assert "key 'model': 'mcbench.models:resnet18_like' would run code" in _one_line(capsys)
+
+
+def test_c8_allow_code_imports_the_metric(tmp_path, monkeypatch, model_dir):
+    marker = tmp_path / "RAN"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(outputs, labels):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = write_run_file(tmp_path, model_dir / "linear.onnx", ["ort-fp32"])
+    cfg.write_text(cfg.read_text().replace("quick = true", 'quick = true\nmetric = "evilmod:f"'))
+    assert main(["run", "--config", str(cfg), "--allow-code", "--out", str(tmp_path / "run"), "--no-cache"]) == 0
+    assert marker.exists()
