@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mcbench.cli import main
@@ -127,13 +129,16 @@ def test_c7_bad_input_leaves_no_folder_behind(tmp_path, monkeypatch, capsys, out
     assert list(tmp_path.iterdir()) == []
 
 
+EVIL_MODULE = "open({marker!r}, 'w').close()\ndef f(outputs, labels):\n    return 1.0\n"
+
+
 @pytest.mark.parametrize(("line", "key", "shown"), [
     ('metric = "evilmod:f"', "metric", "'evilmod:f'"),
     ('trust_model = true', "trust_model", "'true'"),
 ])
 def test_c8_a_run_file_names_code_only_with_allow_code(tmp_path, monkeypatch, capsys, line, key, shown):
     marker = tmp_path / "RAN"
-    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(outputs, labels):\n    return 1.0\n")
+    (tmp_path / "evilmod.py").write_text(EVIL_MODULE.format(marker=str(marker)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     path = _run_file(tmp_path, line + "\n")
@@ -152,10 +157,52 @@ def test_c8_a_factory_model_in_a_run_file_needs_allow_code(tmp_path, capsys):
 
 def test_c8_allow_code_imports_the_metric(tmp_path, monkeypatch, model_dir):
     marker = tmp_path / "RAN"
-    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(outputs, labels):\n    return 1.0\n")
+    (tmp_path / "evilmod.py").write_text(EVIL_MODULE.format(marker=str(marker)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = write_run_file(tmp_path, model_dir / "linear.onnx", ["ort-fp32"])
     cfg.write_text(cfg.read_text().replace("quick = true", 'quick = true\nmetric = "evilmod:f"'))
     assert main(["run", "--config", str(cfg), "--allow-code", "--out", str(tmp_path / "run"), "--no-cache"]) == 0
     assert marker.exists()
+
+
+def _npy_claiming(shape: tuple[int, ...], payload: bytes) -> bytes:
+    """A .npy file whose header claims `shape` of float32, followed by `payload`."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + payload
+
+
+def test_c5_an_npz_header_that_lies_is_refused_before_loading(tmp_path, capsys):
+    model = make_linear_onnx(tmp_path / "m.onnx")
+    data = tmp_path / "val.npz"
+    with zipfile.ZipFile(data, "w") as archive:
+        archive.writestr("x.npy", _npy_claiming((10**12, 4), bytes(64)))
+        archive.writestr("labels.npy", _npy_claiming((1,), bytes(4)))
+    assert main(["run", "--model", str(model), "--dataset", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert _one_line(capsys) == (f"mcbench: cannot load dataset {data}: array 'x' claims shape [1000000000000, 4], "
+                                 "16000000000000 bytes, but holds 64")
+    assert not (tmp_path / "run").exists()
+
+
+def test_c5_a_dataset_over_the_size_limit_is_refused(tmp_path, capsys, monkeypatch):
+    model = make_linear_onnx(tmp_path / "m.onnx")
+    data = tmp_path / "val.npz"
+    np.savez_compressed(data, x=np.zeros((2**16, 4), np.float32), labels=np.zeros(2**16, np.int64))
+    assert data.stat().st_size < 10_000  # a small file that unpacks to 1.5 MiB
+    monkeypatch.setenv("MCBENCH_MAX_DATASET_BYTES", str(2**20))
+    assert main(["run", "--model", str(model), "--dataset", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert _one_line(capsys) == (f"mcbench: cannot load dataset {data}: its arrays unpack to 1572864 bytes, over the "
+                                 "limit of 1048576 (set MCBENCH_MAX_DATASET_BYTES to raise it)")
+
+
+def test_c5_arrays_the_model_does_not_name_are_not_loaded(tmp_path):
+    from mcbench.bench.datasets import load_npz
+    from mcbench.optimizer.artifact import InputSpec
+
+    data = tmp_path / "val.npz"
+    np.savez(data, x=np.ones((3, 4), np.float32), labels=np.zeros(3, np.int64))
+    with zipfile.ZipFile(data, "a") as archive:  # an unused array whose header claims 4 TiB
+        archive.writestr("unused.npy", _npy_claiming((2**40,), bytes(16)))
+    dataset = load_npz(data, (InputSpec("x", (1, 4)),))
+    assert len(dataset.samples) == 3 and dataset.labels.tolist() == [0, 0, 0]
