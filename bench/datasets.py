@@ -37,7 +37,8 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
     try:
         declared = _declared_sizes(path, wanted)
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k in declared}  # arrays the model does not name stay packed
+            names = sorted(data.files)
+            arrays = {k: data[k] for k in names if k in declared}  # arrays the model does not name stay packed
     except DatasetError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -46,7 +47,7 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
     if missing:
         raise DatasetError(
             f"cannot load dataset {path}: no array for input(s) {', '.join(missing)} "
-            f"(arrays: {', '.join(sorted(arrays)) or 'none'})"
+            f"(arrays: {', '.join(names) or 'none'})"
         )
     count = _common_count(path, specs, arrays)
     batch = specs[0].shape[0]
