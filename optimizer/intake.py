@@ -85,16 +85,8 @@ def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Art
     """Check the file, confine external data to its folder, and return an artifact with static input specs."""
     path = Path(path)
     inputs = inputs or {}
-    if not path.is_file():
-        raise IntakeError(f"cannot load {path}: no such file")
-    if path.stat().st_size == 0:
-        raise IntakeError(f"cannot load {path}: the file is empty")
     onnx = require("onnx")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise IntakeError(f"cannot load {path}: not a readable ONNX model ({first_line(exc)})") from exc
-    _check_external_data(onnx, model, path)
+    model = checked_onnx(path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
@@ -111,6 +103,23 @@ def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Art
         )
     specs = tuple(_input_spec(path, i, inputs.get(i.name)) for i in graph_inputs)
     return Artifact(path, "onnx", specs)
+
+
+def checked_onnx(path: Path):
+    """The ONNX graph (external data not loaded), after the intake checks every path that loads a model goes through:
+    a non-empty readable file whose external data all resolve inside its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise IntakeError(f"cannot load {path}: no such file")
+    if path.stat().st_size == 0:
+        raise IntakeError(f"cannot load {path}: the file is empty")
+    onnx = require("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise IntakeError(f"cannot load {path}: not a readable ONNX model ({first_line(exc)})") from exc
+    _check_external_data(onnx, model, path)
+    return model
 
 
 def _input_spec(path: Path, value_info, override: InputOverride | None) -> InputSpec:

@@ -150,3 +150,42 @@ def test_s8_a_utf8_token_works(tmp_path: Path) -> None:
             statuses.append(conn.getresponse().status)
             conn.close()
         assert statuses == [200, 401]
+
+
+def test_s7_serve_takes_input_shapes_for_a_dynamic_model(tmp_path: Path) -> None:
+    from mcbench.cli import build_parser
+    from mcbench.serve_cmd import server_spec
+    from tests.conftest import make_linear_onnx
+
+    model = make_linear_onnx(tmp_path / "tinydyn.onnx", batch="batch")
+    args = build_parser().parse_args(["serve", str(model), "--input", "x=1,4"])
+    spec = server_spec(args.model, args.name, args.runtime, args.threads, ValueError, args.input)
+    assert spec["artifact"]["inputs"][0]["shape"] == [1, 4]
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({**spec, "name": "m"}))
+    with serve_in_subprocess(spec_path, None, extra=["--max-batch", "4"]) as handle:
+        assert infer(handle)[0] == 200
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../../x", "link.bin"])
+def test_s9_serving_a_run_variant_checks_its_model_like_intake(tmp_path: Path, capsys, model_dir, location) -> None:
+    from mcbench.cli import main
+    from tests.reliability.conftest import write_run_file
+    from tests.test_intake import _with_external_location
+
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(write_run_file(tmp_path, model_dir / "linear.onnx", ["ort-fp32"])),
+                 "--out", str(out), "--no-cache"]) == 0
+    capsys.readouterr()
+    (tmp_path / "evil").mkdir()
+    evil = _with_external_location(tmp_path / "evil", location)
+    if location == "link.bin":
+        (evil.parent / "link.bin").symlink_to("/etc/passwd")
+    results = json.loads((out / "results.json").read_text())
+    for variant in results["variants"]:
+        if variant["artifact"]:
+            variant["artifact"]["path"] = str(evil)
+    (out / "results.json").write_text(json.dumps(results))
+    assert main(["serve", f"{out}:ort-fp32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mcbench: cannot load {evil}: external data {location!r} points outside the model folder", err
