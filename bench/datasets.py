@@ -7,6 +7,8 @@ axis: class ids for classification, target values for regression, reference vect
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +33,21 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"cannot load dataset {path}: no such file")
+    wanted = {s.name for s in specs} | {"labels"}
     try:
+        declared = _declared_sizes(path, wanted)
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            names = sorted(data.files)
+            arrays = {k: data[k] for k in names if k in declared}  # arrays the model does not name stay packed
+    except DatasetError:
+        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DatasetError(f"cannot load dataset {path}: not a readable .npz file ({exc})") from exc
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
         raise DatasetError(
             f"cannot load dataset {path}: no array for input(s) {', '.join(missing)} "
-            f"(arrays: {', '.join(sorted(arrays)) or 'none'})"
+            f"(arrays: {', '.join(names) or 'none'})"
         )
     count = _common_count(path, specs, arrays)
     batch = specs[0].shape[0]
@@ -57,6 +64,44 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
             raise DatasetError(f"cannot load dataset {path}: {len(labels)} labels for {count} samples")
         labels = labels[:usable]
     return Dataset(f"{path.name} ({usable} samples)", samples, labels)
+
+
+MAX_DATASET_BYTES_ENV = "MCBENCH_MAX_DATASET_BYTES"
+MAX_DATASET_BYTES = 2**30  # all the arrays the model uses, unpacked
+
+
+def max_dataset_bytes() -> int:
+    """The largest dataset, unpacked, that mcbench loads (README, Security)."""
+    text = os.environ.get(MAX_DATASET_BYTES_ENV, "")
+    return int(text) if text.isdigit() and len(text) < 19 else MAX_DATASET_BYTES
+
+
+def _declared_sizes(path: Path, wanted: set[str]) -> dict[str, int]:
+    """The unpacked size of each wanted array, from the zip directory and the .npy headers, before loading any.
+
+    An array whose header claims more bytes than its entry holds, or a total over the limit, is refused here,
+    so neither a lying header nor a zip bomb allocates anything.
+    """
+    sizes: dict[str, int] = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if name not in wanted:
+                continue
+            with archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(stream)
+                needed = math.prod(shape) * dtype.itemsize
+                if needed > info.file_size - stream.tell():
+                    raise DatasetError(f"cannot load dataset {path}: array {name!r} claims shape {list(shape)[:8]}, "
+                                       f"{needed} bytes, but holds {info.file_size - stream.tell()}")
+            sizes[name] = needed
+    total, limit = sum(sizes.values()), max_dataset_bytes()
+    if total > limit:
+        raise DatasetError(f"cannot load dataset {path}: its arrays unpack to {total} bytes, over the limit of "
+                           f"{limit} (set {MAX_DATASET_BYTES_ENV} to raise it)")
+    return sizes
 
 
 def _common_count(path: Path, specs: tuple[InputSpec, ...], arrays: dict[str, np.ndarray]) -> int:

@@ -45,13 +45,14 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
                          max_elements: int | None = None) -> dict[str, np.ndarray]:
     """Feeds for the model from a request body, checked against the model's inputs.
 
-    A tensor over `max_elements` is refused before its data is converted.
+    This is the one validation layer for request bodies: every malformed body, however deep or large,
+    ends here as a ProtocolError (a 400), never as an exception the server did not expect. A tensor over
+    `max_elements`, or whose data count does not match its shape, is refused before its data is converted.
+    Non-finite numbers (NaN, Infinity, null, a value past the datatype's range) are refused: the answer
+    is plain JSON, which cannot carry them.
     """
     json_part, binary = _split(body, header_length)
-    try:
-        request = json.loads(json_part)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from None
+    request = _parse_json(json_part)
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError("request has no 'inputs' list")
@@ -61,12 +62,14 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
     for entry in inputs:
         if not isinstance(entry, dict):
             raise ProtocolError("each input must be an object with name, shape, datatype and data")
-        spec = by_name.get(entry.get("name"))
+        name = entry.get("name")
+        spec = by_name.get(name) if isinstance(name, str) else None
         if spec is None:
-            given = short(entry.get("name"))
-            raise ProtocolError(f"unknown input {given}; the model's inputs are {', '.join(by_name)}")
+            raise ProtocolError(f"unknown input {short(name)}; the model's inputs are {', '.join(by_name)}")
         array, offset = _tensor(entry, spec, binary, offset, max_elements)
         feeds[spec.name] = array
+    if offset != len(binary):
+        raise ProtocolError(f"{len(binary) - offset} bytes of binary data after the last input's binary_data_size")
     missing = [n for n in by_name if n not in feeds]
     if missing:
         raise ProtocolError(f"missing input(s) {', '.join(missing)}")
@@ -75,8 +78,30 @@ def decode_infer_request(body: bytes, header_length: str | None, specs: tuple[In
 
 def short(value: object, limit: int = 40) -> str:
     """A client's value quoted in an error, cut short: an error says what was wrong, it does not echo the request."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"an integer of more than {limit} digits"  # repr() of a huge int is slow, or refused
+    if isinstance(value, (list, dict, str, bytes)) and len(value) > limit:
+        value = value[:limit] if not isinstance(value, dict) else dict(list(value.items())[:4])
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse_constant(name: str) -> float:
+    raise ProtocolError(f"{name} is not accepted: inputs must be finite numbers")
+
+
+def _parse_json(text: bytes) -> object:
+    """The request's JSON; a body too deep, an integer too long or a non-finite constant is a ProtocolError."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ProtocolError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"request body is not valid JSON: {short(str(exc), 80)}") from None
+    except RecursionError:
+        raise ProtocolError("request body is nested too deeply") from None
+    except ValueError:  # an integer past Python's int-string limit
+        raise ProtocolError("request body holds a number too long to read") from None
 
 
 def _shape_ok(shape: object, expected: tuple[int, ...]) -> bool:
@@ -89,13 +114,26 @@ def _shape_ok(shape: object, expected: tuple[int, ...]) -> bool:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    try:
-        length = int(header_length)
-    except ValueError:
-        raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not an integer") from None
+    text = header_length.strip()
+    if not text.isdigit() or len(text) > 12:
+        raise ProtocolError(f"{HEADER_LENGTH} {short(header_length)} is not a byte count")
+    length = int(text)
     if not 0 < length <= len(body):
         raise ProtocolError(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
     return body[:length], body[length:]
+
+
+def _binary_size(entry: dict[str, Any], name: str) -> int | None:
+    """The input's binary_data_size, None when it has none; anything but a non-negative integer is refused."""
+    parameters = entry.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise ProtocolError(f"input {name!r}: parameters must be an object, got {short(parameters)}")
+    size = parameters.get("binary_data_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise ProtocolError(f"input {name!r}: binary_data_size must be a non-negative integer, got {short(size)}")
+    return size
 
 
 def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
@@ -104,31 +142,63 @@ def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
     expected_type = TO_V2[spec.dtype]
     if datatype != expected_type:
         raise ProtocolError(f"input {spec.name!r}: datatype {short(datatype)}, expected {expected_type}")
-    if isinstance(shape, list) and all(isinstance(d, int) for d in shape) and max_elements is not None:
-        declared = int(np.prod(shape, dtype=object))
-        if declared > max_elements:
-            raise ProtocolError(f"input {spec.name!r}: {declared} elements, over the server's limit of {max_elements}")
     if not _shape_ok(shape, spec.shape):
         raise ProtocolError(f"input {spec.name!r}: shape {short(shape)}, expected {list(spec.shape)}")
-    count = int(np.prod(shape))
-    size = (entry.get("parameters") or {}).get("binary_data_size")
+    count = int(np.prod(spec.shape))
+    if max_elements is not None and count > max_elements:
+        raise ProtocolError(f"input {spec.name!r}: {count} elements, over the server's limit of {max_elements}")
+    size = _binary_size(entry, spec.name)
     if size is not None:
-        nbytes = count * np.dtype(spec.dtype).itemsize
-        if size != nbytes or offset + size > len(binary):
-            raise ProtocolError(f"input {spec.name!r}: {size} bytes of binary data, expected {nbytes}")
-        raw = binary[offset : offset + size]
-        array = np.frombuffer(raw, dtype=np.dtype(spec.dtype).newbyteorder("<")).astype(spec.dtype)
-        return array.reshape(spec.shape), offset + size
+        return _binary_tensor(spec, count, size, binary, offset), offset + size
     data = entry.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"input {spec.name!r}: no 'data' and no binary_data_size")
+    if len(data) != count:  # before any conversion: a body of millions of values costs nothing more
+        raise ProtocolError(f"input {spec.name!r}: {len(data)} values, shape {list(spec.shape)} needs {count}")
+    return _json_tensor(spec, data).reshape(spec.shape), offset
+
+
+def _binary_tensor(spec: InputSpec, count: int, size: int, binary: bytes, offset: int) -> np.ndarray:
+    nbytes = count * np.dtype(spec.dtype).itemsize
+    if size != nbytes:
+        raise ProtocolError(f"input {spec.name!r}: binary_data_size is {short(size)} bytes, shape {list(spec.shape)} "
+                            f"of {TO_V2[spec.dtype]} needs {nbytes}")
+    if offset + size > len(binary):
+        raise ProtocolError(f"input {spec.name!r}: binary data is {len(binary) - offset} bytes, "
+                            f"binary_data_size says {size}")
+    raw = binary[offset : offset + size]
+    array = np.frombuffer(raw, dtype=np.dtype(spec.dtype).newbyteorder("<")).astype(spec.dtype)
+    _require_finite(spec, array)
+    return array.reshape(spec.shape)
+
+
+def _element_ok(dtype: str) -> type | tuple[type, ...]:
+    """The JSON value types a datatype accepts: numbers for numbers (never strings or booleans), bools for BOOL."""
+    if dtype == "bool":
+        return bool
+    return int if np.issubdtype(np.dtype(dtype), np.integer) else (int, float)
+
+
+def _json_tensor(spec: InputSpec, data: list) -> np.ndarray:
+    kind = _element_ok(spec.dtype)
+    strict_bool = kind is bool
+    for value in data:
+        if not isinstance(value, kind) or (not strict_bool and isinstance(value, bool)):
+            raise ProtocolError(f"input {spec.name!r}: data must be a flat list of {TO_V2[spec.dtype]} values, "
+                                f"found {short(value)}")
     try:
-        array = np.asarray(data, dtype=spec.dtype).reshape(-1)
-    except (ValueError, TypeError, OverflowError):
-        raise ProtocolError(f"input {spec.name!r}: data is not a flat list of {expected_type} values") from None
-    if array.size != count:
-        raise ProtocolError(f"input {spec.name!r}: {array.size} values, shape {list(spec.shape)} needs {count}")
-    return array.reshape(spec.shape), offset
+        with np.errstate(over="ignore"):
+            array = np.asarray(data, dtype=spec.dtype)
+    except OverflowError:
+        raise ProtocolError(f"input {spec.name!r}: a value is out of range for {TO_V2[spec.dtype]}") from None
+    _require_finite(spec, array)
+    return array
+
+
+def _require_finite(spec: InputSpec, array: np.ndarray) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ProtocolError(f"input {spec.name!r}: NaN or infinite values (or values past {TO_V2[spec.dtype]}'s "
+                            "range) are not accepted")
 
 
 def encode_infer_response(model: str, names: list[str], outputs: list[np.ndarray]) -> dict[str, Any]:

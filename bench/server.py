@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import os
@@ -45,6 +46,7 @@ from pathlib import Path
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
 TOKEN_ENV = "MCBENCH_SERVER_TOKEN"
+LARGE_BODY_BYTES = 64 * 1024  # a body past this is parsed off the event loop
 
 
 class StartError(RuntimeError):
@@ -201,7 +203,9 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             return None
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), limits.token.encode()):
+        # HTTP headers arrive decoded as Latin-1: back to the client's bytes, compared with the token's UTF-8
+        sent = token.strip().encode("latin-1", errors="replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent, limits.token.encode()):
             return None
         return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
@@ -242,6 +246,25 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             return error(408, f"request body not received within {limits.read_timeout_s:g} s")
         return b"".join(chunks)
 
+    async def decoded(body: bytes, header_length: str | None) -> dict | JSONResponse:
+        """The feeds, or a 400; a large body is parsed in a worker thread so health probes still answer."""
+        decode = functools.partial(decode_infer_request, body, header_length, artifact.inputs, limits.max_elements)
+        try:
+            if len(body) > LARGE_BODY_BYTES:
+                return await anyio.to_thread.run_sync(decode)
+            return decode()
+        except ProtocolError as exc:
+            return error(400, str(exc))
+        except Exception as exc:  # a body the validation layer missed: still the client's error, logged once a while
+            log_rarely(f"mcbench serve: malformed request refused: {type(exc).__name__}")
+            return error(400, "malformed request body")
+
+    def answer(outputs: list) -> Response:
+        try:
+            return JSONResponse(encode_infer_response(name, session.output_names, outputs))
+        except ValueError:  # JSON carries no NaN or Infinity
+            return error(500, "the model's output holds NaN or infinite values, which JSON cannot carry")
+
     async def infer(request: Request) -> Response:
         denied = refused(request)
         if denied is not None:
@@ -254,11 +277,9 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
         body = await read_body(request)
         if isinstance(body, Response):
             return body
-        try:
-            feeds = decode_infer_request(body, request.headers.get(HEADER_LENGTH), artifact.inputs,
-                                         limits.max_elements)
-        except ProtocolError as exc:
-            return error(400, str(exc))
+        feeds = await decoded(body, request.headers.get(HEADER_LENGTH))
+        if isinstance(feeds, Response):
+            return feeds
         state["admitted"] += 1
         try:
             with anyio.fail_after(limits.timeout_s):
@@ -280,7 +301,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             return error(500, f"inference failed: {type(exc).__name__}")
         finally:
             state["admitted"] -= 1
-        return JSONResponse(encode_infer_response(name, session.output_names, outputs))
+        return answer(outputs)
 
     routes = [
         Route("/v2/health/live", ok),
@@ -291,6 +312,17 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
     ]
     return Starlette(routes=routes)
+
+
+_last_logged = [0.0]
+
+
+def log_rarely(line: str, every_s: float = 10.0) -> None:
+    """One line on stderr (the server log) at most every `every_s`: a flood of bad requests cannot grow the log."""
+    now = time.monotonic()
+    if now - _last_logged[0] >= every_s:
+        _last_logged[0] = now
+        print(line, file=sys.stderr, flush=True)
 
 
 def _delayed(run, delay_s: float):

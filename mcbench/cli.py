@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", type=Path, help="state_dict (.pt, loaded weights_only) or .safetensors for a factory")
     run.add_argument("--trust-model", action="store_true",
                      help="allow unpickling a full model file: this runs code from the file")
+    run.add_argument("--allow-code", action="store_true",
+                     help="let the --config file name code: a package.module:factory model, a metric, trust_model")
     run.add_argument("--dataset", type=Path, help=".npz with one array per model input plus 'labels'")
     run.add_argument("--text-file", type=Path, metavar="LINES.TXT",
                      help="a Hugging Face text model's dataset: one text a line, tokenised with the folder's tokenizer")
@@ -196,12 +198,15 @@ def run_config(args: argparse.Namespace):
     import dataclasses
 
     from mcbench.config import ConfigError, RunConfig
-    from mcbench.config_file import RunFile, load_run_file
+    from mcbench.config_file import RunFile, load_run_file, refuse_code
     from mcbench.load_cmd import plan_from_args
     from mcbench.optimizer.cache import default_cache_dir
     from mcbench.optimizer.intake import parse_inputs
 
     rf = load_run_file(args.config) if args.config else RunFile(source="")
+    overridden = {k for k, flag in (("model", args.model), ("metric", args.metric), ("trust_model", args.trust_model))
+                  if flag}
+    refuse_code(rf, args.allow_code, overridden)
     quick = args.quick or bool(rf.quick)
     base = RunConfig.quick_mode() if quick else RunConfig()
     try:

@@ -42,6 +42,7 @@ Command-line flags override the file.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,15 @@ TIMING_KEYS = {"warmup_runs": int, "min_runs": int, "min_seconds": float, "max_s
 LOAD_KEYS = {"enabled": bool, "users": list, "step_seconds": float, "warmup_s": float, "max_step_seconds": float,
              "rates": list, "arrivals": str, "budget_p99_ms": float, "target_rps": float, "cost_per_hour": float,
              "locust_workers": int, "max_batch": int, "max_wait_ms": float}
+# The documented upper bound of every count and duration (README, Security): a run file cannot ask for a run that
+# never ends. Seconds and milliseconds are wall time; counts are runs, users, workers or requests per second.
+MAXIMA: dict[str, float] = {
+    "timing.warmup_runs": 100_000, "timing.min_runs": 1_000_000, "timing.min_seconds": 3600.0,
+    "timing.max_seconds": 3600.0, "load.users": 10_000, "load.step_seconds": 3600.0, "load.warmup_s": 3600.0,
+    "load.max_step_seconds": 3600.0, "load.rates": 1_000_000.0, "load.budget_p99_ms": 3_600_000.0,
+    "load.target_rps": 1e9, "load.cost_per_hour": 1e6, "load.locust_workers": 256, "load.max_batch": 4096,
+    "load.max_wait_ms": 60_000.0,
+}
 TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
             "variants", "timing", "load", "recipes", "accuracy_budget", "text_file", "labels", "seq_len",
             "quality_budget"}
@@ -85,6 +95,7 @@ class RunFile:
     labels_file: Path | None = None
     seq_len: int | None = None
     quality_budget: str | None = None
+    code: dict[str, str] = field(default_factory=dict)  # keys that would run code: a factory, a metric, a pickle
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: key {key!r}: {problem}")
@@ -98,7 +109,13 @@ def _type_name(value: Any) -> str:
 def _expect(rf: RunFile, key: str, value: Any, kind: type) -> Any:
     """`value` if it is of `kind` (an int is a fine float, a bool is never a number); else a ConfigError."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 1e300 else value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise rf.fail(key, f"expected a finite number, got {value!r}")
+    if kind is float and isinstance(value, float):
+        return _bounded(rf, key, value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return _bounded(rf, key, value)
     if isinstance(value, bool) and kind is not bool:
         ok = False
     else:
@@ -107,6 +124,14 @@ def _expect(rf: RunFile, key: str, value: Any, kind: type) -> Any:
         wanted = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
                   dict: "a table"}[kind]
         raise rf.fail(key, f"expected {wanted}, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _bounded(rf: RunFile, key: str, value: float) -> Any:
+    """`value` if it is within the key's documented upper bound (MAXIMA); keys without one pass unchanged."""
+    limit = MAXIMA.get(key)
+    if limit is not None and value > limit:
+        raise rf.fail(key, f"must be at most {limit:g}, got {value:.6g}")
     return value
 
 
@@ -156,11 +181,11 @@ def _load(rf: RunFile, table: Any) -> dict[str, Any]:
         if key == "users":
             if not value or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in value):
                 raise rf.fail(where, f"expected a non-empty list of positive integers, got {value!r}")
-            value = tuple(value)
+            value = tuple(_bounded(rf, where, u) for u in value)
         if key == "rates":
             if not value or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in value):
                 raise rf.fail(where, f"expected a non-empty list of positive numbers, got {value!r}")
-            value = tuple(float(r) for r in value)
+            value = tuple(_expect(rf, where, r, float) for r in value)
         if key == "arrivals" and value not in ("poisson", "constant"):
             raise rf.fail(where, f"must be 'poisson' or 'constant', got {value!r}")
         if key in ("locust_workers", "max_batch") and value < (1 if key == "max_batch" else 0):
@@ -215,6 +240,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable run file (arrays or tables nested too deeply)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
@@ -230,7 +257,10 @@ def load_run_file(path: Path) -> RunFile:
             raise rf.fail(key, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
         if key == "model":
             text = _expect(rf, key, value, str)
-            rf.model = text if (":" in text and not text.endswith((".onnx", ".pt", ".pt2"))) else str(base / text)
+            factory = ":" in text and not text.endswith((".onnx", ".pt", ".pt2"))
+            rf.model = text if factory else str(base / text)
+            if factory:
+                rf.code[key] = text
         elif key in ("inputs", "variants"):
             setattr(rf, key, _strings(rf, key, value))
         elif key == "profiles":
@@ -248,10 +278,12 @@ def load_run_file(path: Path) -> RunFile:
             rf.seq_len = value
         elif key in ("trust_model", "quick"):
             setattr(rf, key, _expect(rf, key, value, bool))
+            if key == "trust_model" and value:
+                rf.code[key] = "true"
         elif key == "task":
             rf.task = _check_task(rf, _expect(rf, key, value, str))
         elif key == "metric":
-            rf.metric = _expect(rf, key, value, str)
+            rf.metric = rf.code[key] = _expect(rf, key, value, str)
         elif key == "timing":
             rf.timing = _timing(rf, value)
         elif key == "load":
@@ -277,6 +309,19 @@ def _check_quality_budget(rf: RunFile, value: Any) -> str:
     except QualityBudgetError as exc:
         raise rf.fail("quality_budget", str(exc)) from None
     return text
+
+
+def refuse_code(rf: RunFile, allowed: bool, overridden: set[str]) -> None:
+    """A ConfigError unless the run file names no code or `--allow-code` was given: reading a file never imports it.
+
+    `overridden` are the keys the command line sets itself, so the file's value is not used.
+    """
+    named = {k: v for k, v in rf.code.items() if k not in overridden}
+    if named and not allowed:
+        key, text = next(iter(named.items()))
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise rf.fail(key, f"{shown!r} would run code; a run file may name code only with --allow-code "
+                           "(or give it on the command line)")
 
 
 def _check_recipe(rf: RunFile, where: str, text: str) -> str:

@@ -94,8 +94,22 @@ class RunInterrupted(KeyboardInterrupt):
         self.run, self.paths, self.signum = run, paths, signum
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what mkdir(parents=True) would make)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+MAX_RUN_NAME = 80  # characters of the model's name in a run folder's name: far below any file system's 255 bytes
+
+
 def new_run_dir(base: Path, model_name: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    model_name = model_name[:MAX_RUN_NAME]
     path = base / f"{stamp}-{model_name}"
     suffix = 1
     while path.exists():
@@ -252,14 +266,14 @@ class Pipeline:
             return workload, paths
         stem = cfg.model.rpartition(":")[2] if ":" in cfg.model else Path(cfg.model).stem
         paths = RunPaths(cfg.out_dir or new_run_dir(Path("runs"), safe_name(stem)))
-        existed = paths.root.exists()
+        created = _first_missing(paths.root)  # runs/ or a/ of --out a/b/c: made here, removed on bad input
         paths.root.mkdir(parents=True, exist_ok=True)
         self.on_folder(paths.root)
         try:
             workload = user_workload(cfg, paths.root / "source")
         except BaseException:
-            if not existed:
-                shutil.rmtree(paths.root, ignore_errors=True)  # bad input leaves nothing behind
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)  # bad input leaves nothing behind
             raise
         return workload, paths
 

@@ -22,21 +22,26 @@ def add_parser(sub) -> None:
     serve.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
                        help="runtime for an .onnx file (a run's variant keeps its own)")
     serve.add_argument("--threads", type=int, help="runtime threads (default: one per server core)")
+    serve.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...",
+                       help="shape of an input whose dimensions the .onnx file leaves open, as for mcbench run")
     add_server_arguments(serve)
 
 
-def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error) -> dict:
-    """{"name", "artifact", "target"} for the server, from an .onnx path or RUN_DIR:VARIANT."""
-    from mcbench.optimizer.intake import load_onnx
+def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error,
+                inputs: list[str] | None = None) -> dict:
+    """{"name", "artifact", "target"} for the server, from an .onnx path (with --input shapes) or RUN_DIR:VARIANT."""
+    from mcbench.optimizer.intake import load_onnx, parse_inputs
     from mcbench.optimizer.targets import Target
 
     run_dir, _, variant = model.rpartition(":")
     if run_dir and Path(run_dir).is_dir():
+        if inputs:
+            raise usage_error("serve: --input applies to an .onnx file; a run's variant keeps its own shapes")
         return variant_spec(Path(run_dir), variant, name, threads, usage_error)
     path = Path(model)
     if path.suffix != ".onnx":
         raise usage_error(f"serve: {model} is neither an .onnx file nor RUN_DIR:VARIANT")
-    artifact = load_onnx(path)
+    artifact = load_onnx(path, parse_inputs(inputs or []))
     target = Target(runtime, threads=threads)
     return {"name": name or path.stem, "artifact": artifact.to_dict(), "target": target.to_dict()}
 
@@ -55,6 +60,10 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
     artifact = {k: result.artifact[k] for k in ("path", "format", "inputs", "factory", "passes")}
     if not Path(artifact["path"]).exists() and (run_dir.parent.parent / artifact["path"]).exists():
         artifact["path"] = str(run_dir.parent.parent / artifact["path"])  # a run made from another folder
+    if artifact["format"] == "onnx":
+        from mcbench.optimizer.intake import checked_onnx
+
+        checked_onnx(Path(artifact["path"]))  # results.json is input too: its model gets the intake checks
     target = dict(result.settings["in_process"])
     target["threads"] = threads
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in variant)
@@ -66,7 +75,7 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
 
     from mcbench.bench.server import StartError, limits_from_args, serve
 
-    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error)
+    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input)
     try:
         limits = limits_from_args(args)
     except StartError as exc:

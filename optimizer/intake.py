@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mcbench.optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
 from mcbench.optimizer.errors import first_line
@@ -43,9 +46,11 @@ def parse_inputs(items: list[str]) -> dict[str, InputOverride]:
             low, high = (int(b) for b in bounds.split("-")) if bounds else (None, None)
         except ValueError:
             shape, low, high = (), None, None
-        bad_range = low is not None and high is not None and low >= high
-        if not sep or not name or not shape or any(d <= 0 for d in shape) or bad_range or (bounds and low is None):
+        if not sep or not name or not shape or any(d <= 0 for d in shape) or (bounds and low is None):
             raise IntakeError(f"--input {item!r}: expected {INPUT_SYNTAX}")
+        if low is not None and high is not None and low >= high:
+            raise IntakeError(f"--input {item!r}: the range {low}-{high} is empty (LOW must be below HIGH)")
+        _check_size(item, shape, dtype)
         if dtype and dtype not in FLOAT_DTYPES + INT_DTYPES:
             known = ", ".join(FLOAT_DTYPES + INT_DTYPES)
             raise IntakeError(f"--input {item!r}: dtype {dtype!r} is not one of {known}")
@@ -53,20 +58,35 @@ def parse_inputs(items: list[str]) -> dict[str, InputOverride]:
     return overrides
 
 
+MAX_INPUT_ELEMENTS_ENV = "MCBENCH_MAX_INPUT_ELEMENTS"
+MAX_INPUT_ELEMENTS = 2**26  # per input; 256 MiB of float32. Larger inputs need the environment variable above.
+
+
+def max_input_elements() -> int:
+    """The largest input, in elements, that an --input shape may ask for (README, Security)."""
+    text = os.environ.get(MAX_INPUT_ELEMENTS_ENV, "")
+    return int(text) if text.isdigit() and len(text) < 19 else MAX_INPUT_ELEMENTS
+
+
+def _check_size(item: str, shape: tuple[int, ...], dtype: str) -> None:
+    """Refuse a shape past the element limit before anything is allocated for it."""
+    elements, limit = math.prod(shape), max_input_elements()
+    if elements > limit:
+        itemsize = np.dtype(dtype).itemsize if dtype in FLOAT_DTYPES + INT_DTYPES else 4
+        raise IntakeError(f"--input {short_text(item)}: {elements} elements ({elements * itemsize} bytes) is over the "
+                          f"limit of {limit} elements per input (set {MAX_INPUT_ELEMENTS_ENV} to raise it)")
+
+
+def short_text(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Artifact:
     """Check the file, confine external data to its folder, and return an artifact with static input specs."""
     path = Path(path)
     inputs = inputs or {}
-    if not path.is_file():
-        raise IntakeError(f"cannot load {path}: no such file")
-    if path.stat().st_size == 0:
-        raise IntakeError(f"cannot load {path}: the file is empty")
     onnx = require("onnx")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise IntakeError(f"cannot load {path}: not a readable ONNX model ({first_line(exc)})") from exc
-    _check_external_data(onnx, model, path)
+    model = checked_onnx(path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
@@ -83,6 +103,23 @@ def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Art
         )
     specs = tuple(_input_spec(path, i, inputs.get(i.name)) for i in graph_inputs)
     return Artifact(path, "onnx", specs)
+
+
+def checked_onnx(path: Path):
+    """The ONNX graph (external data not loaded), after the intake checks every path that loads a model goes through:
+    a non-empty readable file whose external data all resolve inside its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise IntakeError(f"cannot load {path}: no such file")
+    if path.stat().st_size == 0:
+        raise IntakeError(f"cannot load {path}: the file is empty")
+    onnx = require("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise IntakeError(f"cannot load {path}: not a readable ONNX model ({first_line(exc)})") from exc
+    _check_external_data(onnx, model, path)
+    return model
 
 
 def _input_spec(path: Path, value_info, override: InputOverride | None) -> InputSpec:
@@ -130,6 +167,9 @@ def _check_external_data(onnx, model, path: Path) -> None:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if "\x00" in location:
+            raise IntakeError(f"cannot load {path}: external data {short_text(location)} points outside the model "
+                              "folder (a NUL byte in its name)")
         target = (folder / location).resolve()
         if os.path.isabs(location) or ".." in Path(location).parts or not target.is_relative_to(folder):
             raise IntakeError(f"cannot load {path}: external data {location!r} points outside the model folder")

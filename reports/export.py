@@ -22,7 +22,15 @@ def _raw(value: object) -> str:
             return ""
         number = float(value.sort)
         return str(int(number)) if number.is_integer() and abs(number) < 1e15 else value.sort
-    return str(value)
+    return spreadsheet_safe(str(value))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text a spreadsheet shows as text: a leading ' where it would start a formula (CSV injection, OWASP)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def to_csv(run: RunResult) -> str:

@@ -6,12 +6,14 @@ author can fix, instead of a budget that silently never applies.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 METRICS = ("p50_ms", "p99_ms", "load_p99_ms", "min_throughput_rps", "min_accuracy", "max_size_bytes")
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: more buys no precision, only minutes
 LOWER_BOUNDS = ("min_throughput_rps", "min_accuracy")  # the value must reach these; the others are ceilings
 
 
@@ -49,6 +51,8 @@ class GateConfig:
 def _number(where: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise GateConfigError(f"{where}: key {key!r}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise GateConfigError(f"{where}: key {key!r}: expected a finite number, got {value!r}")
     if value < 0:
         raise GateConfigError(f"{where}: key {key!r}: must not be negative, got {value!r}")
     return float(value)
@@ -64,8 +68,9 @@ def _defaults(where: str, table: Any) -> Defaults:
             raise GateConfigError(f"{where}: [defaults]: unknown key {key!r} (known: {', '.join(known)})")
         number = _number(f"{where}: [defaults]", key, value)
         if key in ("resamples", "seed"):
-            if number != int(number) or (key == "resamples" and number < 100):
-                raise GateConfigError(f"{where}: [defaults]: key {key!r}: expected a whole number (resamples >= 100)")
+            if number != int(number) or (key == "resamples" and not MIN_RESAMPLES <= number <= MAX_RESAMPLES):
+                raise GateConfigError(f"{where}: [defaults]: key {key!r}: expected a whole number "
+                                      f"(resamples from {MIN_RESAMPLES} to {MAX_RESAMPLES})")
             number = int(number)
         values[key] = number
     d = Defaults(**values)
@@ -110,6 +115,8 @@ def parse_budgets(text: str, source: str = "<budgets>") -> GateConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise GateConfigError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise GateConfigError(f"{source}: arrays or tables nested too deeply") from None
     unknown = set(data) - {"defaults", "budget"}
     if unknown:
         raise GateConfigError(f"{source}: unknown key {sorted(unknown)[0]!r} (known: [defaults], [[budget]])")
