@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -247,16 +246,14 @@ def test_mcbench_load_url_sweeps_any_kserve_server(server: ServerHandle, tmp_pat
     variant = load_results(tmp_path / "out" / "results.json").variants[0]
     assert variant.name == MODEL and variant.status == "ok"
     assert [s.users for s in variant.load.steps] == [1, 4] and len(variant.load.open_steps) == 1
-    cap = variant.capacity
-    assert cap.budget_p99_ms == 500 and cap.target_rps == 1000
-    # Behaviour, not this machine's speed: on a loaded machine no step may hold the budget, and then no
-    # throughput or replica count may be claimed.
-    if cap.max_rps_under_budget is None:
-        assert cap.replicas is None
-    else:
-        assert cap.max_rps_under_budget > 0 and cap.replicas >= 1
-        assert cap.replicas == math.ceil(1000 / cap.max_rps_under_budget)
-    assert "max throughput under p99 500 ms" in out and "replicas for 1000 req/s" in out
+    # Behaviour, not the machine's speed: whatever the sweep measured, the capacity recorded and printed is the one
+    # its own steps give (on a loaded machine no step may hold the budget, and "none" is then the right answer).
+    from mcbench.reports.capacity import capacity
+
+    assert variant.capacity == capacity(variant.load, 500, 1000, 2)
+    cap = variant.capacity.max_rps_under_budget
+    assert "max throughput under p99 500 ms: " + ("none" if cap is None else f"{cap:.0f} req/s") in out
+    assert ("replicas for 1000 req/s" in out) == (variant.capacity.replicas is not None)
 
 
 def test_mcbench_load_unreachable_url_is_exit_2(capsys: pytest.CaptureFixture) -> None:
