@@ -6,33 +6,62 @@ of both on the same machine in the same minute cancels that drift, so the compar
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.optimizer.artifact import Artifact, generated_inputs
 from mcbench.optimizer.targets import Session, Target, open_session
 from mcbench.reports.gate import GateDataError
 from mcbench.reports.schema import RunResult
 
-# A short series of 50 runs: many short rounds cancel drift better than a few long ones, and the pooled rounds,
-# not one series, give the precision (8 rounds: 1 false alarm in 60 A/A pairs, see benchmarks/gate_calibration.py).
-ROUND_PLAN = TimingPlan(warmup_runs=5, min_runs=50, min_seconds=1e-3, max_seconds=5.0, settle_tolerance=1e9)
+# Causes of the A/A false alarms this fixes (issue 19): samples rounded to whole microseconds made sub-100 us medians
+# step in 2-3% quanta and collapsed the bootstrap; A always ran first in a round; no warm-up after a switch.
+# Now: float microseconds from perf_counter_ns, several calls per sample when one is under MIN_SAMPLE_NS, warm-up
+# at every switch, and the order alternates (A B, then B A) so neither side always runs first.
+SAMPLES_PER_ROUND = 50
+WARMUP_CALLS = 5
+MIN_SAMPLE_NS = 100_000
+
+
+def calls_per_sample(session: Session, feeds: dict[str, Any], min_sample_ns: int = MIN_SAMPLE_NS) -> int:
+    """How many calls one sample times so that a sample lasts at least `min_sample_ns` (timer resolution, jitter)."""
+    session.run(feeds)
+    t0 = time.perf_counter_ns()
+    session.run(feeds)
+    one = max(time.perf_counter_ns() - t0, 1)
+    return max(1, -(-min_sample_ns // one))
+
+
+def series_us(session: Session, feeds: dict[str, Any], samples: int, calls: int) -> list[float]:
+    """`samples` timings in float microseconds per call, each over `calls` calls, after a warm-up."""
+    for _ in range(WARMUP_CALLS):
+        session.run(feeds)
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(samples):
+        t0 = clock()
+        for _ in range(calls):
+            session.run(feeds)
+        out.append((clock() - t0) / calls / 1e3)
+    return out
 
 
 def interleaved_samples(
-    session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, plan: TimingPlan = ROUND_PLAN
-) -> tuple[list[int], list[int]]:
-    """`rounds` short series of A then B, pooled per side (microseconds)."""
-    a: list[int] = []
-    b: list[int] = []
-    for _ in range(rounds):
-        a += measure_latency(session_a, feeds, plan)[0].samples_us
-        b += measure_latency(session_b, feeds, plan)[0].samples_us
+    session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND
+) -> tuple[list[float], list[float]]:
+    """`rounds` short series of both, A B then B A alternately, pooled per side (microseconds per call)."""
+    calls = calls_per_sample(session_a, feeds)
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        order = ((session_a, a), (session_b, b)) if i % 2 == 0 else ((session_b, b), (session_a, a))
+        for session, pooled in order:
+            pooled += series_us(session, feeds, samples, calls)
     return a, b
 
 
-def _session(run: RunResult, name: str) -> tuple[Session, Artifact]:
+def variant_session(run: RunResult, name: str) -> tuple[Session, Artifact]:
     v = run.variant(name)
     where = f"{run.run_id}/{name}"
     try:
@@ -54,8 +83,8 @@ def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> dict[str, tup
         raise GateDataError("no variant was measured in both runs; nothing to re-measure")
     out = {}
     for name in names:
-        session_a, artifact = _session(baseline, name)
-        session_b, _ = _session(run, name)
+        session_a, artifact = variant_session(baseline, name)
+        session_b, _ = variant_session(run, name)
         feeds = generated_inputs(artifact.inputs, 1)[0]
         out[name] = interleaved_samples(session_a, session_b, feeds, rounds)
     return out

@@ -1,0 +1,37 @@
+"""Interleaved re-measurement: float microseconds, several calls a sample for fast sessions, alternating order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcbench.remeasure import calls_per_sample, interleaved_samples, series_us
+
+
+class Recorder:
+    """A stand-in session that records which side ran, in order."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        self.log.append(self.name)
+        return []
+
+
+def test_a_fast_session_is_timed_several_calls_a_sample_in_float_microseconds() -> None:
+    log: list[str] = []
+    fast = Recorder("a", log)
+    assert calls_per_sample(fast, {}, min_sample_ns=10**9) > 1  # a call that appends a name takes well under 1 s
+    calls = calls_per_sample(fast, {})
+    samples = series_us(fast, {}, 7, calls)
+    assert len(samples) == 7 and all(isinstance(s, float) and s > 0 for s in samples)
+    assert len(log) == 4 + 5 + 7 * calls  # two calls_per_sample's two each, the warm-up, the timed calls
+
+
+def test_rounds_alternate_which_side_runs_first_and_pool_per_side() -> None:
+    log: list[str] = []
+    a, b = Recorder("a", log), Recorder("b", log)
+    sa, sb = interleaved_samples(a, b, {}, rounds=4, samples=3)
+    assert len(sa) == len(sb) == 12
+    firsts = [name for i, name in enumerate(log[2:]) if i % (len(log[2:]) // 8) == 0]
+    assert firsts == ["a", "b", "b", "a", "a", "b", "b", "a"]
