@@ -25,7 +25,7 @@ def test_a_fast_session_is_timed_several_calls_a_sample_in_float_microseconds() 
     calls = calls_per_sample(fast, {})
     samples = series_us(fast, {}, 7, calls)
     assert len(samples) == 7 and all(isinstance(s, float) and s > 0 for s in samples)
-    assert len(log) == 4 + 5 + 7 * calls  # two calls_per_sample's two each, the warm-up, the timed calls
+    assert len(log) == 24 + 5 + 7 * calls  # two calls_per_sample's 12 each, the warm-up, the timed calls
 
 
 def test_rounds_alternate_which_side_runs_first_and_pool_per_side() -> None:
@@ -33,5 +33,5 @@ def test_rounds_alternate_which_side_runs_first_and_pool_per_side() -> None:
     a, b = Recorder("a", log), Recorder("b", log)
     sa, sb = interleaved_samples(a, b, {}, rounds=4, samples=3)
     assert len(sa) == len(sb) == 12
-    firsts = [name for i, name in enumerate(log[2:]) if i % (len(log[2:]) // 8) == 0]
+    firsts = [name for i, name in enumerate(log[12:]) if i % (len(log[12:]) // 8) == 0]
     assert firsts == ["a", "b", "b", "a", "a", "b", "b", "a"]
