@@ -135,6 +135,13 @@ def _bounded(rf: RunFile, key: str, value: float) -> Any:
     return value
 
 
+def _in_range(rf: RunFile, key: str, value: float, low: float, high: float, unit: str) -> Any:
+    """`value` if low <= value <= high; else the key's error naming the range and its unit."""
+    if not low <= value <= high:
+        raise rf.fail(key, f"must be between {low:g} and {high:g} {unit}, got {value!r}")
+    return value
+
+
 def _strings(rf: RunFile, key: str, value: Any) -> list[str]:
     items = _expect(rf, key, value, list)
     for item in items:
@@ -272,10 +279,7 @@ def load_run_file(path: Path) -> RunFile:
         elif key == "quality_budget":
             rf.quality_budget = _check_quality_budget(rf, value)
         elif key == "seq_len":
-            value = _expect(rf, key, value, int)
-            if not 1 <= value <= 8192:
-                raise rf.fail(key, f"must be between 1 and 8192 tokens, got {value!r}")
-            rf.seq_len = value
+            rf.seq_len = _in_range(rf, key, _expect(rf, key, value, int), 1, 8192, "tokens")
         elif key in ("trust_model", "quick"):
             setattr(rf, key, _expect(rf, key, value, bool))
             if key == "trust_model" and value:
@@ -289,10 +293,7 @@ def load_run_file(path: Path) -> RunFile:
         elif key == "load":
             rf.load = _load(rf, value)
         elif key == "accuracy_budget":
-            value = _expect(rf, key, value, float)
-            if not 0 <= value <= 100:
-                raise rf.fail(key, f"must be between 0 and 100 percentage points, got {value!r}")
-            rf.accuracy_budget = value
+            rf.accuracy_budget = _in_range(rf, key, _expect(rf, key, value, float), 0, 100, "percentage points")
         elif key == "recipes":
             rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
     return rf
