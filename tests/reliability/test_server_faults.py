@@ -107,11 +107,19 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path: Path
 
 @pytest.mark.parametrize("dispatch", ["thread", "inline"])
 def test_overload_beyond_the_queue_is_503_with_retry_after(tmp_path: Path, dispatch: str) -> None:
-    extra = ["--delay-ms", "300", "--max-queue", "1", "--inline-below-ms", "0" if dispatch == "thread" else "10000"]
+    # A long service time and a barrier: all six requests arrive while the first is still running, even when a
+    # loaded machine starts the threads late (with 300 ms, a late thread found a free slot and a 4th got 200).
+    extra = ["--delay-ms", "1500", "--max-queue", "1", "--inline-below-ms", "0" if dispatch == "thread" else "10000"]
     with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
         assert server.dispatch == dispatch
         answers: list[tuple[int, dict, dict]] = []
-        threads = [threading.Thread(target=lambda: answers.append(infer(server))) for _ in range(6)]
+        together = threading.Barrier(6)
+
+        def send() -> None:
+            together.wait(30)
+            answers.append(infer(server))
+
+        threads = [threading.Thread(target=send) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:
