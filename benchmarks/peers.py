@@ -193,12 +193,15 @@ q.quantize(save_dir=out / "O2-int8", quantization_config=AutoQuantizationConfig.
 '''
 
 
+def run_peer_script(python: Path, source: str, script: Path, *args: Path) -> subprocess.CompletedProcess:
+    """A peer's build script, written to `script`, run by the peer's own interpreter (half an hour at most)."""
+    script.write_text(source)
+    return subprocess.run([str(python), str(script), *map(str, args)], capture_output=True, text=True, timeout=1800)
+
+
 def optimum_minilm(python: Path, folder: Path, work: Path) -> list[Variant]:
     out = work / "optimum"
-    script = work / "optimum_build.py"
-    script.write_text(OPTIMUM_MINILM)
-    proc = subprocess.run([str(python), str(script), str(folder), str(out)], capture_output=True, text=True,
-                          timeout=1800)
+    proc = run_peer_script(python, OPTIMUM_MINILM, work / "optimum_build.py", folder, out)
     files = {"optimum-fp32": (out / "export" / "model.onnx", "optimum-cli export onnx --task feature-extraction"),
              "optimum-O3-fp32": (out / "O3" / "model_optimized.onnx", "ORTOptimizer -O3"),
              "optimum-O2-int8-dynamic": (next(iter(sorted((out / "O2-int8").glob("*.onnx"))), out / "none"),
@@ -308,10 +311,7 @@ q.quantize(save_dir=out / "static", quantization_config=cfg, calibration_tensors
 
 def optimum_cnn(python: Path, model: Path, work: Path) -> list[Variant]:
     out = work / "optimum_cnn"
-    script = work / "optimum_cnn.py"
-    script.write_text(OPTIMUM_CNN)
-    proc = subprocess.run([str(python), str(script), str(model), str(out)], capture_output=True, text=True,
-                          timeout=1800)
+    proc = run_peer_script(python, OPTIMUM_CNN, work / "optimum_cnn.py", model, out)
     error = None if proc.returncode == 0 else _last_error(proc.stderr)
     rows = []
     for kind in ("dynamic", "static"):
