@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # interrupted: 128 + the signal's number (130, 143)
+MERGED_REPORT = "merged-report.html"  # `mcbench report A/results.json B/results.json` writes it here by default
 
 
 class UsageError(ValueError):
@@ -107,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--name", default="detected")
     detect.add_argument("--out", type=Path, help="write it here (default: print it)")
 
-    report = sub.add_parser("report", help="re-render report.html from a results.json")
-    report.add_argument("results", type=Path)
-    report.add_argument("--out", type=Path, help="where to write the report (default: beside the results)")
+    report = sub.add_parser("report", help="re-render report.html from a results.json; from several (one model, "
+                            "one config, several machines), one report with the machines side by side")
+    report.add_argument("results", type=Path, nargs="+", metavar="RESULTS.json")
+    report.add_argument("--out", type=Path, help="where to write the report (default: report.html beside the "
+                        f"results; for several results files, {MERGED_REPORT} in the current folder)")
 
     compare = sub.add_parser("compare", help="A/B: two results.json side by side, with the significance of changes")
     compare.add_argument("a", type=Path, metavar="A.json")
@@ -185,12 +188,13 @@ def _is_user_error(exc: Exception) -> bool:
     from mcbench.optimizer.profiles import ProfileError
     from mcbench.reports.gate import GateDataError
     from mcbench.reports.gate_budgets import GateConfigError
+    from mcbench.reports.merge import MergeError
     from mcbench.reports.plots import ReportError
     from mcbench.reports.schema import SchemaError
 
     gate_errors = GateConfigError | GateDataError
     return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
-                      | ReportError | gate_errors)
+                      | ReportError | MergeError | gate_errors)
 
 
 def run_config(args: argparse.Namespace):
@@ -361,11 +365,18 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcbench.reports.html import write_report
+    from mcbench.reports.html import render_merged, write_report, write_text_atomic
+    from mcbench.reports.merge import load_merged
     from mcbench.reports.schema import load_results
 
-    run = load_results(args.results)
-    out = write_report(run, args.out or args.results.with_name("report.html"))
+    if len(args.results) > 1:  # several machines' runs of one model and config, side by side
+        multi = load_merged(args.results)
+        out = write_text_atomic(args.out or Path(MERGED_REPORT), render_merged(multi))
+        print(f"report: {out} ({len(multi.machines)} machines: {', '.join(multi.labels())})")
+        return EXIT_OK
+    results = args.results[0]
+    run = load_results(results)
+    out = write_report(run, args.out or results.with_name("report.html"))
     print(f"report: {out}")
     return EXIT_OK
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import jinja2
 
+from mcbench.reports.merge import MultiRun
 from mcbench.reports.page import report_view
 from mcbench.reports.schema import RunResult, write_text_atomic  # noqa: F401 (the CLI writes its files with it)
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
 COMPARE_TEMPLATE = "compare.html.j2"
+MERGED_TEMPLATE = "merged.html.j2"
 
 
 @lru_cache(maxsize=1)
@@ -42,6 +44,13 @@ def render_comparison(a: RunResult, b: RunResult) -> str:
     from mcbench.reports.compare import compare_runs
 
     return template_environment().get_template(COMPARE_TEMPLATE).render(cmp=compare_runs(a, b))
+
+
+def render_merged(multi: MultiRun) -> str:
+    """Several machines' runs of one model (reports.merge) as one page."""
+    from mcbench.reports.merged_page import merged_view
+
+    return template_environment().get_template(MERGED_TEMPLATE).render(view=merged_view(multi))
 
 
 def write_report(run: RunResult, path: Path) -> Path:

@@ -120,6 +120,7 @@ class ProfileCard:
     capacity: list[KeyValue]  # the recommended variant's capacity figures, empty where none
     skipped: list[SkipGroup]
     variant_count: int
+    machine: str = ""  # in a report of several machines (reports.merge): the machine's CPU and cores
 
 
 def profile_cards(run: RunResult, recs: list[Recommendation] | None = None) -> list[ProfileCard]:
