@@ -1,7 +1,8 @@
 """The `mcbench` command line.
 
 Exit codes: 0 every variant measured; 1 the run finished but a variant failed (or its results could not be
-written mid-run); 2 bad input (arguments, config, model file, results file, an unwritable output folder);
+written mid-run, or --mlflow could not log them); 2 bad input (arguments, config, model file, results file,
+an unwritable output folder, no MLflow for --mlflow, a store it cannot open);
 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the finished variants are saved with a partial report.
 Errors are one line, `mcbench: ...`; `--debug` shows tracebacks.
 """
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, help="artifact cache shared across runs "
                      "(default: $MCBENCH_CACHE, else runs/.cache)")
     run.add_argument("--no-cache", action="store_true", help="build every artifact afresh in the run folder")
+    from mcbench.tracking import add_arguments as add_mlflow_arguments
+
+    add_mlflow_arguments(run)
 
     profiles = sub.add_parser("profiles", help="hardware profiles: list, show NAME, detect this machine")
     profiles_sub = profiles.add_subparsers(dest="action", required=True)
@@ -108,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--name", default="detected")
     detect.add_argument("--out", type=Path, help="write it here (default: print it)")
 
-    report = sub.add_parser("report", help="re-render report.html from a results.json; from several (one model, "
-                            "one config, several machines), one report with the machines side by side")
+    report = sub.add_parser("report", help="re-render report.html from a results.json (with --mlflow: log it); "
+                            "from several (one model, one config, several machines), one report with the machines "
+                            "side by side")
     report.add_argument("results", type=Path, nargs="+", metavar="RESULTS.json")
     report.add_argument("--out", type=Path, help="where to write the report (default: report.html beside the "
                         f"results; for several results files, {MERGED_REPORT} in the current folder)")
+    add_mlflow_arguments(report, after_the_fact=True)
 
     compare = sub.add_parser("compare", help="A/B: two results.json side by side, with the significance of changes")
     compare.add_argument("a", type=Path, metavar="A.json")
@@ -191,10 +197,11 @@ def _is_user_error(exc: Exception) -> bool:
     from mcbench.reports.merge import MergeError
     from mcbench.reports.plots import ReportError
     from mcbench.reports.schema import SchemaError
+    from mcbench.tracking import TrackingError
 
     gate_errors = GateConfigError | GateDataError
     return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
-                      | ReportError | MergeError | gate_errors)
+                      | ReportError | MergeError | TrackingError | gate_errors)
 
 
 def run_config(args: argparse.Namespace):
@@ -311,6 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mcbench.reports.text import summary_table
     from mcbench.runguard import signals_ignored, signals_raise
     from mcbench.runlog import ThirdPartyOutput
+    from mcbench.tracking import TrackingError, tracker_from_args
 
     earlier = None
     if args.resume is not None:
@@ -320,6 +328,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if config.out_dir is not None and (config.out_dir / "results.json").exists():
             raise UsageError(f"{config.out_dir} already holds a results.json; choose another --out "
                              f"(or finish it with --resume {config.out_dir})")
+    tracker = tracker_from_args(args, UsageError)  # before the work: no MLflow or a bad store fails now
     started = time.perf_counter()
     output = ThirdPartyOutput()
     try:
@@ -339,7 +348,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = write_report(run, paths.report)
     print(summary_table(run))
     print(f"\nresults: {paths.results}\nreport:  {report}\nwall time: {time.perf_counter() - started:.0f} s")
-    return EXIT_OK if all(v.status in ("ok", "skipped") for v in run.variants) else EXIT_VARIANT_FAILED
+    code = EXIT_OK if all(v.status in ("ok", "skipped") for v in run.variants) else EXIT_VARIANT_FAILED
+    if tracker is not None:
+        try:
+            _say_logged(tracker.log(run, paths.root, report=report, log_models=args.mlflow_log_models))
+        except TrackingError as exc:
+            again = f"mcbench report {paths.results} --mlflow {tracker.uri} --mlflow-experiment {tracker.experiment}"
+            again += " --mlflow-log-models" if args.mlflow_log_models else ""
+            print(f"mcbench: {exc}; the results are saved: log them with `{again}`", file=sys.stderr)
+            return EXIT_VARIANT_FAILED
+    return code
+
+
+def _say_logged(logged) -> None:
+    print(logged.summary())
+    for note in logged.notes:
+        print(f"mlflow:  {note}")
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -368,16 +392,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mcbench.reports.html import render_merged, write_report, write_text_atomic
     from mcbench.reports.merge import load_merged
     from mcbench.reports.schema import load_results
+    from mcbench.tracking import tracker_from_args
 
     if len(args.results) > 1:  # several machines' runs of one model and config, side by side
+        if args.mlflow is not None:
+            raise UsageError("report: --mlflow logs one run; give one results file")
         multi = load_merged(args.results)
         out = write_text_atomic(args.out or Path(MERGED_REPORT), render_merged(multi))
         print(f"report: {out} ({len(multi.machines)} machines: {', '.join(multi.labels())})")
         return EXIT_OK
     results = args.results[0]
     run = load_results(results)
+    tracker = tracker_from_args(args, UsageError)
     out = write_report(run, args.out or results.with_name("report.html"))
     print(f"report: {out}")
+    if tracker is not None:
+        _say_logged(tracker.log(run, results.parent, report=out, results=results, log_models=args.mlflow_log_models))
     return EXIT_OK
 
 
