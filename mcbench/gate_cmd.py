@@ -9,6 +9,7 @@ from pathlib import Path
 from mcbench.reports.gate import Outcome, evaluate
 from mcbench.reports.gate_budgets import GateConfig, load_budgets
 from mcbench.reports.gate_output import append_step_summary, junit_xml, markdown_summary
+from mcbench.reports.gate_stats import MIN_ROUNDS
 from mcbench.reports.schema import load_results
 
 
@@ -20,14 +21,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--junit", type=Path, help="write JUnit XML here")
     gate.add_argument("--markdown", type=Path, help="write a Markdown summary here")
     gate.add_argument("--remeasure", type=int, metavar="N", default=0,
-                      help="re-measure baseline and candidate on this machine, N interleaved rounds, and compare those")
+                      help=f"re-measure baseline and candidate on this machine, N >= {MIN_ROUNDS} interleaved rounds "
+                      "(20 is a good default), and compare those round by round")
 
 
 def cmd_gate(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     if args.budgets is None and args.baseline is None:
         raise usage_error("gate needs --budgets, --baseline or both")
-    if args.remeasure < 0 or (args.remeasure and args.baseline is None):
-        raise usage_error("--remeasure N needs N >= 1 and a --baseline")
+    if args.remeasure < 0 or 0 < args.remeasure < MIN_ROUNDS or (args.remeasure and args.baseline is None):
+        raise usage_error(f"--remeasure N needs N >= {MIN_ROUNDS} rounds and a --baseline")
     config = load_budgets(args.budgets) if args.budgets else GateConfig()
     run = load_results(args.results)
     baseline = load_results(args.baseline) if args.baseline else None

@@ -16,9 +16,11 @@ from mcbench.reports.gate import GateDataError
 from mcbench.reports.schema import RunResult
 
 # Causes of the A/A false alarms this fixes (issue 19): samples rounded to whole microseconds made sub-100 us medians
-# step in 2-3% quanta and collapsed the bootstrap; A always ran first in a round; no warm-up after a switch.
+# step in 2-3% quanta and collapsed the bootstrap; A always ran first in a round; no warm-up after a switch; and
+# the samples of one round were treated as independent when they share the machine's state (the comparison now
+# takes the round as its unit: reports.gate_stats.compare_rounds).
 # Now: float microseconds from perf_counter_ns, several calls per sample when one is under MIN_SAMPLE_NS, warm-up
-# at every switch, and the order alternates (A B, then B A) so neither side always runs first.
+# at every switch, the order alternates (A B, then B A) so neither side always runs first, and the rounds are kept.
 SAMPLES_PER_ROUND = 50
 WARMUP_CALLS = 5
 MIN_SAMPLE_NS = 100_000
@@ -50,17 +52,20 @@ def series_us(session: Session, feeds: dict[str, Any], samples: int, calls: int)
     return out
 
 
-def interleaved_samples(
+Rounds = list[list[float]]  # one series of samples (microseconds per call) per round
+
+
+def interleaved_rounds(
     session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND
-) -> tuple[list[float], list[float]]:
-    """`rounds` short series of both, A B then B A alternately, pooled per side (microseconds per call)."""
+) -> tuple[Rounds, Rounds]:
+    """`rounds` short series of both, A B then B A alternately, one series a side per round."""
     calls = calls_per_sample(session_a, feeds)
-    a: list[float] = []
-    b: list[float] = []
+    a: Rounds = []
+    b: Rounds = []
     for i in range(rounds):
         order = ((session_a, a), (session_b, b)) if i % 2 == 0 else ((session_b, b), (session_a, a))
-        for session, pooled in order:
-            pooled += series_us(session, feeds, samples, calls)
+        for session, series in order:
+            series.append(series_us(session, feeds, samples, calls))
     return a, b
 
 
@@ -78,8 +83,8 @@ def variant_session(run: RunResult, name: str) -> tuple[Session, Artifact]:
     return open_session(artifact, target), artifact
 
 
-def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> dict[str, tuple[list[int], list[int]]]:
-    """Fresh interleaved samples for every variant measured in both runs: name -> (baseline, candidate)."""
+def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> dict[str, tuple[Rounds, Rounds]]:
+    """Fresh interleaved rounds for every variant measured in both runs: name -> (baseline, candidate)."""
     names = [v.name for v in run.variants if v.status == "ok"
              and any(b.name == v.name and b.status == "ok" for b in baseline.variants)]
     if not names:
@@ -89,5 +94,5 @@ def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> dict[str, tup
         session_a, artifact = variant_session(baseline, name)
         session_b, _ = variant_session(run, name)
         feeds = generated_inputs(artifact.inputs, 1)[0]
-        out[name] = interleaved_samples(session_a, session_b, feeds, rounds)
+        out[name] = interleaved_rounds(session_a, session_b, feeds, rounds)
     return out

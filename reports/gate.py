@@ -11,7 +11,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from mcbench.reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
-from mcbench.reports.gate_stats import MIN_SAMPLES, compare
+from mcbench.reports.gate_stats import MIN_SAMPLES, Comparison, compare, compare_rounds
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
 
@@ -139,22 +139,32 @@ def budget_checks(run: RunResult, config: GateConfig) -> list[Check]:
 
 def comparison_check(name: str, base_us: list[float], cand_us: list[float], d: Defaults, source: str) -> Check:
     """One baseline comparison, from raw samples; `source` says where the samples came from."""
-    check_name = f"{name}: latency vs baseline"
     if len(base_us) < MIN_SAMPLES or len(cand_us) < MIN_SAMPLES:
-        return Check(check_name, "baseline", "error",
+        return Check(f"{name}: latency vs baseline", "baseline", "error",
                      f"too few raw samples to compare ({len(base_us)} baseline, {len(cand_us)} candidate; "
                      f"need {MIN_SAMPLES})")
     c = compare(base_us, cand_us, min_effect=d.min_effect, confidence=d.confidence, max_cv=d.max_cv,
                 resamples=d.resamples, seed=d.seed)
+    return _check_of(name, c, source, d)
+
+
+def rounds_check(name: str, base_rounds: list[list[float]], cand_rounds: list[list[float]], d: Defaults) -> Check:
+    """One baseline comparison from interleaved rounds (re-measured here), each round a paired observation."""
+    c = compare_rounds(base_rounds, cand_rounds, min_effect=d.min_effect, confidence=d.confidence, max_cv=d.max_cv)
+    return _check_of(name, c, "re-measured interleaved", d)
+
+
+def _check_of(name: str, c: Comparison, source: str, d: Defaults) -> Check:
     status = {"regression": "fail", "inconclusive": "inconclusive"}.get(c.verdict, "pass")
     extra = f"; noise CV {c.noise:.2f} > max_cv {d.max_cv:g}" if c.verdict == "inconclusive" else ""
-    return Check(check_name, "baseline", status,
+    return Check(f"{name}: latency vs baseline", "baseline", status,
                  f"{c.verdict} ({source}): {c.describe()}; threshold +{d.min_effect:.0%}{extra}")
 
 
-def baseline_checks(
-    run: RunResult, baseline: RunResult, d: Defaults, remeasured: dict[str, tuple[list[float], list[float]]] | None
-) -> list[Check]:
+Remeasured = dict[str, tuple[list[list[float]], list[list[float]]]]  # name -> (baseline rounds, candidate rounds)
+
+
+def baseline_checks(run: RunResult, baseline: RunResult, d: Defaults, remeasured: Remeasured | None) -> list[Check]:
     """Compare every variant measured in both runs; `remeasured` replaces the stored samples where given."""
     base_by_name = {v.name: v for v in baseline.variants if v.status == "ok"}
     checks = []
@@ -162,14 +172,12 @@ def baseline_checks(
         if v.status != "ok" or v.name not in base_by_name:
             continue
         if remeasured and v.name in remeasured:
-            base_us, cand_us = remeasured[v.name]
-            source = "re-measured interleaved"
-        else:
-            b = base_by_name[v.name]
-            base_us = b.latency.samples_us if b.latency else []
-            cand_us = v.latency.samples_us if v.latency else []
-            source = "stored samples"
-        checks.append(comparison_check(v.name, list(base_us), list(cand_us), d, source))
+            checks.append(rounds_check(v.name, *remeasured[v.name], d))
+            continue
+        b = base_by_name[v.name]
+        base_us = b.latency.samples_us if b.latency else []
+        cand_us = v.latency.samples_us if v.latency else []
+        checks.append(comparison_check(v.name, list(base_us), list(cand_us), d, "stored samples"))
     if not checks:
         checks.append(Check("baseline", "baseline", "error", "no variant was measured in both runs"))
     return checks
@@ -179,7 +187,7 @@ def evaluate(
     run: RunResult,
     config: GateConfig,
     baseline: RunResult | None = None,
-    remeasured: dict[str, tuple[list[float], list[float]]] | None = None,
+    remeasured: Remeasured | None = None,
 ) -> Outcome:
     checks = budget_checks(run, config)
     if baseline is not None:

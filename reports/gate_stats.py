@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 
 MIN_SAMPLES = 10
+MIN_ROUNDS = 5
 MAX_BOOTSTRAP_SAMPLES = 2000  # longer series are thinned (evenly, deterministically) for the bootstrap only
 
 
@@ -85,9 +86,14 @@ class Comparison:
     noise: float  # the larger robust CV of the two series
     n_base: int
     n_cand: int
+    rounds: int = 0  # > 0: decided from this many paired rounds (compare_rounds), not from pooled samples
 
     def describe(self) -> str:
         change = (self.ratio - 1) * 100
+        if self.rounds:
+            return (f"median {change:+.1f}% (geometric mean of {self.rounds} per-round ratios {self.ratio:.3f}, "
+                    f"{self.confidence:.0%} CI {self.ci_low:.3f}-{self.ci_high:.3f}, sign test p={self.p_value:.2g}, "
+                    f"noise CV {self.noise:.2f}, n={self.n_base}/{self.n_cand})")
         return (f"median {change:+.1f}% (ratio {self.ratio:.3f}, {self.confidence:.0%} CI {self.ci_low:.3f}-"
                 f"{self.ci_high:.3f}, Mann-Whitney p={self.p_value:.2g}, noise CV {self.noise:.2f}, "
                 f"n={self.n_base}/{self.n_cand})")
@@ -111,13 +117,64 @@ def compare(
     low, high = bootstrap_ratio_ci(base, cand, confidence, resamples, seed)
     p_value = mann_whitney_p(base, cand)
     noise = max(robust_cv(base), robust_cv(cand))
+    verdict = verdict_of(ratio, low, high, noise, min_effect, max_cv)
+    return Comparison(verdict, ratio, low, high, confidence, p_value, noise, len(base), len(cand))
+
+
+def verdict_of(ratio: float, low: float, high: float, noise: float, min_effect: float, max_cv: float) -> str:
     up, down = 1 + min_effect, 1 - min_effect
     if ratio > up and low > 1:
-        verdict = "regression"
-    elif ratio < down and high < 1:
-        verdict = "improvement"
-    elif noise > max_cv and low < up < high:
-        verdict = "inconclusive"
-    else:
-        verdict = "no change"
-    return Comparison(verdict, ratio, low, high, confidence, p_value, noise, len(base), len(cand))
+        return "regression"
+    if ratio < down and high < 1:
+        return "improvement"
+    if noise > max_cv and low < up < high:
+        return "inconclusive"
+    return "no change"
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile, from the normal one by the Cornish-Fisher expansion (Abramowitz & Stegun 26.7.5):
+    within 0.3% of the exact value for df >= 4 at p <= 0.975 (1.3% at 0.995), which is all a gate needs."""
+    z = statistics.NormalDist().inv_cdf(p)
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+def sign_test_p(values: list[float]) -> float:
+    """Exact two-sided sign test of values around 0 (zeros dropped)."""
+    signs = [v > 0 for v in values if v != 0]
+    n = len(signs)
+    if n == 0:
+        return 1.0
+    k = min(sum(signs), n - sum(signs))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def compare_rounds(
+    base_rounds: list[list[float]], cand_rounds: list[list[float]], *, min_effect: float, confidence: float,
+    max_cv: float,
+) -> Comparison:
+    """Decide from interleaved rounds, the round as the unit: one log ratio of medians per round, a Student-t interval
+    of their mean.
+
+    Samples inside one round share the machine's state (another job's burst, a thread pool still spinning from the
+    other session, the cache), so they are not independent; a bootstrap over all pooled samples treated 400 samples
+    as 400 observations when the data held about as many as there were rounds, and its intervals were too narrow
+    (A/A false alarms, issue 19). Pairing each round's candidate with its own baseline also cancels drift between
+    rounds.
+    """
+    if len(base_rounds) != len(cand_rounds) or len(base_rounds) < MIN_ROUNDS:
+        raise ValueError(f"need at least {MIN_ROUNDS} paired rounds, got {len(base_rounds)} and {len(cand_rounds)}")
+    if any(len(r) < 3 for r in base_rounds + cand_rounds):
+        raise ValueError("need at least 3 samples per side in every round")
+    pairs = zip(base_rounds, cand_rounds, strict=True)
+    logs = [math.log(statistics.median(c) / statistics.median(b)) for b, c in pairs]
+    n = len(logs)
+    half = t_quantile(1 - (1 - confidence) / 2, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    mean = statistics.fmean(logs)
+    ratio, low, high = math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+    base = [x for r in base_rounds for x in r]
+    cand = [x for r in cand_rounds for x in r]
+    noise = max(robust_cv(base), robust_cv(cand))
+    verdict = verdict_of(ratio, low, high, noise, min_effect, max_cv)
+    return Comparison(verdict, ratio, low, high, confidence, sign_test_p(logs), noise, len(base), len(cand), n)

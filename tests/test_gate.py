@@ -12,7 +12,7 @@ from mcbench.cli import main
 from mcbench.reports.gate import evaluate
 from mcbench.reports.gate_budgets import GateConfig, GateConfigError, parse_budgets
 from mcbench.reports.gate_output import junit_xml, markdown_summary
-from mcbench.reports.gate_stats import compare, mann_whitney_p
+from mcbench.reports.gate_stats import compare, compare_rounds, mann_whitney_p, sign_test_p, t_quantile
 from mcbench.reports.schema import Accuracy, LatencyStats, LoadResult, LoadStep, RunResult, VariantResult, save_results
 
 STRICT = dict(min_effect=0.05, confidence=0.95, max_cv=0.5)
@@ -136,6 +136,38 @@ def test_very_noisy_data_is_inconclusive_and_deterministic():
     assert compare(base, cand, **STRICT) == first
 
 
+def _rounds(factors: list[float], seed: int) -> list[list[float]]:
+    """One 50-sample series per round, each round's level set by its factor (the machine's state in that round)."""
+    return [_lognormal(seed + i, n=50, scale=f, sigma=0.05) for i, f in enumerate(factors)]
+
+
+def test_rounds_not_samples_are_the_unit_of_an_interleaved_comparison():
+    # A/A, but each round caught the machine in another state: B's level over A's varies round to round. Pooled,
+    # 400 correlated samples a side look like 400 independent ones and the bootstrap calls it a regression; round
+    # by round, eight paired ratios that disagree are no evidence (issue 19's A/A false alarms).
+    base = _rounds([1.0] * 8, 100)
+    cand = _rounds([1.25, 0.97, 1.12, 0.94, 1.22, 1.08, 1.15, 0.96], 200)
+    pooled = compare([x for r in base for x in r], [x for r in cand for x in r], **STRICT)
+    assert pooled.verdict == "regression"
+    by_round = compare_rounds(base, cand, **STRICT)
+    assert by_round.verdict == "no change" and by_round.ci_low < 1 < by_round.ci_high and by_round.rounds == 8
+    assert "geometric mean of 8 per-round ratios" in by_round.describe()
+    # a slowdown every round shows is a regression, however the rounds' levels wander
+    levels = [1.0, 1.3, 0.9, 1.1, 1.0, 1.2, 0.95, 1.05]
+    slower = compare_rounds(_rounds(levels, 300), _rounds([1.2 * f for f in levels], 400), **STRICT)
+    assert slower.verdict == "regression" and 1.15 < slower.ratio < 1.25 and slower.ci_low > 1.1
+    with pytest.raises(ValueError, match="at least 5 paired rounds"):
+        compare_rounds(base[:4], cand[:4], **STRICT)
+
+
+def test_t_quantile_and_sign_test_match_tables():
+    assert t_quantile(0.975, 4) == pytest.approx(2.776, abs=0.01)
+    assert t_quantile(0.975, 19) == pytest.approx(2.093, abs=0.001)
+    assert t_quantile(0.95, 7) == pytest.approx(1.895, abs=0.001)
+    assert sign_test_p([1.0] * 8) == pytest.approx(2 / 256)
+    assert sign_test_p([1, -1] * 4) == 1.0
+
+
 def test_mann_whitney_matches_known_values():
     assert mann_whitney_p([1.0] * 20, [1.0] * 20) == 1.0
     assert mann_whitney_p(list(range(20)), list(range(100, 120))) < 1e-6
@@ -205,7 +237,7 @@ def test_remeasure_with_missing_artifacts_exits_2(tmp_path, capsys):
     run = _run(_variant(settings={"in_process": {"runtime": "onnxruntime", "device": "cpu", "threads": 1}}))
     run.variants[0].artifact = {"path": str(tmp_path / "gone.onnx"), "format": "onnx",
                                 "inputs": [{"name": "x", "shape": [1, 4]}], "size_bytes": 10}
-    argv = _files(tmp_path, run, '[[budget]]\nvariant = "*"\np99_ms = 5\n', run) + ["--remeasure", "2"]
+    argv = _files(tmp_path, run, '[[budget]]\nvariant = "*"\np99_ms = 5\n', run) + ["--remeasure", "5"]
     assert main(argv) == 2
     assert "gone.onnx is gone" in capsys.readouterr().err
 
@@ -215,7 +247,7 @@ def test_remeasure_times_both_runs_interleaved(tmp_path, linear_onnx):
                 "size_bytes": linear_onnx.stat().st_size}
     run = _run(_variant(settings={"in_process": {"runtime": "onnxruntime", "device": "cpu", "threads": 1}}))
     run.variants[0].artifact = artifact
-    argv = _files(tmp_path, run, '[[budget]]\nvariant = "*"\nmax_size_bytes = 1e6\n', run) + ["--remeasure", "1"]
+    argv = _files(tmp_path, run, '[[budget]]\nvariant = "*"\nmax_size_bytes = 1e6\n', run) + ["--remeasure", "5"]
     assert main(argv) in (0, 1, 3)  # an A/A comparison: the verdict is chance, the path is what is tested
     suite = ET.parse(tmp_path / "junit.xml").getroot()
     assert suite.get("tests") == "2" and suite.get("errors") == "0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcbench.remeasure import calls_per_sample, interleaved_samples, series_us
+from mcbench.remeasure import calls_per_sample, interleaved_rounds, series_us
 
 
 class Recorder:
@@ -28,10 +28,10 @@ def test_a_fast_session_is_timed_several_calls_a_sample_in_float_microseconds() 
     assert len(log) == 24 + 5 + 7 * calls  # two calls_per_sample's 12 each, the warm-up, the timed calls
 
 
-def test_rounds_alternate_which_side_runs_first_and_pool_per_side() -> None:
+def test_rounds_alternate_which_side_runs_first_and_are_kept_per_side() -> None:
     log: list[str] = []
     a, b = Recorder("a", log), Recorder("b", log)
-    sa, sb = interleaved_samples(a, b, {}, rounds=4, samples=3)
-    assert len(sa) == len(sb) == 12
+    sa, sb = interleaved_rounds(a, b, {}, rounds=4, samples=3)
+    assert [len(r) for r in sa] == [len(r) for r in sb] == [3, 3, 3, 3]
     firsts = [name for i, name in enumerate(log[12:]) if i % (len(log[12:]) // 8) == 0]
     assert firsts == ["a", "b", "b", "a", "a", "b", "b", "a"]

@@ -136,4 +136,6 @@ def test_cli_arguments_out_of_range(capsys, args, message):
 
 def test_gate_remeasure_out_of_range(capsys, results_file):
     assert main(["gate", str(results_file), "--baseline", str(results_file), "--remeasure", "-1"]) == 2
-    assert _one_line(capsys) == "mcbench: --remeasure N needs N >= 1 and a --baseline"
+    assert _one_line(capsys) == "mcbench: --remeasure N needs N >= 5 rounds and a --baseline"
+    assert main(["gate", str(results_file), "--baseline", str(results_file), "--remeasure", "4"]) == 2
+    assert _one_line(capsys) == "mcbench: --remeasure N needs N >= 5 rounds and a --baseline"
