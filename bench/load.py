@@ -2,7 +2,9 @@
 
 This module never imports locust (importing it patches the process with gevent); it starts
 `locust -f bench/locustfile.py` once a step (a master and N workers in distributed mode) and reads
-back each process's per-request records and Locust's own totals.
+back each process's per-request records and Locust's own totals. In distributed mode the workers send
+their records to the master (Locust's custom messages), which writes them one file a worker; the workers
+may be on other machines (`Master`: this machine runs only the master, `mcbench load-worker` the workers).
 
 Two sweeps: a closed loop over concurrent users, and an open loop over arrival rates. Each step is
 measured in windows; it is stable when throughput and p99 agree across the last windows within the
@@ -34,8 +36,8 @@ from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STARTUP_ALLOWANCE_S = 60.0
 SATURATED_CPU_PERCENT = 90.0
-RUN_TIME_MARGIN_S = 5  # distributed: the master's --run-time also covers its workers' start-up
-SAFETY_MARGIN_S = 30  # one process ends its own run; Locust's --run-time only catches a hang
+SAFETY_MARGIN_S = 30  # a run ends itself (the lone process, or the master once every worker reported);
+# Locust's --run-time, this much longer, only catches a hang or a worker that died
 MIN_WINDOW_ANSWERS = 100  # fewer answers than this in a window give no p99 worth comparing
 SHORTFALL = 0.8  # open loop: achieved below this share of offered means the server cannot keep up
 
@@ -55,6 +57,21 @@ class Endpoint:
     @property
     def infer_path(self) -> str:
         return f"/v2/models/{self.model}/infer"
+
+
+@dataclass(frozen=True)
+class Master:
+    """Load from other machines: this machine runs only Locust's master, listening here for the workers
+    (`mcbench load-worker --master HOST:PORT`); each step's master waits up to wait_s for them."""
+
+    bind_host: str = "*"
+    bind_port: int = 5557
+    wait_s: float = 120.0
+
+    @property
+    def address(self) -> str:
+        host = socket.gethostname() if self.bind_host in ("*", "0.0.0.0", "::", "") else self.bind_host
+        return f"{host}:{self.bind_port}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,12 @@ class Records:
     check: np.ndarray  # 0 not checked, 1 matched the offline output, 2 did not
     error_kinds: list[str]
     cpu_percent: list[float] = field(default_factory=list)  # per Locust process
+    worker: np.ndarray | None = None  # index into `workers` per row (None: all rows from one unnamed process)
+    workers: list[str] = field(default_factory=lambda: [""])  # distributed: the workers' names; "" unnamed
+
+    def __post_init__(self) -> None:
+        if self.worker is None:
+            self.worker = np.zeros(len(self.start_s), dtype=int)
 
     @classmethod
     def empty(cls) -> Records:
@@ -134,23 +157,31 @@ class Records:
         with np.load(path) as data:
             rows, usage = data["records"], data["usage"]
             kinds = [str(k) for k in data["error_kinds"]]
+            name = str(data["worker"]) if "worker" in data.files else ""  # the master names each worker's file
         cpu = [float(100.0 * usage[1] / usage[0])] if usage[0] > 0 else []
         return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int),
-                   kinds, cpu)
+                   kinds, cpu, workers=[name])
 
     def merged(self, other: Records, shift_s: float = 0.0) -> Records:
-        """Both sets of rows, `other`'s starts moved by shift_s and its error codes renumbered into ours."""
-        kinds = list(self.error_kinds)
-        remap = []
-        for kind in other.error_kinds:
-            if kind not in kinds:
-                kinds.append(kind)
-            remap.append(kinds.index(kind))
-        errors = np.asarray(remap, dtype=int)[other.error] if len(other.error) else other.error
+        """Both sets of rows, `other`'s starts moved by shift_s, its error codes and workers renumbered into ours."""
+        kinds, errors = _renumbered(self.error_kinds, other.error_kinds, other.error)
+        workers, worker = _renumbered(self.workers, other.workers, other.worker)
         return Records(np.concatenate([self.start_s, other.start_s + shift_s]),
                        np.concatenate([self.latency_s, other.latency_s]),
                        np.concatenate([self.status, other.status]), np.concatenate([self.error, errors]),
-                       np.concatenate([self.check, other.check]), kinds, self.cpu_percent + other.cpu_percent)
+                       np.concatenate([self.check, other.check]), kinds, self.cpu_percent + other.cpu_percent,
+                       np.concatenate([self.worker, worker]), workers)
+
+
+def _renumbered(names: list[str], other_names: list[str], codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """`names` extended by `other_names`, and `codes` (indices into other_names) as indices into the result."""
+    names = list(names)
+    remap = []
+    for name in other_names:
+        if name not in names:
+            names.append(name)
+        remap.append(names.index(name))
+    return names, (np.asarray(remap, dtype=int)[codes] if len(codes) else np.asarray(codes, dtype=int))
 
 
 def windows_of(records: Records, spans: list[tuple[float, float]], per_span: int) -> list[dict[str, float]]:
@@ -215,45 +246,68 @@ def step_from_records(records: Records, spans: list[tuple[float, float]], users:
         loadgen_saturated=cpu is not None and cpu > SATURATED_CPU_PERCENT,
         checked=int((records.check[chosen] > 0).sum()),
         mismatches=int((records.check[chosen] == 2).sum()),
+        worker_requests={name: int((chosen & (records.worker == i)).sum())
+                         for i, name in enumerate(records.workers) if name},
     )
 
 
 @dataclass
 class Generator:
-    """Where and how Locust runs: its cores, and 0 (one process) or N distributed workers."""
+    """Where and how Locust runs: its cores, and 0 (one process) or N distributed workers: local processes,
+    or (with `master`) `mcbench load-worker`s on other machines."""
 
     cores: list[int] | None = None
     workers: int = 0
     work_dir: Path = Path(".")
     totals: list[int] = field(default_factory=lambda: [0, 0, 0])  # Locust's requests, failures; our rows
+    master: Master | None = None
 
     def run(self, endpoint: Endpoint, env: dict[str, str], user_class: str, users: int,
             run_s: int, tag: str) -> Records:
         """One Locust run; the merged records of its processes. A Locust that dies or hangs is a LoadError."""
         prefix = self.work_dir / tag
-        for old in self.work_dir.glob(f"{tag}.samples.*.npz"):
-            old.unlink()
+        for old in [*self.work_dir.glob(f"{tag}.samples.*.npz"), self.work_dir / f"{tag}.samples.workers.json"]:
+            old.unlink(missing_ok=True)
         env = {**os.environ, **env, "MCBENCH_SAMPLES": str(self.work_dir / f"{tag}.samples"),
                "MCBENCH_HEADERS": json.dumps(env_headers(env, endpoint)), "MCBENCH_PATH": endpoint.infer_path}
         common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
-        limit = run_s + (RUN_TIME_MARGIN_S if self.workers else SAFETY_MARGIN_S)
+        limit = run_s + SAFETY_MARGIN_S
         lead = [*common, "--headless", "--host", endpoint.url, "-u", str(users), "-r", str(max(users, 1) * 100),
                 "-t", f"{limit}s", "--only-summary", "--exit-code-on-error", "0", "--csv", str(prefix),
                 "--json-file", str(prefix) + "_totals", user_class]
         timeout = limit + STARTUP_ALLOWANCE_S
+        log = self.work_dir / f"{tag}.log"
         if not self.workers:
-            procs = [self._start(lead, env, self.cores, self.work_dir / f"{tag}.log")]
+            procs = [self._start(lead, env, self.cores, log)]
         else:
-            port = free_port()
-            master = [*lead, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                      "--expect-workers", str(self.workers), "--expect-workers-max-wait", str(int(STARTUP_ALLOWANCE_S))]
-            worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), user_class]
+            host, port, wait = ((self.master.bind_host, self.master.bind_port, self.master.wait_s) if self.master
+                                else ("127.0.0.1", free_port(), STARTUP_ALLOWANCE_S))
+            master = [*lead, "--master", "--master-bind-host", host, "--master-bind-port", str(port),
+                      "--expect-workers", str(self.workers), "--expect-workers-max-wait", str(math.ceil(wait))]
             cores = self.cores or []
-            procs = [self._start(master, env, cores, self.work_dir / f"{tag}.log")]
-            procs += [self._start(worker, env, [cores[i % len(cores)]] if cores else None,
-                                  self.work_dir / f"{tag}.worker{i}.log") for i in range(self.workers)]
-        self._wait(procs, timeout, prefix)
+            procs = [self._start(master, env, cores, log)]
+            timeout += wait
+            if not self.master:  # local workers; from other machines they are `mcbench load-worker`s
+                worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), user_class]
+                procs += [self._start(worker, {**env, "MCBENCH_WORKER_NAME": f"local-{i}"},
+                                      [cores[i % len(cores)]] if cores else None,
+                                      self.work_dir / f"{tag}.worker{i}.log") for i in range(self.workers)]
+        try:
+            self._wait(procs, timeout, prefix)
+        except LoadError:
+            if self.workers and "Gave up waiting for workers" in _tail(log):
+                raise LoadError(self._too_few_workers(tag, wait)) from None
+            raise
         return self._collect(tag, prefix)
+
+    def _too_few_workers(self, tag: str, wait_s: float) -> str:
+        """One line: how many workers came, and how to start the missing ones."""
+        status = self.work_dir / f"{tag}.samples.workers.json"
+        came = json.loads(status.read_text())["connected"] if status.exists() else []
+        names = f" ({', '.join(came)})" if came else ""
+        where = (f"start them with `mcbench load-worker --master {self.master.address}` (the port must be reachable "
+                 "from their machines)" if self.master else f"see {self.work_dir / tag}.worker*.log")
+        return f"{len(came)} of {self.workers} Locust workers connected within {wait_s:g} s{names}; {where}"
 
     def _start(self, cmd: list[str], env: dict[str, str], cores: list[int] | None, log: Path):
         def pin() -> None:
@@ -285,8 +339,9 @@ class Generator:
     def _collect(self, tag: str, prefix: Path) -> Records:
         files = sorted(self.work_dir.glob(f"{tag}.samples.*.npz"))
         expected = max(self.workers, 1)
-        if len(files) != expected:
-            raise LoadError(f"{len(files)} of {expected} Locust processes wrote their records "
+        if len(files) < expected or (len(files) > expected and not self.master):  # more: extra remote workers came
+            what = "Locust workers sent" if self.workers else "Locust processes wrote"
+            raise LoadError(f"{len(files)} of {expected} {what} their records "
                             f"(one died?): {_tail(self.work_dir / f'{tag}.log')}")
         records = Records.empty()
         for path in files:
@@ -390,12 +445,13 @@ def run_load(
     work_dir: Path,
     workers: int = 0,
     say=None,
+    master: Master | None = None,
 ) -> LoadResult:
     """The closed-loop sweep over `users` and the open-loop sweep over `rates` against one served model.
 
     Latency samples are not kept in the result (a step at thousands of requests a second would bloat
     results.json); every request's record stays in `work_dir/*.samples.*.npz`, and Locust's own CSV
-    statistics beside them.
+    statistics beside them. With `master`, the `workers` are `mcbench load-worker`s on other machines.
     """
     if work_dir.exists():
         shutil.rmtree(work_dir)
@@ -403,7 +459,7 @@ def run_load(
     env = requests.write(work_dir / "requests")
     env["MCBENCH_HEADERS"] = json.dumps(requests.headers)
     env["MCBENCH_CHECK_EVERY"] = str(rules.check_every if requests.expected else 0)
-    gen = Generator(loadgen_cores, workers, work_dir)
+    gen = Generator(loadgen_cores, workers, work_dir, master=master)
     closed, closed_stop = run_sweep(gen, endpoint, env, "closed", [float(u) for u in users], rules, say)
     if callable(rates):  # rates as fractions of what the closed loop reached
         rates = rates(max((s.throughput_rps for s in closed), default=0.0))
@@ -424,6 +480,7 @@ def run_load(
         budget_p99_ms=rules.budget_p99_ms,
         stopped={k: v for k, v in (("closed", closed_stop), ("open", open_stop)) if v},
         locust_workers=workers,
+        locust_master=f"{master.bind_host}:{master.bind_port}" if master else None,
         tolerance={"windows": rules.compare_last, "rps": rules.rps_tolerance, "p99": rules.p99_tolerance},
         checked=sum(s.checked for s in every),
         mismatches=sum(s.mismatches for s in every),

@@ -13,7 +13,18 @@ Run by bench.load, one Locust run a load step, as `locust -f bench/locustfile.py
   MCBENCH_EXPECTED   optional .npz: the offline outputs for those requests ("i/k" = request i, output k)
   MCBENCH_CHECK_EVERY  check every Nth answer against MCBENCH_EXPECTED (0: never)
   MCBENCH_HEADERS    JSON headers; MCBENCH_PATH the URL path
-  MCBENCH_SAMPLES    path prefix: each Locust process writes PREFIX.PID.npz when it quits
+  MCBENCH_SAMPLES    path prefix: a lone Locust process writes PREFIX.PID.npz when it quits; in distributed
+                     mode the master writes PREFIX.wN.npz, one file a worker, and PREFIX.workers.json
+  MCBENCH_WORKER_NAME  distributed: this worker's name in the records (`mcbench load-worker` sets it)
+
+Distributed mode (a master and workers, on this machine or on others): only the master is started with
+these settings. Each worker asks the master for them when it connects (the custom message
+"mcbench_hello", answered by "mcbench_setup": the settings, the request bodies and the offline outputs),
+so a worker needs nothing but mcbench installed. At the end of the step each worker sends its rows to
+the master ("mcbench_records"), which writes them one file a worker and ends the run once every worker
+that took part has reported: the step's figures are computed over every worker's own requests, not
+from Locust's rounded aggregate statistics. Each worker times from its own first user's start, so no
+clock is compared across machines.
 
 Why the open loop is built here rather than with Locust's constant_throughput: there, a late answer
 delays the next send and the send that should have happened is never recorded (coordinated omission).
@@ -29,10 +40,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import time
+import zlib
 from pathlib import Path
 
 import gevent
+import gevent.event
 import gevent.pool
 import numpy as np
 from locust import FastHttpUser, constant, events, task
@@ -48,6 +62,8 @@ CHECK_EVERY = int(os.environ.get("MCBENCH_CHECK_EVERY", "0"))
 MAX_IN_FLIGHT = int(os.environ.get("MCBENCH_MAX_IN_FLIGHT", "2000"))  # per user; beyond it the generator is the limit
 GRACE_S = float(os.environ.get("MCBENCH_GRACE_S", "1"))
 REQUEST_TIMEOUT_S = float(os.environ.get("MCBENCH_REQUEST_TIMEOUT_S", "30"))
+WORKER_NAME = os.environ.get("MCBENCH_WORKER_NAME", "")
+SETUP_WAIT_S = float(os.environ.get("MCBENCH_SETUP_WAIT_S", "60"))  # a worker's users wait this long for the settings
 RTOL, ATOL = 1e-3, 1e-4  # a served answer matches the offline one within these (same runtime, same settings)
 
 
@@ -80,6 +96,7 @@ _records: list[tuple[float, float, int, int, int]] = []
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
 _clock: dict = {"t0": 0.0, "cpu0": 0.0, "started": False}
 _in_flight: set[float] = set()  # starts of requests not yet answered
+_schedules = [0]  # open loop: schedules still sending (a request spawned at its time may not be in _in_flight yet)
 
 
 def _error_code(kind: str) -> int:
@@ -89,11 +106,91 @@ def _error_code(kind: str) -> int:
 
 
 _env: dict[str, object] = {}
+# distributed mode. master: who connected, who took part in the step, their reports; worker: settings received
+_dist: dict = {"ready": gevent.event.Event(), "connected": {}, "expected": None, "reports": {}, "closing": False}
+_SETTINGS = ("RATE", "STREAMS", "ARRIVALS", "SECONDS", "HEADERS", "PATH", "CHECK_EVERY", "MAX_IN_FLIGHT", "GRACE_S",
+             "REQUEST_TIMEOUT_S")
+
+
+def _runner_kind(environment) -> str:
+    return type(getattr(environment, "runner", None)).__name__
 
 
 @events.init.add_listener
 def _keep_environment(environment, **_kwargs) -> None:
     _env["environment"] = environment
+    runner = environment.runner
+    if _runner_kind(environment) == "MasterRunner":
+        runner.register_message("mcbench_hello", _send_setup)
+        runner.register_message("mcbench_records", _take_records)
+        environment.events.worker_connect.add_listener(_on_worker_connect)
+    elif _runner_kind(environment) == "WorkerRunner":
+        runner.register_message("mcbench_setup", _apply_setup)
+        gevent.spawn(_ask_for_setup, runner)
+
+
+def _ask_for_setup(runner) -> None:
+    """Worker: ask until the settings come (a hello sent while the master was still starting is lost)."""
+    while not _dist["ready"].is_set():
+        runner.send_message("mcbench_hello", {"name": WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}"})
+        _dist["ready"].wait(2.0)
+
+
+def _send_setup(environment, msg, **_kwargs) -> None:
+    """Master: a worker's settings are this process's own; the worker may be on a machine without the model."""
+    _dist["connected"][msg.node_id] = str((msg.data or {}).get("name") or msg.node_id)
+    _write_status()
+    setup = {"settings": {k: globals()[k] for k in _SETTINGS}, "bodies": BODIES,
+             "expected": [[np.asarray(o, dtype=np.float64).tobytes() for o in outs] for outs in EXPECTED]}
+    environment.runner.send_message("mcbench_setup", setup, client_id=msg.node_id)
+
+
+def _apply_setup(environment, msg, **_kwargs) -> None:
+    data = msg.data
+    globals().update({k: v for k, v in data["settings"].items() if k in _SETTINGS})
+    globals()["BODIES"] = [bytes(b) for b in data["bodies"]] or [b""]
+    globals()["EXPECTED"] = [[np.frombuffer(o, dtype=np.float64) for o in outs] for outs in data["expected"]]
+    _Inference.network_timeout = _Inference.connection_timeout = REQUEST_TIMEOUT_S
+    _dist["ready"].set()
+
+
+def _on_worker_connect(client_id: str, **_kwargs) -> None:
+    """Master: note the worker. One that connects once this run is ending is sent away: its `mcbench load-worker`
+    starts it again, for the next step's master."""
+    runner = _env["environment"].runner
+    if _dist["closing"]:
+        runner.send_message("quit", None, client_id=client_id)
+        return
+    _dist["connected"].setdefault(client_id, client_id)
+    _write_status()
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs) -> None:
+    runner = environment.runner
+    if _runner_kind(environment) == "MasterRunner":  # the workers the users are spread over must all report
+        _dist["expected"] = {c.id for c in runner.clients.ready + runner.clients.spawning + runner.clients.running}
+    elif _runner_kind(environment) == "WorkerRunner":
+        gevent.spawn(_report_when_done, runner)
+
+
+def _take_records(environment, msg, **_kwargs) -> None:
+    """Master: keep a worker's rows; once every worker of the step has reported, end the run."""
+    _dist["reports"][msg.node_id] = msg.data
+    _dist["connected"].setdefault(msg.node_id, str(msg.data.get("name") or msg.node_id))
+    expected = _dist["expected"]
+    if expected is not None and expected <= set(_dist["reports"]) and not _dist["closing"]:
+        _dist["closing"] = True
+        gevent.spawn(environment.runner.quit)  # not from this greenlet: quitting kills the runner's greenlets
+
+
+def _write_status() -> None:
+    """Master: the workers connected so far, for mcbench's message when too few come."""
+    if SAMPLES:
+        path = Path(f"{SAMPLES}.workers.json")
+        tmp = path.with_suffix(".part")
+        tmp.write_text(json.dumps({"connected": sorted(_dist["connected"].values())}))
+        tmp.replace(path)
 
 
 def _start_clock() -> None:
@@ -102,7 +199,7 @@ def _start_clock() -> None:
         _clock.update(t0=time.perf_counter(), cpu0=time.process_time(), started=True)
         gevent.spawn(_note_usage)
         runner = getattr(_env.get("environment"), "runner", None)
-        if type(runner).__name__ == "LocalRunner":  # a worker cannot end the test; its master's --run-time does
+        if type(runner).__name__ == "LocalRunner":  # a worker cannot end the test: it reports, its master ends it
             gevent.spawn(_quit_when_done, runner)
 
 
@@ -112,28 +209,73 @@ def _note_usage() -> None:
     _clock["usage"] = (time.perf_counter() - _clock["t0"], time.process_time() - _clock["cpu0"])
 
 
-def _quit_when_done(runner) -> None:
-    """End the run once the step and its grace are over, or as soon as no request is still out after the step."""
+def _step_over() -> None:
+    """Return once the step and its grace are over, or as soon as no request is still out after the step."""
     end, last = _clock["t0"] + SECONDS, _clock["t0"] + SECONDS + GRACE_S
     gevent.sleep(max(end - time.perf_counter(), 0))
-    while _in_flight and time.perf_counter() < last:
+    while (_in_flight or _schedules[0]) and time.perf_counter() < last:
         gevent.sleep(0.05)
+
+
+def _quit_when_done(runner) -> None:
+    """End the run once the step is over."""
+    _step_over()
     runner.quit()
 
 
-@events.quitting.add_listener
-def _write_records(environment, **_kwargs) -> None:
-    if not SAMPLES or environment.runner is None or type(environment.runner).__name__ == "MasterRunner":
-        return
+def _report_when_done(runner) -> None:
+    """Worker: once the step and its grace are over (or at once, if the master gave this worker no user),
+    send the rows to the master. Locust's own statistics go first, so the master's totals are complete."""
+    begun = time.perf_counter()
+    while not _clock["started"]:
+        idle = runner.worker_state == "running" and runner.user_count == 0  # fewer users than workers
+        if idle or time.perf_counter() - begun > SETUP_WAIT_S + SECONDS:
+            break
+        gevent.sleep(0.05)
+    if _clock["started"]:
+        _step_over()
+    rows, usage = _rows() if _clock["started"] else (np.zeros((0, 5)), (0.0, 0.0))
+    flush = getattr(runner, "_send_stats", None)
+    if flush is not None:
+        flush()
+    runner.send_message("mcbench_records", {
+        "name": WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}", "rows": rows.tobytes(),
+        "usage": list(usage), "error_kinds": list(_error_kinds)})
+
+
+def _rows() -> tuple[np.ndarray, tuple[float, float]]:
+    """This process's rows, requests still out marked unanswered; and its wall and CPU seconds."""
     wall = time.perf_counter() - _clock["t0"]
     usage = _clock.get("usage") or (wall, time.process_time() - _clock["cpu0"])
     unanswered = _error_code("no answer by the end of the step")
     rows = _records + [(t, wall - t, 0, unanswered, 0) for t in sorted(_in_flight)]
-    path = Path(f"{SAMPLES}.{os.getpid()}.npz")
+    return np.array(rows, dtype=np.float64).reshape(-1, 5), usage
+
+
+def _save(path: Path, rows: np.ndarray, usage, kinds: list[str], worker: str | None = None) -> None:
     tmp = path.with_suffix(".part.npz")
-    np.savez(tmp, records=np.array(rows, dtype=np.float64).reshape(-1, 5),
-             usage=np.array(usage, dtype=np.float64), error_kinds=np.array(_error_kinds, dtype=str))
+    extra = {"worker": np.array(worker, dtype=str)} if worker is not None else {}
+    np.savez(tmp, records=rows, usage=np.array(usage, dtype=np.float64), error_kinds=np.array(kinds, dtype=str),
+             **extra)
     tmp.replace(path)
+
+
+@events.quitting.add_listener
+def _write_records(environment, **_kwargs) -> None:
+    kind = _runner_kind(environment)
+    if not SAMPLES or kind == "WorkerRunner" or environment.runner is None:  # a worker's rows went to its master
+        return
+    if kind == "MasterRunner":
+        named: dict[str, dict] = {}
+        for client_id, report in sorted(_dist["reports"].items(), key=lambda item: str(item[1].get("name"))):
+            name = str(report.get("name") or client_id)
+            named[name if name not in named else f"{name}@{client_id}"] = report  # two workers given one name
+        for i, (name, report) in enumerate(named.items()):
+            rows = np.frombuffer(report["rows"], dtype=np.float64).reshape(-1, 5)
+            _save(Path(f"{SAMPLES}.w{i}.npz"), rows, report["usage"], report["error_kinds"], name)
+        return
+    rows, usage = _rows()
+    _save(Path(f"{SAMPLES}.{os.getpid()}.npz"), rows, usage, _error_kinds)
 
 
 def _check(content: bytes | None, index: int) -> int:
@@ -158,6 +300,8 @@ class _Inference(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
+        if _runner_kind(_env.get("environment")) == "WorkerRunner" and not _dist["ready"].wait(SETUP_WAIT_S):
+            raise RuntimeError(f"no settings from the master within {SETUP_WAIT_S:g} s")
         _start_clock()
 
     def send(self, start: float) -> None:
@@ -216,18 +360,23 @@ class OpenLoopUser(_Inference):
 
     @task
     def follow_schedule(self) -> None:
-        rng = np.random.default_rng([os.getpid(), id(self) & 0xFFFFFFFF])
+        seed = [os.getpid(), id(self) & 0xFFFFFFFF] + ([zlib.crc32(WORKER_NAME.encode())] if WORKER_NAME else [])
+        rng = np.random.default_rng(seed)  # workers in containers may share a pid: their name tells them apart
         group = gevent.pool.Group()
         dropped = _error_code("load generator backlog")
-        for offset in arrival_times(RATE / STREAMS, SECONDS, ARRIVALS, rng):
-            start = _clock["t0"] + float(offset)
-            delay = start - time.perf_counter()
-            if delay > 0:
-                gevent.sleep(delay)
-            if len(_in_flight) >= MAX_IN_FLIGHT:
-                _records.append((float(offset), 0.0, 0, dropped, 0))
-                continue
-            group.spawn(self.send, start)
-        group.join()
+        _schedules[0] += 1
+        try:
+            for offset in arrival_times(RATE / STREAMS, SECONDS, ARRIVALS, rng):
+                start = _clock["t0"] + float(offset)
+                delay = start - time.perf_counter()
+                if delay > 0:
+                    gevent.sleep(delay)
+                if len(_in_flight) >= MAX_IN_FLIGHT:
+                    _records.append((float(offset), 0.0, 0, dropped, 0))
+                    continue
+                group.spawn(self.send, start)
+            group.join()
+        finally:
+            _schedules[0] -= 1
         while True:  # the schedule is done: wait for the step to end rather than start it again
             gevent.sleep(3600)

@@ -132,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mcbench.gate_cmd import add_parser as add_gate_parser
     from mcbench.load_cmd import add_parser as add_load_parser
+    from mcbench.load_worker import add_parser as add_load_worker_parser
     from mcbench.serve_cmd import add_parser as add_serve_parser
 
     add_gate_parser(sub)
     add_serve_parser(sub)
     add_load_parser(sub)
+    add_load_worker_parser(sub)
     return parser
 
 
@@ -165,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             from mcbench.load_cmd import cmd_load
 
             return cmd_load(args, UsageError)
+        if args.command == "load-worker":
+            from mcbench.load_worker import cmd_load_worker
+
+            return cmd_load_worker(args, UsageError)
         return cmd_report(args)
     except KeyboardInterrupt as exc:
         from mcbench.runguard import signal_number

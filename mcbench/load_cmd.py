@@ -69,6 +69,34 @@ def add_parser(sub) -> None:
     load.add_argument("--quick", action="store_true", help="short steps: a first look in under a minute")
     load.add_argument("--cores", help="comma-separated CPU cores for Locust (default: all)")
     add_sweep_arguments(load)
+    several = load.add_argument_group("load from several machines (see `mcbench load-worker`)")
+    several.add_argument("--workers", type=int, metavar="N",
+                         help="run only Locust's master here and wait for N `mcbench load-worker` processes, on "
+                              "this or other machines, to generate the load")
+    several.add_argument("--master-bind-host", default="*", metavar="HOST",
+                         help="the interface the master listens on for its workers (default: all)")
+    several.add_argument("--master-bind-port", type=int, default=5557, metavar="PORT",
+                         help="the port it listens on (default 5557, Locust's)")
+    several.add_argument("--workers-wait", type=float, default=120.0, metavar="SECONDS",
+                         help="how long each step waits for the workers to connect (default 120); past it the "
+                              "load test fails with the count that came")
+
+
+def master_from_args(args: argparse.Namespace, usage_error):
+    """The `Master` that --workers asks for, or None (Locust runs on this machine)."""
+    from mcbench.bench.load import Master
+
+    if args.workers is None:
+        return None
+    if args.workers < 1:
+        raise usage_error(f"load: --workers must be at least 1, got {args.workers}")
+    if args.locust_workers:
+        raise usage_error("load: --workers (on other machines) and --locust-workers (on this one) exclude each other")
+    if not 0 < args.master_bind_port < 65536:
+        raise usage_error(f"load: --master-bind-port must be 1 to 65535, got {args.master_bind_port}")
+    if not args.workers_wait > 0:
+        raise usage_error(f"load: --workers-wait must be positive, got {args.workers_wait:g}")
+    return Master(args.master_bind_host, args.master_bind_port, args.workers_wait)
 
 
 def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> dict[str, np.ndarray]:
@@ -106,6 +134,7 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
     from mcbench.reports.schema import RunResult, VariantResult, save_results
 
     plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan(), usage_error)
+    master = master_from_args(args, usage_error)
     token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     feeds = model_inputs(args.url, args.model, headers, usage_error)
@@ -118,11 +147,15 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
                       arrivals=plan.arrivals, check_every=0)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     say(f"load test of {args.model} at {args.url}: closed loop {'-'.join(map(str, plan.users))} users, then open loop")
+    if master:
+        say(f"each step waits up to {master.wait_s:g} s for {args.workers} Locust workers: on each load machine run "
+            f"`mcbench load-worker --master {master.address}` (they must reach {args.url} too)")
     result = VariantResult(args.model, "remote", [], status="ok", settings={"url": args.url})
     try:
         result.load = run_load(Endpoint(args.url.rstrip("/"), args.model, headers), Requests.encode([feeds]),
-                               list(plan.users), plan.open_rates, rules, cores, None, 0, out / "work",
-                               workers=plan.locust_workers, say=say)
+                               list(plan.users), plan.open_rates, rules, None if master else cores, None, 0,
+                               out / "work", workers=args.workers if master else plan.locust_workers, say=say,
+                               master=master)
         result.capacity = capacity(result.load, plan.budget_p99_ms, plan.target_rps, plan.cost_per_hour)
     except LoadError as exc:
         result.status, result.error = "failed", f"load test: {exc}"
@@ -151,6 +184,12 @@ def load_table(result) -> str:
                      f"  {'yes' if s.stable else 'NO'}")
     for sweep, why in result.load.stopped.items():
         lines.append(f"{sweep} loop stopped: {why}")
+    by_worker: dict[str, int] = {}
+    for s in result.load.steps + result.load.open_steps:
+        for name, n in s.worker_requests.items():
+            by_worker[name] = by_worker.get(name, 0) + n
+    if by_worker:
+        lines.append("requests by worker: " + ", ".join(f"{name} {n}" for name, n in sorted(by_worker.items())))
     c = result.capacity
     if c is not None:
         best = "none" if c.max_rps_under_budget is None else f"{c.max_rps_under_budget:.0f} req/s ({c.basis})"

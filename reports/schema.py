@@ -93,6 +93,7 @@ class LoadStep:
     loadgen_saturated: bool = False
     checked: int = 0  # answers compared with the offline outputs
     mismatches: int = 0
+    worker_requests: dict[str, int] = field(default_factory=dict)  # distributed: `requests` by Locust worker
 
 
 @dataclass
@@ -109,6 +110,7 @@ class LoadResult:
     budget_p99_ms: float | None = None
     stopped: dict[str, str] = field(default_factory=dict)  # sweep -> why it stopped before its last level
     locust_workers: int = 0  # 0: one local Locust process; N: distributed, a master and N workers
+    locust_master: str | None = None  # workers on other machines: where the master listened for them; None: local
     tolerance: dict[str, float] = field(default_factory=dict)  # stability: windows, rps and p99 relative spread
     batching: dict[str, float] | None = None  # server dynamic batching: max_batch, max_wait_ms; None: not tried
     batched_steps: list[LoadStep] = field(default_factory=list)  # the same sweeps with batching on, to compare
