@@ -55,6 +55,16 @@ def measure_in_process(
     return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile, more)
 
 
+def time_in_process(
+    artifact: dict[str, Any], target: dict[str, Any], timing_feeds: dict[str, np.ndarray], plan: TimingPlan,
+    batch_size: int = 1,
+) -> tuple[LatencyStats, bool]:
+    """The in-process timing alone, in a child process (bench.isolate): the search's second look at a candidate
+    whose outputs and quality were measured already."""
+    session = open_session(Artifact.from_dict(artifact), Target.from_dict(target))
+    return measure_latency(session, repeated(timing_feeds, batch_size), plan)
+
+
 def batched(samples: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
     """Consecutive samples joined along the batch axis, `size` at a time (the last batch may be smaller)."""
     if size == 1:

@@ -77,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
     run.add_argument("--profile", action="append", default=[], dest="profiles", metavar="NAME_OR_TOML",
                      help="hardware profile to compile and measure for (repeat to compare several)")
-    run.add_argument("--quick", action="store_true", help="short measurements: the demo in under two minutes")
+    run.add_argument("--quick", action="store_true", help="short measurements: the demo in about a minute and a half")
+    run.add_argument("--time-budget", type=float, metavar="SECONDS",
+                     help="wall time the search's stages may take (default 240, --quick 75; 0: no limit); a run cut "
+                     "by it still recommends from what it measured and says what it did not try")
+    run.add_argument("--exhaustive", action="store_true",
+                     help="take every candidate through every stage (quality, full timing, load test) instead of "
+                     "searching; an explicit --variants or --recipe list always runs this way")
     run.add_argument("--no-load", action="store_true", help="skip the HTTP load test")
     run.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
                      help="comma-separated variant names to run (the baseline always runs)")
@@ -263,9 +269,18 @@ def run_config(args: argparse.Namespace):
             accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
             recipes=tuple(args.recipes or rf.recipes),
             cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+            time_budget_s=_time_budget(_first(args.time_budget, rf.time_budget, base.time_budget_s or 0)),
+            exhaustive=args.exhaustive or bool(rf.exhaustive),
+            search_exclude=tuple(rf.search.get("exclude", ())), search_add=tuple(rf.search.get("add", ())),
         )
     except ConfigError as exc:
         raise ConfigError(f"{rf.source}: {exc}" if rf.source else str(exc)) from None
+
+
+def _time_budget(seconds: float) -> float | None:
+    if seconds < 0:
+        raise UsageError(f"--time-budget {seconds:g}: give seconds, or 0 for no limit")
+    return seconds or None
 
 
 def _first(*values):
@@ -320,6 +335,7 @@ def resume_config(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mcbench.pipeline import Pipeline, RunInterrupted
+    from mcbench.progress import RunDisplay
     from mcbench.reports.html import write_report
     from mcbench.reports.text import summary_table
     from mcbench.runguard import signals_ignored, signals_raise
@@ -338,8 +354,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     output = ThirdPartyOutput()
     try:
-        with output, signals_raise():
-            run, paths = Pipeline(config, progress=output.say, on_folder=output.keep_in).run(resume=earlier)
+        with output, signals_raise(), RunDisplay(output.terminal) as display:
+            pipeline = Pipeline(config, progress=display.say, on_folder=output.keep_in, on_stage=display.stage)
+            run, paths = pipeline.run(resume=earlier)
     except RunInterrupted as stop:
         with signals_ignored():
             report = write_report(stop.run, stop.paths.report)

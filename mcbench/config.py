@@ -24,9 +24,9 @@ class LoadPlan:
     """
 
     users: tuple[int, ...] = (1, 2, 4, 8)
-    step_seconds: float = 10.0
-    warmup_s: float = 2.0
-    max_step_seconds: float = 30.0
+    step_seconds: float = 4.0  # a step runs this long, then again while its windows disagree (bench.load.StepRules)
+    warmup_s: float = 1.0
+    max_step_seconds: float = 12.0
     rates: tuple[float, ...] = ()
     rate_fractions: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.15)
     arrivals: str = "poisson"
@@ -57,6 +57,8 @@ class LoadPlan:
         return [round(f * closed_peak_rps, 1) for f in self.rate_fractions if f * closed_peak_rps >= 1]
 
 
+DEFAULT_TIME_BUDGET_S = 240.0  # sized so the demo's default run ends within 5 minutes on a 2-core machine
+QUICK_TIME_BUDGET_S = 75.0
 QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,))
 
 
@@ -82,6 +84,10 @@ class RunConfig:
     text_file: Path | None = None  # one text a line: the dataset of a Hugging Face text model, tokenised
     labels_file: Path | None = None  # one label a line for text_file (class id or name; a number for regression)
     quality_budget: str | None = None  # points on the task's metric, or METRIC>=X / METRIC<=X (reports.quality)
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S  # the search's stages (mcbench.search); None: no limit
+    exhaustive: bool = False  # every candidate through every stage (what an explicit variant list always gets)
+    search_exclude: tuple[str, ...] = ()  # candidate name patterns the search leaves out (run file [search])
+    search_add: tuple[str, ...] = ()  # `[NAME=]RECIPE` candidates the search adds to its space (run file [search])
 
 
     def __post_init__(self) -> None:
@@ -108,6 +114,8 @@ class RunConfig:
             raise ConfigError("--labels goes with --text-file (a .npz dataset carries its own 'labels')")
         if not 1 <= self.seq_len <= 8192:
             raise ConfigError(f"--seq-len {self.seq_len} is not between 1 and 8192")
+        if self.time_budget_s is not None and not 0 < self.time_budget_s <= 7 * 86400:
+            raise ConfigError(f"--time-budget {self.time_budget_s:g} is not between 0 and a week of seconds")
         if not 0 <= self.accuracy_budget <= 100:
             raise ConfigError(f"--accuracy-budget {self.accuracy_budget} is not between 0 and 100 percentage points")
 
@@ -125,9 +133,14 @@ class RunConfig:
             return "pt2"  # a torch.export archive, or a pickled module that intake exports to one
         return "torch"
 
+    @property
+    def searches(self) -> bool:
+        """Whether the run is a staged search; an explicit list (--variants, --recipe, --profile) runs in full."""
+        return not (self.exhaustive or self.variants or self.recipes or self.profiles)
+
     @classmethod
     def quick_mode(cls, **kwargs) -> RunConfig:
-        return cls(quick=True, timing=QUICK_PLAN, load=QUICK_LOAD, **kwargs)
+        return cls(quick=True, timing=QUICK_PLAN, load=QUICK_LOAD, time_budget_s=QUICK_TIME_BUDGET_S, **kwargs)
 
     def to_dict(self) -> dict:
         return {
@@ -152,6 +165,10 @@ class RunConfig:
             "text_file": str(self.text_file) if self.text_file else None,
             "labels_file": str(self.labels_file) if self.labels_file else None,
             "quality_budget": self.quality_budget,
+            "time_budget_s": self.time_budget_s,
+            "exhaustive": self.exhaustive,
+            "search_exclude": list(self.search_exclude),
+            "search_add": list(self.search_add),
         }
 
 
@@ -179,6 +196,9 @@ def config_from_dict(data: dict, source: str) -> RunConfig:
             text_file=Path(data["text_file"]) if data.get("text_file") else None,
             labels_file=Path(data["labels_file"]) if data.get("labels_file") else None,
             quality_budget=data.get("quality_budget"),
+            time_budget_s=data.get("time_budget_s"),  # runs from before the search had none
+            exhaustive=bool(data.get("exhaustive", True)),
+            search_exclude=tuple(data.get("search_exclude", ())), search_add=tuple(data.get("search_add", ())),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

@@ -21,6 +21,12 @@ Command-line flags override the file.
     accuracy_budget = 1.0           # as --accuracy-budget
     quality_budget = "cosine_mean>=0.99"  # as --quality-budget: points, or METRIC>=X / METRIC<=X
     recipes = ["q=quant.int8_dynamic"]  # as --recipe: replaces the default variants
+    time_budget = 240               # as --time-budget: seconds the search's stages may take (0: no limit)
+    exhaustive = false              # as --exhaustive: every candidate through every stage
+
+    [search]                        # narrow or extend the default run's search space
+    exclude = ["ov-*"]              # candidate name patterns left out (never the baseline)
+    add = ["pruned60=prune.structured(ratio=0.6) + export.onnx + quant.int8_static"]  # more candidates
 
     [timing]                        # bench.latency.TimingPlan
     warmup_runs = 10
@@ -68,7 +74,7 @@ MAXIMA: dict[str, float] = {
 }
 TOP_KEYS = {"model", "inputs", "weights", "trust_model", "dataset", "task", "metric", "profiles", "out", "quick",
             "variants", "timing", "load", "recipes", "accuracy_budget", "text_file", "labels", "seq_len",
-            "quality_budget"}
+            "quality_budget", "time_budget", "exhaustive", "search"}
 
 
 @dataclass
@@ -95,6 +101,9 @@ class RunFile:
     labels_file: Path | None = None
     seq_len: int | None = None
     quality_budget: str | None = None
+    time_budget: float | None = None
+    exhaustive: bool | None = None
+    search: dict[str, list[str]] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)  # keys that would run code: a factory, a metric, a pickle
 
     def fail(self, key: str, problem: str) -> ConfigError:
@@ -174,6 +183,20 @@ def _timing(rf: RunFile, table: Any) -> dict[str, Any]:
         if key == "settle_tolerance" and not 0 < value < 1:
             raise rf.fail(where, f"must be between 0 and 1, got {value!r}")
         out[key] = value
+    return out
+
+
+def _search(rf: RunFile, table: Any) -> dict[str, list[str]]:
+    """[search]: `exclude` name patterns and `add` recipes, each recipe checked as --recipe is."""
+    table = _expect(rf, "search", table, dict)
+    out = {}
+    for key, value in table.items():
+        where = f"search.{key}"
+        if key not in ("exclude", "add"):
+            raise rf.fail(where, "unknown key (known: exclude, add)")
+        out[key] = _strings(rf, where, value)
+        if key == "add":
+            out[key] = [_check_recipe(rf, f"{where}[{i}]", text) for i, text in enumerate(out[key])]
     return out
 
 
@@ -280,7 +303,9 @@ def load_run_file(path: Path) -> RunFile:
             rf.quality_budget = _check_quality_budget(rf, value)
         elif key == "seq_len":
             rf.seq_len = _in_range(rf, key, _expect(rf, key, value, int), 1, 8192, "tokens")
-        elif key in ("trust_model", "quick"):
+        elif key == "time_budget":
+            rf.time_budget = _in_range(rf, key, _expect(rf, key, value, float), 0, 7 * 86400, "seconds")
+        elif key in ("trust_model", "quick", "exhaustive"):
             setattr(rf, key, _expect(rf, key, value, bool))
             if key == "trust_model" and value:
                 rf.code[key] = "true"
@@ -294,6 +319,8 @@ def load_run_file(path: Path) -> RunFile:
             rf.load = _load(rf, value)
         elif key == "accuracy_budget":
             rf.accuracy_budget = _in_range(rf, key, _expect(rf, key, value, float), 0, 100, "percentage points")
+        elif key == "search":
+            rf.search = _search(rf, value)
         elif key == "recipes":
             rf.recipes = [_check_recipe(rf, f"recipes[{i}]", text) for i, text in enumerate(_strings(rf, key, value))]
     return rf

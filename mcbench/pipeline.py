@@ -6,6 +6,7 @@ atomically after every variant, so an interrupted run keeps what it finished.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -21,7 +22,8 @@ import numpy as np
 from mcbench.bench.accuracy import accuracy_of
 from mcbench.bench.environment import environment
 from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
-from mcbench.bench.measure import InProcessResult, measure_in_process
+from mcbench.bench.latency import QUICK_PLAN, TimingPlan
+from mcbench.bench.measure import InProcessResult, measure_in_process, time_in_process
 from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.op_profile import with_comparison
 from mcbench.config import ConfigError, RunConfig
@@ -37,19 +39,34 @@ from mcbench.optimizer.recipes import (
     VariantSpec,
     all_kind_variants,
     default_variants,
-    kind_variants,
     parse_named_recipe,
     profile_recipe_variants,
     profile_variants,
     recipe_variants,
+    search_space,
     with_batch_sizes,
 )
-from mcbench.optimizer.targets import TargetError, skip_reason
+from mcbench.optimizer.targets import Target, TargetError, skip_reason
+from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult, save_results
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
+from mcbench.search import (
+    SCREEN_SHARE,
+    STAGES,
+    TIME_SHARE,
+    TimeBudget,
+    beats,
+    dominated_by,
+    dominated_text,
+    frontier,
+    point_of,
+    points,
+    record,
+)
 from mcbench.workload import Workload, demo_workload, user_workload
 
 Progress = Callable[[str], None]
+StageHook = Callable[[str, int, int, str, "TimeBudget"], None]  # stage, index, count, candidate, budget
 
 MEASURE_TIMEOUT_S = 900.0
 
@@ -234,9 +251,12 @@ def compare_op_profiles(variants: list[VariantResult]) -> None:
 
 class Pipeline:
     def __init__(self, config: RunConfig, progress: Progress = print,
-                 on_folder: Callable[[Path], object] | None = None) -> None:
+                 on_folder: Callable[[Path], object] | None = None, on_stage: StageHook | None = None) -> None:
         self.config = config
         self.say = progress
+        self.on_stage = on_stage or (lambda stage, index, total, name, budget: self.say(f"[{index}/{total}] {name}"))
+        self._candidates: dict[str, tuple[VariantSpec, Artifact, object]] = {}  # measured here: what loading needs
+        self.baseline_outputs = None
         self.on_folder = on_folder or (lambda folder: None)  # the run folder exists (the CLI moves its log there)
         self._built: dict[tuple[str, ...], Artifact] = {}
         self._manifests: dict[Path, dict] = {}  # variants that share an artifact hash and inspect it once
@@ -278,9 +298,11 @@ class Pipeline:
         return workload, paths
 
     def run(self, resume: RunResult | None = None) -> tuple[RunResult, RunPaths]:
-        """Build and measure every variant; with `resume` (an earlier run of this config in config.out_dir),
-        keep its finished variants and run only the failed and missing ones.
+        """Plan the candidates, then take them through the stages: screen (build, quality, a short timing),
+        time (full timing, for those that can reach the frontier), load (the frontier and the baseline), saving
+        after each; with `resume` (an earlier run of this config in config.out_dir), keep its finished variants.
 
+        An explicit variant list (or --exhaustive) takes every candidate through every stage, with no time budget.
         SIGINT/SIGTERM (a KeyboardInterrupt) saves what finished, marks the run interrupted and
         raises RunInterrupted; the children were already killed by bench.isolate on the way up.
         """
@@ -311,21 +333,13 @@ class Pipeline:
                                 f"{len([s for s in specs if s.name not in kept])} run now")
         baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
         self.reuse_artifacts(kept)
+        budget = TimeBudget(self.config.time_budget_s if self.config.searches else None)
         try:
-            for index, spec in enumerate(specs, start=1):
-                if spec.name in kept:
-                    self.say(f"[{index}/{len(specs)}] {spec.name}: kept ({kept[spec.name].status}) from before")
-                    run.variants.append(kept[spec.name])
-                    continue
-                self.say(f"[{index}/{len(specs)}] {spec.name}")
-                result, measured = self.run_variant(spec, workload, paths, baseline_outputs)
-                if spec.baseline and measured is not None:
-                    baseline_outputs, self.baseline_more = measured.outputs, measured.more_outputs
-                    result.accuracy = self.accuracy(result, measured.outputs, measured.outputs, workload,
-                                                    measured.more_outputs)
-                    self.save_baseline_outputs(measured.outputs, paths)
-                run.variants.append(result)
-                self.save(run, paths)
+            self.screen(specs, kept, run, workload, paths, baseline_outputs, budget)
+            self.drop_over_budget(run)
+            self.time_candidates(run, workload, budget)
+            if self.config.load is not None:
+                self.load_candidates(run, workload, paths, budget)
         except KeyboardInterrupt as exc:
             with signals_ignored():
                 signum = signal_number(exc)
@@ -337,11 +351,131 @@ class Pipeline:
                 self.say(f"interrupted by {name}: saving the {len(run.variants)} finished variant(s)")
                 self.save(run, paths)
             raise RunInterrupted(run, paths, signum) from None
-        if baseline_outputs is None:
+        if self.baseline_outputs is None:
             run.warnings.append("the baseline variant failed: fidelity to FP32 could not be measured")
         compare_op_profiles(run.variants)
+        run.search = self.search_summary(run, budget)
         self.save(run, paths)
         return run, paths
+
+    # ------------------------------------------------------------------------------------------ the stages
+
+    def screen(self, specs: list[VariantSpec], kept: dict[str, VariantResult], run: RunResult, workload: Workload,
+               paths: RunPaths, baseline_outputs, budget: TimeBudget) -> None:
+        """Stage 1, every candidate in turn: build, outputs and quality, a short timing (the full one when the
+        run does not search). New candidates start while the run has used under half its time budget."""
+        searching = self.config.searches
+        plan = screening_plan(self.config.timing) if searching else self.config.timing
+        self.baseline_outputs = baseline_outputs
+        for index, spec in enumerate(specs, start=1):
+            if spec.name in kept:
+                self.say(f"[{index}/{len(specs)}] {spec.name}: kept ({kept[spec.name].status}) from before")
+                run.variants.append(kept[spec.name])
+                continue
+            if not spec.baseline and not budget.allows(SCREEN_SHARE):
+                run.variants.append(not_tried(spec, f"not tried: {budget.text()} was half spent before its turn"))
+                self.say(f"[{index}/{len(specs)}] {spec.name}: not tried ({budget.text()})")
+                continue
+            self.on_stage("screen", index, len(specs), spec.name, budget)
+            result, measured = self.run_variant(spec, workload, paths, self.baseline_outputs, plan)
+            if spec.baseline and measured is not None:
+                self.baseline_outputs, self.baseline_more = measured.outputs, measured.more_outputs
+                result.accuracy = self.accuracy(result, measured.outputs, measured.outputs, workload,
+                                                measured.more_outputs)
+                self.save_baseline_outputs(measured.outputs, paths)
+            if result.status == "ok":
+                record(result, "screen" if searching else "time")
+            else:
+                record(result, "screen", f"{result.status}: {first_line_of(result.error or '')}")
+            run.variants.append(result)
+            self.save(run, paths)
+
+    def drop_over_budget(self, run: RunResult) -> None:
+        """Stage 2: a candidate over the quality budget goes no further; the figure says by how much."""
+        metric = quality_metric(run)
+        for v in self.fresh(run):
+            if within_budget(run, v, metric) is False:
+                record(v, v.search["stage"], f"over the quality budget: {over_budget_text(run, v, metric)}")
+                self.say(f"  {v.name}: stops here, over the quality budget ({over_budget_text(run, v, metric)})")
+
+    def time_candidates(self, run: RunResult, workload: Workload, budget: TimeBudget) -> None:
+        """Stage 3 (searching only): the full timing for the baseline and every candidate that can still reach
+        the frontier, most promising first, while the run has used under TIME_SHARE of its budget."""
+        if not self.config.searches:
+            return
+        metric = quality_metric(run)
+        pts = points(run, metric)
+        again = screening_plan(self.config.timing) != self.config.timing
+        todo = sorted(self.fresh(run), key=lambda v: (v.name != run.baseline, v.latency.p50_ms))
+        for index, v in enumerate(todo, start=1):
+            p = point_of(run, v, metric)
+            by = dominated_by(p, pts) if p is not None and v.name != run.baseline else None
+            if by is not None:
+                record(v, "screen", dominated_text(p, by))
+                continue
+            if not again:
+                record(v, "time")  # quick: the screening timing is the full one
+                continue
+            if not budget.allows(TIME_SHARE):
+                record(v, "screen", f"not timed in full: {budget.text()} was {TIME_SHARE:.0%} spent; its figures "
+                                    f"are the screening's ({v.latency.count} samples)")
+                continue
+            self.on_stage("time", index, len(todo), v.name, budget)
+            spec, artifact, _ = self._candidates[v.name]
+            target = Target.from_dict(v.settings["in_process"])
+            try:
+                latency, settled = call_in_child(time_in_process, artifact.to_dict(), target.to_dict(),
+                                                 workload.timing_feeds, self.config.timing, spec.batch_size,
+                                                 timeout_s=MEASURE_TIMEOUT_S)
+            except ChildError as exc:
+                record(v, "screen", f"full timing failed: {first_line_of(child_error_text(exc))}")
+                continue
+            v.latency = latency
+            if not settled:
+                v.warnings.append(f"in-process median did not settle within {self.config.timing.max_seconds:.0f} s "
+                                  f"(CV {latency.cv:.0%}): the machine is noisy")
+            record(v, "time")
+            self.say(f"  {v.name}: p50 {latency.p50_ms:.3f} ms, p99 {latency.p99_ms:.3f} ms (n={latency.count})")
+
+    def load_candidates(self, run: RunResult, workload: Workload, paths: RunPaths, budget: TimeBudget) -> None:
+        """Stage 4: the HTTP load test for the frontier (fastest first) and the baseline; every measured
+        candidate when the run does not search. The first always runs; later ones only if they fit the budget."""
+        metric = quality_metric(run)
+        candidates = [v for v in self.fresh(run) if v.name in self._candidates]
+        if self.config.searches:
+            front = frontier(points(run, metric))
+            names = [p.name for p in front[:1]] + [run.baseline] + [p.name for p in front[1:]]  # the answer first
+            for v in candidates:
+                if v.name not in names:
+                    by = next((p for p in front if beats(p, point_of(run, v, metric))), None)
+                    record(v, v.search["stage"], "not load-tested: not on the frontier" +
+                           (f" ({by.name} is as fast or faster at no lower quality)" if by else ""))
+            candidates = sorted((v for v in candidates if v.name in names), key=lambda v: names.index(v.name))
+        estimate = load_seconds_estimate(self.config.load)
+        for index, v in enumerate(candidates, start=1):
+            spec, artifact, outputs = self._candidates[v.name]
+            if index > 1 and budget.left() < estimate:
+                record(v, v.search["stage"], f"not load-tested: {budget.text()} had {max(budget.left(), 0):.0f} s "
+                                             f"left, a load test takes about {estimate:.0f} s")
+                continue
+            if spec.batch_size > 1:
+                v.warnings.append(f"in-process figures are for batches of {spec.batch_size}; "
+                                  "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
+                continue
+            self.on_stage("load", index, len(candidates), v.name, budget)
+            self.load_test(spec, artifact, workload, paths, v, outputs)
+            record(v, "load", None if v.status == "ok" else first_line_of(v.error or "failed"))
+            self.save(run, paths)
+
+    def fresh(self, run: RunResult) -> list[VariantResult]:
+        """The candidates measured in this run (not kept from an earlier one) that are still going."""
+        return [v for v in run.variants if v.status == "ok" and v.name in self._candidates
+                and v.search is not None and v.search.get("stopped") is None and v.latency is not None]
+
+    def search_summary(self, run: RunResult, budget: TimeBudget) -> dict:
+        not_tried = [v.name for v in run.variants if (v.search or {}).get("stage") == "plan"]
+        return {"searched": self.config.searches, "time_budget_s": budget.seconds,
+                "elapsed_s": round(budget.elapsed(), 1), "stages": list(STAGES), "not_tried": not_tried}
 
     def kept_variants(self, resume: RunResult | None, paths: RunPaths) -> dict[str, VariantResult]:
         """The earlier run's finished variants (ok or skipped) whose artifact files are still there."""
@@ -408,12 +542,24 @@ class Pipeline:
             kind = detect_kind(workload.base)
         except Exception as exc:  # an unreadable graph still gets the 0.1 matrix, with the reason recorded
             kind = ModelKind("other", f"not inspected: {type(exc).__name__}: {first_line_of(str(exc))}")
-        specs = select_variants(kind_variants(kind.kind, self.config.from_torch, workload.train is not None),
-                                self.config.variants)
+        space = search_space(kind.kind, self.config.from_torch, workload.train is not None)
+        specs = select_variants(self.narrowed(space), self.config.variants)
         self.say(f"model kind: {kind.kind} ({kind.reason})")
         for spec in specs:
             self.say(f"  {spec.name}: {spec.why}")
         return specs, kind.to_dict()
+
+    def narrowed(self, space: list[VariantSpec]) -> list[VariantSpec]:
+        """The search space as the run file's [search] narrows (exclude) and extends (add) it."""
+        cfg = self.config
+        kept = [s for s in space if s.baseline or not any(fnmatch.fnmatch(s.name, p) for p in cfg.search_exclude)]
+        added = []
+        for text in cfg.search_add:
+            try:
+                added += recipe_variants(parse_named_recipe(text), cfg.source_format)
+            except RecipeError as exc:
+                raise ConfigError(f"[search] add {text!r}: {exc}") from exc
+        return _unique_names(kept + [replace(s, why=s.why or "added by the run file's [search]") for s in added])
 
     def variant_matrix(self) -> list[VariantSpec]:
         """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile.
@@ -455,8 +601,9 @@ class Pipeline:
         return specs
 
     def run_variant(
-        self, spec: VariantSpec, workload: Workload, paths: RunPaths, baseline_outputs
+        self, spec: VariantSpec, workload: Workload, paths: RunPaths, baseline_outputs, plan: TimingPlan
     ) -> tuple[VariantResult, object]:
+        """Build the variant, then measure its outputs, quality and latency in a child process."""
         result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="failed",
                                profile=spec.profile, settings={"why": spec.why} if spec.why else {})
         try:
@@ -472,7 +619,7 @@ class Pipeline:
                 result.status, result.error = "skipped", reason
                 self.say(f"  compiled, not measured: {reason}")
                 return result, None
-            measured = self.measure(spec, artifact, target, workload)
+            measured = self.measure(spec, artifact, target, workload, plan)
         except ChildError as exc:
             result.error = child_error_text(exc)
             result.exit_status, result.stderr_tail = exc.exit_status, exc.stderr_tail or None
@@ -486,24 +633,20 @@ class Pipeline:
             return result, None
         result.latency = measured.latency
         result.op_profile = measured.op_profile
-        if not measured.settled:
+        if not measured.settled and plan == self.config.timing:
             result.warnings.append(
-                f"in-process median did not settle within {self.config.timing.max_seconds:.0f} s "
+                f"in-process median did not settle within {plan.max_seconds:.0f} s "
                 f"(CV {measured.latency.cv:.0%}): the machine is noisy"
             )
         if not spec.baseline:
             result.accuracy = self.accuracy(result, measured.outputs, baseline_outputs, workload,
                                             measured.more_outputs)
         result.status = "ok"
+        self._candidates[spec.name] = (spec, artifact, measured.outputs)
         self.say(
             f"  in-process p50 {measured.latency.p50_ms:.3f} ms, p99 {measured.latency.p99_ms:.3f} ms "
             f"(n={measured.latency.count})"
         )
-        if self.config.load is not None and spec.batch_size > 1:
-            result.warnings.append(f"in-process figures are for batches of {spec.batch_size}; "
-                                   "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
-        elif self.config.load is not None:
-            self.load_test(spec, artifact, workload, paths, result, measured.outputs)
         return result, measured
 
     def accuracy(self, result: VariantResult, outputs, baseline, workload: Workload, more=None):
@@ -566,7 +709,8 @@ class Pipeline:
                                    validation_digest(workload_validation(workload, self.config.task)))
         return self._input_digests
 
-    def measure(self, spec: VariantSpec, artifact: Artifact, target, workload: Workload) -> InProcessResult:
+    def measure(self, spec: VariantSpec, artifact: Artifact, target, workload: Workload,
+                plan: TimingPlan) -> InProcessResult:
         self.say(f"  measuring accuracy on {len(workload.eval_samples)} samples and in-process latency ...")
         return call_in_child(
             measure_in_process,
@@ -574,7 +718,7 @@ class Pipeline:
             target.to_dict(),
             workload.eval_samples,
             workload.timing_feeds,
-            self.config.timing,
+            plan,
             spec.batch_size,
             timeout_s=MEASURE_TIMEOUT_S,
         )
@@ -653,6 +797,28 @@ class Pipeline:
         target_rps = profile.target_rps if profile and profile.target_rps else plan.target_rps
         cost = profile.cost_per_hour if profile and profile.cost_per_hour is not None else plan.cost_per_hour
         return capacity(load, budget, target_rps, cost)
+
+
+def screening_plan(full: TimingPlan) -> TimingPlan:
+    """The first, short look at a candidate: enough for its median's interval, never longer than the full plan."""
+    return TimingPlan(warmup_runs=min(full.warmup_runs, QUICK_PLAN.warmup_runs),
+                      min_runs=min(full.min_runs, QUICK_PLAN.min_runs),
+                      min_seconds=min(full.min_seconds, QUICK_PLAN.min_seconds),
+                      max_seconds=min(full.max_seconds, QUICK_PLAN.max_seconds),
+                      settle_tolerance=max(full.settle_tolerance, QUICK_PLAN.settle_tolerance))
+
+
+def not_tried(spec: VariantSpec, reason: str) -> VariantResult:
+    result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="skipped", error=reason,
+                           profile=spec.profile, settings={"why": spec.why} if spec.why else {})
+    record(result, "plan", reason)
+    return result
+
+
+def load_seconds_estimate(plan) -> float:
+    """About how long one variant's load test takes: every step at its base length, plus start-up."""
+    steps = len(plan.users) + max(len(plan.rates), len(plan.rate_fractions))
+    return (steps * (plan.step_seconds + 1.5) + 5.0) * (2 if plan.max_batch > 1 else 1)
 
 
 def _rps(value: float | None) -> str:

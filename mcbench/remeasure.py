@@ -24,18 +24,31 @@ from mcbench.reports.schema import RunResult
 SAMPLES_PER_ROUND = 50
 WARMUP_CALLS = 5
 MIN_SAMPLE_NS = 100_000
+MIN_SERIES_NS = 20_000_000  # a side's series in one round lasts at least 20 ms: a 5 ms one is at the mercy of
+# one scheduler time slice on a busy machine, which made the per-round ratios of fast models noisy
+
+
+def one_call_ns(session: Session, feeds: dict[str, Any]) -> int:
+    """The median time of one call (of several: one call can be descheduled on a busy machine)."""
+    session.run(feeds)
+    times = []
+    for _ in range(11):
+        t0 = time.perf_counter_ns()
+        session.run(feeds)
+        times.append(time.perf_counter_ns() - t0)
+    return max(sorted(times)[5], 1)
 
 
 def calls_per_sample(session: Session, feeds: dict[str, Any], min_sample_ns: int = MIN_SAMPLE_NS) -> int:
     """How many calls one sample times so that a sample lasts at least `min_sample_ns` (timer resolution, jitter)."""
-    session.run(feeds)
-    times = []
-    for _ in range(11):  # the median of several calls: one call can be descheduled on a busy machine
-        t0 = time.perf_counter_ns()
-        session.run(feeds)
-        times.append(time.perf_counter_ns() - t0)
-    one = max(sorted(times)[5], 1)
-    return max(1, -(-min_sample_ns // one))
+    return max(1, -(-min_sample_ns // one_call_ns(session, feeds)))
+
+
+def sample_plan(one_ns: int, samples: int, min_series_ns: int = MIN_SERIES_NS) -> tuple[int, int]:
+    """(calls a sample, samples a series): a sample lasts MIN_SAMPLE_NS, a series `min_series_ns` and at least
+    `samples` samples, for a call of `one_ns`."""
+    calls = max(1, -(-MIN_SAMPLE_NS // one_ns))
+    return calls, max(samples, -(-min_series_ns // (one_ns * calls)))
 
 
 def series_us(session: Session, feeds: dict[str, Any], samples: int, calls: int) -> list[float]:
@@ -56,10 +69,12 @@ Rounds = list[list[float]]  # one series of samples (microseconds per call) per 
 
 
 def interleaved_rounds(
-    session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND
+    session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND,
+    min_series_ns: int = MIN_SERIES_NS,
 ) -> tuple[Rounds, Rounds]:
-    """`rounds` short series of both, A B then B A alternately, one series a side per round."""
-    calls = calls_per_sample(session_a, feeds)
+    """`rounds` short series of both, A B then B A alternately, one series a side per round (at least `samples`
+    samples, and at least MIN_SERIES_NS long)."""
+    calls, samples = sample_plan(one_call_ns(session_a, feeds), samples, min_series_ns)
     a: Rounds = []
     b: Rounds = []
     for i in range(rounds):

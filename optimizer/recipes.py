@@ -11,7 +11,7 @@ from mcbench.optimizer.targets import Target
 
 __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "all_kind_variants", "default_variants",
            "kind_variants", "parse_named_recipe", "parse_recipe", "profile_recipe_variants", "profile_variants",
-           "recipe_variants"]
+           "recipe_variants", "search_space"]
 
 # Dynamic INT8 with one weight scale a channel: on a real sentence encoder (all-MiniLM-L6-v2) per-tensor scales
 # kept a cosine of 0.966 to FP32, per-channel 0.993, at the same speed (README: Recipes and passes).
@@ -91,10 +91,49 @@ def kind_variants(kind: str, from_torch: bool, can_train: bool) -> list[VariantS
     return specs
 
 
+def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSpec]:
+    """What the default run searches: the kind's matrix plus pass parameters and runtime settings around it.
+
+    The matrix's variants come first (the search screens in this order, so a run cut by its time budget has
+    tried those); then one thread instead of all, a static INT8 with one scale a tensor, OpenVINO's throughput
+    hint, and per kind: a deeper pruning and pruned FP32 for a CNN with training data, the fusions alone and
+    weight-only INT8 for a transformer.
+    """
+    specs = kind_variants(kind, from_torch, can_train)
+    export = ("export.onnx",)
+    specs += [
+        VariantSpec("ort-fp32-t1", export, Target("onnxruntime", threads=1),
+                    why="onnxruntime FP32 on one thread: less contention where requests run side by side"),
+        VariantSpec("ort-int8-static-pt", export + ("quant.int8_static(per_channel=false)",), Target("onnxruntime"),
+                    why="static INT8 (QDQ) with one scale a tensor: cheaper kernels, maybe less accuracy"),
+        VariantSpec("ov-fp32-throughput", export, Target("openvino", options={"hint": "THROUGHPUT",
+                                                                               "precision": "f32"}),
+                    why="OpenVINO FP32 with its throughput hint (more streams)"),
+    ]
+    if kind == "cnn" and from_torch and can_train:
+        pruned = "prune.structured(ratio=0.5)"
+        specs += [
+            VariantSpec("ort-pruned50-int8-static", (pruned, "export.onnx", "quant.int8_static"), Target("onnxruntime"),
+                        why="half the channels pruned and fine-tuned, then static INT8"),
+            VariantSpec("ort-pruned-fp32", ("prune.structured", "export.onnx"), Target("onnxruntime"),
+                        why="30% of channels pruned and fine-tuned, FP32"),
+            VariantSpec("ov-pruned-int8", ("prune.structured", "export.onnx", "nncf.int8"), OV_CPU,
+                        why="30% of channels pruned and fine-tuned, then NNCF INT8 on OpenVINO"),
+        ]
+    elif kind == "transformer":
+        fused = (("export.onnx(exporter=torchscript)",) if from_torch else ()) + ("fuse.transformer",)
+        specs += [
+            VariantSpec("ort-fused-fp32", fused, Target("onnxruntime"), why="transformer fusions alone, FP32"),
+            VariantSpec("ov-int8-weights", ("export.onnx", "nncf.weight_compression"), OV_CPU,
+                        why="weights in INT8, activations float (NNCF weight compression) on OpenVINO"),
+        ]
+    return specs
+
+
 def all_kind_variants(from_torch: bool) -> list[VariantSpec]:
     """Every variant some kind's default matrix may have: what --variant names are checked against before
     the model is loaded and its kind known."""
-    specs = {s.name: s for kind in KIND_ORDER for s in kind_variants(kind, from_torch, can_train=True)}
+    specs = {s.name: s for kind in KIND_ORDER for s in search_space(kind, from_torch, can_train=True)}
     return list(specs.values())
 
 

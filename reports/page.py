@@ -15,12 +15,15 @@ from mcbench.reports.sections import (
     ClassDelta,
     CompressionFacts,
     ProfileCard,
+    SearchRow,
     TableRow,
     budget_sentence,
     capacity_table,
     class_deltas,
     compression_facts,
     profile_cards,
+    search_rows,
+    search_summary,
     several_profiles,
     table_rows,
 )
@@ -114,6 +117,8 @@ class ReportView:
     extras: dict[str, DetailExtras]
     environment: list[KeyValue]
     warnings: list[WarningItem] = field(default_factory=list)
+    search: list[SearchRow] = field(default_factory=list)
+    search_summary: str = ""
 
 
 def detail_extras(run: RunResult, v: VariantResult) -> DetailExtras:
@@ -141,5 +146,7 @@ def report_view(run: RunResult) -> ReportView:
         details=variant_details(run),
         environment=flattened_items(run.environment),
         warnings=all_warnings(run),
+        search=search_rows(run),
+        search_summary=search_summary(run),
     )
 

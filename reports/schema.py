@@ -173,6 +173,7 @@ class VariantResult:
     capacity: Capacity | None = None
     exit_status: int | None = None  # a crashed or killed child's exit status (negative: the signal number)
     stderr_tail: str | None = None  # the last lines a failed child wrote to stderr
+    search: dict[str, Any] | None = None  # the stage this candidate reached and why it stopped there (mcbench.search)
 
 
 @dataclass
@@ -186,6 +187,7 @@ class RunResult:
     baseline: str | None = None
     warnings: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    search: dict[str, Any] | None = None  # the search's time budget, time spent, and what it did not try
 
     def variant(self, name: str) -> VariantResult:
         for v in self.variants:

@@ -291,3 +291,48 @@ def compression_facts(variant: VariantResult) -> CompressionFacts:
 def budget_sentence(run: RunResult) -> str:
     metric = quality_metric(run)
     return f"Quality budget: {metric.label}, {metric.budget_text()} (baseline {run.baseline or '(none)'})."
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    name: str
+    stage: str
+    why: str
+
+
+STAGE_LABELS = {"plan": "not tried", "screen": "screened", "time": "timed in full", "load": "load-tested"}
+
+
+def stopped_text(v: VariantResult) -> str:
+    """The stage a candidate reached and why it went no further, in one line (mcbench.search writes the record)."""
+    if v.search is None:
+        return "not recorded"
+    why = v.search.get("stopped")
+    return f"{v.search.get('stage')}: {why}" if why else f"{v.search.get('stage')}: done"
+
+
+def search_rows(run: RunResult) -> list[SearchRow]:
+    """Every candidate the run considered, furthest stage first, with why it stopped there."""
+    order = {stage: i for i, stage in enumerate(("load", "time", "screen", "plan"))}
+    rows = [SearchRow(v.name, STAGE_LABELS.get(v.search.get("stage"), str(v.search.get("stage"))),
+                      v.search.get("stopped") or ("the baseline" if v.name == run.baseline else "on the frontier"
+                                                  if v.search.get("stage") == "load" else "went through every stage"))
+            for v in run.variants if v.search]
+    stage_of = {v.name: order.get((v.search or {}).get("stage"), 9) for v in run.variants}
+    return sorted(rows, key=lambda r: stage_of[r.name])
+
+
+def search_summary(run: RunResult) -> str:
+    """One sentence: how many candidates, how far they got, the time budget and what was not tried."""
+    info = run.search or {}
+    if not info.get("searched"):
+        return ""
+    rows = search_rows(run)
+    counts = {label: sum(r.stage == label for r in rows) for label in STAGE_LABELS.values()}
+    budget = info.get("time_budget_s")
+    spent = f"{info.get('elapsed_s', 0):.0f} s" + (f" of a {budget:.0f} s time budget" if budget else "")
+    text = (f"Searched {len(rows)} candidates in {spent}: {counts['load-tested']} load-tested, "
+            f"{counts['timed in full']} more timed in full, {counts['screened']} stopped after screening")
+    if info.get("not_tried"):
+        text += f", {len(info['not_tried'])} not tried ({', '.join(info['not_tried'])})"
+    return text + "."

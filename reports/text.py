@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
+from mcbench.reports.sections import search_rows, search_summary
 from mcbench.reports.views import SummaryRow, summary_rows
 
 
@@ -45,4 +46,7 @@ def summary_table(run: RunResult) -> str:
     lines = [aligned(heads, widths, right), rule, *(aligned(line, widths, right) for line in body)]
     if run.variants:
         lines.append(f"quality: {metric.label}; budget {metric.budget_text()}")
+    if search_summary(run):
+        lines += ["", search_summary(run)]
+        lines += [f"  {row.name:<{widths[0]}}  {row.stage}: {row.why}" for row in search_rows(run)]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcbench.remeasure import calls_per_sample, interleaved_rounds, series_us
+from mcbench.remeasure import calls_per_sample, interleaved_rounds, sample_plan, series_us
 
 
 class Recorder:
@@ -31,7 +31,13 @@ def test_a_fast_session_is_timed_several_calls_a_sample_in_float_microseconds() 
 def test_rounds_alternate_which_side_runs_first_and_are_kept_per_side() -> None:
     log: list[str] = []
     a, b = Recorder("a", log), Recorder("b", log)
-    sa, sb = interleaved_rounds(a, b, {}, rounds=4, samples=3)
+    sa, sb = interleaved_rounds(a, b, {}, rounds=4, samples=3, min_series_ns=0)
     assert [len(r) for r in sa] == [len(r) for r in sb] == [3, 3, 3, 3]
     firsts = [name for i, name in enumerate(log[12:]) if i % (len(log[12:]) // 8) == 0]
     assert firsts == ["a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_a_series_lasts_long_enough_to_outlive_a_time_slice() -> None:
+    assert sample_plan(one_ns=20_000, samples=50) == (5, 200)  # 17 us model: 5 calls a sample, 20 ms a series
+    assert sample_plan(one_ns=2_000_000, samples=50) == (1, 50)  # 2 ms model: the floor of 50 samples holds
+    assert sample_plan(one_ns=20_000, samples=50, min_series_ns=0) == (5, 50)

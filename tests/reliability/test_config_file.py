@@ -27,9 +27,12 @@ def _refused(tmp_path: Path, capsys, text: str) -> str:
 
 
 BAD_FILES = [
-    ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, dataset, inputs, labels, load, metric, "
-                         "model, out, profiles, quality_budget, quick, recipes, seq_len, task, text_file, timing, "
-                         "trust_model, variants, weights)"),
+    ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, dataset, exhaustive, inputs, labels, "
+                         "load, metric, model, out, profiles, quality_budget, quick, recipes, search, seq_len, task, "
+                         "text_file, time_budget, timing, trust_model, variants, weights)"),
+    ("[search]\nskip = ['ov-*']", "key 'search.skip': unknown key (known: exclude, add)"),
+    ("[search]\nadd = ['quant.magic']", "key 'search.add[0]': unknown pass 'quant.magic'; known passes: "),
+    ("time_budget = -5", "key 'time_budget': must be between 0 and 604800 seconds, got -5.0"),
     ("quality_budget = 'cosine>0.9'", "key 'quality_budget': --quality-budget 'cosine>0.9': expected a number of "
                                       "points (e.g. 1.5) or METRIC>=VALUE / METRIC<=VALUE (e.g. cosine_mean>=0.99)"),
     ("seq_len = 0", "key 'seq_len': must be between 1 and 8192 tokens, got 0"),

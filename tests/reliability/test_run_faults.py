@@ -25,9 +25,9 @@ ALL = ["ort-int8-dynamic", "ort-int8-static", "ov-fp32"]
 
 
 def _faulty_measure(original, faults_by_variant):
-    def measure(self, spec, artifact, target, workload):
+    def measure(self, spec, artifact, target, workload, plan):
         fault = faults_by_variant.get(spec.name)
-        return fault() if fault else original(self, spec, artifact, target, workload)
+        return fault() if fault else original(self, spec, artifact, target, workload, plan)
 
     return measure
 

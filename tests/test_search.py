@@ -1,0 +1,74 @@
+"""The search's decisions, on hand-made results: who is dominated, the frontier, the budget, the record."""
+
+from __future__ import annotations
+
+import math
+
+from mcbench.reports.quality import quality_metric
+from mcbench.reports.schema import Accuracy, LatencyStats, RunResult, VariantResult
+from mcbench.reports.sections import stopped_text
+from mcbench.search import (
+    TimeBudget,
+    dominated_by,
+    frontier,
+    median_interval_ms,
+    point_of,
+    points,
+    record,
+)
+
+
+def _variant(name: str, p50_us: float, top1: float, spread: float = 0.02) -> VariantResult:
+    samples = [p50_us * (1 + spread * ((i % 21) - 10) / 10) for i in range(400)]
+    return VariantResult(name, "onnxruntime", [], "ok", latency=LatencyStats.from_seconds([s / 1e6 for s in samples]),
+                         accuracy=Accuracy("val.npz", 360, top1, 1.0, 0.0, 0.0))
+
+
+def _run(*variants: VariantResult) -> RunResult:
+    return RunResult("r", "2026-11-28T00:00:00", {}, {"accuracy_budget": 1.0}, {}, list(variants), baseline="base")
+
+
+def test_median_interval_holds_the_median_and_narrows_with_samples():
+    low, high = median_interval_ms([float(i) for i in range(1, 101)])
+    assert 0.040 <= low < 0.0505 < high <= 0.061  # microseconds in, milliseconds out
+    low_many, high_many = median_interval_ms([float(i % 100 + 1) for i in range(10_000)])
+    assert high_many - low_many < high - low
+    assert all(math.isnan(x) for x in median_interval_ms([]))
+
+
+def test_a_surely_slower_candidate_at_no_better_quality_is_dominated():
+    run = _run(_variant("base", 100, 0.96), _variant("fast", 20, 0.96), _variant("slow", 60, 0.955),
+               _variant("close", 20.2, 0.96), _variant("better", 60, 0.97))
+    metric = quality_metric(run)
+    pts = points(run, metric)
+    by = {p.name: dominated_by(p, pts) for p in pts}
+    assert by["slow"].name == "fast"  # surely slower, no better
+    assert by["close"] is None  # intervals overlap: timing it longer could change the order
+    assert by["better"] is None  # slower but more accurate: it may be the answer under a tighter budget
+    assert [p.name for p in frontier(pts)] == ["fast", "better"]  # close: a hair slower at the same quality
+
+
+def test_over_the_quality_budget_is_no_candidate():
+    run = _run(_variant("base", 100, 0.96), _variant("lossy", 10, 0.90))
+    metric = quality_metric(run)
+    assert point_of(run, run.variant("lossy"), metric) is None
+    assert [p.name for p in frontier(points(run, metric))] == ["base"]
+
+
+def test_time_budget_shares_and_none():
+    budget = TimeBudget(100.0, started=0.0)
+    assert budget.seconds == 100.0 and budget.text() == "the 100 s time budget"
+    unlimited = TimeBudget(None)
+    assert unlimited.allows(0.01) and unlimited.left() == math.inf and unlimited.text() == "no time budget"
+    spent = TimeBudget(1.0, started=-10.0)
+    assert not spent.allows(0.5) and spent.left() < 0
+
+
+def test_the_record_says_the_stage_and_why():
+    v = _variant("x", 10, 0.9)
+    assert stopped_text(v) == "not recorded"
+    record(v, "screen", "over the quality budget: -2.0 points")
+    assert v.search == {"stage": "screen", "stopped": "over the quality budget: -2.0 points"}
+    assert stopped_text(v) == "screen: over the quality budget: -2.0 points"
+    record(v, "load")
+    assert stopped_text(v) == "load: done"
