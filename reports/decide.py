@@ -108,6 +108,9 @@ def _candidates(run: RunResult, profile: str, metric: QualityMetric) -> list[Var
     """
     pool = [v for v in profile_variants(run, profile) if measured(v) and _p99(v) is not None
             and quality_of(v, metric) is not None]
+    if (run.search or {}).get("searched"):  # a searched run: only what was timed in full (a screening's short
+        # series is enough to rule a candidate out, not to pick it on its p99)
+        pool = [v for v in pool if (v.search or {}).get("stage") in ("time", "load")] or pool
     if profile != THIS_MACHINE:  # only what was compiled and measured for this profile's hardware
         return [v for v in pool if v.profile == profile]
     return [v for v in pool if v.name != run.baseline] or pool

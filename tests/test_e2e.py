@@ -8,9 +8,11 @@ import pytest
 
 from mcbench.bench.load import UNSENT_KINDS
 
-# the demo is a CNN with training data: its kind adds NNCF INT8 and pruning + static INT8
+# the demo is a CNN with training data: its kind adds NNCF INT8 and pruning + static INT8, and the search
+# adds settings and parameters around them (optimizer.recipes.search_space)
 VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32", "ov-int8",
-            "ort-pruned-int8-static"}
+            "ort-pruned-int8-static", "ort-fp32-t1", "ort-int8-static-pt", "ov-fp32-throughput",
+            "ort-pruned50-int8-static", "ort-pruned-fp32", "ov-pruned-int8"}
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +54,28 @@ def test_latency_figures_are_positive_with_counts(quick_demo):
         lat = v["latency"]
         assert lat["count"] >= 30 and len(lat["samples_us"]) == lat["count"]
         assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
-        for step in v["load"]["steps"]:
+        for step in (v["load"] or {}).get("steps", []):
             assert step["latency"]["count"] > 0 and step["latency"]["p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_the_search_records_every_candidate_and_load_tests_only_the_frontier(quick_demo):
+    _, proc, results = quick_demo
+    assert results["search"]["searched"] is True and results["search"]["time_budget_s"] == 75.0
+    stages = {v["name"]: v["search"] for v in results["variants"]}
+    assert set(stages) == VARIANTS and all(s["stage"] in ("plan", "screen", "time", "load") for s in stages.values())
+    loaded = {v["name"] for v in results["variants"] if v["load"] is not None}
+    assert loaded and loaded == {name for name, s in stages.items() if s["stage"] == "load"}
+    assert len(loaded) < len(VARIANTS)  # the search load-tests the frontier and the baseline, not everything
+    for name, s in stages.items():  # every candidate that went no further says why
+        assert s["stage"] == "load" or s["stopped"], (name, s)
+    assert f"Searched {len(VARIANTS)} candidates in" in proc.stdout
 
 
 @pytest.mark.slow
 def test_locust_results_have_requests_and_no_failures(quick_demo):
     _, _, results = quick_demo
-    for v in results["variants"]:
+    for v in (v for v in results["variants"] if v["load"] is not None):
         load = v["load"]
         assert [s["users"] for s in load["steps"]] == [1, 4]
         assert all(s["requests"] > 0 and s["failures"] == 0 for s in load["steps"])

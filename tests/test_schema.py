@@ -144,3 +144,10 @@ def test_missing_jsonschema_is_said_once_not_passed_silently(monkeypatch, capsys
         schema_json._validator.cache_clear()
     err = capsys.readouterr().err
     assert err.count("jsonschema is not installed") == 1 and "pip install jsonschema" in err
+
+
+def test_latency_samples_keep_sub_microsecond_resolution():
+    from mcbench.reports.schema import LatencyStats
+
+    stats = LatencyStats.from_seconds([15.234e-6, 15.678e-6, 16.001e-6])
+    assert stats.samples_us == [15.23, 15.68, 16.0]  # whole microseconds made a 15 us median step by 7%

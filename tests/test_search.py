@@ -38,7 +38,7 @@ def test_median_interval_holds_the_median_and_narrows_with_samples():
 
 def test_a_surely_slower_candidate_at_no_better_quality_is_dominated():
     run = _run(_variant("base", 100, 0.96), _variant("fast", 20, 0.96), _variant("slow", 60, 0.955),
-               _variant("close", 20.2, 0.96), _variant("better", 60, 0.97))
+               _variant("close", 20.02, 0.96), _variant("better", 60, 0.97))
     metric = quality_metric(run)
     pts = points(run, metric)
     by = {p.name: dominated_by(p, pts) for p in pts}
