@@ -334,7 +334,8 @@ def resume_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mcbench.pipeline import Pipeline, RunInterrupted
+    from mcbench.api import execute
+    from mcbench.pipeline import RunInterrupted
     from mcbench.progress import RunDisplay
     from mcbench.reports.html import write_report
     from mcbench.reports.text import summary_table
@@ -355,8 +356,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     output = ThirdPartyOutput()
     try:
         with output, signals_raise(), RunDisplay(output.terminal) as display:
-            pipeline = Pipeline(config, progress=display.say, on_folder=output.keep_in, on_stage=display.stage)
-            run, paths = pipeline.run(resume=earlier)
+            run, paths = execute(config, resume=earlier, progress=display.say, on_folder=output.keep_in,
+                                 on_stage=display.stage)
     except RunInterrupted as stop:
         with signals_ignored():
             report = write_report(stop.run, stop.paths.report)

@@ -6,11 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from mcbench.reports.gate import Outcome, evaluate
-from mcbench.reports.gate_budgets import GateConfig, load_budgets
+from mcbench.reports.gate import Outcome
 from mcbench.reports.gate_output import append_step_summary, junit_xml, markdown_summary
 from mcbench.reports.gate_stats import MIN_ROUNDS
-from mcbench.reports.schema import load_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,15 +28,9 @@ def cmd_gate(args: argparse.Namespace, usage_error: type[Exception]) -> int:
         raise usage_error("gate needs --budgets, --baseline or both")
     if args.remeasure < 0 or 0 < args.remeasure < MIN_ROUNDS or (args.remeasure and args.baseline is None):
         raise usage_error(f"--remeasure N needs N >= {MIN_ROUNDS} rounds and a --baseline")
-    config = load_budgets(args.budgets) if args.budgets else GateConfig()
-    run = load_results(args.results)
-    baseline = load_results(args.baseline) if args.baseline else None
-    remeasured = None
-    if args.remeasure:
-        from mcbench.remeasure import remeasure  # needs the runtimes; the plain gate does not
+    from mcbench.api import gate
 
-        remeasured = remeasure(baseline, run, args.remeasure)
-    outcome = evaluate(run, config, baseline, remeasured)
+    outcome = gate(args.results, args.budgets, args.baseline, args.remeasure)
     _write(outcome, args)
     return outcome.exit_code
 

@@ -128,9 +128,9 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> 
 
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
     from mcbench.bench.environment import environment
-    from mcbench.bench.load import Endpoint, LoadError, Requests, StepRules, run_load
+    from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
     from mcbench.config import QUICK_LOAD, LoadPlan
-    from mcbench.reports.capacity import capacity
+    from mcbench.load_stage import capacity_of, plan_text, step_rules
     from mcbench.reports.schema import RunResult, VariantResult, save_results
 
     plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan(), usage_error)
@@ -143,10 +143,9 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
         raise usage_error(f"{out} already holds a results.json; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     cores = [int(c) for c in args.cores.split(",")] if args.cores else sorted(os.sched_getaffinity(0))
-    rules = StepRules(plan.step_seconds, plan.warmup_s, plan.max_step_seconds, budget_p99_ms=plan.budget_p99_ms,
-                      arrivals=plan.arrivals, check_every=0)
+    rules = step_rules(plan, plan.budget_p99_ms, check_answers=False)  # no offline outputs to check against
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"load test of {args.model} at {args.url}: closed loop {'-'.join(map(str, plan.users))} users, then open loop")
+    say(f"load test of {args.model} at {args.url}: {plan_text(plan, plan.budget_p99_ms)}")
     if master:
         say(f"each step waits up to {master.wait_s:g} s for {args.workers} Locust workers: on each load machine run "
             f"`mcbench load-worker --master {master.address}` (they must reach {args.url} too)")
@@ -156,7 +155,7 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
                                list(plan.users), plan.open_rates, rules, None if master else cores, None, 0,
                                out / "work", workers=args.workers if master else plan.locust_workers, say=say,
                                master=master)
-        result.capacity = capacity(result.load, plan.budget_p99_ms, plan.target_rps, plan.cost_per_hour)
+        result.capacity = capacity_of(result.load, plan, None)
     except LoadError as exc:
         result.status, result.error = "failed", f"load test: {exc}"
     run = RunResult(run_id=out.name, created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -6,14 +6,11 @@ atomically after every variant, so an interrupted run keeps what it finished.
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import re
 import shutil
 import signal
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,26 +24,19 @@ from mcbench.bench.measure import InProcessResult, measure_in_process, time_in_p
 from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.op_profile import with_comparison
 from mcbench.config import ConfigError, RunConfig
+from mcbench.load_stage import load_test_variant
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest, validation_digest
-from mcbench.optimizer.hardware import cpu_info, split_cores, usable_cores
-from mcbench.optimizer.model_kind import ModelKind, detect_kind
-from mcbench.optimizer.passes import PassContext, PassError, apply_passes, check_needs
-from mcbench.optimizer.profiles import Profile, ProfileError, find_profile
+from mcbench.optimizer.build import BuildData, Builder
+from mcbench.optimizer.hardware import usable_cores
+from mcbench.optimizer.passes import PassError, check_needs
+from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.recipe_syntax import parse_recipe
 from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
-    all_kind_variants,
-    default_variants,
-    parse_named_recipe,
-    profile_recipe_variants,
-    profile_variants,
-    recipe_variants,
-    search_space,
-    with_batch_sizes,
 )
-from mcbench.optimizer.targets import Target, TargetError, skip_reason
+from mcbench.optimizer.targets import Target, TargetError, why_not_here
+from mcbench.plan import Plan, plan_before_loading, plan_for_model
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult, save_results
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
@@ -155,60 +145,6 @@ def load_user_metric(ref: str | None):
     return fn
 
 
-def hardware_mismatch(profile) -> str | None:
-    """Why a profile's CPU is not this machine's (missing ISA features, too few cores), or None.
-
-    It decides for the profile's CPU targets; GPU targets are checked one by one (providers, devices).
-    """
-    missing = [f for f in profile.isa if f not in cpu_info()["isa"]]
-    if missing:
-        return f"this machine lacks {', '.join(missing)}: profile {profile.name} describes another CPU"
-    if profile.cores > len(usable_cores()):
-        return f"profile {profile.name} has {profile.cores} cores, this machine {len(usable_cores())}"
-    return None
-
-
-def load_cores(profile: Profile | None) -> tuple[list[int], list[int]]:
-    """The profile's server and load-generator cores where this machine has them all; else half and half."""
-    here = set(usable_cores())
-    if profile and profile.server_cores and profile.loadgen_cores:
-        if set(profile.server_cores) | set(profile.loadgen_cores) <= here:
-            return list(profile.server_cores), list(profile.loadgen_cores)
-    return split_cores(sorted(here))
-
-
-def batch_skip_reason(artifact: Artifact, batch_size: int) -> str | None:
-    """Why an artifact cannot run batches of this size (an ONNX model with a fixed batch axis), or None."""
-    if batch_size == 1 or artifact.format != "onnx":
-        return None
-    from mcbench.optimizer.graph_stats import fixed_batch_inputs
-
-    fixed = fixed_batch_inputs(artifact.path)
-    if fixed:
-        return f"input(s) {', '.join(fixed)} have a fixed batch axis: batch size {batch_size} cannot run"
-    return None
-
-
-def _unique_names(specs: list[VariantSpec]) -> list[VariantSpec]:
-    seen: dict[str, str] = {}
-    for s in specs:
-        if s.name in seen and seen[s.name] != "+".join(s.recipe):
-            raise ConfigError(f"two recipes give the variant name {s.name!r}; name them with NAME=RECIPE")
-        seen[s.name] = "+".join(s.recipe)
-    return [s for i, s in enumerate(specs) if s.name not in {t.name for t in specs[:i]}]
-
-
-def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[VariantSpec]:
-    if not names:
-        return specs
-    known = {s.name for s in specs}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; this model has: {', '.join(sorted(known))}")
-    baseline = [s for s in specs if s.baseline]
-    return baseline + [s for s in specs if s.name in names and not s.baseline]
-
-
 def workload_data(config: RunConfig) -> set[str]:
     """The data a run will have for passes, known before any work: calibration always (generated
     inputs when no dataset is given), labelled validation data with the demo or a labelled dataset that may be a
@@ -227,11 +163,12 @@ def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
             raise ConfigError(f"variant {spec.name}: {exc}") from exc
 
 
-def workload_validation(workload: Workload, task: str):
-    """Held-out feeds and class labels for passes that measure top-1 accuracy (accuracy-aware quantization)."""
-    if workload.labels is None or task not in ("classification", AUTO):
-        return None
-    return workload.eval_samples, workload.labels
+def build_data(workload: Workload, task: str) -> BuildData:
+    """What the passes may use: calibration samples, training data, and held-out feeds with class labels for
+    passes that measure top-1 accuracy (accuracy-aware quantization) where the task is a classification's."""
+    labelled = workload.labels is not None and task in ("classification", AUTO)
+    return BuildData(workload.calibration, workload.calibration_source, workload.train,
+                     (workload.eval_samples, workload.labels) if labelled else None)
 
 
 def compare_op_profiles(variants: list[VariantResult]) -> None:
@@ -258,11 +195,9 @@ class Pipeline:
         self._candidates: dict[str, tuple[VariantSpec, Artifact, object]] = {}  # measured here: what loading needs
         self.baseline_outputs = None
         self.on_folder = on_folder or (lambda folder: None)  # the run folder exists (the CLI moves its log there)
-        self._built: dict[tuple[str, ...], Artifact] = {}
-        self._manifests: dict[Path, dict] = {}  # variants that share an artifact hash and inspect it once
-        self._input_digests: tuple[str, ...] | None = None  # model, calibration, train, validation data
+        self.builder: Builder | None = None  # the build stage, once the model is loaded
         self.user_metric = None
-        self.profiles: dict[str, Profile] = {}
+        self.profiles: dict[str, Profile] = {}  # the plan's, set by run() before any stage reads it
         self.task: str | None = None if config.task == AUTO else config.task  # `auto` resolves on the baseline
         self.baseline_more: list | None = None  # the baseline's second and later outputs (per-output fidelity)
 
@@ -306,13 +241,14 @@ class Pipeline:
         SIGINT/SIGTERM (a KeyboardInterrupt) saves what finished, marks the run interrupted and
         raises RunInterrupted; the children were already killed by bench.isolate on the way up.
         """
-        specs = select_variants(self.variant_matrix(), self.config.variants)
-        check_data_needs(specs, workload_data(self.config))
+        plan = plan_before_loading(self.config)
+        check_data_needs(plan.specs, workload_data(self.config))
         self.user_metric = load_user_metric(self.config.metric)
         workload, paths = self.prepare()
-        model_info = dict(workload.info)
-        if self.uses_default_matrix():
-            specs, model_info["kind"] = self.kind_matrix(workload)
+        plan = plan_for_model(self.config, plan, workload.base, workload.train is not None)
+        self.say_plan(plan)
+        self.profiles, specs = plan.profiles, plan.specs
+        model_info = dict(workload.info) | ({"kind": plan.kind} if plan.kind else {})
         run = RunResult(
             run_id=paths.root.name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -332,6 +268,8 @@ class Pipeline:
             run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
                                 f"{len([s for s in specs if s.name not in kept])} run now")
         baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
+        self.builder = Builder(workload.base, build_data(workload, self.config.task), paths.artifacts,
+                               self.config.cache_dir, self.say)
         self.reuse_artifacts(kept)
         budget = TimeBudget(self.config.time_budget_s if self.config.searches else None)
         try:
@@ -491,19 +429,10 @@ class Pipeline:
         return kept
 
     def reuse_artifacts(self, kept: dict[str, VariantResult]) -> None:
-        """Kept variants' artifacts count as built (when their files still hash as recorded): a resumed run
-        builds on them instead of rewriting files that kept results describe."""
-        from mcbench.optimizer.artifact import sha256_of
-
+        """Kept variants' artifacts count as built where their files still hash as recorded."""
         for v in kept.values():
-            if not v.recipe or not v.artifact.get("sha256"):
-                continue
-            try:
-                artifact = Artifact.from_dict(v.artifact)
-                if sha256_of(artifact.path) == v.artifact["sha256"]:
-                    self._built.setdefault(tuple(v.recipe), artifact)
-            except (KeyError, TypeError, ValueError, OSError):
-                continue  # rebuilt like any other
+            if v.recipe and v.artifact.get("sha256"):
+                self.builder.reuse(tuple(v.recipe), v.artifact)
 
     def kept_baseline_outputs(self, kept: dict[str, VariantResult], specs: list[VariantSpec], paths: RunPaths):
         """The kept baseline's saved outputs; without them the baseline is measured again (fidelity needs them)."""
@@ -533,72 +462,12 @@ class Pipeline:
                 f"({len(run.variants) - 1} variant(s))"
             ) from None
 
-    def uses_default_matrix(self) -> bool:
-        return not self.config.profiles and not self.config.recipes
-
-    def kind_matrix(self, workload: Workload) -> tuple[list[VariantSpec], dict[str, str]]:
-        """The default matrix for the model's kind, said in the terminal with why each variant is in it."""
-        try:
-            kind = detect_kind(workload.base)
-        except Exception as exc:  # an unreadable graph still gets the 0.1 matrix, with the reason recorded
-            kind = ModelKind("other", f"not inspected: {type(exc).__name__}: {first_line_of(str(exc))}")
-        space = search_space(kind.kind, self.config.from_torch, workload.train is not None)
-        specs = select_variants(self.narrowed(space), self.config.variants)
-        self.say(f"model kind: {kind.kind} ({kind.reason})")
-        for spec in specs:
-            self.say(f"  {spec.name}: {spec.why}")
-        return specs, kind.to_dict()
-
-    def narrowed(self, space: list[VariantSpec]) -> list[VariantSpec]:
-        """The search space as the run file's [search] narrows (exclude) and extends (add) it."""
-        cfg = self.config
-        kept = [s for s in space if s.baseline or not any(fnmatch.fnmatch(s.name, p) for p in cfg.search_exclude)]
-        added = []
-        for text in cfg.search_add:
-            try:
-                added += recipe_variants(parse_named_recipe(text), cfg.source_format)
-            except RecipeError as exc:
-                raise ConfigError(f"[search] add {text!r}: {exc}") from exc
-        return _unique_names(kept + [replace(s, why=s.why or "added by the run file's [search]") for s in added])
-
-    def variant_matrix(self) -> list[VariantSpec]:
-        """The default variants, or the FP32 baseline plus each --profile's matrix, names prefixed by profile.
-
-        Before the model is loaded its kind is unknown: the default matrix is then every variant some
-        kind's matrix has (run() narrows it to the model's kind once loaded).
-        """
-        from_torch = self.config.from_torch
-        if self.uses_default_matrix():
-            return all_kind_variants(from_torch)
-        specs = [s for s in default_variants(from_torch) if s.baseline]
-        specs += self.recipe_matrix()
-        if not self.config.profiles:
-            return _unique_names(specs)
-        for name in self.config.profiles:
-            try:
-                profile = find_profile(name)
-            except ProfileError as exc:
-                raise ConfigError(str(exc)) from exc
-            self.profiles[profile.name] = profile
-            cpu_mismatch = hardware_mismatch(profile)
-            try:
-                recipes = profile_recipe_variants(profile, self.config.source_format)
-            except RecipeError as exc:
-                raise ConfigError(f"profile {profile.name}: recipes: {exc}") from exc
-            for s in with_batch_sizes(profile_variants(profile, from_torch) + recipes, profile.batch_sizes):
-                skip = cpu_mismatch if s.target.device == "cpu" else None
-                specs.append(replace(s, name=f"{profile.name}:{s.name}", profile=profile.name, skip=skip))
-        return _unique_names(specs)
-
-    def recipe_matrix(self) -> list[VariantSpec]:
-        """The variants of each --recipe, checked against the passes before any work (ConfigError if one cannot)."""
-        specs: list[VariantSpec] = []
-        for text in self.config.recipes:
-            try:
-                specs += recipe_variants(parse_named_recipe(text), self.config.source_format)
-            except RecipeError as exc:
-                raise ConfigError(f"--recipe {text!r}: {exc}") from exc
-        return specs
+    def say_plan(self, plan: Plan) -> None:
+        """The model's kind and why each candidate is in the search, where the run searches the kind's space."""
+        if plan.kind:
+            self.say(f"model kind: {plan.kind['kind']} ({plan.kind['reason']})")
+            for spec in plan.specs:
+                self.say(f"  {spec.name}: {spec.why}")
 
     def run_variant(
         self, spec: VariantSpec, workload: Workload, paths: RunPaths, baseline_outputs, plan: TimingPlan
@@ -607,14 +476,12 @@ class Pipeline:
         result = VariantResult(spec.name, spec.target.runtime, list(spec.recipe), status="failed",
                                profile=spec.profile, settings={"why": spec.why} if spec.why else {})
         try:
-            artifact = self.build(spec, workload, paths)
-            if artifact.path not in self._manifests:
-                self._manifests[artifact.path] = artifact.manifest()
-            result.artifact = dict(self._manifests[artifact.path])
+            artifact = self.builder.build(spec.recipe)
+            result.artifact = self.builder.manifest(artifact)
             result.passes = [dict(r) for r in artifact.passes]
             target = spec.target if spec.target.threads else spec.target.with_threads(len(usable_cores()))
             result.settings.update({"in_process": target.to_dict(), "batch_size": spec.batch_size})
-            reason = spec.skip or skip_reason(target) or batch_skip_reason(artifact, spec.batch_size)
+            reason = spec.skip or why_not_here(target, artifact, spec.batch_size)
             if reason:
                 result.status, result.error = "skipped", reason
                 self.say(f"  compiled, not measured: {reason}")
@@ -662,53 +529,6 @@ class Pipeline:
             result.warnings.append(f"--metric {self.config.metric} failed: {type(exc).__name__}: {exc}")
             return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, **also)
 
-    def build(self, spec: VariantSpec, workload: Workload, paths: RunPaths) -> Artifact:
-        """Apply the recipe's passes, reusing any prefix built in this run or found in the cache."""
-        artifact = workload.base
-        cache = ArtifactCache(self.config.cache_dir) if self.config.cache_dir else None
-        for i in range(1, len(spec.recipe) + 1):
-            prefix = spec.recipe[:i]
-            if prefix not in self._built:
-                self._built[prefix] = self.build_step(artifact, prefix, workload, paths, cache)
-            artifact = self._built[prefix]
-        return artifact
-
-    def build_step(self, artifact: Artifact, prefix: tuple[str, ...], workload: Workload, paths: RunPaths,
-                   cache: ArtifactCache | None) -> Artifact:
-        """The last step of `prefix` applied to `artifact`: from the cache when its key is there, else run."""
-        if prefix[-1] == "export.onnx" and artifact.format == "onnx":
-            return artifact  # nothing to build; an ONNX file (and its external data) is not copied into the cache
-        started = time.perf_counter()
-        validation = workload_validation(workload, self.config.task)
-        ctx = PassContext(workload.calibration, workload.calibration_source, train=workload.train,
-                          validation=validation)
-
-        def produce(out_dir: Path) -> Artifact:
-            return apply_passes(artifact, prefix[-1:], ctx, out_dir)
-
-        if cache is None:
-            built = produce(paths.artifacts(prefix))
-        else:
-            model, calibration, train, validation_data = self._digests(workload)
-            key = cache_key(model, prefix, calibration, train, validation_data)
-            cached = cache.get(key)
-            if cached is not None:
-                self.say(f"  reused {prefix[-1]} from the cache ({cache.entry(key)})")
-                return cached
-            built = cache.build(key, prefix, produce)
-        for message in ctx.messages:
-            self.say(f"  {message}")
-        self.say(f"  built {prefix[-1]} in {time.perf_counter() - started:.1f} s")
-        return built
-
-    def _digests(self, workload: Workload) -> tuple[str, ...]:
-        """What the cache keys hash, once a run: they do not change between its build steps."""
-        if self._input_digests is None:
-            self._input_digests = (model_digest(workload.base), data_digest(workload.calibration),
-                                   data_digest(workload.train),
-                                   validation_digest(workload_validation(workload, self.config.task)))
-        return self._input_digests
-
     def measure(self, spec: VariantSpec, artifact: Artifact, target, workload: Workload,
                 plan: TimingPlan) -> InProcessResult:
         self.say(f"  measuring accuracy on {len(workload.eval_samples)} samples and in-process latency ...")
@@ -723,80 +543,18 @@ class Pipeline:
             timeout_s=MEASURE_TIMEOUT_S,
         )
 
-    def load_test(
-        self, spec: VariantSpec, artifact: Artifact, workload: Workload, paths: RunPaths, result: VariantResult,
-        outputs=None,
-    ) -> None:
-        """Serve the variant in its own process on the server cores; drive it with Locust on the others.
-
-        Both sweeps run; with `max_batch` > 1 they run again against a server that batches, to compare.
-        A server or Locust that fails becomes this variant's recorded error, never a hang.
-        """
-        from mcbench.bench.load import LoadError, StepRules
-
-        plan = self.config.load
+    def load_test(self, spec: VariantSpec, artifact: Artifact, workload: Workload, paths: RunPaths,
+                  result: VariantResult, outputs=None) -> None:
+        """The load stage for one variant (mcbench.load_stage); a failure becomes the variant's error."""
         profile = self.profiles.get(spec.profile or "")
-        server_cores, loadgen_cores = load_cores(profile)
-        target = spec.target.with_threads(len(server_cores))
-        result.settings["server"] = {**target.to_dict(), "cores": server_cores}
-        work = paths.work(spec.name)
-        spec_path = work / "server.json"
-        server_spec = {"name": spec.name, "artifact": artifact.to_dict(), "target": target.to_dict()}
-        spec_path.write_text(json.dumps(server_spec))
-        budget = (profile.latency_budget_ms if profile and profile.latency_budget_ms else plan.budget_p99_ms)
-        rules = StepRules(plan.step_seconds, plan.warmup_s, plan.max_step_seconds, budget_p99_ms=budget,
-                          arrivals=plan.arrivals, check_every=plan.check_every)
-        requests = load_requests(workload, outputs)
-        self.say(f"  load test: closed loop {'-'.join(map(str, plan.users))} users, then open loop; "
-                 f"{plan.step_seconds:g} s a step, p99 budget {budget:g} ms ...")
-        try:
-            load = self._sweeps(spec, spec_path, server_cores, loadgen_cores, target, requests, rules, work, [])
-        except (LoadError, RuntimeError, OSError) as exc:
-            result.status = "failed"
-            result.error = f"load test: {type(exc).__name__}: {exc}"
-            self.say(f"  failed: {result.error}")
+        tested = load_test_variant(spec.name, artifact, spec.target, load_requests(workload, outputs),
+                                   self.config.load, profile, paths.work(spec.name), self.say)
+        result.settings["server"] = tested.server
+        result.warnings += tested.warnings
+        if tested.error is not None:
+            result.status, result.error = "failed", tested.error
             return
-        if plan.max_batch > 1:
-            flags = ["--max-batch", str(plan.max_batch), "--max-wait-ms", str(plan.max_wait_ms)]
-            self.say(f"  again with dynamic batching (max batch {plan.max_batch}, {plan.max_wait_ms:g} ms) ...")
-            try:
-                batched = self._sweeps(spec, spec_path, server_cores, loadgen_cores, target, requests, rules,
-                                       work / "batched", flags)
-                load.batching = {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms}
-                load.batched_steps, load.batched_open_steps = batched.steps, batched.open_steps
-            except (LoadError, RuntimeError, OSError) as exc:  # the unbatched figures stand; say why no comparison
-                first = str(exc).splitlines()[0][:300]
-                result.warnings.append(f"dynamic batching not compared: {first}")
-                self.say(f"  dynamic batching not compared: {first}")
-        result.load = load
-        result.capacity = self.capacity_of(load, profile, budget)
-        result.warnings += load_warnings(load)
-        peak = max(load.steps + load.open_steps, key=lambda s: s.throughput_rps)
-        failures = sum(s.failures for s in load.steps + load.open_steps)
-        self.say(f"  peak {peak.throughput_rps:.0f} req/s, {failures} failures; "
-                 f"under {budget:g} ms p99: {_rps(result.capacity.max_rps_under_budget)}")
-
-    def _sweeps(self, spec, spec_path, server_cores, loadgen_cores, target, requests, rules, work, flags):
-        from mcbench.bench.load import Endpoint, run_load
-        from mcbench.bench.server import serve_in_subprocess
-
-        plan = self.config.load
-        with serve_in_subprocess(spec_path, server_cores, extra=flags) as server:
-            load = run_load(
-                Endpoint(server.url, spec.name), requests, list(plan.users), plan.open_rates, rules,
-                loadgen_cores=loadgen_cores, server_cores=server_cores, server_threads=target.threads or 1,
-                work_dir=work / "load", workers=plan.locust_workers, say=self.say,
-            )
-        load.server_dispatch, load.server_model_ms = server.dispatch, server.model_ms
-        return load
-
-    def capacity_of(self, load, profile: Profile | None, budget: float):
-        from mcbench.reports.capacity import capacity
-
-        plan = self.config.load
-        target_rps = profile.target_rps if profile and profile.target_rps else plan.target_rps
-        cost = profile.cost_per_hour if profile and profile.cost_per_hour is not None else plan.cost_per_hour
-        return capacity(load, budget, target_rps, cost)
+        result.load, result.capacity = tested.load, tested.capacity
 
 
 def screening_plan(full: TimingPlan) -> TimingPlan:
@@ -821,10 +579,6 @@ def load_seconds_estimate(plan) -> float:
     return (steps * (plan.step_seconds + 1.5) + 5.0) * (2 if plan.max_batch > 1 else 1)
 
 
-def _rps(value: float | None) -> str:
-    return "no step held it" if value is None else f"{value:.0f} req/s"
-
-
 def load_requests(workload: Workload, outputs, count: int = 8):
     """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against."""
     import numpy as np
@@ -837,25 +591,6 @@ def load_requests(workload: Workload, outputs, count: int = 8):
         rows = len(outputs) // len(workload.eval_samples)
         expected = [[np.asarray(outputs[i * rows:(i + 1) * rows])] for i in range(len(samples))]
     return Requests.encode(samples, expected)
-
-
-def load_warnings(load) -> list[str]:
-    """What a reader of the load figures must know: shared cores, a busy generator, wrong answers, unsettled steps."""
-    out = []
-    steps = load.steps + load.open_steps
-    if load.cores_shared:
-        out.append("server and load generator shared CPU cores: HTTP figures are pessimistic")
-    saturated = [s for s in steps if s.loadgen_saturated]
-    if saturated:
-        out.append(f"load generator above 90% CPU in {len(saturated)} step(s): "
-                   "it may be the bottleneck, not the server")
-    if load.mismatches:
-        out.append(f"{load.mismatches} of {load.checked} checked answers differed from the variant's offline outputs")
-    unstable = [s for s in steps if s.stable is False]
-    if unstable:
-        out.append(f"{len(unstable)} of {len(steps)} load steps did not settle "
-                   "(windows disagreed beyond the tolerance)")
-    return out
 
 
 STDERR_LINES_IN_ERROR = 20

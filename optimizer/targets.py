@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.hardware import cpu_info, usable_cores
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEVICES = {"onnxruntime": ("cpu", "gpu"), "openvino": ("cpu", "gpu"), "torch": ("cpu", "cuda")}
@@ -233,3 +234,35 @@ def load_factory(ref: str | None) -> Any:
         return getattr(module, attr)
     except AttributeError as exc:
         raise TargetError(f"{module_name!r} has no attribute {attr!r}") from exc
+
+
+def hardware_mismatch(profile) -> str | None:
+    """Why a profile's CPU is not this machine's (missing ISA features, too few cores), or None.
+
+    It decides for the profile's CPU targets; GPU targets are checked one by one (providers, devices).
+    """
+    missing = [f for f in profile.isa if f not in cpu_info()["isa"]]
+    if missing:
+        return f"this machine lacks {', '.join(missing)}: profile {profile.name} describes another CPU"
+    if profile.cores > len(usable_cores()):
+        return f"profile {profile.name} has {profile.cores} cores, this machine {len(usable_cores())}"
+    return None
+
+
+def why_not_here(target: Target, artifact: Artifact, batch_size: int = 1) -> str | None:
+    """The one answer to "can this variant run on this machine?": why not (its runtime, provider or device is
+    missing, or its model cannot take batches of this size), or None. A profile's CPU that is not this machine's
+    is decided once per profile (hardware_mismatch) when the matrix is planned."""
+    return skip_reason(target) or batch_skip_reason(artifact, batch_size)
+
+
+def batch_skip_reason(artifact: Artifact, batch_size: int) -> str | None:
+    """Why an artifact cannot run batches of this size (an ONNX model with a fixed batch axis), or None."""
+    if batch_size == 1 or artifact.format != "onnx":
+        return None
+    from mcbench.optimizer.graph_stats import fixed_batch_inputs
+
+    fixed = fixed_batch_inputs(artifact.path)
+    if fixed:
+        return f"input(s) {', '.join(fixed)} have a fixed batch axis: batch size {batch_size} cannot run"
+    return None

@@ -14,8 +14,7 @@ from mcbench.bench.measure import batched, measure_in_process, repeated
 from mcbench.optimizer.graph_stats import fixed_batch_inputs
 from mcbench.optimizer.intake import InputOverride, load_onnx
 from mcbench.optimizer.recipes import VariantSpec, with_batch_sizes
-from mcbench.optimizer.targets import Target
-from mcbench.pipeline import batch_skip_reason
+from mcbench.optimizer.targets import Target, batch_skip_reason
 from tests.conftest import make_linear_onnx
 
 

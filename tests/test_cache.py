@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mcbench.config import RunConfig
 from mcbench.optimizer import passes
 from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.build import Builder
 from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest
-from mcbench.optimizer.recipes import VariantSpec
-from mcbench.optimizer.targets import Target
-from mcbench.pipeline import Pipeline, RunPaths
+from mcbench.pipeline import RunPaths, build_data
 from mcbench.workload import Workload
 
 RECIPE = ("prune.unstructured(0.5)",)
@@ -47,9 +45,10 @@ def counted(monkeypatch):
 
 
 def _build(tmp_path, cache_dir, workload, messages):
-    config = RunConfig(model="tests.zoo:conv_net", cache_dir=cache_dir)
-    spec = VariantSpec("torch-p", RECIPE, Target("torch"))
-    return Pipeline(config, progress=messages.append).build(spec, workload, RunPaths(tmp_path / "run"))
+    """The build stage alone, as a run makes it (a new Builder: nothing shared in memory)."""
+    builder = Builder(workload.base, build_data(workload, "auto"), RunPaths(tmp_path / "run").artifacts, cache_dir,
+                      messages.append)
+    return builder.build(RECIPE)
 
 
 def test_a_second_build_reuses_the_cached_artifact(tmp_path, counted):

@@ -199,15 +199,15 @@ def test_run_flags_shape_the_load_plan() -> None:
 def test_the_profile_budget_target_and_cost_win_over_the_plan() -> None:
     from types import SimpleNamespace
 
-    from mcbench.config import LoadPlan, RunConfig
-    from mcbench.pipeline import Pipeline
+    from mcbench.config import LoadPlan
+    from mcbench.load_stage import capacity_of
 
-    pipeline = Pipeline(RunConfig(load=LoadPlan(budget_p99_ms=100, target_rps=10, cost_per_hour=9.0)))
+    plan = LoadPlan(budget_p99_ms=100, target_rps=10, cost_per_hour=9.0)
     load = load_result([], [step(300, 4), step(600, 9)])
     profile = SimpleNamespace(latency_budget_ms=5.0, target_rps=1000.0, cost_per_hour=2.0)
-    cap = pipeline.capacity_of(load, profile, 5.0)
+    cap = capacity_of(load, plan, profile)
     assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (300, 4, 8.0)
-    cap = pipeline.capacity_of(load, None, 100.0)
+    cap = capacity_of(load, plan, None)
     assert (cap.max_rps_under_budget, cap.replicas, cap.cost_per_hour) == (600, 1, 9.0)
 
 

@@ -175,8 +175,11 @@ def test_a_demo_run_keeps_op_profiles_and_pass_records_for_quantized_variants(tm
                          Target("onnxruntime")),
              VariantSpec("ov-fp32", ("export.onnx",), ov),
              VariantSpec("ov-nncf-int8", ("export.onnx", "nncf.int8"), ov)]
-    monkeypatch.setattr(Pipeline, "variant_matrix", lambda self: specs)
-    monkeypatch.setattr(Pipeline, "uses_default_matrix", lambda self: False)  # these specs, not the kind's matrix
+    import mcbench.pipeline as pipeline_mod
+    from mcbench.plan import Plan
+
+    monkeypatch.setattr(pipeline_mod, "plan_before_loading", lambda config: Plan(specs))
+    monkeypatch.setattr(pipeline_mod, "plan_for_model", lambda config, plan, *_: plan)  # not the kind's space
     timing = TimingPlan(warmup_runs=2, min_runs=20, min_seconds=0.1, max_seconds=1)
     run, _ = Pipeline(RunConfig(quick=True, load=None, out_dir=tmp_path / "run", timing=timing),
                       progress=lambda _: None).run()

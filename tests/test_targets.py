@@ -103,8 +103,8 @@ def test_two_profile_run_on_the_demo(tmp_path):
 def test_load_cores_come_from_the_profile_where_this_machine_has_them():
     from dataclasses import replace
 
+    from mcbench.load_stage import load_cores
     from mcbench.optimizer.hardware import split_cores, usable_cores
-    from mcbench.pipeline import load_cores
 
     local = find_profile("local-2core-avx2")
     one = replace(local, server_cores=(usable_cores()[0],), loadgen_cores=(usable_cores()[-1],))

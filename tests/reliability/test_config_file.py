@@ -101,12 +101,12 @@ def test_missing_and_oversized_files(tmp_path, capsys):
 
 
 def test_recipes_in_the_file_become_variants_and_flags_replace_them(tmp_path):
-    from mcbench.pipeline import Pipeline
+    from mcbench.plan import plan_before_loading
 
     cfg = _write(tmp_path, "recipes = ['q=quant.int8_dynamic', 'prune.unstructured(0.5)']\n")
     config = run_config(build_parser().parse_args(["run", "--config", str(cfg)]))
     assert config.recipes == ("q=quant.int8_dynamic", "prune.unstructured(0.5)")
-    names = [s.name for s in Pipeline(config).variant_matrix()]
+    names = [s.name for s in plan_before_loading(config).specs]
     assert names == ["torch-fp32", "ort-q", "ov-q", "torch-prune.unstructured-0.5"]
     config = run_config(build_parser().parse_args(["run", "--config", str(cfg), "--recipe", "x=quant.fp16"]))
     assert config.recipes == ("x=quant.fp16",)

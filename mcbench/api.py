@@ -1,0 +1,134 @@
+"""The public Python API: what the command line does, as functions that return typed results.
+
+    import mcbench
+    results = mcbench.run(quick=True, load=False, out="runs/demo")      # the built-in demo
+    best = mcbench.recommend(results)                                    # "ship ..." sentences and a variant
+    mcbench.report(results, out="runs/demo/report.html")
+    outcome = mcbench.gate(results, budgets="budgets.toml")              # outcome.exit_code: 0, 1, 2 or 3
+
+A bad input raises one of mcbench's user errors (`mcbench.UserErrors`) with the same one-line message the CLI
+prints after `mcbench: `; the CLI is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mcbench.config import RunConfig
+    from mcbench.pipeline import RunPaths
+    from mcbench.reports.decide import Recommendation
+    from mcbench.reports.gate import Outcome
+    from mcbench.reports.schema import RunResult
+
+Say = Callable[[str], None]
+
+
+def run(
+    model: str | Path | None = None, *, out: str | Path | None = None, quick: bool = False, load: bool = True,
+    inputs: dict[str, str] | None = None, dataset: str | Path | None = None, task: str = "auto",
+    quality_budget: str | float | None = None, profiles: Iterable[str] = (), variants: Iterable[str] = (),
+    recipes: Iterable[str] = (), time_budget: float | None = None, exhaustive: bool = False,
+    cache_dir: str | Path | None = None, progress: Say | None = print,
+) -> RunResult:
+    """Compile `model` (an .onnx file, a Hugging Face folder, a .pt2 archive, or `package.module:factory`; None: the
+    built-in demo) into variants, measure them, and write results.json and report.html in `out`.
+
+    `inputs` maps an input name to `D1,D2,...[:DTYPE[:LOW-HIGH]]` as `--input` takes it; `time_budget` is the
+    search's in seconds (None: the default, 0: none). Returns the run's results, as results.json holds them.
+    """
+    config = run_config(model, out=out, quick=quick, load=load, inputs=inputs, dataset=dataset, task=task,
+                        quality_budget=quality_budget, profiles=profiles, variants=variants, recipes=recipes,
+                        time_budget=time_budget, exhaustive=exhaustive, cache_dir=cache_dir)
+    results, paths = execute(config, progress=progress or (lambda _: None))
+    report(results, out=paths.report)
+    return results
+
+
+def run_config(model: str | Path | None = None, *, out: str | Path | None = None, quick: bool = False,
+               load: bool = True, inputs: dict[str, str] | None = None, dataset: str | Path | None = None,
+               task: str = "auto", quality_budget: str | float | None = None, profiles: Iterable[str] = (),
+               variants: Iterable[str] = (), recipes: Iterable[str] = (), time_budget: float | None = None,
+               exhaustive: bool = False, cache_dir: str | Path | None = None) -> RunConfig:
+    """The RunConfig `run` would use: the defaults (quick ones with `quick`), these settings over them."""
+    from mcbench.config import ConfigError, RunConfig
+    from mcbench.optimizer.cache import default_cache_dir
+    from mcbench.optimizer.intake import parse_inputs
+
+    base = RunConfig.quick_mode() if quick else RunConfig()
+    if time_budget is not None and time_budget < 0:
+        raise ConfigError(f"time_budget {time_budget:g}: give seconds, or 0 for no limit")
+    parsed = parse_inputs([f"{name}={spec}" for name, spec in (inputs or {}).items()])
+    return dataclasses.replace(
+        base, model=None if model is None else str(model), out_dir=None if out is None else Path(out),
+        load=base.load if load else None, inputs=parsed, dataset=None if dataset is None else Path(dataset),
+        task=task, quality_budget=None if quality_budget is None else str(quality_budget),
+        profiles=tuple(profiles), variants=tuple(variants), recipes=tuple(recipes),
+        time_budget_s=base.time_budget_s if time_budget is None else (time_budget or None), exhaustive=exhaustive,
+        cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+    )
+
+
+def execute(config: RunConfig, *, resume: RunResult | None = None, progress: Say = print,
+            on_folder: Callable[[Path], object] | None = None,
+            on_stage: Callable[..., None] | None = None) -> tuple[RunResult, RunPaths]:
+    """Run the pipeline for a RunConfig (what `run` and `mcbench run` both do); results.json is written, the
+    report is not. Raises mcbench.pipeline.RunInterrupted on SIGINT/SIGTERM with the partial run saved."""
+    from mcbench.pipeline import Pipeline
+
+    return Pipeline(config, progress=progress, on_folder=on_folder, on_stage=on_stage).run(resume=resume)
+
+
+def load_results(path: str | Path) -> RunResult:
+    """A results.json, validated against its schema."""
+    from mcbench.reports.schema import load_results as load
+
+    return load(Path(path))
+
+
+def report(results: RunResult | str | Path, out: str | Path | None = None) -> Path:
+    """Write the HTML report of a run (or of a results.json path); default: report.html beside the results,
+    or in the current folder for a run given as an object."""
+    from mcbench.reports.html import write_report
+
+    run_result = _results(results)
+    where = Path(out) if out is not None else (
+        Path(results).with_name("report.html") if isinstance(results, str | Path) else Path("report.html"))
+    return write_report(run_result, where)
+
+
+def recommend(results: RunResult | str | Path, profile: str | None = None) -> Recommendation:
+    """The variant to ship (or the nearest miss) with the sentences the report gives for it."""
+    from mcbench.reports.decide import THIS_MACHINE
+    from mcbench.reports.decide import recommend as decide
+
+    return decide(_results(results), profile or THIS_MACHINE)
+
+
+def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
+         baseline: RunResult | str | Path | None = None, remeasure: int = 0) -> Outcome:
+    """The CI gate's checks; `outcome.exit_code` is what `mcbench gate` exits with (0 pass, 1 fail, 2 could not
+    evaluate, 3 inconclusive) and `outcome.checks` the checks with their messages."""
+    from mcbench.reports.gate import evaluate
+    from mcbench.reports.gate_budgets import GateConfig, load_budgets
+    from mcbench.reports.gate_stats import MIN_ROUNDS
+
+    if budgets is None and baseline is None:
+        raise ValueError("gate needs budgets, a baseline or both")
+    if remeasure and (remeasure < MIN_ROUNDS or baseline is None):
+        raise ValueError(f"remeasure needs at least {MIN_ROUNDS} rounds and a baseline")
+    config = load_budgets(Path(budgets)) if budgets is not None else GateConfig()
+    run_result, base = _results(results), None if baseline is None else _results(baseline)
+    remeasured = None
+    if remeasure:
+        from mcbench.remeasure import remeasure as measure_again
+
+        remeasured = measure_again(base, run_result, remeasure)
+    return evaluate(run_result, config, base, remeasured)
+
+
+def _results(results: Any) -> RunResult:
+    return load_results(results) if isinstance(results, str | Path) else results

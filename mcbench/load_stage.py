@@ -1,0 +1,138 @@
+"""The load stage, for `mcbench run` and `mcbench load` alike: step rules and capacity from a LoadPlan and a
+hardware profile, the two sweeps against an endpoint, and (for a run) serving a variant to sweep.
+
+A server or Locust that fails becomes the variant's recorded error, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcbench.bench.load import Endpoint, LoadError, Requests, StepRules, run_load
+from mcbench.config import LoadPlan
+from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.hardware import split_cores, usable_cores
+from mcbench.optimizer.profiles import Profile
+from mcbench.optimizer.targets import Target
+from mcbench.reports.capacity import capacity
+from mcbench.reports.schema import Capacity, LoadResult
+
+Say = Callable[[str], None]
+
+
+def budget_of(plan: LoadPlan, profile: Profile | None) -> float:
+    """The p99 budget capacity is counted under: the profile's where it gives one, else the plan's."""
+    return profile.latency_budget_ms if profile and profile.latency_budget_ms else plan.budget_p99_ms
+
+
+def step_rules(plan: LoadPlan, budget_p99_ms: float, check_answers: bool = True) -> StepRules:
+    return StepRules(plan.step_seconds, plan.warmup_s, plan.max_step_seconds, budget_p99_ms=budget_p99_ms,
+                     arrivals=plan.arrivals, check_every=plan.check_every if check_answers else 0)
+
+
+def capacity_of(load: LoadResult, plan: LoadPlan, profile: Profile | None) -> Capacity:
+    """Max req/s under the budget, replicas for the target and cost: the profile's figures over the plan's."""
+    target_rps = profile.target_rps if profile and profile.target_rps else plan.target_rps
+    cost = profile.cost_per_hour if profile and profile.cost_per_hour is not None else plan.cost_per_hour
+    return capacity(load, budget_of(plan, profile), target_rps, cost)
+
+
+def load_cores(profile: Profile | None) -> tuple[list[int], list[int]]:
+    """The profile's server and load-generator cores where this machine has them all; else half and half."""
+    here = set(usable_cores())
+    if profile and profile.server_cores and profile.loadgen_cores:
+        if set(profile.server_cores) | set(profile.loadgen_cores) <= here:
+            return list(profile.server_cores), list(profile.loadgen_cores)
+    return split_cores(sorted(here))
+
+
+def plan_text(plan: LoadPlan, budget_p99_ms: float) -> str:
+    return (f"closed loop {'-'.join(map(str, plan.users))} users, then open loop; {plan.step_seconds:g} s a step, "
+            f"p99 budget {budget_p99_ms:g} ms")
+
+
+@dataclass
+class VariantLoad:
+    """A variant's load test: the sweeps (None where they failed), capacity, the server's settings, warnings."""
+
+    load: LoadResult | None
+    capacity: Capacity | None
+    server: dict
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_test_variant(name: str, artifact: Artifact, target: Target, requests: Requests, plan: LoadPlan,
+                      profile: Profile | None, work: Path, say: Say) -> VariantLoad:
+    """Serve the variant in its own process on the server cores; drive it with Locust on the others.
+
+    Both sweeps run; with `max_batch` > 1 they run again against a server that batches, to compare.
+    """
+    server_cores, loadgen_cores = load_cores(profile)
+    target = target.with_threads(len(server_cores))
+    out = VariantLoad(None, None, {**target.to_dict(), "cores": server_cores})
+    work.mkdir(parents=True, exist_ok=True)
+    spec_path = work / "server.json"
+    spec_path.write_text(json.dumps({"name": name, "artifact": artifact.to_dict(), "target": target.to_dict()}))
+    budget = budget_of(plan, profile)
+    rules = step_rules(plan, budget)
+    say(f"  load test: {plan_text(plan, budget)} ...")
+
+    def sweeps(folder: Path, flags: list[str]) -> LoadResult:
+        from mcbench.bench.server import serve_in_subprocess
+
+        with serve_in_subprocess(spec_path, server_cores, extra=flags) as server:
+            load = run_load(Endpoint(server.url, name), requests, list(plan.users), plan.open_rates, rules,
+                            loadgen_cores=loadgen_cores, server_cores=server_cores,
+                            server_threads=target.threads or 1, work_dir=folder / "load",
+                            workers=plan.locust_workers, say=say)
+        load.server_dispatch, load.server_model_ms = server.dispatch, server.model_ms
+        return load
+
+    try:
+        out.load = sweeps(work, [])
+    except (LoadError, RuntimeError, OSError) as exc:
+        out.error = f"load test: {type(exc).__name__}: {exc}"
+        say(f"  failed: {out.error}")
+        return out
+    if plan.max_batch > 1:
+        flags = ["--max-batch", str(plan.max_batch), "--max-wait-ms", str(plan.max_wait_ms)]
+        say(f"  again with dynamic batching (max batch {plan.max_batch}, {plan.max_wait_ms:g} ms) ...")
+        try:
+            batched = sweeps(work / "batched", flags)
+            out.load.batching = {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms}
+            out.load.batched_steps, out.load.batched_open_steps = batched.steps, batched.open_steps
+        except (LoadError, RuntimeError, OSError) as exc:  # the unbatched figures stand; say why no comparison
+            first = str(exc).splitlines()[0][:300]
+            out.warnings.append(f"dynamic batching not compared: {first}")
+            say(f"  dynamic batching not compared: {first}")
+    out.capacity = capacity_of(out.load, plan, profile)
+    out.warnings += load_warnings(out.load)
+    steps = out.load.steps + out.load.open_steps
+    peak = max(steps, key=lambda s: s.throughput_rps)
+    held = out.capacity.max_rps_under_budget
+    say(f"  peak {peak.throughput_rps:.0f} req/s, {sum(s.failures for s in steps)} failures; under {budget:g} ms "
+        f"p99: {'no step held it' if held is None else f'{held:.0f} req/s'}")
+    return out
+
+
+def load_warnings(load: LoadResult) -> list[str]:
+    """What a reader of the load figures must know: shared cores, a busy generator, wrong answers, unsettled steps."""
+    out = []
+    steps = load.steps + load.open_steps
+    if load.cores_shared:
+        out.append("server and load generator shared CPU cores: HTTP figures are pessimistic")
+    saturated = [s for s in steps if s.loadgen_saturated]
+    if saturated:
+        out.append(f"load generator above 90% CPU in {len(saturated)} step(s): "
+                   "it may be the bottleneck, not the server")
+    if load.mismatches:
+        out.append(f"{load.mismatches} of {load.checked} checked answers differed from the variant's offline outputs")
+    unstable = [s for s in steps if s.stable is False]
+    if unstable:
+        out.append(f"{len(unstable)} of {len(steps)} load steps did not settle "
+                   "(windows disagreed beyond the tolerance)")
+    return out
