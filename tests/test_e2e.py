@@ -30,7 +30,11 @@ def quick_demo(tmp_path_factory):
 def test_every_variant_has_a_record(quick_demo):
     _, _, results = quick_demo
     assert {v["name"] for v in results["variants"]} == VARIANTS
-    assert all(v["status"] == "ok" for v in results["variants"]), [v["error"] for v in results["variants"]]
+    # measured, or (on a loaded machine) not tried within the quick run's time budget, and saying so
+    for v in results["variants"]:
+        assert v["status"] == "ok" or (v["status"] == "skipped" and v["search"]["stage"] == "plan"
+                                       and v["error"].startswith("not tried: the 75 s time budget")), v
+    assert next(v for v in results["variants"] if v["name"] == "torch-fp32")["status"] == "ok"
     assert results["baseline"] == "torch-fp32"
 
 
@@ -50,7 +54,7 @@ def test_accuracy_on_digits(quick_demo):
 @pytest.mark.slow
 def test_latency_figures_are_positive_with_counts(quick_demo):
     _, _, results = quick_demo
-    for v in results["variants"]:
+    for v in (v for v in results["variants"] if v["status"] == "ok"):
         lat = v["latency"]
         assert lat["count"] >= 30 and len(lat["samples_us"]) == lat["count"]
         assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]

@@ -13,6 +13,7 @@ over a top-level `optimizer` package (`'optimizer' is not a package`).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import site
 import subprocess
@@ -39,6 +40,11 @@ def fresh_env(where: Path) -> Path:
     return python
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without PYTHONPATH: a checkout on it would be imported instead of the install."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def pip_install(python: Path, *args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
                            "--no-build-isolation", "--quiet", *args], capture_output=True, text=True, timeout=600)
@@ -58,7 +64,7 @@ def run_quantized_variant(python: Path, workdir: Path, real: bool = False) -> di
     mcbench = python.parent / "mcbench"
     proc = subprocess.run([str(mcbench), "run", "--model", str(model), *shape, "--quick", "--no-load", "--no-cache",
                            "--variants", "ort-int8-dynamic", "--out", str(out)],
-                          cwd=workdir, capture_output=True, text=True, timeout=600)
+                          cwd=workdir, capture_output=True, text=True, timeout=600, env=clean_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return json.loads((out / "results.json").read_text())
 
@@ -66,7 +72,8 @@ def run_quantized_variant(python: Path, workdir: Path, real: bool = False) -> di
 def where_mcbench_lives(python: Path, workdir: Path) -> str:
     code = "import mcbench.optimizer.targets as t, mcbench.optimizer.profiles as p; print(t.__file__); " \
            "print(sorted(p.profile_paths()))"
-    proc = subprocess.run([str(python), "-c", code], cwd=workdir, capture_output=True, text=True, check=True)
+    proc = subprocess.run([str(python), "-c", code], cwd=workdir, capture_output=True, text=True, check=True,
+                          env=clean_env())
     return proc.stdout
 
 
