@@ -140,7 +140,8 @@ class RunConfig:
 
     @classmethod
     def quick_mode(cls, **kwargs) -> RunConfig:
-        return cls(quick=True, timing=QUICK_PLAN, load=QUICK_LOAD, time_budget_s=QUICK_TIME_BUDGET_S, **kwargs)
+        quick = {"quick": True, "timing": QUICK_PLAN, "load": QUICK_LOAD, "time_budget_s": QUICK_TIME_BUDGET_S}
+        return cls(**{**quick, **kwargs})
 
     def to_dict(self) -> dict:
         return {

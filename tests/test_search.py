@@ -72,3 +72,20 @@ def test_the_record_says_the_stage_and_why():
     assert stopped_text(v) == "screen: over the quality budget: -2.0 points"
     record(v, "load")
     assert stopped_text(v) == "load: done"
+
+
+def test_a_run_cut_by_its_budget_still_answers_and_says_what_it_did_not_try(tmp_path, linear_onnx):
+    from mcbench.config import RunConfig
+    from mcbench.pipeline import Pipeline
+    from mcbench.reports.decide import recommend
+    from mcbench.reports.text import summary_table
+
+    config = RunConfig.quick_mode(model=str(linear_onnx), out_dir=tmp_path / "run", load=None, time_budget_s=0.01)
+    run, _ = Pipeline(config, progress=lambda _: None).run()
+    first, *rest = run.variants
+    assert (first.name, first.status, first.search["stage"]) == ("ort-fp32", "ok", "time")  # the baseline always
+    assert rest and all(v.status == "skipped" and v.search["stage"] == "plan" for v in rest)
+    assert all(v.error == "not tried: the 0 s time budget was half spent before its turn" for v in rest)
+    assert run.search["not_tried"] == [v.name for v in rest] and run.search["time_budget_s"] == 0.01
+    assert recommend(run).variant == "ort-fp32"
+    assert f"{len(run.variants) - 1} not tried ({', '.join(v.name for v in rest)})" in summary_table(run)
