@@ -316,6 +316,8 @@ class Pipeline:
                 continue
             self.on_stage("screen", index, len(specs), spec.name, budget)
             result, measured = self.run_variant(spec, workload, paths, self.baseline_outputs, plan)
+            if spec.baseline:
+                budget.restart()  # the baseline is measured whatever the budget: the search's time starts now
             if spec.baseline and measured is not None:
                 self.baseline_outputs, self.baseline_more = measured.outputs, measured.more_outputs
                 result.accuracy = self.accuracy(result, measured.outputs, measured.outputs, workload,

@@ -26,13 +26,16 @@ TIME_SHARE = 0.7  # and re-timed while under 70%; the rest is for load tests
 
 @dataclass
 class TimeBudget:
-    """Wall time the stages may take (None: no limit), counted from the first build."""
+    """Wall time the search may take (None: no limit), counted once the baseline is measured."""
 
     seconds: float | None
     started: float = field(default_factory=time.monotonic)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def restart(self) -> None:
+        self.started = time.monotonic()
 
     def left(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
