@@ -22,7 +22,7 @@ CHECK_SAMPLES = 4
 Exporter = Literal["auto", "dynamo", "torchscript"]
 
 
-@register("export.onnx")
+@register("export.onnx", takes=("torch", "pt2"), makes="onnx", libraries=("torch", "onnx", "onnxscript"))
 def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True,
                 exporter: Exporter = "auto") -> Artifact:
     """Export with torch.export (the current exporter); fall back to TorchScript tracing, saying so.
@@ -34,8 +34,6 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     the server can batch requests; a model that cannot export that way is exported at its fixed
     batch size, and the record says why.
     """
-    if artifact.format == "onnx":
-        return artifact
     from mcbench.optimizer.intake_torch import load_torch_module
 
     torch = require("torch")
@@ -93,7 +91,7 @@ def _export_either(torch: Any, module: Any, example: tuple, names: list[str], ou
             raise PassError(f"ONNX export failed with both exporters: {exc2}") from exc2
 
 
-@register("export.openvino")
+@register("export.openvino", takes=("torch", "pt2"), makes="openvino", libraries=("torch", "openvino"))
 def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
     """OpenVINO IR straight from the PyTorch module (`openvino.convert_model` with example inputs, or the
     torch.export program of a .pt2), no ONNX between.
