@@ -354,15 +354,12 @@ def refuse_code(rf: RunFile, allowed: bool, overridden: set[str]) -> None:
 
 def _check_recipe(rf: RunFile, where: str, text: str) -> str:
     """The recipe as written (`[NAME=]RECIPE`), after parsing it (literals only) and binding each step to its pass."""
-    from mcbench.optimizer.passes import PASSES, get_pass
-    from mcbench.optimizer.recipe_syntax import bind_arguments
+    from mcbench.optimizer.passes import bind_step
     from mcbench.optimizer.recipes import RecipeError, parse_named_recipe
 
     try:
         for step in parse_named_recipe(text).steps:
-            if step.name not in PASSES:
-                raise RecipeError(f"unknown pass {step.name!r}; known passes: {', '.join(sorted(PASSES))}")
-            bind_arguments(step, get_pass(step.name))
+            bind_step(step)
     except RecipeError as exc:
         raise rf.fail(where, str(exc)) from None
     return text

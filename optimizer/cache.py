@@ -2,10 +2,11 @@
 
 The key of a recipe prefix is the sha256 of: the input model's content (file hash, and for a PyTorch
 model the factory that builds it), the canonical text of each step, the calibration and training
-data the passes may read, and the versions of the libraries the steps use. Same key, same artifact:
-a second run reuses it instead of recomputing. Each entry is a folder with the pass's files and a
-manifest.json (recipe, sha256, size, library versions, pass records). An entry is built in a
-temporary folder and renamed into place, so an interrupted build never leaves a half-written entry.
+data the passes may read, and the versions of the libraries the steps use (each pass's record names
+them: optimizer.passes). Same key, same artifact: a second run reuses it instead of recomputing.
+Each entry is a folder with the pass's files and a manifest.json (recipe, sha256, size, library
+versions, pass records). An entry is built in a temporary folder and renamed into place, so an
+interrupted build never leaves a half-written entry.
 
 The source of the pass modules is part of the key too, so an edited pass is rebuilt.
 
@@ -34,15 +35,6 @@ DEFAULT_CACHE = Path("runs/.cache")
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 1  # bump when the entry layout or the key's ingredients change
 
-# the distributions whose versions change what a step produces, by the step name's prefix
-STEP_LIBRARIES = {
-    "export": ("torch", "onnx", "onnxscript"),
-    "prune": ("torch", "torch-pruning"),
-    "quant": ("onnx", "onnxruntime"),
-    "nncf": ("nncf", "openvino", "onnx"),
-    "ov": ("openvino",),
-    "convert": ("openvino", "onnx"),
-}
 
 
 def default_cache_dir() -> Path:
@@ -51,8 +43,17 @@ def default_cache_dir() -> Path:
 
 
 def library_versions(steps: tuple[str, ...]) -> dict[str, str]:
-    names = sorted({lib for s in steps for lib in STEP_LIBRARIES.get(s.split(".")[0], ("torch", "onnx"))})
+    """The versions of the distributions the steps' passes use (each pass's record names them)."""
+    names = sorted({lib for record in _records(steps) for lib in record.libraries})
     return {name: _version(name) for name in names}
+
+
+def _records(steps: tuple[str, ...]) -> list:
+    """The pass records of step texts (`quant.int8_static(method=entropy)`); an unknown name has none."""
+    from mcbench.optimizer.passes import records
+
+    known = records()
+    return [known[name] for name in (s.split("(")[0].strip() for s in steps) if name in known]
 
 
 def _version(name: str) -> str:
@@ -66,10 +67,8 @@ def pass_code_digest(steps: tuple[str, ...]) -> str:
     """The sha256 of the source of the modules defining the steps' passes: an edited pass misses the cache."""
     import importlib.util
 
-    from mcbench.optimizer.passes import PASSES
-
     h = hashlib.sha256()
-    for module in sorted({PASSES[s.split("(")[0].strip()].module for s in steps if s.split("(")[0].strip() in PASSES}):
+    for module in sorted({record.module for record in _records(steps)}):
         spec = importlib.util.find_spec(module)
         if spec is not None and spec.origin:
             h.update(Path(spec.origin).read_bytes())

@@ -215,11 +215,11 @@ def parse_named_recipe(text: str) -> NamedRecipe:
 
 
 def final_format(steps: tuple[Step, ...], source_format: str) -> str:
-    from mcbench.optimizer.passes import PASSES
+    from mcbench.optimizer.passes import pass_record
 
     fmt = source_format
     for step in steps:
-        fmt = PASSES[step.name].makes or fmt
+        fmt = pass_record(step.name).makes_from(fmt)
     return fmt
 
 

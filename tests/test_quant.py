@@ -305,18 +305,26 @@ def test_nncf_accuracy_control_meets_the_budget_on_digits(digits, tmp_path):
 
 
 
-def _pass_with_choices(artifact, ctx, out_dir, mode: Literal["a", "b"] = "a", other: NotDefinedAnywhere = "x"):  # noqa: F821
+def _pass_with_choices(artifact, ctx, out_dir, mode: Literal["a", "b"] = "a", other: str = "x"):
     return artifact
 
 
-def test_choices_come_from_literal_annotations_and_unresolvable_ones_are_not_checked():
-    from mcbench.optimizer.passes import check_choices
+def _pass_with_an_unresolvable_annotation(artifact, ctx, out_dir, other: NotDefinedAnywhere = "x"):  # noqa: F821
+    return artifact
+
+
+def test_choices_come_from_literal_annotations_and_unresolvable_ones_are_refused_at_registration():
+    from mcbench.optimizer.passes import check_choices, make_record
     from mcbench.optimizer.recipe_syntax import Step
 
+    record = make_record("p.q", _pass_with_choices, ("onnx",), None, (), ("onnx",))
     kwargs = {"mode": "b", "other": "y"}
-    assert check_choices(Step("p"), _pass_with_choices, kwargs) == kwargs
+    assert check_choices(Step("p"), record, kwargs) == kwargs
     with pytest.raises(RecipeError, match="^p: mode must be one of a, b, got 'c'$"):
-        check_choices(Step("p"), _pass_with_choices, {"mode": "c"})
+        check_choices(Step("p"), record, {"mode": "c"})
+    with pytest.raises(TypeError, match="^pass p.q: _pass_with_an_unresolvable_annotation's annotations do not "
+                                        "resolve .NameError"):
+        make_record("p.q", _pass_with_an_unresolvable_annotation, ("onnx",), None, (), ("onnx",))
 
 
 @pytest.mark.openvino

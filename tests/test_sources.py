@@ -124,6 +124,30 @@ def test_pt2_archive_reads_input_specs(tmp_path):
     assert out.shape == (1, 3)
 
 
+def test_a_pt2_exported_at_batch_one_exports_to_onnx_at_that_batch_and_says_why(tmp_path):
+    """A program exported at batch 1 guards its batch: the ONNX export is static rather than a crash."""
+    torch.export.save(torch.export.export(zoo.conv_net(), (torch.zeros(1, 3, 8, 8),)), tmp_path / "cnn.pt2")
+    artifact = from_pt2(tmp_path / "cnn.pt2", {})
+    exported = apply_passes(artifact, ("export.onnx",), PassContext(), tmp_path / "onnx")
+    record = exported.passes[-1]
+    assert record["batch"].startswith("static (the module does not run a batch of 3: AssertionError: Guard failed")
+    assert record["max_abs_diff_vs_module"] < 1e-4
+    x = np.ones((1, 3, 8, 8), np.float32)
+    np.testing.assert_allclose(open_session(exported, Target("onnxruntime")).run({"x": x})[0],
+                               _outputs(zoo.conv_net(), x), atol=1e-5)
+
+
+@pytest.mark.openvino
+def test_a_pt2_program_converts_straight_to_openvino(tmp_path):
+    pytest.importorskip("openvino")
+    torch.export.save(torch.export.export(zoo.conv_net(), (torch.zeros(1, 3, 8, 8),)), tmp_path / "cnn.pt2")
+    ir = apply_passes(from_pt2(tmp_path / "cnn.pt2", {}), ("export.openvino",), PassContext(), tmp_path / "ir")
+    assert ir.format == "openvino" and ir.passes[-1]["max_abs_diff_vs_module"] < 1e-3
+    x = np.ones((1, 3, 8, 8), np.float32)
+    out = open_session(ir, Target("openvino", options={"precision": "f32"})).run({"x": x})[0]
+    np.testing.assert_allclose(out, _outputs(zoo.conv_net(), x), atol=1e-3)
+
+
 def test_onnx_with_external_data_loads_and_counts_its_size(tmp_path):
     import onnx
 

@@ -22,7 +22,7 @@ CHECK_SAMPLES = 4
 Exporter = Literal["auto", "dynamo", "torchscript"]
 
 
-@register("export.onnx")
+@register("export.onnx", takes=("torch", "pt2"), makes="onnx", libraries=("torch", "onnx", "onnxscript"))
 def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_batch: bool = True,
                 exporter: Exporter = "auto") -> Artifact:
     """Export with torch.export (the current exporter); fall back to TorchScript tracing, saying so.
@@ -34,8 +34,6 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     the server can batch requests; a model that cannot export that way is exported at its fixed
     batch size, and the record says why.
     """
-    if artifact.format == "onnx":
-        return artifact
     from mcbench.optimizer.intake_torch import load_torch_module
 
     torch = require("torch")
@@ -45,11 +43,12 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     out = Path(out_dir) / "model.onnx"
     start = time.perf_counter()
     record: dict[str, Any] = {"pass": "export.onnx"}
-    record["batch"] = "dynamic" if dynamic_batch else "static"
+    fixed = _fixed_batch(torch, module, example) if dynamic_batch else None
+    record["batch"] = "dynamic" if dynamic_batch and not fixed else f"static ({fixed})" if fixed else "static"
     try:
-        _export_either(torch, module, example, names, out, record, dynamic_batch, exporter)
+        _export_either(torch, module, example, names, out, record, record["batch"] == "dynamic", exporter)
     except Exception as exc:
-        if not dynamic_batch:
+        if record["batch"] != "dynamic":
             raise
         record["batch"] = f"static (dynamic batch export failed: {type(exc).__name__}: {first_line(exc)})"
         _export_either(torch, module, example, names, out, record, False, exporter)
@@ -59,6 +58,16 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     ctx.log(f"exported to ONNX with {record['exporter']} in {record['seconds']:.1f} s, "
             f"max |onnx - module| = {record['max_abs_diff_vs_module']:.2e}")
     return exported
+
+
+def _fixed_batch(torch: Any, module: Any, example: tuple) -> str | None:
+    """Why the module cannot run a batch of three (a torch.export program exported at batch 1 guards it), or None."""
+    try:
+        with torch.inference_mode():
+            module(*(torch.cat([e, e, e]) for e in example))
+    except Exception as exc:
+        return f"the module does not run a batch of 3: {type(exc).__name__}: {first_line(exc)}"
+    return None
 
 
 def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
@@ -82,9 +91,10 @@ def _export_either(torch: Any, module: Any, example: tuple, names: list[str], ou
             raise PassError(f"ONNX export failed with both exporters: {exc2}") from exc2
 
 
-@register("export.openvino")
+@register("export.openvino", takes=("torch", "pt2"), makes="openvino", libraries=("torch", "openvino"))
 def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
-    """OpenVINO IR straight from the PyTorch module (`openvino.convert_model` with example inputs), no ONNX between.
+    """OpenVINO IR straight from the PyTorch module (`openvino.convert_model` with example inputs, or the
+    torch.export program of a .pt2), no ONNX between.
 
     OpenVINO's PyTorch frontend sees the module's own operations, so it can keep patterns an ONNX
     export splits up; the IR is checked against the module like an ONNX export.
@@ -100,7 +110,10 @@ def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Arti
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = ov.convert_model(module, example_input=example)
+            if artifact.format == "pt2":  # the program itself: its module is not traceable by TorchScript
+                model = ov.convert_model(torch.export.load(str(artifact.path)))
+            else:
+                model = ov.convert_model(module, example_input=example)
         for port, spec in zip(model.inputs, artifact.inputs, strict=True):
             port.get_tensor().set_names({spec.name})
         for i, port in enumerate(model.outputs):  # the ONNX route's names, so a server answers the same

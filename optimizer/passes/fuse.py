@@ -27,15 +27,13 @@ FUSION_TOLERANCE = 1e-3  # max |fused - source|, relative to max(1, max |source 
 CHECK_SAMPLES = 2
 
 
-@register("fuse.transformer")
+@register("fuse.transformer", takes=("onnx",), libraries=("onnx", "onnxruntime"))
 def fuse_transformer(artifact: Artifact, ctx: PassContext, out_dir: Path, num_heads: int = 0,
                      hidden_size: int = 0) -> Artifact:
     """Fuse a BERT-family graph's attention, skip layer norms and GELUs; refuse a graph with none of them.
 
     `num_heads`/`hidden_size` 0 lets onnxruntime read them from the graph (the usual case).
     """
-    if artifact.format != "onnx":
-        raise PassError("fuse.transformer needs an ONNX model; put export.onnx before it in the recipe")
     require("onnxruntime")
     from onnxruntime.transformers.optimizer import optimize_model
 

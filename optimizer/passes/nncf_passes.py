@@ -19,6 +19,7 @@ from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.targets import require
 
+LIBRARIES = ("nncf", "openvino", "onnx")  # what the passes' records give the cache key
 PRESETS = {"performance": "PERFORMANCE", "mixed": "MIXED"}
 WEIGHT_MODES = {"int8": "INT8_ASYM", "int8_sym": "INT8_SYM", "int4": "INT4_SYM", "int4_asym": "INT4_ASYM"}
 WEIGHT_LAYERS = ("MatMul", "Convolution", "GroupConvolution")  # ops whose constant weights NNCF may compress
@@ -28,9 +29,7 @@ ATTENTION_OPS = ("Softmax",)  # a graph with attention is quantized with NNCF's 
 WeightMode = Literal["int8", "int8_sym", "int4", "int4_asym"]
 
 
-def _read_onnx(artifact: Artifact, name: str) -> Any:
-    if artifact.format != "onnx":
-        raise PassError(f"{name} needs an ONNX model; put export.onnx before it in the recipe")
+def _read_onnx(artifact: Artifact) -> Any:
     ov = require("openvino")
     logging.getLogger("nncf").setLevel(logging.WARNING)
     return ov.Core().read_model(str(artifact.path))
@@ -102,15 +101,13 @@ def model_type_args(model: Any, kind: str) -> tuple[str, dict[str, Any]]:
     return kind, ({"model_type": nncf.ModelType.TRANSFORMER} if kind == "transformer" else {})
 
 
-@register("nncf.int8")
+@register("nncf.int8", takes=("onnx",), makes="openvino", needs=("calibration",), libraries=LIBRARIES)
 def int8(artifact: Artifact, ctx: PassContext, out_dir: Path, preset: Preset = "performance",
          subset_size: int = 300, model_type: ModelKind = "auto") -> Artifact:
     """NNCF post-training INT8 quantization (FakeQuantize in the IR), calibrated on the context's samples."""
-    model = _read_onnx(artifact, "nncf.int8")
-    if not ctx.calibration:
-        raise PassError("nncf.int8 needs calibration data and none was given")
     if subset_size < 1:
         raise PassError(f"nncf.int8: subset_size must be at least 1, got {subset_size}")
+    model = _read_onnx(artifact)
     nncf = require("nncf")
     start = time.perf_counter()
     kind, type_args = model_type_args(model, model_type)
@@ -129,7 +126,7 @@ def int8(artifact: Artifact, ctx: PassContext, out_dir: Path, preset: Preset = "
     return Artifact(out, "openvino", artifact.inputs, passes=artifact.passes + (record,))
 
 
-@register("nncf.weight_compression")
+@register("nncf.weight_compression", takes=("onnx",), makes="openvino", libraries=LIBRARIES)
 def weight_compression(artifact: Artifact, ctx: PassContext, out_dir: Path, mode: WeightMode = "int8") -> Artifact:
     """Weights stored in INT8 or INT4 and decompressed at run time; activations stay float.
 
@@ -138,7 +135,7 @@ def weight_compression(artifact: Artifact, ctx: PassContext, out_dir: Path, mode
     smaller file, not a faster one. The record counts the weights per storage type before and
     after (INT4 keeps some layers, such as the first and last, in INT8).
     """
-    model = _read_onnx(artifact, "nncf.weight_compression")
+    model = _read_onnx(artifact)
     nncf = require("nncf")
     before = weight_dtypes(model)
     start = time.perf_counter()
@@ -174,13 +171,12 @@ def _validation_fn(labels: np.ndarray):
     return validate
 
 
-@register("nncf.int8_accuracy_aware")
+@register("nncf.int8_accuracy_aware", takes=("onnx",), makes="openvino", needs=("calibration", "validation"),
+          libraries=LIBRARIES)
 def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max_drop: float = 0.01,
                         subset_size: int = 300, model_type: ModelKind = "auto") -> Artifact:
     """NNCF's quantize_with_accuracy_control: INT8, then layers reverted to float until the drop fits max_drop."""
-    model = _read_onnx(artifact, "nncf.int8_accuracy_aware")
-    if not ctx.calibration or ctx.validation is None:
-        raise PassError("nncf.int8_accuracy_aware needs calibration data and labelled validation data")
+    model = _read_onnx(artifact)
     nncf = require("nncf")
     feeds, labels = ctx.validation
     start = time.perf_counter()

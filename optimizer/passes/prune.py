@@ -26,20 +26,13 @@ import numpy as np
 
 from mcbench.optimizer.artifact import Artifact, with_passes
 from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.intake_torch import load_torch_module
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.targets import require
 
 FINETUNE_BATCH = 64
 FINETUNE_LR = 1e-3
 HEAD_DIM_ATTR = "head_dim"  # a module with query/key/value Linears and this attribute gets whole heads pruned
-
-
-def _torch_module(artifact: Artifact, name: str) -> Any:
-    if artifact.format != "torch":
-        raise PassError(f"{name} needs a PyTorch model (factory and state_dict), got a {artifact.format} artifact")
-    from mcbench.optimizer.intake_torch import load_torch_module
-
-    return load_torch_module(artifact)
 
 
 def _prunable(torch: Any, module: Any) -> list[tuple[str, Any]]:
@@ -62,13 +55,13 @@ def _save(torch: Any, module: Any, artifact: Artifact, out_dir: Path, stem: str,
     return with_passes(artifact, artifact.passes + (record,), out)
 
 
-@register("prune.unstructured")
+@register("prune.unstructured", takes=("torch",), libraries=("torch",))
 def unstructured(artifact: Artifact, ctx: PassContext, out_dir: Path, sparsity: float = 0.5) -> Artifact:
     """Global magnitude pruning of Conv and Linear weights to `sparsity` (the fraction set to zero)."""
     if not 0.0 < sparsity < 1.0:
         raise PassError(f"prune.unstructured: sparsity must lie between 0 and 1, got {sparsity}")
     torch = require("torch")
-    module = _torch_module(artifact, "prune.unstructured")
+    module = load_torch_module(artifact)
     start = time.perf_counter()
     layers = _prunable(torch, module)
     if not layers:
@@ -98,7 +91,7 @@ def unstructured(artifact: Artifact, ctx: PassContext, out_dir: Path, sparsity: 
     return _save(torch, module, artifact, out_dir, "model.pruned_unstructured", record)
 
 
-@register("prune.structured")
+@register("prune.structured", takes=("torch",), libraries=("torch", "torch-pruning"))
 def structured(artifact: Artifact, ctx: PassContext, out_dir: Path, ratio: float = 0.3,
                finetune_epochs: int = 3) -> Artifact:
     """Remove `ratio` of the channels, neurons and attention heads (L2 magnitude); fine-tune if data is given."""
@@ -108,7 +101,7 @@ def structured(artifact: Artifact, ctx: PassContext, out_dir: Path, ratio: float
         raise PassError(f"prune.structured: finetune_epochs must be 0 or more, got {finetune_epochs}")
     torch = require("torch")
     tp = require("torch_pruning")
-    module = _torch_module(artifact, "prune.structured")
+    module = load_torch_module(artifact)
     example = tuple(torch.from_numpy(s.sample(np.random.default_rng(0))) for s in artifact.inputs)
     start = time.perf_counter()
     macs_before, params_before = tp.utils.count_ops_and_params(module, example)

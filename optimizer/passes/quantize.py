@@ -15,23 +15,18 @@ from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.passes.prepare import model_opset, prepared_for_quantization
 from mcbench.optimizer.targets import require
 
+LIBRARIES = ("onnx", "onnxruntime")  # what the passes' records give the cache key
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) came in opset 13
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")  # the ops whose weights static QDQ quantizes per channel
 Method = Literal["minmax", "entropy", "percentile"]
 
 
-def _needs_onnx(artifact: Artifact, name: str) -> None:
-    if artifact.format != "onnx":
-        raise PassError(f"{name} needs an ONNX model; put export.onnx before it in the recipe")
-
-
-@register("quant.int8_dynamic")
+@register("quant.int8_dynamic", takes=("onnx",), libraries=LIBRARIES)
 def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path, per_channel: bool = False,
                  reduce_range: bool = False) -> Artifact:
     """Weights INT8 ahead of time (one scale a tensor, or a channel), activations quantized at run time
     (suits MatMul-heavy models). `reduce_range` keeps weights to 7 bits, for CPUs without VNNI."""
-    _needs_onnx(artifact, "quant.int8_dynamic")
     q = require("onnxruntime.quantization")
     out_dir = Path(out_dir)
     out = out_dir / "model.int8_dynamic.onnx"
@@ -95,13 +90,10 @@ def _static_record(name: str, ctx: PassContext, method: str, per_channel: bool) 
             "calibration_source": ctx.calibration_source}
 
 
-@register("quant.int8_static")
+@register("quant.int8_static", takes=("onnx",), needs=("calibration",), libraries=LIBRARIES)
 def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path, method: Method = "minmax",
                 per_channel: bool = True) -> Artifact:
     """Static INT8 in QDQ format, calibrated on the context's samples (MinMax, Entropy or Percentile)."""
-    _needs_onnx(artifact, "quant.int8_static")
-    if not ctx.calibration:
-        raise PassError("quant.int8_static needs calibration data and none was given")
     out_dir = Path(out_dir)
     out = out_dir / "model.int8_static.onnx"
     start = time.perf_counter()
@@ -123,13 +115,12 @@ def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path, method: Met
     return Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
 
 
-@register("quant.fp16")
+@register("quant.fp16", takes=("onnx",), libraries=LIBRARIES)
 def fp16(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Artifact:
     """Weights and activations in FP16, inputs and outputs kept FP32 so the same feeds stay valid.
 
     Meant for GPU targets (tensor cores); a CPU without native FP16 arithmetic runs it through casts.
     """
-    _needs_onnx(artifact, "quant.fp16")
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -175,7 +166,8 @@ def top1_accuracy(model_path: Path, feeds: list[dict[str, np.ndarray]], labels: 
     return correct / len(labels)
 
 
-@register("quant.int8_accuracy_aware")
+@register("quant.int8_accuracy_aware", takes=("onnx",), needs=("calibration", "validation"),
+          libraries=LIBRARIES)
 def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max_drop: float = 0.01,
                         method: Method = "minmax") -> Artifact:
     """Static INT8 (QDQ, per channel) within an accuracy budget: the most sensitive layers stay in float.
@@ -184,11 +176,6 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     back in float, most sensitive first, until the drop is within `max_drop` (absolute).
     Accuracy is measured on the context's validation data (held-out, labelled).
     """
-    _needs_onnx(artifact, "quant.int8_accuracy_aware")
-    if not ctx.calibration:
-        raise PassError("quant.int8_accuracy_aware needs calibration data and none was given")
-    if ctx.validation is None:
-        raise PassError("quant.int8_accuracy_aware needs labelled validation data and none was given")
     if max_drop < 0:
         raise PassError(f"quant.int8_accuracy_aware: max_drop must be >= 0, got {max_drop}")
     feeds, labels = ctx.validation
