@@ -120,10 +120,6 @@ class Field:
         """A list's item type (int for `tuple[int, ...]`), else None."""
         return typing.get_args(self.type)[0] if typing.get_origin(self.type) is tuple else None
 
-    @property
-    def doc(self) -> str:
-        return self.setting.help
-
 
 def has_settings(cls: type) -> bool:
     return any(SETTING in f.metadata for f in dataclasses.fields(cls))
