@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from mcbench.optimizer.artifact import InputSpec
+from mcbench.reports.errors import UserError
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that does not fit the model; the message names the file and the array."""
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcbench.bench.settings import ConfigError, setting, validate
 from mcbench.optimizer.targets import Session
 from mcbench.reports.schema import LatencyStats
 
@@ -16,17 +17,24 @@ from mcbench.reports.schema import LatencyStats
 class TimingPlan:
     """How long to measure. The run stops once both minimums are met and the median has settled."""
 
-    warmup_runs: int = 10
-    min_runs: int = 100
-    min_seconds: float = 2.0
-    max_seconds: float = 20.0
-    settle_tolerance: float = 0.02  # medians of the two halves of the series agree within 2%
+    SECTION = "timing"  # its key in a run file and in errors: timing.min_runs
+
+    warmup_runs: int = setting(10, flag="--warmup-runs", metavar="N", ge=0, most=100_000,
+                               help="untimed calls before the timed ones")
+    min_runs: int = setting(100, flag="--min-runs", metavar="N", ge=2, most=1_000_000,
+                            help="the fewest timed calls")
+    min_seconds: float = setting(2.0, flag="--min-seconds", metavar="SECONDS", gt=0, most=3600.0,
+                                 help="the fewest seconds of timed calls")
+    max_seconds: float = setting(20.0, flag="--max-seconds", metavar="SECONDS", gt=0, most=3600.0,
+                                 help="the most seconds of timed calls, settled or not")
+    settle_tolerance: float = setting(0.02, flag="--settle-tolerance", metavar="FRACTION", gt=0,
+                                      help="settled: the medians of the two halves of the series agree within "
+                                           "this fraction")
 
     def __post_init__(self) -> None:
-        if self.min_runs < 2 or self.warmup_runs < 0:
-            raise ValueError("min_runs must be at least 2 and warmup_runs at least 0")
-        if not 0 < self.min_seconds <= self.max_seconds:
-            raise ValueError("need 0 < min_seconds <= max_seconds")
+        validate(self)
+        if self.min_seconds > self.max_seconds:
+            raise ConfigError("need 0 < min_seconds <= max_seconds", "timing")
 
 
 QUICK_PLAN = TimingPlan(warmup_runs=5, min_runs=30, min_seconds=0.5, max_seconds=3.0, settle_tolerance=0.05)

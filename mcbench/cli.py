@@ -15,32 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from mcbench.errors import UsageError, UserError
+
+__all__ = ["UsageError", "build_parser", "main", "run_config"]
+
 EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # interrupted: 128 + the signal's number (130, 143)
 MERGED_REPORT = "merged-report.html"  # `mcbench report A/results.json B/results.json` writes it here by default
-
-
-class UsageError(ValueError):
-    """Bad input the user can fix; printed as one line, exit code 2."""
-
-
-def _positive_ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,62 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="compile a model into variants, measure them, write results.json and report.html")
-    run.add_argument("--model", help="an .onnx file, a Hugging Face folder (save_pretrained; needs mcbench[hf]), "
-                     "a .pt2 torch.export archive, a pickled module (.pt, needs --trust-model) or "
-                     "package.module:factory (default: the built-in digits demo)")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]",
-                     help="shape (and dtype, integer range) of an input; repeat for several inputs")
-    run.add_argument("--weights", type=Path, help="state_dict (.pt, loaded weights_only) or .safetensors for a factory")
-    run.add_argument("--trust-model", action="store_true",
-                     help="allow unpickling a full model file: this runs code from the file")
+    from mcbench.config import RunConfig
+    from mcbench.config_flags import add_flags
+
+    add_flags(run, "run", RunConfig)  # every setting's flag, from the schema; the plans' flags in their own groups
     run.add_argument("--allow-code", action="store_true",
                      help="let the --config file name code: a package.module:factory model, a metric, trust_model")
-    run.add_argument("--dataset", type=Path, help=".npz with one array per model input plus 'labels'")
-    run.add_argument("--text-file", type=Path, metavar="LINES.TXT",
-                     help="a Hugging Face text model's dataset: one text a line, tokenised with the folder's tokenizer")
-    run.add_argument("--labels", type=Path, dest="labels_file", metavar="LABELS.TXT",
-                     help="one label a line for --text-file: a class id or a label name from config.json")
-    run.add_argument("--seq-len", type=int, metavar="N",
-                     help="a Hugging Face text model's sequence length (default 128)")
-    run.add_argument("--task", choices=["auto", "classification", "regression", "embedding", "fidelity"],
-                     help="what the outputs are, which picks the quality metric (default auto: classification for "
-                     "one [batch, classes] output, else fidelity per output)")
-    run.add_argument("--quality-budget", metavar="POINTS|METRIC>=X|METRIC<=X",
-                     help="what a recommended variant must meet: points from the baseline on the task's metric "
-                     "(default 1), or a bound such as cosine_mean>=0.99 (the embedding default) or f1>=0.8")
-    run.add_argument("--metric", metavar="package.module:function",
-                     help="a user metric: function(outputs, labels) -> float or dict of floats")
-    run.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
-    run.add_argument("--profile", action="append", default=[], dest="profiles", metavar="NAME_OR_TOML",
-                     help="hardware profile to compile and measure for (repeat to compare several)")
-    run.add_argument("--quick", action="store_true", help="short measurements: the demo in about a minute and a half")
-    run.add_argument("--time-budget", type=float, metavar="SECONDS",
-                     help="wall time the search's stages may take (default 240, --quick 75; 0: no limit); a run cut "
-                     "by it still recommends from what it measured and says what it did not try")
-    run.add_argument("--exhaustive", action="store_true",
-                     help="take every candidate through every stage (quality, full timing, load test) instead of "
-                     "searching; an explicit --variants or --recipe list always runs this way")
-    run.add_argument("--no-load", action="store_true", help="skip the HTTP load test")
-    run.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
-                     help="comma-separated variant names to run (the baseline always runs)")
-    from mcbench.load_cmd import add_sweep_arguments
-
-    add_sweep_arguments(run)
-    run.add_argument("--max-batch", type=int, help="also load-test with server dynamic batching of up to N requests")
-    run.add_argument("--max-wait-ms", type=_positive_float, help="dynamic batching: longest wait for a batch (ms)")
-    run.add_argument("--accuracy-budget", type=float, metavar="POINTS",
-                     help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose "
-                     "against the baseline, in percentage points (default 1.0)")
     run.add_argument("--config", type=Path, metavar="RUN.TOML",
                      help="read the run's settings from a TOML file (parsed, never executed); flags override it")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="finish an interrupted or partly failed run: keep its finished variants, run the rest")
-    run.add_argument("--recipe", action="append", default=[], dest="recipes", metavar="[NAME=]RECIPE",
-                     help="a variant as a chain of passes, e.g. 'pruned=prune.structured(0.3) + quant.int8_dynamic'; "
-                     "repeat for several; replaces the default variants (the baseline always runs)")
-    run.add_argument("--cache-dir", type=Path, help="artifact cache shared across runs "
-                     "(default: $MCBENCH_CACHE, else runs/.cache)")
-    run.add_argument("--no-cache", action="store_true", help="build every artifact afresh in the run folder")
     from mcbench.tracking import add_arguments as add_mlflow_arguments
 
     add_mlflow_arguments(run)
@@ -186,116 +120,49 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from mcbench.runguard import OutputError, ResultsWriteError
-
-        if isinstance(exc, OutputError):
+        if isinstance(exc, UserError):
             print(f"mcbench: {exc}", file=sys.stderr)
-            return EXIT_VARIANT_FAILED if isinstance(exc, ResultsWriteError) else EXIT_BAD_INPUT
-        if _is_user_error(exc):
-            print(f"mcbench: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return exc.exit_code
         print(f"mcbench: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return EXIT_BAD_INPUT if args.command == "gate" else EXIT_VARIANT_FAILED  # gate's 1 means "regressed"
 
 
-def _is_user_error(exc: Exception) -> bool:
-    from mcbench.bench.datasets import DatasetError
-    from mcbench.config import ConfigError
-    from mcbench.optimizer.intake import IntakeError
-    from mcbench.optimizer.profiles import ProfileError
-    from mcbench.reports.gate import GateDataError
-    from mcbench.reports.gate_budgets import GateConfigError
-    from mcbench.reports.merge import MergeError
-    from mcbench.reports.plots import ReportError
-    from mcbench.reports.schema import SchemaError
-    from mcbench.tracking import TrackingError
-
-    gate_errors = GateConfigError | GateDataError
-    return isinstance(exc, UsageError | ConfigError | IntakeError | DatasetError | ProfileError | SchemaError
-                      | ReportError | MergeError | TrackingError | gate_errors)
-
-
 def run_config(args: argparse.Namespace):
-    """The RunConfig the arguments ask for (a --config file, then the flags over it); bad input is a UsageError."""
-    import dataclasses
-
-    from mcbench.config import ConfigError, RunConfig
+    """The RunConfig the arguments ask for: the defaults (--quick's where asked), a --config file over them, the
+    flags over it. Both come from the one schema (mcbench.config); an error names the key or the flag it came from."""
+    from mcbench.config import ConfigError, RunConfig, apply
     from mcbench.config_file import RunFile, load_run_file, refuse_code
-    from mcbench.load_cmd import plan_from_args
+    from mcbench.config_flags import flag_values, sweep_rules
     from mcbench.optimizer.cache import default_cache_dir
-    from mcbench.optimizer.intake import parse_inputs
 
     rf = load_run_file(args.config) if args.config else RunFile(source="")
-    overridden = {k for k, flag in (("model", args.model), ("metric", args.metric), ("trust_model", args.trust_model))
-                  if flag}
-    refuse_code(rf, args.allow_code, overridden)
-    quick = args.quick or bool(rf.quick)
-    base = RunConfig.quick_mode() if quick else RunConfig()
+    flags = flag_values(args, "run", RunConfig)
+    refuse_code(rf, args.allow_code, overridden=set(flags))
+    base = RunConfig.quick_mode() if flags.get("quick") or rf.values.get("quick") else RunConfig()
+    underneath = vars(base.load) | {p.removeprefix("load."): v for p, v in rf.values.items() if p.startswith("load.")}
+    flags = sweep_rules(flags, underneath)
+    if "cache_dir" not in flags and "cache_dir" not in rf.values:  # the command line's default: a shared cache
+        flags["cache_dir"] = default_cache_dir()
     try:
-        timing = dataclasses.replace(base.timing, **rf.timing)
-    except ValueError as exc:
-        raise rf.fail("timing", str(exc)) from None
-    load = base.load
-    if rf.load.get("enabled") is False:
-        load = None
-    elif rf.load:
-        fields = {k: v for k, v in rf.load.items() if k != "enabled"}
-        try:
-            load = dataclasses.replace(load, **fields)
-        except ValueError as exc:
-            raise rf.fail("load", str(exc)) from None
-    if args.no_load:
-        load = None
-    elif load is not None:
-        load = plan_from_args(args, load, UsageError)
-    if load is not None and (args.max_batch or args.max_wait_ms):
-        batching = {"max_batch": args.max_batch or 8, "max_wait_ms": args.max_wait_ms or load.max_wait_ms}
-        try:
-            load = dataclasses.replace(load, **batching)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    inputs = parse_inputs(args.input) if args.input else _file_inputs(rf, parse_inputs)
-    try:
-        return dataclasses.replace(
-            base, model=args.model or rf.model, inputs=inputs,
-            out_dir=args.out or rf.out, load=load, timing=timing, variants=args.variants or tuple(rf.variants),
-            weights=args.weights or rf.weights, trust_model=args.trust_model or bool(rf.trust_model),
-            dataset=args.dataset or rf.dataset, text_file=args.text_file or rf.text_file,
-            labels_file=args.labels_file or rf.labels_file, seq_len=_first(args.seq_len, rf.seq_len, base.seq_len),
-            task=args.task or rf.task or "auto",
-            quality_budget=args.quality_budget or rf.quality_budget or base.quality_budget,
-            metric=args.metric or rf.metric, profiles=tuple(args.profiles or rf.profiles),
-            accuracy_budget=_first(args.accuracy_budget, rf.accuracy_budget, base.accuracy_budget),
-            recipes=tuple(args.recipes or rf.recipes),
-            cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-            time_budget_s=_time_budget(_first(args.time_budget, rf.time_budget, base.time_budget_s or 0)),
-            exhaustive=args.exhaustive or bool(rf.exhaustive),
-            search_exclude=tuple(rf.search.get("exclude", ())), search_add=tuple(rf.search.get("add", ())),
-        )
+        return apply(base, rf.values | flags)
     except ConfigError as exc:
-        raise ConfigError(f"{rf.source}: {exc}" if rf.source else str(exc)) from None
+        raise _named(exc, rf, flags) from None
 
 
-def _time_budget(seconds: float) -> float | None:
-    if seconds < 0:
-        raise UsageError(f"--time-budget {seconds:g}: give seconds, or 0 for no limit")
-    return seconds or None
+def _named(exc, rf, flags: dict):
+    """A schema error in the terms of what set the value: `--seq-len: ...` or `run.toml: key 'seq_len': ...`."""
+    from mcbench.config import ConfigError, RunConfig
+    from mcbench.config_flags import flag_error
 
+    def touched(paths) -> bool:
+        return any(p.startswith(f"{exc.key}.") for p in paths)
 
-def _first(*values):
-    """The first value that is not None: a flag, else the run file, else the default."""
-    return next(v for v in values if v is not None)
-
-
-def _file_inputs(rf, parse_inputs) -> dict:
-    """The run file's `inputs`, parsed as --input is; a bad one names the file and the key."""
-    from mcbench.optimizer.intake import IntakeError
-
-    try:
-        return parse_inputs(rf.inputs)
-    except IntakeError as exc:
-        raise rf.fail("inputs", str(exc)) from None
+    if exc.key and (exc.key in flags or (exc.key not in rf.keys and touched(flags))):
+        return flag_error(exc, RunConfig, flags)
+    if exc.key in rf.keys or (exc.key and touched(rf.keys)) or (not exc.key and rf.source):
+        return rf.error(exc)
+    return ConfigError(exc.problem, exc.key)
 
 
 def resume_config(args: argparse.Namespace):
@@ -309,7 +176,7 @@ def resume_config(args: argparse.Namespace):
     from mcbench.config import config_from_dict
     from mcbench.reports.schema import load_results
 
-    if args.out is not None:
+    if args.out_dir is not None:
         raise UsageError("--resume RUN_DIR names the run folder; do not give --out with it")
     results = args.resume / "results.json"
     if not results.is_file():

@@ -1,16 +1,23 @@
-"""The run configuration: what the CLI (or a caller) asks one `mcbench run` to do."""
+"""The run configuration: what the CLI, a run file or a caller asks one `mcbench run` to do.
+
+The dataclasses here (and bench.latency.TimingPlan) are the one schema of a run's settings: each field
+declares its type, default, range or choices, help text, run-file key and flag once (bench.settings), and
+the run file (config_file), the flags (config_flags) and results.json's `config` derive from it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
+from mcbench.bench.settings import ConfigError, apply, from_json, setting, to_json, validate
 from mcbench.optimizer.intake import InputOverride
 
+__all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict"]
 
-class ConfigError(ValueError):
-    """A run configuration that cannot be carried out; the message says what to change."""
+BOTH = ("run", "load")  # the flags that `mcbench load` takes too
 
 
 @dataclass(frozen=True)
@@ -23,32 +30,56 @@ class LoadPlan:
     its windows agree. A sweep stops at the first step past `budget_p99_ms` or with errors.
     """
 
-    users: tuple[int, ...] = (1, 2, 4, 8)
-    step_seconds: float = 4.0  # a step runs this long, then again while its windows disagree (bench.load.StepRules)
-    warmup_s: float = 1.0
-    max_step_seconds: float = 12.0
-    rates: tuple[float, ...] = ()
-    rate_fractions: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.15)
-    arrivals: str = "poisson"
-    budget_p99_ms: float = 100.0  # used where no hardware profile gives capacity.latency_budget_ms
-    target_rps: float | None = None  # likewise capacity.target_rps
-    cost_per_hour: float | None = None  # likewise cost_per_hour (one replica)
-    locust_workers: int = 0  # 0: one Locust process; N: a master and N worker processes
-    check_every: int = 10  # compare every Nth answer with the variant's offline outputs
-    max_batch: int = 1  # > 1: also run the sweeps with server dynamic batching, to compare
-    max_wait_ms: float = 2.0
+    SECTION = "load"
+
+    users: tuple[int, ...] = setting(
+        (1, 2, 4, 8), flag="--concurrency", commands=BOTH, metavar="1,2,4,8", ge=1, most=10_000, nonempty=True,
+        help="closed loop: the concurrent users of each step")
+    step_seconds: float = setting(
+        4.0, flag="--step-seconds", commands=BOTH, metavar="SECONDS", gt=0, most=3600.0,
+        help="seconds a load step runs, then again while its windows disagree, up to --max-step-seconds "
+             "(on the command line it also caps the step's warm-up at a quarter of it)")
+    warmup_s: float = setting(
+        1.0, flag="--step-warmup-seconds", commands=BOTH, metavar="SECONDS", ge=0, most=3600.0,
+        help="the first seconds of each load step, not counted; must be shorter than the step")
+    max_step_seconds: float = setting(
+        12.0, flag="--max-step-seconds", commands=BOTH, metavar="SECONDS", gt=0, most=3600.0,
+        help="a step that has not settled is extended up to this many seconds")
+    rates: tuple[float, ...] = setting(
+        (), flag="--rates", commands=BOTH, metavar="50,100,200", gt=0, most=1_000_000.0,
+        help="open loop: arrival rates in req/s (default: rate_fractions of the closed loop's peak)")
+    rate_fractions: tuple[float, ...] = setting(
+        (0.5, 0.7, 0.85, 1.0, 1.15), flag="--rate-fractions", commands=BOTH, metavar="0.5,1.0", gt=0, most=100.0,
+        help="open loop without rates: fractions of the closed loop's peak throughput")
+    arrivals: str = setting("poisson", flag="--arrivals", commands=BOTH, choices=("poisson", "constant"),
+                            help="open loop arrivals")
+    budget_p99_ms: float = setting(
+        100.0, flag="--budget-p99-ms", commands=BOTH, metavar="MS", gt=0, most=3_600_000.0,
+        help="p99 budget of the capacity figures, where no hardware profile gives capacity.latency_budget_ms")
+    target_rps: float | None = setting(
+        None, flag="--target-rps", commands=BOTH, metavar="RPS", gt=0, most=1e9,
+        help="load to size replicas for (default: the profile's capacity.target_rps)")
+    cost_per_hour: float | None = setting(
+        None, flag="--cost-per-hour", commands=BOTH, metavar="COST", gt=0, most=1e6,
+        help="cost of one replica-hour (default: the profile's cost_per_hour)")
+    locust_workers: int = setting(
+        0, flag="--locust-workers", commands=BOTH, metavar="N", ge=0, most=256,
+        help="distributed Locust on this machine: a master and N worker processes (0: one Locust process)")
+    check_every: int = setting(
+        10, flag="--check-every", metavar="N", ge=0, most=1_000_000,
+        help="compare every Nth answer with the variant's offline outputs (0: none)")
+    max_batch: int = setting(
+        1, flag="--max-batch", metavar="N", ge=1, most=4096,
+        help="> 1: also load-test with server dynamic batching of up to N requests, to compare "
+             "(--max-wait-ms alone means 8)")
+    max_wait_ms: float = setting(2.0, flag="--max-wait-ms", metavar="MS", gt=0, most=60_000.0,
+                                 help="dynamic batching: longest wait for a batch to fill")
 
     def __post_init__(self) -> None:
-        if not self.users or any(u < 1 for u in self.users):
-            raise ValueError(f"concurrency levels must be positive integers, got {list(self.users)}")
-        if self.step_seconds <= self.warmup_s or self.warmup_s < 0:
-            raise ValueError(f"a load step of {self.step_seconds} s must be longer than its {self.warmup_s} s warm-up")
-        if any(r <= 0 for r in self.rates + self.rate_fractions):
-            raise ValueError("arrival rates must be positive")
-        if self.arrivals not in ("poisson", "constant"):
-            raise ValueError(f"arrivals must be poisson or constant, got {self.arrivals!r}")
-        if self.budget_p99_ms <= 0 or self.locust_workers < 0 or self.max_batch < 1:
-            raise ValueError("the p99 budget must be positive, workers >= 0 and max batch >= 1")
+        validate(self)
+        if self.step_seconds <= self.warmup_s:
+            raise ConfigError(f"a load step of {self.step_seconds} s must be longer than its {self.warmup_s} s warm-up",
+                              "load")
 
     def open_rates(self, closed_peak_rps: float) -> list[float]:
         """The open loop's arrival rates: the given ones, or fractions of the closed loop's peak."""
@@ -62,46 +93,168 @@ QUICK_TIME_BUDGET_S = 75.0
 QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,))
 
 
+# --- what a field does beyond its type and range: hooks named in the declarations below -------------------------
+
+
+def _tasks() -> tuple[str, ...]:
+    from mcbench.bench.metrics import AUTO, TASKS
+
+    return (*TASKS, AUTO)
+
+
+def _inputs(items: Any) -> dict[str, InputOverride]:
+    """`inputs = ["x=1,3,224,224"]` (or --input, repeated) parsed as --input is; IntakeError if one cannot be."""
+    from mcbench.optimizer.intake import parse_inputs
+
+    if isinstance(items, dict):
+        return items
+    if isinstance(items, str) or not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError("expected a list of strings NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]")
+    return parse_inputs(list(items))
+
+
+def _recorded_inputs(data: dict) -> dict[str, InputOverride]:
+    return {k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data.items()}
+
+
+def _quality_budget_text(value: Any) -> Any:
+    """A number of points, read as its text ("1.0"), as --quality-budget reads it; anything else unchanged."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(float(value))
+    return value
+
+
+def _check_quality_budget(text: str) -> None:
+    from mcbench.reports.quality import parse_quality_budget
+
+    parse_quality_budget(text)  # QualityBudgetError (a ValueError) says what forms it takes
+
+
+def _is_factory(model: str) -> bool:
+    return ":" in model and not model.endswith((".onnx", ".pt", ".pt2"))
+
+
+def _model_beside(model: str, base: Path, key: str) -> str:
+    """A model file relative to the run file's folder; a `package.module:factory` as written."""
+    return model if _is_factory(model) else str(base / model)
+
+
+def _profiles_beside(names: tuple[str, ...], base: Path, key: str) -> tuple[str, ...]:
+    """Each profile resolved now (a shipped name, or a .toml beside the run file), so a typo costs nothing."""
+    from mcbench.optimizer.profiles import ProfileError, find_profile
+
+    resolved = []
+    for name in names:
+        ref = str(base / name) if name.endswith(".toml") else name
+        try:
+            find_profile(ref)
+        except ProfileError as exc:
+            raise ConfigError(str(exc), key) from None
+        resolved.append(ref)
+    return tuple(resolved)
+
+
+def _recipes_checked(texts: tuple[str, ...], base: Path, key: str) -> tuple[str, ...]:
+    """Each `[NAME=]RECIPE` parsed (literals only) and each step bound to its pass; an error names `key[i]`."""
+    from mcbench.optimizer.passes import bind_step
+    from mcbench.optimizer.recipes import RecipeError, parse_named_recipe
+
+    for i, text in enumerate(texts):
+        try:
+            for step in parse_named_recipe(text).steps:
+                bind_step(step)
+        except RecipeError as exc:
+            raise ConfigError(str(exc), f"{key}[{i}]") from None
+    return texts
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    model: str | None = None  # an .onnx/.pt2/.pt file or package.module:factory; None: the built-in demo
-    inputs: dict[str, InputOverride] = field(default_factory=dict)  # --input NAME=...
-    weights: Path | None = None  # a state_dict (weights_only) or .safetensors file for a factory
-    trust_model: bool = False  # allow unpickling a full module
-    dataset: Path | None = None  # .npz with one array per input plus labels
-    task: str = "auto"  # classification | regression | embedding | fidelity; auto: decided on the outputs
-    metric: str | None = None  # package.module:function(outputs, labels) -> float | dict
-    profiles: tuple[str, ...] = ()  # hardware profile names or .toml paths; empty: this machine's defaults
-    out_dir: Path | None = None
-    quick: bool = False
-    timing: TimingPlan = TimingPlan()
-    load: LoadPlan | None = LoadPlan()  # None: no HTTP load test
-    variants: tuple[str, ...] = ()  # empty: all default variants
-    accuracy_budget: float = 1.0  # the most top-1 (or agreement) a shipped variant may lose, in percentage points
-    recipes: tuple[str, ...] = ()  # `[NAME=]RECIPE` texts; non-empty: the baseline plus these, not the defaults
-    cache_dir: Path | None = None  # where built artifacts are cached across runs; None: no cache
-    seq_len: int = 128  # a Hugging Face text model's sequence length
-    text_file: Path | None = None  # one text a line: the dataset of a Hugging Face text model, tokenised
-    labels_file: Path | None = None  # one label a line for text_file (class id or name; a number for regression)
-    quality_budget: str | None = None  # points on the task's metric, or METRIC>=X / METRIC<=X (reports.quality)
-    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S  # the search's stages (mcbench.search); None: no limit
-    exhaustive: bool = False  # every candidate through every stage (what an explicit variant list always gets)
-    search_exclude: tuple[str, ...] = ()  # candidate name patterns the search leaves out (run file [search])
-    search_add: tuple[str, ...] = ()  # `[NAME=]RECIPE` candidates the search adds to its space (run file [search])
+    """One run: the model, its data, what to build, how to measure it. Each field is a setting (bench.settings)."""
 
+    model: str | None = setting(
+        None, flag="--model", resolve=_model_beside, runs_code=_is_factory,
+        help="an .onnx file, a Hugging Face folder (save_pretrained; needs mcbench[hf]), a .pt2 torch.export "
+             "archive, a pickled module (.pt, needs --trust-model) or package.module:factory (default: the built-in "
+             "digits demo)")
+    inputs: dict[str, InputOverride] = setting(
+        factory=dict, flag="--input", repeat=True, metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]", parse=_inputs,
+        load=_recorded_inputs, help="shape (and dtype, integer range) of an input; repeat for several inputs")
+    weights: Path | None = setting(None, flag="--weights", metavar="FILE", legacy=None,
+                                   help="state_dict (.pt, loaded weights_only) or .safetensors for a factory")
+    trust_model: bool = setting(False, flag="--trust-model", runs_code=bool,
+                                help="allow unpickling a full model file: this runs code from the file")
+    dataset: Path | None = setting(None, flag="--dataset", metavar="DATA.NPZ", legacy=None,
+                                   help=".npz with one array per model input plus 'labels'")
+    task: str = setting(
+        "auto", flag="--task", choices=_tasks,
+        help="what the outputs are, which picks the quality metric (default auto: classification for one "
+             "[batch, classes] output, else fidelity per output)")
+    metric: str | None = setting(None, flag="--metric", metavar="package.module:function", runs_code=bool, legacy=None,
+                                 help="a user metric: function(outputs, labels) -> float or dict of floats")
+    profiles: tuple[str, ...] = setting(
+        (), flag="--profile", repeat=True, metavar="NAME_OR_TOML", resolve=_profiles_beside,
+        help="hardware profile to compile and measure for (repeat to compare several); shipped names, or .toml "
+             "files (in a run file: beside it)")
+    out_dir: Path | None = setting(None, key="out", flag="--out", metavar="DIR", recorded=False,
+                                   help="run folder (default: a new folder under runs/)")
+    quick: bool = setting(False, flag="--quick",
+                          help="short measurements and a shorter search: the demo in about a minute and a half")
+    timing: TimingPlan = setting(TimingPlan(), help="in-process latency: how long each variant is timed")
+    load: LoadPlan | None = setting(
+        LoadPlan(), off_flag="--no-load", off_help="skip the HTTP load test", switch="enabled", legacy=None,
+        help="the HTTP load test: sweeps and capacity figures")
+    variants: tuple[str, ...] = setting(
+        (), flag="--variants", metavar="ort-fp32,ov-fp32",
+        help="only these variants, comma-separated (the baseline always runs)")
+    accuracy_budget: float = setting(
+        1.0, flag="--accuracy-budget", metavar="POINTS", ge=0, le=100, unit="percentage points", legacy=1.0,
+        help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose against the "
+             "baseline, in percentage points")
+    recipes: tuple[str, ...] = setting(
+        (), flag="--recipe", repeat=True, metavar="[NAME=]RECIPE", resolve=_recipes_checked, legacy=(),
+        help="a variant as a chain of passes, e.g. 'pruned=prune.structured(0.3) + quant.int8_dynamic'; repeat for "
+             "several; replaces the default variants (the baseline always runs)")
+    cache_dir: Path | None = setting(
+        None, flag="--cache-dir", metavar="DIR", off_flag="--no-cache", none=False, legacy=None,
+        off_help="build every artifact afresh in the run folder (cache_dir = false in a run file)",
+        help="artifact cache shared across runs (default: $MCBENCH_CACHE, else runs/.cache; none: build every "
+             "artifact afresh in the run folder)")
+    seq_len: int = setting(128, flag="--seq-len", metavar="N", ge=1, le=8192, unit="tokens", legacy=128,
+                           help="a Hugging Face text model's sequence length")
+    text_file: Path | None = setting(
+        None, flag="--text-file", metavar="LINES.TXT", legacy=None,
+        help="a Hugging Face text model's dataset: one text a line, tokenised with the folder's tokenizer")
+    labels_file: Path | None = setting(
+        None, key="labels", flag="--labels", metavar="LABELS.TXT", legacy=None,
+        help="one label a line for the text file: a class id or a label name from config.json")
+    quality_budget: str | None = setting(
+        None, flag="--quality-budget", metavar="POINTS|METRIC>=X|METRIC<=X", parse=_quality_budget_text,
+        check=_check_quality_budget, legacy=None,
+        help="what a recommended variant must meet: points from the baseline on the task's metric (default 1), or "
+             "a bound such as cosine_mean>=0.99 (the embedding default) or f1>=0.8")
+    time_budget_s: float | None = setting(
+        DEFAULT_TIME_BUDGET_S, key="time_budget", flag="--time-budget", metavar="SECONDS", gt=0, le=7 * 86400,
+        unit="seconds", none=0, legacy=None,
+        help="wall time the search's stages may take (default 240, --quick 75; 0: no limit); a run cut by it still "
+             "recommends from what it measured and says what it did not try")
+    exhaustive: bool = setting(
+        False, flag="--exhaustive", legacy=True,  # runs from before the search took every candidate all the way
+        help="take every candidate through every stage (quality, full timing, load test) instead of searching; an "
+             "explicit --variants or --recipe list always runs this way")
+    search_exclude: tuple[str, ...] = setting(
+        (), key="search.exclude", legacy=(),
+        help="candidate name patterns the search leaves out (fnmatch; never the baseline)")
+    search_add: tuple[str, ...] = setting(
+        (), key="search.add", resolve=_recipes_checked, legacy=(),
+        help="`[NAME=]RECIPE` candidates the search adds to its space")
 
     def __post_init__(self) -> None:
-        from mcbench.bench.metrics import AUTO, TASKS
-        from mcbench.reports.quality import QualityBudgetError, parse_quality_budget
+        validate(self)
+        if self.quality_budget is not None and self.task == "embedding":
+            from mcbench.reports.quality import parse_quality_budget
 
-        if self.task not in (*TASKS, AUTO):
-            raise ConfigError(f"--task {self.task!r} is not one of {', '.join((*TASKS, AUTO))}")
-        if self.quality_budget is not None:
-            try:
-                spec = parse_quality_budget(self.quality_budget)
-            except QualityBudgetError as exc:
-                raise ConfigError(str(exc)) from None
-            if spec.points is not None and self.task == "embedding":
+            if parse_quality_budget(self.quality_budget).points is not None:
                 raise ConfigError(f"--quality-budget {self.quality_budget}: an embedding's budget is a floor on the "
                                   "cosine to the baseline: give it as cosine_mean>=X (default cosine_mean>=0.99)")
         if self.model is None and (self.inputs or self.weights or self.dataset):
@@ -112,12 +265,6 @@ class RunConfig:
             raise ConfigError("give either --text-file or --dataset, not both")
         if self.labels_file and not self.text_file:
             raise ConfigError("--labels goes with --text-file (a .npz dataset carries its own 'labels')")
-        if not 1 <= self.seq_len <= 8192:
-            raise ConfigError(f"--seq-len {self.seq_len} is not between 1 and 8192")
-        if self.time_budget_s is not None and not 0 < self.time_budget_s <= 7 * 86400:
-            raise ConfigError(f"--time-budget {self.time_budget_s:g} is not between 0 and a week of seconds")
-        if not 0 <= self.accuracy_budget <= 100:
-            raise ConfigError(f"--accuracy-budget {self.accuracy_budget} is not between 0 and 100 percentage points")
 
     @property
     def from_torch(self) -> bool:
@@ -144,62 +291,17 @@ class RunConfig:
         return cls(**{**quick, **kwargs})
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "weights": str(self.weights) if self.weights else None,
-            "trust_model": self.trust_model,
-            "dataset": str(self.dataset) if self.dataset else None,
-            "task": self.task,
-            "metric": self.metric,
-            "profiles": list(self.profiles),
-            "inputs": {k: {**vars(v), "shape": list(v.shape)} for k, v in self.inputs.items()},
-            "quick": self.quick,
-            "timing": vars(self.timing),
-            "load": None if self.load is None else {**vars(self.load), "users": list(self.load.users),
-                                                    "rates": list(self.load.rates),
-                                                    "rate_fractions": list(self.load.rate_fractions)},
-            "variants": list(self.variants),
-            "accuracy_budget": self.accuracy_budget,
-            "recipes": list(self.recipes),
-            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
-            "seq_len": self.seq_len,
-            "text_file": str(self.text_file) if self.text_file else None,
-            "labels_file": str(self.labels_file) if self.labels_file else None,
-            "quality_budget": self.quality_budget,
-            "time_budget_s": self.time_budget_s,
-            "exhaustive": self.exhaustive,
-            "search_exclude": list(self.search_exclude),
-            "search_add": list(self.search_add),
-        }
-
-
-_TUPLES = ("users", "rates", "rate_fractions")
+        """What results.json records as `config` (everything but where the run's files went)."""
+        return to_json(self)
 
 
 def config_from_dict(data: dict, source: str) -> RunConfig:
-    """The RunConfig a results file recorded (RunConfig.to_dict's inverse), for `mcbench run --resume`."""
-    from mcbench.bench.latency import TimingPlan
+    """The RunConfig a results file recorded (RunConfig.to_dict's inverse), for `mcbench run --resume`.
 
+    A key from before a field existed takes the field's `legacy` value (a run from before the search was
+    exhaustive and had no time budget); an unknown key, or a missing one without a legacy value, is an error.
+    """
     try:
-        load = data.get("load")
-        return RunConfig(
-            model=data["model"], weights=Path(data["weights"]) if data.get("weights") else None,
-            trust_model=bool(data["trust_model"]), dataset=Path(data["dataset"]) if data.get("dataset") else None,
-            task=data["task"], metric=data.get("metric"), profiles=tuple(data["profiles"]),
-            inputs={k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data["inputs"].items()},
-            quick=bool(data["quick"]), timing=TimingPlan(**data["timing"]),
-            load=None if load is None else LoadPlan(**{**load, **{k: tuple(load[k]) for k in _TUPLES if k in load}}),
-            variants=tuple(data["variants"]),
-            accuracy_budget=float(data.get("accuracy_budget", 1.0)),
-            recipes=tuple(data.get("recipes", ())),
-            cache_dir=Path(data["cache_dir"]) if data.get("cache_dir") else None,
-            seq_len=int(data.get("seq_len", 128)),
-            text_file=Path(data["text_file"]) if data.get("text_file") else None,
-            labels_file=Path(data["labels_file"]) if data.get("labels_file") else None,
-            quality_budget=data.get("quality_budget"),
-            time_budget_s=data.get("time_budget_s"),  # runs from before the search had none
-            exhaustive=bool(data.get("exhaustive", True)),
-            search_exclude=tuple(data.get("search_exclude", ())), search_add=tuple(data.get("search_add", ())),
-        )
+        return from_json(RunConfig, data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

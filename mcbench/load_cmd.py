@@ -19,44 +19,24 @@ from pathlib import Path
 import numpy as np
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `mcbench run` and `mcbench load` that shape the sweeps and the capacity figures."""
-    from mcbench.cli import _positive_float, _positive_ints
+def add_sweep_arguments(parser: argparse.ArgumentParser, command: str = "load") -> None:
+    """The load plan's flags that `command` takes (the sweeps and the capacity figures), from the schema."""
+    from mcbench.config import LoadPlan
+    from mcbench.config_flags import add_flags
 
-    floats = lambda text: tuple(_positive_float(v) for v in text.split(","))  # noqa: E731
-    parser.add_argument("--concurrency", type=_positive_ints, help="closed loop: user counts, e.g. 1,2,4,8")
-    parser.add_argument("--rates", type=floats, help="open loop: arrival rates in req/s, e.g. 50,100,200 "
-                        "(default: fractions of the closed loop's peak)")
-    parser.add_argument("--arrivals", choices=["poisson", "constant"], help="open loop arrivals (default poisson)")
-    parser.add_argument("--step-seconds", type=_positive_float, help="seconds per load step")
-    parser.add_argument("--max-step-seconds", type=_positive_float,
-                        help="a step that has not settled is extended up to this many seconds")
-    parser.add_argument("--budget-p99-ms", type=_positive_float, help="p99 budget (default: the profile's, else 100)")
-    parser.add_argument("--target-rps", type=_positive_float, help="load to size replicas for (default: the profile's)")
-    parser.add_argument("--cost-per-hour", type=_positive_float,
-                        help="cost of one replica-hour (default: the profile's)")
-    parser.add_argument("--locust-workers", type=int, default=None, metavar="N",
-                        help="distributed Locust: a master and N worker processes")
+    add_flags(parser, command, LoadPlan, title="load test: sweeps and capacity")
 
 
-def plan_from_args(args: argparse.Namespace, base, usage_error):
-    """`base` (a LoadPlan) with the sweep flags applied."""
-    import dataclasses
+def plan_from_args(args: argparse.Namespace, base):
+    """`base` (a LoadPlan) with the sweep flags of `mcbench load` applied; a bad value: a UsageError naming the flag."""
+    from mcbench.config import ConfigError, LoadPlan, apply
+    from mcbench.config_flags import flag_error, flag_values, sweep_rules
 
-    changes = {k: getattr(args, a) for k, a in (("users", "concurrency"), ("rates", "rates"),
-                                                 ("arrivals", "arrivals"), ("step_seconds", "step_seconds"),
-                                                 ("max_step_seconds", "max_step_seconds"),
-                                                 ("budget_p99_ms", "budget_p99_ms"), ("target_rps", "target_rps"),
-                                                 ("cost_per_hour", "cost_per_hour"),
-                                                 ("locust_workers", "locust_workers"))
-               if getattr(args, a, None) is not None}
-    if "step_seconds" in changes:
-        changes["warmup_s"] = min(base.warmup_s, changes["step_seconds"] / 4)
-        changes.setdefault("max_step_seconds", max(base.max_step_seconds, changes["step_seconds"]))
+    flags = sweep_rules(flag_values(args, "load", LoadPlan), vars(base))
     try:
-        return dataclasses.replace(base, **changes)
-    except ValueError as exc:
-        raise usage_error(str(exc)) from None
+        return apply(base, flags)
+    except ConfigError as exc:
+        raise flag_error(exc, LoadPlan, flags) from None
 
 
 def add_parser(sub) -> None:
@@ -129,11 +109,12 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> 
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
     from mcbench.bench.environment import environment
     from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
+    from mcbench.bench.settings import to_json
     from mcbench.config import QUICK_LOAD, LoadPlan
     from mcbench.load_stage import capacity_of, plan_text, step_rules
     from mcbench.reports.schema import RunResult, VariantResult, save_results
 
-    plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan(), usage_error)
+    plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan())
     master = master_from_args(args, usage_error)
     token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -160,7 +141,7 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
         result.status, result.error = "failed", f"load test: {exc}"
     run = RunResult(run_id=out.name, created=datetime.now(UTC).isoformat(timespec="seconds"),
                     model={"name": args.model, "url": args.url},
-                    config={"load": vars(plan) | {"users": list(plan.users)}},
+                    config={"load": to_json(plan)},
                     environment=environment(), variants=[result])
     save_results(run, out / "results.json")
     print(load_table(result))

@@ -16,15 +16,19 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mcbench.reports.errors import UserError
+
 MIN_FREE_BYTES = 200 * 1024 * 1024  # artifacts of a small model, the report, the work folders
 
 
-class OutputError(OSError):
-    """The output folder cannot take the run's files; the message names the path and the reason."""
+class OutputError(UserError, OSError):
+    """The output folder cannot take the run's files; the message names the path and the reason (exit code 2)."""
 
 
 class ResultsWriteError(OutputError):
-    """A write failed mid-run (a full disk, a folder removed); what was saved before is still there."""
+    """A write failed mid-run (a full disk, a folder removed); what was saved before is still there (exit code 1)."""
+
+    exit_code = 1
 
 
 class Terminated(KeyboardInterrupt):

@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mcbench.reports.errors import UserError
 from mcbench.reports.schema import RunResult, VariantResult
 
 MISSING = "--mlflow needs MLflow: pip install 'mcbench[mlflow]'"
@@ -49,7 +50,7 @@ RUN_ID_TAG = "mcbench.run_id"
 MAX_PARAM_VALUE, MAX_TAG_VALUE, MAX_KEY, PER_BATCH = 6000, 8000, 250, 100
 
 
-class TrackingError(ValueError):
+class TrackingError(UserError, ValueError):
     """MLflow is missing, or its store cannot be opened or written: one line for the user."""
 
 

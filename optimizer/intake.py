@@ -12,12 +12,13 @@ import numpy as np
 from mcbench.optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
 from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.targets import require
+from mcbench.reports.errors import UserError
 
 # ONNX TensorProto element types -> numpy dtype names mcbench can generate inputs for
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
 
 
-class IntakeError(ValueError):
+class IntakeError(UserError, ValueError):
     """A model or its input description that mcbench cannot take; the message names the file and the problem."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.optimizer.hardware import ISA_FLAGS as ISA
+from mcbench.reports.errors import UserError
 
 PROFILE_DIR = Path(__file__).parent.parent / "hardware_profiles"  # mcbench/hardware_profiles: a link in a checkout
 DEVICES = ("cpu", "nvidia-gpu", "intel-gpu")
@@ -24,7 +25,7 @@ OV_HINTS = ("LATENCY", "THROUGHPUT")
 OV_PRECISIONS = ("f32", "f16", "bf16")
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A profile that cannot be used: `file: key: problem`."""
 
 

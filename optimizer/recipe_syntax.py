@@ -12,10 +12,12 @@ import ast
 from dataclasses import dataclass
 from typing import Any
 
+from mcbench.reports.errors import UserError
+
 Scalar = int | float | bool | str
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe that does not parse, names an unknown pass, or gives a pass arguments it does not take."""
 
 

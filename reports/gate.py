@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from mcbench.reports.errors import UserError
 from mcbench.reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
 from mcbench.reports.gate_stats import MIN_SAMPLES, Comparison, compare, compare_rounds
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
@@ -21,7 +22,7 @@ EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 STATUSES = ("pass", "fail", "inconclusive", "error")
 
 
-class GateDataError(ValueError):
+class GateDataError(UserError, ValueError):
     """Data the gate needs is gone (e.g. the artifacts to re-measure); exit 2 with what to do."""
 
 

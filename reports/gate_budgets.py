@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcbench.reports.errors import UserError
+
 METRICS = ("p50_ms", "p99_ms", "load_p99_ms", "min_throughput_rps", "min_accuracy", "max_size_bytes")
 MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: more buys no precision, only minutes
 LOWER_BOUNDS = ("min_throughput_rps", "min_accuracy")  # the value must reach these; the others are ceilings
 
 
-class GateConfigError(ValueError):
+class GateConfigError(UserError, ValueError):
     """A budgets file that cannot be used; the gate exits 2 before evaluating anything."""
 
 

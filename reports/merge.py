@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.reports.decide import THIS_MACHINE, profile_names
+from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import NA, finite, format_ms, format_rps, inputs_text
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult, VariantResult, load_results
@@ -44,7 +45,7 @@ BY_FILE_NAME = frozenset({"dataset", "text_file", "labels_file"})  # the same da
 SHA_SHOWN = 12  # hex digits of a hash in an error message
 
 
-class MergeError(ValueError):
+class MergeError(UserError, ValueError):
     """Results that cannot be shown as one report; the message names the file and what differs (exit code 2)."""
 
 

@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from mcbench.reports.errors import UserError
 from mcbench.reports.schema import RunResult, VariantResult
 
 DEFAULT_POINTS = 1.0
@@ -39,7 +40,7 @@ SHORT = {"top1": "top-1", "agreement": "agree", "cosine_mean": "cosine", "rel_er
 _BOUND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
-class QualityBudgetError(ValueError):
+class QualityBudgetError(UserError, ValueError):
     """A --quality-budget that cannot be read; the message shows the forms it takes."""
 
 

@@ -15,10 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcbench.reports.errors import UserError
+
 SCHEMA_VERSION = 1
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A results file that cannot be read as this schema."""
 
 

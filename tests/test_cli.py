@@ -45,11 +45,14 @@ def test_unknown_variant_is_refused_before_work(tmp_path, capsys, linear_onnx):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("value", ["0", "a,b", "-1"])
-def test_bad_concurrency_is_a_usage_error(value):
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "--concurrency", value])
+def test_bad_concurrency_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:  # not numbers: argparse's own error
+        main(["run", "--concurrency", "a,b"])
     assert exc.value.code == 2
+    for value in ("0", "-1"):  # numbers out of range: the schema's check, one line naming the flag
+        assert main(["run", "--concurrency", value]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (f"mcbench: --concurrency: expected a non-empty list of "
+                                                            f"positive integers, got [{value}]")
 
 
 def test_report_of_broken_results_file(tmp_path, capsys):

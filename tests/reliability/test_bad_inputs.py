@@ -122,8 +122,7 @@ def test_bad_budgets_file(tmp_path, capsys, results_file, text, message):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["run", "--concurrency", "0"], "argument --concurrency: expected positive integers, got '0'"),
-    (["run", "--step-seconds", "-1"], "argument --step-seconds: expected a positive number, got '-1'"),
+    (["run", "--concurrency", "1,x"], "argument --concurrency: expected comma-separated integers, got '1,x'"),
     (["run", "--step-seconds", "ten"], "argument --step-seconds: expected a number, got 'ten'"),
     (["run", "--task", "ranking"], "argument --task: invalid choice: 'ranking'"),
 ])
@@ -132,6 +131,23 @@ def test_cli_arguments_out_of_range(capsys, args, message):
         main(args)
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"mcbench run: error: {message}")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--concurrency", "0"], "--concurrency: expected a non-empty list of positive integers, got [0]"),
+    (["run", "--step-seconds", "-1"], "--step-seconds: must be positive, got -1.0"),
+    (["run", "--max-seconds", "4000"], "--max-seconds: must be at most 3600, got 4000"),
+    (["run", "--min-seconds", "5", "--max-seconds", "1"], "timing: need 0 < min_seconds <= max_seconds"),
+    (["run", "--time-budget", "-5"], "--time-budget: must be between 0 and 604800 seconds, got -5.0"),
+    (["run", "--rates", "50,-1"], "--rates: expected a list of positive numbers, got [50.0, -1.0]"),
+    (["run", "--step-warmup-seconds", "5"], "load: a load step of 4.0 s must be longer than its 5.0 s warm-up"),
+    (["load", "--url", "http://127.0.0.1:9", "--model", "m", "--max-step-seconds", "0"],
+     "--max-step-seconds: must be positive, got 0.0"),
+])
+def test_flag_values_out_of_range_are_one_line(capsys, args, message):
+    """A flag's value that the setting refuses: one line naming the flag, exit 2, before any work."""
+    assert main(args) == 2
+    assert _one_line(capsys) == f"mcbench: {message}"
 
 
 def test_gate_remeasure_out_of_range(capsys, results_file):
