@@ -1,17 +1,17 @@
 """mcbench: compile a trained model into deployable variants and measure them as production will see them.
 
 The public API (mcbench.api; documented in the README, "Python API"): `run`, `load_results`, `report`,
-`recommend`, `gate`, and `execute` with `run_config` for a RunConfig of your own. Results are the typed records
-of `mcbench.reports.schema` (`RunResult`, `VariantResult`). Everything else is internal. Importing mcbench is
-cheap: the runtimes load when a function needs them.
+`recommend`, `gate`, and `execute` with `run_config` for a RunConfig of your own. Results are the typed
+records of `mcbench.reports.schema` (`RunResult`, `VariantResult`); bad input raises a `UserError`.
+Everything else is internal. Importing mcbench is cheap: the runtimes load when a function needs them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RunResult", "VariantResult", "execute", "gate", "load_results", "recommend", "report", "run",
-           "run_config"]
+__all__ = ["RunResult", "UserError", "VariantResult", "execute", "gate", "load_results", "recommend", "report",
+           "run", "run_config"]
 
 _API = {"execute", "gate", "load_results", "recommend", "report", "run", "run_config"}
 
@@ -21,6 +21,10 @@ def __getattr__(name: str) -> Any:
         from mcbench import api
 
         return getattr(api, name)
+    if name == "UserError":  # the root of every error a user can act on (mcbench.errors)
+        from mcbench.errors import UserError
+
+        return UserError
     if name in ("RunResult", "VariantResult"):
         from mcbench.reports import schema
 

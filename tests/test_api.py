@@ -14,19 +14,19 @@ def test_importing_mcbench_is_cheap_and_says_what_is_public():
     code = ("import sys, mcbench; print(sorted(mcbench.__all__)); "
             "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out == ["['RunResult', 'VariantResult', 'execute', 'gate', 'load_results', 'recommend', 'report', 'run', "
-                   "'run_config']", "False False"]
+    assert out == ["['RunResult', 'UserError', 'VariantResult', 'execute', 'gate', 'load_results', 'recommend', "
+                   "'report', 'run', 'run_config']", "False False"]
     with pytest.raises(AttributeError, match="no attribute 'Pipeline'"):
         mcbench.Pipeline  # noqa: B018
 
 
-def test_a_bad_model_raises_the_clis_one_line_message(tmp_path):
+def test_a_bad_model_raises_the_clis_one_line_message(tmp_path, capsys):
     from mcbench.cli import main
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(mcbench.UserError) as info:
         mcbench.run(tmp_path / "missing.onnx", out=tmp_path / "r", load=False, progress=None)
     assert main(["run", "--model", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "r2"), "--no-load"]) == 2
-    assert str(info.value) and "\n" not in str(info.value) and "missing.onnx" in str(info.value)
+    assert capsys.readouterr().err.strip() == f"mcbench: {info.value}"  # the very line the CLI prints
     assert not (tmp_path / "r").exists()
 
 

@@ -19,7 +19,9 @@ VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "mcbench.cli", "run", "--quick", "--out", str(out)],
+        # no time budget: on a loaded machine the quick budget may leave candidates untried (tests/test_search.py
+        # covers that); here every candidate of the demo's space goes as far as the search takes it
+        [sys.executable, "-m", "mcbench.cli", "run", "--quick", "--time-budget", "0", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -30,11 +32,7 @@ def quick_demo(tmp_path_factory):
 def test_every_variant_has_a_record(quick_demo):
     _, _, results = quick_demo
     assert {v["name"] for v in results["variants"]} == VARIANTS
-    # measured, or (on a loaded machine) not tried within the quick run's time budget, and saying so
-    for v in results["variants"]:
-        assert v["status"] == "ok" or (v["status"] == "skipped" and v["search"]["stage"] == "plan"
-                                       and v["error"].startswith("not tried: the 75 s time budget")), v
-    assert next(v for v in results["variants"] if v["name"] == "torch-fp32")["status"] == "ok"
+    assert all(v["status"] == "ok" for v in results["variants"]), [v["error"] for v in results["variants"]]
     assert results["baseline"] == "torch-fp32"
 
 
@@ -65,7 +63,8 @@ def test_latency_figures_are_positive_with_counts(quick_demo):
 @pytest.mark.slow
 def test_the_search_records_every_candidate_and_load_tests_only_the_frontier(quick_demo):
     _, proc, results = quick_demo
-    assert results["search"]["searched"] is True and results["search"]["time_budget_s"] == 75.0
+    assert results["search"]["searched"] is True and results["search"]["time_budget_s"] is None
+    assert results["search"]["not_tried"] == []
     stages = {v["name"]: v["search"] for v in results["variants"]}
     assert set(stages) == VARIANTS and all(s["stage"] in ("plan", "screen", "time", "load") for s in stages.values())
     loaded = {v["name"] for v in results["variants"] if v["load"] is not None}
