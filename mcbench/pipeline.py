@@ -418,13 +418,15 @@ class Pipeline:
                 "elapsed_s": round(budget.elapsed(), 1), "stages": list(STAGES), "not_tried": not_tried}
 
     def kept_variants(self, resume: RunResult | None, paths: RunPaths) -> dict[str, VariantResult]:
-        """The earlier run's finished variants (ok or skipped) whose artifact files are still there."""
+        """The earlier run's finished variants (ok or skipped) whose artifact files are still there; a candidate
+        the search did not try for lack of time is tried now."""
         if resume is None:
             return {}
         kept = {}
         for v in resume.variants:
             artifact = v.artifact.get("path") if v.artifact else None
-            if v.status in ("ok", "skipped") and (artifact is None or Path(artifact).exists()):
+            not_tried = (v.search or {}).get("stage") == "plan"
+            if v.status in ("ok", "skipped") and not not_tried and (artifact is None or Path(artifact).exists()):
                 kept[v.name] = v
                 if self.task is None and v.accuracy is not None and v.accuracy.task:
                     self.task = v.accuracy.task  # the task `auto` chose the first time

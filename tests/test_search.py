@@ -89,3 +89,17 @@ def test_a_run_cut_by_its_budget_still_answers_and_says_what_it_did_not_try(tmp_
     assert run.search["not_tried"] == [v.name for v in rest] and run.search["time_budget_s"] == 0.01
     assert recommend(run).variant == "ort-fp32"
     assert f"{len(run.variants) - 1} not tried ({', '.join(v.name for v in rest)})" in summary_table(run)
+
+
+def test_resume_tries_what_the_budget_left_untried(tmp_path, linear_onnx):
+    from mcbench.config import RunConfig
+    from mcbench.pipeline import Pipeline
+
+    cut = RunConfig.quick_mode(model=str(linear_onnx), out_dir=tmp_path / "run", load=None, time_budget_s=0.01)
+    first, _ = Pipeline(cut, progress=lambda _: None).run()
+    untried = first.search["not_tried"]
+    assert untried
+    again = RunConfig.quick_mode(model=str(linear_onnx), out_dir=tmp_path / "run", load=None, time_budget_s=None)
+    second, _ = Pipeline(again, progress=lambda _: None).run(resume=first)
+    assert second.search["not_tried"] == []
+    assert all(second.variant(name).status == "ok" for name in untried)
