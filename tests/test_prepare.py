@@ -114,3 +114,28 @@ def test_a_graph_the_quantizer_refuses_fails_in_one_line_naming_the_preparation(
     message = str(info.value)
     assert message.startswith("quant.int8_dynamic: onnxruntime's quantizer refused the graph (")
     assert message.endswith("prepared by none: the graph is quantized as it is)") and "\n" not in message
+
+
+def test_incomplete_symbolic_inference_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):
+    """onnxruntime saves the model it could not finish as sym_shape_infer_temp.onnx in the working directory,
+    then raises; the user's folder must not collect it."""
+    import onnxruntime.quantization.shape_inference as ort_shape_inference
+
+    real = ort_shape_inference.quant_pre_process
+
+    def incomplete(model, out, skip_symbolic_shape=False, **kwargs):
+        if skip_symbolic_shape:  # the next rung: the real thing
+            return real(model, out, skip_symbolic_shape=True, **kwargs)
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"half a model")
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(ort_shape_inference, "quant_pre_process", incomplete)
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    fp32 = _artifact(make_paddle_like_onnx(tmp_path / "m.onnx"))
+    quantized = apply_passes(fp32, ("quant.int8_dynamic",), PassContext(), Path("q"))  # a relative out folder
+    assert quantized.passes[-1]["prepare_failed"] == [
+        "symbolic shape inference + basic optimisation: Exception: Incomplete symbolic shape inference"]
+    assert sorted(p.name for p in user.iterdir()) == ["q"] and Path.cwd() == user
+    assert not list(user.rglob("sym_shape_infer_temp.onnx"))

@@ -19,7 +19,11 @@ Before any of it, the inputs' symbolic dims other than the batch take the values
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +112,24 @@ def model_opset(model: Path) -> int:
 def _pre_process_symbolic(model: Path, out: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _quiet():
+    model, out = model.resolve(), out.resolve()  # absolute: the call runs in another working folder
+    with _quiet(), _working_folder(out.parent / "symbolic"):
         quant_pre_process(str(model), str(out), skip_symbolic_shape=False, auto_merge=True, guess_output_rank=True)
+
+
+@contextlib.contextmanager
+def _working_folder(folder: Path) -> Iterator[None]:
+    """Run in `folder` (made, and removed after): onnxruntime's symbolic shape inference saves the model it could
+    not finish as `sym_shape_infer_temp.onnx` in the working directory before it raises, which was the user's."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pre_process_plain(model: Path, out: Path) -> None:
