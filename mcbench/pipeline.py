@@ -267,13 +267,13 @@ class Pipeline:
             run.run_id, run.created = resume.run_id, resume.created
             run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
                                 f"{len([s for s in specs if s.name not in kept])} run now")
-        baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
+        self.baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
         self.builder = Builder(workload.base, build_data(workload, self.config.task), paths.artifacts,
                                self.config.cache_dir, self.say)
         self.reuse_artifacts(kept)
         budget = TimeBudget(self.config.time_budget_s if self.config.searches else None)
         try:
-            self.screen(specs, kept, run, workload, paths, baseline_outputs, budget)
+            self.screen(specs, kept, run, workload, paths, budget)
             self.drop_over_budget(run)
             self.time_candidates(run, workload, budget)
             if self.config.load is not None:
@@ -299,12 +299,11 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------ the stages
 
     def screen(self, specs: list[VariantSpec], kept: dict[str, VariantResult], run: RunResult, workload: Workload,
-               paths: RunPaths, baseline_outputs, budget: TimeBudget) -> None:
+               paths: RunPaths, budget: TimeBudget) -> None:
         """Stage 1, every candidate in turn: build, outputs and quality, a short timing (the full one when the
         run does not search). New candidates start while the run has used under half its time budget."""
         searching = self.config.searches
         plan = screening_plan(self.config.timing) if searching else self.config.timing
-        self.baseline_outputs = baseline_outputs
         for index, spec in enumerate(specs, start=1):
             if spec.name in kept:
                 self.say(f"[{index}/{len(specs)}] {spec.name}: kept ({kept[spec.name].status}) from before")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from mcbench.config import ConfigError, RunConfig
 from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.model_kind import ModelKind, detect_kind
 from mcbench.optimizer.profiles import Profile, ProfileError, find_profile
 from mcbench.optimizer.recipes import (
@@ -80,7 +81,7 @@ def plan_for_model(config: RunConfig, before: Plan, base: Artifact, can_train: b
     try:
         kind = detect_kind(base)
     except Exception as exc:  # an unreadable graph still gets the 0.1 matrix, with the reason recorded
-        kind = ModelKind("other", f"not inspected: {type(exc).__name__}: {first_line(str(exc))}")
+        kind = ModelKind("other", f"not inspected: {type(exc).__name__}: {first_line(exc)}")
     space = narrowed(config, search_space(kind.kind, config.from_torch, can_train))
     return Plan(select_variants(space, config.variants), before.profiles, kind.to_dict())
 
@@ -127,6 +128,3 @@ def select_variants(specs: list[VariantSpec], names: tuple[str, ...]) -> list[Va
     baseline = [s for s in specs if s.baseline]
     return baseline + [s for s in specs if s.name in names and not s.baseline]
 
-
-def first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""

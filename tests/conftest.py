@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 
 
+def save_graph(graph, path: Path, opset: int = 17) -> Path:
+    """An ONNX graph saved as a model of this opset, IR version 8 (what onnxruntime here reads); returns `path`."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def make_linear_onnx(path: Path, batch: int | str = 1, features: int = 4, classes: int = 3) -> Path:
     """y = x @ W + b with fixed weights; `batch` may be a symbolic name such as "batch"."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -23,10 +33,7 @@ def make_linear_onnx(path: Path, batch: int | str = 1, features: int = 4, classe
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, classes])],
         initializer=[w, b],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
 from mcbench.optimizer.passes import PassContext, apply_passes
 from mcbench.optimizer.passes import prepare as prepare_module
 from mcbench.optimizer.targets import Target, open_session
+from tests.conftest import save_graph
 
 
 def make_paddle_like_onnx(path: Path, opset: int = 17) -> Path:
     """Conv + Relu + GlobalAveragePool + Flatten + MatMul, every weight a Constant node, dims symbolic:
     x [batch, 3, height, width] -> y [batch, 4]."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -41,10 +41,7 @@ def make_paddle_like_onnx(path: Path, opset: int = 17) -> Path:
         nodes, "paddle_like",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path, opset)
 
 
 def _artifact(path: Path) -> Artifact:

@@ -23,6 +23,7 @@ from mcbench.reports.quality import QualityBudgetError, parse_quality_budget, qu
 from mcbench.reports.schema import Accuracy, LatencyStats, RunResult, VariantResult
 from mcbench.reports.text import summary_table
 from mcbench.reports.views import pareto_points
+from tests.conftest import save_graph
 
 
 def variant(name: str, p50_ms: float, task: str, **metrics: float) -> VariantResult:
@@ -141,7 +142,6 @@ def test_auto_task_is_classification_only_for_one_batch_by_classes_output():
 
 def make_two_output_onnx(path: Path) -> Path:
     """x [1, 6] -> a per-step softmax [1, 3, 4] and a box regression [1, 2]: no classifier."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -153,10 +153,7 @@ def make_two_output_onnx(path: Path) -> Path:
     graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
                               [helper.make_tensor_value_info("steps", TensorProto.FLOAT, [1, 3, 4]),
                                helper.make_tensor_value_info("box", TensorProto.FLOAT, [1, 2])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 @pytest.mark.slow

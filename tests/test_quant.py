@@ -14,12 +14,11 @@ from mcbench.optimizer.intake import load_onnx
 from mcbench.optimizer.passes import PassContext, PassError, apply_passes, check_needs, expand_recipe
 from mcbench.optimizer.recipe_syntax import RecipeError, parse_recipe
 from mcbench.optimizer.targets import Target, TargetError, open_session, skip_reason
-from tests.conftest import make_linear_onnx
+from tests.conftest import make_linear_onnx, save_graph
 
 
 def make_conv_onnx(path: Path) -> Path:
     """Conv(3->8, 3x3) + Relu + Flatten + MatMul(8*6*6 -> 5): a tiny CNN with fixed weights."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -36,10 +35,7 @@ def make_conv_onnx(path: Path) -> Path:
     ]
     graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 @pytest.fixture
@@ -190,7 +186,6 @@ def test_weight_compression_changes_weight_dtypes_and_says_convolutions_stay_flo
 
 def make_mlp_onnx(path: Path, width: int = 256, layers: int = 4) -> Path:
     """A stack of width x width MatMuls: a linear-dominated model for INT4 weight compression."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -201,10 +196,7 @@ def make_mlp_onnx(path: Path, width: int = 256, layers: int = 4) -> Path:
         x = f"h{i}"
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, width])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 @pytest.mark.openvino

@@ -15,6 +15,7 @@ from mcbench.bench.protocol import encode_infer_request
 from mcbench.bench.server import ServerHandle, serve_in_subprocess
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
+from tests.conftest import save_graph
 
 MODEL = "twoin"
 X = np.array([[0.5, -1.25, 3.0], [0.0, 2.0, -4.5]], dtype=np.float32)
@@ -23,7 +24,6 @@ K = np.array([[1, 2, 3], [-7, 0, 1_000_000]], dtype=np.int64)
 
 def make_two_input_onnx(path: Path) -> Path:
     """y = x * 2 + 1 + float(k) (FP32) and k1 = k + 1 (INT64): exact in float32 for the values above."""
-    import onnx
     from onnx import TensorProto, helper
 
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
@@ -45,10 +45,7 @@ def make_two_input_onnx(path: Path) -> Path:
          helper.make_tensor_value_info("k1", TensorProto.INT64, [2, 3])],
         initializer=[two, one, one_i],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def write_spec(tmp: Path) -> Path:
