@@ -382,7 +382,9 @@ class Pipeline:
         metric = quality_metric(run)
         candidates = [v for v in self.fresh(run) if v.name in self._candidates]
         if self.config.searches:
-            front = frontier(points(run, metric))
+            going = {v.name for v in candidates}  # a candidate the search stopped is no frontier for the rest:
+            # its short screening p50 could otherwise beat a rival's full one and leave nothing load-tested
+            front = frontier([p for p in points(run, metric) if p.name in going])
             names = [p.name for p in front[:1]] + [run.baseline] + [p.name for p in front[1:]]  # the answer first
             for v in candidates:
                 if v.name not in names:

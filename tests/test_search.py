@@ -103,3 +103,22 @@ def test_resume_tries_what_the_budget_left_untried(tmp_path, linear_onnx):
     second, _ = Pipeline(again, progress=lambda _: None).run(resume=first)
     assert second.search["not_tried"] == []
     assert all(second.variant(name).status == "ok" for name in untried)
+
+
+def test_the_load_stage_takes_its_frontier_from_the_candidates_still_going(tmp_path, linear_onnx, monkeypatch):
+    """A candidate stopped at screening (a short p50 that happens to beat a rival's full one) must not take the
+    frontier's place, or nothing but the baseline is load-tested."""
+    import mcbench.pipeline as pipeline_mod
+    from mcbench.config import LoadPlan, RunConfig
+    from mcbench.pipeline import Pipeline
+
+    tested: list[str] = []
+    monkeypatch.setattr(pipeline_mod.Pipeline, "load_test",
+                        lambda self, spec, *args, **kwargs: tested.append(spec.name))
+    config = RunConfig.quick_mode(model=str(linear_onnx), out_dir=tmp_path / "run", load=LoadPlan(),
+                                  time_budget_s=None)
+    run, _ = Pipeline(config, progress=lambda _: None).run()
+    going = [v.name for v in run.variants if v.search["stage"] == "load"]
+    assert sorted(tested) == sorted(going) and run.baseline in tested
+    stopped_early = {v.name for v in run.variants if v.search["stage"] == "screen"}
+    assert not stopped_early & set(tested)
