@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
     import os
 
     from mcbench.bench.server import StartError, limits_from_args, serve
+    from mcbench.runguard import signals_raise
 
     spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input)
     try:
@@ -82,7 +83,8 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
         raise usage_error(f"serve: {exc}") from None
     if args.cores:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
-    with tempfile.TemporaryDirectory(prefix="mcbench-serve-") as tmp:
+    # SIGTERM (a container's stop) raises like Ctrl-C does, so the scratch folder is removed on the way out.
+    with signals_raise(), tempfile.TemporaryDirectory(prefix="mcbench-serve-") as tmp:
         spec_path = Path(tmp) / "server.json"
         spec_path.write_text(json.dumps(spec))
         print(f"serving {spec['name']!r} on http://{args.host}:{args.port or '<free port>'}/v2/models/{spec['name']}",

@@ -207,7 +207,9 @@ def test_mcbench_serve_runs_the_same_server_with_a_token(tmp_path: Path) -> None
     import sys
 
     model = make_two_input_onnx(tmp_path / "twoin.onnx")
-    env = {**os.environ, "MCBENCH_SERVER_TOKEN": "tok"}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "MCBENCH_SERVER_TOKEN": "tok", "TMPDIR": str(scratch)}
     proc = subprocess.Popen([sys.executable, "-m", "mcbench.cli", "serve", str(model), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
@@ -219,9 +221,12 @@ def test_mcbench_serve_runs_the_same_server_with_a_token(tmp_path: Path) -> None
         assert call(handle, "/v2/models/twoin")[0] == 401
         status, meta = call(handle, "/v2/models/twoin", headers={"Authorization": "Bearer tok"})
         assert status == 200 and [i["name"] for i in meta["inputs"]] == ["x", "k"]
+        assert len(list(scratch.glob("mcbench-serve-*"))) == 1
     finally:
         proc.terminate()
-        proc.wait(10)
+        code = proc.wait(10)
+    # A container's stop (SIGTERM) exits 128 + 15 and leaves no scratch folder behind.
+    assert code == 143 and list(scratch.glob("mcbench-serve-*")) == []
 
 
 def test_mcbench_serve_bad_model_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
