@@ -72,7 +72,7 @@ MAX_DATASET_BYTES = 2**30  # all the arrays the model uses, unpacked
 
 
 def max_dataset_bytes() -> int:
-    """The largest dataset, unpacked, that mcbench loads (README, Security)."""
+    """The largest dataset, unpacked, that mcbench loads (docs/reliability-and-security.md, Limits)."""
     text = os.environ.get(MAX_DATASET_BYTES_ENV, "")
     return int(text) if text.isdigit() and len(text) < 19 else MAX_DATASET_BYTES
 

@@ -74,7 +74,7 @@ class Setting:
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
-    most: float | None = None  # the documented upper bound on anything from outside (README, Security)
+    most: float | None = None  # the documented upper bound on anything from outside (docs/reliability-and-security.md)
     unit: str = ""  # shown in a range's error: "must be between 1 and 8192 tokens"
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
     nonempty: bool = False  # a list needs an item

@@ -1,6 +1,6 @@
 """mcbench: compile a trained model into deployable variants and measure them as production will see them.
 
-The public API (mcbench.api; documented in the README, "Python API"): `run`, `load_results`, `report`,
+The public API (mcbench.api; documented in docs/python-api.md): `run`, `load_results`, `report`,
 `recommend`, `gate`, and `execute` with `run_config` for a RunConfig of your own. Results are the typed
 records of `mcbench.reports.schema` (`RunResult`, `VariantResult`); bad input raises a `UserError`.
 Everything else is internal. Importing mcbench is cheap: the runtimes load when a function needs them.

@@ -21,7 +21,7 @@ in the file are relative to the file's folder. Command-line flags override the f
     users = [1, 2, 4, 8]
     check_every = 10
 
-Every key, its flag, type, range and default: `python -m mcbench.config_file` (the README's table).
+Every key, its flag, type, range and default: `python -m mcbench.config_file` (the table in docs/run-files.md).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-# --- the README's table of keys, generated from the schema ------------------------------------------------------
+# --- the table of keys in docs/run-files.md, generated from the schema ------------------------------------------
 
 
 def _number(value: float) -> str:
@@ -226,7 +226,7 @@ def _default(f: Field) -> str:
 
 
 def keys_table() -> str:
-    """Every run-file key as a Markdown table: key, flag, type and range, default, meaning (README, Run files)."""
+    """Every run-file key as a Markdown table: key, flag, type and range, default, meaning (docs/run-files.md)."""
     rows = ["| key | flag | type and range | default | meaning |", "| --- | --- | --- | --- | --- |"]
     for key, entry in entries().items():
         f = entry.field
@@ -243,5 +243,5 @@ def keys_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":  # python -m mcbench.config_file: the table for the README
+if __name__ == "__main__":  # python -m mcbench.config_file: the table for docs/run-files.md
     print(keys_table(), end="")

@@ -14,7 +14,7 @@ from mcbench.reports.gate_stats import MIN_ROUNDS
 def add_parser(sub: argparse._SubParsersAction) -> None:
     gate = sub.add_parser("gate", help="check results against latency budgets and a baseline run; exit 0/1/2/3 for CI")
     gate.add_argument("results", type=Path)
-    gate.add_argument("--budgets", type=Path, help="budgets TOML (see README, 'CI gate')")
+    gate.add_argument("--budgets", type=Path, help="budgets TOML (see docs/ci.md)")
     gate.add_argument("--baseline", type=Path, help="results.json of the baseline run, e.g. from the main branch")
     gate.add_argument("--junit", type=Path, help="write JUnit XML here")
     gate.add_argument("--markdown", type=Path, help="write a Markdown summary here")

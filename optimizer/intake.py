@@ -64,7 +64,7 @@ MAX_INPUT_ELEMENTS = 2**26  # per input; 256 MiB of float32. Larger inputs need 
 
 
 def max_input_elements() -> int:
-    """The largest input, in elements, that an --input shape may ask for (README, Security)."""
+    """The largest input, in elements, that an --input shape may ask for (docs/reliability-and-security.md, Limits)."""
     text = os.environ.get(MAX_INPUT_ELEMENTS_ENV, "")
     return int(text) if text.isdigit() and len(text) < 19 else MAX_INPUT_ELEMENTS
 

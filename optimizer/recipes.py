@@ -14,7 +14,7 @@ __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "all_kind_varian
            "recipe_variants", "search_space"]
 
 # Dynamic INT8 with one weight scale a channel: on a real sentence encoder (all-MiniLM-L6-v2) per-tensor scales
-# kept a cosine of 0.966 to FP32, per-channel 0.993, at the same speed (README: Recipes and passes).
+# kept a cosine of 0.966 to FP32, per-channel 0.993, at the same speed (benchmarks/RESULTS.md).
 DYNAMIC_INT8 = "quant.int8_dynamic(per_channel=true)"
 INT8_RECIPES = (("int8-dynamic", DYNAMIC_INT8), ("int8-static", "quant.int8_static"))
 

@@ -259,12 +259,13 @@ def test_a_config_recorded_before_the_later_fields_still_reads_back():
         config_from_dict({**old, "load": {"bogus": 1}}, "r.json")
 
 
-# --- the README's table ------------------------------------------------------------------------------------------
+# --- the documentation's table -----------------------------------------------------------------------------------
 
 
-def test_the_readme_lists_every_run_file_key():
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+def test_the_run_files_page_lists_every_run_file_key():
+    page = (Path(__file__).parents[1] / "docs" / "run-files.md").read_text(encoding="utf-8")
     table = keys_table()
-    assert table in readme, "README's run-file keys are stale: paste `python -m mcbench.config_file` into it"
+    assert table in page, ("docs/run-files.md's run-file keys are stale: regenerate them with "
+                           "`python -m mcbench.docs_tables --write`")
     for key in entries():
         assert f"| `{key}` |" in table

@@ -54,11 +54,12 @@ def _dependencies() -> set[str]:
     return {re.split(r"[<>=!~;\[ ]", s, maxsplit=1)[0].lower() for s in specs}
 
 
-def _readme_rows() -> dict[str, str]:
-    """The README's pass table: pass name -> its row."""
-    rows = re.findall(r"^\| `([a-z_0-9]+\.[a-z_0-9]+)` \|(.*)$", (ROOT / "README.md").read_text(encoding="utf-8"),
-                      re.MULTILINE)
-    return dict(rows)
+def _documented() -> tuple[dict[str, str], dict[str, str]]:
+    """docs/passes.md: the generated table's row of each pass, and its entry under "What each pass does"."""
+    text = (ROOT / "docs" / "passes.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([a-z_0-9]+\.[a-z_0-9]+)` \|(.*)$", text, re.MULTILINE))
+    entries = dict(re.findall(r"^- \*\*`([a-z_0-9]+\.[a-z_0-9]+)`\*\* (.*)$", text, re.MULTILINE))
+    return rows, entries
 
 
 # --- fast: the records -----------------------------------------------------------------------------------
@@ -166,11 +167,16 @@ def test_recipes_bind_to_the_declared_config(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_readme_documents_the_pass_and_its_parameters(name):
-    row = _readme_rows().get(name)
-    assert row is not None, f"README.md's pass table has no row for `{name}`"
+def test_the_docs_document_the_pass_and_its_parameters(name):
+    rows, entries = _documented()
+    row = rows.get(name)
+    assert row is not None, (f"docs/passes.md's pass table has no row for `{name}`: "
+                             "run python -m mcbench.docs_tables --write")
     for p in RECORDS[name].config:
-        assert f"`{p.name}" in row, f"README.md's row for `{name}` does not mention its parameter `{p.name}`"
+        assert f"`{p.name}`: " in row, f"docs/passes.md's row for `{name}` does not name its parameter `{p.name}`"
+    takes = {"torch": "PyTorch", "pt2": "PyTorch", "onnx": "ONNX", "openvino": "OpenVINO IR"}
+    assert f"({takes[RECORDS[name].takes[0]]}" in entries.get(name, ""), \
+        f"docs/passes.md has no entry for `{name}` under 'What each pass does and records'"
 
 
 def _absent_artifact(tmp_path: Path, fmt: str) -> Artifact:
