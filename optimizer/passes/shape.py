@@ -2,7 +2,7 @@
 
 An exported graph usually keeps its batch (and often its height and width) symbolic. OpenVINO then
 compiles a dynamic model, whose CPU kernels choose their blocking at run time: on PaddleOCR's text-direction
-classifier (a 1 ms MobileNetV3, 1x3x48x192) the same graph ran in 0.78x the time once its input was static
+classifier (a 1 ms MobileNetV3, 1x3x48x192) the same graph ran in about 0.8x the time once its input was static
 (measured, one thread, interleaved; benchmarks/peers.py). onnxruntime also folds the shape computations
 that depend only on the input's dims. The price: the model takes only that shape, so batches larger than
 the run's batch are refused (optimizer.targets.batch_skip_reason says so before measuring).
