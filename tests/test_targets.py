@@ -111,3 +111,24 @@ def test_load_cores_come_from_the_profile_where_this_machine_has_them():
     assert load_cores(one) == ([usable_cores()[0]], [usable_cores()[-1]])
     assert load_cores(find_profile("xeon-avx512-vnni")) == tuple(map(list, split_cores(usable_cores())))
     assert load_cores(None) == tuple(map(list, split_cores(usable_cores())))
+
+
+def test_openvino_session_keeps_the_graph_input_name_when_a_no_op_cast_merges_into_it(tmp_path):
+    """OpenVINO drops a float->float Cast after an input and gives the port both tensor names; the session's input
+    name is the one the run's feeds use (Yahoo's Open-NSFW graph starts so), not whichever OpenVINO lists first."""
+    pytest.importorskip("openvino")
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from mcbench.optimizer.artifact import Artifact, InputSpec
+    from tests.conftest import save_graph
+
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+                               helper.make_node("Relu", ["c"], ["y"])], "cast_first",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    artifact = Artifact(save_graph(graph, tmp_path / "m.onnx"), "onnx", (InputSpec("x", (1, 4)),))
+    session = open_session(artifact, Target("openvino", options={"hint": "LATENCY", "precision": "f32"}))
+    assert session.input_names == ["x"]
+    out = session.run({"x": np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)})[0]
+    assert out.tolist() == [[0.0, 2.0, 0.0, 4.0]]
