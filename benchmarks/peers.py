@@ -99,12 +99,15 @@ def minilm_pooled():
     return Pooled().eval()
 
 
-def minilm_feeds(folder: Path) -> list[dict[str, np.ndarray]]:
+CALIBRATION_TEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "sentences.txt"
+
+
+def minilm_feeds(folder: Path, texts: list[str] = SENTENCES) -> list[dict[str, np.ndarray]]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     out = []
-    for text in SENTENCES:
+    for text in texts:
         enc = tok(text, padding="max_length", max_length=SEQUENCE, truncation=True, return_tensors="np")
         out.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
     return out
@@ -120,6 +123,8 @@ MINILM_RECIPES = {
                                "quant.int8_dynamic(per_channel=true)"),
     "ort-fused-int8-dynamic-rr": ("export.onnx(exporter=torchscript)", "fuse.transformer",
                                   "quant.int8_dynamic(per_channel=true, reduce_range=true)"),
+    "ort-int8-static-plain": ("export.onnx", "quant.int8_static"),
+    "ort-int8-static": ("export.onnx(exporter=torchscript)", "quant.int8_static_smooth"),
     "ov-fp32-direct": ("export.openvino",),
     "ov-int8": ("export.onnx", "nncf.int8"),
 }
@@ -134,7 +139,9 @@ def minilm_mcbench(work: Path, folder: Path, feeds: list[dict[str, np.ndarray]])
     weights = work / "minilm.pt"
     torch.save(minilm_pooled().state_dict(), weights)
     base = Artifact(weights, "torch", specs, factory="benchmarks.peers:minilm_pooled")
-    calibration = [{k: f[k] for k in ("input_ids", "attention_mask")} for f in feeds]
+    # Calibration on other sentences than the scored ones (tests/data/sentences.txt: STS-style captions).
+    texts = [t.strip() for t in CALIBRATION_TEXT.read_text().splitlines() if t.strip()]
+    calibration = [{k: f[k] for k in ("input_ids", "attention_mask")} for f in minilm_feeds(folder, texts)]
     return [_build(name, recipe, base, calibration, work) for name, recipe in MINILM_RECIPES.items()]
 
 

@@ -178,7 +178,7 @@ def compare_op_profiles(variants: list[VariantResult]) -> None:
     for v in measured:
         fp32 = [r for r in measured if r.runtime == v.runtime and r.profile == v.profile
                 and r.settings.get("batch_size") == v.settings.get("batch_size")
-                and all(step == "export.onnx" for step in r.recipe)]
+                and all(step.startswith("export.onnx") for step in r.recipe)]
         ref = fp32[0] if fp32 else None
         if ref is None or ref is v or v.op_profile is None:
             continue

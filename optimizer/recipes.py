@@ -41,6 +41,12 @@ def with_batch_sizes(specs: list[VariantSpec], batch_sizes: tuple[int, ...]) -> 
 OV_CPU = Target("openvino", options={"hint": "LATENCY", "precision": "f32"})
 FUSED_INT8 = ("fuse.transformer", "quant.int8_dynamic(per_channel=true)")
 CONV_FOLD = ("fuse.conv_affine",)
+# On all-MiniLM-L6-v2, plain static QDQ kept a cosine of 0.40 (the attention mask's -3.4e38 in one scale); MatMuls
+# only, their outputs float and their inputs smoothed kept 0.998 at 0.43x FP32 (README: Recipes and passes).
+TRANSFORMER_STATIC_INT8 = "quant.int8_static_smooth"
+# TorchScript's graph of a BERT encoder ran at ~0.9x torch.export's on onnxruntime (2-D MatMuls, no shape
+# arithmetic) and is the one onnxruntime's attention fusion matches.
+TORCHSCRIPT_EXPORT = "export.onnx(exporter=torchscript)"
 
 
 def default_variants(from_torch: bool) -> list[VariantSpec]:
@@ -70,13 +76,15 @@ def kind_variants(kind: str, from_torch: bool, can_train: bool) -> list[VariantS
 
     Transformer: onnxruntime's fusions then per-channel dynamic INT8 (one scale a channel keeps an
     encoder's embedding at cosine 0.99 where one a tensor does not), and NNCF INT8, which picks its
-    transformer model type on attention graphs. CNN: NNCF INT8; static INT8 after folding the per-channel ops
-    that follow each convolution into it (fuse.conv_affine); NNCF INT8 of that graph with its input shape fixed
-    (shape.static); and structured pruning then static INT8 when the run has training data to fine-tune on.
+    transformer model type on attention graphs; its onnxruntime variants are exported with TorchScript and its
+    static INT8 is quant.int8_static_smooth (transformer_route). CNN: NNCF INT8; static INT8 after folding the
+    per-channel ops that follow each convolution into it (fuse.conv_affine); NNCF INT8 of that graph with its input
+    shape fixed (shape.static); and structured pruning then static INT8 when the run has training data to fine-tune on.
     """
     specs = default_variants(from_torch)
     if kind == "transformer":
-        export = ("export.onnx(exporter=torchscript)",) if from_torch else ()
+        specs = [transformer_route(s, from_torch) for s in specs]
+        export = (TORCHSCRIPT_EXPORT,) if from_torch else ()
         specs.append(VariantSpec("ort-fused-int8-dynamic", export + FUSED_INT8, Target("onnxruntime"),
                                  why="transformer: attention, skip layer norm and GELU fused, then dynamic INT8 "
                                      "with one weight scale a channel"))
@@ -100,6 +108,25 @@ def kind_variants(kind: str, from_torch: bool, can_train: bool) -> list[VariantS
     return specs
 
 
+def transformer_route(spec: VariantSpec, from_torch: bool) -> VariantSpec:
+    """A 0.1-matrix variant as a transformer gets it: onnxruntime variants of a PyTorch model exported with
+    TorchScript (a faster graph), static INT8 as quant.int8_static_smooth (plain static QDQ breaks attention).
+    OpenVINO's stay as they are."""
+    from dataclasses import replace
+
+    if spec.target.runtime != "onnxruntime":
+        return spec
+    export = TORCHSCRIPT_EXPORT if from_torch else "export.onnx"
+    recipe = tuple(export if step == "export.onnx" else step for step in spec.recipe)
+    if "quant.int8_static" in recipe:
+        recipe = tuple(TRANSFORMER_STATIC_INT8 if step == "quant.int8_static" else step for step in recipe)
+        return replace(spec, recipe=recipe, why="transformer: static INT8 of the matrix products only, their "
+                       "inputs smoothed (SmoothQuant), calibrated on the run's data; masks, softmax and norms stay "
+                       "float")
+    why = spec.why + (" (TorchScript export: the faster graph for a transformer)" if recipe != spec.recipe else "")
+    return replace(spec, recipe=recipe, why=why)
+
+
 def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSpec]:
     """What the default run searches: the kind's matrix plus pass parameters and runtime settings around it.
 
@@ -109,15 +136,20 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
     OpenVINO's throughput hint, and per kind: a deeper pruning and pruned FP32 for a CNN with training data,
     the fusions alone and weight-only INT8 for a transformer.
     """
-    plain = default_variants(from_torch)
-    extras = [s for s in kind_variants(kind, from_torch, can_train) if s.name not in {p.name for p in plain}]
+    matrix = kind_variants(kind, from_torch, can_train)
+    plain_names = {p.name for p in default_variants(from_torch)}
+    plain = [s for s in matrix if s.name in plain_names]  # as the kind has them (a transformer's ort-int8-static)
+    extras = [s for s in matrix if s.name not in plain_names]
     specs = [s for s in plain if s.baseline] + extras + [s for s in plain if not s.baseline]
     export = ("export.onnx",)
+    one_thread = VariantSpec("ort-fp32-t1", export, Target("onnxruntime", threads=1),
+                             why="onnxruntime FP32 on one thread: less contention where requests run side by side")
+    specs.append(transformer_route(one_thread, from_torch) if kind == "transformer" else one_thread)
+    if kind != "transformer":  # one scale a tensor for every op's input: an encoder's attention collapses
+        specs.append(VariantSpec("ort-int8-static-pt", export + ("quant.int8_static(per_channel=false)",),
+                                 Target("onnxruntime"),
+                                 why="static INT8 (QDQ) with one scale a tensor: cheaper kernels, maybe less accuracy"))
     specs += [
-        VariantSpec("ort-fp32-t1", export, Target("onnxruntime", threads=1),
-                    why="onnxruntime FP32 on one thread: less contention where requests run side by side"),
-        VariantSpec("ort-int8-static-pt", export + ("quant.int8_static(per_channel=false)",), Target("onnxruntime"),
-                    why="static INT8 (QDQ) with one scale a tensor: cheaper kernels, maybe less accuracy"),
         VariantSpec("ov-fp32-throughput", export, Target("openvino", options={"hint": "THROUGHPUT",
                                                                                "precision": "f32"}),
                     why="OpenVINO FP32 with its throughput hint (more streams)"),

@@ -13,7 +13,7 @@ from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.model_kind import detect_kind, kind_of_ops
 from mcbench.optimizer.passes import expand_recipe
 from mcbench.optimizer.recipe_syntax import parse_recipe
-from mcbench.optimizer.recipes import all_kind_variants, kind_variants
+from mcbench.optimizer.recipes import all_kind_variants, kind_variants, search_space
 from tests.conftest import make_linear_onnx
 from tests.test_prune import BERT_SPECS, SPEC, _artifact
 
@@ -47,6 +47,19 @@ def test_transformer_matrix_has_fusion_with_per_channel_int8_and_nncf():
     assert recipes["ort-fused-int8-dynamic"] == ("export.onnx(exporter=torchscript)", "fuse.transformer",
                                                  "quant.int8_dynamic(per_channel=true)")
     assert recipes["ov-int8"] == ("export.onnx", "nncf.int8")
+    # onnxruntime variants of a PyTorch transformer: TorchScript's graph; static INT8 that keeps attention usable.
+    assert recipes["ort-fp32"] == ("export.onnx(exporter=torchscript)",)
+    assert recipes["ort-int8-static"] == ("export.onnx(exporter=torchscript)", "quant.int8_static_smooth")
+    assert recipes["ov-fp32"] == ("export.onnx",)
+    static = next(s for s in specs if s.name == "ort-int8-static")
+    assert static.why.startswith("transformer: static INT8 of the matrix products only")
+    from_onnx = _recipes(kind_variants("transformer", from_torch=False, can_train=False))
+    assert from_onnx["ort-fp32"] == ("export.onnx",)
+    assert from_onnx["ort-int8-static"] == ("export.onnx", "quant.int8_static_smooth")
+    searched = _recipes(search_space("transformer", from_torch=True, can_train=False))
+    assert searched["ort-int8-static"] == recipes["ort-int8-static"] and "ort-int8-static-pt" not in searched
+    assert _recipes(kind_variants("cnn", from_torch=True, can_train=False))["ort-int8-static"] == (
+        "export.onnx", "quant.int8_static")
     assert _recipes(kind_variants("transformer", from_torch=False, can_train=False))["ort-fused-int8-dynamic"] == (
         "fuse.transformer", "quant.int8_dynamic(per_channel=true)")
     assert all(s.why for s in specs)

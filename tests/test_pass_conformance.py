@@ -43,7 +43,7 @@ HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "torch_pruning", "o
 RUNTIMES = {"torch": ("torch", "torch"), "pt2": ("torch", "torch"), "onnx": ("onnxruntime", "onnxruntime"),
             "openvino": ("openvino", "openvino")}
 # passes that apply only to a kind of model: the tiny model they are checked on (the others get the CNN)
-MODEL_KIND = {"fuse.transformer": "transformer"}
+MODEL_KIND = {"fuse.transformer": "transformer", "quant.int8_static_smooth": "transformer"}
 CNN_SPECS = (InputSpec("x", (1, 3, 8, 8)),)
 BERT_SPECS = (InputSpec("input_ids", (1, 8), "int64", 0, 50), InputSpec("attention_mask", (1, 8), "int64", 1, 2))
 
