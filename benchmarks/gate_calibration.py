@@ -1,12 +1,12 @@
 """Calibrate `mcbench gate --remeasure` on this machine with the demo's real variants: how often does it cry wolf,
 how often does it catch a real slowdown?
 
-    .venv/bin/python benchmarks/gate_calibration.py [--run DIR] [--pairs 20] [--rounds 20] [--samples 50]
+    .venv/bin/python benchmarks/gate_calibration.py [--run DIR] [--variants a,b] [--pairs 20] [--rounds 20]
 
 Without --run it builds the variants first with `mcbench run --quick --no-load` into a temporary folder (every
 runtime the demo has here: torch eager, ORT FP32, ORT dynamic and static INT8, OpenVINO); --run DIR reuses a run.
-For every variant, two sessions of the same artifact are re-timed as `--remeasure` does (interleaved, order
-alternating, several calls a sample when one is under 100 us) and compared round by round as the gate does; the
+For every variant, two sessions of the same artifact are re-timed as `--remeasure` does (interleaved sample by sample
+A B B A, several calls a sample when one is under 100 us) and compared round by round as the gate does; the
 same samples pooled (the gate before issue 19) are scored beside it, so the table shows what the round as unit buys:
 (a) A/A: `pairs` times; every exit 1 (regression) or 3 (inconclusive) is a false alarm.
 (b) A/B: B busy-waits an extra 20% of the variant's median after each call; the detection rate is the share of
@@ -87,6 +87,7 @@ def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, sample
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, help="a run folder to reuse (default: build the demo's quick run)")
+    parser.add_argument("--variants", help="only these variants, comma-separated (default: every one measured)")
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds per pair (--remeasure N)")
     parser.add_argument("--samples", type=int, default=50, help="samples per side per round (at least; and 20 ms)")
@@ -102,7 +103,8 @@ def main() -> int:
         print(f"{'variant':<24}{'median us':>10}{'calls':>6}" + f"{'A/A alarms':>13}{'+20% caught':>13}"
               * (2 if args.pooled else 1))
         ok = True
-        for v in (v for v in run.variants if v.status == "ok"):
+        only = set(args.variants.split(",")) if args.variants else None
+        for v in (v for v in run.variants if v.status == "ok" and (only is None or v.name in only)):
             r = calibrate_variant(run, v.name, args.pairs, args.rounds, args.samples, d, args.pooled)
             cells = ""
             for i in (0, 1) if args.pooled else (0,):
