@@ -50,11 +50,15 @@ class Slowed:
 
 
 def exit_codes_of_pair(a: Any, b: Any, feeds: dict[str, Any], rounds: int, samples: int, d: Defaults,
-                       pooled: bool) -> tuple[int, int]:
+                       pooled: bool, expect_regression: bool = False) -> tuple[int, int]:
     """The gate's exit code for one interleaved comparison: by rounds (the gate), and pooled (the gate before;
     -1 unless asked for: its pure-Python bootstrap over thousands of samples takes seconds a comparison)."""
     base, cand = interleaved_rounds(a, b, feeds, rounds, samples)
-    by_rounds = Outcome([rounds_check("calibration", base, cand, d)]).exit_code
+    check = rounds_check("calibration", base, cand, d)
+    by_rounds = Outcome([check]).exit_code
+    if by_rounds != (1 if expect_regression else 0):  # a false alarm or a missed slowdown: why, on stderr
+        print(f"  {'+20% missed' if expect_regression else 'A/A alarm'} (exit {by_rounds}): {check.message}",
+              file=sys.stderr)
     if not pooled:
         return by_rounds, -1
     check = comparison_check("calibration", [x for r in base for x in r], [x for r in cand for x in r], d, "pooled")
@@ -80,7 +84,8 @@ def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, sample
     codes = {}
     for label, slowdown in (("A/A", 0.0), ("+20%", 0.20)):
         cand = Slowed(session_b, slowdown * median_s)
-        codes[label] = [exit_codes_of_pair(control, cand, feeds, rounds, samples, d, pooled) for _ in range(pairs)]
+        codes[label] = [exit_codes_of_pair(control, cand, feeds, rounds, samples, d, pooled, slowdown > 0)
+                        for _ in range(pairs)]
     return {"median_us": median_s * 1e6, "calls": calls, **codes}
 
 
