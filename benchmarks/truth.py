@@ -3,15 +3,26 @@
 A model that busy-waits a set number of microseconds (`mcbench.bench.calibration.spinner`) is measured
 the ways mcbench measures every variant: in-process (`bench.latency.measure_latency`, the timer every run
 uses), and over HTTP from mcbench's own model server under Locust (`bench.load.run_load`) in a closed loop
-of one user and in an open loop at half of that loop's throughput. The table holds, per set time:
+of one user and in an open loop at half of that loop's throughput, with constant and with Poisson arrivals.
+Per set time it prints:
 
-- in-process p50 and p99 against the set time (the instrument's own error);
-- the HTTP p50 against set time + the HTTP overhead, measured as the HTTP p50 of a 0 us spinner;
-- the open loop's p99 against the closed loop's at the same or higher throughput: an open loop below
-  capacity that showed coordinated omission would hide queueing and read low, or, with it charged, not
-  exceed the closed loop's tail by much (no more than 2x).
+- in-process, the instrument check: blocks of a bare `perf_counter_ns` loop around the busy-wait itself,
+  interleaved with blocks of mcbench's timer around the spinner session, so both see the same machine; their
+  p50 and p99 against the set time. The bare loop's error is the machine's (preemption, interrupts); what
+  mcbench adds beyond it is the instrument's (the session's call overhead, the timing loop).
+- over HTTP, the closed loop's p50 against set time + the HTTP overhead, that overhead measured as the p50
+  of a 0 us spinner served the same way (the server runs a call under --inline-below-ms on its event loop,
+  a slower one in a worker thread: the two ways cost differently, so each set time is held against the
+  overhead of the way its server ran it);
+- the open loop with constant arrivals at half the closed loop's throughput: nothing queues by construction,
+  so its p99 should stay within 2x of the closed loop's (the issue's criterion);
+- the open loop with Poisson arrivals at the same rate: requests do queue (an M/G/1 queue at utilisation
+  about 0.5), so its p99 is held against what a queue fed the same arrivals predicts, with service times
+  drawn from the closed loop's own latencies (a Lindley-recursion simulation, `queue_sojourn`). Coordinated
+  omission (a generator that waits for late answers and does not charge the wait) would read far BELOW the
+  prediction; a ratio near 1 says every queued request was charged.
 
-    python benchmarks/truth.py [--service-us 500,2000,10000] [--seconds 6] [--in-process-seconds 3]
+    python benchmarks/truth.py [--service-us 500,2000,10000] [--seconds 6] [--in-process-seconds 3] [--no-http]
 
 Run it on a quiet machine: a busy-wait shares the core with whatever else runs.
 """
@@ -23,49 +34,174 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from mcbench.bench.calibration import spinner_artifact  # noqa: E402
+from mcbench.bench.calibration import spin, spinner_artifact  # noqa: E402
 from mcbench.bench.latency import TimingPlan, measure_latency  # noqa: E402
 from mcbench.optimizer.targets import Target, open_session  # noqa: E402
 
+BLOCK = 50  # calls a block; the bare loop and mcbench's timer alternate block by block
 
-def in_process(service_us: float, seconds: float, folder: Path) -> dict[str, float]:
+
+def pct(values: list[float] | np.ndarray, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def in_process(service_us: float, seconds: float, folder: Path) -> dict[str, Any]:
+    """The instrument check, alternating in blocks of BLOCK calls for `seconds`: a bare perf_counter_ns loop around
+    spin() itself, the same loop around the spinner session's run() (adds the session's call overhead), and
+    mcbench's timer around that session (adds the timing loop's); their samples in microseconds."""
     session = open_session(spinner_artifact(service_us, folder), Target("torch", threads=1))
     feeds = {"x": np.zeros((1, 4), np.float32)}
-    plan = TimingPlan(warmup_runs=20, min_runs=200, min_seconds=seconds, max_seconds=seconds, settle_tolerance=1e9)
-    stats = measure_latency(session, feeds, plan)[0]
-    return {"p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms, "n": stats.count}
+    plan = TimingPlan(warmup_runs=0, min_runs=BLOCK, min_seconds=1e-6, max_seconds=1e-6, settle_tolerance=1e9)
+    for _ in range(20):
+        session.run(feeds)
+    bare: list[float] = []
+    session_loop: list[float] = []
+    mcbench: list[float] = []
+    clock = time.perf_counter_ns
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(mcbench) < 2 * BLOCK:
+        for _ in range(BLOCK):
+            t0 = clock()
+            spin(service_us)
+            bare.append((clock() - t0) / 1e3)
+        for _ in range(BLOCK):
+            t0 = clock()
+            session.run(feeds)
+            session_loop.append((clock() - t0) / 1e3)
+        mcbench += measure_latency(session, feeds, plan)[0].samples_us
+    return {"bare_us": bare, "session_us": session_loop, "mcbench_us": mcbench}
 
 
-def over_http(service_us: float, seconds: float, folder: Path, cores: list[int]) -> dict[str, float]:
-    """Closed loop of one user, then an open loop at half its throughput, from mcbench's server."""
+def queue_sojourn(service_s: np.ndarray, rate: float, arrivals: str, n: int = 200_000, seed: int = 0) -> np.ndarray:
+    """Sojourn times (wait + service) of `n` requests through one FIFO server fed `arrivals` ("poisson" or
+    "constant") at `rate` a second, each service time drawn from `service_s`: the Lindley recursion
+    W[k+1] = max(0, W[k] + S[k] - A[k+1])."""
+    rng = np.random.default_rng(seed)
+    service = rng.choice(np.asarray(service_s, dtype=np.float64), size=n)
+    gaps = rng.exponential(1 / rate, size=n) if arrivals == "poisson" else np.full(n, 1 / rate)
+    wait = np.empty(n)
+    w = 0.0
+    for k in range(n):
+        wait[k] = w
+        w = max(0.0, w + service[k] - gaps[k])
+    return wait + service
+
+
+def step_latencies(work_dir: Path, tag: str, warmup_s: float, seconds: float) -> np.ndarray:
+    """The successful requests' latencies (s) of one step's measured span, from the generator's own records."""
+    from mcbench.bench.load import Records
+
+    out = []
+    for path in sorted(work_dir.glob(f"{tag}_run0.samples.*.npz")):
+        r = Records.load(path)
+        out.append(r.latency_s[(r.status == 200) & (r.start_s >= warmup_s) & (r.start_s < seconds)])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def over_http(service_us: float, seconds: float, folder: Path, cores: list[int], loops: bool = True,
+              inline_below_ms: float | None = None) -> dict[str, Any]:
+    """A closed loop of one user; with `loops`, open loops at half its throughput, constant then Poisson."""
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
     from mcbench.bench.server import serve_in_subprocess
 
     artifact = spinner_artifact(service_us, folder)
-    spec = folder / f"server-{int(service_us)}.json"
+    tag = f"{int(service_us)}us-{inline_below_ms}"
+    spec = folder / f"server-{tag}.json"
     spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
                                 "target": Target("torch", threads=1).to_dict()}))
-    rules = StepRules(seconds=seconds, warmup_s=1.0, max_seconds=seconds, check_every=0, grace_s=2.0)
     feeds = [{"x": np.zeros((1, 4), np.float32)}]
     server_cores, gen_cores = cores[:1], cores[-1:]
-    with serve_in_subprocess(spec, server_cores) as server:
+    extra = ["--inline-below-ms", f"{inline_below_ms:g}"] if inline_below_ms is not None else []
+    warmup = 1.0
+    out: dict[str, Any] = {}
+    with serve_in_subprocess(spec, server_cores, extra=extra) as server:
         endpoint = Endpoint(server.url, "spinner")
+        out["dispatch"] = server.dispatch
+        rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
+        closed_dir = folder / f"closed-{tag}"
         closed = run_load(endpoint, Requests.encode(feeds), [1], [], rules, gen_cores, server_cores, 1,
-                          folder / f"closed-{int(service_us)}")
-        step = closed.steps[0]
-        rate = max(1.0, round(step.throughput_rps / 2, 1))
-        opened = run_load(endpoint, Requests.encode(feeds), [], [rate], rules, gen_cores, server_cores, 1,
-                          folder / f"open-{int(service_us)}").open_steps[0]
-    return {"closed_p50_ms": step.latency.p50_ms, "closed_p99_ms": step.latency.p99_ms,
-            "closed_rps": step.throughput_rps, "open_rate": rate, "open_rps": opened.throughput_rps,
-            "open_p50_ms": opened.latency.p50_ms, "open_p99_ms": opened.latency.p99_ms,
-            "n_closed": step.latency.count, "n_open": opened.latency.count}
+                          closed_dir).steps[0]
+        out["closed"] = closed
+        out["closed_latency_s"] = step_latencies(closed_dir, "closed_1", warmup, rules.run_seconds)
+        if not loops:
+            return out
+        rate = max(1.0, round(closed.throughput_rps / 2, 1))
+        out["rate"] = rate
+        for arrivals in ("constant", "poisson"):
+            rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0,
+                              arrivals=arrivals)
+            out[arrivals] = run_load(endpoint, Requests.encode(feeds), [], [rate], rules, gen_cores, server_cores,
+                                     1, folder / f"{arrivals}-{tag}").open_steps[0]
+    return out
+
+
+def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any] | None,
+           overhead_ms: dict[str, float]) -> dict[str, Any]:
+    set_ms = service_us / 1000
+    row: dict[str, Any] = {"set_ms": set_ms}
+    if inproc:
+        for side in ("bare", "session", "mcbench"):
+            v = inproc[f"{side}_us"]
+            row[f"{side}_n"] = len(v)
+            for q in (50, 99):
+                ms = pct(v, q) / 1000
+                row[f"{side}_p{q}_ms"] = round(ms, 4)
+                row[f"{side}_p{q}_error"] = round(ms / set_ms - 1, 4) if set_ms else None
+    if http:
+        closed = http["closed"]
+        over = overhead_ms.get(http["dispatch"], min(overhead_ms.values(), default=0.0))
+        row.update(dispatch=http["dispatch"], http_p50_ms=round(closed.latency.p50_ms, 4),
+                   expected_http_p50_ms=round(set_ms + over, 4),
+                   http_p50_error=round(closed.latency.p50_ms / (set_ms + over) - 1, 4),
+                   closed_p99_ms=round(closed.latency.p99_ms, 4), closed_rps=round(closed.throughput_rps, 1),
+                   closed_n=closed.latency.count, open_rate=http.get("rate"))
+        service = http["closed_latency_s"]
+        for arrivals in ("constant", "poisson"):
+            step = http.get(arrivals)
+            if step is None or step.latency is None:
+                continue
+            predicted = pct(queue_sojourn(service, http["rate"], arrivals), 99) * 1000 if len(service) else None
+            row[arrivals] = {
+                "rps": round(step.throughput_rps, 1), "n": step.latency.count, "failures": step.failures,
+                "p99_ms": round(step.latency.p99_ms, 4),
+                "over_closed_p99": round(step.latency.p99_ms / closed.latency.p99_ms, 3),
+                "queue_p99_ms": round(predicted, 4) if predicted else None,
+                "over_queue_p99": round(step.latency.p99_ms / predicted, 3) if predicted else None,
+            }
+    return row
+
+
+def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> None:
+    if "bare_p50_ms" in rows[0]:
+        print("\nIn process, interleaved in blocks: a bare perf_counter_ns loop around the busy-wait, the same loop "
+              "around the spinner session, mcbench's timer around the session (ms, error against the set time)")
+        print("| set ms | bare p50 | bare p99 | session p50 | session p99 | mcbench p50 | mcbench p99 | n each |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            cells = [f"{r[f'{s}_p{q}_ms']:.4f} ({r[f'{s}_p{q}_error']:+.2%})"
+                     for s in ("bare", "session", "mcbench") for q in (50, 99)]
+            print(f"| {r['set_ms']:g} | " + " | ".join(cells) + f" | {r['mcbench_n']} |")
+    if "http_p50_ms" in rows[0]:
+        over = ", ".join(f"{k} {v:.3f} ms" for k, v in overhead_ms.items())
+        print(f"\nOver HTTP (overhead = p50 of a 0 us spinner: {over}); open loops at half the closed loop's rate")
+        print("| set ms | dispatch | HTTP p50 | set + overhead | err | closed p99 | constant p99 (/closed) "
+              "| Poisson p99 | queue-model p99 | measured / model |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            c, p = r.get("constant", {}), r.get("poisson", {})
+            print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} | {r['expected_http_p50_ms']:.3f} | "
+                  f"{r['http_p50_error']:+.1%} | {r['closed_p99_ms']:.3f} | "
+                  f"{c.get('p99_ms', float('nan')):.3f} ({c.get('over_closed_p99', float('nan')):.2f}x) | "
+                  f"{p.get('p99_ms', float('nan')):.3f} | {p.get('queue_p99_ms') or float('nan'):.3f} | "
+                  f"{p.get('over_queue_p99') or float('nan'):.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,37 +209,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-us", default="500,2000,10000")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each HTTP step")
     parser.add_argument("--in-process-seconds", type=float, default=3.0)
+    parser.add_argument("--no-http", action="store_true", help="only the in-process instrument check")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     rows = []
+    overhead_ms: dict[str, float] = {}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mcbench-truth-") as tmp:
         folder = Path(tmp)
-        overhead = over_http(0.0, args.seconds, folder, cores)["closed_p50_ms"]
+        if not args.no_http:
+            for below, mode in ((None, "inline"), (0.0, "thread")):
+                zero = over_http(0.0, args.seconds, folder, cores, loops=False, inline_below_ms=below)
+                overhead_ms[zero["dispatch"]] = zero["closed"].latency.p50_ms
+                if zero["dispatch"] != mode:
+                    print(f"note: the 0 us spinner ran {zero['dispatch']}, not {mode}", file=sys.stderr)
         for us in (float(x) for x in args.service_us.split(",")):
-            inproc, http = in_process(us, args.in_process_seconds, folder), over_http(us, args.seconds, folder, cores)
-            set_ms = us / 1000
-            rows.append({
-                "set_ms": set_ms,
-                "in_process_p50_ms": round(inproc["p50_ms"], 4), "p50_error": round(inproc["p50_ms"] / set_ms - 1, 4),
-                "in_process_p99_ms": round(inproc["p99_ms"], 4), "p99_error": round(inproc["p99_ms"] / set_ms - 1, 4),
-                "n": inproc["n"],
-                "http_p50_ms": round(http["closed_p50_ms"], 4),
-                "expected_http_p50_ms": round(set_ms + overhead, 4),
-                "http_p50_error": round(http["closed_p50_ms"] / (set_ms + overhead) - 1, 4),
-                "closed_p99_ms": round(http["closed_p99_ms"], 4), "closed_rps": round(http["closed_rps"], 1),
-                "open_rate": http["open_rate"], "open_rps": round(http["open_rps"], 1),
-                "open_p99_ms": round(http["open_p99_ms"], 4),
-                "open_over_closed_p99": round(http["open_p99_ms"] / http["closed_p99_ms"], 3),
-            })
-    print(json.dumps({"http_overhead_p50_ms": round(overhead, 4), "cores": cores, "rows": rows}, indent=1))
-    print("\n| set ms | in-process p50 (err) | p99 (err) | n | HTTP p50 | set + overhead | err "
-          "| open p99 / closed p99 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['set_ms']:g} | {r['in_process_p50_ms']:.4f} ({r['p50_error']:+.2%}) | "
-              f"{r['in_process_p99_ms']:.4f} ({r['p99_error']:+.2%}) | {r['n']} | {r['http_p50_ms']:.3f} | "
-              f"{r['expected_http_p50_ms']:.3f} | "
-              f"{r['http_p50_error']:+.1%} | {r['open_over_closed_p99']:.2f} |")
+            inproc = in_process(us, args.in_process_seconds, folder)
+            http = None if args.no_http else over_http(us, args.seconds, folder, cores)
+            rows.append(row_of(us, inproc, http, overhead_ms))
+    result = {"overhead_p50_ms": {k: round(v, 4) for k, v in overhead_ms.items()}, "cores": cores,
+              "loadavg": os.getloadavg(), "wall_s": round(time.perf_counter() - started, 1), "rows": rows}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    print_tables(rows, overhead_ms)
     return 0
 
 

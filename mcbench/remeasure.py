@@ -1,7 +1,7 @@
-"""Re-measure baseline and candidate on this machine, interleaved A B A B, for `mcbench gate --remeasure N`.
+"""Re-measure baseline and candidate on this machine, interleaved A B B A, for `mcbench gate --remeasure N`.
 
-Two runs recorded hours apart on a shared CI runner differ by more than most regressions; alternating short series
-of both on the same machine in the same minute cancels that drift, so the comparison sees only the change.
+Two runs recorded hours apart on a shared CI runner differ by more than most regressions; alternating samples of both
+on the same machine in the same minute cancels that drift, so the comparison sees only the change.
 """
 
 from __future__ import annotations
@@ -19,10 +19,18 @@ from mcbench.reports.schema import RunResult
 # step in 2-3% quanta and collapsed the bootstrap; A always ran first in a round; no warm-up after a switch; and
 # the samples of one round were treated as independent when they share the machine's state (the comparison now
 # takes the round as its unit: reports.gate_stats.compare_rounds).
-# Now: float microseconds from perf_counter_ns, several calls per sample when one is under MIN_SAMPLE_NS, warm-up
-# at every switch, the order alternates (A B, then B A) so neither side always runs first, and the rounds are kept.
+# Then the cause of missed slowdowns: a round ran one 20 ms series of A, then one of B. A two-thread session on a
+# shared two-core machine runs in one of a few speeds for tens of milliseconds at a time (its worker thread has a core
+# to itself, or shares it with other work); whole series landed in different states, so one round's ratio was 0.7 or
+# 1.4 in an A/A pair (per-round log ratios spread with sd 0.25), and a +20% slowdown's interval reached below 1.
+# Now: float microseconds from perf_counter_ns, several calls per sample when one is under MIN_SAMPLE_NS, and inside a
+# round A and B alternate sample by sample in the order A B B A A B ... (the round after starts with B), a sample
+# that follows the other side's after one untimed call of its own session (the warm-up at the switch; in A B B A
+# order both sides have as many samples after a switch as after their own); so both sides of a round see the same
+# machine states, and the per-round ratio keeps only the difference between them (sd 0.002-0.03 on the same pairs).
 SAMPLES_PER_ROUND = 50
-WARMUP_CALLS = 5
+WARMUP_CALLS = 5  # before a series, and before the first round
+SWITCH_WARMUP_CALLS = 1  # untimed calls before a sample that follows the other side's
 MIN_SAMPLE_NS = 100_000
 MIN_SERIES_NS = 20_000_000  # a side's series in one round lasts at least 20 ms: a 5 ms one is at the mercy of
 # one scheduler time slice on a busy machine, which made the per-round ratios of fast models noisy
@@ -68,19 +76,42 @@ def series_us(session: Session, feeds: dict[str, Any], samples: int, calls: int)
 Rounds = list[list[float]]  # one series of samples (microseconds per call) per round
 
 
+def sample_us(session: Session, feeds: dict[str, Any], calls: int, warmup: int = SWITCH_WARMUP_CALLS) -> float:
+    """One timing in float microseconds per call, over `calls` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        session.run(feeds)
+    clock = time.perf_counter_ns
+    t0 = clock()
+    for _ in range(calls):
+        session.run(feeds)
+    return (clock() - t0) / calls / 1e3
+
+
 def interleaved_rounds(
     session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND,
     min_series_ns: int = MIN_SERIES_NS,
 ) -> tuple[Rounds, Rounds]:
-    """`rounds` short series of both, A B then B A alternately, one series a side per round (at least `samples`
-    samples, and at least MIN_SERIES_NS long)."""
+    """`rounds` rounds of both sides, interleaved sample by sample (A B B A A B ..., the next round starting with
+    B A), a warm-up call at every switch; a side's samples in one round are at least `samples` and last at least
+    `min_series_ns` together."""
     calls, samples = sample_plan(one_call_ns(session_a, feeds), samples, min_series_ns)
+    for session in (session_a, session_b):
+        for _ in range(WARMUP_CALLS):
+            session.run(feeds)
     a: Rounds = []
     b: Rounds = []
+    last = None
     for i in range(rounds):
-        order = ((session_a, a), (session_b, b)) if i % 2 == 0 else ((session_b, b), (session_a, a))
-        for session, series in order:
-            series.append(series_us(session, feeds, samples, calls))
+        round_a: list[float] = []
+        round_b: list[float] = []
+        for j in range(samples):
+            order = ((session_a, round_a), (session_b, round_b)) if (i + j) % 2 == 0 else \
+                ((session_b, round_b), (session_a, round_a))
+            for session, series in order:
+                series.append(sample_us(session, feeds, calls, SWITCH_WARMUP_CALLS if session is not last else 0))
+                last = session
+        a.append(round_a)
+        b.append(round_b)
     return a, b
 
 

@@ -1,4 +1,5 @@
-"""Interleaved re-measurement: float microseconds, several calls a sample for fast sessions, alternating order."""
+"""Interleaved re-measurement: float microseconds, several calls a sample for fast sessions, sides alternating sample
+by sample."""
 
 from __future__ import annotations
 
@@ -28,13 +29,23 @@ def test_a_fast_session_is_timed_several_calls_a_sample_in_float_microseconds() 
     assert len(log) == 24 + 5 + 7 * calls  # two calls_per_sample's 12 each, the warm-up, the timed calls
 
 
-def test_rounds_alternate_which_side_runs_first_and_are_kept_per_side() -> None:
+def test_rounds_interleave_the_sides_sample_by_sample_in_abba_order_with_a_warmup_call_at_each_switch() -> None:
     log: list[str] = []
     a, b = Recorder("a", log), Recorder("b", log)
-    sa, sb = interleaved_rounds(a, b, {}, rounds=4, samples=3, min_series_ns=0)
-    assert [len(r) for r in sa] == [len(r) for r in sb] == [3, 3, 3, 3]
-    firsts = [name for i, name in enumerate(log[12:]) if i % (len(log[12:]) // 8) == 0]
-    assert firsts == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    sa, sb = interleaved_rounds(a, b, {}, rounds=2, samples=3, min_series_ns=0)
+    assert [len(r) for r in sa] == [len(r) for r in sb] == [3, 3]
+    assert log[:22] == ["a"] * 12 + ["a"] * 5 + ["b"] * 5  # timing one call, then a warm-up of each side
+    runs, name = [], None  # the log as (side, consecutive calls)
+    for side in log[22:]:
+        if side == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([side, 1])
+            name = side
+    assert [side for side, _ in runs] == ["a", "b", "a", "b", "a", "b", "a"]  # a b|b a|a b, then b a|a b|b a
+    calls = runs[0][1] - 1  # a switch: one warm-up call, then a sample of `calls` calls
+    assert calls >= 1 and [n for _, n in runs] == [1 + calls] + [1 + 2 * calls] * 5 + [1 + calls]  # no warm-up
+    # for the second sample of a pair (b b, a a), nor where round 2 starts with the side that ended round 1
 
 
 def test_a_series_lasts_long_enough_to_outlive_a_time_slice() -> None:

@@ -52,3 +52,39 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
         assert step.latency.p50_ms >= 3.0  # the service time is inside every answer's latency
     closed = result.steps[0]
     assert closed.throughput_rps <= 1000 / 3.0 * 1.05  # one user cannot beat 1 / service time
+
+
+def _truth_script():
+    """benchmarks/truth.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "truth.py"
+    spec = importlib.util.spec_from_file_location("mcbench_truth_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_queue_model_gives_textbook_waits():
+    truth = _truth_script()
+    service = np.array([0.002])  # a deterministic 2 ms service
+    constant = truth.queue_sojourn(service, rate=250.0, arrivals="constant", n=20_000)
+    assert np.allclose(constant, 0.002)  # arrivals 4 ms apart never queue behind a 2 ms service
+    poisson = truth.queue_sojourn(service, rate=250.0, arrivals="poisson", n=200_000, seed=1)
+    # M/D/1 at utilisation 0.5: mean wait = rho / (2 mu (1 - rho)) = half a service time
+    assert abs(poisson.mean() / 0.003 - 1) < 0.03
+    assert np.percentile(poisson, 99) > 3 * 0.002  # Poisson arrivals queue: the tail is several services long
+
+
+def test_truth_short_in_process_version_runs_and_never_reads_below_the_set_time(tmp_path, capsys):
+    truth = _truth_script()
+    out = tmp_path / "truth.json"
+    assert truth.main(["--no-http", "--service-us", "300", "--in-process-seconds", "0.1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["set_ms"] for r in rows] == [0.3]
+    row = rows[0]
+    assert row["bare_n"] >= 100 and row["session_n"] >= 100 and row["mcbench_n"] >= 100
+    for key in ("bare_p50_ms", "bare_p99_ms", "session_p50_ms", "session_p99_ms", "mcbench_p50_ms", "mcbench_p99_ms"):
+        assert row[key] >= 0.3  # a busy-wait of 0.3 ms cannot be timed shorter, however loaded the machine
+    assert "| 0.3 |" in capsys.readouterr().out
