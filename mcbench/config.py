@@ -225,6 +225,10 @@ class RunConfig:
     text_file: Path | None = setting(
         None, flag="--text-file", metavar="LINES.TXT", legacy=None,
         help="a Hugging Face text model's dataset: one text a line, tokenised with the folder's tokenizer")
+    calibration_data: Path | None = setting(
+        None, key="calibration", flag="--calibration-data", metavar="DATA.NPZ|LINES.TXT", legacy=None,
+        help="samples to calibrate static INT8 on, apart from the scored ones: an .npz like --dataset's, or a text "
+             "file like --text-file's (default: the first 128 scored samples, and the pass records say so)")
     labels_file: Path | None = setting(
         None, key="labels", flag="--labels", metavar="LABELS.TXT", legacy=None,
         help="one label a line for the text file: a class id or a label name from config.json")
@@ -261,6 +265,9 @@ class RunConfig:
             raise ConfigError("--input, --weights and --dataset describe a --model; the built-in demo needs none")
         if self.model is None and (self.text_file or self.labels_file):
             raise ConfigError("--text-file and --labels describe a Hugging Face --model folder; the demo needs none")
+        if self.model is None and self.calibration_data:
+            raise ConfigError("--calibration-data describes a --model's inputs; the built-in demo calibrates on its "
+                              "training split")
         if self.text_file and self.dataset:
             raise ConfigError("give either --text-file or --dataset, not both")
         if self.labels_file and not self.text_file:

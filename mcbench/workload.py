@@ -80,15 +80,17 @@ def user_workload(config: RunConfig, source_dir: Path) -> Workload:
     if config.dataset is not None:
         data = load_npz(config.dataset, base.inputs)
         eval_samples, labels, dataset_name = data.samples, data.labels, data.name
-        calibration, calibration_source = data.samples[:DEMO_CALIBRATION_SAMPLES], f"{config.dataset.name}"
+        calibration, calibration_source = scored_calibration(eval_samples, config.dataset.name)
     elif config.text_file is not None:
         eval_samples, labels, dataset_name = text_dataset(config, base)
-        calibration, calibration_source = eval_samples[:DEMO_CALIBRATION_SAMPLES], config.text_file.name
+        calibration, calibration_source = scored_calibration(eval_samples, config.text_file.name)
     else:
         eval_samples = generated_inputs(base.inputs, GENERATED_EVAL_SAMPLES, seed=1)
         labels, dataset_name = None, None
         calibration = generated_inputs(base.inputs, GENERATED_CALIBRATION_SAMPLES, seed=2)
         calibration_source = f"{GENERATED_CALIBRATION_SAMPLES} generated inputs (no dataset given)"
+    if config.calibration_data is not None:
+        calibration, calibration_source = calibration_samples(config, base)
     info: dict[str, Any] = {"name": name, "source": source, "reference": ref,
                             "inputs": [s.to_dict() for s in base.inputs]}
     if base.factory_args and "config" in base.factory_args:
@@ -108,6 +110,33 @@ def user_workload(config: RunConfig, source_dir: Path) -> Workload:
         from_torch=base.format != "onnx",
         info=info,
     )
+
+
+def scored_calibration(eval_samples: list[Feeds], name: str) -> tuple[list[Feeds], str]:
+    """Without --calibration-data, static INT8 calibrates on the first scored samples; its source says so, because
+    a variant calibrated on what it is scored on can read better than it will do on new data."""
+    calibration = eval_samples[:DEMO_CALIBRATION_SAMPLES]
+    return calibration, (f"the first {len(calibration)} of {name}'s scored samples (give --calibration-data for a "
+                         "separate set)")
+
+
+def calibration_samples(config: RunConfig, base: Artifact) -> tuple[list[Feeds], str]:
+    """--calibration-data: an .npz with one array per input (like --dataset), or one text a line (like --text-file,
+    for a Hugging Face text model)."""
+    from mcbench.optimizer.intake_hf import read_lines, text_samples
+
+    path = config.calibration_data
+    if path.suffix == ".npz":
+        samples = load_npz(path, base.inputs).samples
+    elif base.factory_args and "config" in base.factory_args and base.inputs[0].name == "input_ids":
+        samples = text_samples(Path(config.model), read_lines(path, "--calibration-data"), base.inputs)
+    else:
+        raise IntakeError(f"--calibration-data {path}: an .npz with one array per model input (a text file only "
+                          "for a Hugging Face text model)")
+    if not samples:
+        raise IntakeError(f"--calibration-data {path}: no samples")
+    samples = samples[:DEMO_CALIBRATION_SAMPLES]
+    return samples, f"{len(samples)} samples of {path.name}"
 
 
 def text_dataset(config: RunConfig, base: Artifact) -> tuple[list[Feeds], np.ndarray | None, str]:
