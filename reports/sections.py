@@ -314,10 +314,13 @@ def stopped_text(v: VariantResult) -> str:
 def search_rows(run: RunResult) -> list[SearchRow]:
     """Every candidate the run considered, furthest stage first, with why it stopped there."""
     order = {stage: i for i, stage in enumerate(("load", "time", "screen", "plan"))}
-    rows = [SearchRow(v.name, STAGE_LABELS.get(v.search.get("stage"), str(v.search.get("stage"))),
-                      v.search.get("stopped") or ("the baseline" if v.name == run.baseline else "on the frontier"
-                                                  if v.search.get("stage") == "load" else "went through every stage"))
-            for v in run.variants if v.search]
+    rows = []
+    for v in (v for v in run.variants if v.search):
+        label = STAGE_LABELS.get(v.search.get("stage"), str(v.search.get("stage")))
+        why = (v.search.get("stopped") or "").removeprefix(label + ": ")  # a skip reason may name the stage already
+        done = ("the baseline" if v.name == run.baseline else
+                "on the frontier" if v.search.get("stage") == "load" else "went through every stage")
+        rows.append(SearchRow(v.name, label, why or done))
     stage_of = {v.name: order.get((v.search or {}).get("stage"), 9) for v in run.variants}
     return sorted(rows, key=lambda r: stage_of[r.name])
 
