@@ -27,8 +27,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mcbench.optimizer.artifact import generated_inputs  # noqa: E402
-from mcbench.remeasure import calls_per_sample, interleaved_rounds, series_us, variant_session  # noqa: E402
+from mcbench.remeasure import (  # noqa: E402
+    Pair,
+    calls_per_sample,
+    interleaved_rounds,
+    measure_pairs,
+    series_us,
+    variant_spec,
+)
 from mcbench.reports.gate import Outcome, comparison_check, rounds_check  # noqa: E402
 from mcbench.reports.gate_budgets import Defaults  # noqa: E402
 from mcbench.reports.schema import RunResult, load_results  # noqa: E402
@@ -72,12 +78,9 @@ def demo_run(out: Path) -> RunResult:
     return load_results(out / "results.json")
 
 
-def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, samples: int, d: Defaults,
-                      pooled: bool = False) -> dict:
-    """A/A and +20% exit codes for one variant, from two sessions of its artifact."""
-    session_a, artifact = variant_session(run, name)
-    session_b, _ = variant_session(run, name)
-    feeds = generated_inputs(artifact.inputs, 1)[0]
+def calibrate_pair(session_a: Any, session_b: Any, feeds: dict[str, Any], pairs: int, rounds: int, samples: int,
+                   d: Defaults, pooled: bool = False) -> dict:
+    """A/A and +20% exit codes for one variant, from two sessions of its artifact (set up as the gate's are)."""
     calls = calls_per_sample(session_a, feeds)
     median_s = statistics.median(series_us(session_a, feeds, samples, calls)) / 1e6
     control = Slowed(session_a, 0.0)
@@ -87,6 +90,16 @@ def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, sample
         codes[label] = [exit_codes_of_pair(control, cand, feeds, rounds, samples, d, pooled, slowdown > 0)
                         for _ in range(pairs)]
     return {"median_us": median_s * 1e6, "calls": calls, **codes}
+
+
+def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, samples: int, d: Defaults,
+                      pooled: bool = False) -> dict:
+    """calibrate_pair on two sessions of the variant's artifact, opened by the gate's own code (mcbench.remeasure:
+    onnxruntime on one shared thread pool in a child process); "pool" says how."""
+    spec = variant_spec(run, name)
+    [(result, note)] = measure_pairs([Pair(name, spec, spec)], calibrate_pair, pairs, rounds, samples, d,
+                                     pooled).values()
+    return {**result, "pool": note or "-"}
 
 
 def main() -> int:
@@ -106,7 +119,7 @@ def main() -> int:
               f"min_effect {d.min_effect:.0%}, confidence {d.confidence:.0%}, max_cv {d.max_cv}")
         print(f"{'':<38}{'by rounds (the gate)':>26}" + (f"{'pooled (before)':>26}" if args.pooled else ""))
         print(f"{'variant':<24}{'median us':>10}{'calls':>6}" + f"{'A/A alarms':>13}{'+20% caught':>13}"
-              * (2 if args.pooled else 1))
+              * (2 if args.pooled else 1) + "  threads")
         ok = True
         only = set(args.variants.split(",")) if args.variants else None
         for v in (v for v in run.variants if v.status == "ok" and (only is None or v.name in only)):
@@ -118,7 +131,7 @@ def main() -> int:
                 cells += f"{alarms:>10}/{args.pairs}{caught:>10}/{args.pairs}"
                 if i == 0:
                     ok = ok and alarms <= args.pairs / 20 and caught >= 19 * args.pairs / 20
-            print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}", flush=True)
+            print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}  {r['pool']}", flush=True)
     print(f"wall time {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 
