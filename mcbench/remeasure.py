@@ -166,7 +166,8 @@ def pool_note(pair: Pair) -> str:
     """How the pair's threads were set up, for the gate's message ('' for torch and OpenVINO)."""
     ta, tb = pair.a[1], pair.b[1]
     if shares_pool(pair):
-        return f"one shared onnxruntime thread pool of {ta.threads or 'default'} threads"
+        size = f"{ta.threads} intra-op thread{'' if ta.threads == 1 else 's'}" if ta.threads else "default size"
+        return f"one shared onnxruntime thread pool, {size}"
     if "onnxruntime" not in (ta.runtime, tb.runtime):
         return ""
     why = f"threads {ta.threads} vs {tb.threads}" if ta.threads != tb.threads else f"device {ta.device}/{tb.device}"
