@@ -2,11 +2,13 @@
 how often does it catch a real slowdown?
 
     .venv/bin/python benchmarks/gate_calibration.py [--run DIR] [--variants a,b] [--pairs 20] [--rounds 20]
+        [--per-session-pools]
 
 Without --run it builds the variants first with `mcbench run --quick --no-load` into a temporary folder (every
 runtime the demo has here: torch eager, ORT FP32, ORT dynamic and static INT8, OpenVINO); --run DIR reuses a run.
-For every variant, two sessions of the same artifact are re-timed as `--remeasure` does (interleaved sample by sample
-A B B A, several calls a sample when one is under 100 us) and compared round by round as the gate does; the
+For every variant, two sessions of the same artifact are re-timed as `--remeasure` does, by its own code
+(mcbench.remeasure.measure_pairs: onnxruntime sessions on one shared thread pool in a child process; interleaved sample
+by sample A B B A, several calls a sample when one is under 100 us) and compared round by round as the gate does; the
 same samples pooled (the gate before issue 19) are scored beside it, so the table shows what the round as unit buys:
 (a) A/A: `pairs` times; every exit 1 (regression) or 3 (inconclusive) is a false alarm.
 (b) A/B: B busy-waits an extra 20% of the variant's median after each call; the detection rate is the share of
@@ -93,12 +95,12 @@ def calibrate_pair(session_a: Any, session_b: Any, feeds: dict[str, Any], pairs:
 
 
 def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, samples: int, d: Defaults,
-                      pooled: bool = False) -> dict:
+                      pooled: bool = False, shared_pool: bool = True) -> dict:
     """calibrate_pair on two sessions of the variant's artifact, opened by the gate's own code (mcbench.remeasure:
-    onnxruntime on one shared thread pool in a child process); "pool" says how."""
+    onnxruntime on one shared thread pool in a child process, unless not `shared_pool`); "pool" says how."""
     spec = variant_spec(run, name)
     [(result, note)] = measure_pairs([Pair(name, spec, spec)], calibrate_pair, pairs, rounds, samples, d,
-                                     pooled).values()
+                                     pooled, shared_pool=shared_pool).values()
     return {**result, "pool": note or "-"}
 
 
@@ -110,6 +112,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds per pair (--remeasure N)")
     parser.add_argument("--samples", type=int, default=50, help="samples per side per round (at least; and 20 ms)")
     parser.add_argument("--pooled", action="store_true", help="also score the samples pooled, as the gate did before")
+    parser.add_argument("--per-session-pools", action="store_true",
+                        help="give every onnxruntime session its own thread pool, as the gate did before (to compare)")
     args = parser.parse_args()
     d = Defaults()
     started = time.perf_counter()
@@ -123,7 +127,8 @@ def main() -> int:
         ok = True
         only = set(args.variants.split(",")) if args.variants else None
         for v in (v for v in run.variants if v.status == "ok" and (only is None or v.name in only)):
-            r = calibrate_variant(run, v.name, args.pairs, args.rounds, args.samples, d, args.pooled)
+            r = calibrate_variant(run, v.name, args.pairs, args.rounds, args.samples, d, args.pooled,
+                                  not args.per_session_pools)
             cells = ""
             for i in (0, 1) if args.pooled else (0,):
                 alarms = sum(c[i] in (1, 3) for c in r["A/A"])

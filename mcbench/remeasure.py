@@ -177,16 +177,17 @@ def pool_note(pair: Pair) -> str:
 PairFn = Callable[..., Any]  # fn(session_a, session_b, feeds, *args): a module-level function (it may go to a child)
 
 
-def measure_pairs(pairs: list[Pair], fn: PairFn, *args: Any) -> dict[str, tuple[Any, str]]:
+def measure_pairs(pairs: list[Pair], fn: PairFn, *args: Any, shared_pool: bool = True) -> dict[str, tuple[Any, str]]:
     """`fn(session_a, session_b, feeds, *args)` for every pair: name -> (its result, pool_note).
 
     The pairs that share_pool run in one child process per thread count, every onnxruntime session of it on one
     process-wide pool of that size (both sides' worker threads are the same threads, so the scheduler cannot favour
-    one side); the others here, each session with its own threads, as before."""
+    one side); the others here, each session with its own threads, as before. `shared_pool=False` runs every pair
+    here on per-session pools (the gate before; for benchmarks/gate_calibration.py's comparison)."""
     out: dict[str, tuple[Any, str]] = {}
     groups: dict[int | None, list[Pair]] = {}
     for pair in pairs:
-        if shares_pool(pair):
+        if shared_pool and shares_pool(pair):
             groups.setdefault(pair.a[1].threads, []).append(pair)
     for threads, group in groups.items():
         try:
@@ -199,7 +200,8 @@ def measure_pairs(pairs: list[Pair], fn: PairFn, *args: Any) -> dict[str, tuple[
         if pair.name not in out:
             sessions = open_session(*pair.a), open_session(*pair.b)
             feeds = generated_inputs(pair.a[0].inputs, 1)[0]
-            out[pair.name] = (fn(*sessions, feeds, *args), pool_note(pair))
+            note = pool_note(pair) if shared_pool or not pool_note(pair) else "per-session onnxruntime thread pools"
+            out[pair.name] = (fn(*sessions, feeds, *args), note)
     return {p.name: out[p.name] for p in pairs}
 
 

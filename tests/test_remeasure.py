@@ -104,6 +104,9 @@ def test_a_pair_whose_runs_differ_in_threads_runs_here_on_per_session_pools(line
     [(result, note)] = measure_pairs([_pair("mixed", linear_onnx, 2, 1)], pool_probe, "y").values()
     assert result["pid"] == os.getpid() and result["per_session_threads"] == [True, True]
     assert note == "per-session onnxruntime thread pools (threads 2 vs 1)"
+    [(before, note)] = measure_pairs([_pair("same", linear_onnx, 1, 1)], pool_probe, "w", shared_pool=False).values()
+    assert before["pid"] == os.getpid() and before["per_session_threads"] == [True, True]  # the gate before, to compare
+    assert note == "per-session onnxruntime thread pools"
     assert pool_note(_pair("t", linear_onnx, 1, 1, runtime="torch")) == ""  # nothing to say for torch or OpenVINO
     assert not shares_pool(_pair("t", linear_onnx, 1, 1, runtime="openvino"))
 
