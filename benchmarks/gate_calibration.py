@@ -2,11 +2,13 @@
 how often does it catch a real slowdown?
 
     .venv/bin/python benchmarks/gate_calibration.py [--run DIR] [--variants a,b] [--pairs 20] [--rounds 20]
+        [--per-session-pools]
 
 Without --run it builds the variants first with `mcbench run --quick --no-load` into a temporary folder (every
 runtime the demo has here: torch eager, ORT FP32, ORT dynamic and static INT8, OpenVINO); --run DIR reuses a run.
-For every variant, two sessions of the same artifact are re-timed as `--remeasure` does (interleaved sample by sample
-A B B A, several calls a sample when one is under 100 us) and compared round by round as the gate does; the
+For every variant, two sessions of the same artifact are re-timed as `--remeasure` does, by its own code
+(mcbench.remeasure.measure_pairs: onnxruntime sessions on one shared thread pool in a child process; interleaved sample
+by sample A B B A, several calls a sample when one is under 100 us) and compared round by round as the gate does; the
 same samples pooled (the gate before issue 19) are scored beside it, so the table shows what the round as unit buys:
 (a) A/A: `pairs` times; every exit 1 (regression) or 3 (inconclusive) is a false alarm.
 (b) A/B: B busy-waits an extra 20% of the variant's median after each call; the detection rate is the share of
@@ -27,8 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mcbench.optimizer.artifact import generated_inputs  # noqa: E402
-from mcbench.remeasure import calls_per_sample, interleaved_rounds, series_us, variant_session  # noqa: E402
+from mcbench.remeasure import (  # noqa: E402
+    Pair,
+    calls_per_sample,
+    interleaved_rounds,
+    measure_pairs,
+    series_us,
+    variant_spec,
+)
 from mcbench.reports.gate import Outcome, comparison_check, rounds_check  # noqa: E402
 from mcbench.reports.gate_budgets import Defaults  # noqa: E402
 from mcbench.reports.schema import RunResult, load_results  # noqa: E402
@@ -72,12 +80,9 @@ def demo_run(out: Path) -> RunResult:
     return load_results(out / "results.json")
 
 
-def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, samples: int, d: Defaults,
-                      pooled: bool = False) -> dict:
-    """A/A and +20% exit codes for one variant, from two sessions of its artifact."""
-    session_a, artifact = variant_session(run, name)
-    session_b, _ = variant_session(run, name)
-    feeds = generated_inputs(artifact.inputs, 1)[0]
+def calibrate_pair(session_a: Any, session_b: Any, feeds: dict[str, Any], pairs: int, rounds: int, samples: int,
+                   d: Defaults, pooled: bool = False) -> dict:
+    """A/A and +20% exit codes for one variant, from two sessions of its artifact (set up as the gate's are)."""
     calls = calls_per_sample(session_a, feeds)
     median_s = statistics.median(series_us(session_a, feeds, samples, calls)) / 1e6
     control = Slowed(session_a, 0.0)
@@ -89,6 +94,16 @@ def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, sample
     return {"median_us": median_s * 1e6, "calls": calls, **codes}
 
 
+def calibrate_variant(run: RunResult, name: str, pairs: int, rounds: int, samples: int, d: Defaults,
+                      pooled: bool = False, shared_pool: bool = True) -> dict:
+    """calibrate_pair on two sessions of the variant's artifact, opened by the gate's own code (mcbench.remeasure:
+    onnxruntime on one shared thread pool in a child process, unless not `shared_pool`); "pool" says how."""
+    spec = variant_spec(run, name)
+    [(result, note)] = measure_pairs([Pair(name, spec, spec)], calibrate_pair, pairs, rounds, samples, d,
+                                     pooled, shared_pool=shared_pool).values()
+    return {**result, "pool": note or "-"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, help="a run folder to reuse (default: build the demo's quick run)")
@@ -97,6 +112,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds per pair (--remeasure N)")
     parser.add_argument("--samples", type=int, default=50, help="samples per side per round (at least; and 20 ms)")
     parser.add_argument("--pooled", action="store_true", help="also score the samples pooled, as the gate did before")
+    parser.add_argument("--per-session-pools", action="store_true",
+                        help="give every onnxruntime session its own thread pool, as the gate did before (to compare)")
     args = parser.parse_args()
     d = Defaults()
     started = time.perf_counter()
@@ -106,11 +123,12 @@ def main() -> int:
               f"min_effect {d.min_effect:.0%}, confidence {d.confidence:.0%}, max_cv {d.max_cv}")
         print(f"{'':<38}{'by rounds (the gate)':>26}" + (f"{'pooled (before)':>26}" if args.pooled else ""))
         print(f"{'variant':<24}{'median us':>10}{'calls':>6}" + f"{'A/A alarms':>13}{'+20% caught':>13}"
-              * (2 if args.pooled else 1))
+              * (2 if args.pooled else 1) + "  threads")
         ok = True
         only = set(args.variants.split(",")) if args.variants else None
         for v in (v for v in run.variants if v.status == "ok" and (only is None or v.name in only)):
-            r = calibrate_variant(run, v.name, args.pairs, args.rounds, args.samples, d, args.pooled)
+            r = calibrate_variant(run, v.name, args.pairs, args.rounds, args.samples, d, args.pooled,
+                                  not args.per_session_pools)
             cells = ""
             for i in (0, 1) if args.pooled else (0,):
                 alarms = sum(c[i] in (1, 3) for c in r["A/A"])
@@ -118,7 +136,7 @@ def main() -> int:
                 cells += f"{alarms:>10}/{args.pairs}{caught:>10}/{args.pairs}"
                 if i == 0:
                     ok = ok and alarms <= args.pairs / 20 and caught >= 19 * args.pairs / 20
-            print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}", flush=True)
+            print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}  {r['pool']}", flush=True)
     print(f"wall time {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

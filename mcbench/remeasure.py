@@ -7,12 +7,15 @@ on the same machine in the same minute cancels that drift, so the comparison see
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcbench.bench.isolate import ChildError, call_in_child
 from mcbench.optimizer.artifact import Artifact, generated_inputs
-from mcbench.optimizer.targets import Session, Target, open_session
-from mcbench.reports.gate import GateDataError
+from mcbench.optimizer.targets import Session, Target, open_session, set_ort_global_pool
+from mcbench.reports.gate import GateDataError, Remeasured
 from mcbench.reports.schema import RunResult
 
 # Causes of the A/A false alarms this fixes (issue 19): samples rounded to whole microseconds made sub-100 us medians
@@ -115,7 +118,17 @@ def interleaved_rounds(
     return a, b
 
 
-def variant_session(run: RunResult, name: str) -> tuple[Session, Artifact]:
+# Then the cause of the misses left on two-thread onnxruntime sessions: each session had its own intra-op thread
+# pool, so A's and B's worker threads were placed by the scheduler each on its own, and on a loaded two-core machine
+# one session stayed the faster for a whole round (per-round sd of A/A log ratios 0.005-0.30). Now the onnxruntime
+# pairs of one thread count are timed on one process-wide pool (0.001-0.023), in a child process: onnxruntime fixes
+# that pool's size with the first session that uses it and from then on refuses a session with a pool of its own,
+# so the gate's (or a test's, or an API user's) own process is never switched over.
+SHARED_POOL_CHILD_TIMEOUT_S = 24 * 3600.0  # the gate had no time limit before; a child only needs one against hangs
+
+
+def variant_spec(run: RunResult, name: str) -> tuple[Artifact, Target]:
+    """How to rebuild a variant's in-process session, from its record; a GateDataError if it cannot be."""
     v = run.variant(name)
     where = f"{run.run_id}/{name}"
     try:
@@ -126,19 +139,90 @@ def variant_session(run: RunResult, name: str) -> tuple[Session, Artifact]:
     if not Path(artifact.path).exists():
         raise GateDataError(f"{where}: artifact {artifact.path} is gone; re-run `mcbench run` for it or drop "
                              "--remeasure to compare the stored samples")
+    return artifact, target
+
+
+def variant_session(run: RunResult, name: str) -> tuple[Session, Artifact]:
+    artifact, target = variant_spec(run, name)
     return open_session(artifact, target), artifact
 
 
-def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> dict[str, tuple[Rounds, Rounds]]:
-    """Fresh interleaved rounds for every variant measured in both runs: name -> (baseline, candidate)."""
+@dataclass(frozen=True)
+class Pair:
+    """One variant's two sides to time against each other: (artifact, target) of A (the baseline) and of B."""
+
+    name: str
+    a: tuple[Artifact, Target]
+    b: tuple[Artifact, Target]
+
+
+def shares_pool(pair: Pair) -> bool:
+    """Both sides are onnxruntime on the CPU with the same thread count: they can run on one process-wide pool."""
+    ta, tb = pair.a[1], pair.b[1]
+    return ta.runtime == tb.runtime == "onnxruntime" and ta.device == tb.device == "cpu" and ta.threads == tb.threads
+
+
+def pool_note(pair: Pair) -> str:
+    """How the pair's threads were set up, for the gate's message ('' for torch and OpenVINO)."""
+    ta, tb = pair.a[1], pair.b[1]
+    if shares_pool(pair):
+        size = f"{ta.threads} intra-op thread{'' if ta.threads == 1 else 's'}" if ta.threads else "default size"
+        return f"one shared onnxruntime thread pool, {size}"
+    if "onnxruntime" not in (ta.runtime, tb.runtime):
+        return ""
+    why = f"threads {ta.threads} vs {tb.threads}" if ta.threads != tb.threads else f"device {ta.device}/{tb.device}"
+    return f"per-session onnxruntime thread pools ({why})"
+
+
+PairFn = Callable[..., Any]  # fn(session_a, session_b, feeds, *args): a module-level function (it may go to a child)
+
+
+def measure_pairs(pairs: list[Pair], fn: PairFn, *args: Any, shared_pool: bool = True) -> dict[str, tuple[Any, str]]:
+    """`fn(session_a, session_b, feeds, *args)` for every pair: name -> (its result, pool_note).
+
+    The pairs that share_pool run in one child process per thread count, every onnxruntime session of it on one
+    process-wide pool of that size (both sides' worker threads are the same threads, so the scheduler cannot favour
+    one side); the others here, each session with its own threads, as before. `shared_pool=False` runs every pair
+    here on per-session pools (the gate before; for benchmarks/gate_calibration.py's comparison)."""
+    out: dict[str, tuple[Any, str]] = {}
+    groups: dict[int | None, list[Pair]] = {}
+    for pair in pairs:
+        if shared_pool and shares_pool(pair):
+            groups.setdefault(pair.a[1].threads, []).append(pair)
+    for threads, group in groups.items():
+        try:
+            results = call_in_child(on_shared_pool, threads, group, fn, args, timeout_s=SHARED_POOL_CHILD_TIMEOUT_S)
+        except ChildError as exc:
+            raise GateDataError(f"{', '.join(p.name for p in group)}: re-measuring on a shared onnxruntime thread pool "
+                                f"failed in its child process: {exc}") from None
+        out.update((p.name, (r, pool_note(p))) for p, r in zip(group, results, strict=True))
+    for pair in pairs:
+        if pair.name not in out:
+            sessions = open_session(*pair.a), open_session(*pair.b)
+            feeds = generated_inputs(pair.a[0].inputs, 1)[0]
+            note = pool_note(pair) if shared_pool or not pool_note(pair) else "per-session onnxruntime thread pools"
+            out[pair.name] = (fn(*sessions, feeds, *args), note)
+    return {p.name: out[p.name] for p in pairs}
+
+
+def on_shared_pool(threads: int | None, pairs: list[Pair], fn: PairFn, args: tuple[Any, ...]) -> list[Any]:
+    """In a fresh process (a child): size onnxruntime's global pool, then `fn` for every pair, its sessions on it."""
+    set_ort_global_pool(threads)
+    results = []
+    for pair in pairs:
+        session_a = open_session(*pair.a, ort_global_pool=True)
+        session_b = open_session(*pair.b, ort_global_pool=True)
+        feeds = generated_inputs(pair.a[0].inputs, 1)[0]
+        results.append(fn(session_a, session_b, feeds, *args))
+        del session_a, session_b
+    return results
+
+
+def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> Remeasured:
+    """Fresh interleaved rounds for every variant measured in both runs: name -> (baseline, candidate, pool note)."""
     names = [v.name for v in run.variants if v.status == "ok"
              and any(b.name == v.name and b.status == "ok" for b in baseline.variants)]
     if not names:
         raise GateDataError("no variant was measured in both runs; nothing to re-measure")
-    out = {}
-    for name in names:
-        session_a, artifact = variant_session(baseline, name)
-        session_b, _ = variant_session(run, name)
-        feeds = generated_inputs(artifact.inputs, 1)[0]
-        out[name] = interleaved_rounds(session_a, session_b, feeds, rounds)
-    return out
+    pairs = [Pair(name, variant_spec(baseline, name), variant_spec(run, name)) for name in names]
+    return {name: (a, b, note) for name, ((a, b), note) in measure_pairs(pairs, interleaved_rounds, rounds).items()}

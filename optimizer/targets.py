@@ -124,7 +124,9 @@ def precision_skip_reason(target: Target) -> str | None:
             f"{', '.join(isa) or 'none of the listed ISA features'} (OpenVINO would run f32 instead)")  # type: ignore[arg-type]
 
 
-def open_session(artifact: Artifact, target: Target) -> Session:
+def open_session(artifact: Artifact, target: Target, ort_global_pool: bool = False) -> Session:
+    """A session for `artifact` on `target`; `ort_global_pool`: an onnxruntime session runs on the process-wide
+    thread pool (set_ort_global_pool first), not one of its own."""
     if target.runtime == "torch":
         return _TorchSession(artifact, target)
     if target.runtime == "openvino" and artifact.format in ("onnx", "openvino"):
@@ -134,7 +136,7 @@ def open_session(artifact: Artifact, target: Target) -> Session:
                           "measure it on the openvino runtime")
     if artifact.format != "onnx":
         raise TargetError(f"{target.runtime} needs an ONNX artifact, got {artifact.format}")
-    return _OrtSession(artifact, target)
+    return _OrtSession(artifact, target, ort_global_pool)
 
 
 def require(module: str, extra: str | None = None) -> Any:
@@ -146,20 +148,34 @@ def require(module: str, extra: str | None = None) -> Any:
         raise TargetError(f"{module} is not installed ({exc}); install it with: {hint}") from exc
 
 
-def ort_session_options(ort, target: Target):
-    """The session options every onnxruntime measurement uses (the operator profile too, so both see one graph)."""
+def ort_session_options(ort, target: Target, global_pool: bool = False):
+    """The session options every onnxruntime measurement uses (the operator profile too, so both see one graph);
+    `global_pool`: the session uses the process-wide thread pools (sized by set_ort_global_pool), not its own."""
     opts = ort.SessionOptions()
-    if target.threads:
+    if global_pool:
+        opts.use_per_session_threads = False  # the pool's sizes are the process's; a session's would be ignored
+    elif target.threads:
         opts.intra_op_num_threads = target.threads
         opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return opts
 
 
+def set_ort_global_pool(threads: int | None) -> None:
+    """Size onnxruntime's process-wide thread pools: `threads` intra-op (None: its default), one inter-op.
+
+    onnxruntime 1.32 creates the pools with the first session that asks for them (use_per_session_threads False);
+    from then on their size is fixed and a session with a pool of its own can no longer be created in that process.
+    So call this in a process of its own (a child) whose every onnxruntime session uses the global pool."""
+    ort = require("onnxruntime")
+    setter = getattr(ort, "set_global_thread_pool_sizes", None) or ort.capi._pybind_state.set_global_thread_pool_sizes
+    setter(threads or 0, 1)
+
+
 class _OrtSession:
-    def __init__(self, artifact: Artifact, target: Target) -> None:
+    def __init__(self, artifact: Artifact, target: Target, global_pool: bool = False) -> None:
         ort = require("onnxruntime")
-        opts = ort_session_options(ort, target)
+        opts = ort_session_options(ort, target, global_pool)
         providers = ort_providers(target)
         self._session = ort.InferenceSession(str(artifact.path), opts, providers=providers)
         primary, actual = providers[0][0], self._session.get_providers()

@@ -149,10 +149,12 @@ def comparison_check(name: str, base_us: list[float], cand_us: list[float], d: D
     return _check_of(name, c, source, d)
 
 
-def rounds_check(name: str, base_rounds: list[list[float]], cand_rounds: list[list[float]], d: Defaults) -> Check:
-    """One baseline comparison from interleaved rounds (re-measured here), each round a paired observation."""
+def rounds_check(name: str, base_rounds: list[list[float]], cand_rounds: list[list[float]], d: Defaults,
+                 how: str = "") -> Check:
+    """One baseline comparison from interleaved rounds (re-measured here), each round a paired observation; `how`
+    says how the sessions' threads were set up (the onnxruntime thread pools), for the message."""
     c = compare_rounds(base_rounds, cand_rounds, min_effect=d.min_effect, confidence=d.confidence, max_cv=d.max_cv)
-    return _check_of(name, c, "re-measured interleaved", d)
+    return _check_of(name, c, "re-measured interleaved" + (f", {how}" if how else ""), d)
 
 
 def _check_of(name: str, c: Comparison, source: str, d: Defaults) -> Check:
@@ -162,7 +164,9 @@ def _check_of(name: str, c: Comparison, source: str, d: Defaults) -> Check:
                  f"{c.verdict} ({source}): {c.describe()}; threshold +{d.min_effect:.0%}{extra}")
 
 
-Remeasured = dict[str, tuple[list[list[float]], list[list[float]]]]  # name -> (baseline rounds, candidate rounds)
+# name -> (baseline rounds, candidate rounds, how the threads were set up: "" or e.g. "one shared onnxruntime thread
+# pool of 2 threads")
+Remeasured = dict[str, tuple[list[list[float]], list[list[float]], str]]
 
 
 def baseline_checks(run: RunResult, baseline: RunResult, d: Defaults, remeasured: Remeasured | None) -> list[Check]:
@@ -173,7 +177,8 @@ def baseline_checks(run: RunResult, baseline: RunResult, d: Defaults, remeasured
         if v.status != "ok" or v.name not in base_by_name:
             continue
         if remeasured and v.name in remeasured:
-            checks.append(rounds_check(v.name, *remeasured[v.name], d))
+            base_rounds, cand_rounds, how = remeasured[v.name]
+            checks.append(rounds_check(v.name, base_rounds, cand_rounds, d, how))
             continue
         b = base_by_name[v.name]
         base_us = b.latency.samples_us if b.latency else []

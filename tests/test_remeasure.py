@@ -3,9 +3,24 @@ by sample."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from mcbench.remeasure import calls_per_sample, interleaved_rounds, sample_plan, series_us
+import pytest
+
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.targets import Target
+from mcbench.remeasure import (
+    Pair,
+    calls_per_sample,
+    interleaved_rounds,
+    measure_pairs,
+    pool_note,
+    sample_plan,
+    series_us,
+    shares_pool,
+)
+from mcbench.reports.gate import GateDataError
 
 
 class Recorder:
@@ -52,3 +67,52 @@ def test_a_series_lasts_long_enough_to_outlive_a_time_slice() -> None:
     assert sample_plan(one_ns=20_000, samples=50) == (5, 200)  # 17 us model: 5 calls a sample, 20 ms a series
     assert sample_plan(one_ns=2_000_000, samples=50) == (1, 50)  # 2 ms model: the floor of 50 samples holds
     assert sample_plan(one_ns=20_000, samples=50, min_series_ns=0) == (5, 50)
+
+
+def pool_probe(session_a: Any, session_b: Any, feeds: dict[str, Any], tag: str) -> dict[str, Any]:
+    """Where and how the pair's sessions run (a module-level function: measure_pairs may send it to a child)."""
+    import os
+
+    return {"pid": os.getpid(), "tag": tag, "outputs": [len(s.run(feeds)) for s in (session_a, session_b)],
+            "per_session_threads": [s._session.get_session_options().use_per_session_threads
+                                    for s in (session_a, session_b)]}
+
+
+def _pair(name: str, path: Path, threads_a: int | None, threads_b: int | None, runtime: str = "onnxruntime") -> Pair:
+    artifact = Artifact(path=path, format="onnx", inputs=(InputSpec("x", (1, 4)),))
+    return Pair(name, (artifact, Target(runtime, threads=threads_a)), (artifact, Target(runtime, threads=threads_b)))
+
+
+def test_onnxruntime_pairs_run_on_one_shared_pool_per_thread_count_in_a_child(linear_onnx: Path) -> None:
+    import os
+
+    pairs = [_pair("two", linear_onnx, 2, 2), _pair("one", linear_onnx, 1, 1), _pair("one-too", linear_onnx, 1, 1)]
+    out = measure_pairs(pairs, pool_probe, "x")
+    assert list(out) == ["two", "one", "one-too"]  # the order of the pairs, whatever the grouping
+    (two, two_note), (one, one_note), (one_too, _) = out.values()
+    assert two["per_session_threads"] == one["per_session_threads"] == [False, False]  # the global pool, not their own
+    assert two["outputs"] == [1, 1] and two["tag"] == "x"
+    assert one["pid"] == one_too["pid"]  # one child a thread count ...
+    assert len({os.getpid(), two["pid"], one["pid"]}) == 3  # ... and never this process, whose pools stay its own
+    assert two_note == "one shared onnxruntime thread pool, 2 intra-op threads"
+    assert one_note == "one shared onnxruntime thread pool, 1 intra-op thread"
+
+
+def test_a_pair_whose_runs_differ_in_threads_runs_here_on_per_session_pools(linear_onnx: Path) -> None:
+    import os
+
+    [(result, note)] = measure_pairs([_pair("mixed", linear_onnx, 2, 1)], pool_probe, "y").values()
+    assert result["pid"] == os.getpid() and result["per_session_threads"] == [True, True]
+    assert note == "per-session onnxruntime thread pools (threads 2 vs 1)"
+    [(before, note)] = measure_pairs([_pair("same", linear_onnx, 1, 1)], pool_probe, "w", shared_pool=False).values()
+    assert before["pid"] == os.getpid() and before["per_session_threads"] == [True, True]  # the gate before, to compare
+    assert note == "per-session onnxruntime thread pools"
+    assert pool_note(_pair("t", linear_onnx, 1, 1, runtime="torch")) == ""  # nothing to say for torch or OpenVINO
+    assert not shares_pool(_pair("t", linear_onnx, 1, 1, runtime="openvino"))
+
+
+def test_a_child_that_cannot_open_its_sessions_is_a_gate_data_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(GateDataError, match="bad: re-measuring on a shared onnxruntime thread pool failed in its"):
+        measure_pairs([_pair("bad", bad, 1, 1)], pool_probe, "z")
