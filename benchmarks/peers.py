@@ -470,19 +470,9 @@ def top1(output: np.ndarray) -> int:
 
 def cnn_table(title: str, variants: list[Variant], metric: str, agreement: dict[str, float],
               drift: dict[str, float]) -> str:
-    ref = next((v for v in variants if v.source == "plain" and v.samples), None)
-    base = float(np.median(ref.samples)) if ref else None
-    lines = [f"### {title}", "", f"| variant | source | p50 ms | ratio to plain FP32 | {metric} | agreement with "
-             "FP32 | max abs diff of outputs | how |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for v in variants:
-        if not v.samples:
-            lines.append(f"| {v.name} | {v.source} | n/a | n/a | n/a | n/a | n/a | {v.error or 'not timed'} |")
-            continue
-        p50 = float(np.median(v.samples))
-        ratio = f"{p50 / base:.2f}" if base else "n/a"
-        lines.append(f"| {v.name} | {v.source} | {p50 * 1e3:.2f} | {ratio} | {v.quality:.3f} | "
-                     f"{agreement[v.name]:.3f} | {drift[v.name]:.4f} | {v.how} |")
-    return "\n".join(lines)
+    ref = next((v.name for v in variants if v.source == "plain" and v.samples), "plain FP32")
+    return table(title, variants, ref, metric, {"agreement with FP32": (agreement, 3),
+                                                "max abs diff of outputs": (drift, 4)})
 
 
 def bench_cnn(args, work: Path, which: str) -> str:
@@ -564,19 +554,24 @@ def interleaved(variants: list[Variant], opened: dict[str, Any], feeds, rounds: 
                 v.samples.append(time.perf_counter() - start)
 
 
-def table(title: str, variants: list[Variant], reference: str, metric: str) -> str:
+def table(title: str, variants: list[Variant], reference: str, metric: str,
+          extra: dict[str, tuple[dict[str, float], int]] | None = None) -> str:
+    """A markdown table of the timed variants: p50, its ratio to `reference`'s, quality and `extra` columns
+    (heading -> (figure by variant, decimals))."""
+    extra = extra or {}
     ref = next((v for v in variants if v.name == reference and v.samples), None)
     base = float(np.median(ref.samples)) if ref else None
-    lines = [f"### {title}", "", f"| variant | source | p50 ms | ratio to {reference} | {metric} | how |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    heads = ["variant", "source", "p50 ms", f"ratio to {reference}", metric, *extra, "how"]
+    lines = [f"### {title}", "", "| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for v in variants:
         if not v.samples:
-            lines.append(f"| {v.name} | {v.source} | n/a | n/a | n/a | {v.error or 'not timed'} |")
-            continue
-        p50 = float(np.median(v.samples))
-        ratio = f"{p50 / base:.2f}" if base else "n/a"
-        quality = "n/a" if v.quality is None else f"{v.quality:.3f}"
-        lines.append(f"| {v.name} | {v.source} | {p50 * 1e3:.2f} | {ratio} | {quality} | {v.how} |")
+            cells = [v.name, v.source] + ["n/a"] * (3 + len(extra)) + [v.error or "not timed"]
+        else:
+            p50 = float(np.median(v.samples))
+            cells = [v.name, v.source, f"{p50 * 1e3:.2f}", f"{p50 / base:.2f}" if base else "n/a",
+                     "n/a" if v.quality is None else f"{v.quality:.3f}",
+                     *(f"{figures[v.name]:.{digits}f}" for figures, digits in extra.values()), v.how]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

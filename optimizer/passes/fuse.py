@@ -85,12 +85,19 @@ def _node_count(path: Path) -> int:
 def _check_fused(source: Artifact, fused: Artifact) -> float:
     """Run both graphs on the same generated inputs; refuse a fused graph that disagrees with its source."""
     a, b = open_session(source, Target("onnxruntime")), open_session(fused, Target("onnxruntime"))
+    worst, scale = output_difference(a, b, source)
+    if worst > FUSION_TOLERANCE * scale:
+        raise PassError(f"cannot fuse.transformer: the fused graph differs from its source by {worst:.3g} "
+                        f"(tolerance {FUSION_TOLERANCE * scale:.3g}) on generated inputs")
+    return worst
+
+
+def output_difference(a, b, source: Artifact) -> tuple[float, float]:
+    """The largest absolute difference between sessions a and b on CHECK_SAMPLES generated inputs of `source`, and
+    the scale to hold it against (the largest |output| of a, at least 1)."""
     worst, scale = 0.0, 1.0
     for feeds in generated_inputs(source.inputs, CHECK_SAMPLES, seed=1):
         for ref, got in zip(a.run(feeds), b.run(feeds), strict=True):
             worst = max(worst, float(np.max(np.abs(np.asarray(ref, np.float64) - got))))
             scale = max(scale, float(np.max(np.abs(ref))))
-    if worst > FUSION_TOLERANCE * scale:
-        raise PassError(f"cannot fuse.transformer: the fused graph differs from its source by {worst:.3g} "
-                        f"(tolerance {FUSION_TOLERANCE * scale:.3g}) on generated inputs")
-    return worst
+    return worst, scale

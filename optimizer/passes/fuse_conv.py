@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from mcbench.optimizer.artifact import Artifact, generated_inputs
+from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.passes.fuse import output_difference
 from mcbench.optimizer.passes.prepare import _ort_basic
 from mcbench.optimizer.targets import Target, open_session, require
 
 AFFINE_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization")
 FOLD_TOLERANCE = 1e-3  # max |folded - source|, relative to max(1, max |source output|)
-CHECK_SAMPLES = 2
 
 
 @register("fuse.conv_affine", takes=("onnx",), libraries=("onnx", "onnxruntime"))
@@ -198,11 +198,7 @@ def _check(source: Artifact, folded: Artifact) -> float:
         a, b = open_session(source, Target("onnxruntime")), open_session(folded, Target("onnxruntime"))
     except Exception as exc:
         raise PassError(f"cannot fuse.conv_affine: onnxruntime cannot run the graph ({first_line(exc)})") from exc
-    worst, scale = 0.0, 1.0
-    for feeds in generated_inputs(source.inputs, CHECK_SAMPLES, seed=1):
-        for ref, got in zip(a.run(feeds), b.run(feeds), strict=True):
-            worst = max(worst, float(np.max(np.abs(np.asarray(ref, np.float64) - got))))
-            scale = max(scale, float(np.max(np.abs(ref))))
+    worst, scale = output_difference(a, b, source)
     if worst > FOLD_TOLERANCE * scale:
         raise PassError(f"cannot fuse.conv_affine: the folded graph differs from its source by {worst:.3g} "
                         f"(tolerance {FOLD_TOLERANCE * scale:.3g}) on generated inputs")
