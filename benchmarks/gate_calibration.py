@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mcbench.remeasure import (  # noqa: E402
     Pair,
     calls_per_sample,
-    interleaved_rounds,
     measure_pairs,
     series_us,
+    settled_rounds,
     variant_spec,
 )
 from mcbench.reports.gate import Outcome, comparison_check, rounds_check  # noqa: E402
@@ -58,19 +58,26 @@ class Slowed:
 
 
 def exit_codes_of_pair(a: Any, b: Any, feeds: dict[str, Any], rounds: int, samples: int, d: Defaults,
-                       pooled: bool, expect_regression: bool = False) -> tuple[int, int]:
-    """The gate's exit code for one interleaved comparison: by rounds (the gate), and pooled (the gate before;
-    -1 unless asked for: its pure-Python bootstrap over thousands of samples takes seconds a comparison)."""
-    base, cand = interleaved_rounds(a, b, feeds, rounds, samples)
+                       pooled: bool, expect_regression: bool = False) -> tuple[int, int, int]:
+    """The gate's exit code for one interleaved comparison: by rounds (the gate, with the rounds it adds where the
+    first `rounds` leave a slowdown open), pooled (the gate before; -1 unless asked for: its pure-Python bootstrap
+    over thousands of samples takes seconds a comparison), and how many rounds the gate took."""
+    base, cand = settled_rounds(a, b, feeds, rounds, d, samples)
     check = rounds_check("calibration", base, cand, d)
     by_rounds = Outcome([check]).exit_code
     if by_rounds != (1 if expect_regression else 0):  # a false alarm or a missed slowdown: why, on stderr
         print(f"  {'+20% missed' if expect_regression else 'A/A alarm'} (exit {by_rounds}): {check.message}",
               file=sys.stderr)
     if not pooled:
-        return by_rounds, -1
+        return by_rounds, -1, len(base)
     check = comparison_check("calibration", [x for r in base for x in r], [x for r in cand for x in r], d, "pooled")
-    return by_rounds, Outcome([check]).exit_code
+    return by_rounds, Outcome([check]).exit_code, len(base)
+
+
+def rounds_taken(codes: list[tuple[int, int, int]], asked: int) -> str:
+    """'all 20', or how many pairs took more rounds and the most any took: '2 took more, up to 60'."""
+    more = [c[2] for c in codes if c[2] > asked]
+    return f"all {asked}" if not more else f"{len(more)} took more, up to {max(more)}"
 
 
 def demo_run(out: Path) -> RunResult:
@@ -114,8 +121,10 @@ def main() -> int:
     parser.add_argument("--pooled", action="store_true", help="also score the samples pooled, as the gate did before")
     parser.add_argument("--per-session-pools", action="store_true",
                         help="give every onnxruntime session its own thread pool, as the gate did before (to compare)")
+    parser.add_argument("--max-rounds-factor", type=int, default=Defaults.max_rounds_factor,
+                        help="the gate adds rounds up to this many times --rounds while a slowdown is open (1: never)")
     args = parser.parse_args()
-    d = Defaults()
+    d = Defaults(max_rounds_factor=args.max_rounds_factor)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run = load_results(args.run / "results.json") if args.run else demo_run(Path(tmp) / "run")
@@ -123,7 +132,7 @@ def main() -> int:
               f"min_effect {d.min_effect:.0%}, confidence {d.confidence:.0%}, max_cv {d.max_cv}")
         print(f"{'':<38}{'by rounds (the gate)':>26}" + (f"{'pooled (before)':>26}" if args.pooled else ""))
         print(f"{'variant':<24}{'median us':>10}{'calls':>6}" + f"{'A/A alarms':>13}{'+20% caught':>13}"
-              * (2 if args.pooled else 1) + "  threads")
+              * (2 if args.pooled else 1) + "  rounds taken (A/A; +20%)  threads")
         ok = True
         only = set(args.variants.split(",")) if args.variants else None
         for v in (v for v in run.variants if v.status == "ok" and (only is None or v.name in only)):
@@ -136,7 +145,8 @@ def main() -> int:
                 cells += f"{alarms:>10}/{args.pairs}{caught:>10}/{args.pairs}"
                 if i == 0:
                     ok = ok and alarms <= args.pairs / 20 and caught >= 19 * args.pairs / 20
-            print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}  {r['pool']}", flush=True)
+            taken = "; ".join(rounds_taken(r[label], args.rounds) for label in ("A/A", "+20%"))
+            print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}  {taken:<24}  {r['pool']}", flush=True)
     print(f"wall time {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

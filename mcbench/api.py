@@ -126,7 +126,7 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
     if remeasure:
         from mcbench.remeasure import remeasure as measure_again
 
-        remeasured = measure_again(base, run_result, remeasure)
+        remeasured = measure_again(base, run_result, remeasure, config.defaults)
     return evaluate(run_result, config, base, remeasured)
 
 

@@ -16,6 +16,8 @@ from mcbench.bench.isolate import ChildError, call_in_child
 from mcbench.optimizer.artifact import Artifact, generated_inputs
 from mcbench.optimizer.targets import Session, Target, open_session, set_ort_global_pool
 from mcbench.reports.gate import GateDataError, Remeasured
+from mcbench.reports.gate_budgets import Defaults
+from mcbench.reports.gate_stats import compare_rounds, leaves_slowdown_open
 from mcbench.reports.schema import RunResult
 
 # Causes of the A/A false alarms this fixes (issue 19): samples rounded to whole microseconds made sub-100 us medians
@@ -92,11 +94,12 @@ def sample_us(session: Session, feeds: dict[str, Any], calls: int, warmup: int =
 
 def interleaved_rounds(
     session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND,
-    min_series_ns: int = MIN_SERIES_NS,
+    min_series_ns: int = MIN_SERIES_NS, first_round: int = 0,
 ) -> tuple[Rounds, Rounds]:
     """`rounds` rounds of both sides, interleaved sample by sample (A B B A A B ..., the next round starting with
     B A), a warm-up call at every switch; a side's samples in one round are at least `samples` and last at least
-    `min_series_ns` together."""
+    `min_series_ns` together. `first_round` continues an earlier batch's order (round k starts with A when k is
+    even)."""
     calls, samples = sample_plan(one_call_ns(session_a, feeds), samples, min_series_ns)
     for session in (session_a, session_b):
         for _ in range(WARMUP_CALLS):
@@ -104,7 +107,7 @@ def interleaved_rounds(
     a: Rounds = []
     b: Rounds = []
     last = None
-    for i in range(rounds):
+    for i in range(first_round, first_round + rounds):
         round_a: list[float] = []
         round_b: list[float] = []
         for j in range(samples):
@@ -116,6 +119,33 @@ def interleaved_rounds(
         a.append(round_a)
         b.append(round_b)
     return a, b
+
+
+def settled_rounds(
+    session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, defaults: Defaults,
+    samples: int = SAMPLES_PER_ROUND,
+) -> tuple[Rounds, Rounds]:
+    """`rounds` interleaved rounds, then more batches of `rounds` while their comparison leaves a `min_effect`
+    slowdown open (reports.gate_stats.leaves_slowdown_open), up to `defaults.max_rounds_factor` x `rounds` in all.
+
+    Why: a noisy variant (a two-thread session on a shared two-core runner: per-sample CV 0.7-0.8) gave an interval
+    straddling +5% in 2 of 20 A/A pairs, and the gate said "inconclusive" (exit 3, a failed build); an interval
+    narrows as 1/sqrt(rounds), so spending more rounds on exactly those cases answers them instead."""
+    a, b = interleaved_rounds(session_a, session_b, feeds, rounds, samples)
+    while len(a) < rounds * defaults.max_rounds_factor and leaves_slowdown_open(
+            compare_rounds(a, b, min_effect=defaults.min_effect, confidence=defaults.confidence,
+                           max_cv=defaults.max_cv), defaults.min_effect):
+        more = min(rounds, rounds * defaults.max_rounds_factor - len(a))
+        more_a, more_b = interleaved_rounds(session_a, session_b, feeds, more, samples, first_round=len(a))
+        a, b = a + more_a, b + more_b
+    return a, b
+
+
+def rounds_note(asked: int, got: int, min_effect: float) -> str:
+    """What the message says when the gate added rounds ('' when it did not)."""
+    if got == asked:
+        return ""
+    return f"{got} rounds, not {asked}: the first {asked} left a +{min_effect:.0%} slowdown open"
 
 
 # Then the cause of the misses left on two-thread onnxruntime sessions: each session had its own intra-op thread
@@ -218,11 +248,15 @@ def on_shared_pool(threads: int | None, pairs: list[Pair], fn: PairFn, args: tup
     return results
 
 
-def remeasure(baseline: RunResult, run: RunResult, rounds: int) -> Remeasured:
-    """Fresh interleaved rounds for every variant measured in both runs: name -> (baseline, candidate, pool note)."""
+def remeasure(baseline: RunResult, run: RunResult, rounds: int, defaults: Defaults | None = None) -> Remeasured:
+    """Fresh interleaved rounds for every variant measured in both runs (settled_rounds: more where `rounds` leave a
+    slowdown open): name -> (baseline, candidate, a note on the thread pools and any added rounds)."""
+    defaults = defaults or Defaults()
     names = [v.name for v in run.variants if v.status == "ok"
              and any(b.name == v.name and b.status == "ok" for b in baseline.variants)]
     if not names:
         raise GateDataError("no variant was measured in both runs; nothing to re-measure")
     pairs = [Pair(name, variant_spec(baseline, name), variant_spec(run, name)) for name in names]
-    return {name: (a, b, note) for name, ((a, b), note) in measure_pairs(pairs, interleaved_rounds, rounds).items()}
+    measured = measure_pairs(pairs, settled_rounds, rounds, defaults)
+    return {name: (a, b, "; ".join(filter(None, (note, rounds_note(rounds, len(a), defaults.min_effect)))))
+            for name, ((a, b), note) in measured.items()}

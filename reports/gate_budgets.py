@@ -32,6 +32,7 @@ class Defaults:
     max_cv: float = 0.5  # noisier than this (robust CV) and the decision hinges on it -> inconclusive
     resamples: int = 2000
     seed: int = 0
+    max_rounds_factor: int = 3  # --remeasure N: up to this many times N rounds while a min_effect slowdown is open
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,13 @@ def _defaults(where: str, table: Any) -> Defaults:
         if key not in known:
             raise GateConfigError(f"{where}: [defaults]: unknown key {key!r} (known: {', '.join(known)})")
         number = _number(f"{where}: [defaults]", key, value)
-        if key in ("resamples", "seed"):
+        if key in ("resamples", "seed", "max_rounds_factor"):
             if number != int(number) or (key == "resamples" and not MIN_RESAMPLES <= number <= MAX_RESAMPLES):
                 raise GateConfigError(f"{where}: [defaults]: key {key!r}: expected a whole number "
                                       f"(resamples from {MIN_RESAMPLES} to {MAX_RESAMPLES})")
+            if key == "max_rounds_factor" and number < 1:
+                raise GateConfigError(f"{where}: [defaults]: key 'max_rounds_factor': at least 1 (1: never add "
+                                      f"rounds), got {value!r}")
             number = int(number)
         values[key] = number
     d = Defaults(**values)

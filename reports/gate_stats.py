@@ -132,6 +132,12 @@ def verdict_of(ratio: float, low: float, high: float, noise: float, min_effect: 
     return "no change"
 
 
+def leaves_slowdown_open(c: Comparison, min_effect: float) -> bool:
+    """Neither a regression nor an improvement was called, and the interval still reaches above 1 + min_effect: the
+    data cannot yet rule out the slowdown the gate exists to catch (more rounds would narrow the interval)."""
+    return c.verdict in ("no change", "inconclusive") and c.ci_high > 1 + min_effect
+
+
 def t_quantile(p: float, df: int) -> float:
     """Student's t quantile, from the normal one by the Cornish-Fisher expansion (Abramowitz & Stegun 26.7.5):
     within 0.3% of the exact value for df >= 4 at p <= 0.975 (1.3% at 0.995), which is all a gate needs."""

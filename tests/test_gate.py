@@ -101,7 +101,9 @@ def test_bad_budgets_file_errors_name_file_key_and_problem():
         '[[budget]]\nvariant = "x"\np99_ms = -1\n': "budgets.toml: [[budget]] #1: key 'p99_ms': must not be "
                                                      "negative, got -1",
         '[defaults]\nmin_efect = 0.1\n': "budgets.toml: [defaults]: unknown key 'min_efect' (known: min_effect, "
-                                         "confidence, max_cv, resamples, seed)",
+                                         "confidence, max_cv, resamples, seed, max_rounds_factor)",
+        '[defaults]\nmax_rounds_factor = 0\n': "budgets.toml: [defaults]: key 'max_rounds_factor': at least 1 (1: "
+                                               "never add rounds), got 0",
         '[defaults]\nconfidence = 1.5\n': "budgets.toml: [defaults]: key 'confidence': must be between 0 and 1, "
                                           "got 1.5",
         '[[budget]]\nvariant = "x"\nload_p99_ms = 5\n': "budgets.toml: [[budget]] #1: key 'load_p99_ms': needs "

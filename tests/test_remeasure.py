@@ -116,3 +116,59 @@ def test_a_child_that_cannot_open_its_sessions_is_a_gate_data_error(tmp_path: Pa
     bad.write_bytes(b"not a model")
     with pytest.raises(GateDataError, match="bad: re-measuring on a shared onnxruntime thread pool failed in its"):
         measure_pairs([_pair("bad", bad, 1, 1)], pool_probe, "z")
+
+
+def scripted_rounds(batches: list[list[float]]) -> Any:
+    """A stand-in for interleaved_rounds: batch k gives rounds whose candidate/baseline ratios are batches[k]."""
+    calls: list[tuple[int, int]] = []
+
+    def rounds_of(session_a, session_b, feeds, rounds, samples=50, min_series_ns=0, first_round=0):
+        ratios = batches[len(calls)][:rounds]
+        calls.append((rounds, first_round))
+        return [[100.0] * 3 for _ in ratios], [[100.0 * r] * 3 for r in ratios]
+
+    rounds_of.calls = calls  # type: ignore[attr-defined]
+    return rounds_of
+
+
+WIDE = [0.95, 1.12, 0.97, 1.10, 0.98, 1.08]  # interval 0.956-1.112: +5% not ruled out
+TIGHT = [0.98, 0.99, 0.98, 0.99, 0.98, 0.99]  # after WIDE, the 12 rounds' interval is 0.973-1.043: ruled out
+
+
+def test_the_gate_adds_rounds_while_a_slowdown_is_left_open_and_stops_when_it_is_ruled_out(monkeypatch) -> None:
+    from mcbench import remeasure as rm
+    from mcbench.reports.gate_budgets import Defaults
+    from mcbench.reports.gate_stats import compare_rounds, leaves_slowdown_open
+
+    d = Defaults()
+    first = compare_rounds([[100.0] * 3] * 6, [[100.0 * r] * 3 for r in WIDE], min_effect=0.05, confidence=0.95,
+                           max_cv=0.5)
+    assert first.ci_low < 1.05 < first.ci_high and leaves_slowdown_open(first, 0.05)
+    fake = scripted_rounds([WIDE, TIGHT * 2, TIGHT * 3])
+    monkeypatch.setattr(rm, "interleaved_rounds", fake)
+    a, b = rm.settled_rounds(None, None, {}, 6, d)
+    assert len(a) == len(b) == 12 and fake.calls == [(6, 0), (6, 6)]  # one more batch, its order continued
+    assert rm.rounds_note(6, 12, d.min_effect) == "12 rounds, not 6: the first 6 left a +5% slowdown open"
+
+    fake = scripted_rounds([TIGHT])
+    monkeypatch.setattr(rm, "interleaved_rounds", fake)
+    assert len(rm.settled_rounds(None, None, {}, 6, d)[0]) == 6 and rm.rounds_note(6, 6, 0.05) == ""
+
+    fake = scripted_rounds([WIDE, WIDE, WIDE, WIDE])  # never settles: stops at max_rounds_factor x the rounds asked
+    monkeypatch.setattr(rm, "interleaved_rounds", fake)
+    assert len(rm.settled_rounds(None, None, {}, 6, d)[0]) == 18 and len(fake.calls) == 3
+    fake = scripted_rounds([WIDE])
+    monkeypatch.setattr(rm, "interleaved_rounds", fake)
+    assert len(rm.settled_rounds(None, None, {}, 6, Defaults(max_rounds_factor=1))[0]) == 6
+
+
+def test_a_called_regression_or_a_tight_interval_adds_no_rounds() -> None:
+    from mcbench.reports.gate_stats import compare_rounds, leaves_slowdown_open
+
+    def comparison(ratios: list[float]):
+        return compare_rounds([[100.0] * 3] * len(ratios), [[100.0 * r] * 3 for r in ratios], min_effect=0.05,
+                              confidence=0.95, max_cv=0.5)
+
+    slower = comparison([1.19, 1.21, 1.20, 1.18, 1.22, 1.20])
+    assert slower.verdict == "regression" and not leaves_slowdown_open(slower, 0.05)
+    assert comparison(TIGHT).verdict == "no change" and not leaves_slowdown_open(comparison(TIGHT), 0.05)
