@@ -58,26 +58,32 @@ class Slowed:
 
 
 def exit_codes_of_pair(a: Any, b: Any, feeds: dict[str, Any], rounds: int, samples: int, d: Defaults,
-                       pooled: bool, expect_regression: bool = False) -> tuple[int, int, int]:
+                       pooled: bool, expect_regression: bool = False) -> tuple[int, int, int, int]:
     """The gate's exit code for one interleaved comparison: by rounds (the gate, with the rounds it adds where the
     first `rounds` leave a slowdown open), pooled (the gate before; -1 unless asked for: its pure-Python bootstrap
-    over thousands of samples takes seconds a comparison), and how many rounds the gate took."""
+    over thousands of samples takes seconds a comparison), how many rounds the gate took, and the exit code the
+    first `rounds` alone gave (the gate without added rounds, on the same samples)."""
     base, cand = settled_rounds(a, b, feeds, rounds, d, samples)
+    first = Outcome([rounds_check("calibration", base[:rounds], cand[:rounds], d)]).exit_code
     check = rounds_check("calibration", base, cand, d)
     by_rounds = Outcome([check]).exit_code
     if by_rounds != (1 if expect_regression else 0):  # a false alarm or a missed slowdown: why, on stderr
         print(f"  {'+20% missed' if expect_regression else 'A/A alarm'} (exit {by_rounds}): {check.message}",
               file=sys.stderr)
     if not pooled:
-        return by_rounds, -1, len(base)
+        return by_rounds, -1, len(base), first
     check = comparison_check("calibration", [x for r in base for x in r], [x for r in cand for x in r], d, "pooled")
-    return by_rounds, Outcome([check]).exit_code, len(base)
+    return by_rounds, Outcome([check]).exit_code, len(base), first
 
 
-def rounds_taken(codes: list[tuple[int, int, int]], asked: int) -> str:
-    """'all 20', or how many pairs took more rounds and the most any took: '2 took more, up to 60'."""
+def rounds_taken(codes: list[tuple[int, int, int, int]], asked: int, alarm: bool) -> str:
+    """'all 20', or how many pairs took more rounds, the most any took, and what the first `asked` rounds alone
+    answered (`alarm`: count false alarms, else catches): '2 took more, up to 60; 20 alone: 1 alarm'."""
     more = [c[2] for c in codes if c[2] > asked]
-    return f"all {asked}" if not more else f"{len(more)} took more, up to {max(more)}"
+    if not more:
+        return f"all {asked}"
+    alone = sum(c[3] in (1, 3) for c in codes) if alarm else sum(c[3] == 1 for c in codes)
+    return f"{len(more)} took more, up to {max(more)}; {asked} alone: {alone} {'alarms' if alarm else 'caught'}"
 
 
 def demo_run(out: Path) -> RunResult:
@@ -132,7 +138,7 @@ def main() -> int:
               f"min_effect {d.min_effect:.0%}, confidence {d.confidence:.0%}, max_cv {d.max_cv}")
         print(f"{'':<38}{'by rounds (the gate)':>26}" + (f"{'pooled (before)':>26}" if args.pooled else ""))
         print(f"{'variant':<24}{'median us':>10}{'calls':>6}" + f"{'A/A alarms':>13}{'+20% caught':>13}"
-              * (2 if args.pooled else 1) + "  rounds taken (A/A; +20%)  threads")
+              * (2 if args.pooled else 1) + "  rounds taken (A/A | +20%)  threads")
         ok = True
         only = set(args.variants.split(",")) if args.variants else None
         for v in (v for v in run.variants if v.status == "ok" and (only is None or v.name in only)):
@@ -145,7 +151,7 @@ def main() -> int:
                 cells += f"{alarms:>10}/{args.pairs}{caught:>10}/{args.pairs}"
                 if i == 0:
                     ok = ok and alarms <= args.pairs / 20 and caught >= 19 * args.pairs / 20
-            taken = "; ".join(rounds_taken(r[label], args.rounds) for label in ("A/A", "+20%"))
+            taken = " | ".join(rounds_taken(r[label], args.rounds, label == "A/A") for label in ("A/A", "+20%"))
             print(f"{v.name:<24}{r['median_us']:>10.1f}{r['calls']:>6}{cells}  {taken:<24}  {r['pool']}", flush=True)
     print(f"wall time {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
