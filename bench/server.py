@@ -43,6 +43,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcbench.bench.calibration import spin
+
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
 TOKEN_ENV = "MCBENCH_SERVER_TOKEN"
@@ -66,6 +68,7 @@ class ServerLimits:
     max_batch: int = 1
     max_wait_ms: float = 2.0
     delay_ms: float = 0.0  # test hook: each model call also sleeps this long (a known service time)
+    spin_ms: float = 0.0  # test hook: each model call also busy-waits this long (a known service time on a core)
     inline_below_ms: float = 1.0  # a model whose warm-up median is below this runs on the event loop (0: never)
 
     def __post_init__(self) -> None:
@@ -75,8 +78,8 @@ class ServerLimits:
         for name in ("read_timeout_s", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise StartError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.delay_ms < 0 or self.inline_below_ms < 0:
-            raise StartError("max_wait_ms, delay_ms and inline_below_ms cannot be negative")
+        if min(self.max_wait_ms, self.delay_ms, self.spin_ms, self.inline_below_ms) < 0:
+            raise StartError("max_wait_ms, delay_ms, spin_ms and inline_below_ms cannot be negative")
         if self.token is not None and not self.token:
             raise StartError("an empty token would accept anyone; leave it unset instead")
 
@@ -325,12 +328,17 @@ def log_rarely(line: str, every_s: float = 10.0) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _delayed(run, delay_s: float):
-    if delay_s <= 0:
+def _delayed(run, delay_s: float, spin_s: float = 0.0):
+    """`run` with the test hooks' known service time added: a sleep of `delay_s`, a busy-wait of `spin_s` (whose
+    end is set when it starts, so only the calls around it can add to it: benchmarks/truth.py)."""
+    if delay_s <= 0 and spin_s <= 0:
         return run
 
     def slow(feeds):
-        time.sleep(delay_s)
+        if delay_s > 0:
+            time.sleep(delay_s)
+        if spin_s > 0:
+            spin(spin_s * 1e6)
         return run(feeds)
 
     return slow
@@ -425,7 +433,7 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     session.run(feeds)  # the first call pays for lazy initialisation
     if limits.max_batch > 1:
         check_batching(session, feeds)
-    run = _delayed(session.run, limits.delay_ms / 1e3)
+    run = _delayed(session.run, limits.delay_ms / 1e3, limits.spin_ms / 1e3)
     below_ms = limits.inline_below_ms if limits.max_batch == 1 else 0.0  # the batcher always uses the thread
     dispatch = measured_dispatch(run, feeds, below_ms)
     app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch, run)
@@ -460,6 +468,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run a model faster than this (warm-up median) on the event loop, not a worker "
                              "thread; 0: always the thread (default %(default)g)")
     parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # test hook
+    parser.add_argument("--spin-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # test hook
 
 
 def limits_from_args(args: argparse.Namespace) -> ServerLimits:
@@ -468,7 +477,7 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
         read_timeout_s=args.read_timeout_s, timeout_s=args.timeout_s, max_queue=args.max_queue,
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, delay_ms=args.delay_ms,
-        inline_below_ms=args.inline_below_ms,
+        spin_ms=args.spin_ms, inline_below_ms=args.inline_below_ms,
     )
 
 

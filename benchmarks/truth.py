@@ -10,12 +10,15 @@ Per set time it prints:
   interleaved with blocks of mcbench's timer around a stand-in session whose run() is that busy-wait and nothing
   else, so both see the same machine; their p50 and p99 against the set time. The bare loop's error is the
   machine's (preemption, interrupts); what mcbench's timer reads beyond it is the instrument's. Beside them, the
-  same two timers around the torch spinner session (the one the HTTP rows serve): what a real session's call
-  path (torch, numpy) adds, which is part of that model's service time, not an error of the timer.
-- over HTTP, the closed loop's p50 against set time + the HTTP overhead, that overhead measured as the p50
-  of a 0 us spinner served the same way (the server runs a call under --inline-below-ms on its event loop,
-  a slower one in a worker thread: the two ways cost differently, so each set time is held against the
-  overhead of the way its server ran it);
+  same two timers around the torch spinner session: what a real session's call path (torch, numpy) adds, which
+  is part of that model's service time, not an error of the timer.
+- over HTTP (the served call: the torch spinner with no wait of its own, then the server's `--spin-ms` test
+  hook's busy-wait, so the set time is set outside torch), the closed loop's p50 against set time + the HTTP
+  overhead, that overhead measured as the p50 of the same server with no busy-wait (the server runs a call
+  under --inline-below-ms on its event loop, a slower one in a worker thread: the two ways cost differently,
+  so each set time is held against the overhead of the way its server ran it); beside it, what the machine
+  itself adds: a bare blocking socket server with the same busy-wait and a client pinned as the load test pins
+  them, its p50 over set time + its own overhead (the HTTP rows' reference, as the bare loop is in-process);
 - the open loop with constant arrivals at half the closed loop's throughput: nothing queues by construction,
   so its p99 should stay within 2x of the closed loop's (the issue's criterion); once as mcbench runs it (the
   generator waits for each send on a native thread's nanosleep) and once on the event loop's own timer, which
@@ -144,7 +147,9 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
     from mcbench.bench.server import serve_in_subprocess
 
-    artifact = spinner_artifact(service_us, folder)
+    # the served call: the torch spinner with no busy-wait of its own, then the server's --spin-ms hook: a busy-wait
+    # whose end is set when it starts, outside torch (whose call path costs more around a longer forward: RESULTS.md)
+    artifact = spinner_artifact(0.0, folder)
     tag = f"{int(service_us)}us-{inline_below_ms}"
     spec = folder / f"server-{tag}.json"
     spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
@@ -152,6 +157,7 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     feeds = [{"x": np.zeros((1, 4), np.float32)}]
     server_cores, gen_cores = cores[:1], cores[-1:]
     extra = ["--inline-below-ms", f"{inline_below_ms:g}"] if inline_below_ms is not None else []
+    extra += ["--spin-ms", f"{service_us / 1000:g}"] if service_us else []
     warmup = 1.0
     out: dict[str, Any] = {}
     with serve_in_subprocess(spec, server_cores, extra=extra) as server:
@@ -179,6 +185,69 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     return out
 
 
+REQUEST_BYTES, ANSWER = 64, b"x" * 32  # the bare reference's fixed-size request and answer
+
+
+def bare_server(ready: Any, service_us: float, core: int) -> None:
+    """A blocking socket server on `core`: read a request, busy-wait, answer; nothing else (a child process)."""
+    import socket
+
+    os.sched_setaffinity(0, {core})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    ready.put(listener.getsockname()[1])
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        got = b""
+        while len(got) < REQUEST_BYTES:
+            chunk = conn.recv(REQUEST_BYTES - len(got))
+            if not chunk:
+                return
+            got += chunk
+        spin(service_us)
+        conn.sendall(ANSWER)
+
+
+def bare_client(port: int, seconds: float, core: int) -> list[float]:
+    """Latencies (ms) of one client on `core` sending to bare_server back to back for `seconds` (a child process)."""
+    import socket
+
+    os.sched_setaffinity(0, {core})
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter_ns()
+        conn.sendall(b"r" * REQUEST_BYTES)
+        got = 0
+        while got < len(ANSWER):
+            got += len(conn.recv(len(ANSWER)))
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    conn.close()
+    return out[20:]  # the first calls warm the path up
+
+
+def bare_p50_ms(service_us: float, seconds: float, cores: list[int]) -> float:
+    """The p50 of a bare socket server busy-waiting `service_us`, server and client on the cores mcbench's load test
+    uses: what the machine itself adds over the set time, the HTTP rows' reference."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    server = ctx.Process(target=bare_server, args=(ready, service_us, cores[0]), daemon=True)
+    server.start()
+    try:
+        with ctx.Pool(1) as pool:
+            latencies = pool.apply(bare_client, (ready.get(timeout=30), seconds, cores[-1]))
+    finally:
+        server.terminate()
+        server.join()
+    return float(np.median(latencies))
+
+
 def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any] | None,
            overhead_ms: dict[str, float]) -> dict[str, Any]:
     set_ms = service_us / 1000
@@ -194,7 +263,11 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
     if http:
         closed = http["closed"]
         over = overhead_ms.get(http["dispatch"], min(overhead_ms.values(), default=0.0))
+        if "bare_p50_ms" in http:
+            row.update(bare_http_p50_ms=round(http["bare_p50_ms"], 4),
+                       bare_http_excess_ms=round(http["bare_p50_ms"] - set_ms - overhead_ms.get("bare", 0.0), 4))
         row.update(dispatch=http["dispatch"], http_p50_ms=round(closed.latency.p50_ms, 4),
+                   http_excess_ms=round(closed.latency.p50_ms - set_ms - over, 4),
                    expected_http_p50_ms=round(set_ms + over, 4),
                    http_p50_error=round(closed.latency.p50_ms / (set_ms + over) - 1, 4),
                    closed_p99_ms=round(closed.latency.p99_ms, 4), closed_rps=round(closed.throughput_rps, 1),
@@ -229,14 +302,17 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
     if "http_p50_ms" in rows[0]:
         over = ", ".join(f"{k} {v:.3f} ms" for k, v in overhead_ms.items())
         print(f"\nOver HTTP (overhead = p50 of a 0 us spinner: {over}); open loops at half the closed loop's rate")
-        print("| set ms | dispatch | HTTP p50 | set + overhead | err | closed p99 | constant p50 / p99 (/closed) "
-              "| same, event-loop timer | Poisson p99 | queue-model p99 | measured / model |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| set ms | dispatch | HTTP p50 | set + overhead | err | excess ms (bare socket's) | closed p99 "
+              "| constant p50 / p99 (/closed) | same, event-loop timer | Poisson p99 | queue-model p99 "
+              "| measured / model |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         nan = float("nan")
         for r in rows:
             c, lt, p = r.get("constant", {}), r.get("constant_loop_timer", {}), r.get("poisson", {})
             print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} | {r['expected_http_p50_ms']:.3f} | "
-                  f"{r['http_p50_error']:+.1%} | {r['closed_p99_ms']:.3f} | " + " | ".join(
+                  f"{r['http_p50_error']:+.1%} | {r['http_excess_ms']:+.3f} "
+                  f"({r.get('bare_http_excess_ms', nan):+.3f}) | "
+                  f"{r['closed_p99_ms']:.3f} | " + " | ".join(
                       f"{x.get('p50_ms', nan):.3f} / {x.get('p99_ms', nan):.3f} ({x.get('over_closed_p99', nan):.2f}x)"
                       for x in (c, lt)) +
                   f" | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
@@ -263,9 +339,12 @@ def main(argv: list[str] | None = None) -> int:
                 overhead_ms[zero["dispatch"]] = zero["closed"].latency.p50_ms
                 if zero["dispatch"] != mode:
                     print(f"note: the 0 us spinner ran {zero['dispatch']}, not {mode}", file=sys.stderr)
+            overhead_ms["bare"] = bare_p50_ms(0.0, args.seconds / 2, cores)
         for us in (float(x) for x in args.service_us.split(",")):
             inproc = in_process(us, args.in_process_seconds, folder)
             http = None if args.no_http else over_http(us, args.seconds, folder, cores)
+            if http is not None:
+                http["bare_p50_ms"] = bare_p50_ms(us, args.seconds / 2, cores)
             rows.append(row_of(us, inproc, http, overhead_ms))
     result = {"overhead_p50_ms": {k: round(v, 4) for k, v in overhead_ms.items()}, "cores": cores,
               "loadavg": os.getloadavg(), "wall_s": round(time.perf_counter() - started, 1), "rows": rows}

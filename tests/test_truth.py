@@ -38,13 +38,14 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
     from mcbench.bench.server import serve_in_subprocess
 
-    artifact = spinner_artifact(3000, tmp_path)
+    # as benchmarks/truth.py serves it: the torch spinner without a wait of its own, the server's --spin-ms hook
+    artifact = spinner_artifact(0, tmp_path)
     spec = tmp_path / "server.json"
     spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
                                 "target": Target("torch", threads=1).to_dict()}))
     cores = sorted(os.sched_getaffinity(0))
     rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, check_every=0)
-    with serve_in_subprocess(spec, cores[:1]) as server:
+    with serve_in_subprocess(spec, cores[:1], extra=["--spin-ms", "3"]) as server:
         result = run_load(Endpoint(server.url, "spinner"), Requests.encode([{"x": np.zeros((1, 4), np.float32)}]),
                           [1], [20.0], rules, cores[-1:], cores[:1], 1, tmp_path / "load")
     for step in result.steps + result.open_steps:
