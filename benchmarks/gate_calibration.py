@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,8 +57,18 @@ class Slowed:
         return out
 
 
+class PairCodes(NamedTuple):
+    """One comparison's answers: the gate's exit code, the pooled one (-1: not scored), the rounds the gate took,
+    and the exit code of the first `rounds` alone."""
+
+    gate: int
+    pooled: int
+    rounds: int
+    first: int
+
+
 def exit_codes_of_pair(a: Any, b: Any, feeds: dict[str, Any], rounds: int, samples: int, d: Defaults,
-                       pooled: bool, expect_regression: bool = False) -> tuple[int, int, int, int]:
+                       pooled: bool, expect_regression: bool = False) -> PairCodes:
     """The gate's exit code for one interleaved comparison: by rounds (the gate, with the rounds it adds where the
     first `rounds` leave a slowdown open), pooled (the gate before; -1 unless asked for: its pure-Python bootstrap
     over thousands of samples takes seconds a comparison), how many rounds the gate took, and the exit code the
@@ -71,18 +81,18 @@ def exit_codes_of_pair(a: Any, b: Any, feeds: dict[str, Any], rounds: int, sampl
         print(f"  {'+20% missed' if expect_regression else 'A/A alarm'} (exit {by_rounds}): {check.message}",
               file=sys.stderr)
     if not pooled:
-        return by_rounds, -1, len(base), first
+        return PairCodes(by_rounds, -1, len(base), first)
     check = comparison_check("calibration", [x for r in base for x in r], [x for r in cand for x in r], d, "pooled")
-    return by_rounds, Outcome([check]).exit_code, len(base), first
+    return PairCodes(by_rounds, Outcome([check]).exit_code, len(base), first)
 
 
-def rounds_taken(codes: list[tuple[int, int, int, int]], asked: int, alarm: bool) -> str:
+def rounds_taken(codes: list[PairCodes], asked: int, alarm: bool) -> str:
     """'all 20', or how many pairs took more rounds, the most any took, and what the first `asked` rounds alone
     answered (`alarm`: count false alarms, else catches): '2 took more, up to 60; 20 alone: 1 alarm'."""
-    more = [c[2] for c in codes if c[2] > asked]
+    more = [c.rounds for c in codes if c.rounds > asked]
     if not more:
         return f"all {asked}"
-    alone = sum(c[3] in (1, 3) for c in codes) if alarm else sum(c[3] == 1 for c in codes)
+    alone = sum(c.first in (1, 3) for c in codes) if alarm else sum(c.first == 1 for c in codes)
     return f"{len(more)} took more, up to {max(more)}; {asked} alone: {alone} {'alarms' if alarm else 'caught'}"
 
 

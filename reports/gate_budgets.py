@@ -74,12 +74,12 @@ def _defaults(where: str, table: Any) -> Defaults:
             if number != int(number) or (key == "resamples" and not MIN_RESAMPLES <= number <= MAX_RESAMPLES):
                 raise GateConfigError(f"{where}: [defaults]: key {key!r}: expected a whole number "
                                       f"(resamples from {MIN_RESAMPLES} to {MAX_RESAMPLES})")
-            if key == "max_rounds_factor" and number < 1:
-                raise GateConfigError(f"{where}: [defaults]: key 'max_rounds_factor': at least 1 (1: never add "
-                                      f"rounds), got {value!r}")
             number = int(number)
         values[key] = number
     d = Defaults(**values)
+    if d.max_rounds_factor < 1:
+        raise GateConfigError(f"{where}: [defaults]: key 'max_rounds_factor': at least 1 (1: never add rounds), "
+                              f"got {d.max_rounds_factor}")
     if not 0 < d.confidence < 1:
         raise GateConfigError(f"{where}: [defaults]: key 'confidence': must be between 0 and 1, got {d.confidence}")
     if d.max_cv == 0:
