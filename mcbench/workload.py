@@ -128,7 +128,7 @@ def calibration_samples(config: RunConfig, base: Artifact) -> tuple[list[Feeds],
     path = config.calibration_data
     if path.suffix == ".npz":
         samples = load_npz(path, base.inputs).samples
-    elif base.factory_args and "config" in base.factory_args and base.inputs[0].name == "input_ids":
+    elif is_hf_text_model(base):
         samples = text_samples(Path(config.model), read_lines(path, "--calibration-data"), base.inputs)
     else:
         raise IntakeError(f"--calibration-data {path}: an .npz with one array per model input (a text file only "
@@ -139,11 +139,16 @@ def calibration_samples(config: RunConfig, base: Artifact) -> tuple[list[Feeds],
     return samples, f"{len(samples)} samples of {path.name}"
 
 
+def is_hf_text_model(base: Artifact) -> bool:
+    """A Hugging Face folder's model that takes token ids (texts are tokenised for it), from its intake record."""
+    return bool(base.factory_args) and "config" in base.factory_args and base.inputs[0].name == "input_ids"
+
+
 def text_dataset(config: RunConfig, base: Artifact) -> tuple[list[Feeds], np.ndarray | None, str]:
     """--text-file tokenised with the folder's tokenizer, and --labels read against its config."""
     from mcbench.optimizer.intake_hf import parse_labels, read_lines, text_samples
 
-    if not base.factory_args or "config" not in base.factory_args or base.inputs[0].name != "input_ids":
+    if not is_hf_text_model(base):
         raise IntakeError("--text-file needs a Hugging Face text model folder as --model")
     lines = read_lines(config.text_file, "--text-file")
     samples = text_samples(Path(config.model), lines, base.inputs)

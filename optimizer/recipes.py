@@ -42,7 +42,8 @@ OV_CPU = Target("openvino", options={"hint": "LATENCY", "precision": "f32"})
 FUSED_INT8 = ("fuse.transformer", "quant.int8_dynamic(per_channel=true)")
 CONV_FOLD = ("fuse.conv_affine",)
 # On all-MiniLM-L6-v2, plain static QDQ kept a cosine of 0.40 (the attention mask's -3.4e38 in one scale); MatMuls
-# only, their outputs float and their inputs smoothed kept 0.998 at 0.43x FP32 (README: Recipes and passes).
+# only, their outputs float and their inputs smoothed kept 0.998 at 0.43x FP32 (docs/passes.md: Static INT8 on a
+# transformer).
 TRANSFORMER_STATIC_INT8 = "quant.int8_static_smooth"
 # TorchScript's graph of a BERT encoder ran at ~0.9x torch.export's on onnxruntime (2-D MatMuls, no shape
 # arithmetic) and is the one onnxruntime's attention fusion matches.

@@ -91,9 +91,9 @@ def fold_conv_affine(graph) -> tuple[Counter[str], int]:
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in consts:
             continue
         convs += 1
-        weight = consts[conv.input[1]].astype(np.float64)
         if consts[conv.input[1]].dtype != np.float32:
             continue
+        weight = consts[conv.input[1]].astype(np.float64)
         channels, rank = weight.shape[0], weight.ndim
         bias = consts[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2] \
             else np.zeros(channels)

@@ -2,7 +2,7 @@
 SmoothQuant-style smoothing of their inputs.
 
 Plain static QDQ (quant.int8_static) collapses a BERT-family encoder: on all-MiniLM-L6-v2 the embedding's
-cosine to FP32 fell to 0.40. Measured, tensor by tensor (README: Recipes and passes):
+cosine to FP32 fell to 0.40. Measured, tensor by tensor (docs/passes.md: Static INT8 on a transformer):
 
 - the attention scores plus the mask: the mask adds the float minimum (-3.4e38), so one scale for the
   tensor leaves the softmax nothing (Add or Softmax quantized: cosine 0.40). Only MatMul (and Gemm) is
