@@ -19,6 +19,13 @@ Per set time it prints:
   so each set time is held against the overhead of the way its server ran it); beside it, what the machine
   itself adds: a bare blocking socket server with the same busy-wait and a client pinned as the load test pins
   them, its p50 over set time + its own overhead (the HTTP rows' reference, as the bare loop is in-process);
+- over HTTP, the instrument itself: a raw-socket HTTP client of the same server, just before and just after
+  Locust's closed loop, pooled (the machine drifts over a run), so Locust's reading is held against an
+  independent one at the same set time (plus Locust's own client cost, measured the same way at 0 us); and each
+  answer's Server-Timing header, which splits the server's side into the model call and the handler's time
+  beyond it. Beside them, the server's own request-path code (decode a request, encode an answer) timed in
+  process right after a busy-wait of the set time and back to back: on this VM code that runs after a long wait
+  runs slower, which is why an HTTP overhead measured at 0 us does not hold at 10 ms (RESULTS.md);
 - the open loop with constant arrivals at half the closed loop's throughput: nothing queues by construction,
   so its p99 should stay within 2x of the closed loop's (the issue's criterion); once as mcbench runs it (the
   generator waits for each send on a native thread's nanosleep) and once on the event loop's own timer, which
@@ -165,10 +172,14 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
         out["dispatch"] = server.dispatch
         rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
         closed_dir = folder / f"closed-{tag}"
+        # the raw client's reads before and after Locust's, pooled: the machine drifts over a run
+        raw_before = raw_http(server.port, feeds[0], seconds / 3, gen_cores[0])
         closed = run_load(endpoint, Requests.encode(feeds), [1], [], rules, gen_cores, server_cores, 1,
                           closed_dir).steps[0]
         out["closed"] = closed
         out["closed_latency_s"] = step_latencies(closed_dir, "closed_1", warmup, rules.run_seconds)
+        raw_after = raw_http(server.port, feeds[0], seconds / 3, gen_cores[0])
+        out["raw"] = {k: raw_before[k] + raw_after[k] for k in raw_before}
         if not loops:
             return out
         rate = max(1.0, round(closed.throughput_rps / 2, 1))
@@ -262,7 +273,7 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
                 row[f"{side}_p{q}_error"] = round(ms / set_ms - 1, 4) if set_ms else None
     if http:
         closed = http["closed"]
-        over = overhead_ms.get(http["dispatch"], min(overhead_ms.values(), default=0.0))
+        over = overhead_ms[http["dispatch"]]
         if "bare_p50_ms" in http:
             row.update(bare_http_p50_ms=round(http["bare_p50_ms"], 4),
                        bare_http_excess_ms=round(http["bare_p50_ms"] - set_ms - overhead_ms.get("bare", 0.0), 4))
@@ -272,6 +283,23 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
                    http_p50_error=round(closed.latency.p50_ms / (set_ms + over) - 1, 4),
                    closed_p99_ms=round(closed.latency.p99_ms, 4), closed_rps=round(closed.throughput_rps, 1),
                    closed_n=closed.latency.count, open_rate=http.get("rate"))
+        raw = http.get("raw")
+        if raw:
+            outside = np.array(raw["app"]) - np.array(raw["model"])
+            row.update(raw_p50_ms=round(pct(raw["latency"], 50), 4), raw_p99_ms=round(pct(raw["latency"], 99), 4),
+                       raw_n=len(raw["latency"]),
+                       locust_over_raw_p50=round(closed.latency.p50_ms / pct(raw["latency"], 50) - 1, 4),
+                       locust_over_raw_p99=round(closed.latency.p99_ms / pct(raw["latency"], 99) - 1, 4),
+                       model_p50_ms=round(pct(raw["model"], 50), 4), model_p99_ms=round(pct(raw["model"], 99), 4),
+                       app_outside_model_p50_ms=round(pct(outside, 50), 4))
+            client = overhead_ms.get(f"{http['dispatch']}_client")
+            if client is not None:  # what Locust's client adds over the raw one, measured at 0 us
+                expected = pct(raw["latency"], 50) + client
+                row.update(expected_from_raw_p50_ms=round(expected, 4),
+                           from_raw_p50_error=round(closed.latency.p50_ms / expected - 1, 4))
+            if set_ms:
+                row.update(model_p50_error=round(row["model_p50_ms"] / set_ms - 1, 4),
+                           model_p99_error=round(row["model_p99_ms"] / set_ms - 1, 4))
         service = http["closed_latency_s"]
         for key, arrivals, _ in OPEN_LOOPS:
             step = http.get(key)
@@ -300,7 +328,7 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
             cells = [f"{r[f'{s}_p{q}_ms']:.4f} ({r[f'{s}_p{q}_error']:+.2%})" for s in SIDES for q in (50, 99)]
             print(f"| {r['set_ms']:g} | " + " | ".join(cells) + f" | {r['mcbench_n']} |")
     if "http_p50_ms" in rows[0]:
-        over = ", ".join(f"{k} {v:.3f} ms" for k, v in overhead_ms.items())
+        over = ", ".join(f"{k} {overhead_ms[k]:.3f} ms" for k in ("inline", "thread", "bare") if k in overhead_ms)
         print(f"\nOver HTTP (overhead = p50 of a 0 us spinner: {over}); open loops at half the closed loop's rate")
         print("| set ms | dispatch | HTTP p50 | set + overhead | err | excess ms (bare socket's) | closed p99 "
               "| constant p50 / p99 (/closed) | same, event-loop timer | Poisson p99 | queue-model p99 "
@@ -317,6 +345,96 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
                       for x in (c, lt)) +
                   f" | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
                   f"{p.get('over_queue_p99') or nan:.2f} |")
+    if "raw_p50_ms" in rows[0]:
+        print("\nOver HTTP, the instrument: Locust's closed loop against a raw-socket client of the same server, the"
+              " server's Server-Timing (model: the call alone; outside: the handler's time beyond it, and at 0 us),"
+              " and the server's request-path code timed in process after the busy-wait and back to back (10 requests)")
+        client = ", ".join(f"{k} {overhead_ms[f'{k}_client']:+.3f} ms" for k in ("inline", "thread")
+                           if f"{k}_client" in overhead_ms)
+        print(f"Locust's client over the raw one at 0 us: {client}")
+        print("| set ms | dispatch | Locust p50 / p99 | raw client p50 / p99 | Locust vs raw p50 / p99 "
+              "| raw + Locust's client at 0 us (err) | model p50 (err) "
+              "| model p99 (err) | server outside the model (at 0 us) | request path after / back to back |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        nan = float("nan")
+        for r in rows:
+            zero = overhead_ms.get(f"{r['dispatch']}_app_outside_model", float("nan"))
+            print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} / {r['closed_p99_ms']:.3f} | "
+                  f"{r['raw_p50_ms']:.3f} / {r['raw_p99_ms']:.3f} | {r['locust_over_raw_p50']:+.1%} / "
+                  f"{r['locust_over_raw_p99']:+.1%} | {r.get('expected_from_raw_p50_ms', nan):.3f} "
+                  f"({r.get('from_raw_p50_error', nan):+.1%}) | "
+                  f"{r['model_p50_ms']:.3f} ({r.get('model_p50_error', 0):+.2%}) | "
+                  f"{r['model_p99_ms']:.3f} ({r.get('model_p99_error', 0):+.2%}) | "
+                  f"{r['app_outside_model_p50_ms']:.3f} ({zero:.3f}) | "
+                  f"{r['request_path_after_gap_us']:.0f} / {r['request_path_back_to_back_us']:.0f} us |")
+
+
+def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float, core: int) -> dict[str, list[float]]:
+    """A raw-socket HTTP/1.1 client on `core` sending one infer request back to back for `seconds` (a child
+    process): per answer its latency and the server's Server-Timing `model` and `app` durations (ms)."""
+    import socket
+
+    os.sched_setaffinity(0, {core})
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (f"POST /v2/models/spinner/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+               f"{head}\r\n").encode() + body
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out: dict[str, list[float]] = {"latency": [], "model": [], "app": []}
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter_ns()
+        conn.sendall(request)
+        got, length, split = b"", None, -1
+        while length is None or len(got) < split + 4 + length:
+            got += conn.recv(65536)
+            if length is None and (split := got.find(b"\r\n\r\n")) >= 0:
+                fields = dict(line.split(": ", 1) for line in got[:split].decode().lower().split("\r\n")[1:])
+                length = int(fields["content-length"])
+        out["latency"].append((time.perf_counter_ns() - t0) / 1e6)
+        timing = dict(part.strip().split(";dur=") for part in fields["server-timing"].split(","))
+        out["model"].append(float(timing["model"]))
+        out["app"].append(float(timing["app"]))
+    conn.close()
+    return {k: v[20:] for k, v in out.items()}  # the first calls warm the path up
+
+
+def raw_http(port: int, feeds: dict[str, np.ndarray], seconds: float, core: int) -> dict[str, list[float]]:
+    """`http_client` against mcbench's server, in its own process as Locust runs in its own."""
+    import multiprocessing
+
+    from mcbench.bench.load import Requests
+
+    requests = Requests.encode([feeds])
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(http_client, (port, requests.bodies[0], requests.headers, seconds, core))
+
+
+def path_after_gap(service_us: float, calls: int = 200) -> dict[str, float]:
+    """The server's own Python work on a request (decode the spinner's request, encode its answer), timed right
+    after a busy-wait of `service_us` and back to back, alternating: whether this machine runs the same code
+    slower after the model's call, which no constant overhead measured at 0 us would show (p50s, us)."""
+    from mcbench.bench.load import Requests
+    from mcbench.bench.protocol import HEADER_LENGTH, decode_infer_request, encode_infer_response
+    from mcbench.optimizer.artifact import InputSpec
+
+    feeds = {"x": np.zeros((1, 4), np.float32)}
+    requests = Requests.encode([feeds])
+    body, length, inputs = requests.bodies[0], requests.headers.get(HEADER_LENGTH), (InputSpec("x", (1, 4)),)
+
+    def work() -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(10):
+            decoded = decode_infer_request(body, length, inputs, 1 << 20)
+            json.dumps(encode_infer_response("spinner", ["y"], [decoded["x"]]))
+        return (time.perf_counter_ns() - t0) / 1e3
+
+    after, back_to_back = [], []
+    for _ in range(calls):
+        spin(service_us)
+        after.append(work())
+        back_to_back.append(work())
+    return {"after_gap_us": float(np.median(after)), "back_to_back_us": float(np.median(back_to_back))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
             for below, mode in ((None, "inline"), (0.0, "thread")):
                 zero = over_http(0.0, args.seconds, folder, cores, loops=False, inline_below_ms=below)
                 overhead_ms[zero["dispatch"]] = zero["closed"].latency.p50_ms
+                outside = np.array(zero["raw"]["app"]) - np.array(zero["raw"]["model"])
+                overhead_ms[f"{zero['dispatch']}_app_outside_model"] = pct(outside, 50)
+                client_ms = zero["closed"].latency.p50_ms - pct(zero["raw"]["latency"], 50)
+                overhead_ms[f"{zero['dispatch']}_client"] = client_ms
                 if zero["dispatch"] != mode:
                     print(f"note: the 0 us spinner ran {zero['dispatch']}, not {mode}", file=sys.stderr)
             overhead_ms["bare"] = bare_p50_ms(0.0, args.seconds / 2, cores)
@@ -346,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             if http is not None:
                 http["bare_p50_ms"] = bare_p50_ms(us, args.seconds / 2, cores)
             rows.append(row_of(us, inproc, http, overhead_ms))
+            if not args.no_http:
+                rows[-1].update({f"request_path_{k}": round(v, 1) for k, v in path_after_gap(us).items()})
     result = {"overhead_p50_ms": {k: round(v, 4) for k, v in overhead_ms.items()}, "cores": cores,
               "loadavg": os.getloadavg(), "wall_s": round(time.perf_counter() - started, 1), "rows": rows}
     print(json.dumps(result, indent=1))

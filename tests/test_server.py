@@ -123,6 +123,29 @@ def test_infer_binary_extension(server: ServerHandle) -> None:
     check_outputs(answer)
 
 
+def server_timing(server: ServerHandle) -> dict[str, float]:
+    """The Server-Timing header of one binary infer answer, as {metric: ms}."""
+    body, headers = encode_infer_request({"k": K, "x": X}, binary=True)
+    request = urllib.request.Request(server.url + f"/v2/models/{MODEL}/infer", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        header = response.headers["Server-Timing"]
+    return {name: float(dur) for name, dur in (part.strip().split(";dur=") for part in header.split(","))}
+
+
+def test_infer_answers_carry_server_timing_for_the_model_call_and_the_handler(server: ServerHandle) -> None:
+    timing = server_timing(server)
+    assert set(timing) == {"model", "app"}
+    assert 0 < timing["model"] <= timing["app"] < 1000
+
+
+def test_server_timing_holds_a_known_model_time_in_a_worker_thread(tmp_path: Path) -> None:
+    extra = ["--delay-ms", "30", "--inline-below-ms", "0"]
+    with serve_in_subprocess(write_spec(tmp_path), cores=None, extra=extra) as slow:
+        assert slow.dispatch == "thread"
+        timing = server_timing(slow)
+    assert 30.0 <= timing["model"] <= timing["app"]  # the sleep is inside the model call, the call inside the handler
+
+
 def test_infer_json_via_encoder(server: ServerHandle) -> None:
     body, headers = encode_infer_request({"x": X, "k": K}, binary=False)
     status, answer = call(server, f"/v2/models/{MODEL}/infer", body, headers)

@@ -48,6 +48,11 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
     with serve_in_subprocess(spec, cores[:1], extra=["--spin-ms", "3"]) as server:
         result = run_load(Endpoint(server.url, "spinner"), Requests.encode([{"x": np.zeros((1, 4), np.float32)}]),
                           [1], [20.0], rules, cores[-1:], cores[:1], 1, tmp_path / "load")
+        raw = _truth_script().raw_http(server.port, {"x": np.zeros((1, 4), np.float32)}, 1.0, cores[-1])
+    # the reference client reads the server's Server-Timing: the busy-wait is inside the model call, the call inside
+    # the handler, the handler inside the client's latency
+    assert len(raw["latency"]) >= 10
+    assert all(3.0 <= m <= a <= lat for m, a, lat in zip(raw["model"], raw["app"], raw["latency"], strict=True))
     for step in result.steps + result.open_steps:
         assert step.requests > 0 and step.failures == 0
         assert step.latency.p50_ms >= 3.0  # the service time is inside every answer's latency
@@ -56,15 +61,16 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
 
 
 def _truth_script():
-    """benchmarks/truth.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
+    """benchmarks/truth.py as the module `truth` (benchmarks/ is not a package); importable by name, so the child
+    processes it spawns (which get this sys.path) find its functions."""
+    import importlib
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "truth.py"
-    spec = importlib.util.spec_from_file_location("mcbench_truth_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.append(folder)  # at the end: nothing of the project's resolves there first
+    return importlib.import_module("truth")
 
 
 def test_the_queue_model_gives_textbook_waits():
@@ -90,3 +96,9 @@ def test_truth_short_in_process_version_runs_and_never_reads_below_the_set_time(
         for q in (50, 99):
             assert row[f"{side}_p{q}_ms"] >= 0.3  # a busy-wait of 0.3 ms cannot be timed shorter, however loaded
     assert "| 0.3 |" in capsys.readouterr().out
+
+
+def test_the_request_path_check_times_the_servers_own_code_both_ways():
+    timed = _truth_script().path_after_gap(200.0, calls=20)
+    assert set(timed) == {"after_gap_us", "back_to_back_us"}
+    assert all(0 < v < 1e6 for v in timed.values())  # ten decodes and encodes: microseconds to milliseconds
