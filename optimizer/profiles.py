@@ -40,6 +40,7 @@ class RuntimeTarget:
     streams: int | None = None  # openvino; None: the hint decides
     precision: str = "f32"  # openvino inference precision
     threads: tuple[int, ...] = ()  # empty: the profile's server cores
+    pin_threads: bool = False  # openvino CPU: pin its threads to cores (OpenVINO's own default; noisy under load)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Profile:
 
 _TOP_KEYS = {"name", "description", "device", "cost_per_hour", "batch_sizes", "cpu", "server", "loadgen",
              "capacity", "targets", "recipes"}
-_TARGET_KEYS = {"runtime", "providers", "device", "hints", "streams", "precision", "threads"}
+_TARGET_KEYS = {"runtime", "providers", "device", "hints", "streams", "precision", "threads", "pin_threads"}
 
 
 class _Reader:
@@ -185,6 +186,9 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
         raise r.fail(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(_TARGET_KEYS))}")
     runtime = r.string(data, "runtime", f"{path}.runtime", ("onnxruntime", "openvino", "torch"))
     streams = r.ints(data, "streams", f"{path}.streams") if "streams" in data else ()
+    pin = data.get("pin_threads", False)
+    if not isinstance(pin, bool):
+        raise r.fail(f"{path}.pin_threads", f"expected true or false, got {pin!r}")
     return RuntimeTarget(
         runtime=runtime,
         providers=r.strings(data, "providers", f"{path}.providers", ORT_PROVIDERS, ("CPUExecutionProvider",)),
@@ -193,6 +197,7 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
         streams=streams[0] if streams else None,
         precision=r.string(data, "precision", f"{path}.precision", OV_PRECISIONS, default="f32"),
         threads=r.ints(data, "threads", f"{path}.threads"),
+        pin_threads=pin,
     )
 
 

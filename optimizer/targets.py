@@ -76,11 +76,17 @@ def ort_providers(target: Target) -> list[tuple[str, dict[str, Any]]]:
 
 
 def openvino_config(target: Target) -> dict[str, Any]:
+    """OpenVINO's compile settings. On a CPU its threads are not pinned to cores unless the profile says
+    `pin_threads = true`: OpenVINO pins them by default, and a pinned thread cannot leave a core another process
+    is busy on; under load that made its latency-hint variant eight times noisier (RESULTS.md), while onnxruntime
+    never pins. The server process itself is still held to the profile's server cores."""
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": target.options.get("hint", "LATENCY"),
         "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
     }
-    if target.threads:
+    if target.device == "cpu":
+        config["ENABLE_CPU_PINNING"] = bool(target.options.get("pin_threads", False))
+    if target.threads and target.device == "cpu":
         config["INFERENCE_NUM_THREADS"] = target.threads
     if target.options.get("streams"):
         config["NUM_STREAMS"] = target.options["streams"]
@@ -193,8 +199,6 @@ class _OpenVinoSession:
         ov = require("openvino")
         device = target.device.upper()
         config = openvino_config(target)
-        if device == "GPU":
-            config.pop("INFERENCE_NUM_THREADS", None)  # a CPU setting
         self._compiled = ov.Core().compile_model(str(artifact.path), device, config)
         executed = [d.split(".")[0] for d in self._compiled.get_property("EXECUTION_DEVICES")]
         if device not in executed:

@@ -46,12 +46,28 @@ def _with(**changes):
      "p.toml: targets.0..providers: 'ROCMExecutionProvider' not among CPUExecutionProvider"),
     (_with(targets=[{"runtime": "openvino", "hints": ["FAST"]}]), "p.toml: targets.0..hints: 'FAST' not among LATENCY"),
     (_with(targets=[{"runtime": "onnxruntime", "threads": [0]}]), r"targets.0..threads: expected a list of integers"),
+    (_with(targets=[{"runtime": "openvino", "pin_threads": "yes"}]),
+     "p.toml: targets.0..pin_threads: expected true or false, got 'yes'"),
     (_with(cost_per_hour=-1), "p.toml: cost_per_hour: expected a number >= 0, got -1"),
     (_with(capacity={"latency_budget_ms": "fast"}), "p.toml: capacity.latency_budget_ms: expected a number"),
 ])
 def test_validation_errors_name_file_key_and_problem(data, message):
     with pytest.raises(ProfileError, match=message):
         parse_profile(data, "p.toml")
+
+
+def test_openvino_threads_are_pinned_only_where_the_profile_says_so():
+    from mcbench.optimizer.recipes import profile_variants
+    from mcbench.optimizer.targets import openvino_config
+
+    def ov_targets(target: dict) -> list:
+        profile = parse_profile(_with(targets=[target]), "p.toml")
+        return [v.target for v in profile_variants(profile, from_torch=False)]
+
+    default, pinned = ov_targets({"runtime": "openvino"}), ov_targets({"runtime": "openvino", "pin_threads": True})
+    assert default and pinned
+    assert all(openvino_config(t)["ENABLE_CPU_PINNING"] is False for t in default)
+    assert all(openvino_config(t)["ENABLE_CPU_PINNING"] is True for t in pinned)
 
 
 def test_bad_toml_and_missing_file(tmp_path):
