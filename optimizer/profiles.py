@@ -40,7 +40,7 @@ class RuntimeTarget:
     streams: int | None = None  # openvino; None: the hint decides
     precision: str = "f32"  # openvino inference precision
     threads: tuple[int, ...] = ()  # empty: the profile's server cores
-    pin_threads: bool = False  # openvino CPU: pin its threads to cores (OpenVINO's own default; noisy under load)
+    pin_threads: bool | None = None  # openvino CPU: pin threads to cores; None: only under the throughput hint
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,8 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
         raise r.fail(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(_TARGET_KEYS))}")
     runtime = r.string(data, "runtime", f"{path}.runtime", ("onnxruntime", "openvino", "torch"))
     streams = r.ints(data, "streams", f"{path}.streams") if "streams" in data else ()
-    pin = data.get("pin_threads", False)
-    if not isinstance(pin, bool):
+    pin = data.get("pin_threads")
+    if pin is not None and not isinstance(pin, bool):
         raise r.fail(f"{path}.pin_threads", f"expected true or false, got {pin!r}")
     return RuntimeTarget(
         runtime=runtime,

@@ -224,8 +224,8 @@ def _runtime_variants(rt: RuntimeTarget, profile: Profile, from_torch: bool) -> 
             name += "-gpu" if rt.device == "GPU" else ""
             name += "-throughput" if hint == "THROUGHPUT" else ""
             options = {"hint": hint, "precision": rt.precision, "streams": rt.streams}
-            if rt.pin_threads:
-                options["pin_threads"] = True
+            if rt.pin_threads is not None:
+                options["pin_threads"] = rt.pin_threads
             out.append(VariantSpec(name + suffix(t), export, Target("openvino", rt.device.lower(), t, options)))
     return out
 

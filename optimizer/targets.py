@@ -76,16 +76,18 @@ def ort_providers(target: Target) -> list[tuple[str, dict[str, Any]]]:
 
 
 def openvino_config(target: Target) -> dict[str, Any]:
-    """OpenVINO's compile settings. On a CPU its threads are not pinned to cores unless the profile says
-    `pin_threads = true`: OpenVINO pins them by default, and a pinned thread cannot leave a core another process
-    is busy on; under load that made its latency-hint variant eight times noisier (RESULTS.md), while onnxruntime
-    never pins. The server process itself is still held to the profile's server cores."""
+    """OpenVINO's compile settings. On a CPU, under the latency hint its threads are not pinned to cores unless
+    the profile says `pin_threads = true`: one call spreads over every core, and a pinned thread cannot leave a
+    core another process is busy on, so under load the call waits for it; that made the latency-hint variant eight
+    times noisier between rounds (docs/profiles.md). Under the throughput hint each stream is one thread, and
+    pinned (OpenVINO's default, kept) two sessions of one model timed alike, where unpinned they did not."""
+    hint = target.options.get("hint", "LATENCY")
     config: dict[str, Any] = {
-        "PERFORMANCE_HINT": target.options.get("hint", "LATENCY"),
+        "PERFORMANCE_HINT": hint,
         "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
     }
     if target.device == "cpu":
-        config["ENABLE_CPU_PINNING"] = bool(target.options.get("pin_threads", False))
+        config["ENABLE_CPU_PINNING"] = bool(target.options.get("pin_threads", hint == "THROUGHPUT"))
     if target.threads and target.device == "cpu":
         config["INFERENCE_NUM_THREADS"] = target.threads
     if target.options.get("streams"):

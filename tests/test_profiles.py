@@ -56,18 +56,18 @@ def test_validation_errors_name_file_key_and_problem(data, message):
         parse_profile(data, "p.toml")
 
 
-def test_openvino_threads_are_pinned_only_where_the_profile_says_so():
+def test_openvino_threads_are_pinned_under_the_throughput_hint_unless_the_profile_says():
     from mcbench.optimizer.recipes import profile_variants
     from mcbench.optimizer.targets import openvino_config
 
-    def ov_targets(target: dict) -> list:
-        profile = parse_profile(_with(targets=[target]), "p.toml")
-        return [v.target for v in profile_variants(profile, from_torch=False)]
+    def pinned(**target) -> dict[str, bool]:
+        profile = parse_profile(_with(targets=[{"runtime": "openvino", "hints": ["LATENCY", "THROUGHPUT"], **target}]),
+                                "p.toml")
+        return {v.name: openvino_config(v.target)["ENABLE_CPU_PINNING"] for v in profile_variants(profile, False)}
 
-    default, pinned = ov_targets({"runtime": "openvino"}), ov_targets({"runtime": "openvino", "pin_threads": True})
-    assert default and pinned
-    assert all(openvino_config(t)["ENABLE_CPU_PINNING"] is False for t in default)
-    assert all(openvino_config(t)["ENABLE_CPU_PINNING"] is True for t in pinned)
+    assert pinned() == {"ov-fp32": False, "ov-fp32-throughput": True}
+    assert pinned(pin_threads=True) == {"ov-fp32": True, "ov-fp32-throughput": True}
+    assert pinned(pin_threads=False) == {"ov-fp32": False, "ov-fp32-throughput": False}
 
 
 def test_bad_toml_and_missing_file(tmp_path):

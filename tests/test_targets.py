@@ -22,9 +22,11 @@ def test_tensorrt_and_cuda_provider_options():
 def test_openvino_config_for_cpu_and_gpu():
     cpu = Target("openvino", "cpu", 2, {"hint": "THROUGHPUT", "precision": "f32", "streams": 2})
     assert openvino_config(cpu) == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32",
-                                    "ENABLE_CPU_PINNING": False, "INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2}
-    pinned = Target("openvino", "cpu", None, {"pin_threads": True})
-    assert openvino_config(pinned)["ENABLE_CPU_PINNING"] is True
+                                    "ENABLE_CPU_PINNING": True, "INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2}
+    assert openvino_config(Target("openvino", "cpu", None, {"hint": "LATENCY"}))["ENABLE_CPU_PINNING"] is False
+    assert openvino_config(Target("openvino", "cpu", None, {"pin_threads": True}))["ENABLE_CPU_PINNING"] is True
+    unpinned = Target("openvino", "cpu", None, {"hint": "THROUGHPUT", "pin_threads": False})
+    assert openvino_config(unpinned)["ENABLE_CPU_PINNING"] is False
     gpu = Target("openvino", "gpu", 2, {"hint": "LATENCY", "precision": "f16", "pin_threads": True})
     assert openvino_config(gpu) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f16"}
 
