@@ -86,10 +86,10 @@ def openvino_config(target: Target) -> dict[str, Any]:
         "PERFORMANCE_HINT": hint,
         "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
     }
-    if target.device == "cpu":
+    if target.device == "cpu":  # CPU settings: a GPU compile refuses them
         config["ENABLE_CPU_PINNING"] = bool(target.options.get("pin_threads", hint == "THROUGHPUT"))
-    if target.threads and target.device == "cpu":
-        config["INFERENCE_NUM_THREADS"] = target.threads
+        if target.threads:
+            config["INFERENCE_NUM_THREADS"] = target.threads
     if target.options.get("streams"):
         config["NUM_STREAMS"] = target.options["streams"]
     return config
