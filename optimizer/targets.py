@@ -86,7 +86,7 @@ def openvino_config(target: Target) -> dict[str, Any]:
         "PERFORMANCE_HINT": hint,
         "INFERENCE_PRECISION_HINT": target.options.get("precision", "f32"),
     }
-    if target.device == "cpu":  # CPU settings: a GPU compile refuses them
+    if target.device == "cpu":  # CPU settings, never given to a GPU compile
         config["ENABLE_CPU_PINNING"] = bool(target.options.get("pin_threads", hint == "THROUGHPUT"))
         if target.threads:
             config["INFERENCE_NUM_THREADS"] = target.threads
