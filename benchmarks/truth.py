@@ -221,13 +221,19 @@ def bare_server(ready: Any, service_us: float, core: int) -> None:
         conn.sendall(ANSWER)
 
 
-def bare_client(port: int, seconds: float, core: int) -> list[float]:
-    """Latencies (ms) of one client on `core` sending to bare_server back to back for `seconds` (a child process)."""
+def pinned_connection(port: int, core: int) -> Any:
+    """This process held to `core`, and a TCP connection to 127.0.0.1:`port` that sends each write at once."""
     import socket
 
     os.sched_setaffinity(0, {core})
     conn = socket.create_connection(("127.0.0.1", port))
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def bare_client(port: int, seconds: float, core: int) -> list[float]:
+    """Latencies (ms) of one client on `core` sending to bare_server back to back for `seconds` (a child process)."""
+    conn = pinned_connection(port, core)
     out: list[float] = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -259,6 +265,11 @@ def bare_p50_ms(service_us: float, seconds: float, cores: list[int]) -> float:
     return float(np.median(latencies))
 
 
+def outside_model_p50_ms(raw: dict[str, list[float]]) -> float:
+    """The p50 of the server's handler time beyond the model call, answer by answer (Server-Timing app - model)."""
+    return pct(np.array(raw["app"]) - np.array(raw["model"]), 50)
+
+
 def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any] | None,
            overhead_ms: dict[str, float]) -> dict[str, Any]:
     set_ms = service_us / 1000
@@ -285,16 +296,15 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
                    closed_n=closed.latency.count, open_rate=http.get("rate"))
         raw = http.get("raw")
         if raw:
-            outside = np.array(raw["app"]) - np.array(raw["model"])
-            row.update(raw_p50_ms=round(pct(raw["latency"], 50), 4), raw_p99_ms=round(pct(raw["latency"], 99), 4),
-                       raw_n=len(raw["latency"]),
-                       locust_over_raw_p50=round(closed.latency.p50_ms / pct(raw["latency"], 50) - 1, 4),
-                       locust_over_raw_p99=round(closed.latency.p99_ms / pct(raw["latency"], 99) - 1, 4),
+            raw_p50, raw_p99 = pct(raw["latency"], 50), pct(raw["latency"], 99)
+            row.update(raw_p50_ms=round(raw_p50, 4), raw_p99_ms=round(raw_p99, 4), raw_n=len(raw["latency"]),
+                       locust_over_raw_p50=round(closed.latency.p50_ms / raw_p50 - 1, 4),
+                       locust_over_raw_p99=round(closed.latency.p99_ms / raw_p99 - 1, 4),
                        model_p50_ms=round(pct(raw["model"], 50), 4), model_p99_ms=round(pct(raw["model"], 99), 4),
-                       app_outside_model_p50_ms=round(pct(outside, 50), 4))
+                       app_outside_model_p50_ms=round(outside_model_p50_ms(raw), 4))
             client = overhead_ms.get(f"{http['dispatch']}_client")
             if client is not None:  # what Locust's client adds over the raw one, measured at 0 us
-                expected = pct(raw["latency"], 50) + client
+                expected = raw_p50 + client
                 row.update(expected_from_raw_p50_ms=round(expected, 4),
                            from_raw_p50_error=round(closed.latency.p50_ms / expected - 1, 4))
             if set_ms:
@@ -317,6 +327,7 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
 
 
 def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> None:
+    nan = float("nan")
     if "bare_p50_ms" in rows[0]:
         print("\nIn process, interleaved in blocks (ms, error against the set time): a bare perf_counter_ns loop"
               " around the busy-wait; mcbench's timer around a stand-in session whose run() is that busy-wait (the"
@@ -334,7 +345,6 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
               "| constant p50 / p99 (/closed) | same, event-loop timer | Poisson p99 | queue-model p99 "
               "| measured / model |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        nan = float("nan")
         for r in rows:
             c, lt, p = r.get("constant", {}), r.get("constant_loop_timer", {}), r.get("poisson", {})
             print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} | {r['expected_http_p50_ms']:.3f} | "
@@ -356,9 +366,8 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
               "| raw + Locust's client at 0 us (err) | model p50 (err) "
               "| model p99 (err) | server outside the model (at 0 us) | request path after / back to back |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        nan = float("nan")
         for r in rows:
-            zero = overhead_ms.get(f"{r['dispatch']}_app_outside_model", float("nan"))
+            zero = overhead_ms.get(f"{r['dispatch']}_app_outside_model", nan)
             print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} / {r['closed_p99_ms']:.3f} | "
                   f"{r['raw_p50_ms']:.3f} / {r['raw_p99_ms']:.3f} | {r['locust_over_raw_p50']:+.1%} / "
                   f"{r['locust_over_raw_p99']:+.1%} | {r.get('expected_from_raw_p50_ms', nan):.3f} "
@@ -372,14 +381,12 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
 def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float, core: int) -> dict[str, list[float]]:
     """A raw-socket HTTP/1.1 client on `core` sending one infer request back to back for `seconds` (a child
     process): per answer its latency and the server's Server-Timing `model` and `app` durations (ms)."""
-    import socket
+    from mcbench.bench.server import parse_server_timing
 
-    os.sched_setaffinity(0, {core})
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     request = (f"POST /v2/models/spinner/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
                f"{head}\r\n").encode() + body
-    conn = socket.create_connection(("127.0.0.1", port))
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = pinned_connection(port, core)
     out: dict[str, list[float]] = {"latency": [], "model": [], "app": []}
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -392,9 +399,9 @@ def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float,
                 fields = dict(line.split(": ", 1) for line in got[:split].decode().lower().split("\r\n")[1:])
                 length = int(fields["content-length"])
         out["latency"].append((time.perf_counter_ns() - t0) / 1e6)
-        timing = dict(part.strip().split(";dur=") for part in fields["server-timing"].split(","))
-        out["model"].append(float(timing["model"]))
-        out["app"].append(float(timing["app"]))
+        timing = parse_server_timing(fields["server-timing"])
+        out["model"].append(timing["model"])
+        out["app"].append(timing["app"])
     conn.close()
     return {k: v[20:] for k, v in out.items()}  # the first calls warm the path up
 
@@ -455,8 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             for below, mode in ((None, "inline"), (0.0, "thread")):
                 zero = over_http(0.0, args.seconds, folder, cores, loops=False, inline_below_ms=below)
                 overhead_ms[zero["dispatch"]] = zero["closed"].latency.p50_ms
-                outside = np.array(zero["raw"]["app"]) - np.array(zero["raw"]["model"])
-                overhead_ms[f"{zero['dispatch']}_app_outside_model"] = pct(outside, 50)
+                overhead_ms[f"{zero['dispatch']}_app_outside_model"] = outside_model_p50_ms(zero["raw"])
                 client_ms = zero["closed"].latency.p50_ms - pct(zero["raw"]["latency"], 50)
                 overhead_ms[f"{zero['dispatch']}_client"] = client_ms
                 if zero["dispatch"] != mode:

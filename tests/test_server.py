@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mcbench.bench.protocol import encode_infer_request
-from mcbench.bench.server import ServerHandle, serve_in_subprocess
+from mcbench.bench.server import ServerHandle, parse_server_timing, serve_in_subprocess
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from tests.conftest import save_graph
@@ -128,8 +128,7 @@ def server_timing(server: ServerHandle) -> dict[str, float]:
     body, headers = encode_infer_request({"k": K, "x": X}, binary=True)
     request = urllib.request.Request(server.url + f"/v2/models/{MODEL}/infer", data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
-        header = response.headers["Server-Timing"]
-    return {name: float(dur) for name, dur in (part.strip().split(";dur=") for part in header.split(","))}
+        return parse_server_timing(response.headers["Server-Timing"])
 
 
 def test_infer_answers_carry_server_timing_for_the_model_call_and_the_handler(server: ServerHandle) -> None:
