@@ -161,7 +161,7 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     spec = folder / f"server-{tag}.json"
     spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
                                 "target": Target("torch", threads=1).to_dict()}))
-    feeds = [{"x": np.zeros((1, 4), np.float32)}]
+    requests = Requests.encode([{"x": np.zeros((1, 4), np.float32)}])  # one request, sent by every client here
     server_cores, gen_cores = cores[:1], cores[-1:]
     extra = ["--inline-below-ms", f"{inline_below_ms:g}"] if inline_below_ms is not None else []
     extra += ["--spin-ms", f"{service_us / 1000:g}"] if service_us else []
@@ -173,12 +173,12 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
         rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
         closed_dir = folder / f"closed-{tag}"
         # the raw client's reads before and after Locust's, pooled: the machine drifts over a run
-        raw_before = raw_http(server.port, feeds[0], seconds / 3, gen_cores[0])
-        closed = run_load(endpoint, Requests.encode(feeds), [1], [], rules, gen_cores, server_cores, 1,
+        raw_before = raw_http(server.port, requests, seconds / 3, gen_cores[0])
+        closed = run_load(endpoint, requests, [1], [], rules, gen_cores, server_cores, 1,
                           closed_dir).steps[0]
         out["closed"] = closed
         out["closed_latency_s"] = step_latencies(closed_dir, "closed_1", warmup, rules.run_seconds)
-        raw_after = raw_http(server.port, feeds[0], seconds / 3, gen_cores[0])
+        raw_after = raw_http(server.port, requests, seconds / 3, gen_cores[0])
         out["raw"] = {k: raw_before[k] + raw_after[k] for k in raw_before}
         if not loops:
             return out
@@ -189,7 +189,7 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
                               arrivals=arrivals)
             os.environ["MCBENCH_WAKE"] = wake  # the generator inherits it (bench.locustfile.sleep_until)
             try:
-                out[key] = run_load(endpoint, Requests.encode(feeds), [], [rate], rules, gen_cores, server_cores,
+                out[key] = run_load(endpoint, requests, [], [rate], rules, gen_cores, server_cores,
                                     1, folder / f"{key}-{tag}").open_steps[0]
             finally:
                 os.environ.pop("MCBENCH_WAKE")
@@ -406,13 +406,11 @@ def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float,
     return {k: v[20:] for k, v in out.items()}  # the first calls warm the path up
 
 
-def raw_http(port: int, feeds: dict[str, np.ndarray], seconds: float, core: int) -> dict[str, list[float]]:
-    """`http_client` against mcbench's server, in its own process as Locust runs in its own."""
+def raw_http(port: int, requests: Any, seconds: float, core: int) -> dict[str, list[float]]:
+    """`http_client` sending the first of `requests` (bench.load.Requests) to mcbench's server, in its own process
+    as Locust runs in its own."""
     import multiprocessing
 
-    from mcbench.bench.load import Requests
-
-    requests = Requests.encode([feeds])
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(http_client, (port, requests.bodies[0], requests.headers, seconds, core))
 

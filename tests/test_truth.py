@@ -46,9 +46,10 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
     cores = sorted(os.sched_getaffinity(0))
     rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, check_every=0)
     with serve_in_subprocess(spec, cores[:1], extra=["--spin-ms", "3"]) as server:
-        result = run_load(Endpoint(server.url, "spinner"), Requests.encode([{"x": np.zeros((1, 4), np.float32)}]),
-                          [1], [20.0], rules, cores[-1:], cores[:1], 1, tmp_path / "load")
-        raw = _truth_script().raw_http(server.port, {"x": np.zeros((1, 4), np.float32)}, 1.0, cores[-1])
+        requests = Requests.encode([{"x": np.zeros((1, 4), np.float32)}])
+        result = run_load(Endpoint(server.url, "spinner"), requests, [1], [20.0], rules, cores[-1:], cores[:1], 1,
+                          tmp_path / "load")
+        raw = _truth_script().raw_http(server.port, requests, 1.0, cores[-1])
     # the reference client reads the server's Server-Timing: the busy-wait is inside the model call, the call inside
     # the handler, the handler inside the client's latency
     assert len(raw["latency"]) >= 10
