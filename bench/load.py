@@ -40,6 +40,8 @@ SAFETY_MARGIN_S = 30  # a run ends itself (the lone process, or the master once 
 # Locust's --run-time, this much longer, only catches a hang or a worker that died
 MIN_WINDOW_ANSWERS = 100  # fewer answers than this in a window give no p99 worth comparing
 SHORTFALL = 0.8  # open loop: achieved below this share of offered means the server cannot keep up
+MIN_OPEN_ARRIVALS = 10  # an open step expecting fewer arrivals in its counted seconds measures nothing (Poisson at
+# 1.4 req/s sends none in 2.5 s 3% of the time): a fraction of a slow model's peak below this is not run
 
 
 class LoadError(RuntimeError):
@@ -461,9 +463,17 @@ def run_load(
     env["MCBENCH_CHECK_EVERY"] = str(rules.check_every if requests.expected else 0)
     gen = Generator(loadgen_cores, workers, work_dir, master=master)
     closed, closed_stop = run_sweep(gen, endpoint, env, "closed", [float(u) for u in users], rules, say)
+    open_stop = None
     if callable(rates):  # rates as fractions of what the closed loop reached
-        rates = rates(max((s.throughput_rps for s in closed), default=0.0))
-    opened, open_stop = run_sweep(gen, endpoint, env, "open", rates, rules, say) if rates else ([], None)
+        peak = max((s.throughput_rps for s in closed), default=0.0)
+        rates = rates(peak)
+        if not rates and peak > 0:
+            open_stop = (f"not run: the closed loop's peak of {peak:.1f} req/s is too slow for an open step to expect "
+                         f"{MIN_OPEN_ARRIVALS} arrivals (give --rates to run one anyway)")
+    if rates:
+        opened, open_stop = run_sweep(gen, endpoint, env, "open", rates, rules, say)
+    else:
+        opened = []
     every = closed + opened
     cpus = [s.loadgen_cpu_percent for s in every if s.loadgen_cpu_percent is not None]
     return LoadResult(

@@ -82,10 +82,14 @@ class LoadPlan:
                               "load")
 
     def open_rates(self, closed_peak_rps: float) -> list[float]:
-        """The open loop's arrival rates: the given ones, or fractions of the closed loop's peak."""
+        """The open loop's arrival rates: the given ones, or the fractions of the closed loop's peak at which a step
+        expects at least MIN_OPEN_ARRIVALS arrivals in its counted seconds."""
+        from mcbench.bench.load import MIN_OPEN_ARRIVALS
+
         if self.rates:
             return list(self.rates)
-        return [round(f * closed_peak_rps, 1) for f in self.rate_fractions if f * closed_peak_rps >= 1]
+        slowest = max(1.0, MIN_OPEN_ARRIVALS / (self.step_seconds - self.warmup_s))
+        return [round(f * closed_peak_rps, 1) for f in self.rate_fractions if f * closed_peak_rps >= slowest]
 
 
 DEFAULT_TIME_BUDGET_S = 240.0  # sized so the demo's default run ends within 5 minutes on a 2-core machine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -253,5 +254,6 @@ def test_remeasure_times_both_runs_interleaved(tmp_path, linear_onnx):
     assert main(argv) in (0, 1, 3)  # an A/A comparison: the verdict is chance, the path is what is tested
     suite = ET.parse(tmp_path / "junit.xml").getroot()
     assert suite.get("tests") == "2" and suite.get("errors") == "0"
-    assert "(re-measured interleaved, one shared onnxruntime thread pool, 1 intra-op thread)" in \
-        (tmp_path / "summary.md").read_text()  # the ORT pair ran on one process-wide pool, and the message says so
+    # the ORT pair ran on one process-wide pool, and the message says so; a noisy machine may add "; 10 rounds, not 5"
+    assert re.search(r"\(re-measured interleaved, one shared onnxruntime thread pool, 1 intra-op thread[;)]",
+                     (tmp_path / "summary.md").read_text())

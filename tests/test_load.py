@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,32 @@ def test_sweeps_recover_a_known_service_time_and_check_answers(tmp_path: Path) -
     assert result.checked == closed.checked + opened.checked > 0
     assert 0 < result.mismatches < result.checked  # every third request's expected answer was wrong
     assert result.locust_total_failures == 0 and (tmp_path / "load" / "closed_1_run0_stats.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_slow_models_open_loop_is_not_run_on_too_few_arrivals(tmp_path: Path) -> None:
+    """A 300 ms model peaks at 3.3 req/s at most: half of that sends 4 requests in a quick step's 2.5 counted
+    seconds (none at all 3% of the time), so the open sweep is not run, and the result says why."""
+    from mcbench.cli import build_parser, run_config
+
+    plan = run_config(build_parser().parse_args(["run", "--quick"])).load
+    server_cores, loadgen_cores = split_cores()
+    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, budget_p99_ms=5000)
+    with serve_in_subprocess(write_spec(tmp_path), server_cores, extra=["--delay-ms", "300"]) as server:
+        result = run_load(Endpoint(server.url, "m"), Requests.encode([{"x": np.ones((1, 4), np.float32)}]), [1],
+                          plan.open_rates, rules, loadgen_cores, server_cores, 1, tmp_path / "load")
+    assert result.steps[0].requests > 0 and result.open_steps == []
+    assert re.fullmatch(r"not run: the closed loop's peak of [0-3]\.\d req/s is too slow for an open step to expect "
+                        r"10 arrivals \(give --rates to run one anyway\)", result.stopped["open"])
+
+
+def test_open_rates_are_the_fractions_that_expect_ten_arrivals_a_step() -> None:
+    from mcbench.config import LoadPlan
+
+    quick = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,))
+    assert quick.open_rates(8.0) == [4.0] and quick.open_rates(7.8) == []  # 10 arrivals in 2.5 s: 4 req/s
+    assert LoadPlan().open_rates(6.0) == [4.2, 5.1, 6.0, 6.9]  # 3 req/s would expect 9 in the counted 3 s
+    assert LoadPlan(rates=(0.5,)).open_rates(6.0) == [0.5]  # rates given are run as given
 
 
 @pytest.mark.slow
