@@ -221,19 +221,13 @@ def bare_server(ready: Any, service_us: float, core: int) -> None:
         conn.sendall(ANSWER)
 
 
-def pinned_connection(port: int, core: int) -> Any:
-    """This process held to `core`, and a TCP connection to 127.0.0.1:`port` that sends each write at once."""
+def bare_client(port: int, seconds: float, core: int) -> list[float]:
+    """Latencies (ms) of one client on `core` sending to bare_server back to back for `seconds` (a child process)."""
     import socket
 
     os.sched_setaffinity(0, {core})
     conn = socket.create_connection(("127.0.0.1", port))
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
-
-
-def bare_client(port: int, seconds: float, core: int) -> list[float]:
-    """Latencies (ms) of one client on `core` sending to bare_server back to back for `seconds` (a child process)."""
-    conn = pinned_connection(port, core)
     out: list[float] = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -379,27 +373,23 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
 
 
 def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float, core: int) -> dict[str, list[float]]:
-    """A raw-socket HTTP/1.1 client on `core` sending one infer request back to back for `seconds` (a child
-    process): per answer its latency and the server's Server-Timing `model` and `app` durations (ms)."""
+    """One client on `core` sending one infer request back to back for `seconds` on the load generator's own HTTP
+    connection, without Locust or gevent (a child process): per answer its latency and the server's Server-Timing
+    `model` and `app` durations (ms)."""
+    from mcbench.bench.http_client import Connection, Origin, encode_post
     from mcbench.bench.server import parse_server_timing
 
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (f"POST /v2/models/spinner/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-               f"{head}\r\n").encode() + body
-    conn = pinned_connection(port, core)
+    os.sched_setaffinity(0, {core})
+    origin = Origin("127.0.0.1", port, False)
+    request = encode_post(origin, "/v2/models/spinner/infer", headers, body)
+    conn = Connection(origin, 30)
     out: dict[str, list[float]] = {"latency": [], "model": [], "app": []}
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter_ns()
-        conn.sendall(request)
-        got, length, split = b"", None, -1
-        while length is None or len(got) < split + 4 + length:
-            got += conn.recv(65536)
-            if length is None and (split := got.find(b"\r\n\r\n")) >= 0:
-                fields = dict(line.split(": ", 1) for line in got[:split].decode().lower().split("\r\n")[1:])
-                length = int(fields["content-length"])
+        answer = conn.exchange(request)
         out["latency"].append((time.perf_counter_ns() - t0) / 1e6)
-        timing = parse_server_timing(fields["server-timing"])
+        timing = parse_server_timing(answer.headers["server-timing"])
         out["model"].append(timing["model"])
         out["app"].append(timing["app"])
     conn.close()
