@@ -186,3 +186,19 @@ class ConnectionPool:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """{metric: ms} of a Server-Timing header (W3C: `name;desc="...";dur=1.5, other`): metrics without a
+    duration, or with one that is not a number, are left out."""
+    out = {}
+    for metric in header.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "dur":
+                try:
+                    out[name] = float(value.strip().strip('"'))
+                except ValueError:
+                    pass
+    return out

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +134,8 @@ class Requests:
 
 @dataclass
 class Records:
-    """Per-request rows from every Locust process of one step: start (s), latency (s), status, error, check."""
+    """Per-request rows from every Locust process of one step: start (s), latency (s), status, error, check, and
+    the server's model and handler times by its Server-Timing header (ms, NaN where it sent none)."""
 
     start_s: np.ndarray
     latency_s: np.ndarray
@@ -144,15 +146,28 @@ class Records:
     cpu_percent: list[float] = field(default_factory=list)  # per Locust process
     worker: np.ndarray | None = None  # index into `workers` per row (None: all rows from one unnamed process)
     workers: list[str] = field(default_factory=lambda: [""])  # distributed: the workers' names; "" unnamed
+    model_ms: np.ndarray | None = None  # None: no row has one
+    app_ms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.worker is None:
             self.worker = np.zeros(len(self.start_s), dtype=int)
+        for name in ("model_ms", "app_ms"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(len(self.start_s), np.nan))
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray, error_kinds: list[str], cpu_percent: list[float] | None = None,
+                  workers: list[str] | None = None) -> Records:
+        """From the locustfile's rows (5 columns, or 7 with the server's times)."""
+        timed = rows.shape[1] >= 7
+        return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int),
+                   error_kinds, cpu_percent or [], workers=workers or [""],
+                   model_ms=rows[:, 5] if timed else None, app_ms=rows[:, 6] if timed else None)
 
     @classmethod
     def empty(cls) -> Records:
-        z = np.zeros(0)
-        return cls(z, z, z.astype(int), z.astype(int), z.astype(int), [""])
+        return cls.from_rows(np.zeros((0, 7)), [""])
 
     @classmethod
     def load(cls, path: Path) -> Records:
@@ -161,8 +176,7 @@ class Records:
             kinds = [str(k) for k in data["error_kinds"]]
             name = str(data["worker"]) if "worker" in data.files else ""  # the master names each worker's file
         cpu = [float(100.0 * usage[1] / usage[0])] if usage[0] > 0 else []
-        return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int),
-                   kinds, cpu, workers=[name])
+        return cls.from_rows(rows, kinds, cpu, [name])
 
     def merged(self, other: Records, shift_s: float = 0.0) -> Records:
         """Both sets of rows, `other`'s starts moved by shift_s, its error codes and workers renumbered into ours."""
@@ -172,7 +186,8 @@ class Records:
                        np.concatenate([self.latency_s, other.latency_s]),
                        np.concatenate([self.status, other.status]), np.concatenate([self.error, errors]),
                        np.concatenate([self.check, other.check]), kinds, self.cpu_percent + other.cpu_percent,
-                       np.concatenate([self.worker, worker]), workers)
+                       np.concatenate([self.worker, worker]), workers,
+                       np.concatenate([self.model_ms, other.model_ms]), np.concatenate([self.app_ms, other.app_ms]))
 
 
 def _renumbered(names: list[str], other_names: list[str], codes: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -250,7 +265,23 @@ def step_from_records(records: Records, spans: list[tuple[float, float]], users:
         mismatches=int((records.check[chosen] == 2).sum()),
         worker_requests={name: int((chosen & (records.worker == i)).sum())
                          for i, name in enumerate(records.workers) if name},
+        **server_split(records, ok),
     )
+
+
+def server_split(records: Records, ok: np.ndarray) -> dict[str, Any]:
+    """Where the successful answers' time went, by the server's own Server-Timing: the model call, the server's
+    handler, and the rest (HTTP, the wire, the kernel, the generator), as LoadStep fields; {} where none said."""
+    app = records.app_ms[ok]
+    timed = ~np.isnan(app)
+    if not timed.any():
+        return {}
+    model = records.model_ms[ok][timed]
+    model = model[~np.isnan(model)]  # a batched call has no per-request model time
+    outside = records.latency_s[ok][timed] * 1e3 - app[timed]
+    return {"server_timed": int(timed.sum()), "server_p50_ms": float(np.median(app[timed])),
+            "server_model_p50_ms": float(np.median(model)) if len(model) else None,
+            "outside_server_p50_ms": float(np.median(outside))}
 
 
 @dataclass
@@ -427,7 +458,8 @@ def run_sweep(gen: Generator, endpoint: Endpoint, env: dict[str, str], mode: str
         steps.append(step)
         if say:
             p99 = f"{step.latency.p99_ms:.2f}" if step.latency else "-"
-            say(f"    {mode} {describe(step)}: {step.throughput_rps:.0f} req/s, p99 {p99} ms, "
+            server = f" (server {step.server_p50_ms:.2f} ms at p50)" if step.server_p50_ms is not None else ""
+            say(f"    {mode} {describe(step)}: {step.throughput_rps:.0f} req/s, p99 {p99} ms{server}, "
                 f"{step.failures} failures{'' if step.stable else ', unstable'}")
         reason = stop_reason(step, rules)
         if reason:

@@ -54,7 +54,7 @@ import numpy as np
 from gevent import monkey
 from locust import User, constant, events, task
 
-from mcbench.bench.http_client import ConnectionPool, Origin, encode_post
+from mcbench.bench.http_client import ConnectionPool, Origin, encode_post, parse_server_timing
 
 RATE = float(os.environ.get("MCBENCH_RATE", "0"))
 STREAMS = max(1, int(os.environ.get("MCBENCH_STREAMS", "1")))
@@ -98,8 +98,11 @@ EXPECTED = _expected()
 _sent = itertools.count()
 
 # one row a request: start (s since this process began the test; for the open loop the *scheduled*
-# start), latency (s, from that start), HTTP status (0: none), error code, check (0 none, 1 match, 2 mismatch)
-_records: list[tuple[float, float, int, int, int]] = []
+# start), latency (s, from that start), HTTP status (0: none), error code, check (0 none, 1 match, 2 mismatch),
+# the server's own model and handler times by its Server-Timing header (ms; NaN where it sent none)
+COLUMNS = 7
+_records: list[tuple[float, float, int, int, int, float, float]] = []
+NAN = float("nan")
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
 _clock: dict = {"t0": 0.0, "cpu0": 0.0, "started": False}
 _in_flight: set[float] = set()  # starts of requests not yet answered
@@ -240,7 +243,7 @@ def _report_when_done(runner) -> None:
         gevent.sleep(0.05)
     if _clock["started"]:
         _step_over()
-    rows, usage = _rows() if _clock["started"] else (np.zeros((0, 5)), (0.0, 0.0))
+    rows, usage = _rows() if _clock["started"] else (np.zeros((0, COLUMNS)), (0.0, 0.0))
     flush = getattr(runner, "_send_stats", None)
     if flush is not None:
         flush()
@@ -254,8 +257,8 @@ def _rows() -> tuple[np.ndarray, tuple[float, float]]:
     wall = time.perf_counter() - _clock["t0"]
     usage = _clock.get("usage") or (wall, time.process_time() - _clock["cpu0"])
     unanswered = _error_code("no answer by the end of the step")
-    rows = _records + [(t, wall - t, 0, unanswered, 0) for t in sorted(_in_flight)]
-    return np.array(rows, dtype=np.float64).reshape(-1, 5), usage
+    rows = _records + [(t, wall - t, 0, unanswered, 0, NAN, NAN) for t in sorted(_in_flight)]
+    return np.array(rows, dtype=np.float64).reshape(-1, COLUMNS), usage
 
 
 def _save(path: Path, rows: np.ndarray, usage, kinds: list[str], worker: str | None = None) -> None:
@@ -277,7 +280,7 @@ def _write_records(environment, **_kwargs) -> None:
             name = str(report.get("name") or client_id)
             named[name if name not in named else f"{name}@{client_id}"] = report  # two workers given one name
         for i, (name, report) in enumerate(named.items()):
-            rows = np.frombuffer(report["rows"], dtype=np.float64).reshape(-1, 5)
+            rows = np.frombuffer(report["rows"], dtype=np.float64).reshape(-1, COLUMNS)
             _save(Path(f"{SAMPLES}.w{i}.npz"), rows, report["usage"], report["error_kinds"], name)
         return
     rows, usage = _rows()
@@ -340,7 +343,9 @@ class _Inference(User):
         check = 0
         if status == 200 and CHECK_EVERY and EXPECTED and number % CHECK_EVERY == 0:
             check = _check(answer.body, index % len(EXPECTED))
-        _records.append((start - _clock["t0"], latency, status, _error_code(kind), check))
+        timing = parse_server_timing(answer.headers.get("server-timing", "")) if answer else {}
+        _records.append((start - _clock["t0"], latency, status, _error_code(kind), check,
+                         timing.get("model", NAN), timing.get("app", NAN)))
         self.environment.events.request.fire(  # Locust's own statistics and counts
             request_type="POST", name=PATH, response_time=latency * 1000, response=answer, context={},
             response_length=len(answer.body) if answer else 0, exception=RuntimeError(kind) if kind else None)
@@ -402,7 +407,7 @@ class OpenLoopUser(_Inference):
                 start = _clock["t0"] + float(offset)
                 sleep_until(start)
                 if len(_in_flight) >= MAX_IN_FLIGHT:
-                    _records.append((float(offset), 0.0, 0, dropped, 0))
+                    _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN))
                     continue
                 group.spawn(self.send, start)
             group.join()

@@ -335,11 +335,6 @@ def server_timing(app_ns: int, model_ns: int | None) -> str:
     return f"{model}app;dur={app_ns / 1e6:.3f}"
 
 
-def parse_server_timing(header: str) -> dict[str, float]:
-    """{metric: ms} of a Server-Timing header as `server_timing` writes it."""
-    return {name.strip(): float(dur) for name, dur in (part.split(";dur=") for part in header.split(","))}
-
-
 _last_logged = [0.0]
 
 

@@ -376,8 +376,7 @@ def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float,
     """One client on `core` sending one infer request back to back for `seconds` on the load generator's own HTTP
     connection, without Locust or gevent (a child process): per answer its latency and the server's Server-Timing
     `model` and `app` durations (ms)."""
-    from mcbench.bench.http_client import Connection, Origin, encode_post
-    from mcbench.bench.server import parse_server_timing
+    from mcbench.bench.http_client import Connection, Origin, encode_post, parse_server_timing
 
     os.sched_setaffinity(0, {core})
     origin = Origin("127.0.0.1", port, False)

@@ -153,19 +153,26 @@ def load_table(result) -> str:
     """One line a step, then the capacity figures: what a capacity planner reads first."""
     if result.load is None:
         return f"{result.name}: {result.error}"
-    lines = [f"{'sweep':<7}{'level':>10}{'offered':>10}{'achieved':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
-             f"{'errors':>8}{'gen CPU':>9}  stable"]
-    for s in result.load.steps + result.load.open_steps:
+    steps = result.load.steps + result.load.open_steps
+    timed = any(s.server_timed for s in steps)  # the server sent Server-Timing: its share of the p50 beside it
+    nan = float("nan")
+    lines = [f"{'sweep':<7}{'level':>10}{'offered':>10}{'achieved':>10}{'p50 ms':>9}"
+             + (f"{'server':>8}{'model':>8}" if timed else "")
+             + f"{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'gen CPU':>9}  stable"]
+    for s in steps:
         level = f"{s.offered_rps:g}/s" if s.mode == "open" else f"{s.users} users"
         lat = s.latency
+        split = f"{s.server_p50_ms or nan:>8.2f}{s.server_model_p50_ms or nan:>8.2f}" if timed else ""
         lines.append(f"{s.mode:<7}{level:>10}{(s.offered_rps or 0):>10.0f}{s.throughput_rps:>10.0f}"
-                     f"{(lat.p50_ms if lat else float('nan')):>9.2f}{(lat.p99_ms if lat else float('nan')):>9.2f}"
-                     f"{(s.p999_ms or float('nan')):>10.2f}{s.failures:>8}{(s.loadgen_cpu_percent or 0):>8.0f}%"
+                     f"{(lat.p50_ms if lat else nan):>9.2f}{split}{(lat.p99_ms if lat else nan):>9.2f}"
+                     f"{(s.p999_ms or nan):>10.2f}{s.failures:>8}{(s.loadgen_cpu_percent or 0):>8.0f}%"
                      f"  {'yes' if s.stable else 'NO'}")
     for sweep, why in result.load.stopped.items():
         lines.append(f"{sweep} loop stopped: {why}")
+    if timed:
+        lines.append("server, model: the server's own p50s by its Server-Timing header (the handler; the model call)")
     by_worker: dict[str, int] = {}
-    for s in result.load.steps + result.load.open_steps:
+    for s in steps:
         for name, n in s.worker_requests.items():
             by_worker[name] = by_worker.get(name, 0) + n
     if by_worker:

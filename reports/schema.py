@@ -97,6 +97,11 @@ class LoadStep:
     checked: int = 0  # answers compared with the offline outputs
     mismatches: int = 0
     worker_requests: dict[str, int] = field(default_factory=dict)  # distributed: `requests` by Locust worker
+    # where the answers' time went, by the server's Server-Timing header (absent where the server sends none):
+    server_timed: int = 0  # successful answers that carried one
+    server_p50_ms: float | None = None  # the server's handler, from its start to the encoded answer
+    server_model_p50_ms: float | None = None  # the model call alone
+    outside_server_p50_ms: float | None = None  # latency minus the handler: HTTP, the wire, kernel and generator
 
 
 @dataclass

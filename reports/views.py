@@ -267,6 +267,8 @@ class LoadStepRow:
     failures: Cell
     rps: Cell
     p50: Cell
+    server: Cell  # the server's own time by its Server-Timing header (p50); n/a where it sends none
+    model: Cell
     p90: Cell
     p99: Cell
     p999: Cell
@@ -297,6 +299,8 @@ def load_step_row(step: LoadStep, is_peak: bool, sweep: str = "closed") -> LoadS
         failures=number_cell(step.failures, format_count),
         rps=number_cell(step.throughput_rps, format_rps),
         p50=number_cell(lat.p50_ms if lat else None, format_ms),
+        server=number_cell(step.server_p50_ms, format_ms),
+        model=number_cell(step.server_model_p50_ms, format_ms),
         p90=number_cell(lat.p90_ms if lat else None, format_ms),
         p99=number_cell(lat.p99_ms if lat else None, format_ms),
         p999=number_cell(step.p999_ms, format_ms),

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from mcbench.bench.http_client import Connection, ConnectionPool, Origin, ProtocolError, ServerClosed, encode_post
+from mcbench.bench.http_client import (
+    Connection,
+    ConnectionPool,
+    Origin,
+    ProtocolError,
+    ServerClosed,
+    encode_post,
+    parse_server_timing,
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer-Timing: model;dur=1.5\r\n\r\nhello"
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n2\r\nlo\r\n0\r\nTrailer: 1\r\n\r\n"
@@ -155,3 +163,10 @@ def test_https_is_verified_against_ssl_cert_file(certificate, monkeypatch) -> No
         conn = Connection(origin, 5)
         assert conn.exchange(encode_post(origin, "/p", {}, b"")).body == b"hello"
         conn.close()
+
+
+def test_server_timing_as_mcbench_and_other_servers_write_it() -> None:
+    assert parse_server_timing("model;dur=1.250, app;dur=1.500") == {"model": 1.25, "app": 1.5}
+    assert parse_server_timing('cache;desc="Cache Read";dur=23.2, db;dur=53, miss, x;dur=fast') == {
+        "cache": 23.2, "db": 53.0}
+    assert parse_server_timing("") == {}

@@ -34,10 +34,8 @@ from tests.conftest import make_linear_onnx
 KINDS = ["", "HTTP 503", "ConnectionRefusedError"]
 
 
-def records(rows: list[tuple[float, float, int, int, int]], cpu: list[float] | None = None) -> Records:
-    a = np.array(rows, dtype=float).reshape(-1, 5)
-    return Records(a[:, 0], a[:, 1], a[:, 2].astype(int), a[:, 3].astype(int), a[:, 4].astype(int), KINDS,
-                   cpu or [])
+def records(rows: list[tuple], cpu: list[float] | None = None) -> Records:
+    return Records.from_rows(np.array(rows, dtype=float).reshape(-1, len(rows[0]) if rows else 5), KINDS, cpu)
 
 
 RULES = StepRules(seconds=4, warmup_s=0.5, windows=4, compare_last=3)
@@ -58,6 +56,19 @@ def test_step_counts_only_its_measured_span_and_reports_errors_and_checks() -> N
     assert (step.checked, step.mismatches) == (2, 1)
     assert step.loadgen_cpu_percent == 95.0 and step.loadgen_saturated
     assert len(step.windows) == 4 and step.stable
+    assert (step.server_timed, step.server_p50_ms, step.server_model_p50_ms, step.outside_server_p50_ms) == (
+        0, None, None, None)  # rows without the server's times: a server that sends no Server-Timing
+
+
+def test_the_servers_own_times_split_a_steps_latency() -> None:
+    """Per answer: latency 2 ms, the server's handler 1.5 ms of it, the model 1.2; a batched answer has no model
+    time, a failed one is not counted, and an answer without the header counts in no figure of the split."""
+    nan = float("nan")
+    rows = ([(0.5 + i / 100, 0.002, 200, 0, 0, 1.2, 1.5) for i in range(100)]
+            + [(1.6, 0.004, 200, 0, 0, nan, 3.5), (1.7, 0.5, 503, 1, 0, 0.1, 0.2), (1.8, 0.003, 200, 0, 0, nan, nan)])
+    step = step_from_records(records(rows), [(0.5, 4.0)], 1, "closed", RULES)
+    assert step.server_timed == 101 and step.server_p50_ms == 1.5 and step.server_model_p50_ms == 1.2
+    assert step.outside_server_p50_ms == pytest.approx(0.5)
 
 
 def test_a_step_whose_rate_drifts_is_unstable() -> None:
@@ -162,6 +173,10 @@ def test_sweeps_recover_a_known_service_time_and_check_answers(tmp_path: Path) -
     assert 0 < closed.throughput_rps <= 50.5  # one user can never beat 1 / service time
     assert opened.mode == "open" and opened.offered_rps == 20.0 and opened.latency.min_ms >= 20.0
     assert opened.failures == 0 and 10 <= opened.throughput_rps <= 30  # Poisson arrivals over 3 s
+    for s in (closed, opened):  # mcbench's server says where its time went: the 20 ms inside its handler
+        assert s.server_timed == s.requests - s.failures and s.server_model_p50_ms >= 20.0
+        assert s.server_p50_ms >= s.server_model_p50_ms and s.outside_server_p50_ms > 0
+        assert s.latency.p50_ms >= s.server_p50_ms
     assert result.checked == closed.checked + opened.checked > 0
     assert 0 < result.mismatches < result.checked  # every third request's expected answer was wrong
     assert result.locust_total_failures == 0 and (tmp_path / "load" / "closed_1_run0_stats.csv").exists()
@@ -207,6 +222,21 @@ def test_distributed_mode_with_two_workers_adds_up(tmp_path: Path) -> None:
     assert result.locust_workers == 2
     assert result.recorded_requests == result.locust_total_requests  # our rows and Locust's own count agree
     assert result.steps[0].failures == 0 and result.open_steps[0].failures == 0
+
+
+def test_the_load_table_shows_the_servers_share_only_where_it_said() -> None:
+    from types import SimpleNamespace
+
+    from mcbench.load_cmd import load_table
+
+    told = step(100, 5)
+    told.server_timed, told.server_p50_ms, told.server_model_p50_ms = 300, 0.75, 0.5
+    lines = load_table(SimpleNamespace(load=load_result([told], []), capacity=None)).splitlines()
+    assert lines[0].split()[:9] == ["sweep", "level", "offered", "achieved", "p50", "ms", "server", "model", "p99"]
+    assert lines[1].split()[5:7] == ["0.75", "0.50"]
+    assert lines[2] == "server, model: the server's own p50s by its Server-Timing header (the handler; the model call)"
+    silent = load_table(SimpleNamespace(load=load_result([step(100, 5)], []), capacity=None)).splitlines()
+    assert "server" not in silent[0] and len(silent) == 2  # another KServe server: no column, no note
 
 
 def test_run_flags_shape_the_load_plan() -> None:

@@ -168,8 +168,7 @@ def rows(n: int, start: float = 0.0) -> np.ndarray:
 
 
 def named(a: np.ndarray, name: str) -> Records:
-    return Records(a[:, 0], a[:, 1], a[:, 2].astype(int), a[:, 3].astype(int), a[:, 4].astype(int), [""],
-                   workers=[name])
+    return Records.from_rows(a, [""], workers=[name])
 
 
 def test_a_step_counts_requests_by_worker_across_runs() -> None:
@@ -181,7 +180,7 @@ def test_a_step_counts_requests_by_worker_across_runs() -> None:
     step = step_from_records(both, [(0.0, 1.0), (5.0, 6.0)], 2, "closed", rules)
     assert step.worker_requests == {"a": 100, "b": 70, "c": 0} and step.requests == 170
     a = rows(10)
-    lone = Records(a[:, 0], a[:, 1], a[:, 2].astype(int), a[:, 3].astype(int), a[:, 4].astype(int), [""])
+    lone = Records.from_rows(a, [""])
     assert step_from_records(lone, [(0.0, 1.0)], 1, "closed", rules).worker_requests == {}  # one unnamed process
 
 

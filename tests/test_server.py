@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.bench.http_client import parse_server_timing
 from mcbench.bench.protocol import encode_infer_request
-from mcbench.bench.server import ServerHandle, parse_server_timing, serve_in_subprocess
+from mcbench.bench.server import ServerHandle, serve_in_subprocess
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from tests.conftest import save_graph
@@ -270,6 +271,10 @@ def test_mcbench_load_url_sweeps_any_kserve_server(server: ServerHandle, tmp_pat
     variant = load_results(tmp_path / "out" / "results.json").variants[0]
     assert variant.name == MODEL and variant.status == "ok"
     assert [s.users for s in variant.load.steps] == [1, 4] and len(variant.load.open_steps) == 1
+    for step in variant.load.steps + variant.load.open_steps:  # mcbench's own server says where its time went
+        assert step.server_timed == step.requests - step.failures > 0
+        assert 0 < step.server_model_p50_ms <= step.server_p50_ms <= step.latency.p50_ms
+    assert "server, model: the server's own p50s by its Server-Timing header" in out
     # Behaviour, not the machine's speed: whatever the sweep measured, the capacity recorded and printed is the one
     # its own steps give (on a loaded machine no step may hold the budget, and "none" is then the right answer).
     from mcbench.reports.capacity import capacity
