@@ -288,6 +288,10 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
                    http_p50_error=round(closed.latency.p50_ms / (set_ms + over) - 1, 4),
                    closed_p99_ms=round(closed.latency.p99_ms, 4), closed_rps=round(closed.throughput_rps, 1),
                    closed_n=closed.latency.count, open_rate=http.get("rate"))
+        if closed.server_timed:  # the step's own split, from every answer's Server-Timing: what mcbench reports
+            row.update(step_model_p50_ms=round(closed.server_model_p50_ms, 4),
+                       step_server_p50_ms=round(closed.server_p50_ms, 4),
+                       step_outside_server_p50_ms=round(closed.outside_server_p50_ms, 4))
         raw = http.get("raw")
         if raw:
             raw_p50, raw_p99 = pct(raw["latency"], 50), pct(raw["latency"], 99)
@@ -358,8 +362,9 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
         print(f"Locust's client over the raw one at 0 us: {client}")
         print("| set ms | dispatch | Locust p50 / p99 | raw client p50 / p99 | Locust vs raw p50 / p99 "
               "| raw + Locust's client at 0 us (err) | model p50 (err) "
-              "| model p99 (err) | server outside the model (at 0 us) | request path after / back to back |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+              "| model p99 (err) | server outside the model (at 0 us) | request path after / back to back "
+              "| the step's record: model / server / outside the server p50 |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             zero = overhead_ms.get(f"{r['dispatch']}_app_outside_model", nan)
             print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} / {r['closed_p99_ms']:.3f} | "
@@ -369,7 +374,9 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
                   f"{r['model_p50_ms']:.3f} ({r.get('model_p50_error', 0):+.2%}) | "
                   f"{r['model_p99_ms']:.3f} ({r.get('model_p99_error', 0):+.2%}) | "
                   f"{r['app_outside_model_p50_ms']:.3f} ({zero:.3f}) | "
-                  f"{r['request_path_after_gap_us']:.0f} / {r['request_path_back_to_back_us']:.0f} us |")
+                  f"{r['request_path_after_gap_us']:.0f} / {r['request_path_back_to_back_us']:.0f} us | "
+                  f"{r.get('step_model_p50_ms', nan):.3f} / {r.get('step_server_p50_ms', nan):.3f} / "
+                  f"{r.get('step_outside_server_p50_ms', nan):.3f} |")
 
 
 def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float, core: int) -> dict[str, list[float]]:

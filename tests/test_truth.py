@@ -57,6 +57,7 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
     for step in result.steps + result.open_steps:
         assert step.requests > 0 and step.failures == 0
         assert step.latency.p50_ms >= 3.0  # the service time is inside every answer's latency
+        assert 3.0 <= step.server_model_p50_ms <= step.server_p50_ms  # and the step's record of the server's clock
     closed = result.steps[0]
     assert closed.throughput_rps <= 1000 / 3.0 * 1.05  # one user cannot beat 1 / service time
 
