@@ -45,6 +45,9 @@ MIN_OPEN_ARRIVALS = 10  # an open step expecting fewer arrivals in its counted s
 # 1.4 req/s sends none in 2.5 s 3% of the time): a fraction of a slow model's peak below this is not run
 
 
+TIMED_COLUMNS = ("model_ms", "app_ms", "lag_s")  # Records' columns a row may lack (NaN)
+
+
 class LoadError(RuntimeError):
     """Locust could not run a step (died, hung, wrote nothing); the message holds the end of its log."""
 
@@ -148,26 +151,27 @@ class Records:
     workers: list[str] = field(default_factory=lambda: [""])  # distributed: the workers' names; "" unnamed
     model_ms: np.ndarray | None = None  # None: no row has one
     app_ms: np.ndarray | None = None
+    lag_s: np.ndarray | None = None  # open loop: how late each request began after its scheduled start
 
     def __post_init__(self) -> None:
         if self.worker is None:
             self.worker = np.zeros(len(self.start_s), dtype=int)
-        for name in ("model_ms", "app_ms"):
+        for name in TIMED_COLUMNS:
             if getattr(self, name) is None:
                 setattr(self, name, np.full(len(self.start_s), np.nan))
 
     @classmethod
     def from_rows(cls, rows: np.ndarray, error_kinds: list[str], cpu_percent: list[float] | None = None,
                   workers: list[str] | None = None) -> Records:
-        """From the locustfile's rows (5 columns, or 7 with the server's times)."""
-        timed = rows.shape[1] >= 7
+        """From the locustfile's rows: 5 columns, or 8 with the server's times and the generator's lateness."""
+        full = rows.shape[1] >= 8
         return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int),
-                   error_kinds, cpu_percent or [], workers=workers or [""],
-                   model_ms=rows[:, 5] if timed else None, app_ms=rows[:, 6] if timed else None)
+                   error_kinds, cpu_percent or [], workers=workers or [""], model_ms=rows[:, 5] if full else None,
+                   app_ms=rows[:, 6] if full else None, lag_s=rows[:, 7] if full else None)
 
     @classmethod
     def empty(cls) -> Records:
-        return cls.from_rows(np.zeros((0, 7)), [""])
+        return cls.from_rows(np.zeros((0, 8)), [""])
 
     @classmethod
     def load(cls, path: Path) -> Records:
@@ -187,7 +191,7 @@ class Records:
                        np.concatenate([self.status, other.status]), np.concatenate([self.error, errors]),
                        np.concatenate([self.check, other.check]), kinds, self.cpu_percent + other.cpu_percent,
                        np.concatenate([self.worker, worker]), workers,
-                       np.concatenate([self.model_ms, other.model_ms]), np.concatenate([self.app_ms, other.app_ms]))
+                       *(np.concatenate([getattr(self, k), getattr(other, k)]) for k in TIMED_COLUMNS))
 
 
 def _renumbered(names: list[str], other_names: list[str], codes: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -266,7 +270,19 @@ def step_from_records(records: Records, spans: list[tuple[float, float]], users:
         worker_requests={name: int((chosen & (records.worker == i)).sum())
                          for i, name in enumerate(records.workers) if name},
         **server_split(records, ok),
+        **send_lag(records, chosen),
     )
+
+
+def send_lag(records: Records, chosen: np.ndarray) -> dict[str, Any]:
+    """Open loop: how late the generator began its requests after their scheduled starts (ms), as LoadStep fields.
+    Each request is charged from its schedule, so a late generator reads as a slow server: a p99 lag near the
+    step's p99 latency says the tail is the generator's."""
+    lag = records.lag_s[chosen]
+    lag = lag[~np.isnan(lag)]
+    if not len(lag):
+        return {}
+    return {"send_lag_p50_ms": float(np.median(lag) * 1e3), "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3)}
 
 
 def server_split(records: Records, ok: np.ndarray) -> dict[str, Any]:
@@ -459,6 +475,8 @@ def run_sweep(gen: Generator, endpoint: Endpoint, env: dict[str, str], mode: str
         if say:
             p99 = f"{step.latency.p99_ms:.2f}" if step.latency else "-"
             server = f" (server {step.server_p50_ms:.2f} ms at p50)" if step.server_p50_ms is not None else ""
+            if step.send_lag_p99_ms is not None:
+                server += f", sent up to {step.send_lag_p99_ms:.2f} ms late at p99"
             say(f"    {mode} {describe(step)}: {step.throughput_rps:.0f} req/s, p99 {p99} ms{server}, "
                 f"{step.failures} failures{'' if step.stable else ', unstable'}")
         reason = stop_reason(step, rules)

@@ -99,9 +99,10 @@ _sent = itertools.count()
 
 # one row a request: start (s since this process began the test; for the open loop the *scheduled*
 # start), latency (s, from that start), HTTP status (0: none), error code, check (0 none, 1 match, 2 mismatch),
-# the server's own model and handler times by its Server-Timing header (ms; NaN where it sent none)
-COLUMNS = 7
-_records: list[tuple[float, float, int, int, int, float, float]] = []
+# the server's own model and handler times by its Server-Timing header (ms; NaN where it sent none), and in the
+# open loop how late the generator began the request after its scheduled start (s; NaN in the closed loop)
+COLUMNS = 8
+_records: list[tuple[float, float, int, int, int, float, float, float]] = []
 NAN = float("nan")
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
 _clock: dict = {"t0": 0.0, "cpu0": 0.0, "started": False}
@@ -257,7 +258,7 @@ def _rows() -> tuple[np.ndarray, tuple[float, float]]:
     wall = time.perf_counter() - _clock["t0"]
     usage = _clock.get("usage") or (wall, time.process_time() - _clock["cpu0"])
     unanswered = _error_code("no answer by the end of the step")
-    rows = _records + [(t, wall - t, 0, unanswered, 0, NAN, NAN) for t in sorted(_in_flight)]
+    rows = _records + [(t, wall - t, 0, unanswered, 0, NAN, NAN, NAN) for t in sorted(_in_flight)]
     return np.array(rows, dtype=np.float64).reshape(-1, COLUMNS), usage
 
 
@@ -320,18 +321,19 @@ class _Inference(User):
     def on_stop(self) -> None:
         self.pool.close()
 
-    def send(self, start: float) -> None:
-        """One request, timed from `start` (its real start in the closed loop, its scheduled one in the open)."""
+    def send(self, start: float, scheduled: bool = False) -> None:
+        """One request, timed from `start` (its real start in the closed loop, its `scheduled` one in the open)."""
         number = next(_sent)
         index = number % len(BODIES)
         key = start - _clock["t0"]
         _in_flight.add(key)
         try:
-            self._send(start, number, index)
+            self._send(start, number, index, scheduled)
         finally:
             _in_flight.discard(key)
 
-    def _send(self, start: float, number: int, index: int) -> None:
+    def _send(self, start: float, number: int, index: int, scheduled: bool) -> None:
+        lag = time.perf_counter() - start if scheduled else NAN  # the generator's own lateness, charged to the server
         answer, error = None, None
         try:
             answer = self.pool.exchange(self.requests[index])
@@ -345,7 +347,7 @@ class _Inference(User):
             check = _check(answer.body, index % len(EXPECTED))
         timing = parse_server_timing(answer.headers.get("server-timing", "")) if answer else {}
         _records.append((start - _clock["t0"], latency, status, _error_code(kind), check,
-                         timing.get("model", NAN), timing.get("app", NAN)))
+                         timing.get("model", NAN), timing.get("app", NAN), lag))
         self.environment.events.request.fire(  # Locust's own statistics and counts
             request_type="POST", name=PATH, response_time=latency * 1000, response=answer, context={},
             response_length=len(answer.body) if answer else 0, exception=RuntimeError(kind) if kind else None)
@@ -407,9 +409,9 @@ class OpenLoopUser(_Inference):
                 start = _clock["t0"] + float(offset)
                 sleep_until(start)
                 if len(_in_flight) >= MAX_IN_FLIGHT:
-                    _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN))
+                    _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN, NAN))
                     continue
-                group.spawn(self.send, start)
+                group.spawn(self.send, start, True)
             group.join()
         finally:
             _schedules[0] -= 1

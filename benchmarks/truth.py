@@ -320,6 +320,8 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
                 "over_closed_p99": round(step.latency.p99_ms / closed.latency.p99_ms, 3),
                 "queue_p99_ms": round(predicted, 4) if predicted else None,
                 "over_queue_p99": round(step.latency.p99_ms / predicted, 3) if predicted else None,
+                "send_lag_p50_ms": step.send_lag_p50_ms and round(step.send_lag_p50_ms, 4),
+                "send_lag_p99_ms": step.send_lag_p99_ms and round(step.send_lag_p99_ms, 4),
             }
     return row
 
@@ -341,8 +343,8 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
         print(f"\nOver HTTP (overhead = p50 of a 0 us spinner: {over}); open loops at half the closed loop's rate")
         print("| set ms | dispatch | HTTP p50 | set + overhead | err | excess ms (bare socket's) | closed p99 "
               "| constant p50 / p99 (/closed) | same, event-loop timer | Poisson p99 | queue-model p99 "
-              "| measured / model |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+              "| measured / model | sent late p50 / p99: constant, event-loop timer, Poisson |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             c, lt, p = r.get("constant", {}), r.get("constant_loop_timer", {}), r.get("poisson", {})
             print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} | {r['expected_http_p50_ms']:.3f} | "
@@ -352,7 +354,9 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
                       f"{x.get('p50_ms', nan):.3f} / {x.get('p99_ms', nan):.3f} ({x.get('over_closed_p99', nan):.2f}x)"
                       for x in (c, lt)) +
                   f" | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
-                  f"{p.get('over_queue_p99') or nan:.2f} |")
+                  f"{p.get('over_queue_p99') or nan:.2f} | " + ", ".join(
+                      f"{x.get('send_lag_p50_ms') or nan:.3f} / {x.get('send_lag_p99_ms') or nan:.3f}"
+                      for x in (c, lt, p)) + " |")
     if "raw_p50_ms" in rows[0]:
         print("\nOver HTTP, the instrument: Locust's closed loop against a raw-socket client of the same server, the"
               " server's Server-Timing (model: the call alone; outside: the handler's time beyond it, and at 0 us),"

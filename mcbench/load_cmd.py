@@ -158,19 +158,22 @@ def load_table(result) -> str:
     nan = float("nan")
     lines = [f"{'sweep':<7}{'level':>10}{'offered':>10}{'achieved':>10}{'p50 ms':>9}"
              + (f"{'server':>8}{'model':>8}" if timed else "")
-             + f"{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'gen CPU':>9}  stable"]
+             + f"{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'gen CPU':>9}{'late p99':>9}  stable"]
     for s in steps:
         level = f"{s.offered_rps:g}/s" if s.mode == "open" else f"{s.users} users"
         lat = s.latency
         split = f"{s.server_p50_ms or nan:>8.2f}{s.server_model_p50_ms or nan:>8.2f}" if timed else ""
+        late = "-" if s.send_lag_p99_ms is None else f"{s.send_lag_p99_ms:.2f}"
         lines.append(f"{s.mode:<7}{level:>10}{(s.offered_rps or 0):>10.0f}{s.throughput_rps:>10.0f}"
                      f"{(lat.p50_ms if lat else nan):>9.2f}{split}{(lat.p99_ms if lat else nan):>9.2f}"
                      f"{(s.p999_ms or nan):>10.2f}{s.failures:>8}{(s.loadgen_cpu_percent or 0):>8.0f}%"
-                     f"  {'yes' if s.stable else 'NO'}")
+                     f"{late:>9}  {'yes' if s.stable else 'NO'}")
     for sweep, why in result.load.stopped.items():
         lines.append(f"{sweep} loop stopped: {why}")
     if timed:
         lines.append("server, model: the server's own p50s by its Server-Timing header (the handler; the model call)")
+    if result.load.open_steps:
+        lines.append("late p99: open loop, how late the generator sent after the schedule (ms), in every latency")
     by_worker: dict[str, int] = {}
     for s in steps:
         for name, n in s.worker_requests.items():

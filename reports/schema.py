@@ -102,6 +102,9 @@ class LoadStep:
     server_p50_ms: float | None = None  # the server's handler, from its start to the encoded answer
     server_model_p50_ms: float | None = None  # the model call alone
     outside_server_p50_ms: float | None = None  # latency minus the handler: HTTP, the wire, kernel and generator
+    # open loop: how late the generator began requests after their scheduled starts (charged to the latency)
+    send_lag_p50_ms: float | None = None
+    send_lag_p99_ms: float | None = None
 
 
 @dataclass

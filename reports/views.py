@@ -272,6 +272,7 @@ class LoadStepRow:
     p90: Cell
     p99: Cell
     p999: Cell
+    late: Cell  # open loop: the generator's send lag, p99
     samples: Cell
     stable: str
     errors: str
@@ -304,6 +305,7 @@ def load_step_row(step: LoadStep, is_peak: bool, sweep: str = "closed") -> LoadS
         p90=number_cell(lat.p90_ms if lat else None, format_ms),
         p99=number_cell(lat.p99_ms if lat else None, format_ms),
         p999=number_cell(step.p999_ms, format_ms),
+        late=number_cell(step.send_lag_p99_ms, format_ms),
         samples=number_cell(lat.count if lat else None, format_count),
         stable={True: "yes", False: "no", None: NA}[step.stable],
         errors=errors,

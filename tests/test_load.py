@@ -64,11 +64,22 @@ def test_the_servers_own_times_split_a_steps_latency() -> None:
     """Per answer: latency 2 ms, the server's handler 1.5 ms of it, the model 1.2; a batched answer has no model
     time, a failed one is not counted, and an answer without the header counts in no figure of the split."""
     nan = float("nan")
-    rows = ([(0.5 + i / 100, 0.002, 200, 0, 0, 1.2, 1.5) for i in range(100)]
-            + [(1.6, 0.004, 200, 0, 0, nan, 3.5), (1.7, 0.5, 503, 1, 0, 0.1, 0.2), (1.8, 0.003, 200, 0, 0, nan, nan)])
+    rows = ([(0.5 + i / 100, 0.002, 200, 0, 0, 1.2, 1.5, nan) for i in range(100)]
+            + [(1.6, 0.004, 200, 0, 0, nan, 3.5, nan), (1.7, 0.5, 503, 1, 0, 0.1, 0.2, nan),
+               (1.8, 0.003, 200, 0, 0, nan, nan, nan)])
     step = step_from_records(records(rows), [(0.5, 4.0)], 1, "closed", RULES)
     assert step.server_timed == 101 and step.server_p50_ms == 1.5 and step.server_model_p50_ms == 1.2
     assert step.outside_server_p50_ms == pytest.approx(0.5)
+    assert step.send_lag_p50_ms is None and step.send_lag_p99_ms is None  # a closed loop sends when it may
+
+
+def test_an_open_steps_send_lag_counts_every_request_it_began() -> None:
+    """The generator began 99 requests 0.1 ms after their scheduled starts and one (a failure) 5 ms after."""
+    rows = [(0.5 + i / 100, 0.002, 200, 0, 0, 1.2, 1.5, 0.0001) for i in range(99)] + [(1.6, 0.5, 503, 1, 0, 0.1,
+                                                                                        0.2, 0.005)]
+    step = step_from_records(records(rows), [(0.5, 4.0)], 1, "open", RULES, offered_rps=100)
+    assert step.send_lag_p50_ms == pytest.approx(0.1)
+    assert step.send_lag_p99_ms == pytest.approx(0.1 + 0.01 * 4.9)  # numpy's linear p99 of 100
 
 
 def test_a_step_whose_rate_drifts_is_unstable() -> None:
@@ -177,6 +188,7 @@ def test_sweeps_recover_a_known_service_time_and_check_answers(tmp_path: Path) -
         assert s.server_timed == s.requests - s.failures and s.server_model_p50_ms >= 20.0
         assert s.server_p50_ms >= s.server_model_p50_ms and s.outside_server_p50_ms > 0
         assert s.latency.p50_ms >= s.server_p50_ms
+    assert closed.send_lag_p99_ms is None and 0 <= opened.send_lag_p50_ms <= opened.send_lag_p99_ms
     assert result.checked == closed.checked + opened.checked > 0
     assert 0 < result.mismatches < result.checked  # every third request's expected answer was wrong
     assert result.locust_total_failures == 0 and (tmp_path / "load" / "closed_1_run0_stats.csv").exists()
@@ -231,12 +243,18 @@ def test_the_load_table_shows_the_servers_share_only_where_it_said() -> None:
 
     told = step(100, 5)
     told.server_timed, told.server_p50_ms, told.server_model_p50_ms = 300, 0.75, 0.5
-    lines = load_table(SimpleNamespace(load=load_result([told], []), capacity=None)).splitlines()
+    told.mode, told.offered_rps = "closed", None
+    late = step(50, 5)
+    late.send_lag_p99_ms = 0.25
+    lines = load_table(SimpleNamespace(load=load_result([told], [late]), capacity=None)).splitlines()
     assert lines[0].split()[:9] == ["sweep", "level", "offered", "achieved", "p50", "ms", "server", "model", "p99"]
-    assert lines[1].split()[5:7] == ["0.75", "0.50"]
-    assert lines[2] == "server, model: the server's own p50s by its Server-Timing header (the handler; the model call)"
-    silent = load_table(SimpleNamespace(load=load_result([step(100, 5)], []), capacity=None)).splitlines()
-    assert "server" not in silent[0] and len(silent) == 2  # another KServe server: no column, no note
+    assert lines[0].split()[-3:] == ["late", "p99", "stable"]
+    assert lines[1].split()[6:8] == ["0.75", "0.50"] and lines[1].split()[-2] == "-"
+    assert lines[2].split()[-2] == "0.25"  # the open step's lag
+    assert lines[3] == "server, model: the server's own p50s by its Server-Timing header (the handler; the model call)"
+    assert lines[4].startswith("late p99: open loop, how late the generator sent")
+    silent = load_table(SimpleNamespace(load=load_result([step(100, 5, "closed")], []), capacity=None)).splitlines()
+    assert "server" not in silent[0] and len(silent) == 2  # another KServe server, no open loop: no column, no note
 
 
 def test_run_flags_shape_the_load_plan() -> None:

@@ -189,7 +189,7 @@ def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
     v.load.open_steps = [replace(s, mode="open", offered_rps=r, users=0, p999_ms=9.5, stable=r < 3200,
                                  throughput_rps=r * 0.99) for s, r in zip(closed, (1500.0, 3200.0), strict=True)]
     v.load.open_steps[0] = replace(v.load.open_steps[0], server_timed=900, server_p50_ms=0.75,
-                                   server_model_p50_ms=0.5, outside_server_p50_ms=0.25)
+                                   server_model_p50_ms=0.5, outside_server_p50_ms=0.25, send_lag_p99_ms=0.125)
     v.load.batched_steps = [replace(closed[0], throughput_rps=2500.0)]
     v.load.batching = {"max_batch": 8, "max_wait_ms": 2.0}
     v.load.stopped = {"open": "p99 over the 100 ms budget at 3,000 req/s"}
@@ -198,8 +198,8 @@ def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
     assert [(r.sweep, r.level.text, r.stable) for r in table.rows][2:] == [
         ("open", "1,500 req/s", "yes"), ("open", "3,200 req/s", "no"), ("batched closed", "1 users", "n/a")]
     assert [r.is_peak for r in table.rows] == [False, False, False, True, False]
-    assert [(r.server.text, r.model.text) for r in table.rows][1:4] == [("n/a", "n/a"), ("0.750", "0.500"),
-                                                                      ("n/a", "n/a")]  # where the server said
+    assert [(r.server.text, r.model.text, r.late.text) for r in table.rows][1:4] == [  # where the server said
+        ("n/a", "n/a", "n/a"), ("0.750", "0.500", "0.125"), ("n/a", "n/a", "n/a")]
     facts = {kv.key: kv.value for kv in table.facts}
     assert facts["open sweep stopped"] == "p99 over the 100 ms budget at 3,000 req/s"
     assert facts["server dynamic batching"].startswith("max batch 8")
