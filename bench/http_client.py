@@ -75,7 +75,7 @@ class Connection:
         if origin.tls:  # verified against the system's certificates, or SSL_CERT_FILE's
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=origin.host)
         self._sock: socket.socket | None = sock
-        self._buffer = b""
+        self._buffer = bytearray()  # appended in place: a large answer read in pieces is not copied again each time
         self.used = False  # whether an answer came on it: a reused connection the server has since closed is retried
 
     @property
@@ -132,13 +132,15 @@ class Connection:
             if len(self._buffer) > limit:
                 raise ProtocolError(f"no {marker!r} in the first {limit} bytes")
             self._fill()
-        out, self._buffer = self._buffer[:end], self._buffer[end + len(marker):]
+        out = bytes(self._buffer[:end])
+        del self._buffer[:end + len(marker)]
         return out
 
     def _read_exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
             self._fill()
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
         return out
 
     def _read_chunks(self) -> bytes:

@@ -137,8 +137,9 @@ class Requests:
 
 @dataclass
 class Records:
-    """Per-request rows from every Locust process of one step: start (s), latency (s), status, error, check, and
-    the server's model and handler times by its Server-Timing header (ms, NaN where it sent none)."""
+    """Per-request rows from every Locust process of one step: start (s), latency (s), status, error, check, the
+    server's model and handler times by its Server-Timing header (ms), and in the open loop how late the generator
+    began the request (s); NaN where a row has none of the last three."""
 
     start_s: np.ndarray
     latency_s: np.ndarray
@@ -288,14 +289,13 @@ def send_lag(records: Records, chosen: np.ndarray) -> dict[str, Any]:
 def server_split(records: Records, ok: np.ndarray) -> dict[str, Any]:
     """Where the successful answers' time went, by the server's own Server-Timing: the model call, the server's
     handler, and the rest (HTTP, the wire, the kernel, the generator), as LoadStep fields; {} where none said."""
-    app = records.app_ms[ok]
-    timed = ~np.isnan(app)
+    timed = ok & ~np.isnan(records.app_ms)
     if not timed.any():
         return {}
-    model = records.model_ms[ok][timed]
+    app, model = records.app_ms[timed], records.model_ms[timed]
     model = model[~np.isnan(model)]  # a batched call has no per-request model time
-    outside = records.latency_s[ok][timed] * 1e3 - app[timed]
-    return {"server_timed": int(timed.sum()), "server_p50_ms": float(np.median(app[timed])),
+    outside = records.latency_s[timed] * 1e3 - app
+    return {"server_timed": int(timed.sum()), "server_p50_ms": float(np.median(app)),
             "server_model_p50_ms": float(np.median(model)) if len(model) else None,
             "outside_server_p50_ms": float(np.median(outside))}
 
