@@ -9,7 +9,10 @@ Run by bench.load, one Locust run a load step, as `locust -f bench/locustfile.py
   MCBENCH_STREAMS    open loop: how many users share that rate (Locust's --users)
   MCBENCH_ARRIVALS   open loop: "poisson" (exponential gaps) or "constant"
   MCBENCH_WAKE       open loop: how a user waits for a scheduled send: "thread" (default; a native thread's
-                     nanosleep) or "loop" (the event loop's timer, which wakes up to ms late; to compare)
+                     nanosleep, then the last stretch yielding to the event loop) or "loop" (the event loop's
+                     timer, which wakes up to ms late; to compare)
+  MCBENCH_YIELD_US   open loop, "thread": the longest last stretch before a send spent yielding (default 400;
+                     0: none); it is shortened so that yielding takes at most a fifth of this process's time
   MCBENCH_SECONDS    how long the step runs from the first user's start (Locust's --run-time adds a grace)
   MCBENCH_BODIES     a directory of pre-encoded requests request_0.bin ... (sent in turn)
   MCBENCH_EXPECTED   optional .npz: the offline outputs for those requests ("i/k" = request i, output k)
@@ -69,6 +72,8 @@ GRACE_S = float(os.environ.get("MCBENCH_GRACE_S", "1"))
 REQUEST_TIMEOUT_S = float(os.environ.get("MCBENCH_REQUEST_TIMEOUT_S", "30"))
 WORKER_NAME = os.environ.get("MCBENCH_WORKER_NAME", "")
 WAKE = os.environ.get("MCBENCH_WAKE", "thread")
+YIELD_S = float(os.environ.get("MCBENCH_YIELD_US", "400")) / 1e6
+YIELD_SHARE = 0.2  # of this process's time at most, spent yielding before sends
 SETUP_WAIT_S = float(os.environ.get("MCBENCH_SETUP_WAIT_S", "60"))  # a worker's users wait this long for the settings
 _native_sleep = monkey.get_original("time", "sleep")  # Locust patched time.sleep into gevent.sleep
 RTOL, ATOL = 1e-3, 1e-4  # a served answer matches the offline one within these (same runtime, same settings)
@@ -377,21 +382,31 @@ def arrival_times(rate: float, seconds: float, kind: str, rng: np.random.Generat
     return times[times < seconds]
 
 
-def sleep_until(when: float) -> None:
+def sleep_until(when: float, stretch: float = 0.0) -> None:
     """Return at `when` (perf_counter seconds), letting other greenlets run meanwhile.
 
     An open-loop request is timed from its scheduled start, so however late the generator wakes for it is charged to
     the server. The event loop's own timer (gevent.sleep) waits in epoll with whole milliseconds plus a millisecond
     of slack: it woke 0.6-1.0 ms late at the median on this machine, whatever the wait (benchmarks/truth.py). Here a
-    native thread of the hub's pool sleeps (nanosleep, about 0.05 ms of slack) and wakes the loop when done:
-    0.12-0.27 ms late at the median on the same loaded machine, and no CPU spent spinning."""
+    native thread of the hub's pool sleeps (nanosleep) until `stretch` seconds before `when` and wakes the loop,
+    which was 0.12-0.27 ms late at the median on its own; the last stretch is spent yielding to the other greenlets
+    (gevent.sleep(0)) until the time comes: 0.07 ms late at the median, for the CPU of that stretch (RESULTS.md)."""
     delay = when - time.perf_counter()
     if delay <= 0:
         return
     if WAKE == "loop":
         gevent.sleep(delay)
-    else:
-        gevent.get_hub().threadpool.apply(_native_sleep, (delay,))
+        return
+    if delay > stretch:
+        gevent.get_hub().threadpool.apply(_native_sleep, (delay - stretch,))
+    while time.perf_counter() < when:
+        gevent.sleep(0)
+
+
+def yield_stretch(rate: float) -> float:
+    """How long before each send to stop sleeping and yield: at most YIELD_S, and short enough that this process,
+    sending `rate` requests a second, spends at most YIELD_SHARE of its time yielding."""
+    return min(YIELD_S, YIELD_SHARE / rate) if rate > 0 else 0.0
 
 
 class OpenLoopUser(_Inference):
@@ -407,7 +422,7 @@ class OpenLoopUser(_Inference):
         try:
             for offset in arrival_times(RATE / STREAMS, SECONDS, ARRIVALS, rng):
                 start = _clock["t0"] + float(offset)
-                sleep_until(start)
+                sleep_until(start, yield_stretch(RATE * _schedules[0] / STREAMS))
                 if len(_in_flight) >= MAX_IN_FLIGHT:
                     _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN, NAN))
                     continue

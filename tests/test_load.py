@@ -292,3 +292,28 @@ def test_rows_locust_never_completed_are_not_compared_with_its_count() -> None:
     rec = records([(0.1, 0.002, 200, 0, 0), (0.2, 0.5, 503, 1, 0), (0.3, 2.0, 0, 3, 0), (0.4, 0.0, 0, 4, 0)])
     rec.error_kinds = KINDS + ["no answer by the end of the step", "load generator backlog"]
     assert locust_seen(rec) == 2
+
+
+@pytest.mark.parametrize(("yield_us", "stretches_us"), [("400", [0, 400, 200, 40]), ("0", [0, 0, 0, 0])])
+def test_the_open_loop_never_sends_early_and_yields_at_most_a_fifth_of_its_time(yield_us, stretches_us) -> None:
+    """The generator's wait for a scheduled send (in its own process: importing it patches the process with gevent):
+    it never returns before the time, whatever the last stretch it yields; and that stretch is cut so that yielding
+    takes at most a fifth of the process's time at 0, 100, 1000 and 5000 sends a second."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, time\n"
+        "from mcbench.bench import locustfile as L\n"
+        "early = 0\n"
+        "for stretch in (0.0, 0.0004, 0.01):\n"
+        "    for _ in range(10):\n"
+        "        when = time.perf_counter() + 0.002\n"
+        "        L.sleep_until(when, stretch)\n"
+        "        early += time.perf_counter() < when\n"
+        "print(json.dumps({'early': early, 'stretch': [L.yield_stretch(r) for r in (0, 100, 1000, 5000)]}))\n")
+    env = {**os.environ, "MCBENCH_YIELD_US": yield_us}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["early"] == 0
+    assert [s * 1e6 for s in got["stretch"]] == pytest.approx(stretches_us)
