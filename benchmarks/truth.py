@@ -13,30 +13,32 @@ Per set time it prints:
   same two timers around the torch spinner session: what a real session's call path (torch, numpy) adds, which
   is part of that model's service time, not an error of the timer.
 - over HTTP (the served call: the torch spinner with no wait of its own, then the server's `--spin-ms` test
-  hook's busy-wait, so the set time is set outside torch), the closed loop's p50 against set time + the HTTP
-  overhead, that overhead measured as the p50 of the same server with no busy-wait (the server runs a call
-  under --inline-below-ms on its event loop, a slower one in a worker thread: the two ways cost differently,
-  so each set time is held against the overhead of the way its server ran it); beside it, what the machine
-  itself adds: a bare blocking socket server with the same busy-wait and a client pinned as the load test pins
-  them, its p50 over set time + its own overhead (the HTTP rows' reference, as the bare loop is in-process);
-- over HTTP, the instrument itself: a raw-socket HTTP client of the same server, just before and just after
-  Locust's closed loop, pooled (the machine drifts over a run), so Locust's reading is held against an
-  independent one at the same set time (plus Locust's own client cost, measured the same way at 0 us); and each
-  answer's Server-Timing header, which splits the server's side into the model call and the handler's time
-  beyond it. Beside them, the server's own request-path code (decode a request, encode an answer) timed in
-  process right after a busy-wait of the set time and back to back: on this VM code that runs after a long wait
-  runs slower, which is why an HTTP overhead measured at 0 us does not hold at 10 ms (RESULTS.md);
+  hook's busy-wait, so the set time is set outside torch), in `--rounds` rounds against one server; figures are
+  medians over the rounds, and every comparison is taken within a round, side by side:
+- the closed loop of one user against a reference: a raw-socket HTTP client of the same server (the load
+  generator's own connection, without Locust or gevent) alternating with Locust in each round. The criterion:
+  Locust's p50 recovers the raw client's + Locust's own client cost (measured the same way at 0 us), i.e. the
+  set time + the HTTP overhead at that set time, measured independently. Beside it, the set time + the overhead
+  measured at 0 us, and a bare socket server with the same busy-wait: on this VM the overhead grows with the
+  wait for any client, even the bare socket (an idle core wakes slower after a longer wait), so an overhead
+  measured at 0 us does not hold at 10 ms (RESULTS.md); also each answer's Server-Timing header, which splits
+  the server's side into the model call and the handler's time beyond it, and the server's own request-path
+  code (decode a request, encode an answer) timed in process right after a busy-wait and back to back;
 - the open loop with constant arrivals at half the closed loop's throughput: nothing queues by construction,
-  so its p99 should stay within 2x of the closed loop's (the issue's criterion); once as mcbench runs it (the
-  generator waits for each send on a native thread's nanosleep) and once on the event loop's own timer, which
-  wakes up to a millisecond late and charged that to the server (bench.locustfile.sleep_until);
+  so its p99 should stay within 2x of the closed loop's (the issue's criterion); as mcbench runs it, on the event
+  loop's own timer (which wakes up to a millisecond late and charged that to the server:
+  bench.locustfile.sleep_until), and the reference: the raw client on the same schedule, spinning to each send
+  so it is never late, timing each request from its scheduled time. What the reference reads over its own
+  closed loop is the server's and the machine's (a server idle between requests answers slower), not the
+  generator's;
 - the open loop with Poisson arrivals at the same rate: requests do queue (an M/G/1 queue at utilisation
   about 0.5), so its p99 is held against what a queue fed the same arrivals predicts, with service times
   drawn from the closed loop's own latencies (a Lindley-recursion simulation, `queue_sojourn`). Coordinated
   omission (a generator that waits for late answers and does not charge the wait) would read far BELOW the
   prediction; a ratio near 1 says every queued request was charged.
 
-    python benchmarks/truth.py [--service-us 500,2000,10000] [--seconds 6] [--in-process-seconds 3] [--no-http]
+    python benchmarks/truth.py [--service-us 500,2000,10000] [--seconds 5] [--rounds 3] [--in-process-seconds 3]
+                               [--no-http] [--json out.json]
 
 Run it on a quiet machine: a busy-wait shares the core with whatever else runs.
 """
@@ -44,6 +46,7 @@ Run it on a quiet machine: a busy-wait shares the core with whatever else runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -148,9 +151,11 @@ def step_latencies(work_dir: Path, tag: str, warmup_s: float, seconds: float) ->
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def over_http(service_us: float, seconds: float, folder: Path, cores: list[int], loops: bool = True,
+def over_http(service_us: float, seconds: float, folder: Path, cores: list[int], rounds: int, loops: bool = True,
               inline_below_ms: float | None = None) -> dict[str, Any]:
-    """A closed loop of one user; with `loops`, open loops at half its throughput, constant then Poisson."""
+    """`rounds` rounds against one server, each: the raw client's closed loop and Locust's closed loop of one user
+    (which goes first alternates round by round); with `loops`, then the raw client's open loop and Locust's open
+    loops (OPEN_LOOPS), all at half the first closed loop's throughput. Each figure is a list, one item a round."""
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
     from mcbench.bench.server import serve_in_subprocess
 
@@ -166,33 +171,34 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     extra = ["--inline-below-ms", f"{inline_below_ms:g}"] if inline_below_ms is not None else []
     extra += ["--spin-ms", f"{service_us / 1000:g}"] if service_us else []
     warmup = 1.0
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"closed": [], "raw": [], "closed_latency_s": [], "raw_open": []}
+    out.update({key: [] for key, _, _ in OPEN_LOOPS})
     with serve_in_subprocess(spec, server_cores, extra=extra) as server:
         endpoint = Endpoint(server.url, "spinner")
         out["dispatch"] = server.dispatch
-        rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
-        closed_dir = folder / f"closed-{tag}"
-        # the raw client's reads before and after Locust's, pooled: the machine drifts over a run
-        raw_before = raw_http(server.port, requests, seconds / 3, gen_cores[0])
-        closed = run_load(endpoint, requests, [1], [], rules, gen_cores, server_cores, 1,
-                          closed_dir).steps[0]
-        out["closed"] = closed
-        out["closed_latency_s"] = step_latencies(closed_dir, "closed_1", warmup, rules.run_seconds)
-        raw_after = raw_http(server.port, requests, seconds / 3, gen_cores[0])
-        out["raw"] = {k: raw_before[k] + raw_after[k] for k in raw_before}
-        if not loops:
-            return out
-        rate = max(1.0, round(closed.throughput_rps / 2, 1))
-        out["rate"] = rate
-        for key, arrivals, wake in OPEN_LOOPS:
-            rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0,
-                              arrivals=arrivals)
-            os.environ["MCBENCH_WAKE"] = wake  # the generator inherits it (bench.locustfile.sleep_until)
-            try:
-                out[key] = run_load(endpoint, requests, [], [rate], rules, gen_cores, server_cores,
-                                    1, folder / f"{key}-{tag}").open_steps[0]
-            finally:
-                os.environ.pop("MCBENCH_WAKE")
+        for i in range(rounds):
+            rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
+            work = folder / f"closed-{tag}-{i}"
+            if i % 2 == 0:
+                out["raw"].append(raw_http(server.port, requests, seconds / 2, gen_cores[0]))
+            out["closed"].append(run_load(endpoint, requests, [1], [], rules, gen_cores, server_cores, 1,
+                                          work).steps[0])
+            out["closed_latency_s"].append(step_latencies(work, "closed_1", warmup, rules.run_seconds))
+            if i % 2 == 1:
+                out["raw"].append(raw_http(server.port, requests, seconds / 2, gen_cores[0]))
+            if not loops:
+                continue
+            rate = out.setdefault("rate", max(1.0, round(out["closed"][0].throughput_rps / 2, 1)))
+            out["raw_open"].append(raw_http(server.port, requests, seconds - warmup, gen_cores[0], rate))
+            for key, arrivals, wake in OPEN_LOOPS:
+                rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0,
+                                  arrivals=arrivals)
+                os.environ["MCBENCH_WAKE"] = wake  # the generator inherits it (bench.locustfile.sleep_until)
+                try:
+                    out[key].append(run_load(endpoint, requests, [], [rate], rules, gen_cores, server_cores,
+                                             1, folder / f"{key}-{tag}-{i}").open_steps[0])
+                finally:
+                    os.environ.pop("MCBENCH_WAKE")
     return out
 
 
@@ -277,57 +283,82 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
                 row[f"{side}_p{q}_ms"] = round(ms, 4)
                 row[f"{side}_p{q}_error"] = round(ms / set_ms - 1, 4) if set_ms else None
     if http:
-        closed = http["closed"]
-        over = overhead_ms[http["dispatch"]]
-        if "bare_p50_ms" in http:
-            row.update(bare_http_p50_ms=round(http["bare_p50_ms"], 4),
-                       bare_http_excess_ms=round(http["bare_p50_ms"] - set_ms - overhead_ms.get("bare", 0.0), 4))
-        row.update(dispatch=http["dispatch"], http_p50_ms=round(closed.latency.p50_ms, 4),
-                   http_excess_ms=round(closed.latency.p50_ms - set_ms - over, 4),
-                   expected_http_p50_ms=round(set_ms + over, 4),
-                   http_p50_error=round(closed.latency.p50_ms / (set_ms + over) - 1, 4),
-                   closed_p99_ms=round(closed.latency.p99_ms, 4), closed_rps=round(closed.throughput_rps, 1),
-                   closed_n=closed.latency.count, open_rate=http.get("rate"))
-        if closed.server_timed:  # the step's own split, from every answer's Server-Timing: what mcbench reports
-            row.update(step_model_p50_ms=round(closed.server_model_p50_ms, 4),
-                       step_server_p50_ms=round(closed.server_p50_ms, 4),
-                       step_outside_server_p50_ms=round(closed.outside_server_p50_ms, 4))
-        raw = http.get("raw")
-        if raw:
-            raw_p50, raw_p99 = pct(raw["latency"], 50), pct(raw["latency"], 99)
-            row.update(raw_p50_ms=round(raw_p50, 4), raw_p99_ms=round(raw_p99, 4), raw_n=len(raw["latency"]),
-                       locust_over_raw_p50=round(closed.latency.p50_ms / raw_p50 - 1, 4),
-                       locust_over_raw_p99=round(closed.latency.p99_ms / raw_p99 - 1, 4),
-                       model_p50_ms=round(pct(raw["model"], 50), 4), model_p99_ms=round(pct(raw["model"], 99), 4),
-                       app_outside_model_p50_ms=round(outside_model_p50_ms(raw), 4))
-            client = overhead_ms.get(f"{http['dispatch']}_client")
-            if client is not None:  # what Locust's client adds over the raw one, measured at 0 us
-                expected = raw_p50 + client
-                row.update(expected_from_raw_p50_ms=round(expected, 4),
-                           from_raw_p50_error=round(closed.latency.p50_ms / expected - 1, 4))
-            if set_ms:
-                row.update(model_p50_error=round(row["model_p50_ms"] / set_ms - 1, 4),
-                           model_p99_error=round(row["model_p99_ms"] / set_ms - 1, 4))
-        service = http["closed_latency_s"]
-        for key, arrivals, _ in OPEN_LOOPS:
-            step = http.get(key)
-            if step is None or step.latency is None:
-                continue
-            predicted = pct(queue_sojourn(service, http["rate"], arrivals), 99) * 1000 if len(service) else None
-            row[key] = {
-                "rps": round(step.throughput_rps, 1), "n": step.latency.count, "failures": step.failures,
-                "p50_ms": round(step.latency.p50_ms, 4), "p99_ms": round(step.latency.p99_ms, 4),
-                "over_closed_p99": round(step.latency.p99_ms / closed.latency.p99_ms, 3),
-                "queue_p99_ms": round(predicted, 4) if predicted else None,
-                "over_queue_p99": round(step.latency.p99_ms / predicted, 3) if predicted else None,
-                "send_lag_p50_ms": step.send_lag_p50_ms and round(step.send_lag_p50_ms, 4),
-                "send_lag_p99_ms": step.send_lag_p99_ms and round(step.send_lag_p99_ms, 4),
-            }
+        row.update(http_row(set_ms, http, overhead_ms))
+    return row
+
+
+def med(values: Any) -> float:
+    return float(np.median(np.asarray(list(values), dtype=np.float64)))
+
+
+def http_row(set_ms: float, http: dict[str, Any], overhead_ms: dict[str, float]) -> dict[str, Any]:
+    """One set time's HTTP figures: each a median over the rounds, ratios taken within a round (side by side)."""
+    closed, raw = http["closed"], http["raw"]
+    over = overhead_ms[http["dispatch"]]
+    p50s = [s.latency.p50_ms for s in closed]
+    raw_p50s = [pct(r["latency"], 50) for r in raw]
+    row: dict[str, Any] = {"dispatch": http["dispatch"], "rounds": len(closed), "http_p50_ms": round(med(p50s), 4),
+                           "http_p50_by_round_ms": [round(v, 4) for v in p50s]}
+    row.update(http_excess_ms=round(row["http_p50_ms"] - set_ms - over, 4),
+               expected_http_p50_ms=round(set_ms + over, 4),
+               http_p50_error=round(row["http_p50_ms"] / (set_ms + over) - 1, 4),
+               closed_p99_ms=round(med(s.latency.p99_ms for s in closed), 4),
+               closed_rps=round(med(s.throughput_rps for s in closed), 1),
+               closed_n=sum(s.latency.count for s in closed), open_rate=http.get("rate"))
+    if "bare_p50_ms" in http:
+        row.update(bare_http_p50_ms=round(http["bare_p50_ms"], 4),
+                   bare_http_excess_ms=round(http["bare_p50_ms"] - set_ms - overhead_ms.get("bare", 0.0), 4))
+    if all(s.server_timed for s in closed):  # the step's own split, from every answer's Server-Timing
+        row.update(step_model_p50_ms=round(med(s.server_model_p50_ms for s in closed), 4),
+                   step_server_p50_ms=round(med(s.server_p50_ms for s in closed), 4),
+                   step_outside_server_p50_ms=round(med(s.outside_server_p50_ms for s in closed), 4))
+    pooled = {k: [v for r in raw for v in r[k]] for k in ("model", "app")}
+    row.update(raw_p50_ms=round(med(raw_p50s), 4), raw_p99_ms=round(med(pct(r["latency"], 99) for r in raw), 4),
+               raw_n=sum(len(r["latency"]) for r in raw),
+               locust_over_raw_p50=round(med(a / b - 1 for a, b in zip(p50s, raw_p50s, strict=True)), 4),
+               locust_over_raw_p99=round(med(s.latency.p99_ms / pct(r["latency"], 99) - 1
+                                             for s, r in zip(closed, raw, strict=True)), 4),
+               model_p50_ms=round(pct(pooled["model"], 50), 4), model_p99_ms=round(pct(pooled["model"], 99), 4),
+               app_outside_model_p50_ms=round(outside_model_p50_ms(pooled), 4))
+    client = overhead_ms.get(f"{http['dispatch']}_client")
+    if client is not None:  # the criterion: the raw client's reading + what Locust's client adds at 0 us
+        errors = [a / (b + client) - 1 for a, b in zip(p50s, raw_p50s, strict=True)]
+        row.update(expected_from_raw_p50_ms=round(med(raw_p50s) + client, 4),
+                   from_raw_p50_error=round(med(errors), 4), from_raw_p50_error_by_round=[round(e, 4) for e in errors])
+    if set_ms:
+        row.update(model_p50_error=round(row["model_p50_ms"] / set_ms - 1, 4),
+                   model_p99_error=round(row["model_p99_ms"] / set_ms - 1, 4))
+    service = np.concatenate(http["closed_latency_s"]) if http["closed_latency_s"] else np.zeros(0)
+    for key, arrivals, _ in OPEN_LOOPS:
+        steps = [s for s in http.get(key, []) if s.latency is not None]
+        if not steps:
+            continue
+        predicted = pct(queue_sojourn(service, http["rate"], arrivals), 99) * 1000 if len(service) else None
+        ratios = [s.latency.p99_ms / c.latency.p99_ms for s, c in zip(steps, closed, strict=False)]
+        p99 = med(s.latency.p99_ms for s in steps)
+        row[key] = {
+            "rps": round(med(s.throughput_rps for s in steps), 1), "n": sum(s.latency.count for s in steps),
+            "failures": sum(s.failures for s in steps),
+            "p50_ms": round(med(s.latency.p50_ms for s in steps), 4), "p99_ms": round(p99, 4),
+            "over_closed_p99": round(med(ratios), 3), "over_closed_p99_by_round": [round(v, 3) for v in ratios],
+            "queue_p99_ms": round(predicted, 4) if predicted else None,
+            "over_queue_p99": round(p99 / predicted, 3) if predicted else None,
+            "send_lag_p50_ms": round(med(s.send_lag_p50_ms for s in steps), 4),
+            "send_lag_p99_ms": round(med(s.send_lag_p99_ms for s in steps), 4),
+        }
+    if http["raw_open"]:  # the reference open loop: what the same schedule reads with a generator that never lags
+        ratios = [pct(o["latency"], 99) / pct(r["latency"], 99) for o, r in zip(http["raw_open"], raw, strict=False)]
+        row["raw_constant"] = {
+            "n": sum(len(o["latency"]) for o in http["raw_open"]),
+            "p50_ms": round(med(pct(o["latency"], 50) for o in http["raw_open"]), 4),
+            "p99_ms": round(med(pct(o["latency"], 99) for o in http["raw_open"]), 4),
+            "over_closed_p99": round(med(ratios), 3), "over_closed_p99_by_round": [round(v, 3) for v in ratios],
+            "send_lag_p99_ms": round(med(pct(o["lag"], 99) for o in http["raw_open"]), 4),
+        }
     return row
 
 
 def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> None:
-    nan = float("nan")
     if "bare_p50_ms" in rows[0]:
         print("\nIn process, interleaved in blocks (ms, error against the set time): a bare perf_counter_ns loop"
               " around the busy-wait; mcbench's timer around a stand-in session whose run() is that busy-wait (the"
@@ -339,80 +370,110 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
             cells = [f"{r[f'{s}_p{q}_ms']:.4f} ({r[f'{s}_p{q}_error']:+.2%})" for s in SIDES for q in (50, 99)]
             print(f"| {r['set_ms']:g} | " + " | ".join(cells) + f" | {r['mcbench_n']} |")
     if "http_p50_ms" in rows[0]:
-        over = ", ".join(f"{k} {overhead_ms[k]:.3f} ms" for k in ("inline", "thread", "bare") if k in overhead_ms)
-        print(f"\nOver HTTP (overhead = p50 of a 0 us spinner: {over}); open loops at half the closed loop's rate")
-        print("| set ms | dispatch | HTTP p50 | set + overhead | err | excess ms (bare socket's) | closed p99 "
-              "| constant p50 / p99 (/closed) | same, event-loop timer | Poisson p99 | queue-model p99 "
-              "| measured / model | sent late p50 / p99: constant, event-loop timer, Poisson |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print_http_tables(rows, overhead_ms)
+
+
+def spread(step: dict[str, Any]) -> str:
+    """An open loop's "p50 / p99 (p99 over the closed loop's" (the caller closes the parenthesis)."""
+    nan = float("nan")
+    return f"{step.get('p50_ms', nan):.3f} / {step.get('p99_ms', nan):.3f} ({step.get('over_closed_p99', nan):.2f}x"
+
+
+def print_http_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> None:
+    nan = float("nan")
+    over = ", ".join(f"{k} {overhead_ms[k]:.3f} ms" for k in ("inline", "thread", "bare") if k in overhead_ms)
+    client = ", ".join(f"{k} {overhead_ms[f'{k}_client']:+.3f} ms" for k in ("inline", "thread")
+                       if f"{k}_client" in overhead_ms)
+    print(f"\nClosed loop over HTTP, one user, medians of {rows[0]['rounds']} rounds; a raw-socket client of the same"
+          f" server alternates with Locust in each round. Overhead = p50 at 0 us: {over}; Locust's client over the raw"
+          f" one at 0 us: {client}")
+    print("| set ms | dispatch | Locust p50 | set + overhead at 0 us (err) | excess ms (bare socket's) "
+          "| raw client p50 | **raw + Locust's client at 0 us (err; by round)** | closed p99 | raw p99 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        by_round = ", ".join(f"{e:+.1%}" for e in r.get("from_raw_p50_error_by_round", []))
+        print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} | {r['expected_http_p50_ms']:.3f} "
+              f"({r['http_p50_error']:+.1%}) | {r['http_excess_ms']:+.3f} ({r.get('bare_http_excess_ms', nan):+.3f}) | "
+              f"{r['raw_p50_ms']:.3f} | **{r.get('expected_from_raw_p50_ms', nan):.3f} "
+              f"({r.get('from_raw_p50_error', nan):+.1%}**; {by_round}) | {r['closed_p99_ms']:.3f} | "
+              f"{r['raw_p99_ms']:.3f} |")
+    if "constant" in rows[0]:
+        print(f"\nOpen loops at half the closed loop's rate, medians of {rows[0]['rounds']} rounds, p99 ratios taken"
+              " within a round; the reference is the raw client on the same constant schedule, spinning to each send")
+        print("| set ms | rate | **constant p50 / p99 (/closed p99; by round)** "
+              "| reference p50 / p99 (/raw closed p99) | constant, event-loop timer | Poisson p99 | queue-model p99 "
+              "| measured / model "
+              "| sent late p50 / p99: constant, event-loop timer, Poisson; reference p99 |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             c, lt, p = r.get("constant", {}), r.get("constant_loop_timer", {}), r.get("poisson", {})
-            print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} | {r['expected_http_p50_ms']:.3f} | "
-                  f"{r['http_p50_error']:+.1%} | {r['http_excess_ms']:+.3f} "
-                  f"({r.get('bare_http_excess_ms', nan):+.3f}) | "
-                  f"{r['closed_p99_ms']:.3f} | " + " | ".join(
-                      f"{x.get('p50_ms', nan):.3f} / {x.get('p99_ms', nan):.3f} ({x.get('over_closed_p99', nan):.2f}x)"
-                      for x in (c, lt)) +
-                  f" | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
+            ref = r.get("raw_constant", {})
+            by_round = ", ".join(f"{v:.2f}" for v in c.get("over_closed_p99_by_round", []))
+            print(f"| {r['set_ms']:g} | {r['open_rate']:g} | **{spread(c)}**; {by_round}) | {spread(ref)}) | "
+                  f"{spread(lt)}) | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
                   f"{p.get('over_queue_p99') or nan:.2f} | " + ", ".join(
-                      f"{x.get('send_lag_p50_ms') or nan:.3f} / {x.get('send_lag_p99_ms') or nan:.3f}"
-                      for x in (c, lt, p)) + " |")
-    if "raw_p50_ms" in rows[0]:
-        print("\nOver HTTP, the instrument: Locust's closed loop against a raw-socket client of the same server, the"
-              " server's Server-Timing (model: the call alone; outside: the handler's time beyond it, and at 0 us),"
-              " and the server's request-path code timed in process after the busy-wait and back to back (10 requests)")
-        client = ", ".join(f"{k} {overhead_ms[f'{k}_client']:+.3f} ms" for k in ("inline", "thread")
-                           if f"{k}_client" in overhead_ms)
-        print(f"Locust's client over the raw one at 0 us: {client}")
-        print("| set ms | dispatch | Locust p50 / p99 | raw client p50 / p99 | Locust vs raw p50 / p99 "
-              "| raw + Locust's client at 0 us (err) | model p50 (err) "
-              "| model p99 (err) | server outside the model (at 0 us) | request path after / back to back "
-              "| the step's record: model / server / outside the server p50 |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for r in rows:
-            zero = overhead_ms.get(f"{r['dispatch']}_app_outside_model", nan)
-            print(f"| {r['set_ms']:g} | {r['dispatch']} | {r['http_p50_ms']:.3f} / {r['closed_p99_ms']:.3f} | "
-                  f"{r['raw_p50_ms']:.3f} / {r['raw_p99_ms']:.3f} | {r['locust_over_raw_p50']:+.1%} / "
-                  f"{r['locust_over_raw_p99']:+.1%} | {r.get('expected_from_raw_p50_ms', nan):.3f} "
-                  f"({r.get('from_raw_p50_error', nan):+.1%}) | "
-                  f"{r['model_p50_ms']:.3f} ({r.get('model_p50_error', 0):+.2%}) | "
-                  f"{r['model_p99_ms']:.3f} ({r.get('model_p99_error', 0):+.2%}) | "
-                  f"{r['app_outside_model_p50_ms']:.3f} ({zero:.3f}) | "
-                  f"{r['request_path_after_gap_us']:.0f} / {r['request_path_back_to_back_us']:.0f} us | "
-                  f"{r.get('step_model_p50_ms', nan):.3f} / {r.get('step_server_p50_ms', nan):.3f} / "
-                  f"{r.get('step_outside_server_p50_ms', nan):.3f} |")
+                      f"{x.get('send_lag_p50_ms', nan):.3f} / {x.get('send_lag_p99_ms', nan):.3f}" for x in (c, lt, p))
+                  + f"; {ref.get('send_lag_p99_ms', nan):.3f} |")
+    print("\nOver HTTP, the server's side: Server-Timing as the raw client read it (model: the call alone; outside: the"
+          " handler's time beyond it, and at 0 us), the server's request-path code timed in process after the"
+          " busy-wait and back to back (10 requests), and the Locust step's own record")
+    print("| set ms | model p50 (err) | model p99 (err) | server outside the model (at 0 us) "
+          "| request path after / back to back | the step's record: model / server / outside the server p50 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        zero = overhead_ms.get(f"{r['dispatch']}_app_outside_model", nan)
+        print(f"| {r['set_ms']:g} | {r['model_p50_ms']:.3f} ({r.get('model_p50_error', 0):+.2%}) | "
+              f"{r['model_p99_ms']:.3f} ({r.get('model_p99_error', 0):+.2%}) | "
+              f"{r['app_outside_model_p50_ms']:.3f} ({zero:.3f}) | "
+              f"{r.get('request_path_after_gap_us', nan):.0f} / {r.get('request_path_back_to_back_us', nan):.0f} us | "
+              f"{r.get('step_model_p50_ms', nan):.3f} / {r.get('step_server_p50_ms', nan):.3f} / "
+              f"{r.get('step_outside_server_p50_ms', nan):.3f} |")
 
 
-def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float, core: int) -> dict[str, list[float]]:
-    """One client on `core` sending one infer request back to back for `seconds` on the load generator's own HTTP
-    connection, without Locust or gevent (a child process): per answer its latency and the server's Server-Timing
-    `model` and `app` durations (ms)."""
+def http_client(port: int, body: bytes, headers: dict[str, str], seconds: float, core: int,
+                rate: float = 0.0) -> dict[str, list[float]]:
+    """One client on `core` sending one infer request for `seconds` on the load generator's own HTTP connection,
+    without Locust or gevent (a child process): back to back, or with `rate`, on a constant schedule of `rate` a
+    second, spinning until each send and timing it from its scheduled time (a late answer delays the next send on
+    the one connection, and that delay is charged: the reference open loop). Per answer its latency, the server's
+    Server-Timing `model` and `app` durations, and how late it was sent (ms)."""
     from mcbench.bench.http_client import Connection, Origin, encode_post, parse_server_timing
 
     os.sched_setaffinity(0, {core})
     origin = Origin("127.0.0.1", port, False)
     request = encode_post(origin, "/v2/models/spinner/infer", headers, body)
     conn = Connection(origin, 30)
-    out: dict[str, list[float]] = {"latency": [], "model": [], "app": []}
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter_ns()
+    for _ in range(20):  # the first calls warm the path up
+        conn.exchange(request)
+    out: dict[str, list[float]] = {"latency": [], "model": [], "app": [], "lag": []}
+    clock = time.perf_counter
+    begin = clock()
+    for k in itertools.count():
+        if rate:
+            t0 = begin + k / rate
+            while clock() < t0:
+                pass
+        else:
+            t0 = clock()
+        if t0 - begin >= seconds:
+            break
+        out["lag"].append((clock() - t0) * 1e3)
         answer = conn.exchange(request)
-        out["latency"].append((time.perf_counter_ns() - t0) / 1e6)
+        out["latency"].append((clock() - t0) * 1e3)
         timing = parse_server_timing(answer.headers["server-timing"])
         out["model"].append(timing["model"])
         out["app"].append(timing["app"])
     conn.close()
-    return {k: v[20:] for k, v in out.items()}  # the first calls warm the path up
+    return out
 
 
-def raw_http(port: int, requests: Any, seconds: float, core: int) -> dict[str, list[float]]:
+def raw_http(port: int, requests: Any, seconds: float, core: int, rate: float = 0.0) -> dict[str, list[float]]:
     """`http_client` sending the first of `requests` (bench.load.Requests) to mcbench's server, in its own process
     as Locust runs in its own."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(http_client, (port, requests.bodies[0], requests.headers, seconds, core))
+        return pool.apply(http_client, (port, requests.bodies[0], requests.headers, seconds, core, rate))
 
 
 def path_after_gap(service_us: float, calls: int = 200) -> dict[str, float]:
@@ -445,8 +506,9 @@ def path_after_gap(service_us: float, calls: int = 200) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--service-us", default="500,2000,10000")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each HTTP step")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each HTTP step")
     parser.add_argument("--in-process-seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="HTTP rounds a set time (medians are reported)")
     parser.add_argument("--no-http", action="store_true", help="only the in-process instrument check")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -458,17 +520,18 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         if not args.no_http:
             for below, mode in ((None, "inline"), (0.0, "thread")):
-                zero = over_http(0.0, args.seconds, folder, cores, loops=False, inline_below_ms=below)
-                overhead_ms[zero["dispatch"]] = zero["closed"].latency.p50_ms
-                overhead_ms[f"{zero['dispatch']}_app_outside_model"] = outside_model_p50_ms(zero["raw"])
-                client_ms = zero["closed"].latency.p50_ms - pct(zero["raw"]["latency"], 50)
-                overhead_ms[f"{zero['dispatch']}_client"] = client_ms
+                zero = over_http(0.0, args.seconds, folder, cores, args.rounds, loops=False, inline_below_ms=below)
+                p50s = [s.latency.p50_ms for s in zero["closed"]]
+                overhead_ms[zero["dispatch"]] = med(p50s)
+                overhead_ms[f"{zero['dispatch']}_app_outside_model"] = med(outside_model_p50_ms(r) for r in zero["raw"])
+                overhead_ms[f"{zero['dispatch']}_client"] = med(
+                    a - pct(r["latency"], 50) for a, r in zip(p50s, zero["raw"], strict=True))
                 if zero["dispatch"] != mode:
                     print(f"note: the 0 us spinner ran {zero['dispatch']}, not {mode}", file=sys.stderr)
             overhead_ms["bare"] = bare_p50_ms(0.0, args.seconds / 2, cores)
         for us in (float(x) for x in args.service_us.split(",")):
             inproc = in_process(us, args.in_process_seconds, folder)
-            http = None if args.no_http else over_http(us, args.seconds, folder, cores)
+            http = None if args.no_http else over_http(us, args.seconds, folder, cores, args.rounds)
             if http is not None:
                 http["bare_p50_ms"] = bare_p50_ms(us, args.seconds / 2, cores)
             rows.append(row_of(us, inproc, http, overhead_ms))

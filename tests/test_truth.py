@@ -50,10 +50,14 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
         result = run_load(Endpoint(server.url, "spinner"), requests, [1], [20.0], rules, cores[-1:], cores[:1], 1,
                           tmp_path / "load")
         raw = _truth_script().raw_http(server.port, requests, 1.0, cores[-1])
+        scheduled = _truth_script().raw_http(server.port, requests, 1.0, cores[-1], rate=20.0)
     # the reference client reads the server's Server-Timing: the busy-wait is inside the model call, the call inside
     # the handler, the handler inside the client's latency
     assert len(raw["latency"]) >= 10
     assert all(3.0 <= m <= a <= lat for m, a, lat in zip(raw["model"], raw["app"], raw["latency"], strict=True))
+    # the reference open loop sends every scheduled request, however late, and charges the lateness
+    assert len(scheduled["latency"]) == len(scheduled["lag"]) == 20
+    assert all(lat >= 3.0 + lag and lag >= 0 for lat, lag in zip(scheduled["latency"], scheduled["lag"], strict=True))
     for step in result.steps + result.open_steps:
         assert step.requests > 0 and step.failures == 0
         assert step.latency.p50_ms >= 3.0  # the service time is inside every answer's latency
