@@ -374,9 +374,9 @@ def print_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> N
 
 
 def spread(step: dict[str, Any]) -> str:
-    """An open loop's "p50 / p99 (p99 over the closed loop's" (the caller closes the parenthesis)."""
+    """An open loop's "p50 / p99 (its p99 over the closed loop's)"."""
     nan = float("nan")
-    return f"{step.get('p50_ms', nan):.3f} / {step.get('p99_ms', nan):.3f} ({step.get('over_closed_p99', nan):.2f}x"
+    return f"{step.get('p50_ms', nan):.3f} / {step.get('p99_ms', nan):.3f} ({step.get('over_closed_p99', nan):.2f}x)"
 
 
 def print_http_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float]) -> None:
@@ -400,7 +400,7 @@ def print_http_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float])
     if "constant" in rows[0]:
         print(f"\nOpen loops at half the closed loop's rate, medians of {rows[0]['rounds']} rounds, p99 ratios taken"
               " within a round; the reference is the raw client on the same constant schedule, spinning to each send")
-        print("| set ms | rate | **constant p50 / p99 (/closed p99; by round)** "
+        print("| set ms | rate | **constant p50 / p99 (/closed p99)**; by round "
               "| reference p50 / p99 (/raw closed p99) | constant, event-loop timer | Poisson p99 | queue-model p99 "
               "| measured / model "
               "| sent late p50 / p99: constant, event-loop timer, Poisson; reference p99 |")
@@ -409,8 +409,8 @@ def print_http_tables(rows: list[dict[str, Any]], overhead_ms: dict[str, float])
             c, lt, p = r.get("constant", {}), r.get("constant_loop_timer", {}), r.get("poisson", {})
             ref = r.get("raw_constant", {})
             by_round = ", ".join(f"{v:.2f}" for v in c.get("over_closed_p99_by_round", []))
-            print(f"| {r['set_ms']:g} | {r['open_rate']:g} | **{spread(c)}**; {by_round}) | {spread(ref)}) | "
-                  f"{spread(lt)}) | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
+            print(f"| {r['set_ms']:g} | {r['open_rate']:g} | **{spread(c)}**; by round {by_round} | {spread(ref)} | "
+                  f"{spread(lt)} | {p.get('p99_ms', nan):.3f} | {p.get('queue_p99_ms') or nan:.3f} | "
                   f"{p.get('over_queue_p99') or nan:.2f} | " + ", ".join(
                       f"{x.get('send_lag_p50_ms', nan):.3f} / {x.get('send_lag_p99_ms', nan):.3f}" for x in (c, lt, p))
                   + f"; {ref.get('send_lag_p99_ms', nan):.3f} |")
