@@ -132,15 +132,17 @@ class Connection:
             if len(self._buffer) > limit:
                 raise ProtocolError(f"no {marker!r} in the first {limit} bytes")
             self._fill()
-        out = bytes(self._buffer[:end])
-        del self._buffer[:end + len(marker)]
-        return out
+        return self._take(end, len(marker))
 
     def _read_exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
             self._fill()
+        return self._take(n)
+
+    def _take(self, n: int, skip: int = 0) -> bytes:
+        """The buffer's first `n` bytes, dropped from it with the `skip` bytes after them (a marker)."""
         out = bytes(self._buffer[:n])
-        del self._buffer[:n]
+        del self._buffer[:n + skip]
         return out
 
     def _read_chunks(self) -> bytes:

@@ -49,9 +49,9 @@ def one_round(url: str, name: str, value: str, rate: float, seconds: float, core
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mcbench.bench.calibration import spinner_artifact
+    from truth import spinner_spec  # benchmarks/truth.py, beside this script
+
     from mcbench.bench.server import serve_in_subprocess
-    from mcbench.optimizer.targets import Target
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", required=True, help="NAME=A,B: the setting and the values to compare")
@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict[str, float]]] = {v: [] for v in values}
     with tempfile.TemporaryDirectory(prefix="mcbench-ab-") as tmp:
         folder = Path(tmp)
-        spec = folder / "server.json"
-        spec.write_text(json.dumps({"name": "spinner", "artifact": spinner_artifact(0.0, folder).to_dict(),
-                                    "target": Target("torch", threads=1).to_dict()}))
-        with serve_in_subprocess(spec, cores[:1], extra=["--spin-ms", f"{args.spin_ms:g}"]) as server:
+        with serve_in_subprocess(spinner_spec(folder), cores[:1], extra=["--spin-ms", f"{args.spin_ms:g}"]) as server:
             for i in range(args.rounds):
                 for value in values if i % 2 == 0 else values[::-1]:
                     row = one_round(server.url, name, value, args.rate, args.seconds, cores, folder / f"{i}-{value}")

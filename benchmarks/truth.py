@@ -52,6 +52,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,8 @@ BLOCK = 50  # calls a block; the bare loop and mcbench's timer alternate block b
 SIDES = ("bare", "mcbench", "session", "torch")  # in_process's four ways of timing, in the order they run
 
 
-def pct(values: list[float] | np.ndarray, q: float) -> float:
+def pct(values: Iterable[float] | np.ndarray, q: float) -> float:
+    values = values if isinstance(values, np.ndarray) else list(values)
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
@@ -151,6 +154,16 @@ def step_latencies(work_dir: Path, tag: str, warmup_s: float, seconds: float) ->
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def spinner_spec(folder: Path, tag: str = "") -> Path:
+    """A model server spec for the torch spinner with no busy-wait of its own: the server's --spin-ms test hook sets
+    the service time, a busy-wait whose end is set when it starts, outside torch (whose call path costs more around a
+    longer forward: RESULTS.md)."""
+    spec = folder / f"server-{tag}.json"
+    spec.write_text(json.dumps({"name": "spinner", "artifact": spinner_artifact(0.0, folder).to_dict(),
+                                "target": Target("torch", threads=1).to_dict()}))
+    return spec
+
+
 def over_http(service_us: float, seconds: float, folder: Path, cores: list[int], rounds: int, loops: bool = True,
               inline_below_ms: float | None = None) -> dict[str, Any]:
     """`rounds` rounds against one server, each: the raw client's closed loop and Locust's closed loop of one user
@@ -159,13 +172,8 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
     from mcbench.bench.server import serve_in_subprocess
 
-    # the served call: the torch spinner with no busy-wait of its own, then the server's --spin-ms hook: a busy-wait
-    # whose end is set when it starts, outside torch (whose call path costs more around a longer forward: RESULTS.md)
-    artifact = spinner_artifact(0.0, folder)
     tag = f"{int(service_us)}us-{inline_below_ms}"
-    spec = folder / f"server-{tag}.json"
-    spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
-                                "target": Target("torch", threads=1).to_dict()}))
+    spec = spinner_spec(folder, tag)
     requests = Requests.encode([{"x": np.zeros((1, 4), np.float32)}])  # one request, sent by every client here
     server_cores, gen_cores = cores[:1], cores[-1:]
     extra = ["--inline-below-ms", f"{inline_below_ms:g}"] if inline_below_ms is not None else []
@@ -176,8 +184,8 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     with serve_in_subprocess(spec, server_cores, extra=extra) as server:
         endpoint = Endpoint(server.url, "spinner")
         out["dispatch"] = server.dispatch
+        rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
         for i in range(rounds):
-            rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
             work = folder / f"closed-{tag}-{i}"
             if i % 2 == 0:
                 out["raw"].append(raw_http(server.port, requests, seconds / 2, gen_cores[0]))
@@ -191,12 +199,10 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
             rate = out.setdefault("rate", max(1.0, round(out["closed"][0].throughput_rps / 2, 1)))
             out["raw_open"].append(raw_http(server.port, requests, seconds - warmup, gen_cores[0], rate))
             for key, arrivals, wake in OPEN_LOOPS:
-                rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0,
-                                  arrivals=arrivals)
                 os.environ["MCBENCH_WAKE"] = wake  # the generator inherits it (bench.locustfile.sleep_until)
                 try:
-                    out[key].append(run_load(endpoint, requests, [], [rate], rules, gen_cores, server_cores,
-                                             1, folder / f"{key}-{tag}-{i}").open_steps[0])
+                    out[key].append(run_load(endpoint, requests, [], [rate], replace(rules, arrivals=arrivals),
+                                             gen_cores, server_cores, 1, folder / f"{key}-{tag}-{i}").open_steps[0])
                 finally:
                     os.environ.pop("MCBENCH_WAKE")
     return out
@@ -287,8 +293,8 @@ def row_of(service_us: float, inproc: dict[str, Any] | None, http: dict[str, Any
     return row
 
 
-def med(values: Any) -> float:
-    return float(np.median(np.asarray(list(values), dtype=np.float64)))
+def med(values: Iterable[float]) -> float:
+    return pct(values, 50)
 
 
 def http_row(set_ms: float, http: dict[str, Any], overhead_ms: dict[str, float]) -> dict[str, Any]:
@@ -296,7 +302,7 @@ def http_row(set_ms: float, http: dict[str, Any], overhead_ms: dict[str, float])
     closed, raw = http["closed"], http["raw"]
     over = overhead_ms[http["dispatch"]]
     p50s = [s.latency.p50_ms for s in closed]
-    raw_p50s = [pct(r["latency"], 50) for r in raw]
+    raw_p50s, raw_p99s = ([pct(r["latency"], q) for r in raw] for q in (50, 99))
     row: dict[str, Any] = {"dispatch": http["dispatch"], "rounds": len(closed), "http_p50_ms": round(med(p50s), 4),
                            "http_p50_by_round_ms": [round(v, 4) for v in p50s]}
     row.update(http_excess_ms=round(row["http_p50_ms"] - set_ms - over, 4),
@@ -313,11 +319,11 @@ def http_row(set_ms: float, http: dict[str, Any], overhead_ms: dict[str, float])
                    step_server_p50_ms=round(med(s.server_p50_ms for s in closed), 4),
                    step_outside_server_p50_ms=round(med(s.outside_server_p50_ms for s in closed), 4))
     pooled = {k: [v for r in raw for v in r[k]] for k in ("model", "app")}
-    row.update(raw_p50_ms=round(med(raw_p50s), 4), raw_p99_ms=round(med(pct(r["latency"], 99) for r in raw), 4),
+    row.update(raw_p50_ms=round(med(raw_p50s), 4), raw_p99_ms=round(med(raw_p99s), 4),
                raw_n=sum(len(r["latency"]) for r in raw),
                locust_over_raw_p50=round(med(a / b - 1 for a, b in zip(p50s, raw_p50s, strict=True)), 4),
-               locust_over_raw_p99=round(med(s.latency.p99_ms / pct(r["latency"], 99) - 1
-                                             for s, r in zip(closed, raw, strict=True)), 4),
+               locust_over_raw_p99=round(med(s.latency.p99_ms / b - 1 for s, b in zip(closed, raw_p99s, strict=True)),
+                                         4),
                model_p50_ms=round(pct(pooled["model"], 50), 4), model_p99_ms=round(pct(pooled["model"], 99), 4),
                app_outside_model_p50_ms=round(outside_model_p50_ms(pooled), 4))
     client = overhead_ms.get(f"{http['dispatch']}_client")
@@ -347,11 +353,12 @@ def http_row(set_ms: float, http: dict[str, Any], overhead_ms: dict[str, float])
             "send_lag_p99_ms": round(med(s.send_lag_p99_ms for s in steps), 4),
         }
     if http["raw_open"]:  # the reference open loop: what the same schedule reads with a generator that never lags
-        ratios = [pct(o["latency"], 99) / pct(r["latency"], 99) for o, r in zip(http["raw_open"], raw, strict=False)]
+        open_p99s = [pct(o["latency"], 99) for o in http["raw_open"]]
+        ratios = [a / b for a, b in zip(open_p99s, raw_p99s, strict=False)]
         row["raw_constant"] = {
             "n": sum(len(o["latency"]) for o in http["raw_open"]),
             "p50_ms": round(med(pct(o["latency"], 50) for o in http["raw_open"]), 4),
-            "p99_ms": round(med(pct(o["latency"], 99) for o in http["raw_open"]), 4),
+            "p99_ms": round(med(open_p99s), 4),
             "over_closed_p99": round(med(ratios), 3), "over_closed_p99_by_round": [round(v, 3) for v in ratios],
             "send_lag_p99_ms": round(med(pct(o["lag"], 99) for o in http["raw_open"]), 4),
         }
