@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint check audit clean browser
+.PHONY: install demo test test-fast lint check audit clean browser emulator
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium) || \
 	  echo "WARNING: could not install chromium: tests/test_browser.py will be SKIPPED (see its reason)"; }
 
-test: install browser
+# tests/test_int8_numerics.py runs INT8 kernels on an emulated AVX2 CPU without VNNI (Debian's qemu-user).
+emulator:
+	@command -v qemu-x86_64 >/dev/null || { \
+	  echo "installing Debian's qemu-user for the INT8 numerics test"; \
+	  (apt-get update -qq && apt-get install -y -qq qemu-user) || \
+	  echo "WARNING: could not install qemu-user: tests/test_int8_numerics.py's emulated-CPU test will be SKIPPED"; }
+
+test: install browser emulator
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mcbench.optimizer.artifact import Artifact, sha256_of, with_passes
+from mcbench.optimizer.hardware import int8_numerics
 
 CACHE_ENV = "MCBENCH_CACHE"
 DEFAULT_CACHE = Path("runs/.cache")
@@ -117,7 +118,9 @@ def validation_digest(validation: tuple[list[dict[str, np.ndarray]], np.ndarray]
 def cache_key(model: str, steps: tuple[str, ...], calibration: str, train: str, validation: str = "none") -> str:
     ingredients = {"format": CACHE_FORMAT, "model": model, "recipe": list(steps), "calibration": calibration,
                    "train": train, "validation": validation,
-                   "libraries": library_versions(steps), "code": pass_code_digest(steps)}
+                   "libraries": library_versions(steps), "code": pass_code_digest(steps),
+                   # the INT8 passes' weight range follows the host's ISA: a cache shared by two CPUs keeps both
+                   "int8_numerics": int8_numerics().reduce_range}
     return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
 
 

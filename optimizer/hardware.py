@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
@@ -22,6 +24,49 @@ def cpu_info() -> dict[str, object]:
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
     return {"cpu_model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # 8-bit dot products that accumulate in 32 bits
+X86_64 = ("x86_64", "amd64", "x64")
+
+
+@dataclass(frozen=True)
+class Int8Numerics:
+    """How the INT8 passes quantize weights on this host, and why.
+
+    onnxruntime's u8s8 kernels on x86-64 without VNNI (SSSE3, AVX2, AVX-512) multiply unsigned 8-bit
+    activations by signed 8-bit weights with `vpmaddubsw`, which adds each pair of products into a signed
+    16-bit lane and saturates there: full-range weights lose whole outputs (0.35 of the output range on a
+    2-layer net, measured on an AVX2 EPYC). onnxruntime's documentation prescribes 7-bit weights
+    (`reduce_range`) on such hosts, and NNCF's `overflow_fix` does the same for OpenVINO's INT8 kernels.
+    With VNNI (or AMX), products accumulate in 32 bits and the full 8-bit range is safe and more precise.
+    """
+
+    reduce_range: bool
+    why: str
+
+    def record(self) -> dict[str, object]:
+        return {"reduce_range": self.reduce_range, "numerics": self.why}
+
+
+def int8_numerics_for(isa: tuple[str, ...] | list[str], machine: str) -> Int8Numerics:
+    """The weight range for INT8 on a CPU with these ISA flags (`cpu_info()["isa"]`) and `platform.machine()`."""
+    if machine.lower() not in X86_64:
+        return Int8Numerics(False, f"{machine}: not x86-64, whose non-VNNI u8s8 kernels can saturate; full 8-bit "
+                                   "weights")
+    vnni = [f for f in VNNI_FLAGS if f in isa]
+    if vnni:
+        return Int8Numerics(False, f"x86-64 with {vnni[0]}: 8-bit products accumulate in 32 bits; full 8-bit "
+                                   "weights")
+    widest = next((f for f in ("avx512f", "avx2") if f in isa), "SSE")
+    return Int8Numerics(True, f"x86-64 {widest} without VNNI: the u8s8 kernels can saturate in 16 bits; 7-bit "
+                              "weights (reduce_range), as onnxruntime and NNCF document")
+
+
+@lru_cache(maxsize=1)
+def int8_numerics() -> Int8Numerics:
+    """This host's INT8 weight range (`int8_numerics_for` on its /proc/cpuinfo flags)."""
+    return int8_numerics_for(cpu_info()["isa"], platform.machine())  # type: ignore[arg-type]
 
 
 def usable_cores() -> list[int]:

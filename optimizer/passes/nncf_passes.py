@@ -16,7 +16,9 @@ import numpy as np
 
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.hardware import Int8Numerics
 from mcbench.optimizer.passes import PassContext, PassError, register
+from mcbench.optimizer.passes.quantize import WeightRange, weight_numerics
 from mcbench.optimizer.targets import require
 
 LIBRARIES = ("nncf", "openvino", "onnx")  # what the passes' records give the cache key
@@ -101,9 +103,17 @@ def model_type_args(model: Any, kind: str) -> tuple[str, dict[str, Any]]:
     return kind, ({"model_type": nncf.ModelType.TRANSFORMER} if kind == "transformer" else {})
 
 
+def overflow_args(numerics: Int8Numerics) -> dict[str, Any]:
+    """NNCF's overflow fix (half-range weights) where the host's INT8 kernels can saturate, off where they
+    cannot (NNCF's default applies it to the first layer only, whatever the CPU)."""
+    nncf = require("nncf")
+    fix = nncf.OverflowFix.ENABLE if numerics.reduce_range else nncf.OverflowFix.DISABLE
+    return {"advanced_parameters": nncf.AdvancedQuantizationParameters(overflow_fix=fix)}
+
+
 @register("nncf.int8", takes=("onnx",), makes="openvino", needs=("calibration",), libraries=LIBRARIES)
 def int8(artifact: Artifact, ctx: PassContext, out_dir: Path, preset: Preset = "performance",
-         subset_size: int = 300, model_type: ModelKind = "auto") -> Artifact:
+         subset_size: int = 300, model_type: ModelKind = "auto", weight_range: WeightRange = "host") -> Artifact:
     """NNCF post-training INT8 quantization (FakeQuantize in the IR), calibrated on the context's samples."""
     if subset_size < 1:
         raise PassError(f"nncf.int8: subset_size must be at least 1, got {subset_size}")
@@ -111,13 +121,16 @@ def int8(artifact: Artifact, ctx: PassContext, out_dir: Path, preset: Preset = "
     nncf = require("nncf")
     start = time.perf_counter()
     kind, type_args = model_type_args(model, model_type)
+    numerics = weight_numerics(weight_range)
     try:
         quantized = nncf.quantize(model, _dataset(ctx.calibration), subset_size=subset_size,
-                                  preset=getattr(nncf.QuantizationPreset, PRESETS[preset]), **type_args)
+                                  preset=getattr(nncf.QuantizationPreset, PRESETS[preset]), **type_args,
+                                  **overflow_args(numerics))
     except Exception as exc:
         raise PassError(f"nncf.quantize failed: {type(exc).__name__}: {first_line(exc)}") from exc
     out = _save(quantized, out_dir, "model.nncf_int8")
     record = {"pass": "nncf.int8", "preset": preset, "subset_size": subset_size, "model_type": kind,
+              **numerics.record(),
               "calibration_samples": min(subset_size, len(ctx.calibration)),
               "calibration_source": ctx.calibration_source,
               "fake_quantize": sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops()),
@@ -174,7 +187,8 @@ def _validation_fn(labels: np.ndarray):
 @register("nncf.int8_accuracy_aware", takes=("onnx",), makes="openvino", needs=("calibration", "validation"),
           libraries=LIBRARIES)
 def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max_drop: float = 0.01,
-                        subset_size: int = 300, model_type: ModelKind = "auto") -> Artifact:
+                        subset_size: int = 300, model_type: ModelKind = "auto",
+                        weight_range: WeightRange = "host") -> Artifact:
     """NNCF's quantize_with_accuracy_control: INT8, then layers reverted to float until the drop fits max_drop."""
     model = _read_onnx(artifact)
     nncf = require("nncf")
@@ -182,10 +196,12 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     start = time.perf_counter()
     validate = _validation_fn(labels)
     kind, type_args = model_type_args(model, model_type)
+    numerics = weight_numerics(weight_range)
     try:
         quantized = nncf.quantize_with_accuracy_control(
             model, _dataset(ctx.calibration), _dataset(feeds), validate,
-            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset_size, **type_args)
+            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset_size, **type_args,
+            advanced_quantization_parameters=overflow_args(numerics)["advanced_parameters"])
     except Exception as exc:
         raise PassError(f"nncf.quantize_with_accuracy_control failed: {type(exc).__name__}: "
                         f"{first_line(exc)}") from exc
@@ -195,6 +211,7 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     accuracy = validate(core.compile_model(quantized, "CPU"), feeds)
     out = _save(quantized, out_dir, "model.nncf_int8_aa")
     record = {"pass": "nncf.int8_accuracy_aware", "max_drop": max_drop, "subset_size": subset_size, "model_type": kind,
+              **numerics.record(),
               "calibration_source": ctx.calibration_source, "validation_samples": len(labels),
               "fp32_accuracy": fp32, "accuracy": accuracy, "drop": round(fp32 - accuracy, 6),
               "met_budget": fp32 - accuracy <= max_drop, "layers_in_float": float_layers(quantized),

@@ -11,6 +11,7 @@ import numpy as np
 
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.errors import first_line
+from mcbench.optimizer.hardware import Int8Numerics, int8_numerics
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.passes.prepare import model_opset, prepared_for_quantization
 from mcbench.optimizer.targets import require
@@ -20,23 +21,33 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) came in opset 13
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")  # the ops whose weights static QDQ quantizes per channel
 Method = Literal["minmax", "entropy", "percentile"]
+WeightRange = Literal["host", "full", "reduced"]
+
+
+def weight_numerics(weight_range: WeightRange) -> Int8Numerics:
+    """`host`: what this CPU's INT8 kernels need (optimizer.hardware.int8_numerics); `full` or `reduced`
+    (7-bit weights): the user's choice, say for a model built here and deployed on another CPU."""
+    if weight_range == "host":
+        return int8_numerics()
+    return Int8Numerics(weight_range == "reduced", f"{weight_range} weight range: set in the recipe")
 
 
 @register("quant.int8_dynamic", takes=("onnx",), libraries=LIBRARIES)
 def int8_dynamic(artifact: Artifact, ctx: PassContext, out_dir: Path, per_channel: bool = False,
-                 reduce_range: bool = False) -> Artifact:
+                 weight_range: WeightRange = "host") -> Artifact:
     """Weights INT8 ahead of time (one scale a tensor, or a channel), activations quantized at run time
-    (suits MatMul-heavy models). `reduce_range` keeps weights to 7 bits, for CPUs without VNNI."""
+    (suits MatMul-heavy models). `weight_range`: 7-bit weights where the host's kernels can saturate."""
     q = require("onnxruntime.quantization")
     out_dir = Path(out_dir)
     out = out_dir / "model.int8_dynamic.onnx"
     start = time.perf_counter()
+    numerics = weight_numerics(weight_range)
     record: dict[str, Any] = {"pass": "quant.int8_dynamic", "weight_type": "QInt8", "per_channel": per_channel,
-                              "reduce_range": reduce_range}
+                              **numerics.record()}
     source = _prepared(artifact, out_dir, record, ctx)
     try:
         q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=per_channel,
-                           reduce_range=reduce_range)
+                           reduce_range=numerics.reduce_range)
     except Exception as exc:
         raise PassError(f"quant.int8_dynamic: onnxruntime's quantizer refused the graph "
                         f"({type(exc).__name__}: {first_line(exc)}; prepared by {record['prepare']})") from exc
@@ -71,33 +82,36 @@ class _Reader:
 
 
 def _static_qdq(source: Path, out: Path, calibration: list[dict[str, np.ndarray]], method: str,
-                per_channel: bool, exclude: list[str] | None = None) -> None:
-    """One quantize_static call: QDQ, UINT8 activations, INT8 weights, the named nodes left in float."""
+                per_channel: bool, exclude: list[str] | None = None, reduce_range: bool = False) -> None:
+    """One quantize_static call: QDQ, UINT8 activations, INT8 weights (7-bit with `reduce_range`), the named
+    nodes left in float."""
     q = require("onnxruntime.quantization")
     q.quantize_static(
         str(source), str(out), _Reader(calibration),
-        quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
+        quant_format=q.QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
         activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
         calibrate_method=getattr(q.CalibrationMethod, CALIBRATION_METHODS[method]),
         nodes_to_exclude=exclude or None,
     )
 
 
-def _static_record(name: str, ctx: PassContext, method: str, per_channel: bool) -> dict[str, Any]:
+def _static_record(name: str, ctx: PassContext, method: str, per_channel: bool,
+                   numerics: Int8Numerics) -> dict[str, Any]:
     assert ctx.calibration is not None
     return {"pass": name, "format": "QDQ", "per_channel": per_channel,
             "calibration": CALIBRATION_METHODS[method], "calibration_samples": len(ctx.calibration),
-            "calibration_source": ctx.calibration_source}
+            "calibration_source": ctx.calibration_source, **numerics.record()}
 
 
 @register("quant.int8_static", takes=("onnx",), needs=("calibration",), libraries=LIBRARIES)
 def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path, method: Method = "minmax",
-                per_channel: bool = True) -> Artifact:
+                per_channel: bool = True, weight_range: WeightRange = "host") -> Artifact:
     """Static INT8 in QDQ format, calibrated on the context's samples (MinMax, Entropy or Percentile)."""
     out_dir = Path(out_dir)
     out = out_dir / "model.int8_static.onnx"
     start = time.perf_counter()
-    record = _static_record("quant.int8_static", ctx, method, per_channel)
+    numerics = weight_numerics(weight_range)
+    record = _static_record("quant.int8_static", ctx, method, per_channel, numerics)
     source = _prepared(artifact, out_dir, record, ctx, PER_CHANNEL_OPSET if per_channel else None)
     if per_channel and model_opset(source) < PER_CHANNEL_OPSET:
         per_channel = record["per_channel"] = False
@@ -105,7 +119,7 @@ def int8_static(artifact: Artifact, ctx: PassContext, out_dir: Path, method: Met
                                       f"converted to {PER_CHANNEL_OPSET} ({record.get('opset_conversion_failed')})")
         ctx.log(f"quant.int8_static: {record['per_channel_note']}")
     try:
-        _static_qdq(source, out, ctx.calibration, method, per_channel)
+        _static_qdq(source, out, ctx.calibration, method, per_channel, reduce_range=numerics.reduce_range)
     except Exception as exc:
         raise PassError(f"quant.int8_static: onnxruntime's quantizer refused the graph "
                         f"({type(exc).__name__}: {first_line(exc)}; prepared by {record['prepare']})") from exc
@@ -169,7 +183,7 @@ def top1_accuracy(model_path: Path, feeds: list[dict[str, np.ndarray]], labels: 
 @register("quant.int8_accuracy_aware", takes=("onnx",), needs=("calibration", "validation"),
           libraries=LIBRARIES)
 def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max_drop: float = 0.01,
-                        method: Method = "minmax") -> Artifact:
+                        method: Method = "minmax", weight_range: WeightRange = "host") -> Artifact:
     """Static INT8 (QDQ, per channel) within an accuracy budget: the most sensitive layers stay in float.
 
     Sensitivity of a layer is the top-1 drop when that layer alone is quantized. Layers are put
@@ -181,7 +195,8 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     feeds, labels = ctx.validation
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    record = _static_record("quant.int8_accuracy_aware", ctx, method, True)
+    numerics = weight_numerics(weight_range)
+    record = _static_record("quant.int8_accuracy_aware", ctx, method, True, numerics)
     record.update({"max_drop": max_drop, "validation_samples": len(labels)})
     source = _prepared(artifact, out_dir, record, ctx, PER_CHANNEL_OPSET)
     fp32 = top1_accuracy(source, feeds, labels)
@@ -189,7 +204,7 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     trial = out_dir / "model.trial.onnx"
 
     def accuracy_excluding(exclude: list[str]) -> float:
-        _static_qdq(source, out, ctx.calibration, method, True, exclude)
+        _static_qdq(source, out, ctx.calibration, method, True, exclude, numerics.reduce_range)
         return top1_accuracy(out, feeds, labels)
 
     nodes = quantizable_nodes(source)
@@ -199,7 +214,8 @@ def int8_accuracy_aware(artifact: Artifact, ctx: PassContext, out_dir: Path, max
     in_float: list[str] = []
     if fp32 - accuracy > max_drop:
         for node in nodes:  # one layer quantized at a time: the others excluded
-            _static_qdq(source, trial, ctx.calibration, method, True, [n for n in nodes if n != node])
+            _static_qdq(source, trial, ctx.calibration, method, True, [n for n in nodes if n != node],
+                        numerics.reduce_range)
             sensitivity[node] = round(fp32 - top1_accuracy(trial, feeds, labels), 6)
         trial.unlink(missing_ok=True)
         for node in sorted(nodes, key=lambda n: -sensitivity[n]):

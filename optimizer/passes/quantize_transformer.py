@@ -37,10 +37,12 @@ from mcbench.optimizer.passes.quantize import (
     LIBRARIES,
     PER_CHANNEL_OPSET,
     Method,
+    WeightRange,
     _drop_intermediates,
     _prepared,
     _Reader,
     _static_record,
+    weight_numerics,
 )
 from mcbench.optimizer.targets import require
 
@@ -53,7 +55,7 @@ SMOOTH_SUFFIX = "_smooth"
 
 @register("quant.int8_static_smooth", takes=("onnx",), needs=("calibration",), libraries=LIBRARIES)
 def int8_static_smooth(artifact: Artifact, ctx: PassContext, out_dir: Path, alpha: float = 0.7,
-                       method: Method = "minmax") -> Artifact:
+                       method: Method = "minmax", weight_range: WeightRange = "host") -> Artifact:
     """Static INT8 (QDQ) for transformers: MatMul/Gemm only, outputs kept float, inputs smoothed (SmoothQuant).
 
     `alpha` (0-1) is how much of an input's outlier range moves into the weights; 0 smooths nothing.
@@ -65,7 +67,8 @@ def int8_static_smooth(artifact: Artifact, ctx: PassContext, out_dir: Path, alph
     q = require("onnxruntime.quantization")
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    record = _static_record("quant.int8_static_smooth", ctx, method, True)
+    numerics = weight_numerics(weight_range)
+    record = _static_record("quant.int8_static_smooth", ctx, method, True, numerics)
     source = _prepared(artifact, out_dir, record, ctx, PER_CHANNEL_OPSET)
     model = onnx.load(str(source))
     _rename_fusion_initializers(model.graph)
@@ -83,6 +86,7 @@ def int8_static_smooth(artifact: Artifact, ctx: PassContext, out_dir: Path, alph
     try:
         q.quantize_static(
             str(smoothed), str(out), _Reader(ctx.calibration), quant_format=q.QuantFormat.QDQ, per_channel=True,
+            reduce_range=numerics.reduce_range,
             activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
             calibrate_method=getattr(q.CalibrationMethod, CALIBRATION_METHODS[method]),
             op_types_to_quantize=list(QUANTIZED_OPS),
