@@ -23,7 +23,31 @@ def cpu_info() -> dict[str, object]:
                 model = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
-    return {"cpu_model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+    confirmed = seen_by_cpuid(flags)
+    return {"cpu_model": model, "isa": [f for f in ISA_FLAGS if f in confirmed]}
+
+
+# /proc/cpuinfo's name -> numpy's name for the same CPUID bit (numpy reads CPUID in this process at import)
+CPUID_NAMES = {"avx2": "AVX2", "fma": "FMA3", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI",
+               "avx512_bf16": "AVX512BF16", "avx512_fp16": "AVX512FP16"}
+
+
+def seen_by_cpuid(flags: set[str]) -> set[str]:
+    """The flags this process's CPUID confirms. /proc/cpuinfo describes the machine, CPUID the CPU a process runs
+    on; they differ under an emulator (qemu's `-cpu Haswell` on an AVX-512 host). Where CPUID denies a flag
+    that /proc/cpuinfo claims, CPUID is trusted, and so are its denials of the flags numpy cannot see."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpuid
+    except ImportError:  # numpy 1.x keeps it under numpy.core
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as cpuid
+        except ImportError:
+            return flags
+    if not cpuid.get("SSE2"):  # not x86: numpy reports the NEON/VSX families instead
+        return flags
+    confirmed = {f for f in flags if f not in CPUID_NAMES or cpuid.get(CPUID_NAMES[f])}
+    denied = {f for f in flags if f in CPUID_NAMES and not cpuid.get(CPUID_NAMES[f])}
+    return confirmed if not denied else {f for f in confirmed if f in CPUID_NAMES}
 
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # 8-bit dot products that accumulate in 32 bits

@@ -100,3 +100,21 @@ def test_full_range_weights_saturate_on_avx2_without_vnni_and_7_bit_weights_do_n
     if int8_numerics().reduce_range is False:  # a VNNI host: full-range weights are safe here, and closer
         native = _errors([], inputs, fp32.path, variants)
         assert native["int8_dynamic-full"] < 0.1 and native["int8_static-full"] < 0.1, native
+
+
+def test_an_emulated_cpu_is_judged_by_its_cpuid_not_by_the_machine_s_proc_cpuinfo(monkeypatch):
+    """qemu's `-cpu Haswell` on an AVX-512 host: /proc/cpuinfo lists the host's flags, CPUID (numpy's view)
+    denies AVX-512; the flags numpy cannot see (avx_vnni, amx_int8) are dropped with the rest of the claim."""
+    from numpy._core import _multiarray_umath
+
+    from mcbench.optimizer.hardware import seen_by_cpuid
+
+    machine = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}
+    for name in ("AVX2", "FMA3", "SSE2"):
+        monkeypatch.setitem(_multiarray_umath.__cpu_features__, name, True)
+    for name in ("AVX512F", "AVX512VNNI"):
+        monkeypatch.setitem(_multiarray_umath.__cpu_features__, name, False)
+    assert seen_by_cpuid(machine) == {"avx2", "fma"}
+    for name in ("AVX512F", "AVX512VNNI"):
+        monkeypatch.setitem(_multiarray_umath.__cpu_features__, name, True)
+    assert seen_by_cpuid(machine) == machine  # they agree: the flags CPUID cannot show are kept
