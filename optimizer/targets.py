@@ -147,13 +147,32 @@ def open_session(artifact: Artifact, target: Target, ort_global_pool: bool = Fal
     return _OrtSession(artifact, target, ort_global_pool)
 
 
+# The extra (pyproject.toml) that installs each optional top-level package mcbench imports.
+EXTRAS = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "openvino",
+          "torch": "torch", "onnxscript": "torch", "safetensors": "torch", "torch_pruning": "torch", "sklearn": "torch",
+          "locust": "serve", "gevent": "serve", "starlette": "serve", "uvicorn": "serve", "transformers": "hf",
+          "mlflow": "mlflow", "sqlalchemy": "mlflow", "alembic": "mlflow"}
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """For an import of an optional package that failed, the one line that says which extra installs it."""
+    package = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRAS.get(package)
+    if extra is None:
+        return None
+    return f"{package} is not installed; it comes with the extra: pip install 'mcbench[{extra}]' (or 'mcbench[all]')"
+
+
 def require(module: str, extra: str | None = None) -> Any:
     """Import a heavy dependency, or fail with what to install."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        hint = f"pip install 'mcbench[{extra}]'" if extra else f"pip install {module}"
-        raise TargetError(f"{module} is not installed ({exc}); install it with: {hint}") from exc
+        hint = missing_extra(exc)
+        if extra or hint is None:
+            hint = f"{module} is not installed ({exc}); install it with: " + (
+                f"pip install 'mcbench[{extra}]'" if extra else f"pip install {module}")
+        raise TargetError(hint) from exc
 
 
 def ort_session_options(ort, target: Target, global_pool: bool = False):

@@ -108,3 +108,47 @@ def test_wheel_install_ships_every_package_and_the_profiles(tmp_path: Path):
     assert "local-2core-avx2" in located
     results = run_quantized_variant(python, work)
     assert {v["name"]: v["status"] for v in results["variants"]} == {"ort-fp32": "ok", "ort-int8-dynamic": "ok"}
+
+
+def built_wheel(where: Path) -> Path:
+    had_build = (ROOT / "build").exists()
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                           "--wheel-dir", str(where), str(ROOT)], capture_output=True, text=True, timeout=600)
+    if not had_build:  # setuptools builds in the checkout's build/: leave the checkout as it was
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = where.glob("mcbench-*.whl")
+    return wheel
+
+
+def test_a_plain_install_reads_results_without_the_runtimes(tmp_path: Path):
+    """`pip install mcbench` with no extra, as a CI job that only gates would: no torch, no OpenVINO, no NNCF;
+    report, compare, export and gate (no re-measuring) work on a stored results.json, and `run` says which
+    extra it needs in one line."""
+    work = tmp_path / "work"
+    work.mkdir()
+    stored = run_quantized_variant(Path(sys.executable), work)  # made by the suite's own, complete install
+    assert {v["status"] for v in stored["variants"]} == {"ok"}
+    venv.EnvBuilder(with_pip=True).create(tmp_path / "plain")
+    python = tmp_path / "plain" / "bin" / "python"
+    proc = subprocess.run([python, "-m", "pip", "install", "--quiet", str(built_wheel(tmp_path / "wheels"))],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for heavy in ("torch", "openvino", "nncf", "onnxruntime", "locust"):
+        absent = subprocess.run([python, "-c", f"import {heavy}"], capture_output=True, text=True, env=clean_env())
+        assert absent.returncode != 0 and "ModuleNotFoundError" in absent.stderr, heavy
+    results = str(work / "run" / "results.json")
+    mcbench = str(python.parent / "mcbench")
+    commands = {"report.html": ["report", results, "--out"], "compare.html": ["compare", results, results, "--out"],
+                "export.csv": ["export", results, "--out"], "junit.xml": ["gate", results, "--baseline", results,
+                                                                         "--junit"]}
+    for output, args in commands.items():
+        proc = subprocess.run([mcbench, *args, str(tmp_path / output)], cwd=work, capture_output=True, text=True,
+                              timeout=300, env=clean_env())
+        assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert (tmp_path / output).stat().st_size > 0
+    proc = subprocess.run([mcbench, "run", "--quick", "--out", str(tmp_path / "demo")], cwd=work,
+                          capture_output=True, text=True, timeout=300, env=clean_env())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("mcbench run: torch is not installed; it comes with the extra: "
+                                            "pip install 'mcbench[torch]' (or 'mcbench[all]')"), proc.stderr
