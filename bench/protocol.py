@@ -1,6 +1,7 @@
 """KServe v2 (Open Inference Protocol) tensors over HTTP: JSON, and the binary tensor data extension.
 
-Used by the model server to decode requests and by the load generator to encode them once.
+Used by the model server to decode requests and encode answers, and by the load generator to encode requests
+once and to read (or only check the sizes of) the answers.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: tuple[Inp
     This is the one validation layer for request bodies: every malformed body, however deep or large,
     ends here as a ProtocolError (a 400), never as an exception the server did not expect. A tensor over
     `max_elements`, or whose data count does not match its shape, is refused before its data is converted.
-    Non-finite numbers (NaN, Infinity, null, a value past the datatype's range) are refused: the answer
-    is plain JSON, which cannot carry them.
+    Non-finite numbers (NaN, Infinity, null, a value past the datatype's range) are refused: JSON cannot carry
+    them, and a request that holds them in binary data is no more a request a model is measured on.
     """
     json_part, binary = _split(body, header_length)
     request = _parse_json(json_part)

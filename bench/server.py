@@ -5,6 +5,10 @@ Run as its own process, `python -m mcbench.bench.server --spec SPEC.json [--port
 before any runtime starts its thread pool, loads and warms the model, binds (127.0.0.1 unless told
 otherwise), then prints `MCBENCH_SERVER_READY port=N dispatch=inline|thread model_ms=X`.
 
+Answers are JSON, or binary data where the request asks (the KServe v2 binary tensor data extension:
+`parameters.binary_data_output`, or an output's `binary_data`); each carries a Server-Timing header with the
+model call, the encoding of the answer and the whole handler (docs/serving.md).
+
 Guards, each answered at once rather than with unbounded latency: a body over `--max-body-mb` or a
 tensor over `--max-elements` is a 400; a client that does not finish sending its body within
 `--read-timeout-s` is a 408 (one that never finishes its headers is disconnected after as long);
@@ -272,13 +276,17 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     async def answer(outputs: list, form: AnswerForm, started_ns: int, model_ns: int | None) -> Response:
         """The encoded answer, timed; a large JSON answer is written in a worker thread (the event loop serves on).
         An output the protocol cannot carry is a 500 that says why: NaN or infinity as JSON, or no datatype."""
-        encode = functools.partial(timed, lambda _: encode_answer(name, session.output_names, outputs, form), None)
+        def encode() -> tuple[bytes, dict[str, str], int]:
+            begun = time.perf_counter_ns()
+            body, headers = encode_answer(name, session.output_names, outputs, form)
+            return body, headers, time.perf_counter_ns() - begun
+
         as_json = sum(o.size for n, o in zip(session.output_names, outputs, strict=False) if not form.wants_binary(n))
         try:
             if as_json > LARGE_JSON_VALUES:
-                (body, headers), encode_ns = await anyio.to_thread.run_sync(encode)
+                body, headers, encode_ns = await anyio.to_thread.run_sync(encode)
             else:
-                (body, headers), encode_ns = encode()
+                body, headers, encode_ns = encode()
         except NonFiniteOutput as exc:
             return error(500, str(exc))
         except EncodeError as exc:
