@@ -292,3 +292,23 @@ def test_ddddocrs_recogniser_load_test_uses_binary_answers(tmp_path: Path) -> No
     step = result.steps[0]
     assert step.requests > 0 and step.failures == 0 and result.checked > 0 and result.mismatches == 0
     assert step.binary_answers == step.requests and step.server_encode_p50_ms is not None
+
+
+@pytest.mark.slow
+def test_mcbench_run_on_a_three_output_factory_load_tests_every_variant_without_a_failure(tmp_path: Path) -> None:
+    """`mcbench run --model tests.torch_models:onet --input x=1,3,48,48`: the torch baseline and its ONNX export
+    both serve every request of their load tests, as binary answers, and the checked answers match."""
+    from mcbench.cli import main
+    from mcbench.reports.schema import load_results
+
+    out = tmp_path / "run"
+    code = main(["run", "--model", "tests.torch_models:onet", "--input", "x=1,3,48,48", "--quick",
+                 "--variants", "ort-fp32", "--out", str(out)])
+    assert code == 0
+    variants = {v.name: v for v in load_results(out / "results.json").variants}
+    assert set(variants) == {"torch-fp32", "ort-fp32"}
+    for v in variants.values():
+        steps = v.load.steps + v.load.open_steps
+        assert v.status == "ok" and v.load.answers == "binary" and steps
+        assert all(s.requests > 0 and s.failures == 0 and s.binary_answers == s.requests for s in steps), v.name
+        assert v.load.checked > 0 and v.load.mismatches == 0
