@@ -281,7 +281,8 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             body, headers = encode_answer(name, session.output_names, outputs, form)
             return body, headers, time.perf_counter_ns() - begun
 
-        as_json = sum(o.size for n, o in zip(session.output_names, outputs, strict=False) if not form.wants_binary(n))
+        as_json = sum(getattr(o, "size", 0) for n, o in zip(session.output_names, outputs, strict=False)
+                      if not form.wants_binary(n))  # an ORT sequence output is a list: EncodeError's to name
         try:
             if as_json > LARGE_JSON_VALUES:
                 body, headers, encode_ns = await anyio.to_thread.run_sync(encode)
