@@ -45,7 +45,8 @@ MIN_OPEN_ARRIVALS = 10  # an open step expecting fewer arrivals in its counted s
 # 1.4 req/s sends none in 2.5 s 3% of the time): a fraction of a slow model's peak below this is not run
 
 
-TIMED_COLUMNS = ("model_ms", "app_ms", "lag_s")  # Records' columns a row may lack (NaN)
+TIMED_COLUMNS = ("model_ms", "app_ms", "lag_s", "encode_ms", "binary")  # Records' columns a row may lack (NaN)
+ANSWERS = ("binary", "json")  # what the generator asks answers to come as
 
 
 class LoadError(RuntimeError):
@@ -111,16 +112,24 @@ class StepRules:
 
 @dataclass
 class Requests:
-    """The requests the generator sends in turn, and the offline outputs a sample of answers is checked against."""
+    """The requests the generator sends in turn, and the offline outputs a sample of answers is checked against.
+
+    `answers`: "binary" asks for every output as binary data (the KServe v2 binary tensor data extension; a
+    server without it answers JSON, which is read as well), "json" for JSON: what a client of the model would ask.
+    """
 
     bodies: list[bytes]
     headers: dict[str, str]
     expected: list[list[np.ndarray]] | None = None
+    answers: str = "binary"
 
     @classmethod
-    def encode(cls, feeds: list[dict[str, np.ndarray]], expected: list[list[np.ndarray]] | None = None) -> Requests:
-        encoded = [encode_infer_request(f, binary=True) for f in feeds]
-        return cls([b for b, _ in encoded], encoded[0][1], expected)
+    def encode(cls, feeds: list[dict[str, np.ndarray]], expected: list[list[np.ndarray]] | None = None,
+               answers: str = "binary") -> Requests:
+        if answers not in ANSWERS:
+            raise ValueError(f"answers must be one of {', '.join(ANSWERS)}, got {answers!r}")
+        encoded = [encode_infer_request(f, binary=True, binary_answer=answers == "binary") for f in feeds]
+        return cls([b for b, _ in encoded], encoded[0][1], expected, answers)
 
     def write(self, folder: Path) -> dict[str, str]:
         """Write the bodies (and expected outputs) for the locustfile; the environment that points to them."""
@@ -138,8 +147,9 @@ class Requests:
 @dataclass
 class Records:
     """Per-request rows from every Locust process of one step: start (s), latency (s), status, error, check, the
-    server's model and handler times by its Server-Timing header (ms), and in the open loop how late the generator
-    began the request (s); NaN where a row has none of the last three."""
+    server's model and handler times by its Server-Timing header (ms), in the open loop how late the generator
+    began the request (s), the server's encoding time (ms), and whether the answer was binary data (1) or JSON (0);
+    NaN where a row has none of the last five."""
 
     start_s: np.ndarray
     latency_s: np.ndarray
@@ -153,6 +163,13 @@ class Records:
     model_ms: np.ndarray | None = None  # None: no row has one
     app_ms: np.ndarray | None = None
     lag_s: np.ndarray | None = None  # open loop: how late each request began after its scheduled start
+    encode_ms: np.ndarray | None = None  # the server's time writing the answer
+    binary: np.ndarray | None = None  # 1: the answer came as binary data, 0: as JSON
+
+    @property
+    def answered(self) -> np.ndarray:
+        """Rows with a whole answer: a 200 whose binary data adds up (a 200 that does not has an error)."""
+        return (self.status == 200) & (self.error == 0)
 
     def __post_init__(self) -> None:
         if self.worker is None:
@@ -164,15 +181,15 @@ class Records:
     @classmethod
     def from_rows(cls, rows: np.ndarray, error_kinds: list[str], cpu_percent: list[float] | None = None,
                   workers: list[str] | None = None) -> Records:
-        """From the locustfile's rows: 5 columns, or 8 with the server's times and the generator's lateness."""
-        full = rows.shape[1] >= 8
+        """From the locustfile's rows: 5 columns, 8 with the server's times and the generator's lateness, or 10 with
+        the server's encoding time and the answer's form."""
+        timed = {name: rows[:, 5 + i] if rows.shape[1] > 5 + i else None for i, name in enumerate(TIMED_COLUMNS)}
         return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int),
-                   error_kinds, cpu_percent or [], workers=workers or [""], model_ms=rows[:, 5] if full else None,
-                   app_ms=rows[:, 6] if full else None, lag_s=rows[:, 7] if full else None)
+                   error_kinds, cpu_percent or [], workers=workers or [""], **timed)
 
     @classmethod
     def empty(cls) -> Records:
-        return cls.from_rows(np.zeros((0, 8)), [""])
+        return cls.from_rows(np.zeros((0, 5 + len(TIMED_COLUMNS))), [""])
 
     @classmethod
     def load(cls, path: Path) -> Records:
@@ -213,7 +230,7 @@ def windows_of(records: Records, spans: list[tuple[float, float]], per_span: int
         edges = np.linspace(lo, hi, per_span + 1)
         for a, b in zip(edges[:-1], edges[1:], strict=True):
             inside = (records.start_s >= a) & (records.start_s < b)
-            ok = inside & (records.status == 200)
+            ok = inside & records.answered
             lat = records.latency_s[ok]
             out.append({"start_s": round(float(a), 6), "answers": int(ok.sum()), "rps": float(ok.sum() / (b - a)),
                         "p99_ms": float(np.percentile(lat, 99) * 1e3) if len(lat) else math.nan})
@@ -246,7 +263,7 @@ def step_from_records(records: Records, spans: list[tuple[float, float]], users:
     for lo, hi in spans:
         chosen |= (records.start_s >= lo) & (records.start_s < hi)
     measured = sum(hi - lo for lo, hi in spans)
-    ok = chosen & (records.status == 200)
+    ok = chosen & records.answered
     codes, counts = np.unique(records.error[chosen & ~ok], return_counts=True)
     windows = windows_of(records, spans, rules.windows)
     latencies = records.latency_s[ok]
@@ -287,16 +304,20 @@ def send_lag(records: Records, chosen: np.ndarray) -> dict[str, Any]:
 
 
 def server_split(records: Records, ok: np.ndarray) -> dict[str, Any]:
-    """Where the successful answers' time went, by the server's own Server-Timing: the model call, the server's
-    handler, and the rest (HTTP, the wire, the kernel, the generator), as LoadStep fields; {} where none said."""
+    """Where the successful answers' time went, by the server's own Server-Timing: the model call, the writing of
+    the answer, the server's handler, and the rest (HTTP, the wire, the kernel, the generator), as LoadStep fields;
+    and how many answers came as binary data. Only the answer count where the server sent no timing."""
+    binary = {"binary_answers": int((ok & (records.binary == 1)).sum())}
     timed = ok & ~np.isnan(records.app_ms)
     if not timed.any():
-        return {}
-    app, model = records.app_ms[timed], records.model_ms[timed]
+        return binary
+    app, model, encode = records.app_ms[timed], records.model_ms[timed], records.encode_ms[timed]
     model = model[~np.isnan(model)]  # a batched call has no per-request model time
+    encode = encode[~np.isnan(encode)]  # a server other than mcbench's may not say
     outside = records.latency_s[timed] * 1e3 - app
-    return {"server_timed": int(timed.sum()), "server_p50_ms": float(np.median(app)),
+    return {**binary, "server_timed": int(timed.sum()), "server_p50_ms": float(np.median(app)),
             "server_model_p50_ms": float(np.median(model)) if len(model) else None,
+            "server_encode_p50_ms": float(np.median(encode)) if len(encode) else None,
             "outside_server_p50_ms": float(np.median(outside))}
 
 
@@ -461,6 +482,22 @@ def stop_reason(step: LoadStep, rules: StepRules) -> str | None:
     return None
 
 
+ENCODING_SHARE = 0.1  # a step whose answers took more than this share of the server's time to write says so
+
+
+def encoding_share(step: LoadStep) -> float | None:
+    """The share of the server's time (p50) spent writing the answer, or None where the server did not say."""
+    if step.server_encode_p50_ms is None or not step.server_p50_ms:
+        return None
+    return step.server_encode_p50_ms / step.server_p50_ms
+
+
+def encoding_note(step: LoadStep) -> str:
+    """`, 35% of it encoding the answer` where that share is over ENCODING_SHARE; else empty."""
+    share = encoding_share(step)
+    return f", {share:.0%} of it encoding the answer" if share is not None and share > ENCODING_SHARE else ""
+
+
 def describe(step: LoadStep) -> str:
     return f"{step.offered_rps:g} req/s" if step.mode == "open" else f"{step.users} users"
 
@@ -474,7 +511,8 @@ def run_sweep(gen: Generator, endpoint: Endpoint, env: dict[str, str], mode: str
         steps.append(step)
         if say:
             p99 = f"{step.latency.p99_ms:.2f}" if step.latency else "-"
-            server = f" (server {step.server_p50_ms:.2f} ms at p50)" if step.server_p50_ms is not None else ""
+            server = f" (server {step.server_p50_ms:.2f} ms at p50{encoding_note(step)})" \
+                if step.server_p50_ms is not None else ""
             if step.send_lag_p99_ms is not None:
                 server += f", sent up to {step.send_lag_p99_ms:.2f} ms late at p99"
             say(f"    {mode} {describe(step)}: {step.throughput_rps:.0f} req/s, p99 {p99} ms{server}, "
@@ -544,6 +582,7 @@ def run_load(
         tolerance={"windows": rules.compare_last, "rps": rules.rps_tolerance, "p99": rules.p99_tolerance},
         checked=sum(s.checked for s in every),
         mismatches=sum(s.mismatches for s in every),
+        answers=requests.answers,
     )
 
 

@@ -58,6 +58,7 @@ from gevent import monkey
 from locust import User, constant, events, task
 
 from mcbench.bench.http_client import ConnectionPool, Origin, encode_post, parse_server_timing
+from mcbench.bench.protocol import HEADER_LENGTH, answer_size_error, decode_infer_response
 
 RATE = float(os.environ.get("MCBENCH_RATE", "0"))
 STREAMS = max(1, int(os.environ.get("MCBENCH_STREAMS", "1")))
@@ -103,11 +104,13 @@ EXPECTED = _expected()
 _sent = itertools.count()
 
 # one row a request: start (s since this process began the test; for the open loop the *scheduled*
-# start), latency (s, from that start), HTTP status (0: none), error code, check (0 none, 1 match, 2 mismatch),
-# the server's own model and handler times by its Server-Timing header (ms; NaN where it sent none), and in the
-# open loop how late the generator began the request after its scheduled start (s; NaN in the closed loop)
-COLUMNS = 8
-_records: list[tuple[float, float, int, int, int, float, float, float]] = []
+# start), latency (s, from that start), HTTP status (0: none), error code (a 200 whose binary data does not add
+# up has one), check (0 none, 1 match, 2 mismatch), the server's own model and handler times by its Server-Timing
+# header (ms; NaN where it sent none), in the open loop how late the generator began the request after its
+# scheduled start (s; NaN in the closed loop), the server's encoding time (ms, Server-Timing; NaN where none),
+# and whether the answer came as binary data (1) or JSON (0; NaN: no answer)
+COLUMNS = 10
+_records: list[tuple[float, ...]] = []
 NAN = float("nan")
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
 _clock: dict = {"t0": 0.0, "cpu0": 0.0, "started": False}
@@ -263,7 +266,7 @@ def _rows() -> tuple[np.ndarray, tuple[float, float]]:
     wall = time.perf_counter() - _clock["t0"]
     usage = _clock.get("usage") or (wall, time.process_time() - _clock["cpu0"])
     unanswered = _error_code("no answer by the end of the step")
-    rows = _records + [(t, wall - t, 0, unanswered, 0, NAN, NAN, NAN) for t in sorted(_in_flight)]
+    rows = _records + [(t, wall - t, 0, unanswered, 0, NAN, NAN, NAN, NAN, NAN) for t in sorted(_in_flight)]
     return np.array(rows, dtype=np.float64).reshape(-1, COLUMNS), usage
 
 
@@ -293,11 +296,11 @@ def _write_records(environment, **_kwargs) -> None:
     _save(Path(f"{SAMPLES}.{os.getpid()}.npz"), rows, usage, _error_kinds)
 
 
-def _check(content: bytes | None, index: int) -> int:
-    """1 when the answer's outputs match the offline outputs for the same request, else 2."""
+def _check(content: bytes | None, header_length: str | None, index: int) -> int:
+    """1 when the answer's outputs (JSON or binary data) match the offline outputs for the same request, else 2."""
     try:
-        outputs = json.loads(content or b"")["outputs"]
-        got = [np.asarray(o["data"], dtype=np.float64).reshape(-1) for o in outputs]
+        outputs = decode_infer_response(content or b"", header_length)
+        got = [np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs.values()]
     except (ValueError, KeyError, TypeError):
         return 2
     want = EXPECTED[index]
@@ -347,12 +350,16 @@ class _Inference(User):
         latency = time.perf_counter() - start
         status = answer.status if answer else 0
         kind = "" if status == 200 else f"HTTP {status}" if status else type(error).__name__
-        check = 0
-        if status == 200 and CHECK_EVERY and EXPECTED and number % CHECK_EVERY == 0:
-            check = _check(answer.body, index % len(EXPECTED))
+        check, binary = 0, NAN
+        if status == 200:
+            length = answer.headers.get(HEADER_LENGTH.lower())
+            binary = float(length is not None)
+            kind = answer_size_error(answer.body, length) or ""  # binary data that does not add up is no answer
+            if CHECK_EVERY and EXPECTED and number % CHECK_EVERY == 0:
+                check = _check(answer.body, length, index % len(EXPECTED))
         timing = parse_server_timing(answer.headers.get("server-timing", "")) if answer else {}
         _records.append((start - _clock["t0"], latency, status, _error_code(kind), check,
-                         timing.get("model", NAN), timing.get("app", NAN), lag))
+                         timing.get("model", NAN), timing.get("app", NAN), lag, timing.get("encode", NAN), binary))
         self.environment.events.request.fire(  # Locust's own statistics and counts
             request_type="POST", name=PATH, response_time=latency * 1000, response=answer, context={},
             response_length=len(answer.body) if answer else 0, exception=RuntimeError(kind) if kind else None)
@@ -424,7 +431,7 @@ class OpenLoopUser(_Inference):
                 start = _clock["t0"] + float(offset)
                 sleep_until(start, yield_stretch(RATE * _schedules[0] / STREAMS))
                 if len(_in_flight) >= MAX_IN_FLIGHT:
-                    _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN, NAN))
+                    _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN, NAN, NAN, NAN))
                     continue
                 group.spawn(self.send, start, True)
             group.join()

@@ -5,6 +5,10 @@ Run as its own process, `python -m mcbench.bench.server --spec SPEC.json [--port
 before any runtime starts its thread pool, loads and warms the model, binds (127.0.0.1 unless told
 otherwise), then prints `MCBENCH_SERVER_READY port=N dispatch=inline|thread model_ms=X`.
 
+Answers are JSON, or binary data where the request asks (the KServe v2 binary tensor data extension:
+`parameters.binary_data_output`, or an output's `binary_data`); each carries a Server-Timing header with the
+model call, the encoding of the answer and the whole handler (docs/serving.md).
+
 Guards, each answered at once rather than with unbounded latency: a body over `--max-body-mb` or a
 tensor over `--max-elements` is a 400; a client that does not finish sending its body within
 `--read-timeout-s` is a 408 (one that never finishes its headers is disconnected after as long);
@@ -49,6 +53,7 @@ READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
 TOKEN_ENV = "MCBENCH_SERVER_TOKEN"
 LARGE_BODY_BYTES = 64 * 1024  # a body past this is parsed off the event loop
+LARGE_JSON_VALUES = 16 * 1024  # an answer with more values than this as JSON is written off the event loop
 
 
 class StartError(RuntimeError):
@@ -181,9 +186,13 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     from mcbench.bench.protocol import (
         HEADER_LENGTH,
         TO_V2,
+        AnswerForm,
+        EncodeError,
+        InferRequest,
+        NonFiniteOutput,
         ProtocolError,
-        decode_infer_request,
-        encode_infer_response,
+        encode_answer,
+        parse_infer_request,
         short,
     )
 
@@ -249,9 +258,11 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             return error(408, f"request body not received within {limits.read_timeout_s:g} s")
         return b"".join(chunks)
 
-    async def decoded(body: bytes, header_length: str | None) -> dict | JSONResponse:
-        """The feeds, or a 400; a large body is parsed in a worker thread so health probes still answer."""
-        decode = functools.partial(decode_infer_request, body, header_length, artifact.inputs, limits.max_elements)
+    async def decoded(body: bytes, header_length: str | None) -> InferRequest | JSONResponse:
+        """The feeds and the answer asked for, or a 400; a large body is parsed in a worker thread so health probes
+        still answer."""
+        decode = functools.partial(parse_infer_request, body, header_length, artifact.inputs, session.output_names,
+                                   limits.max_elements)
         try:
             if len(body) > LARGE_BODY_BYTES:
                 return await anyio.to_thread.run_sync(decode)
@@ -262,12 +273,28 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             log_rarely(f"mcbench serve: malformed request refused: {type(exc).__name__}")
             return error(400, "malformed request body")
 
-    def answer(outputs: list, started_ns: int, model_ns: int | None) -> Response:
+    async def answer(outputs: list, form: AnswerForm, started_ns: int, model_ns: int | None) -> Response:
+        """The encoded answer, timed; a large JSON answer is written in a worker thread (the event loop serves on).
+        An output the protocol cannot carry is a 500 that says why: NaN or infinity as JSON, or no datatype."""
+        def encode() -> tuple[bytes, dict[str, str], int]:
+            begun = time.perf_counter_ns()
+            body, headers = encode_answer(name, session.output_names, outputs, form)
+            return body, headers, time.perf_counter_ns() - begun
+
+        as_json = sum(getattr(o, "size", 0) for n, o in zip(session.output_names, outputs, strict=False)
+                      if not form.wants_binary(n))  # an ORT sequence output is a list: EncodeError's to name
         try:
-            response = JSONResponse(encode_infer_response(name, session.output_names, outputs))
-        except ValueError:  # JSON carries no NaN or Infinity
-            return error(500, "the model's output holds NaN or infinite values, which JSON cannot carry")
-        response.headers["server-timing"] = server_timing(time.perf_counter_ns() - started_ns, model_ns)
+            if as_json > LARGE_JSON_VALUES:
+                body, headers, encode_ns = await anyio.to_thread.run_sync(encode)
+            else:
+                body, headers, encode_ns = encode()
+        except NonFiniteOutput as exc:
+            return error(500, str(exc))
+        except EncodeError as exc:
+            log_rarely(f"mcbench serve: cannot encode an answer: {exc}")
+            return error(500, f"cannot encode the model's answer: {exc}")
+        response = Response(body, headers=headers)
+        response.headers["server-timing"] = server_timing(time.perf_counter_ns() - started_ns, model_ns, encode_ns)
         return response
 
     async def infer(request: Request) -> Response:
@@ -283,9 +310,10 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
         body = await read_body(request)
         if isinstance(body, Response):
             return body
-        feeds = await decoded(body, request.headers.get(HEADER_LENGTH))
-        if isinstance(feeds, Response):
-            return feeds
+        parsed = await decoded(body, request.headers.get(HEADER_LENGTH))
+        if isinstance(parsed, Response):
+            return parsed
+        feeds = parsed.feeds
         state["admitted"] += 1
         try:
             with anyio.fail_after(limits.timeout_s):
@@ -308,7 +336,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             return error(500, f"inference failed: {type(exc).__name__}")
         finally:
             state["admitted"] -= 1
-        return answer(outputs, started_ns, model_ns)
+        return await answer(outputs, parsed.form, started_ns, model_ns)
 
     routes = [
         Route("/v2/health/live", ok),
@@ -328,11 +356,13 @@ def timed(run, feeds: dict) -> tuple[list, int]:
     return outputs, time.perf_counter_ns() - started
 
 
-def server_timing(app_ns: int, model_ns: int | None) -> str:
+def server_timing(app_ns: int, model_ns: int | None, encode_ns: int | None = None) -> str:
     """The Server-Timing header (W3C): `app` from the handler's start to the encoded answer, `model` the model
-    call alone (absent when a batch ran it); the rest of a client's latency is HTTP parsing, the wire and itself."""
+    call alone (absent when a batch ran it), `encode` the writing of the answer (JSON or binary) within `app`;
+    the rest of a client's latency is HTTP parsing, the wire and itself."""
     model = f"model;dur={model_ns / 1e6:.3f}, " if model_ns is not None else ""
-    return f"{model}app;dur={app_ns / 1e6:.3f}"
+    encode = f"encode;dur={encode_ns / 1e6:.3f}, " if encode_ns is not None else ""
+    return f"{model}{encode}app;dur={app_ns / 1e6:.3f}"
 
 
 _last_logged = [0.0]

@@ -74,6 +74,10 @@ class LoadPlan:
              "(--max-wait-ms alone means 8)")
     max_wait_ms: float = setting(2.0, flag="--max-wait-ms", metavar="MS", gt=0, most=60_000.0,
                                  help="dynamic batching: longest wait for a batch to fill")
+    answers: str = setting(
+        "binary", flag="--answers", commands=BOTH, choices=("binary", "json"),
+        help="ask for answers as binary data (the KServe v2 binary tensor extension) or as JSON: "
+             "what your clients will ask (a server without the extension answers JSON either way)")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -132,7 +132,8 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
             f"`mcbench load-worker --master {master.address}` (they must reach {args.url} too)")
     result = VariantResult(args.model, "remote", [], status="ok", settings={"url": args.url})
     try:
-        result.load = run_load(Endpoint(args.url.rstrip("/"), args.model, headers), Requests.encode([feeds]),
+        requests = Requests.encode([feeds], answers=plan.answers)
+        result.load = run_load(Endpoint(args.url.rstrip("/"), args.model, headers), requests,
                                list(plan.users), plan.open_rates, rules, None if master else cores, None, 0,
                                out / "work", workers=args.workers if master else plan.locust_workers, say=say,
                                master=master)
@@ -149,8 +150,14 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def level_text(step) -> str:
+    return f"{step.offered_rps:g}/s" if step.mode == "open" else f"{step.users} users"
+
+
 def load_table(result) -> str:
     """One line a step, then the capacity figures: what a capacity planner reads first."""
+    from mcbench.bench.load import ENCODING_SHARE, encoding_share
+
     if result.load is None:
         return f"{result.name}: {result.error}"
     steps = result.load.steps + result.load.open_steps
@@ -160,7 +167,7 @@ def load_table(result) -> str:
              + (f"{'server':>8}{'model':>8}" if timed else "")
              + f"{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'gen CPU':>9}{'late p99':>9}  stable"]
     for s in steps:
-        level = f"{s.offered_rps:g}/s" if s.mode == "open" else f"{s.users} users"
+        level = level_text(s)
         lat = s.latency
         split = f"{s.server_p50_ms or nan:>8.2f}{s.server_model_p50_ms or nan:>8.2f}" if timed else ""
         late = "-" if s.send_lag_p99_ms is None else f"{s.send_lag_p99_ms:.2f}"
@@ -172,6 +179,8 @@ def load_table(result) -> str:
         lines.append(f"{sweep} loop stopped: {why}")
     if timed:
         lines.append("server, model: the server's own p50s by its Server-Timing header (the handler; the model call)")
+        lines += [f"{s.mode} {level_text(s)}: {share:.0%} of the server's time went to encoding the answer"
+                  for s in steps if (share := encoding_share(s)) is not None and share > ENCODING_SHARE]
     if result.load.open_steps:
         lines.append("late p99: open loop, how late the generator sent after the schedule (ms), in every latency")
     by_worker: dict[str, int] = {}

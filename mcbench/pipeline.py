@@ -552,8 +552,9 @@ class Pipeline:
                   result: VariantResult, outputs=None) -> None:
         """The load stage for one variant (mcbench.load_stage); a failure becomes the variant's error."""
         profile = self.profiles.get(spec.profile or "")
-        tested = load_test_variant(spec.name, artifact, spec.target, load_requests(workload, outputs),
-                                   self.config.load, profile, paths.work(spec.name), self.say)
+        requests = load_requests(workload, outputs, answers=self.config.load.answers)
+        tested = load_test_variant(spec.name, artifact, spec.target, requests, self.config.load, profile,
+                                   paths.work(spec.name), self.say)
         result.settings["server"] = tested.server
         result.warnings += tested.warnings
         if tested.error is not None:
@@ -584,8 +585,9 @@ def load_seconds_estimate(plan) -> float:
     return (steps * (plan.step_seconds + 1.5) + 5.0) * (2 if plan.max_batch > 1 else 1)
 
 
-def load_requests(workload: Workload, outputs, count: int = 8):
-    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against."""
+def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "binary"):
+    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against;
+    `answers` the form the answers are asked in (binary data or JSON)."""
     import numpy as np
 
     from mcbench.bench.load import Requests
@@ -595,7 +597,7 @@ def load_requests(workload: Workload, outputs, count: int = 8):
     if outputs is not None and len(workload.eval_samples):
         rows = len(outputs) // len(workload.eval_samples)
         expected = [[np.asarray(outputs[i * rows:(i + 1) * rows])] for i in range(len(samples))]
-    return Requests.encode(samples, expected)
+    return Requests.encode(samples, expected, answers)
 
 
 STDERR_LINES_IN_ERROR = 20

@@ -172,6 +172,36 @@ def from_pickle(path: Path, inputs: dict[str, InputOverride], trust: bool, out_d
     return Artifact(archive, "pt2", specs)
 
 
+def named_outputs(out: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A module's outputs, flattened, with the names its torch session and its ONNX export both give them.
+
+    One tensor is `output`; a tuple or list is `output_0`, `output_1`, ... (nested ones `output_1_0`); a dict keeps
+    its keys (`logits`). A None in a tuple or dict is no output (Hugging Face leaves absent ones None); any other
+    value that is not a tensor cannot be served, and is refused here rather than at the first answer.
+    """
+    torch = require("torch")
+    if isinstance(out, torch.Tensor):
+        return [(prefix or "output", out)]
+    if isinstance(out, (tuple, list)):
+        base = f"{prefix}_" if prefix else "output_"
+        return [pair for i, item in enumerate(out) if item is not None for pair in named_outputs(item, f"{base}{i}")]
+    if isinstance(out, dict):
+        return [pair for key, item in out.items() if item is not None
+                for pair in named_outputs(item, f"{prefix}_{key}" if prefix else str(key))]
+    raise TargetError(f"the module's output {prefix or 'output'} is a {type(out).__name__}, not a tensor: "
+                      "forward() must return tensors (alone, in a tuple or list, or in a dict)")
+
+
+def output_names_of(module: Any, specs: tuple[InputSpec, ...]) -> list[str]:
+    """The names of a module's outputs, from one call on generated inputs of these specs."""
+    torch = require("torch")
+    example = [torch.from_numpy(s.sample(np.random.default_rng(0))) for s in specs]
+    device = next((p.device for p in module.parameters()), None)
+    with torch.inference_mode():
+        out = module(*(e.to(device) if device is not None else e for e in example))
+    return [name for name, _ in named_outputs(out)]
+
+
 def load_torch_module(artifact: Artifact) -> Any:
     """The eager module of a torch or pt2 artifact, in eval mode."""
     torch = require("torch")

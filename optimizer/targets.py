@@ -250,20 +250,20 @@ class _TorchSession:
             raise TargetError("the torch runtime needs a torch artifact (a factory and a state_dict, or a .pt2)")
         if target.threads:
             torch.set_num_threads(target.threads)
-        from mcbench.optimizer.intake_torch import load_torch_module
+        from mcbench.optimizer.intake_torch import load_torch_module, named_outputs, output_names_of
 
-        self._torch = torch
+        self._torch, self._named = torch, named_outputs
         self._device = torch.device(target.device)
         self._module = load_torch_module(artifact).to(self._device)
         self.input_names = [s.name for s in artifact.inputs]
-        self.output_names = ["output"]
+        # every output named (one call tells how many): a server answers each by its name (docs/serving.md)
+        self.output_names = output_names_of(self._module, artifact.inputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
             out = self._module(*(torch.from_numpy(feeds[n]).to(self._device) for n in self.input_names))
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.cpu().numpy() for o in outs]
+        return [o.cpu().numpy() for _, o in self._named(out)]
 
 
 def load_factory(ref: str | None) -> Any:

@@ -101,6 +101,8 @@ class LoadStep:
     server_timed: int = 0  # successful answers that carried one
     server_p50_ms: float | None = None  # the server's handler, from its start to the encoded answer
     server_model_p50_ms: float | None = None  # the model call alone
+    server_encode_p50_ms: float | None = None  # writing the answer (JSON or binary data), within the handler
+    binary_answers: int = 0  # successful answers that came as binary data (the KServe v2 extension)
     outside_server_p50_ms: float | None = None  # latency minus the handler: HTTP, the wire, kernel and generator
     # open loop: how late the generator began requests after their scheduled starts (charged to the latency)
     send_lag_p50_ms: float | None = None
@@ -131,6 +133,7 @@ class LoadResult:
     recorded_requests: int = 0  # rows recorded for requests Locust also completed, all steps: equals its own total
     server_dispatch: str | None = None  # where the server ran model calls: "inline" (event loop) or "thread"
     server_model_ms: float | None = None  # the server's warm-up median per call, which decided the dispatch
+    answers: str | None = None  # what the generator asked answers to come as: "binary" or "json"
 
     @property
     def peak_throughput_rps(self) -> float:

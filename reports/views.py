@@ -339,7 +339,37 @@ def load_facts(load: LoadResult) -> list[KeyValue]:
         *[KeyValue(f"{sweep} sweep stopped", why) for sweep, why in load.stopped.items()],
         *([KeyValue("server dynamic batching", f"max batch {load.batching.get('max_batch')}, "
                     f"wait up to {load.batching.get('max_wait_ms')} ms (the batched rows)")] if load.batching else []),
+        *([KeyValue("answers", answers_text(load))] if load.answers else []),
+        *([KeyValue("encoding the answer", encoding)] if (encoding := encoding_text(load)) else []),
     ]
+
+
+ENCODING_SHARE = 0.1  # the share of the server's time spent writing answers past which the report says it
+
+
+def answers_text(load: LoadResult) -> str:
+    """What the generator asked the answers to come as, and how many came so."""
+    steps = load.steps + load.open_steps
+    answered = sum(s.latency.count for s in steps if s.latency)
+    binary = sum(s.binary_answers for s in steps)
+    if load.answers == "json":
+        return "asked for as JSON"
+    return f"asked for as binary data (KServe v2 binary tensor extension): {format_count(binary)} of " \
+           f"{format_count(answered)} answers came so" + ("" if binary == answered else ", the rest as JSON")
+
+
+def encoding_text(load: LoadResult) -> str | None:
+    """At the peak step, how much of a request's server time went to writing its answer, where over a tenth."""
+    peak = peak_step(load)
+    if peak is None or finite(peak.server_encode_p50_ms) is None or not finite(peak.server_p50_ms):
+        return None
+    share = peak.server_encode_p50_ms / peak.server_p50_ms
+    if share <= ENCODING_SHARE:
+        return None
+    fix = " (asking for binary answers would cut it: --answers binary)" if load.answers == "json" else ""
+    took = f"{format_ms(peak.server_encode_p50_ms)} ms of {format_ms(peak.server_p50_ms)} ms at p50"
+    return f"{share:.0%} of the server's time a request at the peak step ({took}): the throughput is partly the " \
+           f"serialiser's{fix}"
 
 
 def load_tables(run: RunResult) -> list[LoadTable]:

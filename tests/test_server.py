@@ -134,8 +134,9 @@ def server_timing(server: ServerHandle) -> dict[str, float]:
 
 def test_infer_answers_carry_server_timing_for_the_model_call_and_the_handler(server: ServerHandle) -> None:
     timing = server_timing(server)
-    assert set(timing) == {"model", "app"}
+    assert set(timing) == {"model", "encode", "app"}
     assert 0 < timing["model"] <= timing["app"] < 1000
+    assert 0 < timing["encode"] <= timing["app"] - timing["model"]  # writing the answer, after the model call
 
 
 def test_server_timing_holds_a_known_model_time_in_a_worker_thread(tmp_path: Path) -> None:
@@ -274,6 +275,9 @@ def test_mcbench_load_url_sweeps_any_kserve_server(server: ServerHandle, tmp_pat
     for step in variant.load.steps + variant.load.open_steps:  # mcbench's own server says where its time went
         assert step.server_timed == step.requests - step.failures > 0
         assert 0 < step.server_model_p50_ms <= step.server_p50_ms <= step.latency.p50_ms
+        assert step.binary_answers == step.requests - step.failures  # asked for binary data, by default
+        assert 0 < step.server_encode_p50_ms <= step.server_p50_ms
+    assert variant.load.answers == "binary"
     assert "server, model: the server's own p50s by its Server-Timing header" in out
     # Behaviour, not the machine's speed: whatever the sweep measured, the capacity recorded and printed is the one
     # its own steps give (on a loaded machine no step may hold the budget, and "none" is then the right answer).

@@ -34,24 +34,25 @@ def export_onnx(artifact: Artifact, ctx: PassContext, out_dir: Path, dynamic_bat
     the server can batch requests; a model that cannot export that way is exported at its fixed
     batch size, and the record says why.
     """
-    from mcbench.optimizer.intake_torch import load_torch_module
+    from mcbench.optimizer.intake_torch import load_torch_module, output_names_of
 
     torch = require("torch")
     module = load_torch_module(artifact)
     example = tuple(torch.from_numpy(s.sample(np.random.default_rng(0))) for s in artifact.inputs)
     names = [s.name for s in artifact.inputs]
+    outputs = output_names_of(module, artifact.inputs)  # the torch session's names, so both runtimes answer alike
     out = Path(out_dir) / "model.onnx"
     start = time.perf_counter()
     record: dict[str, Any] = {"pass": "export.onnx"}
     fixed = _fixed_batch(torch, module, example) if dynamic_batch else None
     record["batch"] = "dynamic" if dynamic_batch and not fixed else f"static ({fixed})" if fixed else "static"
     try:
-        _export_either(torch, module, example, names, out, record, record["batch"] == "dynamic", exporter)
+        _export_either(torch, module, example, (names, outputs), out, record, record["batch"] == "dynamic", exporter)
     except Exception as exc:
         if record["batch"] != "dynamic":
             raise
         record["batch"] = f"static (dynamic batch export failed: {type(exc).__name__}: {first_line(exc)})"
-        _export_either(torch, module, example, names, out, record, False, exporter)
+        _export_either(torch, module, example, (names, outputs), out, record, False, exporter)
     record["seconds"] = round(time.perf_counter() - start, 3)
     exported = Artifact(out, "onnx", artifact.inputs, passes=artifact.passes + (record,))
     record["max_abs_diff_vs_module"] = _check_export(torch, module, exported, batched=record["batch"] == "dynamic")
@@ -70,7 +71,7 @@ def _fixed_batch(torch: Any, module: Any, example: tuple) -> str | None:
     return None
 
 
-def _export_either(torch: Any, module: Any, example: tuple, names: list[str], out: Path,
+def _export_either(torch: Any, module: Any, example: tuple, names: tuple[list[str], list[str]], out: Path,
                    record: dict[str, Any], dynamic: bool, exporter: Exporter = "auto") -> None:
     record.pop("fallback_reason", None)  # a failed dynamic-batch attempt's reason is not this attempt's
     if exporter == "torchscript":
@@ -99,12 +100,13 @@ def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Arti
     OpenVINO's PyTorch frontend sees the module's own operations, so it can keep patterns an ONNX
     export splits up; the IR is checked against the module like an ONNX export.
     """
-    from mcbench.optimizer.intake_torch import load_torch_module
+    from mcbench.optimizer.intake_torch import load_torch_module, output_names_of
 
     torch = require("torch")
     ov = require("openvino")
     module = load_torch_module(artifact)
     example = tuple(torch.from_numpy(s.sample(np.random.default_rng(0))) for s in artifact.inputs)
+    outputs = output_names_of(module, artifact.inputs)
     out = Path(out_dir) / "model.xml"
     start = time.perf_counter()
     try:
@@ -117,7 +119,7 @@ def export_openvino(artifact: Artifact, ctx: PassContext, out_dir: Path) -> Arti
         for port, spec in zip(model.inputs, artifact.inputs, strict=True):
             port.get_tensor().set_names({spec.name})
         for i, port in enumerate(model.outputs):  # the ONNX route's names, so a server answers the same
-            port.get_tensor().set_names({"output" if len(model.outputs) == 1 else f"output_{i}"})
+            port.get_tensor().set_names({outputs[i] if i < len(outputs) else f"output_{i}"})
         ov.save_model(model, str(out))
     except Exception as exc:
         raise PassError(f"cannot export.openvino: openvino.convert_model failed: {first_line(exc)}") from exc
@@ -157,12 +159,14 @@ def _check_export(torch: Any, module: Any, exported: Artifact, batched: bool,
     return worst
 
 
-def _export(torch: Any, module: Any, example: tuple, names: list[str], out: Path, dynamo: bool,
+def _export(torch: Any, module: Any, example: tuple, names: tuple[list[str], list[str]], out: Path, dynamo: bool,
             dynamic: bool) -> None:
+    """Export with these (input names, output names)."""
+    names, outputs = names
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs: dict[str, Any] = {"input_names": names, "output_names": ["output"], "dynamo": dynamo}
+        kwargs: dict[str, Any] = {"input_names": names, "output_names": outputs, "dynamo": dynamo}
         if dynamo:
             kwargs["verbose"] = False
             kwargs["external_data"] = False
@@ -172,5 +176,5 @@ def _export(torch: Any, module: Any, example: tuple, names: list[str], out: Path
         else:
             kwargs["opset_version"] = 17
             if dynamic:
-                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*names, "output"]}
+                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*names, *outputs]}
         torch.onnx.export(module, example, str(out), **kwargs)
