@@ -157,7 +157,7 @@ class Accuracy:
     max_abs_diff: float | None
     mean_abs_diff: float | None
     task: str = "classification"
-    metrics: dict[str, float] = field(default_factory=dict)  # top1/top5, mae/rmse, cosine_*, user metrics
+    metrics: dict[str, float] = field(default_factory=dict)  # top1/5, mae, cosine_*, NAME.FIGURE, worst_role, user
     per_class: dict[str, float] = field(default_factory=dict)  # label -> top-1 on that class, where labels exist
     roles: dict[str, OutputRoleRecord] = field(default_factory=dict)  # per output name, where the run judged roles
 
