@@ -271,6 +271,8 @@ class Pipeline:
             run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
                                 f"{len([s for s in specs if s.name not in kept])} run now")
         self.baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
+        self.roles = kept_roles(kept.get(run.baseline))
+        self.first_batch_axis = self.roles[0].batch_axis if self.roles else 0
         self.builder = Builder(workload.base, build_data(workload, self.config.task), paths.artifacts,
                                self.config.cache_dir, self.say)
         self.reuse_artifacts(kept)
@@ -322,7 +324,7 @@ class Pipeline:
                 budget.restart()  # the baseline is measured whatever the budget: the search's time starts now
             if spec.baseline and measured is not None:
                 self.baseline_outputs, self.baseline_more = measured.outputs, measured.more_outputs
-                self.roles = self.output_roles(measured)
+                self.roles = self.inferred_roles(measured)
                 result.accuracy = self.accuracy(result, measured.outputs, measured.outputs, workload,
                                                 measured.more_outputs)
                 self.save_baseline_outputs(measured.outputs, paths)
@@ -525,7 +527,7 @@ class Pipeline:
         )
         return result, measured
 
-    def output_roles(self, measured: InProcessResult) -> list[OutputRole]:
+    def inferred_roles(self, measured: InProcessResult) -> list[OutputRole]:
         """Each output's role, inferred on the baseline's outputs or declared with --output, said on the terminal."""
         outputs = [measured.outputs, *(measured.more_outputs or [])]
         axes = measured.batch_axes or [0] * len(outputs)
@@ -575,6 +577,13 @@ class Pipeline:
             result.status, result.error = "failed", tested.error
             return
         result.load, result.capacity = tested.load, tested.capacity
+
+
+def kept_roles(baseline: VariantResult | None) -> list[OutputRole] | None:
+    """The roles a resumed run's kept baseline recorded (its outputs are kept; the roles are not inferred again)."""
+    if baseline is None or baseline.accuracy is None or not baseline.accuracy.roles:
+        return None
+    return [OutputRole(name, r.role, r.reason, r.batch_axis) for name, r in baseline.accuracy.roles.items()]
 
 
 def screening_plan(full: TimingPlan) -> TimingPlan:
