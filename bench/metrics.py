@@ -169,11 +169,20 @@ def ctc_decode(steps: np.ndarray, blank: int = BLANK) -> tuple[int, ...]:
     return tuple(int(c) for c in kept if c != blank)
 
 
+def ctc_blank(base: np.ndarray) -> int:
+    """The blank class: 0 (PyTorch's CTCLoss, PaddleOCR, ddddocr), or the last class where it wins more of the
+    baseline's steps than class 0 does (TensorFlow's ctc_loss puts it last)."""
+    best = base.argmax(axis=-1)
+    last = base.shape[-1] - 1
+    return last if np.sum(best == last) > np.sum(best == BLANK) else BLANK
+
+
 def sequence_figures(out: np.ndarray, base: np.ndarray) -> dict[str, float]:
     """[N, T, C]: the share of steps with the baseline's argmax, and of samples that decode to its sequence."""
-    same = [ctc_decode(o) == ctc_decode(b) for o, b in zip(out, base, strict=True)]
+    blank = ctc_blank(base)
+    same = [ctc_decode(o, blank) == ctc_decode(b, blank) for o, b in zip(out, base, strict=True)]
     return {"step_agreement": float(np.mean(out.argmax(axis=-1) == base.argmax(axis=-1))),
-            "sequence_agreement": float(np.mean(same))}
+            "sequence_agreement": float(np.mean(same)), "ctc_blank": float(blank)}
 
 
 def threshold_of(base_scores: np.ndarray, default: float) -> float | None:

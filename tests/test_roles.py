@@ -152,6 +152,15 @@ def test_a_repeat_split_by_a_blank_is_two_characters_and_steps_may_differ_withou
     assert figures["s.sequence_agreement"] == 1 and figures["s.step_agreement"] == pytest.approx(5 / 7)
 
 
+def test_the_blank_is_class_0_unless_the_last_class_wins_more_steps():
+    zero_blank = np.eye(4)[[[0, 1, 0, 2, 0, 0]]]
+    last_blank = np.eye(4)[[[3, 1, 3, 2, 3, 3]]]
+    for steps, blank in ((zero_blank, 0), (last_blank, 3)):
+        figures = judged([OutputRole("s", "sequence", "")], [steps], [steps])
+        assert figures["s.ctc_blank"] == blank
+    assert ctc_decode(last_blank[0], 3) == (1, 2)
+
+
 def test_a_lossless_conversion_passes_on_every_role():
     outputs = [yolov8_head(), ctc_logits([[1], [2], [3], [4]]), RNG.dirichlet(np.ones(5), 4),
                RNG.uniform(0, 1, (4, 6)), RNG.normal(0, 1, (4, 128)), RNG.normal(0, 1, (4, 2, 16))]
