@@ -107,8 +107,8 @@ def inferred_role(a: np.ndarray, count: int = 1, name: str = "") -> tuple[str, s
         return "scores", f"{shape} independent scores in [0, 1]"
     if a.ndim == 2 and a.shape[1] == 1 and _unit_interval(a) and a.max() > a.min():
         return "scores", f"a {shape} score in [0, 1]"
-    if a.ndim == 2 and 2 <= a.shape[1] < 64 and count == 1:
-        return "classes", f"one {shape} output: logits over {a.shape[1]} classes"
+    if a.ndim == 2 and a.shape[1] >= 2 and count == 1:
+        return "classes", f"the only output, {shape}: logits over {a.shape[1]} classes"
     if a.ndim == 2 and a.shape[1] >= 64:
         return "embedding", f"a {shape} vector per sample"
     return "real", f"{shape} real values"

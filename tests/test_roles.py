@@ -62,12 +62,14 @@ def test_roles_are_inferred_from_shapes_values_and_names():
     yolox = np.concatenate([RNG.uniform(10, 300, (2, 500, 4)), RNG.uniform(0, 1, (2, 500, 2))], axis=-1)
     cases = {
         "yolov8": yolov8_head(), "yolox": yolox, "sequence": ctc_logits([[1, 2], [3]]),
-        "classes": probabilities, "scores": RNG.uniform(0, 1, (8, 5)), "embedding": RNG.normal(0, 1, (8, 384)),
+        "classes": probabilities, "scores": RNG.uniform(0, 1, (8, 5)),
         "real": RNG.normal(0, 1, (8, 1, 16, 16)),
     }
     for role, array in cases.items():
         assert inferred_role(array)[0] == role, role
-    assert inferred_role(RNG.normal(0, 1, (8, 10)), count=1)[0] == "classes"  # one [N, C] output: logits
+    assert inferred_role(RNG.normal(0, 1, (8, 384)), count=2)[0] == "embedding"  # a vector beside another output
+    assert inferred_role(RNG.normal(0, 1, (8, 384)), name="sentence_embedding")[0] == "embedding"
+    assert inferred_role(RNG.normal(0, 1, (8, 1000)), count=1)[0] == "classes"  # the only [N, C] output: logits
     assert inferred_role(RNG.normal(0, 1, (8, 10)), count=3)[0] == "real"  # [N, 10] landmarks beside other outputs
     assert inferred_role(RNG.normal(0, 1, (8, 2, 128)), name="stateN")[0] == "real"
     assert inferred_role(RNG.normal(0, 1, (8, 12, 384)), name="last_hidden_state")[0] == "real"
