@@ -221,10 +221,24 @@ def within_budget(run: RunResult, variant: VariantResult, metric: QualityMetric 
     return None if worse is None else worse <= metric.budget + 1e-9
 
 
+GOVERNING = {"argmax_agreement", "sequence_agreement", "score_f1", "det_f1", "box_kept", "cosine_mean", "real_kept"}
+
+
+def worst_figure(variant: VariantResult) -> str | None:
+    """The per-output figure that sets `worst_role` (`output0.det_f1`), or None where the variant has none."""
+    metrics = variant.accuracy.metrics if variant.accuracy is not None else {}
+    figures = {k: v for k, v in metrics.items() if "." in k and figure_name(k) in GOVERNING
+               and isinstance(v, int | float) and math.isfinite(v)}
+    return min(figures, key=figures.__getitem__) if figures else None
+
+
 def over_budget_text(run: RunResult, variant: VariantResult, metric: QualityMetric | None = None) -> str:
-    """'cosine_mean 0.4412, budget cosine_mean >= 0.99': the figure and the budget it misses or meets."""
+    """'cosine_mean 0.4412, budget cosine_mean >= 0.99': the figure and the budget it misses or meets; for
+    `worst_role`, the output's figure that set it ('worst_role 0.0% (output0.det_f1), budget ...')."""
     metric = metric or quality_metric(run)
-    return f"{metric.key} {metric.format(quality_of(variant, metric))}, budget {metric.budget_text()}"
+    which = worst_figure(variant) if metric.key == "worst_role" else None
+    figure = metric.format(quality_of(variant, metric)) + (f" ({which})" if which else "")
+    return f"{metric.key} {figure}, budget {metric.budget_text()}"
 
 
 def quality_text(run: RunResult, variant: VariantResult) -> str:

@@ -13,7 +13,7 @@ import pytest
 from mcbench.bench.accuracy import accuracy_of, collected
 from mcbench.bench.metrics import ctc_decode, detector_parts, role_figures
 from mcbench.bench.roles import OutputRole, OutputRoleError, batch_axis, inferred_role, output_roles
-from mcbench.reports.quality import quality_metric, within_budget
+from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import LatencyStats, RunResult, VariantResult
 
 RNG = np.random.default_rng(0)
@@ -116,6 +116,8 @@ def test_a_detector_whose_class_scores_collapse_fails_any_default_budget():
     run = run_of("fidelity", fp32={"worst_role": 1.0}, dead={**dead}, fine={**fine})
     assert quality_metric(run).key == "worst_role"
     assert within_budget(run, run.variant("dead")) is False and within_budget(run, run.variant("fine")) is True
+    assert over_budget_text(run, run.variant("dead")) == ("worst_role 0.0% (output0.det_f1), budget at most 1 point "
+                                                          "below the baseline")
     constant = base.copy()
     constant[:, 4:] = 0.9  # every score high: recall 1, but nearly every detection is the variant's own
     assert judged(roles, [constant], [base])["output0.det_precision"] < 0.05
@@ -236,3 +238,10 @@ def test_the_batch_axis_is_the_one_sized_like_the_rows_fed_and_the_graph_breaks_
     assert batch_axis([(1, 1), (1, 1)], [1, 1], declared=1) == 1  # the graph says the second
     assert batch_axis([(5, 1, 7), (5, 1, 7)], [1, 1], declared=0) == 1  # a declaration the shapes refute
     assert batch_axis([(10,), (10,)], [1, 1]) is None  # not per sample: one row per run
+
+
+def test_the_report_names_the_same_governing_figures_as_the_metrics():
+    from mcbench.bench import metrics
+    from mcbench.reports import quality
+
+    assert set(metrics.GOVERNING.values()) == quality.GOVERNING  # quality.py is stdlib-only: it keeps its own copy
