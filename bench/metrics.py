@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mcbench.bench.roles import DETECTORS, OutputRole, is_distribution
+from mcbench.bench.roles import DETECTORS, OutputRole, decoded_head, is_distribution, yolox_decoded
 
 TASKS = ("classification", "regression", "embedding", "fidelity")
 AUTO = "auto"  # classification for one [batch, classes] output, else fidelity: decided on the baseline's outputs
@@ -153,7 +153,8 @@ def figures_of(role: str, out: np.ndarray, base: np.ndarray) -> dict[str, float]
     if role == "scores":
         return score_figures(out, base)
     if role in DETECTORS:
-        return detection_figures(*detector_parts(role, out), *detector_parts(role, base))
+        decode = role == "yolox" and not decoded_head(base)
+        return detection_figures(*detector_parts(role, out, decode), *detector_parts(role, base, decode))
     if role == "embedding":
         cosine = np.clip(_cosines(out, base), 0.0, 1.0)
         return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min())}
@@ -210,12 +211,14 @@ def score_figures(out: np.ndarray, base: np.ndarray) -> dict[str, float]:
             "score_threshold": threshold}
 
 
-def detector_parts(role: str, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A detector head split by its layout: boxes [N, A, 4] as x1, y1, x2, y2 and class scores [N, A, C]."""
+def detector_parts(role: str, a: np.ndarray, decode: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A detector head split by its layout: boxes [N, A, 4] as x1, y1, x2, y2 and class scores [N, A, C];
+    `decode`: a YOLOX head's boxes are grid offsets and log sizes (bench.roles.yolox_decoded)."""
     if role == "yolov8":
         boxes, scores = np.moveaxis(a[:, :4], 1, -1), np.moveaxis(a[:, 4:], 1, -1)
     else:
         boxes, scores = a[..., :4], a[..., 4:5] * a[..., 5:] if a.shape[-1] > 5 else a[..., 4:5]
+        boxes = yolox_decoded(boxes) if decode else boxes
     cx, cy, w, h = np.moveaxis(boxes, -1, 0)
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1), scores
 

@@ -9,10 +9,14 @@ Two detector layouts are split by rule, one output holding boxes and scores:
 
 - `yolov8`: [N, 4 + C, A] -- rows 0-3 the boxes (cx, cy, w, h), rows 4.. the class scores in [0, 1], A anchors;
 - `yolox`: [N, A, 5 + C] -- columns 0-3 the boxes (cx, cy, w, h), column 4 the objectness, 5.. class scores.
+  A head exported without its decoding (as YOLOX's own export leaves it) holds grid offsets and log sizes
+  over strides 8, 16 and 32 of a square input; its A anchors tell the input's side (A = 21 S^2 / 1024), and
+  its boxes are decoded to pixels before they are compared.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +102,10 @@ def inferred_role(a: np.ndarray, count: int = 1, name: str = "") -> tuple[str, s
     if a.ndim == 3 and _yolov8(a):
         return "yolov8", f"a {shape} head: 4 box rows of coordinates, then {a.shape[1] - 4} score rows in [0, 1]"
     if a.ndim == 3 and _yolox(a):
-        return "yolox", f"a {shape} head: 4 box columns of coordinates, objectness and {a.shape[2] - 5} score(s)"
+        grid = yolox_grid(a.shape[1])
+        boxes = "coordinates" if decoded_head(a) or grid is None else \
+            f"undecoded grid offsets on a {round(math.sqrt(a.shape[1] * 1024 / 21))}-px YOLOX grid"
+        return "yolox", f"a {shape} head: 4 box columns of {boxes}, objectness and {a.shape[2] - 5} score(s)"
     if a.ndim == 3 and a.shape[2] >= 2:
         return "sequence", f"a {shape} sequence of {a.shape[2]} class values per step"
     if a.ndim == 2 and a.shape[1] >= 2 and is_distribution(a):
@@ -139,11 +146,44 @@ def _yolov8(a: np.ndarray) -> bool:
 
 
 def _yolox(a: np.ndarray) -> bool:
-    """[N, A, 5 + C]: many anchors, few columns, columns 0-3 coordinates and 4.. objectness and scores."""
+    """[N, A, 5 + C]: many anchors, few columns, columns 0-3 coordinates (or undecoded grid offsets on a
+    YOLOX grid) and 4.. objectness and scores."""
     anchors, columns = a.shape[1], a.shape[2]
     if not 6 <= columns < anchors:
         return False
-    return _coordinates(a[..., :4]) and _unit_interval(a[..., 4:])
+    return (_coordinates(a[..., :4]) or yolox_grid(anchors) is not None) and _unit_interval(a[..., 4:])
+
+
+YOLOX_STRIDES = (8, 16, 32)
+
+
+def yolox_grid(anchors: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cell offsets [A, 2] and strides [A, 1] of a YOLOX head over a square input, or None where `anchors`
+    is no such grid's count."""
+    side = round(math.sqrt(anchors * 1024 / 21))
+    if side % 32 or sum((side // s) ** 2 for s in YOLOX_STRIDES) != anchors:
+        return None
+    cells, strides = [], []
+    for stride in YOLOX_STRIDES:
+        n = side // stride
+        xs, ys = np.meshgrid(np.arange(n), np.arange(n))
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        strides.append(np.full((n * n, 1), stride))
+    return np.concatenate(cells).astype(np.float64), np.concatenate(strides).astype(np.float64)
+
+
+def yolox_decoded(boxes: np.ndarray) -> np.ndarray:
+    """Undecoded YOLOX boxes [N, A, 4] (offsets in cells, log sizes) as cx, cy, w, h in pixels."""
+    grid = yolox_grid(boxes.shape[1])
+    if grid is None:
+        return boxes
+    cells, strides = grid
+    return np.concatenate([(boxes[..., :2] + cells) * strides, np.exp(boxes[..., 2:4]) * strides], axis=-1)
+
+
+def decoded_head(a: np.ndarray) -> bool:
+    """A YOLOX head whose boxes are already pixels (the baseline decides for every variant)."""
+    return _coordinates(a[..., :4])
 
 
 def batch_axis(shapes: list[tuple[int, ...]], rows: list[int], declared: int | None = None) -> int | None:

@@ -12,7 +12,14 @@ import pytest
 
 from mcbench.bench.accuracy import accuracy_of, collected
 from mcbench.bench.metrics import ctc_decode, detector_parts, role_figures
-from mcbench.bench.roles import OutputRole, OutputRoleError, batch_axis, inferred_role, output_roles
+from mcbench.bench.roles import (
+    OutputRole,
+    OutputRoleError,
+    batch_axis,
+    inferred_role,
+    output_roles,
+    yolox_grid,
+)
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import LatencyStats, RunResult, VariantResult
 
@@ -97,6 +104,18 @@ def test_detector_heads_are_split_by_their_layout():
     x[0, 2] = [100, 50, 20, 10, 0.5, 0.4, 0.8]  # cx, cy, w, h, objectness, two class scores
     boxes, scores = detector_parts("yolox", x)
     assert boxes[0, 2].tolist() == [90, 45, 110, 55] and scores[0, 2].tolist() == pytest.approx([0.2, 0.4])
+
+
+def test_an_undecoded_yolox_head_is_recognised_by_its_grid_and_decoded_to_pixels():
+    raw = np.zeros((1, 3549, 6))  # a 416-px input: 52^2 + 26^2 + 13^2 cells over strides 8, 16, 32
+    raw[..., 4:] = RNG.uniform(0, 1, (1, 3549, 2))
+    raw[..., :4] = RNG.normal(0, 1, (1, 3549, 4))  # offsets in cells, log sizes: negative widths
+    role, reason = inferred_role(raw)
+    assert role == "yolox" and "undecoded grid offsets on a 416-px YOLOX grid" in reason
+    assert yolox_grid(3548) is None and yolox_grid(8400)[1][-1, 0] == 32  # 640 px: YOLOX's own default
+    raw[0, 52 + 3, :4] = [0.5, 0.5, np.log(2), 0]  # cell (3, 1) at stride 8: centre (28, 12), 16 x 8 px
+    boxes, _ = detector_parts("yolox", raw, decode=True)
+    assert boxes[0, 55].tolist() == pytest.approx([20, 8, 36, 16])
 
 
 # --- figures -----------------------------------------------------------------------------------------------------
