@@ -126,19 +126,24 @@ GOVERNING = {"classes": "argmax_agreement", "sequence": "sequence_agreement", "s
 
 
 def role_figures(roles: list[OutputRole], outputs: list[np.ndarray], baselines: list[np.ndarray]) -> dict[str, float]:
-    """Per output, `NAME.FIGURE` for its role's figures, and `worst_role`: the lowest governing figure.
+    """Per output, `NAME.FIGURE` for its role's figures; `worst_role`, the lowest governing figure; and
+    `argmax_agreement`, the lowest argmax agreement (per sample or per step) over class and sequence outputs,
+    logits included, so a budget can name it.
 
-    A detector head gives two governing figures, its detections' F1 and its boxes' IoU; an output whose
+    A detector head gives two governing figures, its detections' F1 and its boxes kept; an output whose
     baseline decides nothing (no score above any threshold) gives none.
     """
     metrics: dict[str, float] = {}
-    governing = []
+    governing, argmax = [], []
     for role, out, base in zip(roles, outputs, baselines, strict=True):
         figures = figures_of(role.role, np.asarray(out, np.float64), np.asarray(base, np.float64))
         metrics.update({f"{role.name}.{key}": value for key, value in figures.items()})
         governing += [figures[key] for key in GOVERNING.values() if key in figures]
+        argmax += [figures[key] for key in ("argmax_agreement", "step_agreement") if key in figures]
     if governing:
         metrics["worst_role"] = min(governing)
+    if argmax:
+        metrics["argmax_agreement"] = min(argmax)
     return metrics
 
 

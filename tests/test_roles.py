@@ -203,6 +203,7 @@ def test_logits_get_argmax_agreement_and_scores_that_collapse_lose_their_decisio
     flipped[:5] = -flipped[:5]  # five samples' argmax moves
     figures = judged([OutputRole("logits", "classes", "")], [flipped], [logits])
     assert figures["logits.argmax_agreement"] == pytest.approx(0.9)
+    assert figures["argmax_agreement"] == pytest.approx(0.9)  # the run-level figure a budget can name
     scores = RNG.uniform(0, 1, (50, 4))
     dead = judged([OutputRole("p", "scores", "")], [np.zeros_like(scores)], [scores])
     assert dead["p.score_recall"] == 0 and dead["p.score_f1"] == 0
