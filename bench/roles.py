@@ -71,14 +71,26 @@ def parse_output_roles(items: list[str] | tuple[str, ...] | dict) -> dict[str, s
     return dict(pairs)
 
 
-def output_roles(names: list[str], outputs: list[np.ndarray], declared: dict[str, str] | None = None,
-                 batch_axes: list[int] | None = None) -> list[OutputRole]:
-    """Each output's role: the user's declaration, else inferred from the baseline's outputs (batch first)."""
-    declared = dict(declared or {})
+def check_declared(declared: dict[str, str], names: list[str]) -> None:
+    """OutputRoleError where a --output names no output of the model."""
     unknown = sorted(set(declared) - set(names))
     if unknown:
         raise OutputRoleError(f"--output {unknown[0]}: the model has no output {unknown[0]!r} "
                               f"(its outputs: {', '.join(names)})")
+
+
+def onnx_output_names(path) -> list[str]:
+    """The outputs an ONNX file declares, read without its weights."""
+    import onnx
+
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
+
+def output_roles(names: list[str], outputs: list[np.ndarray], declared: dict[str, str] | None = None,
+                 batch_axes: list[int] | None = None) -> list[OutputRole]:
+    """Each output's role: the user's declaration, else inferred from the baseline's outputs (batch first)."""
+    declared = dict(declared or {})
+    check_declared(declared, names)
     axes = batch_axes or [0] * len(outputs)
     roles = []
     for name, array, axis in zip(names, outputs, axes, strict=True):

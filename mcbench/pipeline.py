@@ -23,7 +23,7 @@ from mcbench.bench.latency import QUICK_PLAN, TimingPlan
 from mcbench.bench.measure import InProcessResult, measure_in_process, time_in_process
 from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.op_profile import with_comparison
-from mcbench.bench.roles import OutputRole, output_roles
+from mcbench.bench.roles import OutputRole, check_declared, onnx_output_names, output_roles
 from mcbench.config import ConfigError, RunConfig
 from mcbench.load_stage import load_test_variant
 from mcbench.optimizer.artifact import Artifact
@@ -229,6 +229,8 @@ class Pipeline:
         self.on_folder(paths.root)
         try:
             workload = user_workload(cfg, paths.root / "source")
+            if cfg.outputs and workload.base.format == "onnx":  # a misspelt --output fails now, not after the baseline
+                check_declared(cfg.outputs, onnx_output_names(workload.base.path))
         except BaseException:
             if created is not None:
                 shutil.rmtree(created, ignore_errors=True)  # bad input leaves nothing behind

@@ -265,3 +265,19 @@ def test_the_report_names_the_same_governing_figures_as_the_metrics():
     from mcbench.reports import quality
 
     assert set(metrics.GOVERNING.values()) == quality.GOVERNING  # quality.py is stdlib-only: it keeps its own copy
+
+
+def test_an_output_flag_naming_no_output_fails_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_quality import make_two_output_onnx
+
+    model = make_two_output_onnx(tmp_path / "two.onnx")
+    proc = subprocess.run([sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--no-load",
+                           "--output", "boxes=real", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("mcbench: --output boxes: the model has no output 'boxes' "
+                                                    "(its outputs: steps, box)")
+    assert not (tmp_path / "run").exists()
