@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mcbench.bench.metrics import fidelity, task_metrics
+from mcbench.bench.metrics import fidelity, role_figures, task_metrics
+from mcbench.bench.roles import OutputRole, batch_axis
 from mcbench.optimizer.targets import Session
-from mcbench.reports.schema import Accuracy
+from mcbench.reports.schema import Accuracy, OutputRoleRecord
 
 UserMetric = Callable[[np.ndarray, np.ndarray | None], "float | dict[str, float]"]
 
@@ -18,10 +19,38 @@ def collect_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> n
     return collect_all_outputs(session, samples)[0]
 
 
-def collect_all_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """Every output of the model, each concatenated along the batch axis over the samples."""
+def collect_all_outputs(session: Session, samples: list[dict[str, np.ndarray]],
+                        declared: list[int | None] | None = None) -> list[np.ndarray]:
+    """Every output of the model, each concatenated along its batch axis over the samples, that axis first."""
+    return collected(session, samples, declared)[0]
+
+
+def collected(session: Session, samples: list[dict[str, np.ndarray]],
+              declared: list[int | None] | None = None) -> tuple[list[np.ndarray], list[int | None]]:
+    """Every output batch first (one row per sample fed), and each output's batch axis in the model's layout.
+
+    The batch axis is found on the shapes the runs gave (bench.roles.batch_axis), the graph's `declared` axis
+    breaking a tie; an output with none gets a new axis, one row per run.
+    """
     runs = [[np.asarray(o, dtype=np.float64) for o in session.run(feeds)] for feeds in samples]
-    return [np.concatenate([r[i] if r[i].ndim else r[i][None] for r in runs]) for i in range(len(runs[0]))]
+    rows = [_rows_fed(feeds) for feeds in samples]
+    outputs, axes = [], []
+    for i in range(len(runs[0])):
+        axis = batch_axis([r[i].shape for r in runs], rows, declared[i] if declared and i < len(declared) else None)
+        parts = [r[i][None] if axis is None else np.moveaxis(r[i], axis, 0) for r in runs]
+        shapes = {p.shape[1:] for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"output {i} has a different shape per sample ({sorted(shapes)[:2]}): make the inputs "
+                             "one shape (--input) so the outputs can be compared")
+        outputs.append(np.concatenate(parts))
+        axes.append(axis)
+    return outputs, axes
+
+
+def _rows_fed(feeds: dict[str, np.ndarray]) -> int:
+    """How many samples one inference holds: the first input's first dimension (1 for a 0-d input)."""
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and np.ndim(first) else 1
 
 
 def accuracy_of(
@@ -33,10 +62,12 @@ def accuracy_of(
     user_metric: UserMetric | None = None,
     more: list[np.ndarray] | None = None,
     baseline_more: list[np.ndarray] | None = None,
+    roles: list[OutputRole] | None = None,
 ) -> Accuracy:
     """The task's metrics against labels, a user metric, and fidelity (agreement, abs error) to the baseline.
 
     `more` and `baseline_more` are the second and later outputs: the fidelity task compares each of them.
+    `roles` (one per output) adds each output's figures for its role and the worst of them (`worst_role`).
     """
     if labels is not None and len(labels) != len(outputs):
         raise ValueError(f"{len(labels)} labels for {len(outputs)} outputs")
@@ -44,6 +75,8 @@ def accuracy_of(
     if task == "fidelity" and baseline is not None:
         extra = list(zip(more or [], baseline_more or [], strict=False))
         metrics.update(fidelity([outputs, *(o for o, _ in extra)], [baseline, *(b for _, b in extra)]))
+    if roles and baseline is not None and len(roles) == 1 + len(more or []) == 1 + len(baseline_more or []):
+        metrics.update(role_figures(roles, [outputs, *(more or [])], [baseline, *(baseline_more or [])]))
     if user_metric is not None:
         value = user_metric(outputs, labels)
         metrics.update(value if isinstance(value, dict) else {"user_metric": float(value)})
@@ -59,7 +92,12 @@ def accuracy_of(
         max_abs, mean_abs = float(diff.max()), float(diff.mean())
     per_class = per_class_top1(outputs, labels) if task == "classification" and labels is not None else {}
     return Accuracy(dataset, len(outputs), metrics.get("top1"), agreement, max_abs, mean_abs,
-                    task=task, metrics=metrics, per_class=per_class)
+                    task=task, metrics=metrics, per_class=per_class, roles=roles_record(roles))
+
+
+def roles_record(roles: list[OutputRole] | None) -> dict[str, OutputRoleRecord]:
+    """What results.json keeps of the roles: per output name, its role, why, and its batch axis."""
+    return {r.name: OutputRoleRecord(r.role, r.reason, r.batch_axis) for r in roles or []}
 
 
 def per_class_top1(outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:

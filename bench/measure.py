@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mcbench.bench.accuracy import collect_all_outputs
+from mcbench.bench.accuracy import collected
 from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.bench.op_profile import profile_ops
 from mcbench.optimizer.artifact import Artifact
@@ -25,6 +25,7 @@ class InProcessResult:
     output_names: list[str]
     op_profile: dict[str, Any] | None = None  # per-operator times of a few inferences (ORT, OpenVINO)
     more_outputs: list[np.ndarray] | None = None  # the second and later outputs, for per-output fidelity
+    batch_axes: list[int | None] | None = None  # each output's batch axis in the model's layout (moved first here)
 
 
 def measure_in_process(
@@ -46,13 +47,35 @@ def measure_in_process(
     model, where = Artifact.from_dict(artifact), Target.from_dict(target)
     session = open_session(model, where)
     load_seconds = time.perf_counter() - start
-    outputs, *more = collect_all_outputs(session, batched(eval_samples, batch_size))
+    everything, axes = collected(session, batched(eval_samples, batch_size), declared_batch_axes(model))
+    outputs, *more = everything
     timing = repeated(timing_feeds, batch_size)
     latency, settled = measure_latency(session, timing, plan)
     names = list(session.output_names)
     del session
     op_profile = profile_ops(model, where, timing) if where.runtime != "torch" else None
-    return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile, more)
+    return InProcessResult(outputs, latency, settled, load_seconds, names, op_profile, more, axes)
+
+
+def declared_batch_axes(model: Artifact) -> list[int | None] | None:
+    """Per output of an ONNX graph, the axis named like the first input's first dimension (its batch); None for
+    another format or a graph that does not name it. Only a tie-breaker: a declared shape may be wrong."""
+    if model.format != "onnx":
+        return None
+    import onnx
+
+    try:
+        graph = onnx.load(str(model.path), load_external_data=False).graph
+    except Exception:  # the session loaded it; a graph that onnx cannot read only loses the tie-breaker
+        return None
+    init = {i.name for i in graph.initializer}
+    first = next((i for i in graph.input if i.name not in init), None)
+    dims = first.type.tensor_type.shape.dim if first is not None else []
+    batch = dims[0].dim_param if len(dims) else ""
+    if not batch:
+        return None
+    return [next((k for k, d in enumerate(o.type.tensor_type.shape.dim) if d.dim_param == batch), None)
+            for o in graph.output]
 
 
 def time_in_process(

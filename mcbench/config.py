@@ -121,6 +121,18 @@ def _inputs(items: Any) -> dict[str, InputOverride]:
     return parse_inputs(list(items))
 
 
+def _output_roles(items: Any) -> dict[str, str]:
+    """`outputs = ["output0=yolov8"]` (or --output, repeated), or a table `[outputs] output0 = "yolov8"`."""
+    from mcbench.bench.roles import OutputRoleError, parse_output_roles
+
+    if isinstance(items, str) or not isinstance(items, list | tuple | dict):
+        raise ConfigError("expected a list of strings NAME=ROLE")
+    try:
+        return parse_output_roles(items)
+    except OutputRoleError as exc:
+        raise ConfigError(str(exc).removeprefix("--output ")) from None
+
+
 def _recorded_inputs(data: dict) -> dict[str, InputOverride]:
     return {k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data.items()}
 
@@ -198,6 +210,10 @@ class RunConfig:
         "auto", flag="--task", choices=_tasks,
         help="what the outputs are, which picks the quality metric (default auto: classification for one "
              "[batch, classes] output, else fidelity per output)")
+    outputs: dict[str, str] = setting(
+        factory=dict, flag="--output", repeat=True, metavar="NAME=ROLE", parse=_output_roles, legacy={},
+        help="what an output means, which picks how it is judged (default: inferred from the baseline's outputs); "
+             "ROLE: classes, sequence, scores, yolov8, yolox, embedding, real or ignore; repeat for several outputs")
     metric: str | None = setting(None, flag="--metric", metavar="package.module:function", runs_code=bool, legacy=None,
                                  help="a user metric: function(outputs, labels) -> float or dict of floats")
     profiles: tuple[str, ...] = setting(

@@ -23,6 +23,7 @@ from mcbench.bench.latency import QUICK_PLAN, TimingPlan
 from mcbench.bench.measure import InProcessResult, measure_in_process, time_in_process
 from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.op_profile import with_comparison
+from mcbench.bench.roles import OutputRole, check_declared, onnx_output_names, output_roles
 from mcbench.config import ConfigError, RunConfig
 from mcbench.load_stage import load_test_variant
 from mcbench.optimizer.artifact import Artifact
@@ -200,6 +201,8 @@ class Pipeline:
         self.profiles: dict[str, Profile] = {}  # the plan's, set by run() before any stage reads it
         self.task: str | None = None if config.task == AUTO else config.task  # `auto` resolves on the baseline
         self.baseline_more: list | None = None  # the baseline's second and later outputs (per-output fidelity)
+        self.roles: list[OutputRole] | None = None  # what each output means, inferred on the baseline's outputs
+        self.first_batch_axis: int | None = 0  # the first output's batch axis in the model's layout (load checks)
 
     def prepare(self) -> tuple[Workload, RunPaths]:
         """Load or train the model before a run folder exists for it, so bad input leaves nothing behind.
@@ -226,6 +229,8 @@ class Pipeline:
         self.on_folder(paths.root)
         try:
             workload = user_workload(cfg, paths.root / "source")
+            if cfg.outputs and workload.base.format == "onnx":  # a misspelt --output fails now, not after the baseline
+                check_declared(cfg.outputs, onnx_output_names(workload.base.path))
         except BaseException:
             if created is not None:
                 shutil.rmtree(created, ignore_errors=True)  # bad input leaves nothing behind
@@ -268,6 +273,8 @@ class Pipeline:
             run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
                                 f"{len([s for s in specs if s.name not in kept])} run now")
         self.baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
+        self.roles = kept_roles(kept.get(run.baseline))
+        self.first_batch_axis = self.roles[0].batch_axis if self.roles else 0
         self.builder = Builder(workload.base, build_data(workload, self.config.task), paths.artifacts,
                                self.config.cache_dir, self.say)
         self.reuse_artifacts(kept)
@@ -319,6 +326,7 @@ class Pipeline:
                 budget.restart()  # the baseline is measured whatever the budget: the search's time starts now
             if spec.baseline and measured is not None:
                 self.baseline_outputs, self.baseline_more = measured.outputs, measured.more_outputs
+                self.roles = self.inferred_roles(measured)
                 result.accuracy = self.accuracy(result, measured.outputs, measured.outputs, workload,
                                                 measured.more_outputs)
                 self.save_baseline_outputs(measured.outputs, paths)
@@ -521,11 +529,21 @@ class Pipeline:
         )
         return result, measured
 
+    def inferred_roles(self, measured: InProcessResult) -> list[OutputRole]:
+        """Each output's role, inferred on the baseline's outputs or declared with --output, said on the terminal."""
+        outputs = [measured.outputs, *(measured.more_outputs or [])]
+        axes = measured.batch_axes or [0] * len(outputs)
+        roles = output_roles(list(measured.output_names), outputs, self.config.outputs, axes)
+        self.first_batch_axis = axes[0]
+        for role in roles:
+            self.say(role.line())
+        return roles
+
     def accuracy(self, result: VariantResult, outputs, baseline, workload: Workload, more=None):
         """Task metrics and fidelity; a user metric that raises becomes a warning, not a lost variant."""
         if self.task is None:  # `auto` is decided once, on the first outputs measured (the baseline's)
             self.task = resolved_task(self.config.task, [outputs, *(more or [])])
-        task, also = self.task, {"more": more, "baseline_more": self.baseline_more}
+        task, also = self.task, {"more": more, "baseline_more": self.baseline_more, "roles": self.roles}
         try:
             return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, self.user_metric, **also)
         except Exception as exc:
@@ -552,7 +570,8 @@ class Pipeline:
                   result: VariantResult, outputs=None) -> None:
         """The load stage for one variant (mcbench.load_stage); a failure becomes the variant's error."""
         profile = self.profiles.get(spec.profile or "")
-        requests = load_requests(workload, outputs, answers=self.config.load.answers)
+        requests = load_requests(workload, outputs, answers=self.config.load.answers,
+                                 batch_axis=self.first_batch_axis)
         tested = load_test_variant(spec.name, artifact, spec.target, requests, self.config.load, profile,
                                    paths.work(spec.name), self.say)
         result.settings["server"] = tested.server
@@ -561,6 +580,13 @@ class Pipeline:
             result.status, result.error = "failed", tested.error
             return
         result.load, result.capacity = tested.load, tested.capacity
+
+
+def kept_roles(baseline: VariantResult | None) -> list[OutputRole] | None:
+    """The roles a resumed run's kept baseline recorded (its outputs are kept; the roles are not inferred again)."""
+    if baseline is None or baseline.accuracy is None or not baseline.accuracy.roles:
+        return None
+    return [OutputRole(name, r.role, r.reason, r.batch_axis) for name, r in baseline.accuracy.roles.items()]
 
 
 def screening_plan(full: TimingPlan) -> TimingPlan:
@@ -585,9 +611,11 @@ def load_seconds_estimate(plan) -> float:
     return (steps * (plan.step_seconds + 1.5) + 5.0) * (2 if plan.max_batch > 1 else 1)
 
 
-def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "binary"):
-    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against;
-    `answers` the form the answers are asked in (binary data or JSON)."""
+def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "binary",
+                  batch_axis: int | None = 0):
+    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against
+    (its rows, kept batch first, moved back to the model's layout); `answers` the form the answers are asked in
+    (binary data or JSON)."""
     import numpy as np
 
     from mcbench.bench.load import Requests
@@ -596,7 +624,8 @@ def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "b
     expected = None
     if outputs is not None and len(workload.eval_samples):
         rows = len(outputs) // len(workload.eval_samples)
-        expected = [[np.asarray(outputs[i * rows:(i + 1) * rows])] for i in range(len(samples))]
+        rows_of = [np.asarray(outputs[i * rows:(i + 1) * rows]) for i in range(len(samples))]
+        expected = [[r[0] if batch_axis is None else np.moveaxis(r, 0, batch_axis)] for r in rows_of]
     return Requests.encode(samples, expected, answers)
 
 

@@ -8,8 +8,11 @@ section, `mcbench gate` and `mcbench compare`. Per task (the variants' `accuracy
 | classification | top-1 with labels, else top-1 agreement with the baseline | at most 1 point below the baseline |
 | embedding | mean cosine to the baseline's vectors | `cosine_mean>=0.99` |
 | regression | relative error (to the labels, else to the baseline) | at most 1 point above the baseline's |
-| fidelity (other outputs) | argmax agreement along the last axis where the outputs are distributions, | 1 point |
-|  | else the relative mean error; the worst over the outputs | from the baseline |
+| fidelity (other outputs) | `worst_role`: the lowest figure over the outputs, each judged by its role | 1 point |
+|  | (bench.roles, bench.metrics: argmax or decoded-sequence agreement, detection F1 and box IoU, | below the |
+|  | score F1, cosine, one minus the error relative to each channel's scale); all are 1 where the | baseline |
+|  | variant decides as the baseline does. Runs from before roles: argmax agreement, else the | |
+|  | relative mean error | |
 
 `--quality-budget` overrides: a number is points on the task's metric, `NAME>=X` / `NAME<=X` a bound on any
 metric the run records (a user `--metric` included); the operator says whether higher or lower is better.
@@ -27,16 +30,19 @@ from mcbench.reports.schema import RunResult, VariantResult
 
 DEFAULT_POINTS = 1.0
 EMBEDDING_FLOOR = 0.99
-PERCENT_KEYS = {"top1", "top5", "agreement", "argmax_agreement", "rel_error", "rel_mean_err", "rel_max_err"}
-LOWER_IS_BETTER = {"rel_error", "rel_mean_err", "rel_max_err", "mae", "rmse"}
+PERCENT_KEYS = {"top1", "top5", "agreement", "argmax_agreement", "rel_error", "rel_mean_err", "rel_max_err",
+                "worst_role", "step_agreement", "sequence_agreement", "score_recall", "score_precision", "score_f1",
+                "det_recall", "det_precision", "det_f1", "box_kept", "channel_rel_err", "real_kept", "box_err"}
+LOWER_IS_BETTER = {"rel_error", "rel_mean_err", "rel_max_err", "mae", "rmse", "channel_rel_err", "box_err"}
 LABELS = {
     "top1": "top-1 accuracy", "agreement": "top-1 agreement with the baseline",
     "cosine_mean": "mean cosine to the baseline", "cosine_min": "worst cosine to the baseline",
     "rel_error": "relative error", "argmax_agreement": "argmax agreement with the baseline (worst output)",
     "rel_mean_err": "relative mean error to the baseline (worst output)",
+    "worst_role": "agreement with the baseline of the worst output, judged by its role",
 }
 SHORT = {"top1": "top-1", "agreement": "agree", "cosine_mean": "cosine", "rel_error": "rel err",
-         "argmax_agreement": "argmax", "rel_mean_err": "rel err"}
+         "argmax_agreement": "argmax", "rel_mean_err": "rel err", "worst_role": "worst role"}
 _BOUND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -61,7 +67,7 @@ class QualityMetric:
 
     @property
     def percent(self) -> bool:
-        return self.key in PERCENT_KEYS
+        return figure_name(self.key) in PERCENT_KEYS
 
     @property
     def short(self) -> str:
@@ -91,6 +97,11 @@ class BudgetSpec:
 
     def to_text(self) -> str:
         return f"{self.points:g}" if self.points is not None else f"{self.key}{self.op}{self.value:g}"
+
+
+def figure_name(key: str) -> str:
+    """`output0.det_recall` -> `det_recall`: a per-output figure is read as its figure."""
+    return key.rpartition(".")[2]
 
 
 def parse_quality_budget(text: str) -> BudgetSpec:
@@ -149,7 +160,8 @@ def task_metric(run: RunResult) -> QualityMetric:
     if task == "regression":
         return QualityMetric("rel_error", LABELS["rel_error"], False)
     if task == "fidelity":
-        key = "argmax_agreement" if _any_has(run, "argmax_agreement") else "rel_mean_err"
+        key = next(k for k in ("worst_role", "argmax_agreement") if _any_has(run, k)) if any(
+            _any_has(run, k) for k in ("worst_role", "argmax_agreement")) else "rel_mean_err"
         return QualityMetric(key, LABELS[key], key not in LOWER_IS_BETTER)
     key = "top1" if _any_has(run, "top1") else "agreement"
     return QualityMetric(key, LABELS[key], True)
@@ -209,10 +221,24 @@ def within_budget(run: RunResult, variant: VariantResult, metric: QualityMetric 
     return None if worse is None else worse <= metric.budget + 1e-9
 
 
+GOVERNING = {"argmax_agreement", "sequence_agreement", "score_f1", "det_f1", "box_kept", "cosine_mean", "real_kept"}
+
+
+def worst_figure(variant: VariantResult) -> str | None:
+    """The per-output figure that sets `worst_role` (`output0.det_f1`), or None where the variant has none."""
+    metrics = variant.accuracy.metrics if variant.accuracy is not None else {}
+    figures = {k: v for k, v in metrics.items() if "." in k and figure_name(k) in GOVERNING
+               and isinstance(v, int | float) and math.isfinite(v)}
+    return min(figures, key=figures.__getitem__) if figures else None
+
+
 def over_budget_text(run: RunResult, variant: VariantResult, metric: QualityMetric | None = None) -> str:
-    """'cosine_mean 0.4412, budget cosine_mean >= 0.99': the figure and the budget it misses or meets."""
+    """'cosine_mean 0.4412, budget cosine_mean >= 0.99': the figure and the budget it misses or meets; for
+    `worst_role`, the output's figure that set it ('worst_role 0.0% (output0.det_f1), budget ...')."""
     metric = metric or quality_metric(run)
-    return f"{metric.key} {metric.format(quality_of(variant, metric))}, budget {metric.budget_text()}"
+    which = worst_figure(variant) if metric.key == "worst_role" else None
+    figure = metric.format(quality_of(variant, metric)) + (f" ({which})" if which else "")
+    return f"{metric.key} {figure}, budget {metric.budget_text()}"
 
 
 def quality_text(run: RunResult, variant: VariantResult) -> str:

@@ -141,6 +141,15 @@ class LoadResult:
 
 
 @dataclass
+class OutputRoleRecord:
+    """What one output was judged as (bench.roles), why, and its batch axis in the model's layout (None: none)."""
+
+    role: str
+    reason: str
+    batch_axis: int | None = None
+
+
+@dataclass
 class Accuracy:
     """Task accuracy on labelled data (None where no dataset) and fidelity to the FP32 baseline."""
 
@@ -151,8 +160,9 @@ class Accuracy:
     max_abs_diff: float | None
     mean_abs_diff: float | None
     task: str = "classification"
-    metrics: dict[str, float] = field(default_factory=dict)  # top1/top5, mae/rmse, cosine_*, user metrics
+    metrics: dict[str, float] = field(default_factory=dict)  # top1/5, mae, cosine_*, NAME.FIGURE, worst_role, user
     per_class: dict[str, float] = field(default_factory=dict)  # label -> top-1 on that class, where labels exist
+    roles: dict[str, OutputRoleRecord] = field(default_factory=dict)  # per output name, where the run judged roles
 
 
 @dataclass
@@ -228,9 +238,14 @@ def _latency_from_dict(d: dict[str, Any] | None) -> LatencyStats | None:
     return LatencyStats(**d) if d is not None else None
 
 
+def _accuracy_from_dict(d: dict[str, Any]) -> Accuracy:
+    roles = {name: OutputRoleRecord(**r) for name, r in d.get("roles", {}).items()}
+    return Accuracy(**{**d, "roles": roles})
+
+
 def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
     d = dict(d)
-    d["accuracy"] = Accuracy(**d["accuracy"]) if d.get("accuracy") is not None else None
+    d["accuracy"] = _accuracy_from_dict(d["accuracy"]) if d.get("accuracy") is not None else None
     d["latency"] = _latency_from_dict(d.get("latency"))
     d["capacity"] = Capacity(**d["capacity"]) if d.get("capacity") is not None else None
     load = d.get("load")

@@ -470,6 +470,8 @@ def accuracy_items(variant: VariantResult) -> list[KeyValue]:
         KeyValue("agreement with baseline", format_percent(acc.agreement)),
         KeyValue("max / mean abs diff", f"{format_diff(acc.max_abs_diff)} / {format_diff(acc.mean_abs_diff)}"),
         KeyValue("task", acc.task),
+        *(KeyValue(f"output {name}", f"{r.role}, batch axis {format_value(r.batch_axis)}: {r.reason}")
+          for name, r in acc.roles.items()),
         *(KeyValue(name, format_value(value)) for name, value in acc.metrics.items() if name != "top1"),
     ]
 

@@ -25,6 +25,7 @@ RECIPE = "q=quant.int8_dynamic"
 SPECIAL: dict[str, tuple[str, Any]] = {
     "model": ('"m.onnx"', "{dir}/m.onnx"),
     "inputs": ('["x=2,4:float32"]', {"x": InputOverride((2, 4), "float32")}),
+    "outputs": ('["output0=yolov8"]', {"output0": "yolov8"}),
     "task": ('"regression"', "regression"),
     "metric": ('"mymetrics:f1"', "mymetrics:f1"),
     "profiles": ('["local-2core-avx2"]', ("local-2core-avx2",)),
@@ -116,6 +117,8 @@ def _flag_args(f: Field) -> list[str]:
         return [f.setting.flag] if value else []
     if f.name == "inputs":
         return [f.setting.flag, "x=2,4:float32"]
+    if f.name == "outputs":
+        return [f.setting.flag, "output0=yolov8"]
     if f.name == "model":
         return [f.setting.flag, "m.onnx"]
     if isinstance(value, tuple):

@@ -172,5 +172,12 @@ def test_a_two_output_model_without_data_gets_a_per_output_fidelity_decision(tmp
     assert acc["ort-fp32"]["metrics"]["argmax_agreement"] == 1.0 and acc["ort-fp32"]["metrics"]["rel_mean_err"] == 0
     assert set(acc["ort-int8-dynamic"]["metrics"]) >= {"out0.argmax_agreement", "out0.rel_mean_err",
                                                         "out1.rel_mean_err", "argmax_agreement", "rel_mean_err"}
-    assert "argmax" in proc.stdout.splitlines()[0]  # the table's quality column names the metric
-    assert "quality: argmax agreement with the baseline (worst output); budget at most 1 point below" in proc.stdout
+    roles = {name: r["role"] for name, r in acc["ort-int8-dynamic"]["roles"].items()}
+    assert roles == {"steps": "sequence", "box": "real"}  # each output judged by what it is
+    assert set(acc["ort-int8-dynamic"]["metrics"]) >= {"steps.step_agreement", "steps.sequence_agreement",
+                                                        "box.real_kept", "worst_role"}
+    assert acc["ort-fp32"]["metrics"]["worst_role"] == 1.0
+    assert "worst role" in proc.stdout.splitlines()[0]  # the table's quality column names the metric
+    assert ("quality: agreement with the baseline of the worst output, judged by its role; budget at most 1 point "
+            "below") in proc.stdout
+    assert "output 'steps' (batch axis 0): sequence" in proc.stderr
