@@ -230,3 +230,63 @@ def test_samples_slice_as_a_list_does():
     assert not samples[5:] and len(samples[2:99]) == 2
     with pytest.raises(IndexError):
         samples[4]
+
+
+# --- the real Silero VAD: a 0-d int64 `sr` that selects a branch, a state with its batch on axis 1 ---------------
+
+VAD_SHAPES = ["--input", "input=1,512", "--input", "state=2,1,128"]
+
+
+def _vad_run(tmp_path: Path, name: str, *args: str) -> tuple[int, dict | None]:
+    import json
+
+    from mcbench.cli import main
+    from tests.packaged_models import packaged_model
+
+    model = packaged_model("silero-vad") / "silero_vad.onnx"
+    out = tmp_path / name
+    code = main(["run", "--quick", "--no-load", "--model", str(model), "--variants", "ort-fp32", *VAD_SHAPES,
+                 "--out", str(out), *args])
+    results = out / "results.json"
+    return code, json.loads(results.read_text()) if results.exists() else None
+
+
+@pytest.mark.slow
+def test_silero_vad_without_const_says_what_to_give_before_any_work(tmp_path, capsys):
+    code, results = _vad_run(tmp_path, "no-const")
+    assert code == 2 and results is None and not (tmp_path / "no-const").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mcbench: input 'sr' (0-d int64) selects a branch of the model, so random values could take a path it never "
+        "takes in use: give its value with --const sr=VALUE or an array in --dataset")
+
+
+@pytest.mark.slow
+def test_silero_vad_const_reaches_the_model(tmp_path):
+    code, results = _vad_run(tmp_path, "sr16k", "--const", "sr=16000")
+    baseline = next(v for v in results["variants"] if v["name"] == "ort-fp32")
+    assert code == 0 and baseline["status"] == "ok", baseline.get("error")
+    sr = next(s for s in results["model"]["inputs"] if s["name"] == "sr")
+    assert sr["value"] == 16000 and sr["shape"] == []
+    state = next(s for s in results["model"]["inputs"] if s["name"] == "state")
+    assert state["batch_axis"] == 1
+    assert ("generated inputs: input [1, 512] float32: standard normal; state [2, 1, 128] float32: standard normal; "
+            "sr = 16000") in results["warnings"]
+    # the value is what the model sees: a rate Silero has no branch for fails in the model itself
+    code, results = _vad_run(tmp_path, "sr99", "--const", "sr=99")
+    baseline = next(v for v in results["variants"] if v["name"] == "ort-fp32")
+    assert code == 1 and baseline["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_silero_vad_dataset_with_state_batched_on_axis_1_and_a_0d_rate(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(512) / 16000
+    tone = np.stack([np.sin(2 * np.pi * f * t) * a for f, a in zip(rng.uniform(100, 3000, 12),
+                                                                     rng.uniform(0, 0.5, 12), strict=True)])
+    np.savez(tmp_path / "vad.npz", input=tone.astype(np.float32), state=np.zeros((2, 12, 128), np.float32),
+             sr=np.array(16000, np.int64))
+    code, results = _vad_run(tmp_path, "dataset", "--dataset", str(tmp_path / "vad.npz"))
+    baseline = next(v for v in results["variants"] if v["name"] == "ort-fp32")
+    assert code == 0 and baseline["status"] == "ok", baseline.get("error")
+    assert baseline["accuracy"]["samples"] == 12
+    assert "constant inputs: sr = 16000" in results["warnings"]
