@@ -104,10 +104,10 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DatasetError(f"cannot load dataset {path}: not a readable .npz file ({exc})") from exc
-    given_twice = [s.name for s in specs if s.value is not None and s.name in arrays]
+    given_twice = [s.name for s in specs if s.value is not None and s.name in arrays and not _same(s, arrays[s.name])]
     if given_twice:
-        raise DatasetError(f"cannot load dataset {path}: input(s) {', '.join(given_twice)} are set by --const and "
-                           "by an array of the dataset; give each once")
+        raise DatasetError(f"cannot load dataset {path}: input(s) {', '.join(given_twice)} have a constant value "
+                           "already (--const, or the --dataset's 0-d array) and another array here; give each once")
     missing = [s.name for s in specs if s.name not in arrays and s.value is None]
     if missing:
         raise DatasetError(
@@ -133,6 +133,12 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
             raise DatasetError(f"cannot load dataset {path}: {labels.size} labels for {count} samples")
         labels = labels[:usable]
     return Dataset(f"{path.name} ({usable} samples)", samples, labels, constants)
+
+
+def _same(spec: InputSpec, array: np.ndarray) -> bool:
+    """Whether an array gives the value a constant input has already (the --dataset's 0-d array, read again from
+    --calibration-data)."""
+    return array.ndim == 0 and array.item() == spec.value
 
 
 def _rows(spec: InputSpec, array: np.ndarray, usable: int) -> np.ndarray:

@@ -212,8 +212,11 @@ def test_dataset_fills_an_input_from_its_constant(stateful, tmp_path):
 
 def test_dataset_refuses_an_input_given_twice_or_with_its_batch_in_the_wrong_place(stateful, tmp_path):
     model = with_constants(stateful, parse_constants(["sr=8000"]))
-    with pytest.raises(DatasetError, match="input.s. sr are set by --const and by an array of the dataset"):
+    with pytest.raises(DatasetError, match=r"input\(s\) sr have a constant value already \(--const, or the "
+                                           r"--dataset's 0-d array\) and another array here; give each once$"):
         load_npz(_stateful_npz(tmp_path), model.inputs)
+    same = with_constants(stateful, parse_constants(["sr=16000"]))  # calibration data repeating the dataset's rate
+    assert [f["sr"].item() for f in load_npz(_stateful_npz(tmp_path), same.inputs).samples] == [16000] * 6
     with pytest.raises(DatasetError, match=r"array 'state' has shape \[6, 2, 3\], expected \[2, N, 3\] for input "
                                            r"shape \[2, 1, 3\]$"):
         load_npz(_stateful_npz(tmp_path, state=np.zeros((6, 2, 3), np.float32)), stateful.inputs)
@@ -290,3 +293,13 @@ def test_silero_vad_dataset_with_state_batched_on_axis_1_and_a_0d_rate(tmp_path)
     assert code == 0 and baseline["status"] == "ok", baseline.get("error")
     assert baseline["accuracy"]["samples"] == 12
     assert "constant inputs: sr = 16000" in results["warnings"]
+
+
+def test_serve_takes_const_for_an_onnx_file_and_refuses_a_random_branch_input(tmp_path):
+    from mcbench.serve_cmd import server_spec
+
+    path = str(make_stateful_onnx(tmp_path / "stateful.onnx"))
+    spec = server_spec(path, None, "onnxruntime", 1, ValueError, SHAPES, ["sr=16000"])
+    assert [s.get("value") for s in spec["artifact"]["inputs"]] == [None, None, 16000]
+    with pytest.raises(InputError, match=r"^input 'sr' \(0-d int64\) selects a branch of the model"):
+        server_spec(path, None, "onnxruntime", 1, ValueError, SHAPES)
