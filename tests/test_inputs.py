@@ -303,3 +303,27 @@ def test_serve_takes_const_for_an_onnx_file_and_refuses_a_random_branch_input(tm
     assert [s.get("value") for s in spec["artifact"]["inputs"]] == [None, None, 16000]
     with pytest.raises(InputError, match=r"^input 'sr' \(0-d int64\) selects a branch of the model"):
         server_spec(path, None, "onnxruntime", 1, ValueError, SHAPES)
+
+
+def test_a_batch_axis_that_is_not_first_is_not_taken_for_a_fixed_batch(tmp_path):
+    from mcbench.optimizer.targets import batch_skip_reason
+
+    model = load_onnx(make_stateful_onnx(tmp_path / "stateful.onnx"), parse_inputs(SHAPES))
+    assert batch_skip_reason(model, 4) is None  # state [2, ?, 3]: its 2 is not its batch; sr has none
+
+
+def test_the_measurement_batches_a_dataset_along_each_inputs_axis(tmp_path):
+    from mcbench.bench.latency import TimingPlan
+    from mcbench.bench.measure import measure_in_process
+    from mcbench.optimizer.targets import Target
+
+    model = load_onnx(make_stateful_onnx(tmp_path / "stateful.onnx"), parse_inputs(SHAPES))
+    path = _stateful_npz(tmp_path, count=4)  # whole batches of 2: an output batched on axis 1 joins on axis 0 today
+    data = load_npz(path, model.inputs)
+    model = with_constants(model, {"sr": InputConstant(16000)})  # the dataset's 0-d array, as the run applies it
+    plan = TimingPlan(warmup_runs=1, min_runs=3, min_seconds=0.01, max_seconds=0.2)
+    runs = [measure_in_process(model.to_dict(), Target("onnxruntime", threads=1).to_dict(), data.samples,
+                               data.samples[0], plan, size) for size in (1, 2)]
+    assert runs[0].outputs.shape == (4, 4) and np.array_equal(runs[0].outputs, runs[1].outputs)
+    with np.load(path) as raw:
+        assert np.array_equal(runs[0].outputs, raw["x"])  # sr = 16000 reached the model: y = x
