@@ -103,13 +103,18 @@ def _constant_value(text: str) -> float | int | bool | None:
 
 def with_constants(artifact: Artifact, constants: dict[str, InputConstant], source: str = "--const") -> Artifact:
     """The artifact with each named input's value fixed; IntakeError for a name, dtype or value the model refuses."""
-    names = [s.name for s in artifact.inputs]
+    return replace(artifact, inputs=constant_specs(artifact.inputs, constants, source))
+
+
+def constant_specs(specs: tuple[InputSpec, ...], constants: dict[str, InputConstant],
+                   source: str = "--const") -> tuple[InputSpec, ...]:
+    """The specs with each named input's value fixed (with_constants, for inputs known without a model file)."""
+    names = [s.name for s in specs]
     unknown = sorted(set(constants) - set(names))
     if unknown:
         raise IntakeError(f"{source} names {', '.join(unknown)}, not among the model's inputs ({', '.join(names)})")
-    specs = tuple(s if s.name not in constants else replace(s, value=_fitted(s, constants[s.name], source))
-                  for s in artifact.inputs)
-    return replace(artifact, inputs=specs)
+    return tuple(s if s.name not in constants else replace(s, value=_fitted(s, constants[s.name], source))
+                 for s in specs)
 
 
 def _fitted(spec: InputSpec, constant: InputConstant, source: str) -> float | int | bool:

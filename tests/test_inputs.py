@@ -327,3 +327,37 @@ def test_the_measurement_batches_a_dataset_along_each_inputs_axis(tmp_path):
     assert runs[0].outputs.shape == (4, 4) and np.array_equal(runs[0].outputs, runs[1].outputs)
     with np.load(path) as raw:
         assert np.array_equal(runs[0].outputs, raw["x"])  # sr = 16000 reached the model: y = x
+
+
+def test_load_from_a_url_fills_consts_and_never_draws_a_0d_integer(tmp_path):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from mcbench.load_cmd import model_inputs
+
+    meta = {"name": "vad", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 512]},
+                                      {"name": "state", "datatype": "FP32", "shape": [2, -1, 128]},
+                                      {"name": "sr", "datatype": "INT64", "shape": []}]}
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the name http.server calls)
+            body = json.dumps(meta).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        feeds = model_inputs(url, "vad", {}, ValueError, ["sr=8000"])
+        assert feeds["sr"].shape == () and feeds["sr"].item() == 8000 and feeds["state"].shape == (2, 1, 128)
+        with pytest.raises(InputError, match=r"^input 'sr' \(0-d int64\) selects a branch of the model"):
+            model_inputs(url, "vad", {}, ValueError)
+    finally:
+        server.shutdown()
