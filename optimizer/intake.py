@@ -190,28 +190,30 @@ def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Art
 def batch_axes(dims: list[list[int | str]]) -> list[int | None]:
     """Each input's batch axis, from the graph's dims (an int, or the dim's symbolic name, "" when unnamed).
 
-    The first input's batch is its first axis. Another input's batch axis is the one that shares that axis's name
+    The first input with an axis has its batch there. Another input's batch axis is the one that shares that axis's name
     (`batch` in state [2, batch, 128]); where the first axis is dynamic but unnamed, an input whose only dynamic
     axis is not first has it there (Silero VAD's state [2, ?, 128]); otherwise the first axis, and none for a 0-d
     input.
     """
-    first = dims[0][0] if dims and dims[0] else None
+    leader = next((i for i, shape in enumerate(dims) if shape), None)  # the first input with an axis
+    first = None if leader is None else dims[leader][0]
     dynamic = isinstance(first, str)
     axes: list[int | None] = []
     for index, shape in enumerate(dims):
         open_axes = [i for i, d in enumerate(shape) if isinstance(d, str)]
         if not shape:
             axes.append(None)
-        elif index > 0 and dynamic and first != "" and first in shape:
+        elif index != leader and dynamic and first != "" and first in shape:
             axes.append(shape.index(first))
-        elif index > 0 and dynamic and first == "" and len(open_axes) == 1:
+        elif index != leader and dynamic and first == "" and len(open_axes) == 1:
             axes.append(open_axes[0])
         else:
             axes.append(0)
     return axes
 
 
-BRANCH_OPS = {"If", "Loop", "Where", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
+SELECTING_INPUTS = {"If": (0,), "Loop": (0, 1), "Where": (0,)}  # the condition, trip count: not the data
+COMPARISON_OPS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
 PASS_THROUGH_OPS = {"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"}
 
 
@@ -223,8 +225,11 @@ def branch_inputs(model) -> set[str]:
     found: set[str] = set()
     for node in nodes:  # nodes are in topological order in a valid ONNX graph
         carried = [sources[t] for t in node.input if t in sources]
-        if node.op_type in BRANCH_OPS:
+        if node.op_type in COMPARISON_OPS:
             found.update(carried)
+        elif node.op_type in SELECTING_INPUTS:
+            found.update(sources[node.input[i]] for i in SELECTING_INPUTS[node.op_type]
+                         if i < len(node.input) and node.input[i] in sources)
         elif node.op_type in PASS_THROUGH_OPS and carried:
             sources.update({out: carried[0] for out in node.output})
     return found

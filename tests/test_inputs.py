@@ -111,6 +111,21 @@ def test_batch_axes_rules():
     assert batch_axes([["", 4], [2, "", 3]]) == [0, 1]
     assert batch_axes([["", 4], ["", "", 3]]) == [0, 0]  # two open axes: no guess, the first
     assert batch_axes([[1, 4], [2, "", 3]]) == [0, 0]  # a fixed first batch says nothing of the others
+    assert batch_axes([[], ["", 4], [2, "", 3]]) == [None, 0, 1]  # a 0-d first input has no batch to follow
+
+
+def test_only_the_condition_of_a_where_selects_a_branch(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["flag"], ["cond"], to=TensorProto.BOOL),
+         helper.make_node("Where", ["cond", "ids", "other"], ["y"])], "where",
+        [helper.make_tensor_value_info("flag", TensorProto.INT64, [1, 8]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8]),
+         helper.make_tensor_value_info("other", TensorProto.INT64, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, 8])])
+    model = load_onnx(save_graph(graph, tmp_path / "where.onnx"))
+    assert [s.selects_branch for s in model.inputs] == [True, False, False]
 
 
 def test_a_branch_input_is_never_random():
