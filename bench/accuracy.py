@@ -8,6 +8,7 @@ import numpy as np
 
 from mcbench.bench.metrics import fidelity, role_figures, task_metrics
 from mcbench.bench.roles import OutputRole, batch_axis
+from mcbench.optimizer.artifact import InputSpec
 from mcbench.optimizer.targets import Session
 from mcbench.reports.schema import Accuracy, OutputRoleRecord
 
@@ -20,20 +21,21 @@ def collect_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> n
 
 
 def collect_all_outputs(session: Session, samples: list[dict[str, np.ndarray]],
-                        declared: list[int | None] | None = None) -> list[np.ndarray]:
+                        declared: list[int | None] | None = None,
+                        specs: tuple[InputSpec, ...] = ()) -> list[np.ndarray]:
     """Every output of the model, each concatenated along its batch axis over the samples, that axis first."""
-    return collected(session, samples, declared)[0]
+    return collected(session, samples, declared, specs)[0]
 
 
-def collected(session: Session, samples: list[dict[str, np.ndarray]],
-              declared: list[int | None] | None = None) -> tuple[list[np.ndarray], list[int | None]]:
+def collected(session: Session, samples: list[dict[str, np.ndarray]], declared: list[int | None] | None = None,
+              specs: tuple[InputSpec, ...] = ()) -> tuple[list[np.ndarray], list[int | None]]:
     """Every output batch first (one row per sample fed), and each output's batch axis in the model's layout.
 
     The batch axis is found on the shapes the runs gave (bench.roles.batch_axis), the graph's `declared` axis
     breaking a tie; an output with none gets a new axis, one row per run.
     """
     runs = [[np.asarray(o, dtype=np.float64) for o in session.run(feeds)] for feeds in samples]
-    rows = [_rows_fed(feeds) for feeds in samples]
+    rows = [_rows_fed(feeds, specs) for feeds in samples]
     outputs, axes = [], []
     for i in range(len(runs[0])):
         axis = batch_axis([r[i].shape for r in runs], rows, declared[i] if declared and i < len(declared) else None)
@@ -47,8 +49,14 @@ def collected(session: Session, samples: list[dict[str, np.ndarray]],
     return outputs, axes
 
 
-def _rows_fed(feeds: dict[str, np.ndarray]) -> int:
-    """How many samples one inference holds: the first input's first dimension (1 for a 0-d input)."""
+def _rows_fed(feeds: dict[str, np.ndarray], specs: tuple[InputSpec, ...] = ()) -> int:
+    """How many samples one inference holds: the size of the first batched input's batch axis (its spec's
+    `batch_axis`; without specs, the first input's first dimension); 1 where no input has a batch axis."""
+    for spec in specs:
+        if spec.batch_axis is not None and spec.name in feeds:
+            return int(np.shape(feeds[spec.name])[spec.batch_axis])
+    if specs:
+        return 1
     first = next(iter(feeds.values()), None)
     return int(first.shape[0]) if first is not None and np.ndim(first) else 1
 

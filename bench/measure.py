@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mcbench.bench.accuracy import collected
+from mcbench.bench.datasets import Samples
 from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.bench.op_profile import profile_ops
-from mcbench.optimizer.artifact import Artifact
+from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target, open_session
 from mcbench.reports.schema import LatencyStats
 
@@ -31,7 +33,7 @@ class InProcessResult:
 def measure_in_process(
     artifact: dict[str, Any],
     target: dict[str, Any],
-    eval_samples: list[dict[str, np.ndarray]],
+    eval_samples: Sequence[dict[str, np.ndarray]],
     timing_feeds: dict[str, np.ndarray],
     plan: TimingPlan,
     batch_size: int = 1,
@@ -47,9 +49,10 @@ def measure_in_process(
     model, where = Artifact.from_dict(artifact), Target.from_dict(target)
     session = open_session(model, where)
     load_seconds = time.perf_counter() - start
-    everything, axes = collected(session, batched(eval_samples, batch_size), declared_batch_axes(model))
+    everything, axes = collected(session, batched(eval_samples, batch_size, model.inputs),
+                                 declared_batch_axes(model), model.inputs)
     outputs, *more = everything
-    timing = repeated(timing_feeds, batch_size)
+    timing = repeated(timing_feeds, batch_size, model.inputs)
     latency, settled = measure_latency(session, timing, plan)
     names = list(session.output_names)
     del session
@@ -84,18 +87,36 @@ def time_in_process(
 ) -> tuple[LatencyStats, bool]:
     """The in-process timing alone, in a child process (bench.isolate): the search's second look at a candidate
     whose outputs and quality were measured already."""
-    session = open_session(Artifact.from_dict(artifact), Target.from_dict(target))
-    return measure_latency(session, repeated(timing_feeds, batch_size), plan)
+    model = Artifact.from_dict(artifact)
+    session = open_session(model, Target.from_dict(target))
+    return measure_latency(session, repeated(timing_feeds, batch_size, model.inputs), plan)
 
 
-def batched(samples: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
-    """Consecutive samples joined along the batch axis, `size` at a time (the last batch may be smaller)."""
+def batched(samples: Sequence[dict[str, np.ndarray]], size: int,
+            specs: tuple[InputSpec, ...] = ()) -> Sequence[dict[str, np.ndarray]]:
+    """Consecutive samples joined along each input's own batch axis, `size` at a time (the last batch may be
+    smaller); an input without a batch axis (0-d, `specs` says which) is given once. A dataset's samples are
+    re-cut from their arrays, not copied."""
     if size == 1:
         return samples
+    if isinstance(samples, Samples):
+        return samples.batched(size)
+    axes = batch_axes_of(specs)
     groups = [samples[i:i + size] for i in range(0, len(samples), size)]
-    return [{name: np.concatenate([s[name] for s in group]) for name in group[0]} for group in groups]
+    return [{name: _joined([s[name] for s in group], axes.get(name, 0)) for name in group[0]} for group in groups]
 
 
-def repeated(feeds: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """One timing input repeated `size` times along the batch axis."""
-    return feeds if size == 1 else {name: np.concatenate([value] * size) for name, value in feeds.items()}
+def repeated(feeds: dict[str, np.ndarray], size: int, specs: tuple[InputSpec, ...] = ()) -> dict[str, np.ndarray]:
+    """One timing input repeated `size` times along each input's batch axis (an input without one: once)."""
+    if size == 1:
+        return feeds
+    axes = batch_axes_of(specs)
+    return {name: _joined([value] * size, axes.get(name, 0)) for name, value in feeds.items()}
+
+
+def batch_axes_of(specs: tuple[InputSpec, ...]) -> dict[str, int | None]:
+    return {s.name: s.batch_axis for s in specs}
+
+
+def _joined(values: list[np.ndarray], axis: int | None) -> np.ndarray:
+    return values[0] if axis is None or values[0].ndim == 0 else np.concatenate(values, axis=axis)

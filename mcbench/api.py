@@ -29,19 +29,21 @@ Say = Callable[[str], None]
 
 def run(
     model: str | Path | None = None, *, out: str | Path | None = None, quick: bool = False, load: bool = True,
-    inputs: dict[str, str] | None = None, dataset: str | Path | None = None, task: str = "auto",
-    quality_budget: str | float | None = None, profiles: Iterable[str] = (), variants: Iterable[str] = (),
+    inputs: dict[str, str] | None = None, consts: dict[str, str | float] | None = None,
+    dataset: str | Path | None = None, task: str = "auto", quality_budget: str | float | None = None,
+    profiles: Iterable[str] = (), variants: Iterable[str] = (),
     recipes: Iterable[str] = (), time_budget: float | None = None, exhaustive: bool = False,
     cache_dir: str | Path | None = None, progress: Say | None = print,
 ) -> RunResult:
     """Compile `model` (an .onnx file, a Hugging Face folder, a .pt2 archive, or `package.module:factory`; None: the
     built-in demo) into variants, measure them, and write results.json and report.html in `out`.
 
-    `inputs` maps an input name to `D1,D2,...[:DTYPE[:LOW-HIGH]]` as `--input` takes it; `time_budget` is the
+    `inputs` maps an input name to `D1,D2,...[:DTYPE[:LOW-HIGH]]` as `--input` takes it, `consts` an input name to
+    its value (`VALUE[:DTYPE]`, or a number) as `--const` takes it; `time_budget` is the
     search's in seconds (None: the default, 0: none). Returns the run's results, as results.json holds them.
     """
-    config = run_config(model, out=out, quick=quick, load=load, inputs=inputs, dataset=dataset, task=task,
-                        quality_budget=quality_budget, profiles=profiles, variants=variants, recipes=recipes,
+    config = run_config(model, out=out, quick=quick, load=load, inputs=inputs, consts=consts, dataset=dataset,
+                        task=task, quality_budget=quality_budget, profiles=profiles, variants=variants, recipes=recipes,
                         time_budget=time_budget, exhaustive=exhaustive, cache_dir=cache_dir)
     results, paths = execute(config, progress=progress or (lambda _: None))
     report(results, out=paths.report)
@@ -49,22 +51,25 @@ def run(
 
 
 def run_config(model: str | Path | None = None, *, out: str | Path | None = None, quick: bool = False,
-               load: bool = True, inputs: dict[str, str] | None = None, dataset: str | Path | None = None,
+               load: bool = True, inputs: dict[str, str] | None = None,
+               consts: dict[str, str | float] | None = None, dataset: str | Path | None = None,
                task: str = "auto", quality_budget: str | float | None = None, profiles: Iterable[str] = (),
                variants: Iterable[str] = (), recipes: Iterable[str] = (), time_budget: float | None = None,
                exhaustive: bool = False, cache_dir: str | Path | None = None) -> RunConfig:
     """The RunConfig `run` would use: the defaults (quick ones with `quick`), these settings over them."""
     from mcbench.config import ConfigError, RunConfig
     from mcbench.optimizer.cache import default_cache_dir
-    from mcbench.optimizer.intake import parse_inputs
+    from mcbench.optimizer.intake import parse_constants, parse_inputs
 
     base = RunConfig.quick_mode() if quick else RunConfig()
     if time_budget is not None and time_budget < 0:
         raise ConfigError(f"time_budget {time_budget:g}: give seconds, or 0 for no limit")
     parsed = parse_inputs([f"{name}={spec}" for name, spec in (inputs or {}).items()])
+    constants = parse_constants([f"{name}={value}" for name, value in (consts or {}).items()])
     return dataclasses.replace(
         base, model=None if model is None else str(model), out_dir=None if out is None else Path(out),
-        load=base.load if load else None, inputs=parsed, dataset=None if dataset is None else Path(dataset),
+        load=base.load if load else None, inputs=parsed, consts=constants,
+        dataset=None if dataset is None else Path(dataset),
         task=task, quality_budget=None if quality_budget is None else str(quality_budget),
         profiles=tuple(profiles), variants=tuple(variants), recipes=tuple(recipes),
         time_budget_s=base.time_budget_s if time_budget is None else (time_budget or None), exhaustive=exhaustive,

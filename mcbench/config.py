@@ -13,7 +13,7 @@ from typing import Any
 
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
 from mcbench.bench.settings import ConfigError, apply, from_json, setting, to_json, validate
-from mcbench.optimizer.intake import InputOverride
+from mcbench.optimizer.intake import InputConstant, InputOverride
 
 __all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict"]
 
@@ -137,6 +137,21 @@ def _recorded_inputs(data: dict) -> dict[str, InputOverride]:
     return {k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data.items()}
 
 
+def _consts(items: Any) -> dict[str, InputConstant]:
+    """`consts = ["sr=16000"]` (or --const, repeated) parsed as --const is; IntakeError if one cannot be."""
+    from mcbench.optimizer.intake import CONST_SYNTAX, parse_constants
+
+    if isinstance(items, dict):
+        return items
+    if isinstance(items, str) or not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"expected a list of strings {CONST_SYNTAX}")
+    return parse_constants(list(items))
+
+
+def _recorded_consts(data: dict) -> dict[str, InputConstant]:
+    return {k: InputConstant(**v) for k, v in data.items()}
+
+
 def _quality_budget_text(value: Any) -> Any:
     """A number of points, read as its text ("1.0"), as --quality-budget reads it; anything else unchanged."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -200,6 +215,11 @@ class RunConfig:
     inputs: dict[str, InputOverride] = setting(
         factory=dict, flag="--input", repeat=True, metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]", parse=_inputs,
         load=_recorded_inputs, help="shape (and dtype, integer range) of an input; repeat for several inputs")
+    consts: dict[str, InputConstant] = setting(
+        factory=dict, flag="--const", repeat=True, metavar="NAME=VALUE[:DTYPE]", parse=_consts,
+        load=_recorded_consts, legacy={},
+        help="the value of a 0-d or constant input (a sample rate, a flag), given to every inference; repeat for "
+             "several inputs")
     weights: Path | None = setting(None, flag="--weights", metavar="FILE", legacy=None,
                                    help="state_dict (.pt, loaded weights_only) or .safetensors for a factory")
     trust_model: bool = setting(False, flag="--trust-model", runs_code=bool,
@@ -285,8 +305,9 @@ class RunConfig:
             if parse_quality_budget(self.quality_budget).points is not None:
                 raise ConfigError(f"--quality-budget {self.quality_budget}: an embedding's budget is a floor on the "
                                   "cosine to the baseline: give it as cosine_mean>=X (default cosine_mean>=0.99)")
-        if self.model is None and (self.inputs or self.weights or self.dataset):
-            raise ConfigError("--input, --weights and --dataset describe a --model; the built-in demo needs none")
+        if self.model is None and (self.inputs or self.consts or self.weights or self.dataset):
+            raise ConfigError("--input, --const, --weights and --dataset describe a --model; the built-in demo needs "
+                              "none")
         if self.model is None and (self.text_file or self.labels_file):
             raise ConfigError("--text-file and --labels describe a Hugging Face --model folder; the demo needs none")
         if self.model is None and self.calibration_data:

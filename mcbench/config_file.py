@@ -188,7 +188,7 @@ def _kind(f: Field) -> str:
     s = f.setting
     if f.item_type is not None:
         text = items_noun(f).removeprefix("a ")
-    elif f.name == "inputs":
+    elif f.name in ("inputs", "consts"):
         text = "list of strings"
     elif f.type is str and s.parse is not None:  # quality_budget: points may be given as a number
         text = "string or number"

@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
     load.add_argument("--out", type=Path, help="folder for results.json and Locust's files (default: runs/...)")
     load.add_argument("--quick", action="store_true", help="short steps: a first look in under a minute")
     load.add_argument("--cores", help="comma-separated CPU cores for Locust (default: all)")
+    load.add_argument("--const", action="append", default=[], metavar="NAME=VALUE[:DTYPE]",
+                      help="the value of a 0-d or constant input, as for mcbench run (a 0-d integer input needs one)")
     add_sweep_arguments(load)
     several = load.add_argument_group("load from several machines (see `mcbench load-worker`)")
     several.add_argument("--workers", type=int, metavar="N",
@@ -79,9 +81,14 @@ def master_from_args(args: argparse.Namespace, usage_error):
     return Master(args.master_bind_host, args.master_bind_port, args.workers_wait)
 
 
-def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> dict[str, np.ndarray]:
-    """Generated inputs of the shapes and types the server's metadata declares (dynamic dimensions as 1)."""
+def model_inputs(url: str, model: str, headers: dict[str, str], usage_error,
+                 consts: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Generated inputs of the shapes and types the server's metadata declares (dynamic dimensions as 1); an input
+    `consts` names is filled with its value, and a 0-d integer input (a setting that may select a branch, such as a
+    sample rate) is never random."""
     from mcbench.bench.protocol import FROM_V2
+    from mcbench.optimizer.artifact import InputSpec
+    from mcbench.optimizer.intake import constant_specs, parse_constants
 
     request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}", headers=headers)
     try:
@@ -92,18 +99,18 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error) -> 
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise usage_error(f"load: cannot read model metadata from {url}: {getattr(exc, 'reason', exc)}") from None
     rng = np.random.default_rng(0)
-    feeds = {}
+    specs = []
     for entry in meta.get("inputs", []):
         dtype = FROM_V2.get(entry.get("datatype"))
         if dtype is None:
             raise usage_error(f"load: input {entry.get('name')!r} has datatype {entry.get('datatype')!r}, "
                               "which mcbench cannot generate")
-        shape = [d if d > 0 else 1 for d in entry.get("shape", [])]
-        values = rng.standard_normal(shape) if dtype.startswith("float") else rng.integers(0, 10, shape)
-        feeds[entry["name"]] = values.astype(dtype)
-    if not feeds:
+        shape = tuple(d if d > 0 else 1 for d in entry.get("shape", []))
+        integer = not dtype.startswith("float")
+        specs.append(InputSpec(entry["name"], shape, dtype, 0, 10, selects_branch=integer and not shape))
+    if not specs:
         raise usage_error(f"load: the metadata of {model!r} lists no inputs")
-    return feeds
+    return {s.name: s.sample(rng) for s in constant_specs(tuple(specs), parse_constants(consts or []))}
 
 
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
@@ -118,7 +125,7 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
     master = master_from_args(args, usage_error)
     token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    feeds = model_inputs(args.url, args.model, headers, usage_error)
+    feeds = model_inputs(args.url, args.model, headers, usage_error, args.const)
     out = args.out or Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{args.model}"
     if (out / "results.json").exists():
         raise usage_error(f"{out} already holds a results.json; choose another --out")

@@ -54,7 +54,7 @@ from mcbench.search import (
     points,
     record,
 )
-from mcbench.workload import Workload, demo_workload, user_workload
+from mcbench.workload import Workload, demo_workload, input_warnings, user_workload
 
 Progress = Callable[[str], None]
 StageHook = Callable[[str, int, int, str, "TimeBudget"], None]  # stage, index, count, candidate, budget
@@ -265,6 +265,7 @@ class Pipeline:
         )
         if workload.dataset is None:
             run.warnings.append("no dataset: accuracy is not measured; fidelity to the baseline uses generated inputs")
+        run.warnings += input_warnings(workload)
         kept = self.kept_variants(resume, paths)
         if resume is not None:
             for stale in paths.root.glob(".results.json.*.tmp"):  # a write cut short by kill -9

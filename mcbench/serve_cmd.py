@@ -24,24 +24,28 @@ def add_parser(sub) -> None:
     serve.add_argument("--threads", type=int, help="runtime threads (default: one per server core)")
     serve.add_argument("--input", action="append", default=[], metavar="NAME=D1,D2,...",
                        help="shape of an input whose dimensions the .onnx file leaves open, as for mcbench run")
+    serve.add_argument("--const", action="append", default=[], metavar="NAME=VALUE[:DTYPE]",
+                       help="the value of a 0-d or constant input of an .onnx file, as for mcbench run")
     add_server_arguments(serve)
 
 
 def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error,
-                inputs: list[str] | None = None) -> dict:
+                inputs: list[str] | None = None, consts: list[str] | None = None) -> dict:
     """{"name", "artifact", "target"} for the server, from an .onnx path (with --input shapes) or RUN_DIR:VARIANT."""
-    from mcbench.optimizer.intake import load_onnx, parse_inputs
+    from mcbench.optimizer.artifact import generated_inputs
+    from mcbench.optimizer.intake import load_onnx, parse_constants, parse_inputs, with_constants
     from mcbench.optimizer.targets import Target
 
     run_dir, _, variant = model.rpartition(":")
     if run_dir and Path(run_dir).is_dir():
-        if inputs:
-            raise usage_error("serve: --input applies to an .onnx file; a run's variant keeps its own shapes")
+        if inputs or consts:
+            raise usage_error("serve: --input and --const apply to an .onnx file; a run's variant keeps its own")
         return variant_spec(Path(run_dir), variant, name, threads, usage_error)
     path = Path(model)
     if path.suffix != ".onnx":
         raise usage_error(f"serve: {model} is neither an .onnx file nor RUN_DIR:VARIANT")
-    artifact = load_onnx(path, parse_inputs(inputs or []))
+    artifact = with_constants(load_onnx(path, parse_inputs(inputs or [])), parse_constants(consts or []))
+    generated_inputs(artifact.inputs, 1)  # the server warms up on one: an input that must not be random says so here
     target = Target(runtime, threads=threads)
     return {"name": name or path.stem, "artifact": artifact.to_dict(), "target": target.to_dict()}
 
@@ -76,7 +80,8 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
     from mcbench.bench.server import StartError, limits_from_args, serve
     from mcbench.runguard import signals_raise
 
-    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input)
+    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input,
+                       args.const)
     try:
         limits = limits_from_args(args)
     except StartError as exc:

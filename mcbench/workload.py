@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mcbench.bench.datasets import load_npz
-from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
+from mcbench.bench.datasets import Dataset, load_npz
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs, how_generated
 from mcbench.optimizer.graph_stats import model_stats
-from mcbench.optimizer.intake import IntakeError, load_onnx
+from mcbench.optimizer.intake import InputConstant, IntakeError, load_onnx, with_constants
 from mcbench.optimizer.intake_torch import PICKLE_SUFFIXES, from_factory, from_pickle, from_pt2, is_factory_ref
 
 if TYPE_CHECKING:
@@ -28,10 +29,10 @@ Feeds = dict[str, np.ndarray]
 class Workload:
     name: str
     base: Artifact
-    eval_samples: list[Feeds]
+    eval_samples: Sequence[Feeds]
     labels: np.ndarray | None
     dataset: str | None  # None: fidelity only, on generated inputs
-    calibration: list[Feeds]
+    calibration: Sequence[Feeds]
     calibration_source: str
     timing_feeds: Feeds
     from_torch: bool
@@ -76,9 +77,11 @@ def user_workload(config: RunConfig, source_dir: Path) -> Workload:
     text model) if given, else fidelity on generated inputs."""
     ref = config.model
     base, source = load_user_model(config, source_dir)
+    base = with_constants(base, config.consts)
     name = ref.rpartition(":")[2] if source == "pytorch factory" else Path(ref).stem
     if config.dataset is not None:
         data = load_npz(config.dataset, base.inputs)
+        base = with_constants(base, dataset_constants(data), f"--dataset {config.dataset.name}:")
         eval_samples, labels, dataset_name = data.samples, data.labels, data.name
         calibration, calibration_source = scored_calibration(eval_samples, config.dataset.name)
     elif config.text_file is not None:
@@ -112,7 +115,22 @@ def user_workload(config: RunConfig, source_dir: Path) -> Workload:
     )
 
 
-def scored_calibration(eval_samples: list[Feeds], name: str) -> tuple[list[Feeds], str]:
+def input_warnings(workload: Workload) -> list[str]:
+    """What the run's warnings say of inputs mcbench made rather than read: each generated input and how, and each
+    constant, so that a figure measured on made-up inputs is not taken for one on real data."""
+    specs = workload.base.inputs
+    if workload.dataset is None:
+        return ["generated inputs: " + "; ".join(how_generated(s) for s in specs)]
+    constants = [s for s in specs if s.value is not None]
+    return ["constant inputs: " + "; ".join(how_generated(s) for s in constants)] if constants else []
+
+
+def dataset_constants(data: Dataset) -> dict[str, InputConstant]:
+    """A dataset's 0-d arrays as constants: every input generated later (timing, serving, a pass's check) takes them."""
+    return {name: InputConstant(array.item()) for name, array in data.constants.items()}
+
+
+def scored_calibration(eval_samples: Sequence[Feeds], name: str) -> tuple[Sequence[Feeds], str]:
     """Without --calibration-data, static INT8 calibrates on the first scored samples; its source says so, because
     a variant calibrated on what it is scored on can read better than it will do on new data."""
     calibration = eval_samples[:DEMO_CALIBRATION_SAMPLES]
@@ -120,7 +138,7 @@ def scored_calibration(eval_samples: list[Feeds], name: str) -> tuple[list[Feeds
                          "separate set)")
 
 
-def calibration_samples(config: RunConfig, base: Artifact) -> tuple[list[Feeds], str]:
+def calibration_samples(config: RunConfig, base: Artifact) -> tuple[Sequence[Feeds], str]:
     """--calibration-data: an .npz with one array per input (like --dataset), or one text a line (like --text-file,
     for a Hugging Face text model)."""
     from mcbench.optimizer.intake_hf import read_lines, text_samples

@@ -115,8 +115,9 @@ def _attr(node, name: str) -> int:
     return next((a.i for a in node.attribute if a.name == name), 0)
 
 
-def fixed_batch_inputs(path: Path) -> list[str]:
-    """The inputs of an ONNX model whose first (batch) axis is a fixed number rather than a named dimension.
+def fixed_batch_inputs(path: Path, axes: dict[str, int | None] | None = None) -> list[str]:
+    """The inputs of an ONNX model whose batch axis (`axes`, by input name: the input specs' batch_axis; the first
+    axis where not given; None: no batch axis, as a 0-d input's) is a fixed number rather than a named dimension.
 
     Such a model runs only at the batch size it was exported with; batch sizes above it are skipped.
     """
@@ -124,11 +125,13 @@ def fixed_batch_inputs(path: Path) -> list[str]:
 
     model = onnx.load(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
+    axes = axes or {}
     fixed = []
     for value in model.graph.input:
-        if value.name in initializers:
+        axis = axes.get(value.name, 0)
+        if value.name in initializers or axis is None:
             continue
         dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and not dims[0].dim_param:
+        if len(dims) > axis and dims[axis].HasField("dim_value") and not dims[axis].dim_param:
             fixed.append(value.name)
     return fixed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,83 @@ def parse_inputs(items: list[str]) -> dict[str, InputOverride]:
     return overrides
 
 
+@dataclass(frozen=True)
+class InputConstant:
+    """What `--const NAME=VALUE[:DTYPE]` says of one input: every inference gets it filled with `value`."""
+
+    value: float | int | bool
+    dtype: str | None = None
+
+
+CONST_SYNTAX = "NAME=VALUE[:DTYPE], VALUE a number or true/false"
+
+
+def parse_constants(items: list[str]) -> dict[str, InputConstant]:
+    """`["sr=16000:int64"]` -> `{"sr": InputConstant(16000, "int64")}`; the dtype is checked against the model later."""
+    constants: dict[str, InputConstant] = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        text, _, dtype = rest.partition(":")
+        value = _constant_value(text.strip())
+        if not sep or not name or value is None:
+            raise IntakeError(f"--const {short_text(item)}: expected {CONST_SYNTAX}")
+        if dtype and dtype not in FLOAT_DTYPES + INT_DTYPES:
+            raise IntakeError(f"--const {short_text(item)}: dtype {dtype!r} is not one of "
+                              f"{', '.join(FLOAT_DTYPES + INT_DTYPES)}")
+        constants[name] = InputConstant(value, dtype or None)
+    return constants
+
+
+def _constant_value(text: str) -> float | int | bool | None:
+    """An integer, a finite float, true or false; None for anything else."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def with_constants(artifact: Artifact, constants: dict[str, InputConstant], source: str = "--const") -> Artifact:
+    """The artifact with each named input's value fixed; IntakeError for a name, dtype or value the model refuses."""
+    return replace(artifact, inputs=constant_specs(artifact.inputs, constants, source))
+
+
+def constant_specs(specs: tuple[InputSpec, ...], constants: dict[str, InputConstant],
+                   source: str = "--const") -> tuple[InputSpec, ...]:
+    """The specs with each named input's value fixed (with_constants, for inputs known without a model file)."""
+    names = [s.name for s in specs]
+    unknown = sorted(set(constants) - set(names))
+    if unknown:
+        raise IntakeError(f"{source} names {', '.join(unknown)}, not among the model's inputs ({', '.join(names)})")
+    return tuple(s if s.name not in constants else replace(s, value=_fitted(s, constants[s.name], source))
+                 for s in specs)
+
+
+def _fitted(spec: InputSpec, constant: InputConstant, source: str) -> float | int | bool:
+    """The constant as a value of the input's dtype, or IntakeError where it is not one."""
+    value, where = constant.value, f"{source} {spec.name}={constant.value!r}"
+    if constant.dtype and constant.dtype != spec.dtype:
+        raise IntakeError(f"{where}: says {constant.dtype}, the model takes {spec.dtype}")
+    if spec.dtype == "bool":
+        if value not in (0, 1):
+            raise IntakeError(f"{where}: the input is bool; give true or false")
+        return bool(value)
+    if spec.dtype in FLOAT_DTYPES:
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise IntakeError(f"{where}: the input is {spec.dtype}; give an integer")
+    info = np.iinfo(spec.dtype)
+    if not info.min <= int(value) <= info.max:
+        raise IntakeError(f"{where}: out of {spec.dtype}'s range [{info.min}, {info.max}]")
+    return int(value)
+
+
 MAX_INPUT_ELEMENTS_ENV = "MCBENCH_MAX_INPUT_ELEMENTS"
 MAX_INPUT_ELEMENTS = 2**26  # per input; 256 MiB of float32. Larger inputs need the environment variable above.
 
@@ -103,7 +180,81 @@ def load_onnx(path: Path, inputs: dict[str, InputOverride] | None = None) -> Art
             f"cannot load {path}: --input names {', '.join(unknown)} not among the model's inputs ({names})"
         )
     specs = tuple(_input_spec(path, i, inputs.get(i.name)) for i in graph_inputs)
+    axes = batch_axes([_dims(i) for i in graph_inputs])
+    branching = branch_inputs(model)
+    specs = tuple(replace(s, batch_axis=axis, selects_branch=_selects_branch(s, inputs.get(s.name), branching))
+                  for s, axis in zip(specs, axes, strict=True))
     return Artifact(path, "onnx", specs)
+
+
+def batch_axes(dims: list[list[int | str]]) -> list[int | None]:
+    """Each input's batch axis, from the graph's dims (an int, or the dim's symbolic name, "" when unnamed).
+
+    The first input with an axis has its batch there. Another input's batch axis is the one that shares that axis's name
+    (`batch` in state [2, batch, 128]); where the first axis is dynamic but unnamed, an input whose only dynamic
+    axis is not first has it there (Silero VAD's state [2, ?, 128]); otherwise the first axis, and none for a 0-d
+    input.
+    """
+    leader = next((i for i, shape in enumerate(dims) if shape), None)  # the first input with an axis
+    first = None if leader is None else dims[leader][0]
+    dynamic = isinstance(first, str)
+    axes: list[int | None] = []
+    for index, shape in enumerate(dims):
+        open_axes = [i for i, d in enumerate(shape) if isinstance(d, str)]
+        if not shape:
+            axes.append(None)
+        elif index != leader and dynamic and first != "" and first in shape:
+            axes.append(shape.index(first))
+        elif index != leader and dynamic and first == "" and len(open_axes) == 1:
+            axes.append(open_axes[0])
+        else:
+            axes.append(0)
+    return axes
+
+
+SELECTING_INPUTS = {"If": (0,), "Loop": (0, 1), "Where": (0,)}  # the condition, trip count: not the data
+COMPARISON_OPS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
+PASS_THROUGH_OPS = {"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"}
+
+
+def branch_inputs(model) -> set[str]:
+    """The graph inputs a branch or comparison node reads, directly or through casts and reshapes, in the main
+    graph or a branch's subgraph: random values in them can take the model down a path it never takes in use."""
+    nodes = list(_all_nodes(model.graph))
+    sources = {i.name: i.name for i in model.graph.input}  # tensor -> the graph input it carries
+    found: set[str] = set()
+    for node in nodes:  # nodes are in topological order in a valid ONNX graph
+        carried = [sources[t] for t in node.input if t in sources]
+        if node.op_type in COMPARISON_OPS:
+            found.update(carried)
+        elif node.op_type in SELECTING_INPUTS:
+            found.update(sources[node.input[i]] for i in SELECTING_INPUTS[node.op_type]
+                         if i < len(node.input) and node.input[i] in sources)
+        elif node.op_type in PASS_THROUGH_OPS and carried:
+            sources.update({out: carried[0] for out in node.output})
+    return found
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _all_nodes(sub)
+
+
+def _selects_branch(spec: InputSpec, override: InputOverride | None, branching: set[str]) -> bool:
+    """An integer input that must not be random: 0-d (a setting such as a sample rate, not data) or read by a
+    branch or comparison node, unless an --input range says which values are safe."""
+    integer = spec.dtype in INT_DTYPES
+    ranged = override is not None and override.low is not None
+    return integer and not ranged and (not spec.shape or spec.name in branching)
+
+
+def _dims(value_info) -> list[int | str]:
+    """The graph's dims of an input: a positive int where fixed, else its symbolic name ("" when unnamed)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else d.dim_param
+            for d in value_info.type.tensor_type.shape.dim]
 
 
 def checked_onnx(path: Path):

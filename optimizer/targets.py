@@ -307,7 +307,7 @@ def batch_skip_reason(artifact: Artifact, batch_size: int) -> str | None:
         return None
     from mcbench.optimizer.graph_stats import fixed_batch_inputs
 
-    fixed = fixed_batch_inputs(artifact.path)
+    fixed = fixed_batch_inputs(artifact.path, {s.name: s.batch_axis for s in artifact.inputs})
     if fixed:
         return f"input(s) {', '.join(fixed)} have a fixed batch axis: batch size {batch_size} cannot run"
     return None

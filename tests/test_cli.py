@@ -33,7 +33,8 @@ def test_unresolved_dimension_is_named(tmp_path, capsys):
 
 def test_input_without_model_is_refused(capsys):
     assert main(["run", "--input", "x=1,2"]) == 2
-    expected = "mcbench: --input, --weights and --dataset describe a --model; the built-in demo needs none"
+    expected = ("mcbench: --input, --const, --weights and --dataset describe a --model; the built-in demo needs "
+                "none")
     assert capsys.readouterr().err.strip() == expected
 
 

@@ -16,7 +16,7 @@ from mcbench.bench.settings import ConfigError, Field, all_fields, choices_of, f
 from mcbench.cli import build_parser, main, run_config
 from mcbench.config import LoadPlan, RunConfig, config_from_dict
 from mcbench.config_file import entries, keys_table, load_run_file
-from mcbench.optimizer.intake import InputOverride
+from mcbench.optimizer.intake import InputConstant, InputOverride
 
 LEAVES = [f for f in all_fields(RunConfig) if f.nested is None]
 RECIPE = "q=quant.int8_dynamic"
@@ -26,6 +26,7 @@ SPECIAL: dict[str, tuple[str, Any]] = {
     "model": ('"m.onnx"', "{dir}/m.onnx"),
     "inputs": ('["x=2,4:float32"]', {"x": InputOverride((2, 4), "float32")}),
     "outputs": ('["output0=yolov8"]', {"output0": "yolov8"}),
+    "consts": ('["sr=16000:int64"]', {"sr": InputConstant(16000, "int64")}),
     "task": ('"regression"', "regression"),
     "metric": ('"mymetrics:f1"', "mymetrics:f1"),
     "profiles": ('["local-2core-avx2"]', ("local-2core-avx2",)),
@@ -119,6 +120,8 @@ def _flag_args(f: Field) -> list[str]:
         return [f.setting.flag, "x=2,4:float32"]
     if f.name == "outputs":
         return [f.setting.flag, "output0=yolov8"]
+    if f.name == "consts":
+        return [f.setting.flag, "sr=16000:int64"]
     if f.name == "model":
         return [f.setting.flag, "m.onnx"]
     if isinstance(value, tuple):
@@ -256,6 +259,7 @@ def test_a_config_recorded_before_the_later_fields_still_reads_back():
     assert config.exhaustive is True and config.time_budget_s is None  # runs before the search tried everything
     assert config.load.users == (1, 4) and config.load.max_step_seconds == LoadPlan().max_step_seconds
     assert config.inputs == {"x": InputOverride((1, 4))} and config.accuracy_budget == 1.0
+    assert config.consts == {}
     with pytest.raises(ConfigError, match=r"^r\.json: the recorded config cannot be read back \(KeyError: 'task'\)"):
         config_from_dict({k: v for k, v in old.items() if k != "task"}, "r.json")
     with pytest.raises(ConfigError, match=r"cannot be read back \(KeyError: \"LoadPlan has no setting 'bogus'\"\)"):
