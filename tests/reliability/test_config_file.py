@@ -28,7 +28,7 @@ def _refused(tmp_path: Path, capsys, text: str) -> str:
 
 BAD_FILES = [
     ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, cache_dir, calibration, consts, dataset, "
-                         "exhaustive, inputs, labels, load, metric, model, out, profiles, quality_budget, quick, "
+                         "exhaustive, inputs, labels, load, metric, model, out, outputs, profiles, quality_budget, quick, "
                          "recipes, search, seq_len, task, text_file, time_budget, timing, trust_model, variants, "
                          "weights)"),
     ("[search]\nskip = ['ov-*']", "key 'search.skip': unknown key (known: exclude, add)"),
