@@ -174,6 +174,9 @@ def _ship_sentences(run: RunResult, d: Decision) -> list[str]:
 def _keep_sentences(run: RunResult, d: Decision) -> list[str]:
     """The baseline wins: no compiled variant within the budget beats its figure."""
     o, best, metric = d.objective, d.runner_up, d.metric
+    if best is None:
+        return [f"Keep the baseline {run.baseline}: no compiled variant was measured; its {o.label} is "
+                f"{o.text(o.figure(d.chosen))}.", "See the search and the skipped variants below for why."]
     first = (f"Keep the baseline {run.baseline}: its {o.label} is {o.text(o.figure(d.chosen))}, and none of the "
              f"{_count(len(d.compared), 'compiled variant')} within the budget that were compared beats it; the "
              f"best of them, {best.name}, has {o.text(o.figure(best))} ({metric.format(quality_of(best, metric), 2)} "

@@ -233,12 +233,14 @@ def decide(run: RunResult, profile: str = THIS_MACHINE, objective: Objective | N
     within_names = {v.name for v in within}
     compared = [v for v in pool if v.name in within_names]
     counts = {"frontier": front, "compared": compared, "within": within, "over": over}
+    keep = [v for v in pool if v.name == run.baseline and within_budget(run, v, metric)]
     if compared:
         rank = _rank(objective, metric, run)
         best = min(compared, key=rank)
-        keep = [v for v in pool if v.name == run.baseline and within_budget(run, v, metric)]
         chosen = min([best, *keep], key=rank)
         return _with(base, kind="ship", chosen=chosen, runner_up=best if chosen is not best else None, **counts)
+    if keep and not compiled:  # nothing compiled was measured (a run cut by its time budget): the baseline stands
+        return _with(base, kind="ship", chosen=keep[0], **counts)
     if within:
         return _with(base, why=f"no compiled variant within the quality budget has a figure for the objective "
                                f"({objective.label})", **counts)

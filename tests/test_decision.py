@@ -191,3 +191,13 @@ def test_the_objective_is_a_declared_setting_with_errors_a_user_can_act_on():
     with pytest.raises(ConfigError, match=r"^--objective cost needs a price: --cost-per-hour, or a --profile"):
         RunConfig(objective="cost")
     assert RunConfig(objective="cost", load=LoadPlan(cost_per_hour=1.5)).objective == "cost"
+
+
+def test_a_run_that_measured_only_its_baseline_keeps_it_and_says_why():
+    run = many_within(2)
+    for v in run.variants[1:]:
+        v.status, v.latency, v.error = "skipped", None, "not tried: the 0 s time budget was half spent"
+    rec = recommend(run)
+    assert (rec.kind, rec.variant) == ("ship", "torch-fp32")
+    assert rec.sentences[0] == ("Keep the baseline torch-fp32: no compiled variant was measured; its in-process p50 "
+                                "latency is 1.00 ms.")
