@@ -100,6 +100,7 @@ def _change_text(run: RunResult, variant: VariantResult, metric: QualityMetric) 
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
+    """'1 compiled variant', '3 compiled variants'; `many` where the plural is not one + 's'."""
     return f"{n} {one if n == 1 else many or one + 's'}"
 
 
@@ -108,7 +109,7 @@ def _objective_clause(objective: Objective, v: VariantResult) -> str:
     cap = v.capacity
     if objective.key == "throughput" and cap is not None:
         return (f"; one replica serves {objective.text(objective.figure(v))} under the p99 budget of "
-                f"{cap.budget_p99_ms:g} ms ({cap.basis})")
+                f"{cap.budget_p99_ms:g} ms (basis: {cap.basis})")
     if objective.key == "cost" and cap is not None:
         return (f"; a million requests cost {cap.cost_per_million:,.4g} at {format_rps(cap.max_rps_under_budget)} "
                 f"req/s a replica under the p99 budget of {cap.budget_p99_ms:g} ms")
@@ -129,27 +130,30 @@ def _first_sentence(run: RunResult, chosen: VariantResult, d: Decision) -> str:
     return text + f"; {tail_text(lat)}{_objective_clause(d.objective, chosen)}."
 
 
-def _others_text(d: Decision, run: RunResult) -> str:
-    """Why some compiled variants within the budget were not compared: screened only, or no figure."""
-    compared = {v.name for v in d.compared}
-    missing = [v for v in d.within if v.name not in compared]
+def _others_text(d: Decision) -> str:
+    """Why some compiled variants within the budget were not ranked: screened only, or no figure."""
+    ranked = {v.name for v in d.compared}
+    missing = [v for v in d.within if v.name not in ranked]
     screened = sum((v.search or {}).get("stage") == "screen" for v in missing)
     parts = ([f"{screened} stopped after screening"] if screened else []) + \
-        ([f"{len(missing) - screened} have no {d.objective.label}"] if len(missing) > screened else [])
+        ([f"{_count(len(missing) - screened, 'has', 'have')} no {d.objective.label}"] if len(missing) > screened
+         else [])
     return f" ({' and '.join(parts)})" if parts else ""
 
 
-def _rank_sentence(run: RunResult, d: Decision) -> str:
+def _rank_sentence(d: Decision) -> str:
     """Where the choice stands among the compiled variants, in counts taken from the Decision."""
-    within, compared, over = len(d.within), len(d.compared), len(d.over)
+    within, ranked, over = len(d.within), len(d.compared), len(d.over)
     label = f"{d.objective.best_word} {d.objective.label}"
     if within == 1:
         text = "It is the only compiled variant within the budget"
-    elif compared == within:
+    elif ranked == within:
         text = f"It has the {label} of the {within} compiled variants within the budget"
     else:
-        text = (f"It has the {label} of the {compared} compiled variants within the budget that were compared; "
-                f"{within - compared} more are within it{_others_text(d, run)}")
+        text = ("It is the only compiled variant within the budget ranked on it" if ranked == 1 else
+                f"It has the {label} of the {ranked} compiled variants within the budget ranked on it")
+        text += f"; {within - ranked} more {'is' if within - ranked == 1 else 'are'} within it but were not ranked"
+        text += _others_text(d)
     if over:
         text += f", and {_count(over, 'more is', 'more are')} over it"
     return text
@@ -168,7 +172,7 @@ def _load_clause(chosen: VariantResult) -> str:
 
 
 def _ship_sentences(run: RunResult, d: Decision) -> list[str]:
-    return [_first_sentence(run, d.chosen, d), _rank_sentence(run, d) + _load_clause(d.chosen) + "."]
+    return [_first_sentence(run, d.chosen, d), _rank_sentence(d) + _load_clause(d.chosen) + "."]
 
 
 def _keep_sentences(run: RunResult, d: Decision) -> list[str]:
@@ -177,10 +181,11 @@ def _keep_sentences(run: RunResult, d: Decision) -> list[str]:
     if best is None:
         return [f"Keep the baseline {run.baseline}: no compiled variant was measured; its {o.label} is "
                 f"{o.text(o.figure(d.chosen))}.", "See the search and the skipped variants below for why."]
-    first = (f"Keep the baseline {run.baseline}: its {o.label} is {o.text(o.figure(d.chosen))}, and none of the "
-             f"{_count(len(d.compared), 'compiled variant')} within the budget that were compared beats it; the "
-             f"best of them, {best.name}, has {o.text(o.figure(best))} ({metric.format(quality_of(best, metric), 2)} "
-             f"{metric.label}).")
+    ranked = len(d.compared)
+    rivals = "the one compiled variant" if ranked == 1 else f"all {ranked} compiled variants"
+    first = (f"Keep the baseline {run.baseline}: its {o.label} is {o.text(o.figure(d.chosen))}, better than "
+             f"{rivals} within the budget ranked on it; the best of them, {best.name}, has "
+             f"{o.text(o.figure(best))} ({metric.format(quality_of(best, metric), 2)} {metric.label}).")
     second = f"{_count(len(d.within), 'compiled variant is', 'compiled variants are')} within the budget"
     if d.over:
         second += f" and {len(d.over)} over it"

@@ -156,7 +156,10 @@ def test_the_words_count_what_the_decision_counted():
     assert rec.sentences[1] == "It has the lowest in-process p50 latency of the 10 compiled variants within the budget."
     rec = recommend(many_within(10, searched_full=3))
     assert rec.sentences[1] == ("It has the lowest in-process p50 latency of the 3 compiled variants within the budget "
-                                "that were compared; 7 more are within it (7 stopped after screening).")
+                                "ranked on it; 7 more are within it but were not ranked (7 stopped after screening).")
+    rec = recommend(many_within(3, searched_full=1))
+    assert rec.sentences[1] == ("It is the only compiled variant within the budget ranked on it; 2 more are within it "
+                                "but were not ranked (2 stopped after screening).")
     assert recommend(many_within(1)).sentences[1] == "It is the only compiled variant within the budget."
 
 
@@ -165,9 +168,9 @@ def test_the_baseline_is_kept_where_no_compiled_variant_beats_it():
     run.variants[0].latency = latency(0.05, 0.1)
     rec = recommend(run)
     assert (rec.kind, rec.variant) == ("ship", "torch-fp32") and frontier_names(run) == {"torch-fp32"}
-    assert rec.sentences[0] == ("Keep the baseline torch-fp32: its in-process p50 latency is 0.050 ms, and none of the "
-                                "3 compiled variants within the budget that were compared beats it; the best of them, "
-                                "v0, has 0.100 ms (97.50% top-1 accuracy).")
+    assert rec.sentences[0] == ("Keep the baseline torch-fp32: its in-process p50 latency is 0.050 ms, better than all "
+                                "3 compiled variants within the budget ranked on it; the best of them, v0, has 0.100 "
+                                "ms (97.50% top-1 accuracy).")
     assert rec.sentences[1] == "3 compiled variants are within the budget."
 
 
