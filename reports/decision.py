@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, baseline_quality, measured, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
@@ -90,6 +91,16 @@ OBJECTIVES: dict[str, Objective] = {
 
 def objective_choices() -> tuple[str, ...]:
     return tuple(OBJECTIVES)
+
+
+class ObjectiveError(UserError, ValueError):
+    """An objective mcbench does not know; the message lists those it does."""
+
+
+def parse_objective(key: str) -> Objective:
+    if key not in OBJECTIVES:
+        raise ObjectiveError(f"objective {key!r} is not one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[key]
 
 
 def objective_of(run: RunResult) -> Objective:

@@ -204,3 +204,15 @@ def test_a_run_that_measured_only_its_baseline_keeps_it_and_says_why():
     assert (rec.kind, rec.variant) == ("ship", "torch-fp32")
     assert rec.sentences[0] == ("Keep the baseline torch-fp32: no compiled variant was measured; its in-process p50 "
                                 "latency is 1.00 ms.")
+
+
+def test_the_python_api_decides_on_the_recorded_objective_or_the_one_asked(tmp_path):
+    import mcbench
+    from mcbench.reports.decision import ObjectiveError
+
+    save_results(disagreeing_run("p50"), tmp_path / "results.json")
+    assert mcbench.recommend(tmp_path / "results.json").variant == "ort-fp32"
+    assert mcbench.recommend(tmp_path / "results.json", objective="p99").variant == "ort-int8"
+    with pytest.raises(ObjectiveError, match=r"^objective 'fast' is not one of p50, p99, throughput, cost$"):
+        mcbench.recommend(tmp_path / "results.json", objective="fast")
+    assert mcbench.run_config(objective="throughput").objective == "throughput"
