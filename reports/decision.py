@@ -73,7 +73,12 @@ class Objective:
 
     @property
     def best_word(self) -> str:
-        return {"cost": "lowest", "throughput": "highest"}.get(self.key, "lowest")
+        return "highest" if self.higher_is_better else "lowest"
+
+    @property
+    def axis(self) -> str:
+        """A chart's axis title: 'in-process p50 latency (ms)', 'cost per million requests'."""
+        return self.label if self.key == "cost" else f"{self.label} ({self.unit})"
 
     def cost(self, v: VariantResult) -> float:
         """The figure oriented so that lower is better (a throughput negated); only for a variant that has one."""
@@ -97,16 +102,16 @@ class ObjectiveError(UserError, ValueError):
     """An objective mcbench does not know; the message lists those it does."""
 
 
-def parse_objective(key: str) -> Objective:
+def parse_objective(key: str, where: str = "objective") -> Objective:
     if key not in OBJECTIVES:
-        raise ObjectiveError(f"objective {key!r} is not one of {', '.join(OBJECTIVES)}")
+        raise ObjectiveError(f"{where} {key!r} is not one of {', '.join(OBJECTIVES)}")
     return OBJECTIVES[key]
 
 
 def objective_of(run: RunResult) -> Objective:
     """The objective the run declared (results.json's `objective`, else its config's); p99 for an older file."""
     key = run.objective or run.config.get("objective") or LEGACY_OBJECTIVE
-    return OBJECTIVES.get(str(key), OBJECTIVES[LEGACY_OBJECTIVE])
+    return parse_objective(str(key), "the results' objective")
 
 
 def objective_sentence(run: RunResult) -> str:

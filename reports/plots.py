@@ -201,7 +201,7 @@ CHART_IDS = {"p50": "pareto-latency", "p99": "pareto-latency", "throughput": "pa
 def objective_chart(run: RunResult) -> ChartSpec:
     """Quality against the objective's figure, with the frontier the recommendation is drawn from."""
     o = objective_of(run)
-    axis = Axis(f"{o.label} ({o.unit})", o.figure, o.text, o.higher_is_better, objective=True)
+    axis = Axis(o.axis, o.figure, o.text, o.higher_is_better, objective=True)
     title = f"Quality vs {o.label} (the objective)"
     spec = tradeoff_chart(run, CHART_IDS[o.key], title, axis, log_x=o.key in ("p50", "p99"))
     return _with_caption(run, spec, "Up and to the right" if o.higher_is_better else "Up and to the left")

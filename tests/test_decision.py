@@ -9,6 +9,7 @@ from mcbench.bench.settings import ConfigError
 from mcbench.config import LoadPlan, RunConfig
 from mcbench.reports.decide import recommend
 from mcbench.reports.decision import OBJECTIVES, decide, frontier_names, objective_of
+from mcbench.reports.errors import UserError
 from mcbench.reports.html import render_report
 from mcbench.reports.plots import charts
 from mcbench.reports.schema import Accuracy, Capacity, RunResult, VariantResult, load_results, save_results
@@ -97,6 +98,9 @@ def test_a_results_file_without_an_objective_was_decided_on_p99_and_says_so(tmp_
     save_results(disagreeing_run("p50"), tmp_path / "results.json")
     back = load_results(tmp_path / "results.json")
     assert back.objective == "p50" and recommend(back).variant == "ort-fp32"
+    newer = disagreeing_run("energy")  # from a later mcbench: said, never read as another objective
+    with pytest.raises(UserError, match=r"^the results' objective 'energy' is not one of p50, p99, throughput, cost$"):
+        render_report(newer)
 
 
 def error_run() -> RunResult:
