@@ -220,3 +220,13 @@ def test_the_python_api_decides_on_the_recorded_objective_or_the_one_asked(tmp_p
     with pytest.raises(ObjectiveError, match=r"^objective 'fast' is not one of p50, p99, throughput, cost$"):
         mcbench.recommend(tmp_path / "results.json", objective="fast")
     assert mcbench.run_config(objective="throughput").objective == "throughput"
+
+
+def test_a_candidate_the_search_stopped_is_never_marked_frontier():
+    """Seen on a real model: the table marked 'frontier' a variant the search had stopped as 'cannot reach the
+    frontier' (its 3 s screening p99 happened to be low)."""
+    run = many_within(4, searched_full=2)  # torch-fp32, v0, v1 timed in full; v2, v3 screened
+    run.variants[-1].latency = latency(0.01, 0.02)  # a screening series that reads faster than everything
+    run.variants[-1].search["stopped"] = "cannot reach the frontier: v0 is surely faster"
+    assert "v3" not in frontier_names(run) and frontier_names(run) == {"v0"}
+    assert recommend(run).variant == "v0" and all(not r.on_frontier for r in summary_rows(run) if r.name == "v3")
