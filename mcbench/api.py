@@ -33,7 +33,7 @@ def run(
     dataset: str | Path | None = None, task: str = "auto", quality_budget: str | float | None = None,
     profiles: Iterable[str] = (), variants: Iterable[str] = (),
     recipes: Iterable[str] = (), time_budget: float | None = None, exhaustive: bool = False,
-    cache_dir: str | Path | None = None, progress: Say | None = print,
+    cache_dir: str | Path | None = None, objective: str | None = None, progress: Say | None = print,
 ) -> RunResult:
     """Compile `model` (an .onnx file, a Hugging Face folder, a .pt2 archive, or `package.module:factory`; None: the
     built-in demo) into variants, measure them, and write results.json and report.html in `out`.
@@ -44,7 +44,7 @@ def run(
     """
     config = run_config(model, out=out, quick=quick, load=load, inputs=inputs, consts=consts, dataset=dataset,
                         task=task, quality_budget=quality_budget, profiles=profiles, variants=variants, recipes=recipes,
-                        time_budget=time_budget, exhaustive=exhaustive, cache_dir=cache_dir)
+                        time_budget=time_budget, exhaustive=exhaustive, cache_dir=cache_dir, objective=objective)
     results, paths = execute(config, progress=progress or (lambda _: None))
     report(results, out=paths.report)
     return results
@@ -55,7 +55,8 @@ def run_config(model: str | Path | None = None, *, out: str | Path | None = None
                consts: dict[str, str | float] | None = None, dataset: str | Path | None = None,
                task: str = "auto", quality_budget: str | float | None = None, profiles: Iterable[str] = (),
                variants: Iterable[str] = (), recipes: Iterable[str] = (), time_budget: float | None = None,
-               exhaustive: bool = False, cache_dir: str | Path | None = None) -> RunConfig:
+               exhaustive: bool = False, cache_dir: str | Path | None = None, objective: str | None = None,
+               ) -> RunConfig:
     """The RunConfig `run` would use: the defaults (quick ones with `quick`), these settings over them."""
     from mcbench.config import ConfigError, RunConfig
     from mcbench.optimizer.cache import default_cache_dir
@@ -74,6 +75,7 @@ def run_config(model: str | Path | None = None, *, out: str | Path | None = None
         profiles=tuple(profiles), variants=tuple(variants), recipes=tuple(recipes),
         time_budget_s=base.time_budget_s if time_budget is None else (time_budget or None), exhaustive=exhaustive,
         cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+        objective=objective or base.objective,
     )
 
 
@@ -105,12 +107,15 @@ def report(results: RunResult | str | Path, out: str | Path | None = None) -> Pa
     return write_report(run_result, where)
 
 
-def recommend(results: RunResult | str | Path, profile: str | None = None) -> Recommendation:
-    """The variant to ship (or the nearest miss) with the sentences the report gives for it."""
+def recommend(results: RunResult | str | Path, profile: str | None = None,
+              objective: str | None = None) -> Recommendation:
+    """The variant to ship (or the nearest miss) with the sentences the report gives for it: on the objective the
+    run recorded, or on `objective` (p50, p99, throughput, cost) to ask what another one would pick."""
     from mcbench.reports.decide import THIS_MACHINE
     from mcbench.reports.decide import recommend as decide
+    from mcbench.reports.decision import parse_objective
 
-    return decide(_results(results), profile or THIS_MACHINE)
+    return decide(_results(results), profile or THIS_MACHINE, parse_objective(objective) if objective else None)
 
 
 def gate(results: RunResult | str | Path, budgets: str | Path | None = None,

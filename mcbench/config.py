@@ -165,6 +165,12 @@ def _check_quality_budget(text: str) -> None:
     parse_quality_budget(text)  # QualityBudgetError (a ValueError) says what forms it takes
 
 
+def _objectives() -> tuple[str, ...]:
+    from mcbench.reports.decision import objective_choices
+
+    return objective_choices()
+
+
 def _is_factory(model: str) -> bool:
     return ":" in model and not model.endswith((".onnx", ".pt", ".pt2"))
 
@@ -281,6 +287,11 @@ class RunConfig:
         check=_check_quality_budget, legacy=None,
         help="what a recommended variant must meet: points from the baseline on the task's metric (default 1), or "
              "a bound such as cosine_mean>=0.99 (the embedding default) or f1>=0.8")
+    objective: str = setting(
+        "p50", flag="--objective", choices=_objectives, legacy="p99",  # what runs from before it were decided on
+        help="what the best variant within the quality budget is best at: p50 or p99 (in-process latency), "
+             "throughput (peak HTTP req/s under the p99 budget) or cost (per million requests, where a profile or "
+             "--cost-per-hour prices it); the frontier and the recommendation are drawn on it (docs/run.md)")
     time_budget_s: float | None = setting(
         DEFAULT_TIME_BUDGET_S, key="time_budget", flag="--time-budget", metavar="SECONDS", gt=0, le=7 * 86400,
         unit="seconds", none=0, legacy=None,
@@ -305,6 +316,7 @@ class RunConfig:
             if parse_quality_budget(self.quality_budget).points is not None:
                 raise ConfigError(f"--quality-budget {self.quality_budget}: an embedding's budget is a floor on the "
                                   "cosine to the baseline: give it as cosine_mean>=X (default cosine_mean>=0.99)")
+        self.check_objective()
         if self.model is None and (self.inputs or self.consts or self.weights or self.dataset):
             raise ConfigError("--input, --const, --weights and --dataset describe a --model; the built-in demo needs "
                               "none")
@@ -317,6 +329,14 @@ class RunConfig:
             raise ConfigError("give either --text-file or --dataset, not both")
         if self.labels_file and not self.text_file:
             raise ConfigError("--labels goes with --text-file (a .npz dataset carries its own 'labels')")
+
+    def check_objective(self) -> None:
+        """A load-based objective needs the load test, and cost needs a price, or no variant could be ranked."""
+        if self.objective in ("throughput", "cost") and self.load is None:
+            raise ConfigError(f"--objective {self.objective} ranks on the HTTP load test's figures, and --no-load "
+                              "skips it: drop --no-load, or choose --objective p50 or p99")
+        if self.objective == "cost" and self.load.cost_per_hour is None and not self.profiles:
+            raise ConfigError("--objective cost needs a price: --cost-per-hour, or a --profile with cost_per_hour")
 
     @property
     def from_torch(self) -> bool:

@@ -262,6 +262,7 @@ class Pipeline:
             environment=environment(),
             variants=[],
             baseline=next((s.name for s in specs if s.baseline), None),
+            objective=self.config.objective,
         )
         if workload.dataset is None:
             run.warnings.append("no dataset: accuracy is not measured; fidelity to the baseline uses generated inputs")

@@ -10,15 +10,16 @@ this module creates in a local SQLite store keeps its artifacts beside the datab
 What is logged, per record of results.json:
 
 - parent run (named by the run id): the model and the run's config as params; the primary quality metric's name
-  and budget (reports/quality.py); tags for the status (`ok`, or `failed` where a variant failed), the
-  recommended variant(s), the baseline, the environment; counts of ok, failed and skipped variants as metrics;
-  results.json and report.html as artifacts.
+  and budget (reports/quality.py) and the objective that decided (reports/decision.py); tags for the status
+  (`ok`, or `failed` where a variant failed), the objective, the recommended variant(s), the baseline, the
+  environment; counts of ok, failed and skipped variants as metrics; results.json and report.html as artifacts.
 - nested run per variant (named by the variant, `profile:variant` under a hardware profile): params recipe,
   runtime, profile, batch size, device, threads, runtime options, each pass's knobs; metrics `quality` (the
   run's primary metric, named by the `quality_metric` param), `quality_shortfall` (points worse than the
   baseline), every accuracy figure as `accuracy.NAME`, in-process `p50_ms` `p90_ms` `p99_ms` `mean_ms`, load
   `peak_rps` (and `peak_rps_batched`), capacity `capacity_rps` (replicas, costs), `size_bytes`, `parameters`,
-  `flops`; tags `status`, `reason` (why it was skipped or failed), `recommendation`; the model file(s) under
+  `flops`; tags `status`, `reason` (why it was skipped or failed), `recommendation`, `frontier` ("true" on the
+  objective's Pareto frontier, the report's mark); the model file(s) under
   `model/` only with `log_models`. A failed variant's run ends FAILED.
 
 The same results.json (by SHA-256) is logged to an experiment once: a second try names the earlier run.
@@ -270,16 +271,17 @@ def log_run(run: RunResult, folder: Path, uri: str | None = None, experiment: st
 def parent_record(run: RunResult) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
     """The parent run's params, tags and metrics."""
     from mcbench.reports.decide import recommendations
+    from mcbench.reports.decision import objective_of
     from mcbench.reports.quality import quality_metric
 
-    metric = quality_metric(run)
+    metric, objective = quality_metric(run), objective_of(run)
     params = {"model": run.model.get("name"), "model.source": run.model.get("source"),
-              "quality_metric": metric.key, "quality_budget": metric.budget_text()}
+              "quality_metric": metric.key, "quality_budget": metric.budget_text(), "objective": objective.key}
     params.update(_flat("config", {k: v for k, v in run.config.items() if k != "cache_dir"}))
     counts = {s: sum(v.status == s for v in run.variants) for s in ("ok", "failed", "skipped")}
     shipped = [r.variant for r in recommendations(run) if r.kind == "ship" and r.variant]
     tags = {"status": "failed" if counts["failed"] else "ok", "model": run.model.get("name"),
-            "baseline": run.baseline, "recommended": ", ".join(shipped) or None,
+            "baseline": run.baseline, "recommended": ", ".join(shipped) or None, "objective": objective.key,
             "mlflow.note.content": _note(run, counts, shipped)}
     env = run.environment or {}
     tags.update({f"env.{k}": v for k, v in env.items() if _scalar(v)})
@@ -292,6 +294,7 @@ def parent_record(run: RunResult) -> tuple[dict[str, str], dict[str, str], dict[
 def variant_record(run: RunResult, v: VariantResult) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
     """A variant's params, tags and metrics."""
     from mcbench.reports.decide import recommendations
+    from mcbench.reports.decision import frontier_names
     from mcbench.reports.quality import quality_metric, quality_of, shortfall
 
     metric = quality_metric(run)
@@ -312,6 +315,7 @@ def variant_record(run: RunResult, v: VariantResult) -> tuple[dict[str, str], di
     chosen = {r.variant: r.kind for r in recommendations(run) if r.variant}
     tags = {"status": v.status, "reason": v.error if v.status != "ok" else None,
             "exit_status": v.exit_status, "recommendation": chosen.get(v.name),
+            "frontier": "true" if v.name in frontier_names(run) else None,
             "baseline": "true" if v.name == run.baseline else None, "warnings": " | ".join(v.warnings) or None,
             "mlflow.note.content": v.settings.get("why")}
     metrics: dict[str, Any] = {"quality": quality_of(v, metric), "quality_shortfall": shortfall(run, v, metric)}

@@ -1,8 +1,11 @@
-"""The recommendation: per hardware profile, which variant to ship under the quality budget, and why.
+"""The recommendation's words: per hardware profile, which variant to ship under the quality budget, and why.
 
-Computed here, in Python, and unit-tested; the page only prints the sentences. Where no variant meets the
-budget, the nearest miss is named instead of nothing: how far it misses and which layers were most sensitive,
-where the run recorded per-layer data (a pass record's `sensitivity` or `layers_in_float`), never invented.
+Which variant it is comes from `reports.decision` (the objective, the budget test, the frontier, the choice);
+every sentence here is made from that Decision's objects and counts, so the words cannot disagree with the
+table's marks or the chart's line. Computed in Python and unit-tested; the page only prints the sentences.
+Where no compiled variant meets the budget, the nearest miss is named instead of nothing: how far it misses and
+which layers were most sensitive, where the run recorded per-layer data (a pass record's `sensitivity` or
+`layers_in_float`), never invented.
 """
 
 from __future__ import annotations
@@ -11,37 +14,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mcbench.reports.formatting import finite, format_ms, format_rps
-from mcbench.reports.quality import (
-    QualityMetric,
-    baseline_quality,
-    measured,
-    quality_metric,
-    quality_of,
-    shortfall,
-    within_budget,
+from mcbench.reports.decision import (
+    THIS_MACHINE,
+    Decision,
+    Objective,
+    decide,
+    distance,
+    objective_of,
+    profile_names,
+    profile_variants,
 )
+from mcbench.reports.formatting import finite, format_ms, format_rps
+from mcbench.reports.quality import QualityMetric, quality_of, shortfall
 from mcbench.reports.schema import RunResult, VariantResult
 from mcbench.reports.views import peak_step, speedup_estimate, tail_text
 
-THIS_MACHINE = ""  # the profile key of a run that named no hardware profile
-
-
-def profile_names(run: RunResult) -> list[str]:
-    """The hardware profiles the run's variants belong to, in run order; [THIS_MACHINE] where it named none."""
-    names: list[str] = []
-    for v in run.variants:
-        if v.profile and v.profile not in names:
-            names.append(v.profile)
-    return names or [THIS_MACHINE]
-
-
-def profile_variants(run: RunResult, profile: str) -> list[VariantResult]:
-    """A profile's own variants plus those no profile claims (the shared FP32 baseline)."""
-    if profile == THIS_MACHINE:
-        return list(run.variants)
-    return [v for v in run.variants if v.profile in (profile, None)]
-
+__all__ = ["THIS_MACHINE", "Recommendation", "profile_names", "profile_variants", "recommend", "recommendations",
+           "sensitive_layers", "variant_passes"]
 
 @dataclass(frozen=True)
 class SensitiveLayers:
@@ -96,24 +85,6 @@ class Recommendation:
     skipped: list[tuple[str, str]] = ()  # (variant, reason) of the profile's skipped or failed variants
 
 
-def _p99(variant: VariantResult) -> float | None:
-    return finite(variant.latency.p99_ms) if variant.latency else None
-
-
-def _candidates(run: RunResult, profile: str, metric: QualityMetric) -> list[VariantResult]:
-    """Measured variants with a quality figure and a p99, the baseline only where nothing else was measured.
-
-    The question is which compiled variant to ship; the baseline always meets the budget, so it would hide a
-    nearest miss. In a profile run, only the profile's own variants count.
-    """
-    pool = [v for v in profile_variants(run, profile) if measured(v) and _p99(v) is not None
-            and quality_of(v, metric) is not None]
-    if (run.search or {}).get("searched"):  # a searched run: only what was timed in full (a screening's short
-        # series is enough to rule a candidate out, not to pick it on its p99)
-        pool = [v for v in pool if (v.search or {}).get("stage") in ("time", "load")] or pool
-    if profile != THIS_MACHINE:  # only what was compiled and measured for this profile's hardware
-        return [v for v in pool if v.profile == profile]
-    return [v for v in pool if v.name != run.baseline] or pool
 
 
 def _change_text(run: RunResult, variant: VariantResult, metric: QualityMetric) -> str:
@@ -128,39 +99,107 @@ def _change_text(run: RunResult, variant: VariantResult, metric: QualityMetric) 
     return f"{amount} {'below' if lower else 'above'}"
 
 
-def _ship_sentences(run: RunResult, chosen: VariantResult, eligible: int, metric: QualityMetric) -> list[str]:
-    """Two sentences. A speed claim compares medians with their interval; the tail is given with its sample
-    count and never as a ratio (one outlier in the baseline's tail once made a 3.5x speedup read 57x)."""
-    base = next((v for v in run.variants if v.name == run.baseline), None)
-    quality = metric.format(quality_of(chosen, metric), 2)
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """'1 compiled variant', '3 compiled variants'; `many` where the plural is not one + 's'."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _objective_clause(objective: Objective, v: VariantResult) -> str:
+    """For the load-based objectives, the figure that decided, in words; empty for the in-process ones."""
+    cap = v.capacity
+    if objective.key == "throughput" and cap is not None:
+        return (f"; one replica serves {objective.text(objective.figure(v))} under the p99 budget of "
+                f"{cap.budget_p99_ms:g} ms (basis: {cap.basis})")
+    if objective.key == "cost" and cap is not None:
+        return (f"; a million requests cost {cap.cost_per_million:,.4g} at {format_rps(cap.max_rps_under_budget)} "
+                f"req/s a replica under the p99 budget of {cap.budget_p99_ms:g} ms")
+    return ""
+
+
+def _first_sentence(run: RunResult, chosen: VariantResult, d: Decision) -> str:
+    """The quality against the baseline and the budget, then the speed: medians with their interval, and the tail
+    with its sample count, never as a ratio (one outlier in the baseline's tail once made a 3.5x speedup read 57x)."""
+    metric, base = d.metric, next((v for v in run.variants if v.name == run.baseline), None)
     lat = chosen.latency
-    first = (f"Ship {chosen.name}: its {metric.label} is {quality}, {_change_text(run, chosen, metric)} the "
-             f"baseline {run.baseline} (budget: {metric.budget_text()}), and its in-process median latency is "
-             f"{format_ms(lat.p50_ms)} ms")
+    text = (f"Ship {chosen.name}: its {metric.label} is {metric.format(quality_of(chosen, metric), 2)}, "
+            f"{_change_text(run, chosen, metric)} the baseline {run.baseline} (budget: {metric.budget_text()}), and "
+            f"its in-process median latency is {format_ms(lat.p50_ms)} ms")
     estimate = speedup_estimate(base.latency, lat) if base is not None and chosen.name != run.baseline else None
     if estimate is not None:
-        first += f", {estimate.versus(format_ms(base.latency.p50_ms))}"
-    first += f"; {tail_text(lat)}"
-    second = ("It is the only variant within the budget" if eligible == 1
-              else f"It is the fastest at p99 of the {eligible} variants within the budget")
-    peak = peak_step(chosen.load)
+        text += f", {estimate.versus(format_ms(base.latency.p50_ms))}"
+    return text + f"; {tail_text(lat)}{_objective_clause(d.objective, chosen)}."
+
+
+def _others_text(d: Decision) -> str:
+    """Why some compiled variants within the budget were not ranked: screened only, or no figure."""
+    ranked = {v.name for v in d.compared}
+    missing = [v for v in d.within if v.name not in ranked]
+    screened = sum((v.search or {}).get("stage") == "screen" for v in missing)
+    parts = ([f"{screened} stopped after screening"] if screened else []) + \
+        ([f"{_count(len(missing) - screened, 'has', 'have')} no {d.objective.label}"] if len(missing) > screened
+         else [])
+    return f" ({' and '.join(parts)})" if parts else ""
+
+
+def _rank_sentence(d: Decision) -> str:
+    """Where the choice stands among the compiled variants, in counts taken from the Decision."""
+    within, ranked, over = len(d.within), len(d.compared), len(d.over)
+    label = f"{d.objective.best_word} {d.objective.label}"
+    if within == 1:
+        text = "It is the only compiled variant within the budget"
+    elif ranked == within:
+        text = f"It has the {label} of the {within} compiled variants within the budget"
+    else:
+        text = ("It is the only compiled variant within the budget ranked on it" if ranked == 1 else
+                f"It has the {label} of the {ranked} compiled variants within the budget ranked on it")
+        text += f"; {within - ranked} more {'is' if within - ranked == 1 else 'are'} within it but were not ranked"
+        text += _others_text(d)
+    if over:
+        text += f", and {_count(over, 'more is', 'more are')} over it"
+    return text
+
+
+def _load_clause(chosen: VariantResult) -> str:
+    text, peak, cap = "", peak_step(chosen.load), chosen.capacity
     if peak is not None:
-        second += f"; under HTTP load it reached {format_rps(peak.throughput_rps)} req/s at {peak.users} users"
-    cap = chosen.capacity
+        text += f"; under HTTP load it reached {format_rps(peak.throughput_rps)} req/s at {peak.users} users"
     if cap is not None and cap.replicas is not None and finite(cap.target_rps) is not None:
-        second += f", and serving {format_rps(cap.target_rps)} req/s under a p99 of {cap.budget_p99_ms:g} ms takes "
-        second += f"{cap.replicas} replica{'s' if cap.replicas != 1 else ''}"
+        text += f", and serving {format_rps(cap.target_rps)} req/s under a p99 of {cap.budget_p99_ms:g} ms takes "
+        text += f"{cap.replicas} replica{'s' if cap.replicas != 1 else ''}"
         if finite(cap.cost_per_hour) is not None:
-            second += f" at {cap.cost_per_hour:,.2f} per hour"
-    return [first + ".", second + "."]
+            text += f" at {cap.cost_per_hour:,.2f} per hour"
+    return text
 
 
-def _miss_sentences(run: RunResult, nearest: VariantResult, metric: QualityMetric,
-                    sensitive: SensitiveLayers) -> list[str]:
-    over = _distance(run, nearest, metric) - (0 if metric.bound else metric.budget)
+def _ship_sentences(run: RunResult, d: Decision) -> list[str]:
+    return [_first_sentence(run, d.chosen, d), _rank_sentence(d) + _load_clause(d.chosen) + "."]
+
+
+def _keep_sentences(run: RunResult, d: Decision) -> list[str]:
+    """The baseline wins: no compiled variant within the budget beats its figure."""
+    o, best, metric = d.objective, d.runner_up, d.metric
+    if best is None:
+        return [f"Keep the baseline {run.baseline}: no compiled variant was measured; its {o.label} is "
+                f"{o.text(o.figure(d.chosen))}.", "See the search and the skipped variants below for why."]
+    ranked = len(d.compared)
+    rivals = "the one compiled variant" if ranked == 1 else f"all {ranked} compiled variants"
+    first = (f"Keep the baseline {run.baseline}: its {o.label} is {o.text(o.figure(d.chosen))}, better than "
+             f"{rivals} within the budget ranked on it; the best of them, {best.name}, has "
+             f"{o.text(o.figure(best))} ({metric.format(quality_of(best, metric), 2)} {metric.label}).")
+    second = f"{_count(len(d.within), 'compiled variant is', 'compiled variants are')} within the budget"
+    if d.over:
+        second += f" and {len(d.over)} over it"
+    return [first, second + _load_clause(d.chosen) + "."]
+
+
+def _miss_sentences(run: RunResult, d: Decision, sensitive: SensitiveLayers) -> list[str]:
+    metric, nearest = d.metric, d.chosen
+    over = distance(run, nearest, metric) - (0 if metric.bound else metric.budget)
     over_text = f"{over:.2f} points" if metric.percent and not metric.bound else f"{over:.4f}"
-    first = (f"No variant meets the quality budget ({metric.budget_text()}); the nearest miss is {nearest.name}, "
-             f"{_change_text(run, nearest, metric)} the baseline {run.baseline} "
+    measured = ("the one compiled variant measured misses it" if len(d.over) == 1
+                else f"all {len(d.over)} compiled variants measured miss it")
+    first = (f"No compiled variant meets the quality budget ({metric.budget_text()}): {measured}; the nearest miss "
+             f"is {nearest.name}, {_change_text(run, nearest, metric)} the baseline {run.baseline} "
              f"({metric.format(quality_of(nearest, metric), 2)} {metric.label}), {over_text} over the budget.")
     if sensitive.layers:
         second = f"The most sensitive layers are {', '.join(sensitive.layers)} ({sensitive.note}); keeping them in "
@@ -175,35 +214,25 @@ def _skipped(run: RunResult, profile: str) -> list[tuple[str, str]]:
             for v in profile_variants(run, profile) if v.status != "ok"]
 
 
-def recommend(run: RunResult, profile: str = THIS_MACHINE) -> Recommendation:
-    """The fastest (in-process p99) variant within the budget; else the one that misses it by the least."""
-    metric = quality_metric(run)
-    skipped = _skipped(run, profile)
-    pool = _candidates(run, profile, metric)
-    if baseline_quality(run, metric) is None and not metric.bound:
-        why = f"the baseline {run.baseline or '(none)'} has no {metric.label}, so the quality budget cannot be applied"
-        return Recommendation(profile, "none", None, [f"No recommendation: {why}.",
-                                                      "Re-run with a baseline that is measured."], None, skipped)
-    if not pool:
-        return Recommendation(profile, "none", None, ["No recommendation: no variant of this profile was measured.",
-                                                      "See the skipped and failed variants below."], None, skipped)
-    eligible = [v for v in pool if within_budget(run, v, metric)]
-    if eligible:
-        chosen = min(eligible, key=lambda v: (_p99(v), -(quality_of(v, metric) or 0.0), v.name))
-        return Recommendation(profile, "ship", chosen.name, _ship_sentences(run, chosen, len(eligible), metric),
-                              None, skipped)
-    nearest = min(pool, key=lambda v: (_distance(run, v, metric), _p99(v), v.name))
-    sensitive = sensitive_layers(nearest)
-    return Recommendation(profile, "nearest-miss", nearest.name, _miss_sentences(run, nearest, metric, sensitive),
-                          sensitive, skipped)
+def recommendation_of(run: RunResult, d: Decision) -> Recommendation:
+    """The Decision in words: what to ship and why, the nearest miss, or why there is no answer."""
+    skipped = _skipped(run, d.profile)
+    if d.kind == "ship":
+        words = _keep_sentences(run, d) if d.chosen.name == run.baseline else _ship_sentences(run, d)
+        return Recommendation(d.profile, "ship", d.chosen.name, words, None, skipped)
+    if d.kind == "nearest-miss":
+        sensitive = sensitive_layers(d.chosen)
+        return Recommendation(d.profile, "nearest-miss", d.chosen.name, _miss_sentences(run, d, sensitive),
+                              sensitive, skipped)
+    advice = ("Re-run with a baseline that is measured." if "baseline" in d.why
+              else f"Choose another --objective (p50 ranks on what every measured variant has), or re-run so that they "
+                   f"get a {d.objective.label}." if d.within else "See the skipped and failed variants below.")
+    return Recommendation(d.profile, "none", None, [f"No recommendation: {d.why}.", advice], None, skipped)
 
 
-def _distance(run: RunResult, variant: VariantResult, metric: QualityMetric) -> float:
-    """How far the variant is from meeting the budget (smaller is nearer), for naming the nearest miss."""
-    if metric.bound:
-        value = quality_of(variant, metric) or 0.0
-        return metric.budget - value if metric.higher_is_better else value - metric.budget
-    return shortfall(run, variant, metric) or 0.0
+def recommend(run: RunResult, profile: str = THIS_MACHINE, objective: Objective | None = None) -> Recommendation:
+    """The variant with the objective's best figure within the quality budget; else the nearest miss."""
+    return recommendation_of(run, decide(run, profile, objective or objective_of(run)))
 
 
 def recommendations(run: RunResult) -> list[Recommendation]:

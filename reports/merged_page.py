@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from mcbench.reports.decide import THIS_MACHINE, Recommendation, profile_names, recommendations
+from mcbench.reports.decision import objective_sentence
 from mcbench.reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
 from mcbench.reports.merge import MachineRun, MultiRun, model_sha256
 from mcbench.reports.page import concurrency_text, plural
@@ -79,6 +80,7 @@ class MergedView:
     labels: list[str]
     metric: QualityMetric
     budget: str
+    objective: str  # which objective decided, in words (reports.decision)
     recommendations: list[MachineRecommendation]
     cards: list[ProfileCard]  # one a machine and profile, side by side
     capacity: list[MachineCapacityRow]
@@ -210,6 +212,7 @@ def merged_view(multi: MultiRun) -> MergedView:
         labels=multi.labels(),
         metric=quality_metric(multi.first),
         budget=budget_sentence(multi.first),
+        objective=objective_sentence(multi.first),
         recommendations=recs_out,
         cards=cards,
         capacity=capacity,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcbench.reports.decide import Recommendation, recommendations
+from mcbench.reports.decision import frontier_names, objective_of, objective_sentence
 from mcbench.reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
 from mcbench.reports.plots import ChartsBlock, charts_block
 from mcbench.reports.schema import RunResult, VariantResult
@@ -35,7 +36,6 @@ from mcbench.reports.views import (
     WarningItem,
     all_warnings,
     failed_variants,
-    frontier_names,
     load_tables,
     quality_metric,
     variant_details,
@@ -105,6 +105,8 @@ class ReportView:
     metric: QualityMetric
     frontier: list[str]
     budget: str
+    objective: str  # which objective decided, in words
+    objective_label: str
     recommendations: list[Recommendation]
     profiles: list[ProfileCard]  # shown side by side where the run named several profiles
     several_profiles: bool
@@ -134,6 +136,8 @@ def report_view(run: RunResult) -> ReportView:
         metric=quality_metric(run),
         frontier=[v.name for v in run.variants if v.name in frontier_names(run)],
         budget=budget_sentence(run),
+        objective=objective_sentence(run),
+        objective_label=objective_of(run).label,
         recommendations=recs,
         profiles=profile_cards(run, recs),
         several_profiles=several_profiles(run),

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mcbench.reports.decision import frontier, frontier_names, objective_of, profile_names
 from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, shortfall, within_budget
@@ -42,14 +43,6 @@ def plotly_js() -> str:
             return path.read_text(encoding="utf-8").replace("</script", "<\\/script")
     raise ReportError("cannot render the report's charts: plotly.min.js was not found (pip install plotly); "
                       "no report was written")
-
-
-def non_dominated(points: dict[str, tuple[float, float]]) -> set[str]:
-    """Names whose (a, b) no other point beats: at least as high on both and higher on one (both maximised)."""
-    def dominated(p: tuple[float, float]) -> bool:
-        return any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())
-
-    return {name for name, p in points.items() if not dominated(p)}
 
 
 @dataclass(frozen=True)
@@ -89,7 +82,7 @@ def _layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class TradeoffPoint:
     name: str
-    quality: float  # 0..1
+    quality: float  # the metric's own value (an error stays an error)
     x: float
     in_budget: bool | None
     on_frontier: bool
@@ -111,22 +104,29 @@ def _y(metric: QualityMetric, value: float) -> float:
     return value * 100 if metric.percent else value
 
 
-def tradeoff_points(run: RunResult, x_of: Any, x_label: str, x_text: Any, higher_x_better: bool) -> list[TradeoffPoint]:
-    """One point per measured variant with a quality figure and an x figure; frontier among the measured ones."""
-    metric = quality_metric(run)
-    raw = []
-    for v in run.variants:
-        quality, x = (quality_of(v, metric), x_of(v)) if measured(v) else (None, None)
-        if quality is not None and x is not None:
-            raw.append((v, quality, x))
-    frontier = non_dominated({v.name: (q, x if higher_x_better else -x) for v, q, x in raw})
+@dataclass(frozen=True)
+class Axis:
+    """A chart's x: the figure per variant and how it reads. `objective`: the run's objective, whose frontier the
+    chart joins with a line (the diamonds mark that frontier on every chart: the table's mark)."""
+
+    label: str
+    figure: Any  # VariantResult -> float | None
+    text: Any  # float -> str
+    higher_is_better: bool
+    objective: bool = False
+
+
+def tradeoff_points(run: RunResult, axis: Axis) -> list[TradeoffPoint]:
+    """One point per measured variant with a quality figure and an x figure; the frontier is the decision's."""
+    metric, front = quality_metric(run), frontier_names(run)
     points = []
-    for v, q, x in raw:
-        lines = [v.name, f"{metric.label}: {metric.format(q)}", f"{x_label}: {x_text(x)}",
-                 _budget_words(run, v, metric)]
-        if v.name in frontier:
-            lines.append("on the Pareto frontier")
-        points.append(TradeoffPoint(v.name, q, x, within_budget(run, v, metric), v.name in frontier,
+    for v in run.variants:
+        quality, x = (quality_of(v, metric), axis.figure(v)) if measured(v) else (None, None)
+        if quality is None or x is None:
+            continue
+        lines = [v.name, f"{metric.label}: {metric.format(quality)}", f"{axis.label}: {axis.text(x)}",
+                 _budget_words(run, v, metric)] + ["on the Pareto frontier"] * (v.name in front)
+        points.append(TradeoffPoint(v.name, quality, x, within_budget(run, v, metric), v.name in front,
                                     "<br>".join(_esc(line) for line in lines)))
     return points
 
@@ -140,18 +140,27 @@ def _marker(point: TradeoffPoint, color: str) -> dict[str, Any]:
     return {"color": color, "size": 11, "symbol": "circle", "line": {"width": 1, "color": "#fff"}}
 
 
-def tradeoff_chart(run: RunResult, chart_id: str, title: str, x_of: Any, x_label: str, x_text: Any,
-                   higher_x_better: bool, log_x: bool = False) -> ChartSpec:
-    """Accuracy against one speed figure: a trace per variant (one point), the frontier joined by a line."""
+def frontier_lines(run: RunResult, metric: QualityMetric, axis: Axis) -> list[dict[str, Any]]:
+    """The objective's frontier, one dotted line a profile, through the variants `reports.decision` puts on it."""
+    lines = []
+    for profile in profile_names(run):
+        front = sorted(frontier(run, profile), key=lambda v: axis.figure(v))
+        if len(front) > 1:
+            name = f"Pareto frontier ({_esc(profile)})" if profile else "Pareto frontier"
+            lines.append({"type": "scatter", "mode": "lines", "x": [axis.figure(v) for v in front],
+                          "y": [_y(metric, quality_of(v, metric)) for v in front],
+                          "line": {"color": "#444", "dash": "dot", "width": 1.5}, "hoverinfo": "skip",
+                          "name": name, "showlegend": True, "meta": {"frontier": [v.name for v in front]}})
+    return lines
+
+
+def tradeoff_chart(run: RunResult, chart_id: str, title: str, axis: Axis, log_x: bool = False) -> ChartSpec:
+    """Quality against one figure: a trace per variant (one point), the objective's frontier joined by a line.
+
+    A lower-is-better metric (an error) is drawn on a reversed y axis, so up is better on every chart."""
     metric, colors = quality_metric(run), variant_colors(run)
-    points = tradeoff_points(run, x_of, x_label, x_text, higher_x_better)
-    data: list[dict[str, Any]] = []
-    front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
-    if len(front) > 1:
-        data.append({"type": "scatter", "mode": "lines", "x": [p.x for p in front],
-                     "y": [_y(metric, p.quality) for p in front],
-                     "line": {"color": "#444", "dash": "dot", "width": 1.5}, "hoverinfo": "skip",
-                     "name": "Pareto frontier", "showlegend": True})
+    points = tradeoff_points(run, axis)
+    data: list[dict[str, Any]] = frontier_lines(run, metric, axis) if axis.objective else []
     for p in points:
         label = _esc(p.name) + (" (over budget)" if p.in_budget is False else "")
         data.append({"type": "scatter", "mode": "markers", "x": [p.x], "y": [_y(metric, p.quality)], "name": label,
@@ -159,10 +168,11 @@ def tradeoff_chart(run: RunResult, chart_id: str, title: str, x_of: Any, x_label
                      "meta": {"variant": p.name}})
     drawn = {p.name for p in points}
     missing = [v.name for v in run.variants if v.name not in drawn]
-    note = f"not shown (not measured, or no {metric.label} or {x_label}): {', '.join(missing)}" if missing else ""
+    note = f"not shown (not measured, or no {metric.label} or {axis.label}): {', '.join(missing)}" if missing else ""
     xaxis = {"type": "log", "dtick": "D2"} if log_x and _wide(points) else {"rangemode": "tozero"}
-    layout = _layout(x_label, f"{metric.label} (%)" if metric.percent else metric.label, xaxis=xaxis,
-                     yaxis={"ticksuffix": "%"} if metric.percent else {})
+    yaxis = ({"ticksuffix": "%"} if metric.percent else {}) | ({} if metric.higher_is_better
+                                                               else {"autorange": "reversed"})
+    layout = _layout(axis.label, f"{metric.label} (%)" if metric.percent else metric.label, xaxis=xaxis, yaxis=yaxis)
     return ChartSpec(chart_id, title, {"data": data, "layout": layout}, [p.name for p in points], note)
 
 
@@ -171,31 +181,54 @@ def _wide(points: Sequence[TradeoffPoint]) -> bool:
     return bool(xs) and max(xs) / min(xs) >= 20
 
 
-def _p99(v: VariantResult) -> float | None:
-    return finite(v.latency.p99_ms) if v.latency else None
-
-
 def _peak_rps(v: VariantResult) -> float | None:
     peak = peak_step(v.load)
     return finite(peak.throughput_rps) if peak else None
 
 
+def _ms(x: float) -> str:
+    return f"{format_ms(x)} ms"
+
+
+def _rps(x: float) -> str:
+    return f"{format_rps(x)} req/s"
+
+
+CHART_IDS = {"p50": "pareto-latency", "p99": "pareto-latency", "throughput": "pareto-capacity",
+             "cost": "pareto-cost"}
+
+
+def objective_chart(run: RunResult) -> ChartSpec:
+    """Quality against the objective's figure, with the frontier the recommendation is drawn from."""
+    o = objective_of(run)
+    axis = Axis(o.axis, o.figure, o.text, o.higher_is_better, objective=True)
+    title = f"Quality vs {o.label} (the objective)"
+    spec = tradeoff_chart(run, CHART_IDS[o.key], title, axis, log_x=o.key in ("p50", "p99"))
+    return _with_caption(run, spec, "Up and to the right" if o.higher_is_better else "Up and to the left")
+
+
 def pareto_latency_chart(run: RunResult) -> ChartSpec:
-    spec = tradeoff_chart(run, "pareto-latency", "Accuracy vs in-process p99 latency", _p99,
-                          "in-process p99 latency (ms)", lambda x: f"{format_ms(x)} ms", higher_x_better=False,
-                          log_x=True)
-    return _with_caption(spec, "Up and to the left is better.")
+    """The objective's chart where it is a latency; else quality against in-process p50 (diamonds: the frontier)."""
+    if objective_of(run).key in ("p50", "p99"):
+        return objective_chart(run)
+    axis = Axis("in-process p50 latency (ms)", lambda v: finite(v.latency.p50_ms) if v.latency else None, _ms, False)
+    spec = tradeoff_chart(run, "pareto-latency", "Quality vs in-process p50 latency", axis, log_x=True)
+    return _with_caption(run, spec, "Up and to the left")
 
 
 def pareto_throughput_chart(run: RunResult) -> ChartSpec:
-    spec = tradeoff_chart(run, "pareto-throughput", "Accuracy vs peak HTTP throughput", _peak_rps,
-                          "peak HTTP throughput (req/s)", lambda x: f"{format_rps(x)} req/s", higher_x_better=True)
-    return _with_caption(spec, "Up and to the right is better.")
+    """Quality against the peak HTTP throughput of the load sweeps (diamonds: the objective's frontier)."""
+    axis = Axis("peak HTTP throughput (req/s)", _peak_rps, _rps, True)
+    spec = tradeoff_chart(run, "pareto-throughput", "Quality vs peak HTTP throughput", axis)
+    return _with_caption(run, spec, "Up and to the right")
 
 
-def _with_caption(spec: ChartSpec, where_better: str) -> ChartSpec:
-    caption = (f"{where_better} Diamonds are on the Pareto frontier (no variant is both at least as accurate and "
-               "faster); grey open circles are over the accuracy budget. Hover a mark for its figures.")
+def _with_caption(run: RunResult, spec: ChartSpec, where_better: str) -> ChartSpec:
+    o = objective_of(run)
+    frontier_words = ("the dotted line joins them" if any(t.get("mode") == "lines" for t in spec.figure["data"])
+                      else f"they are placed by {o.label}, the run's objective, not by this chart's x")
+    caption = (f"{where_better} is better. Diamonds are on the Pareto frontier of quality against {o.label} "
+               f"({frontier_words}); grey open circles are over the quality budget. Hover a mark for its figures.")
     return ChartSpec(spec.id, spec.title, spec.figure, spec.variants, spec.note, caption)
 
 
@@ -271,7 +304,10 @@ def load_curve_spec(run: RunResult) -> ChartSpec:
 
 
 def charts(run: RunResult) -> list[ChartSpec]:
-    return [pareto_latency_chart(run), pareto_throughput_chart(run), load_curve_spec(run)]
+    """The objective's chart first, then quality against the other figure, then the load curves."""
+    if objective_of(run).key in ("p50", "p99"):
+        return [objective_chart(run), pareto_throughput_chart(run), load_curve_spec(run)]
+    return [objective_chart(run), pareto_latency_chart(run), load_curve_spec(run)]
 
 
 def charts_json(specs: Sequence[ChartSpec]) -> str:

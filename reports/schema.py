@@ -212,6 +212,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     search: dict[str, Any] | None = None  # the search's time budget, time spent, and what it did not try
+    objective: str | None = None  # what "best" meant: p50, p99, throughput or cost (reports.decision); None: p99
 
     def variant(self, name: str) -> VariantResult:
         for v in self.variants:

@@ -200,7 +200,7 @@ def table_rows(run: RunResult) -> list[TableRow]:
 EXPORT_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("variant", lambda t: t.row.name),
     ("profile", lambda t: t.profile),
-    ("status", lambda t: t.row.status),
+    ("status", lambda t: t.row.verdict),
     ("runtime", lambda t: t.row.runtime),
     ("recipe", lambda t: t.row.recipe),
     ("baseline", lambda t: "yes" if t.row.is_baseline else ""),

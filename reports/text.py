@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mcbench.reports.decide import recommendations
+from mcbench.reports.decision import objective_of
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
 from mcbench.reports.sections import search_rows, search_summary
@@ -29,6 +31,16 @@ COLUMNS: tuple[tuple[str, bool, Callable[[SummaryRow], str]], ...] = (
 )
 
 
+def decision_line(run: RunResult) -> str:
+    """'objective: in-process p50 latency (p50); ship ort-int8' (per profile where the run named several)."""
+    picks = []
+    for rec in recommendations(run):
+        what = {"ship": "ship", "nearest-miss": "nearest miss"}.get(rec.kind, "no recommendation")
+        picks.append(f"{rec.profile + ': ' if rec.profile else ''}{what}{' ' + rec.variant if rec.variant else ''}")
+    o = objective_of(run)
+    return f"objective: {o.label} ({o.key}); {'; '.join(picks)}"
+
+
 def aligned(cells: list[str], widths: list[int], right: list[bool]) -> str:
     parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
     return "  ".join(parts).rstrip()
@@ -45,6 +57,7 @@ def summary_table(run: RunResult) -> str:
     rule = "  ".join("-" * w for w in widths).rstrip()
     lines = [aligned(heads, widths, right), rule, *(aligned(line, widths, right) for line in body)]
     if run.variants:
+        lines.append(decision_line(run))
         lines.append(f"quality: {metric.label}; budget {metric.budget_text()}")
     if search_summary(run):
         lines += ["", search_summary(run)]

@@ -1,16 +1,18 @@
-"""What the report shows, computed from a RunResult: formatted rows, the Pareto frontier, tables, warnings.
+"""What the report shows, computed from a RunResult: formatted rows, tables, warnings.
 
 The HTML template and the terminal table only lay these values out (style principle 12): every
-figure, comparison and frontier mark is computed here or in `reports.plots`, where it is unit-tested.
+figure and comparison is computed here or in `reports.plots`, where it is unit-tested; the frontier mark comes
+from `reports.decision`, as the charts' and the recommendation's do.
 Standard library only, like the schema, so a report renders on a box with no model runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mcbench.reports.decision import frontier_names
 from mcbench.reports.formatting import (
     NA,
     Cell,
@@ -36,53 +38,6 @@ from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep, RunResult
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
 )
-
-
-# ---------------------------------------------------------------- the Pareto frontier
-
-
-@dataclass(frozen=True)
-class ParetoPoint:
-    name: str
-    quality: float  # higher is better
-    latency_ms: float  # lower is better
-
-
-def pareto_frontier(points: Iterable[ParetoPoint]) -> set[str]:
-    """Names of the points no other point dominates (at least as good on both, better on one).
-
-    Identical points do not dominate each other, so ties are all on the frontier.
-    """
-    pts = list(points)
-
-    def dominated(p: ParetoPoint) -> bool:
-        return any(
-            q.quality >= p.quality and q.latency_ms <= p.latency_ms
-            and (q.quality > p.quality or q.latency_ms < p.latency_ms)
-            for q in pts
-        )
-
-    return {p.name for p in pts if not dominated(p)}
-
-
-def pareto_points(run: RunResult, metric: QualityMetric | None = None) -> list[ParetoPoint]:
-    """One point per measured variant that has both the quality figure and a finite in-process p99.
-
-    A variant over the quality budget is no candidate, so it stands on no frontier; a lower-is-better
-    metric (an error) is negated so that "higher is better" holds for every point.
-    """
-    metric = metric or quality_metric(run)
-    points = []
-    for v in run.variants:
-        quality = quality_of(v, metric) if measured(v) else None
-        p99 = finite(v.latency.p99_ms) if v.latency is not None else None
-        if quality is not None and p99 is not None and within_budget(run, v, metric) is not False:
-            points.append(ParetoPoint(v.name, quality if metric.higher_is_better else -quality, p99))
-    return points
-
-
-def frontier_names(run: RunResult) -> set[str]:
-    return pareto_frontier(pareto_points(run))
 
 
 # ---------------------------------------------------------------- summary table

@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+from mcbench.reports.decision import pareto
 from mcbench.reports.formatting import format_ms, format_percent, format_size
 from mcbench.reports.html import render_report, write_report
 from mcbench.reports.page import report_view
@@ -22,7 +23,7 @@ from mcbench.reports.schema import (
     save_results,
 )
 from mcbench.reports.text import summary_table
-from mcbench.reports.views import ParetoPoint, pareto_frontier, quality_metric, summary_rows
+from mcbench.reports.views import quality_metric, summary_rows
 
 EVIL = "<script>alert(1)</script>"
 
@@ -158,16 +159,17 @@ def test_report_loads_nothing_from_outside():
 
 def test_pareto_frontier_marks_the_non_dominated_set():
     points = [
-        ParetoPoint("a", 0.90, 10.0),  # frontier: the most accurate
-        ParetoPoint("b", 0.85, 5.0),  # frontier
-        ParetoPoint("c", 0.85, 6.0),  # dominated by b (same accuracy, slower)
-        ParetoPoint("d", 0.80, 5.0),  # dominated by b (same latency, less accurate)
-        ParetoPoint("e", 0.70, 1.0),  # frontier: the fastest
-        ParetoPoint("f", 0.70, 1.0),  # a tie with e: both stay
-        ParetoPoint("g", 0.60, 12.0),  # dominated by everything
+        ("a", 0.90, 10.0),  # frontier: the most accurate
+        ("b", 0.85, 5.0),  # frontier
+        ("c", 0.85, 6.0),  # dominated by b (same accuracy, slower)
+        ("d", 0.80, 5.0),  # dominated by b (same latency, less accurate)
+        ("e", 0.70, 1.0),  # frontier: the fastest
+        ("f", 0.70, 1.0),  # a tie with e: both stay
+        ("g", 0.60, 12.0),  # dominated by everything
     ]
-    assert pareto_frontier(points) == {"a", "b", "e", "f"}
-    assert pareto_frontier([]) == set()
+    front = pareto(points, quality=lambda p: p[1], cost=lambda p: p[2])
+    assert [p[0] for p in front] == ["a", "b", "e", "f"]
+    assert pareto([], quality=abs, cost=abs) == []
 
 
 def test_frontier_uses_top1_and_excludes_failed_variants():
@@ -246,7 +248,8 @@ def test_text_summary_has_one_line_per_variant_with_its_figures():
     lines = summary_table(run).splitlines()
     assert lines[0].split()[:3] == ["variant", "status", "top-1"]
     assert lines[-1] == "quality: top-1 accuracy; budget at most 1 point below the baseline"
-    lines = lines[:-1]
+    assert lines[-2] == "objective: in-process p99 latency (p99); ship ort-int8-static"  # p99: no objective recorded
+    lines = lines[:-2]
     assert set(lines[1]) <= {"-", " "}
     body = lines[2:]
     assert len(body) == len(run.variants)
