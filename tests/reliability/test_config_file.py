@@ -28,9 +28,9 @@ def _refused(tmp_path: Path, capsys, text: str) -> str:
 
 BAD_FILES = [
     ("modle = 'x.onnx'", "key 'modle': unknown key (known: accuracy_budget, cache_dir, calibration, consts, dataset, "
-                         "exhaustive, inputs, labels, load, metric, model, out, outputs, profiles, quality_budget, "
-                         "quick, recipes, search, seq_len, task, text_file, time_budget, timing, trust_model, "
-                         "variants, weights)"),
+                         "exhaustive, inputs, labels, load, metric, model, objective, out, outputs, profiles, "
+                         "quality_budget, quick, recipes, search, seq_len, task, text_file, time_budget, timing, "
+                         "trust_model, variants, weights)"),
     ("[search]\nskip = ['ov-*']", "key 'search.skip': unknown key (known: exclude, add)"),
     ("[search]\nadd = ['quant.magic']", "key 'search.add[0]': unknown pass 'quant.magic'; known passes: "),
     ("time_budget = -5", "key 'time_budget': must be between 0 and 604800 seconds, got -5.0"),
