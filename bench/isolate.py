@@ -83,16 +83,28 @@ def _resolve(ref: FnRef) -> Callable[..., Any]:
     return obj
 
 
-def _die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux's PR_SET_PDEATHSIG): a child in its own
-    process group gets no signal when a `timeout` or `kill -9` ends the parent, and would run on, orphaned."""
+def _libc_prctl() -> Any:
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the parent's own cleanup is all there is
-        return
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the thread that started it ends (Linux's PR_SET_PDEATHSIG): a child
+    in its own session or group gets no signal when a `timeout` or `kill -9` ends its parent, and would run on,
+    orphaned. Also a `preexec_fn` for subprocess.Popen (the load test's server and Locust processes)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+
+def _die_with(parent: int) -> None:
+    die_with_parent()
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
 

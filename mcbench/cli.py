@@ -280,7 +280,9 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         if args.out:
             if args.out.exists():
                 raise UsageError(f"{args.out} exists; choose another --out")
-            args.out.write_text(text, encoding="utf-8")
+            from mcbench.reports.files import write_text_atomic
+
+            write_text_atomic(args.out, text)
             print(f"profile: {args.out}")
         else:
             print(text, end="")

@@ -69,7 +69,7 @@ def transformers_module() -> Any:
 def inspect_folder(folder: Path, task: str) -> HfModel:
     """The folder's config and which output the task measures; an IntakeError says what does not fit."""
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(read_text(folder / "config.json", "config"))  # bounded; a FIFO is refused, not read
     except (OSError, ValueError) as exc:
         raise IntakeError(f"cannot load {folder}: config.json is not readable JSON ({first_line(exc)})") from None
     if not isinstance(config, dict):

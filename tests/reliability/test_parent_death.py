@@ -81,3 +81,30 @@ def test_h10_the_gates_child_dies_with_the_gate(finished_run, tmp_path, monkeypa
         monkeypatch.setattr(tempfile, "tempdir", str(scratch))
         assert call_in_child(os.getpid) != os.getpid()
     assert sorted(p.name for p in scratch.glob("mcbench-child-*")) == []
+
+
+SERVE_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from mcbench.bench.server import serve_in_subprocess
+with serve_in_subprocess(Path(sys.argv[1]), None) as server:
+    print(server.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_h10_a_load_test_server_dies_with_a_run_killed_outright(tmp_path):
+    from tests.test_load import write_spec
+
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_AND_WAIT, str(write_spec(tmp_path))], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = int(proc.stdout.readline())
+    try:
+        assert _alive(server)
+        proc.kill()  # no cleanup runs: only the kernel can end the server (its own session)
+        proc.wait(30)
+        assert _wait_for(lambda: not _alive(server), 10), f"the server {server} outlived its parent"
+    finally:
+        proc.kill()
+        if _alive(server):
+            os.kill(server, signal.SIGKILL)
