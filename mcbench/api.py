@@ -131,7 +131,7 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
 
     if budgets is None and baseline is None:
         raise UsageError("gate needs budgets, a baseline or both")
-    if remeasure and not (MIN_ROUNDS <= remeasure <= MAX_ROUNDS and baseline is not None) or remeasure < 0:
+    if remeasure and not (MIN_ROUNDS <= remeasure <= MAX_ROUNDS and baseline is not None):
         raise UsageError(f"remeasure N needs {MIN_ROUNDS} <= N <= {MAX_ROUNDS} rounds and a baseline")
     config = load_budgets(Path(budgets)) if budgets is not None else GateConfig()
     run_result, base = _results(results), None if baseline is None else _results(baseline)

@@ -30,8 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_gate(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     if args.budgets is None and args.baseline is None:
         raise usage_error("gate needs --budgets, --baseline or both")
-    if args.remeasure and not (MIN_ROUNDS <= args.remeasure <= MAX_ROUNDS and args.baseline is not None) \
-            or args.remeasure < 0:
+    if args.remeasure and not (MIN_ROUNDS <= args.remeasure <= MAX_ROUNDS and args.baseline is not None):
         raise usage_error(f"--remeasure N needs {MIN_ROUNDS} <= N <= {MAX_ROUNDS} rounds and a --baseline")
     from mcbench.api import gate
     from mcbench.runguard import signals_raise

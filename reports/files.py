@@ -122,7 +122,8 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
     except FileNotFoundError:
         return path
     except OSError as exc:
-        raise FileError(f"cannot write {path}: {_reason(exc).removeprefix('cannot read ')}") from None
+        why = "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise FileError(f"cannot write {path}: {why}") from None
     if not stat.S_ISREG(info.st_mode):
         raise FileError(f"cannot write {path}: it is {_kind_of_mode(info.st_mode)}, not a regular file; "
                         "give a file path")
