@@ -5,13 +5,13 @@
     python benchmarks/limits_memory.py input N     # `mcbench run --quick` of a dynamic-batch model at --input x=N,4
 
 Each case runs as a command whose whole process tree (the run's measuring children and servers too) is sampled
-from /proc every 50 ms; the figure is the largest sum of resident set sizes seen. Prints one line per case.
+from /proc every 50 ms; the figure is the largest sum of proportional set sizes (PSS) seen: resident memory, a
+page that several processes share counted once in all. Prints one line per case.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,23 +21,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """The resident memory of `pid` and every process below it, now."""
+def _pss_bytes(pid: int) -> int:
+    """A process's proportional set size: its resident pages, a page shared by k processes counted 1/k (so the
+    libraries every child maps are not counted once per child, as a sum of RSS would)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory_bytes(pid: int) -> int:
+    """The memory of `pid` and every process below it, now (the sum of their PSS)."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total += _pss_bytes(p)
         todo += [c for c, parent in parents.items() if parent == p]
     return total
 
@@ -48,7 +57,7 @@ def peak_of(command: list[str], cwd: Path) -> tuple[int, float, int]:
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, tree_rss_bytes(proc.pid))
+        peak = max(peak, tree_memory_bytes(proc.pid))
         time.sleep(0.05)
     err = proc.stderr.read().decode(errors="replace").strip().splitlines()
     if proc.returncode:
