@@ -4,7 +4,9 @@ Runtimes keep thread pools, allocate globally and can crash; a child per variant
 variant's state (or its segfault) away from the next one's measurement. The child runs in its
 own process group with its stderr in a file, so a crash is reported with its signal and the
 tail of what it printed, and a timeout (or the parent being interrupted) kills the child and
-anything it started.
+anything it started. A parent that is killed outright cannot clean up: the kernel kills the child
+when its parent dies (PR_SET_PDEATHSIG), the child removes its argument file once read, and the
+next call removes the stderr files of children whose parent is gone (they are named after it).
 
 The arguments go to the child in a file, not down the start-up pipe: `Process.start()` writes what it
 pickles into that pipe while it blocks, so more than the 64 KiB a pipe buffers (a dataset, baseline
@@ -81,9 +83,36 @@ def _resolve(ref: FnRef) -> Callable[..., Any]:
     return obj
 
 
+def _libc_prctl() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup is all there is
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the thread that started it ends (Linux's PR_SET_PDEATHSIG): a child
+    in its own session or group gets no signal when a `timeout` or `kill -9` ends its parent, and would run on,
+    orphaned. Also a `preexec_fn` for subprocess.Popen (the load test's server and Locust processes)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+
+def _die_with(parent: int) -> None:
+    die_with_parent()
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
 def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
-                memory_limit_bytes: int | None) -> None:
+                memory_limit_bytes: int | None, parent: int) -> None:
     os.setpgrp()  # its own group: a timeout kills it and its children; the terminal's Ctrl-C goes to the parent
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 2)
@@ -98,6 +127,7 @@ def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
     try:
         with open(args_path, "rb") as f:
             args = pickle.load(f)
+        os.unlink(args_path)  # read: nothing needs it any more, whatever ends the parent
         result = ("ok", _resolve(fn)(*args))
     except MemoryError as exc:
         result = ("oom", f"MemoryError: {exc}", "")
@@ -139,13 +169,15 @@ def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
     kills the child's process group before it propagates: no orphan keeps running.
     """
     ctx = mp.get_context("spawn")
+    _remove_orphaned_files()
     args_path = _pickled(args)  # a pickling error is the caller's, raised here before any process starts
-    fd, name = tempfile.mkstemp(prefix="mcbench-child-", suffix=".stderr")
+    fd, name = tempfile.mkstemp(prefix=_prefix(), suffix=".stderr")
     os.close(fd)
     log = Path(name)
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_child_main,
-                          args=(sender, _reference(fn), str(args_path), name, memory_limit_bytes), daemon=True)
+                          args=(sender, _reference(fn), str(args_path), name, memory_limit_bytes, os.getpid()),
+                          daemon=True)
     finished = False
     try:
         process.start()
@@ -168,6 +200,26 @@ def call_in_child(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0,
     raise ChildError(detail, kind, process.exitcode, tail)
 
 
+def _prefix(pid: int | None = None) -> str:
+    """Temporary files of a child are named after the parent's process id, so they can be told from the living."""
+    return f"mcbench-child-{pid or os.getpid()}-"
+
+
+def _remove_orphaned_files() -> None:
+    """The temporary files of children whose parent was killed (SIGKILL: no cleanup ran); a parent that is still
+    running keeps its own."""
+    for path in Path(tempfile.gettempdir()).glob("mcbench-child-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:  # another user's process: not ours to judge
+            continue
+
+
 def _forward(log: Path) -> None:
     """What the child wrote to stderr (warnings, library chatter), onto the parent's stderr: during
     `mcbench run` that is the run's third-party log, so nothing a child said is lost or on the terminal."""
@@ -182,7 +234,7 @@ def _forward(log: Path) -> None:
 
 def _pickled(args: tuple[Any, ...]) -> Path:
     """The arguments pickled into a private temporary file, for the child to read once it is up."""
-    fd, name = tempfile.mkstemp(prefix="mcbench-child-", suffix=".args")
+    fd, name = tempfile.mkstemp(prefix=_prefix(), suffix=".args")
     try:
         with os.fdopen(fd, "wb") as f:
             pickle.dump(args, f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.bench.isolate import die_with_parent
 from mcbench.bench.protocol import encode_infer_request
 from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep
 
@@ -381,6 +382,7 @@ class Generator:
 
     def _start(self, cmd: list[str], env: dict[str, str], cores: list[int] | None, log: Path):
         def pin() -> None:
+            die_with_parent()  # a run killed outright takes its Locust processes with it
             if cores:
                 os.sched_setaffinity(0, set(cores))
 

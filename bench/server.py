@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcbench.bench.calibration import spin
+from mcbench.bench.isolate import die_with_parent
 
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
@@ -574,7 +575,7 @@ def serve_in_subprocess(spec_path: Path, cores: list[int] | None, timeout_s: flo
         cmd += ["--cores", ",".join(map(str, cores))]
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, preexec_fn=die_with_parent)
     try:
         ready = _wait_ready(proc, log, timeout_s)
         yield ServerHandle(int(ready["port"]), proc.pid, log, dispatch=ready.get("dispatch", "thread"),

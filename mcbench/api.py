@@ -45,6 +45,7 @@ def run(
     config = run_config(model, out=out, quick=quick, load=load, inputs=inputs, consts=consts, dataset=dataset,
                         task=task, quality_budget=quality_budget, profiles=profiles, variants=variants, recipes=recipes,
                         time_budget=time_budget, exhaustive=exhaustive, cache_dir=cache_dir, objective=objective)
+    refuse_finished_run(config.out_dir)
     results, paths = execute(config, progress=progress or (lambda _: None))
     report(results, out=paths.report)
     return results
@@ -79,6 +80,14 @@ def run_config(model: str | Path | None = None, *, out: str | Path | None = None
     )
 
 
+def refuse_finished_run(out: Path | None) -> None:
+    """A UsageError when `out` already holds a run's results: it is never written over (resume finishes it)."""
+    from mcbench.errors import UsageError
+
+    if out is not None and (out / "results.json").exists():
+        raise UsageError(f"{out} already holds a results.json; choose another --out (or finish it with --resume {out})")
+
+
 def execute(config: RunConfig, *, resume: RunResult | None = None, progress: Say = print,
             on_folder: Callable[[Path], object] | None = None,
             on_stage: Callable[..., None] | None = None) -> tuple[RunResult, RunPaths]:
@@ -104,7 +113,7 @@ def report(results: RunResult | str | Path, out: str | Path | None = None) -> Pa
     run_result = _results(results)
     where = Path(out) if out is not None else (
         Path(results).with_name("report.html") if isinstance(results, str | Path) else Path("report.html"))
-    return write_report(run_result, where)
+    return write_report(run_result, where, (Path(results),) if isinstance(results, str | Path) else ())
 
 
 def recommend(results: RunResult | str | Path, profile: str | None = None,
@@ -119,23 +128,30 @@ def recommend(results: RunResult | str | Path, profile: str | None = None,
 
 
 def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
-         baseline: RunResult | str | Path | None = None, remeasure: int = 0) -> Outcome:
+         baseline: RunResult | str | Path | None = None, remeasure: int = 0, allow_code: bool = False) -> Outcome:
     """The CI gate's checks; `outcome.exit_code` is what `mcbench gate` exits with (0 pass, 1 fail, 2 could not
-    evaluate, 3 inconclusive) and `outcome.checks` the checks with their messages."""
+    evaluate, 3 inconclusive) and `outcome.checks` the checks with their messages.
+
+    `remeasure` rebuilds the variants' sessions from the results: a results file that names code (a torch
+    variant's factory) is refused unless `allow_code` (mcbench.code_rule)."""
+    from mcbench.errors import UsageError
     from mcbench.reports.gate import evaluate
     from mcbench.reports.gate_budgets import GateConfig, load_budgets
-    from mcbench.reports.gate_stats import MIN_ROUNDS
+    from mcbench.reports.gate_stats import MAX_ROUNDS, MIN_ROUNDS
 
     if budgets is None and baseline is None:
-        raise ValueError("gate needs budgets, a baseline or both")
-    if remeasure and (remeasure < MIN_ROUNDS or baseline is None):
-        raise ValueError(f"remeasure needs at least {MIN_ROUNDS} rounds and a baseline")
+        raise UsageError("gate needs budgets, a baseline or both")
+    if remeasure and not (MIN_ROUNDS <= remeasure <= MAX_ROUNDS and baseline is not None):
+        raise UsageError(f"remeasure N needs {MIN_ROUNDS} <= N <= {MAX_ROUNDS} rounds and a baseline")
     config = load_budgets(Path(budgets)) if budgets is not None else GateConfig()
     run_result, base = _results(results), None if baseline is None else _results(baseline)
     remeasured = None
     if remeasure:
+        from mcbench.code_rule import refuse_results_code
         from mcbench.remeasure import remeasure as measure_again
 
+        for run, given, what in ((base, baseline, "the baseline"), (run_result, results, "the results")):
+            refuse_results_code(run, str(given) if isinstance(given, str | Path) else what, allow_code)
         remeasured = measure_again(base, run_result, remeasure, config.defaults)
     return evaluate(run_result, config, base, remeasured)
 

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_flags(run, "run", RunConfig)  # every setting's flag, from the schema; the plans' flags in their own groups
     run.add_argument("--allow-code", action="store_true",
-                     help="let the --config file name code: a package.module:factory model, a metric, trust_model")
+                     help="let the --config file name code (a package.module:factory model, a metric, trust_model), "
+                     "and with --resume, the results file (its config, a torch variant's factory)")
     run.add_argument("--config", type=Path, metavar="RUN.TOML",
                      help="read the run's settings from a TOML file (parsed, never executed); flags override it")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -190,10 +191,15 @@ def resume_config(args: argparse.Namespace):
     results = args.resume / "results.json"
     if not results.is_file():
         raise UsageError(f"{args.resume}: no results.json to resume (is it a run folder?)")
+    from mcbench.code_rule import refuse_results_code
+
     earlier = load_results(results)
     requested = run_config(args)
     default = run_config(build_parser().parse_args(["run"]))
-    if requested.to_dict() == default.to_dict():
+    recorded = requested.to_dict() == default.to_dict()
+    named = frozenset() if recorded or not requested.model else frozenset({requested.model})  # the user's own
+    refuse_results_code(earlier, str(results), args.allow_code, config=recorded, trusted=named)  # before an import
+    if recorded:
         requested = config_from_dict(earlier.config, str(results))
     else:
         changed = [k for k in sorted((set(requested.to_dict()) | set(earlier.config)) - {"cache_dir"})
@@ -223,10 +229,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         config, earlier = resume_config(args)
     else:
+        from mcbench.api import refuse_finished_run
+
         config = run_config(args)
-        if config.out_dir is not None and (config.out_dir / "results.json").exists():
-            raise UsageError(f"{config.out_dir} already holds a results.json; choose another --out "
-                             f"(or finish it with --resume {config.out_dir})")
+        refuse_finished_run(config.out_dir)
     tracker = tracker_from_args(args, UsageError)  # before the work: no MLflow or a bad store fails now
     started = time.perf_counter()
     output = ThirdPartyOutput()
@@ -275,13 +281,17 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             print(f"{name:<20} {profile.device:<11} {profile.description}")
     elif args.action == "show":
         profile = find_profile(args.name)
-        print(Path(profile.source).read_text(encoding="utf-8"), end="")
+        from mcbench.reports.files import read_text
+
+        print(read_text(profile.source, "profile"), end="")
     else:
         text = detect_profile(args.name)
         if args.out:
             if args.out.exists():
                 raise UsageError(f"{args.out} exists; choose another --out")
-            args.out.write_text(text, encoding="utf-8")
+            from mcbench.reports.files import write_text_atomic
+
+            write_text_atomic(args.out, text)
             print(f"profile: {args.out}")
         else:
             print(text, end="")
@@ -289,7 +299,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcbench.reports.html import render_merged, write_report, write_text_atomic
+    from mcbench.reports.files import write_text_atomic
+    from mcbench.reports.html import render_merged, write_report
     from mcbench.reports.merge import load_merged
     from mcbench.reports.schema import load_results
     from mcbench.tracking import tracker_from_args
@@ -298,13 +309,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.mlflow is not None:
             raise UsageError("report: --mlflow logs one run; give one results file")
         multi = load_merged(args.results)
-        out = write_text_atomic(args.out or Path(MERGED_REPORT), render_merged(multi))
+        out = write_text_atomic(args.out or Path(MERGED_REPORT), render_merged(multi), args.results)
         print(f"report: {out} ({len(multi.machines)} machines: {', '.join(multi.labels())})")
         return EXIT_OK
     results = args.results[0]
     run = load_results(results)
     tracker = tracker_from_args(args, UsageError)
-    out = write_report(run, args.out or results.with_name("report.html"))
+    out = write_report(run, args.out or results.with_name("report.html"), (results,))
     print(f"report: {out}")
     if tracker is not None:
         _say_logged(tracker.log(run, results.parent, report=out, results=results, log_models=args.mlflow_log_models))
@@ -313,26 +324,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mcbench.reports.compare import compare_runs, comparison_text
-    from mcbench.reports.html import render_comparison, write_text_atomic
+    from mcbench.reports.files import check_output, write_text_atomic
+    from mcbench.reports.html import render_comparison
     from mcbench.reports.schema import load_results
 
     a, b = load_results(args.a), load_results(args.b)
+    out = check_output(args.out or args.b.with_name("compare.html"), (args.a, args.b))  # before the table is printed
     print(comparison_text(compare_runs(a, b)))
-    out = write_text_atomic(args.out or args.b.with_name("compare.html"), render_comparison(a, b))
+    out = write_text_atomic(out, render_comparison(a, b), (args.a, args.b))
     print(f"comparison: {out}")
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from mcbench.reports.export import export_table
-    from mcbench.reports.html import write_text_atomic
+    from mcbench.reports.files import write_text_atomic
     from mcbench.reports.schema import load_results
 
     text = export_table(load_results(args.results), args.fmt)
     if args.out is None:
         print(text, end="")
     else:
-        print(f"{args.fmt}: {write_text_atomic(args.out, text)}")
+        print(f"{args.fmt}: {write_text_atomic(args.out, text, (args.results,))}")
     return EXIT_OK
 
 

@@ -34,8 +34,7 @@ from typing import Any
 
 from mcbench.bench.settings import UNSET, Field, Invalid, all_fields, choices_of, described, items_noun, user_value
 from mcbench.config import ConfigError, RunConfig
-
-MAX_CONFIG_BYTES = 1024 * 1024
+from mcbench.reports.files import FileError, read_text
 
 
 @dataclass
@@ -153,27 +152,15 @@ def refuse_code(rf: RunFile, allowed: bool, overridden: set[str]) -> None:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """The parsed file; a missing, huge, non-UTF-8 or malformed file is a ConfigError naming it."""
+    """The parsed file; a missing, huge, non-UTF-8 or malformed file (or no regular file) is a ConfigError naming it."""
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    if not path.is_file():
-        raise ConfigError(f"{path}: not a file")
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {size} bytes is too large for a run file (at most {MAX_CONFIG_BYTES})")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        return tomllib.loads(read_text(path, "run file"))
+    except FileError as exc:
+        raise ConfigError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{path}: not a usable run file (arrays or tables nested too deeply)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 # --- the table of keys in docs/run-files.md, generated from the schema ------------------------------------------

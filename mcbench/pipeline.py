@@ -197,6 +197,7 @@ class Pipeline:
         self.baseline_outputs = None
         self.on_folder = on_folder or (lambda folder: None)  # the run folder exists (the CLI moves its log there)
         self.builder: Builder | None = None  # the build stage, once the model is loaded
+        self.cut_short: list[str] = []  # a resumed run's variants whose stages an interrupt cut short
         self.user_metric = None
         self.profiles: dict[str, Profile] = {}  # the plan's, set by run() before any stage reads it
         self.task: str | None = None if config.task == AUTO else config.task  # `auto` resolves on the baseline
@@ -274,6 +275,9 @@ class Pipeline:
             run.run_id, run.created = resume.run_id, resume.created
             run.warnings.append(f"resumed: {len(kept)} finished variant(s) kept from the earlier run, "
                                 f"{len([s for s in specs if s.name not in kept])} run now")
+            if self.cut_short:
+                run.warnings.append(f"resumed: measured again from the start, as a stage of theirs was cut short: "
+                                    f"{', '.join(self.cut_short)}")
         self.baseline_outputs = self.kept_baseline_outputs(kept, specs, paths)
         self.roles = kept_roles(kept.get(run.baseline))
         self.first_batch_axis = self.roles[0].batch_axis if self.roles else 0
@@ -412,6 +416,7 @@ class Pipeline:
             if spec.batch_size > 1:
                 v.warnings.append(f"in-process figures are for batches of {spec.batch_size}; "
                                   "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
+                record(v, v.search["stage"], f"not load-tested: it runs batches of {spec.batch_size}")  # finished
                 continue
             self.on_stage("load", index, len(candidates), v.name, budget)
             self.load_test(spec, artifact, workload, paths, v, outputs)
@@ -437,11 +442,29 @@ class Pipeline:
         for v in resume.variants:
             artifact = v.artifact.get("path") if v.artifact else None
             not_tried = (v.search or {}).get("stage") == "plan"
+            cut = self.unfinished_stage(v)
+            if cut is not None:
+                self.say(f"{v.name}: not kept: its {cut} stage did not finish; measured again")
+                self.cut_short.append(f"{v.name} ({cut})")
+                continue
             if v.status in ("ok", "skipped") and not not_tried and (artifact is None or Path(artifact).exists()):
                 kept[v.name] = v
                 if self.task is None and v.accuracy is not None and v.accuracy.task:
                     self.task = v.accuracy.task  # the task `auto` chose the first time
         return kept
+
+    def unfinished_stage(self, v: VariantResult) -> str | None:
+        """The stage an earlier run's going variant did not finish (an interrupt cut it short), or None.
+
+        A variant records the stage it reached and, once it goes no further, why (mcbench.search.record); one still
+        going (`stopped` None) that has not reached the last stage this config needs (load, or time without a load
+        test) was cut short, and is measured again from the start (its artifact comes from the cache)."""
+        search = v.search or {}
+        last = "load" if self.config.load is not None else "time"
+        if v.status != "ok" or search.get("stopped") is not None or search.get("stage") not in STAGES:
+            return None
+        reached = STAGES.index(search["stage"])
+        return STAGES[reached + 1] if reached < STAGES.index(last) else None
 
     def reuse_artifacts(self, kept: dict[str, VariantResult]) -> None:
         """Kept variants' artifacts count as built where their files still hash as recorded."""

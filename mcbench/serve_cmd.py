@@ -26,11 +26,15 @@ def add_parser(sub) -> None:
                        help="shape of an input whose dimensions the .onnx file leaves open, as for mcbench run")
     serve.add_argument("--const", action="append", default=[], metavar="NAME=VALUE[:DTYPE]",
                        help="the value of a 0-d or constant input of an .onnx file, as for mcbench run")
+    serve.add_argument("--allow-code", action="store_true",
+                       help="for RUN_DIR:VARIANT: let the results file name code (a torch variant's factory), which "
+                       "is imported and called; without it such a variant is refused, as a results file is data")
     add_server_arguments(serve)
 
 
 def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error,
-                inputs: list[str] | None = None, consts: list[str] | None = None) -> dict:
+                inputs: list[str] | None = None, consts: list[str] | None = None,
+                allow_code: bool = False) -> dict:
     """{"name", "artifact", "target"} for the server, from an .onnx path (with --input shapes) or RUN_DIR:VARIANT."""
     from mcbench.optimizer.artifact import generated_inputs
     from mcbench.optimizer.intake import load_onnx, parse_constants, parse_inputs, with_constants
@@ -40,7 +44,7 @@ def server_spec(model: str, name: str | None, runtime: str, threads: int | None,
     if run_dir and Path(run_dir).is_dir():
         if inputs or consts:
             raise usage_error("serve: --input and --const apply to an .onnx file; a run's variant keeps its own")
-        return variant_spec(Path(run_dir), variant, name, threads, usage_error)
+        return variant_spec(Path(run_dir), variant, name, threads, usage_error, allow_code)
     path = Path(model)
     if path.suffix != ".onnx":
         raise usage_error(f"serve: {model} is neither an .onnx file nor RUN_DIR:VARIANT")
@@ -50,7 +54,9 @@ def server_spec(model: str, name: str | None, runtime: str, threads: int | None,
     return {"name": name or path.stem, "artifact": artifact.to_dict(), "target": target.to_dict()}
 
 
-def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | None, usage_error) -> dict:
+def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | None, usage_error,
+                 allow_code: bool = False) -> dict:
+    from mcbench.code_rule import refuse_results_code
     from mcbench.reports.schema import load_results
 
     run = load_results(run_dir / "results.json")
@@ -61,6 +67,7 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
         raise usage_error(f"serve: {run_dir} has no variant {variant!r}; it has {names}") from None
     if not result.artifact or "in_process" not in result.settings:
         raise usage_error(f"serve: variant {variant!r} has no built artifact ({result.status})")
+    refuse_results_code(run, str(run_dir / "results.json"), allow_code, [variant])
     artifact = {k: result.artifact[k] for k in ("path", "format", "inputs", "factory", "passes")}
     if not Path(artifact["path"]).exists() and (run_dir.parent.parent / artifact["path"]).exists():
         artifact["path"] = str(run_dir.parent.parent / artifact["path"])  # a run made from another folder
@@ -80,8 +87,8 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
     from mcbench.bench.server import StartError, limits_from_args, serve
     from mcbench.runguard import signals_raise
 
-    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input,
-                       args.const)
+    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input, args.const,
+                       args.allow_code)
     try:
         limits = limits_from_args(args)
     except StartError as exc:

@@ -137,7 +137,12 @@ def _fitted(spec: InputSpec, constant: InputConstant, source: str) -> float | in
 
 
 MAX_INPUT_ELEMENTS_ENV = "MCBENCH_MAX_INPUT_ELEMENTS"
-MAX_INPUT_ELEMENTS = 2**26  # per input; 256 MiB of float32. Larger inputs need the environment variable above.
+MAX_INPUT_ELEMENTS = 2**21  # per input; 8 MiB of float32. Larger inputs need the environment variable above.
+# Set from the run's peak memory, not the input's: a run keeps every generated evaluation and calibration sample
+# (96 of them), and each measuring child gets its own copy of the evaluation samples, so `mcbench run --quick` at
+# 2^22 elements peaked at 5.4 GiB and at 2^26 (the limit before) at 12.9 GB with nothing finished in 120 s; at 2^21
+# (a 3 x 640 x 640 image fits) it peaks at 3.3-4.1 GiB from run to run, in the 6 GiB the docs state
+# (benchmarks/limits_memory.py input 2097152).
 
 
 def max_input_elements() -> int:

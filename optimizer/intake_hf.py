@@ -25,6 +25,7 @@ import numpy as np
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.intake import InputOverride, IntakeError
+from mcbench.reports.files import FileError, read_text
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'mcbench[hf]'"
 DEFAULT_SEQ_LEN = 128
@@ -68,7 +69,7 @@ def transformers_module() -> Any:
 def inspect_folder(folder: Path, task: str) -> HfModel:
     """The folder's config and which output the task measures; an IntakeError says what does not fit."""
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(read_text(folder / "config.json", "config"))  # bounded; a FIFO is refused, not read
     except (OSError, ValueError) as exc:
         raise IntakeError(f"cannot load {folder}: config.json is not readable JSON ({first_line(exc)})") from None
     if not isinstance(config, dict):
@@ -200,15 +201,28 @@ def text_samples(folder: Path, lines: list[str], specs: tuple[InputSpec, ...]) -
             for i in range(0, usable, batch)]
 
 
+MAX_TEXT_LINES = 10_000  # one sample a line: every variant scores them all; tokenised, 300k lines took 3.6 GB
+MAX_LINE_CHARS = 10_000  # a sequence's tokens are shorter than this; a tokenizer takes a 50 MB line whole (8.5 GB)
+
+
 def read_lines(path: Path, what: str) -> list[str]:
-    """The file's non-empty lines; an IntakeError for a missing or empty file."""
+    """The file's non-empty lines, within the text-file limits (bytes: reports.files; lines and their length here),
+    checked before anything is tokenised; an IntakeError for a missing, empty or oversized file."""
     try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IntakeError(f"cannot read {what} {path}: {first_line(exc)}") from None
+        text = read_text(path, "text file")
+    except FileError as exc:
+        raise IntakeError(f"cannot read {what} {exc}") from None
+    lines = [line.strip() for line in text.splitlines()]
+    long = next((i for i, line in enumerate(lines, start=1) if len(line) > MAX_LINE_CHARS), None)
+    if long is not None:
+        raise IntakeError(f"cannot read {what} {path}: line {long} has {len(lines[long - 1]):,} characters; "
+                          f"at most {MAX_LINE_CHARS:,}")
     lines = [line for line in lines if line]
     if not lines:
         raise IntakeError(f"cannot read {what} {path}: the file has no lines")
+    if len(lines) > MAX_TEXT_LINES:
+        raise IntakeError(f"cannot read {what} {path}: {len(lines):,} lines; at most {MAX_TEXT_LINES:,} "
+                          "(a line is one sample)")
     return lines
 
 

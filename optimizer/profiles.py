@@ -15,6 +15,7 @@ from typing import Any
 
 from mcbench.optimizer.hardware import ISA_FLAGS as ISA
 from mcbench.reports.errors import UserError
+from mcbench.reports.files import FileError, read_text
 
 PROFILE_DIR = Path(__file__).parent.parent / "hardware_profiles"  # mcbench/hardware_profiles: a link in a checkout
 DEVICES = ("cpu", "nvidia-gpu", "intel-gpu")
@@ -204,9 +205,9 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
 def load_profile(path: Path) -> Profile:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such profile file") from None
+        data = tomllib.loads(read_text(path, "profile"))
+    except FileError as exc:
+        raise ProfileError(str(exc).replace(": no such file", ": no such profile file")) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: not valid TOML ({exc})") from None
     return parse_profile(data, str(path))

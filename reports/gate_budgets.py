@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.reports.errors import UserError
+from mcbench.reports.files import FileError, read_text
 
 METRICS = ("p50_ms", "p99_ms", "load_p99_ms", "min_throughput_rps", "min_accuracy", "max_size_bytes")
 MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: more buys no precision, only minutes
+MAX_ROUNDS_FACTOR = 10  # --remeasure N adds rounds up to this many times N: with N <= 1000, 10,000 rounds at most
 LOWER_BOUNDS = ("min_throughput_rps", "min_accuracy")  # the value must reach these; the others are ceilings
 
 
@@ -32,7 +34,8 @@ class Defaults:
     max_cv: float = 0.5  # noisier than this (robust CV) and the decision hinges on it -> inconclusive
     resamples: int = 2000
     seed: int = 0
-    max_rounds_factor: int = 3  # --remeasure N: up to this many times N rounds while a min_effect slowdown is open
+    max_rounds_factor: int = 3  # --remeasure N: up to this many times N rounds (at most MAX_ROUNDS_FACTOR) while a
+    # min_effect slowdown is open
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ def _defaults(where: str, table: Any) -> Defaults:
     d = Defaults(**values)
     if d.max_rounds_factor < 1:
         raise GateConfigError(f"{where}: [defaults]: key 'max_rounds_factor': at least 1 (1: never add rounds), "
+                              f"got {d.max_rounds_factor}")
+    if d.max_rounds_factor > MAX_ROUNDS_FACTOR:
+        raise GateConfigError(f"{where}: [defaults]: key 'max_rounds_factor': must be at most {MAX_ROUNDS_FACTOR}, "
                               f"got {d.max_rounds_factor}")
     if not 0 < d.confidence < 1:
         raise GateConfigError(f"{where}: [defaults]: key 'confidence': must be between 0 and 1, got {d.confidence}")
@@ -136,7 +142,7 @@ def parse_budgets(text: str, source: str = "<budgets>") -> GateConfig:
 
 def load_budgets(path: Path) -> GateConfig:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GateConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        text = read_text(path, "budgets file")
+    except FileError as exc:
+        raise GateConfigError(str(exc)) from None
     return parse_budgets(text, str(path))

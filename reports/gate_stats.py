@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 MIN_SAMPLES = 10
 MIN_ROUNDS = 5
+MAX_ROUNDS = 1000  # --remeasure N: a round of a 10 ms model takes about a second, so 1000 are about 17 minutes
 MAX_BOOTSTRAP_SAMPLES = 2000  # longer series are thinned (evenly, deterministically) for the bootstrap only
 
 

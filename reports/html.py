@@ -13,9 +13,10 @@ from pathlib import Path
 
 import jinja2
 
+from mcbench.reports.files import write_text_atomic
 from mcbench.reports.merge import MultiRun
 from mcbench.reports.page import report_view
-from mcbench.reports.schema import RunResult, write_text_atomic  # noqa: F401 (the CLI writes its files with it)
+from mcbench.reports.schema import RunResult
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -53,6 +54,7 @@ def render_merged(multi: MultiRun) -> str:
     return template_environment().get_template(MERGED_TEMPLATE).render(view=merged_view(multi))
 
 
-def write_report(run: RunResult, path: Path) -> Path:
-    """Render and write atomically (temporary file beside it, then rename): a browser never opens half a page."""
-    return write_text_atomic(path, render_report(run))
+def write_report(run: RunResult, path: Path, inputs: tuple[Path, ...] = ()) -> Path:
+    """Render and write atomically (temporary file beside it, then rename): a browser never opens half a page;
+    `path` must not be one of `inputs` (the results it was made from) nor a device (reports.files)."""
+    return write_text_atomic(path, render_report(run), inputs)

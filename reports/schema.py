@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mcbench.reports.errors import UserError
+from mcbench.reports.files import FileError, read_text, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -268,24 +267,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write to a temporary file beside `path`, fsync, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results and reports are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def check_against_json_schema(data: Any, where: str) -> None:
     """Raise SchemaError where `data` breaks reports/results.schema.json (checked on write and on read)."""
     from mcbench.reports.schema_json import REGENERATE, schema_errors
@@ -305,9 +286,9 @@ def save_results(run: RunResult, path: Path) -> None:
 def load_results(path: Path) -> RunResult:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SchemaError(f"{path}: no such file") from exc
+        data = json.loads(read_text(path, "results file"))
+    except FileError as exc:
+        raise SchemaError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise SchemaError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(data, dict):

@@ -152,6 +152,6 @@ def test_flag_values_out_of_range_are_one_line(capsys, args, message):
 
 def test_gate_remeasure_out_of_range(capsys, results_file):
     assert main(["gate", str(results_file), "--baseline", str(results_file), "--remeasure", "-1"]) == 2
-    assert _one_line(capsys) == "mcbench: --remeasure N needs N >= 5 rounds and a --baseline"
+    assert _one_line(capsys) == "mcbench: --remeasure N needs 5 <= N <= 1000 rounds and a --baseline"
     assert main(["gate", str(results_file), "--baseline", str(results_file), "--remeasure", "4"]) == 2
-    assert _one_line(capsys) == "mcbench: --remeasure N needs N >= 5 rounds and a --baseline"
+    assert _one_line(capsys) == "mcbench: --remeasure N needs 5 <= N <= 1000 rounds and a --baseline"

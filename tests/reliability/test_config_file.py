@@ -97,8 +97,8 @@ def test_missing_and_oversized_files(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"mcbench: {tmp_path / 'nope.toml'}: no such file"
     big = _write(tmp_path, "# " + "x" * (1024 * 1024 + 10))
     assert main(["run", "--config", str(big)]) == 2
-    assert capsys.readouterr().err.strip() == (f"mcbench: {big}: {big.stat().st_size} bytes is too large for a "
-                                                f"run file (at most 1048576)")
+    assert capsys.readouterr().err.strip() == (f"mcbench: {big}: {big.stat().st_size:,} bytes is larger than a "
+                                                "run file may be (at most 1 MiB)")
 
 
 def test_recipes_in_the_file_become_variants_and_flags_replace_them(tmp_path):

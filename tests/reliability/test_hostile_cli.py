@@ -74,7 +74,7 @@ def test_c4_input_past_the_element_limit_is_refused_before_allocating(tmp_path, 
     out = tmp_path / "run"
     assert main(["run", "--model", str(model), "--input", "x=99999999,4", "--out", str(out)]) == 2
     assert _one_line(capsys) == ("mcbench: --input 'x=99999999,4': 399999996 elements (1599999984 bytes) is over the "
-                                 "limit of 67108864 elements per input (set MCBENCH_MAX_INPUT_ELEMENTS to raise it)")
+                                 "limit of 2097152 elements per input (set MCBENCH_MAX_INPUT_ELEMENTS to raise it)")
     assert main(["run", "--model", str(model), "--input", "x=99999999,99999999", "--out", str(out)]) == 2
     assert "9999999800000001 elements (39999999200000004 bytes)" in _one_line(capsys)
     monkeypatch.setenv("MCBENCH_MAX_INPUT_ELEMENTS", "7")

@@ -269,7 +269,7 @@ def _children(pid: int) -> list[int]:
 
 def test_a_write_cut_short_leaves_the_previous_results(tmp_path, monkeypatch):
     """An interruption between writing the temporary file and renaming it: the old file stays whole."""
-    from mcbench.reports import schema
+    from mcbench.reports import files, schema
 
     path = tmp_path / "results.json"
     first = schema.RunResult("r", "2026-01-01T00:00:00", {}, {}, {}, [])
@@ -279,7 +279,7 @@ def test_a_write_cut_short_leaves_the_previous_results(tmp_path, monkeypatch):
     def cut(*_args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(schema.os, "replace", cut)
+    monkeypatch.setattr(files.os, "replace", cut)
     with pytest.raises(KeyboardInterrupt):
         schema.save_results(schema.RunResult("r2", "2026-01-02T00:00:00", {}, {}, {}, []), path)
     assert path.read_bytes() == before
