@@ -46,6 +46,22 @@ class ChildError(RuntimeError):
         self.stderr_tail = stderr_tail
 
 
+STDERR_LINES_IN_ERROR = 20
+
+
+def error_text(exc: ChildError) -> str:
+    """The error a failed child leaves in results and report: what happened, then its stderr tail.
+
+    No exit status is appended where the child answered (it raised, or ran out of memory): it then exits 0, and
+    "(exit code 0)" after a failure only misleads; a crash's message already says how the process ended.
+    """
+    text = f"{exc.kind}: {exc}"
+    if exc.stderr_tail:
+        tail = "\n".join(exc.stderr_tail.splitlines()[-STDERR_LINES_IN_ERROR:])
+        text += f"\n--- last lines of its stderr ---\n{tail}"
+    return text
+
+
 def exit_status_text(code: int | None) -> str:
     """'exit code 7' or 'signal SIGSEGV (exit status -11)': how a process ended, in words."""
     if code is None:
