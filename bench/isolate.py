@@ -50,12 +50,14 @@ STDERR_LINES_IN_ERROR = 20
 
 
 def error_text(exc: ChildError) -> str:
-    """The error a failed child leaves in results and report: what happened, then its stderr tail.
+    """The error a failed child leaves in results and report: what happened, how it ended, its stderr tail.
 
-    No exit status is appended where the child answered (it raised, or ran out of memory): it then exits 0, and
-    "(exit code 0)" after a failure only misleads; a crash's message already says how the process ended.
+    How it ended is said where it says something: a timeout's kill. A child that raised or ran out of memory
+    answered and then exited 0, and "(exit code 0)" after its failure only misled; a crash's message says it.
     """
     text = f"{exc.kind}: {exc}"
+    if exc.kind != "crashed" and exc.exit_status:
+        text += f" ({exit_status_text(exc.exit_status)})"
     if exc.stderr_tail:
         tail = "\n".join(exc.stderr_tail.splitlines()[-STDERR_LINES_IN_ERROR:])
         text += f"\n--- last lines of its stderr ---\n{tail}"

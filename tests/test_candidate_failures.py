@@ -56,6 +56,8 @@ def test_a_child_that_raised_is_reported_without_its_exit_code():
     assert text.endswith("--- last lines of its stderr ---\nTraceback ...\nRuntimeError: ...")
     crashed = ChildError("the process died: signal SIGSEGV (exit status -11)", "crashed", -11)
     assert error_text(crashed) == "crashed: the process died: signal SIGSEGV (exit status -11)"
+    killed = ChildError("timed out after 3 s; the child was killed", "timeout", -9)
+    assert error_text(killed) == "timeout: timed out after 3 s; the child was killed (signal SIGKILL (exit status -9))"
 
 
 def make_if_conv_onnx(path: Path) -> Path:
