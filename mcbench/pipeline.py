@@ -35,6 +35,7 @@ from mcbench.optimizer.recipe_syntax import parse_recipe
 from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
+    keeps_fp32,
 )
 from mcbench.optimizer.targets import Target, why_not_here
 from mcbench.plan import Plan, plan_before_loading, plan_for_model
@@ -305,17 +306,20 @@ class Pipeline:
 
     def screen(self, specs: list[VariantSpec], kept: dict[str, VariantResult], run: RunResult, workload: Workload,
                paths: RunPaths, budget: TimeBudget) -> None:
-        """Stage 1, every candidate in turn: build, outputs and quality, a short timing (the full one when the
-        run does not search). New candidates start while the run has used under half its time budget."""
+        """Stage 1, every candidate in turn (lossless ones first: optimizer.recipes.search_space): build, outputs
+        and quality, a short timing (the full one when the run does not search). New candidates start while the run
+        has used under half its time budget and their price fits (mcbench.search.not_started)."""
         searching = self.config.searches
         plan = screening_plan(self.config.timing) if searching else self.config.timing
+        lossless_untried: str | None = None  # the first candidate that keeps FP32 numerics the budget left untried
         for index, spec in enumerate(specs, start=1):
             if spec.name in kept:
                 self.say(f"[{index}/{len(specs)}] {spec.name}: kept ({kept[spec.name].status}) from before")
                 run.variants.append(kept[spec.name])
                 continue
-            reason = None if spec.baseline else not_started(budget, self.prices.of(self.builder.pending(spec.recipe)))
+            reason = None if spec.baseline else self.why_not_now(spec, budget, lossless_untried)
             if reason is not None:
+                lossless_untried = lossless_untried or (spec.name if keeps_fp32(spec) else None)
                 run.variants.append(not_tried(spec, reason))
                 self.say(f"[{index}/{len(specs)}] {spec.name}: {reason}")
                 continue
@@ -334,6 +338,11 @@ class Pipeline:
                 record(result, "screen", f"{result.status}: {first_line(result.error or '')}")
             run.variants.append(result)
             self.save(run, paths)
+
+    def why_not_now(self, spec: VariantSpec, budget: TimeBudget, lossless_untried: str | None) -> str | None:
+        """Why the search does not screen `spec` now (None: it does), by its price (mcbench.search.not_started)."""
+        price = self.prices.of(self.builder.pending(spec.recipe))
+        return not_started(budget, price, None if keeps_fp32(spec) else lossless_untried)
 
     def priced_run(self, spec: VariantSpec, workload: Workload, paths: RunPaths, plan: TimingPlan):
         """run_variant, with what its builds and its screening took noted for the prices of the candidates after it."""

@@ -112,11 +112,15 @@ def pass_name(step: str) -> str:
     return step.split("(", 1)[0].strip()
 
 
-def not_started(budget: TimeBudget, price: Price) -> str | None:
-    """Why a candidate is not screened now (None: it is): the run has used half its budget, or by its price it
-    would end past the share full timing may use."""
+def not_started(budget: TimeBudget, price: Price, lossless_untried: str | None = None) -> str | None:
+    """Why a candidate is not screened now (None: it is): the run has used half its budget, by its price it would
+    end past the share full timing may use, or (`lossless_untried`, for a lossy candidate) a lossless candidate
+    was left untried for lack of time, and no lossy one is built while one is."""
     if not budget.allows(SCREEN_SHARE):
         return f"not tried: {budget.text()} was half spent before its turn"
+    if lossless_untried is not None:
+        return (f"not tried: {lossless_untried}, which keeps FP32 numerics, did not fit {budget.text()}, and a lossy "
+                "candidate is never built while a lossless one is untried")
     left = budget.left_before(TIME_SHARE)
     if price.seconds > left:
         return (f"not tried: priced at about {price.seconds:.0f} s ({price.text()}), more than the {left:.0f} s "

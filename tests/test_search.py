@@ -182,6 +182,9 @@ def test_a_candidate_starts_only_if_its_price_ends_it_before_the_timing_share():
     assert reason.startswith("not tried: priced at about 75 s (nncf.int8 ~60 s + screening ~15 s), more than the ")
     assert reason.endswith(" s left before 70% of the 100 s time budget")
     assert not_started(TimeBudget(None), Price((("prune.structured", 1e6),))) is None
+    assert not_started(budget, Price((("screening", 5.0),)), lossless_untried="ov-static-fp32") == (
+        "not tried: ov-static-fp32, which keeps FP32 numerics, did not fit the 100 s time budget, and a lossy "
+        "candidate is never built while a lossless one is untried")
     half_spent = TimeBudget(10.0, started=-6.0)
     assert not_started(half_spent, Price(())) == "not tried: the 10 s time budget was half spent before its turn"
 
