@@ -36,6 +36,7 @@ from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
     keeps_fp32,
+    pass_name,
 )
 from mcbench.optimizer.targets import Target, why_not_here
 from mcbench.plan import Plan, plan_before_loading, plan_for_model
@@ -53,7 +54,6 @@ from mcbench.search import (
     dominated_text,
     frontier,
     not_started,
-    pass_name,
     point_of,
     points,
     record,

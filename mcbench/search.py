@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from mcbench.optimizer.recipes import pass_name
 from mcbench.reports.quality import QualityMetric, measured, quality_of, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
 
@@ -105,11 +106,6 @@ class Prices:
         unit = self.screenings[0] if self.screenings else 0.0
         keys = [k for k in PASS_FACTORS if name == k or name.startswith(k + ".")]
         return unit * (PASS_FACTORS[max(keys, key=len)] if keys else UNKNOWN_FACTOR)
-
-
-def pass_name(step: str) -> str:
-    """'quant.int8_static(per_channel=false)' -> 'quant.int8_static'."""
-    return step.split("(", 1)[0].strip()
 
 
 def not_started(budget: TimeBudget, price: Price, lossless_untried: str | None = None) -> str | None:

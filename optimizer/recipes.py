@@ -10,7 +10,7 @@ from mcbench.optimizer.recipe_syntax import RecipeError, Step, parse_recipe
 from mcbench.optimizer.targets import Target
 
 __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "all_kind_variants", "default_variants",
-           "keeps_fp32", "kind_variants", "lossless_first", "parse_named_recipe", "parse_recipe",
+           "keeps_fp32", "kind_variants", "lossless_first", "parse_named_recipe", "parse_recipe", "pass_name",
            "profile_recipe_variants", "profile_variants", "recipe_variants", "search_space"]
 
 # Dynamic INT8 with one weight scale a channel: on a real sentence encoder (all-MiniLM-L6-v2) per-tensor scales
@@ -36,9 +36,14 @@ class VariantSpec:
 LOSSLESS_FAMILIES = ("export", "fuse", "shape")
 
 
+def pass_name(step: str) -> str:
+    """A recipe step's pass: 'quant.int8_static(per_channel=false)' -> 'quant.int8_static'."""
+    return step.split("(", 1)[0].strip()
+
+
 def keeps_fp32(spec: VariantSpec) -> bool:
     """Whether the variant computes what the model does in FP32: only lossless passes, an FP32 runtime setting."""
-    families = {step.split("(", 1)[0].strip().split(".", 1)[0] for step in spec.recipe}
+    families = {pass_name(step).split(".", 1)[0] for step in spec.recipe}
     return families <= set(LOSSLESS_FAMILIES) and spec.target.options.get("precision", "f32") == "f32"
 
 
@@ -149,7 +154,7 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
 
     The search screens in this order: the baseline, then every candidate that keeps FP32 numerics (OpenVINO FP32,
     one thread, OpenVINO's throughput hint, a CNN's folded static-shape FP32, a transformer's fusions alone),
-    then the lossy ones (lossless_first). Lossless candidates cost one screening each and cannot lose quality, so a
+    then the lossy ones (lossless_first). Lossless candidates cost one screening each and keep the model's numbers, so a
     run cut by its time budget never leaves one untried after an INT8 build of 10-30 s. Within each group the
     likeliest first: what pays off on this kind (fusions + per-channel INT8 on a transformer, NNCF INT8 and pruning
     on a CNN), the rest of the 0.1 matrix, then the settings and parameters around them (a static INT8 with one
