@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mcbench.reports.errors import first_line
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import (
     QualityMetric,
@@ -171,7 +172,7 @@ def _miss_sentences(run: RunResult, nearest: VariantResult, metric: QualityMetri
 
 
 def _skipped(run: RunResult, profile: str) -> list[tuple[str, str]]:
-    return [(v.name, (v.error or "(no reason recorded)").strip().splitlines()[0])
+    return [(v.name, first_line(v.error) or "(no reason recorded)")
             for v in profile_variants(run, profile) if v.status != "ok"]
 
 
