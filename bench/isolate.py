@@ -48,6 +48,24 @@ class ChildError(RuntimeError):
         self.stderr_tail = stderr_tail
 
 
+STDERR_LINES_IN_ERROR = 20
+
+
+def error_text(exc: ChildError) -> str:
+    """The error a failed child leaves in results and report: what happened, how it ended, its stderr tail.
+
+    How it ended is said where it says something: a timeout's kill. A child that raised or ran out of memory
+    answered and then exited 0, and "(exit code 0)" after its failure only misled; a crash's message says it.
+    """
+    text = f"{exc.kind}: {exc}"
+    if exc.kind != "crashed" and exc.exit_status:
+        text += f" ({exit_status_text(exc.exit_status)})"
+    if exc.stderr_tail:
+        tail = "\n".join(exc.stderr_tail.splitlines()[-STDERR_LINES_IN_ERROR:])
+        text += f"\n--- last lines of its stderr ---\n{tail}"
+    return text
+
+
 def exit_status_text(code: int | None) -> str:
     """'exit code 7' or 'signal SIGSEGV (exit status -11)': how a process ended, in words."""
     if code is None:

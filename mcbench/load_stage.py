@@ -18,6 +18,7 @@ from mcbench.optimizer.hardware import split_cores, usable_cores
 from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.targets import Target
 from mcbench.reports.capacity import capacity
+from mcbench.reports.errors import first_line
 from mcbench.reports.schema import Capacity, LoadResult
 
 Say = Callable[[str], None]
@@ -106,7 +107,7 @@ def load_test_variant(name: str, artifact: Artifact, target: Target, requests: R
             out.load.batching = {"max_batch": plan.max_batch, "max_wait_ms": plan.max_wait_ms}
             out.load.batched_steps, out.load.batched_open_steps = batched.steps, batched.open_steps
         except (LoadError, RuntimeError, OSError) as exc:  # the unbatched figures stand; say why no comparison
-            first = str(exc).splitlines()[0][:300]
+            first = first_line(exc, 300)
             out.warnings.append(f"dynamic batching not compared: {first}")
             say(f"  dynamic batching not compared: {first}")
     out.capacity = capacity_of(out.load, plan, profile)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import numpy as np
 
 from mcbench.bench.accuracy import accuracy_of
 from mcbench.bench.environment import environment
-from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
+from mcbench.bench.isolate import ChildError, call_in_child, error_text
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
 from mcbench.bench.measure import InProcessResult, measure_in_process, time_in_process
 from mcbench.bench.metrics import AUTO, resolved_task
@@ -29,27 +30,31 @@ from mcbench.load_stage import load_test_variant
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.build import BuildData, Builder
 from mcbench.optimizer.hardware import usable_cores
-from mcbench.optimizer.passes import PassError, check_needs
+from mcbench.optimizer.passes import check_needs
 from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.recipe_syntax import parse_recipe
 from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
+    keeps_fp32,
+    pass_name,
 )
-from mcbench.optimizer.targets import Target, TargetError, why_not_here
+from mcbench.optimizer.targets import Target, why_not_here
 from mcbench.plan import Plan, plan_before_loading, plan_for_model
+from mcbench.reports.errors import first_line
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult, save_results
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
 from mcbench.search import (
-    SCREEN_SHARE,
     STAGES,
     TIME_SHARE,
+    Prices,
     TimeBudget,
     beats,
     dominated_by,
     dominated_text,
     frontier,
+    not_started,
     point_of,
     points,
     record,
@@ -204,6 +209,7 @@ class Pipeline:
         self.baseline_more: list | None = None  # the baseline's second and later outputs (per-output fidelity)
         self.roles: list[OutputRole] | None = None  # what each output means, inferred on the baseline's outputs
         self.first_batch_axis: int | None = 0  # the first output's batch axis in the model's layout (load checks)
+        self.prices = Prices()  # what screening a candidate costs, from what this run has seen
 
     def prepare(self) -> tuple[Workload, RunPaths]:
         """Load or train the model before a run folder exists for it, so bad input leaves nothing behind.
@@ -313,21 +319,25 @@ class Pipeline:
 
     def screen(self, specs: list[VariantSpec], kept: dict[str, VariantResult], run: RunResult, workload: Workload,
                paths: RunPaths, budget: TimeBudget) -> None:
-        """Stage 1, every candidate in turn: build, outputs and quality, a short timing (the full one when the
-        run does not search). New candidates start while the run has used under half its time budget."""
+        """Stage 1, every candidate in turn (lossless ones first: optimizer.recipes.search_space): build, outputs
+        and quality, a short timing (the full one when the run does not search). New candidates start while the run
+        has used under half its time budget and their price fits (mcbench.search.not_started)."""
         searching = self.config.searches
         plan = screening_plan(self.config.timing) if searching else self.config.timing
+        lossless_untried: str | None = None  # the first candidate that keeps FP32 numerics the budget left untried
         for index, spec in enumerate(specs, start=1):
             if spec.name in kept:
                 self.say(f"[{index}/{len(specs)}] {spec.name}: kept ({kept[spec.name].status}) from before")
                 run.variants.append(kept[spec.name])
                 continue
-            if not spec.baseline and not budget.allows(SCREEN_SHARE):
-                run.variants.append(not_tried(spec, f"not tried: {budget.text()} was half spent before its turn"))
-                self.say(f"[{index}/{len(specs)}] {spec.name}: not tried ({budget.text()})")
+            reason = None if spec.baseline else self.why_not_now(spec, budget, lossless_untried)
+            if reason is not None:
+                lossless_untried = lossless_untried or (spec.name if keeps_fp32(spec) else None)
+                run.variants.append(not_tried(spec, reason))
+                self.say(f"[{index}/{len(specs)}] {spec.name}: {reason}")
                 continue
             self.on_stage("screen", index, len(specs), spec.name, budget)
-            result, measured = self.run_variant(spec, workload, paths, self.baseline_outputs, plan)
+            result, measured = self.priced_run(spec, workload, paths, plan)
             if spec.baseline:
                 budget.restart()  # the baseline is measured whatever the budget: the search's time starts now
             if spec.baseline and measured is not None:
@@ -339,9 +349,22 @@ class Pipeline:
             if result.status == "ok":
                 record(result, "screen" if searching else "time")
             else:
-                record(result, "screen", f"{result.status}: {first_line_of(result.error or '')}")
+                record(result, "screen", f"{result.status}: {first_line(result.error or '')}")
             run.variants.append(result)
             self.save(run, paths)
+
+    def why_not_now(self, spec: VariantSpec, budget: TimeBudget, lossless_untried: str | None) -> str | None:
+        """Why the search does not screen `spec` now (None: it does), by its price (mcbench.search.not_started)."""
+        price = self.prices.of(self.builder.pending(spec.recipe))
+        return not_started(budget, price, None if keeps_fp32(spec) else lossless_untried)
+
+    def priced_run(self, spec: VariantSpec, workload: Workload, paths: RunPaths, plan: TimingPlan):
+        """run_variant, with what its builds and its screening took noted for the prices of the candidates after it."""
+        before, started = set(self.builder.seconds), time.monotonic()
+        result, measured = self.run_variant(spec, workload, paths, self.baseline_outputs, plan)
+        built = {pass_name(p[-1]): s for p, s in self.builder.seconds.items() if p not in before}
+        self.prices.saw(built, time.monotonic() - started - sum(built.values()))
+        return result, measured
 
     def drop_over_budget(self, run: RunResult) -> None:
         """Stage 2: a candidate over the quality budget goes no further; the figure says by how much."""
@@ -381,7 +404,7 @@ class Pipeline:
                                                  workload.timing_feeds, self.config.timing, spec.batch_size,
                                                  timeout_s=MEASURE_TIMEOUT_S)
             except ChildError as exc:
-                record(v, "screen", f"full timing failed: {first_line_of(child_error_text(exc))}")
+                record(v, "screen", f"full timing failed: {first_line(error_text(exc))}")
                 continue
             v.latency = latency
             if not settled:
@@ -420,7 +443,7 @@ class Pipeline:
                 continue
             self.on_stage("load", index, len(candidates), v.name, budget)
             self.load_test(spec, artifact, workload, paths, v, outputs)
-            record(v, "load", None if v.status == "ok" else first_line_of(v.error or "failed"))
+            record(v, "load", None if v.status == "ok" else first_line(v.error or "failed"))
             self.save(run, paths)
 
     def fresh(self, run: RunResult) -> list[VariantResult]:
@@ -526,15 +549,15 @@ class Pipeline:
                 return result, None
             measured = self.measure(spec, artifact, target, workload, plan)
         except ChildError as exc:
-            result.error = child_error_text(exc)
+            result.error = error_text(exc)
             result.exit_status, result.stderr_tail = exc.exit_status, exc.stderr_tail or None
-            self.say(f"  failed: {first_line_of(result.error)}")
+            self.say(f"  failed: {first_line(result.error)}")
             return result, None
         except OutputError:
             raise
-        except (PassError, TargetError, ValueError, OSError) as exc:
+        except Exception as exc:  # a pass or runtime that fails (OpenVINO cannot read the graph ...) fails this one
             result.error = f"{type(exc).__name__}: {exc}"
-            self.say(f"  failed: {result.error}")
+            self.say(f"  failed: {first_line(result.error)}")
             return result, None
         result.latency = measured.latency
         result.op_profile = measured.op_profile
@@ -544,8 +567,13 @@ class Pipeline:
                 f"(CV {measured.latency.cv:.0%}): the machine is noisy"
             )
         if not spec.baseline:
-            result.accuracy = self.accuracy(result, measured.outputs, baseline_outputs, workload,
-                                            measured.more_outputs)
+            try:
+                result.accuracy = self.accuracy(result, measured.outputs, baseline_outputs, workload,
+                                                measured.more_outputs)
+            except Exception as exc:  # outputs its quality cannot be judged on fail this candidate, not the run
+                result.error = f"its quality could not be measured: {type(exc).__name__}: {exc}"
+                self.say(f"  failed: {first_line(result.error)}")
+                return result, None
         result.status = "ok"
         self._candidates[spec.name] = (spec, artifact, measured.outputs)
         self.say(
@@ -652,21 +680,3 @@ def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "b
         rows_of = [np.asarray(outputs[i * rows:(i + 1) * rows]) for i in range(len(samples))]
         expected = [[r[0] if batch_axis is None else np.moveaxis(r, 0, batch_axis)] for r in rows_of]
     return Requests.encode(samples, expected, answers)
-
-
-STDERR_LINES_IN_ERROR = 20
-
-
-def child_error_text(exc: ChildError) -> str:
-    """The error a failed child leaves in results and report: what happened, its exit status, its stderr tail."""
-    text = f"{exc.kind}: {exc}"
-    if exc.kind != "crashed" and exc.exit_status is not None:
-        text += f" ({exit_status_text(exc.exit_status)})"
-    if exc.stderr_tail:
-        tail = "\n".join(exc.stderr_tail.splitlines()[-STDERR_LINES_IN_ERROR:])
-        text += f"\n--- last lines of its stderr ---\n{tail}"
-    return text
-
-
-def first_line_of(text: str) -> str:
-    return text.splitlines()[0] if text else ""

@@ -19,6 +19,7 @@ from mcbench.optimizer.recipes import (
     VariantSpec,
     all_kind_variants,
     default_variants,
+    lossless_first,
     parse_named_recipe,
     profile_recipe_variants,
     profile_variants,
@@ -87,7 +88,8 @@ def plan_for_model(config: RunConfig, before: Plan, base: Artifact, can_train: b
 
 
 def narrowed(config: RunConfig, space: list[VariantSpec]) -> list[VariantSpec]:
-    """The search space as the run file's [search] narrows (exclude) and extends (add) it."""
+    """The search space as the run file's [search] narrows (exclude) and extends (add) it; an added candidate that
+    keeps FP32 numerics is screened with the space's lossless ones, before any lossy candidate."""
     kept = [s for s in space if s.baseline or not any(fnmatch.fnmatch(s.name, p) for p in config.search_exclude)]
     added = []
     for text in config.search_add:
@@ -95,7 +97,8 @@ def narrowed(config: RunConfig, space: list[VariantSpec]) -> list[VariantSpec]:
             added += recipe_variants(parse_named_recipe(text), config.source_format)
         except RecipeError as exc:
             raise ConfigError(f"[search] add {text!r}: {exc}") from exc
-    return unique_names(kept + [replace(s, why=s.why or "added by the run file's [search]") for s in added])
+    return lossless_first(unique_names(kept + [replace(s, why=s.why or "added by the run file's [search]")
+                                               for s in added]))
 
 
 def recipe_matrix(config: RunConfig) -> list[VariantSpec]:

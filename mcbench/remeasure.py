@@ -15,6 +15,7 @@ from typing import Any
 from mcbench.bench.isolate import ChildError, call_in_child
 from mcbench.optimizer.artifact import Artifact, generated_inputs
 from mcbench.optimizer.targets import Session, Target, open_session, set_ort_global_pool
+from mcbench.reports.errors import first_line
 from mcbench.reports.gate import GateDataError, Remeasured
 from mcbench.reports.gate_budgets import Defaults
 from mcbench.reports.gate_stats import compare_rounds, leaves_slowdown_open
@@ -224,7 +225,7 @@ def measure_pairs(pairs: list[Pair], fn: PairFn, *args: Any, shared_pool: bool =
             results = call_in_child(on_shared_pool, threads, group, fn, args, timeout_s=SHARED_POOL_CHILD_TIMEOUT_S)
         except ChildError as exc:
             raise GateDataError(f"{', '.join(p.name for p in group)}: re-measuring on a shared onnxruntime thread pool "
-                                f"failed in its child process: {exc}") from None
+                                f"failed in its child process: {first_line(exc)}") from None
         out.update((p.name, (r, pool_note(p))) for p, r in zip(group, results, strict=True))
     for pair in pairs:
         if pair.name not in out:

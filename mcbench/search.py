@@ -8,6 +8,10 @@ A candidate over the quality budget stops after screening, with the figure; one 
 above another's at no better quality stops there too (it cannot reach the frontier, however long it is timed).
 Every candidate keeps a record of the stage it reached and why it went no further, so the recommendation can be
 checked against everything that was tried.
+
+A candidate is priced before it is screened (its pending build steps and its screening, from what the run has
+seen so far) and is not started where that price would carry the run past the share of the budget that full timing
+may use: a 30 s INT8 build does not take the time the rest of the search needs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from mcbench.optimizer.recipes import pass_name
 from mcbench.reports.quality import QualityMetric, measured, quality_of, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
 
@@ -40,12 +45,83 @@ class TimeBudget:
     def left(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
 
+    def left_before(self, share: float) -> float:
+        """Seconds until the run has used `share` of its budget (inf with no budget)."""
+        return math.inf if self.seconds is None else share * self.seconds - self.elapsed()
+
     def allows(self, share: float = 1.0) -> bool:
         """True while the run has used less than `share` of its budget."""
         return self.seconds is None or self.elapsed() < share * self.seconds
 
     def text(self) -> str:
         return "no time budget" if self.seconds is None else f"the {self.seconds:.0f} s time budget"
+
+
+# A pass's build time as a multiple of the baseline's screening (the child's start, the session, the evaluation
+# samples, a short timing), until the run has built that pass once. On NudeNet's YOLOv8n at 320 px (2 cores,
+# baseline screening 7 s): nncf.int8 8.5-13 s, quant.int8_static 11 s, fuse.conv_affine 0.8 s, shape.static 0.1 s.
+# Pruning fine-tunes. The longest prefix of a pass's name that is here gives its factor.
+PASS_FACTORS = {"export": 1.0, "fuse": 0.2, "shape": 0.05, "quant": 2.0, "quant.int8_dynamic": 0.5, "quant.fp16": 0.3,
+                "nncf": 2.0, "nncf.weight_compression": 0.5, "nncf.int8_accuracy_aware": 6.0, "prune": 10.0}
+UNKNOWN_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Price:
+    """What screening a candidate is expected to cost: each pending build step and the screening itself, seconds."""
+
+    parts: tuple[tuple[str, float], ...]
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for _, s in self.parts)
+
+    def text(self) -> str:
+        return " + ".join(f"{name} ~{s:.0f} s" for name, s in self.parts)
+
+
+@dataclass
+class Prices:
+    """Prices from what the run has seen: the same pass again costs what it cost (mean), an unseen one its factor
+    of the baseline's screening; a screening costs the mean of those timed so far."""
+
+    screenings: list[float] = field(default_factory=list)
+    builds: dict[str, list[float]] = field(default_factory=dict)
+
+    def saw(self, built: dict[str, float], screening_s: float) -> None:
+        """A candidate's screening took `screening_s` beyond its builds, which took `built` (pass name: seconds)."""
+        for name, seconds in built.items():
+            self.builds.setdefault(name, []).append(seconds)
+        self.screenings.append(max(screening_s, 0.0))
+
+    def of(self, steps: list[str]) -> Price:
+        """The price of building `steps` (recipe steps, e.g. 'nncf.int8(preset=mixed)') and screening the result."""
+        screening = sum(self.screenings) / len(self.screenings) if self.screenings else 0.0
+        return Price(tuple((step, self.build_s(pass_name(step))) for step in steps) + (("screening", screening),))
+
+    def build_s(self, name: str) -> float:
+        seen = self.builds.get(name)
+        if seen:
+            return sum(seen) / len(seen)
+        unit = self.screenings[0] if self.screenings else 0.0
+        keys = [k for k in PASS_FACTORS if name == k or name.startswith(k + ".")]
+        return unit * (PASS_FACTORS[max(keys, key=len)] if keys else UNKNOWN_FACTOR)
+
+
+def not_started(budget: TimeBudget, price: Price, lossless_untried: str | None = None) -> str | None:
+    """Why a candidate is not screened now (None: it is): the run has used half its budget, by its price it would
+    end past the share full timing may use, or (`lossless_untried`, for a lossy candidate) a lossless candidate
+    was left untried for lack of time, and no lossy one is built while one is."""
+    if not budget.allows(SCREEN_SHARE):
+        return f"not tried: {budget.text()} was half spent before its turn"
+    if lossless_untried is not None:
+        return (f"not tried: {lossless_untried}, which keeps FP32 numerics, did not fit {budget.text()}, and a lossy "
+                "candidate is never built while a lossless one is untried")
+    left = budget.left_before(TIME_SHARE)
+    if price.seconds > left:
+        return (f"not tried: priced at about {price.seconds:.0f} s ({price.text()}), more than the {left:.0f} s "
+                f"left before {TIME_SHARE:.0%} of {budget.text()}")
+    return None
 
 
 def median_interval_ms(samples_us: list[float], confidence: float = 0.95) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.optimizer.artifact import Artifact, sha256_of
-from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, model_digest, validation_digest
+from mcbench.optimizer.cache import MANIFEST, ArtifactCache, cache_key, data_digest, model_digest, validation_digest
 from mcbench.optimizer.passes import PassContext, apply_passes
 
 
@@ -36,6 +36,8 @@ class Builder:
         self.base, self.data, self.out_dir, self.say = base, data, out_dir, say
         self.cache = ArtifactCache(cache_dir) if cache_dir else None
         self._built: dict[tuple[str, ...], Artifact] = {}
+        self._failed: dict[tuple[str, ...], Exception] = {}  # a prefix that failed fails its other variants at once
+        self.seconds: dict[tuple[str, ...], float] = {}  # how long each prefix built in this run took (not cached)
         self._digests: tuple[str, ...] | None = None
         self._manifests: dict[Path, dict] = {}
 
@@ -44,10 +46,38 @@ class Builder:
         artifact = self.base
         for i in range(1, len(recipe) + 1):
             prefix = recipe[:i]
+            if prefix in self._failed:
+                raise self._failed[prefix]
             if prefix not in self._built:
-                self._built[prefix] = self.step(artifact, prefix)
+                try:
+                    self._built[prefix] = self.step(artifact, prefix)
+                except Exception as exc:
+                    self._failed[prefix] = exc
+                    raise
             artifact = self._built[prefix]
         return artifact
+
+    def pending(self, recipe: tuple[str, ...]) -> list[str]:
+        """The steps a build of `recipe` would run now: not built (or failed) in this run, not in the cache."""
+        steps: list[str] = []
+        fmt: str | None = self.base.format  # what the step takes, where known (export.onnx of an ONNX file is free)
+        for i in range(1, len(recipe) + 1):
+            prefix = recipe[:i]
+            if prefix in self._failed:
+                return steps  # the build stops there at once
+            if prefix in self._built:
+                fmt = self._built[prefix].format
+            elif not (prefix[-1] == "export.onnx" and fmt == "onnx") and not self.cached(prefix):
+                steps.append(prefix[-1])
+                fmt = None
+        return steps
+
+    def cached(self, prefix: tuple[str, ...]) -> bool:
+        """Whether the cache holds the prefix's entry (not checked against its hash: that is for the build)."""
+        if self.cache is None:
+            return False
+        model, calibration, train, validation = self.digests()
+        return (self.cache.entry(cache_key(model, prefix, calibration, train, validation)) / MANIFEST).exists()
 
     def reuse(self, recipe: tuple[str, ...], record: dict[str, Any]) -> bool:
         """Count an earlier run's artifact as built when its file still hashes as recorded (a resumed run builds
@@ -90,7 +120,8 @@ class Builder:
             built = self.cache.build(key, prefix, produce)
         for message in ctx.messages:
             self.say(f"  {message}")
-        self.say(f"  built {prefix[-1]} in {time.perf_counter() - started:.1f} s")
+        self.seconds[prefix] = time.perf_counter() - started
+        self.say(f"  built {prefix[-1]} in {self.seconds[prefix]:.1f} s")
         return built
 
     def digests(self) -> tuple[str, ...]:

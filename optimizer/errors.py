@@ -1,9 +1,11 @@
-"""Shared wording for errors that quote an exception from a library."""
+"""Shared wording for errors that quote an exception from a library.
+
+The one helper lives in `reports/errors.py` (a module every package may import) so that the terminal, results and
+the report all quote an error by the same line; it is re-exported here for the optimizer's passes.
+"""
 
 from __future__ import annotations
 
+from mcbench.reports.errors import first_line
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (libraries print pages), or its type when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+__all__ = ["first_line"]

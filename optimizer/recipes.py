@@ -10,8 +10,8 @@ from mcbench.optimizer.recipe_syntax import RecipeError, Step, parse_recipe
 from mcbench.optimizer.targets import Target
 
 __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "all_kind_variants", "default_variants",
-           "kind_variants", "parse_named_recipe", "parse_recipe", "profile_recipe_variants", "profile_variants",
-           "recipe_variants", "search_space"]
+           "keeps_fp32", "kind_variants", "lossless_first", "parse_named_recipe", "parse_recipe", "pass_name",
+           "profile_recipe_variants", "profile_variants", "recipe_variants", "search_space"]
 
 # Dynamic INT8 with one weight scale a channel: on a real sentence encoder (all-MiniLM-L6-v2) per-tensor scales
 # kept a cosine of 0.966 to FP32, per-channel 0.993, at the same speed (benchmarks/RESULTS.md).
@@ -29,6 +29,27 @@ class VariantSpec:
     skip: str | None = None  # why the profile's hardware is not this machine; compiled, not measured
     batch_size: int = 1  # inputs per inference in the in-process measurement
     why: str = ""  # why the default matrix has this variant, shown in the terminal and results.json
+
+
+# Pass families that keep FP32 numerics: a runtime's conversion, a fixed input shape, graph rewrites (fusions,
+# folds). Quantization (quant, nncf) and pruning change the numbers.
+LOSSLESS_FAMILIES = ("export", "fuse", "shape")
+
+
+def pass_name(step: str) -> str:
+    """A recipe step's pass: 'quant.int8_static(per_channel=false)' -> 'quant.int8_static'."""
+    return step.split("(", 1)[0].strip()
+
+
+def keeps_fp32(spec: VariantSpec) -> bool:
+    """Whether the variant computes what the model does in FP32: only lossless passes, an FP32 runtime setting."""
+    families = {pass_name(step).split(".", 1)[0] for step in spec.recipe}
+    return families <= set(LOSSLESS_FAMILIES) and spec.target.options.get("precision", "f32") == "f32"
+
+
+def lossless_first(specs: list[VariantSpec]) -> list[VariantSpec]:
+    """The baseline, the candidates that keep FP32 numerics, then the lossy ones; each group in its given order."""
+    return sorted(specs, key=lambda s: (not s.baseline, not keeps_fp32(s)))
 
 
 def with_batch_sizes(specs: list[VariantSpec], batch_sizes: tuple[int, ...]) -> list[VariantSpec]:
@@ -131,11 +152,14 @@ def transformer_route(spec: VariantSpec, from_torch: bool) -> VariantSpec:
 def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSpec]:
     """What the default run searches: the kind's matrix plus pass parameters and runtime settings around it.
 
-    The search screens in this order, so a run cut by its time budget has tried the likeliest first: the
-    baseline, what pays off on this kind (fusions + per-channel INT8 on a transformer, NNCF INT8 and pruning on
-    a CNN), the rest of the 0.1 matrix; then one thread instead of all, a static INT8 with one scale a tensor,
-    OpenVINO's throughput hint, and per kind: a deeper pruning and pruned FP32 for a CNN with training data,
-    the fusions alone and weight-only INT8 for a transformer.
+    The search screens in this order: the baseline, then every candidate that keeps FP32 numerics (OpenVINO FP32,
+    one thread, OpenVINO's throughput hint, a CNN's folded static-shape FP32, a transformer's fusions alone),
+    then the lossy ones (lossless_first). Lossless candidates cost one screening each and keep the model's numbers, so a
+    run cut by its time budget never leaves one untried after an INT8 build of 10-30 s. Within each group the
+    likeliest first: what pays off on this kind (fusions + per-channel INT8 on a transformer, NNCF INT8 and pruning
+    on a CNN), the rest of the 0.1 matrix, then the settings and parameters around them (a static INT8 with one
+    scale a tensor; a deeper pruning and pruned FP32 for a CNN with training data, weight-only INT8 for a
+    transformer).
     """
     matrix = kind_variants(kind, from_torch, can_train)
     plain_names = {p.name for p in default_variants(from_torch)}
@@ -175,7 +199,7 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
             VariantSpec("ov-int8-weights", ("export.onnx", "nncf.weight_compression"), OV_CPU,
                         why="weights in INT8, activations float (NNCF weight compression) on OpenVINO"),
         ]
-    return specs
+    return lossless_first(specs)
 
 
 def all_kind_variants(from_torch: bool) -> list[VariantSpec]:

@@ -24,6 +24,7 @@ from mcbench.reports.decision import (
     profile_names,
     profile_variants,
 )
+from mcbench.reports.errors import first_line
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, quality_of, shortfall
 from mcbench.reports.schema import RunResult, VariantResult
@@ -210,7 +211,7 @@ def _miss_sentences(run: RunResult, d: Decision, sensitive: SensitiveLayers) -> 
 
 
 def _skipped(run: RunResult, profile: str) -> list[tuple[str, str]]:
-    return [(v.name, (v.error or "(no reason recorded)").strip().splitlines()[0])
+    return [(v.name, first_line(v.error) or "(no reason recorded)")
             for v in profile_variants(run, profile) if v.status != "ok"]
 
 

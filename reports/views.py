@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcbench.reports.decision import frontier_names
+from mcbench.reports.errors import first_line
 from mcbench.reports.formatting import (
     NA,
     Cell,
@@ -33,6 +34,8 @@ from mcbench.reports.formatting import (
 )
 from mcbench.reports.quality import QualityMetric, measured, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep, RunResult, VariantResult
+
+ERROR_CHARS = 120  # an error's line in a table cell
 
 # Tableau 10, a palette made for telling categories apart; a variant keeps its colour in every chart.
 PALETTE = (
@@ -126,11 +129,6 @@ def peak_step(load: LoadResult | None) -> LoadStep | None:
     return max(steps, key=lambda s: s.throughput_rps, default=None)
 
 
-def first_line(text: str | None, limit: int = 120) -> str:
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 @dataclass(frozen=True)
 class SummaryRow:
     name: str
@@ -179,7 +177,7 @@ def summary_row(variant: VariantResult, baseline_p50: float | None, frontier: se
         name=variant.name,
         color=color,
         status=variant.status,
-        error=first_line(variant.error),
+        error=first_line(variant.error, ERROR_CHARS),
         runtime=variant.runtime,
         recipe=recipe_text(variant.recipe),
         is_baseline=variant.name == baseline,
@@ -454,7 +452,7 @@ def derived_warnings(variant: VariantResult) -> list[str]:
     """Caveats visible in the data that the run did not already state in words."""
     found, said = [], " ".join(variant.warnings).lower()
     if variant.status == "skipped" and "skip" not in said:
-        found.append(f"skipped: {first_line(variant.error) or '(no reason recorded)'}")
+        found.append(f"skipped: {first_line(variant.error, ERROR_CHARS) or '(no reason recorded)'}")
     load = variant.load
     if load is not None and load.cores_shared and "shar" not in said:
         found.append("server and load generator share CPU cores: HTTP figures are pessimistic")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import Accuracy, LatencyStats, RunResult, VariantResult
 from mcbench.reports.sections import stopped_text
@@ -126,3 +129,105 @@ def test_the_load_stage_takes_its_frontier_from_the_candidates_still_going(tmp_p
     assert sorted(tested) == sorted(going) and run.baseline in tested
     stopped_early = {v.name for v in run.variants if v.search["stage"] == "screen"}
     assert not stopped_early & set(tested)
+
+
+# --- lossless first, priced before it starts ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "from_torch", "can_train"),
+                         [("cnn", False, False), ("cnn", True, True), ("transformer", True, False),
+                          ("transformer", False, False), ("other", False, False)])
+def test_the_search_screens_every_lossless_candidate_before_any_lossy_one(kind, from_torch, can_train):
+    from mcbench.optimizer.recipes import keeps_fp32, search_space
+
+    space = search_space(kind, from_torch, can_train)
+    lossless = [keeps_fp32(s) for s in space]
+    assert space[0].baseline and lossless[0]
+    assert lossless == sorted(lossless, reverse=True)  # every True before the first False
+    names = {s.name for s, keeps in zip(space, lossless, strict=True) if keeps}
+    assert {"ov-fp32", "ort-fp32-t1", "ov-fp32-throughput"} <= names
+    assert not names & {"ov-int8", "ort-int8-dynamic", "ort-int8-static", "ort-pruned-fp32"}
+    assert ("ov-static-fp32" in names) == (kind == "cnn") and ("ort-fused-fp32" in names) == (kind == "transformer")
+
+
+def test_a_run_files_added_lossless_candidate_goes_before_the_lossy_ones():
+    from mcbench.config import RunConfig
+    from mcbench.optimizer.recipes import search_space
+    from mcbench.plan import narrowed
+
+    config = RunConfig(model="m.onnx", search_add=("folded=fuse.conv_affine",))
+    names = [s.name for s in narrowed(config, search_space("cnn", False, False))]
+    assert names.index("ort-folded") < names.index("ov-int8") and names.index("ov-folded") < names.index("ov-int8")
+
+
+def test_a_pass_is_priced_by_its_factor_of_the_baseline_screening_until_the_run_has_built_it():
+    from mcbench.search import Prices
+
+    prices = Prices()
+    prices.saw({}, 10.0)  # the baseline: nothing built, screened in 10 s
+    assert prices.of(["nncf.int8"]).parts == (("nncf.int8", 20.0), ("screening", 10.0))
+    assert prices.of(["quant.int8_dynamic(per_channel=true)", "fuse.conv_affine"]).seconds == 5.0 + 2.0 + 10.0
+    assert prices.of(["mystery.pass"]).seconds == 30.0  # an unknown pass: twice a screening
+    prices.saw({"nncf.int8": 4.0}, 6.0)
+    price = prices.of(["nncf.int8(preset=mixed)"])
+    assert price.parts == (("nncf.int8(preset=mixed)", 4.0), ("screening", 8.0))
+    assert price.text() == "nncf.int8(preset=mixed) ~4 s + screening ~8 s"
+
+
+def test_a_candidate_starts_only_if_its_price_ends_it_before_the_timing_share():
+    from mcbench.search import Price, TimeBudget, not_started
+
+    budget = TimeBudget(100.0)  # just started: 70 s left before 70%
+    assert not_started(budget, Price((("screening", 5.0),))) is None
+    reason = not_started(budget, Price((("nncf.int8", 60.0), ("screening", 15.0))))
+    assert reason.startswith("not tried: priced at about 75 s (nncf.int8 ~60 s + screening ~15 s), more than the ")
+    assert reason.endswith(" s left before 70% of the 100 s time budget")
+    assert not_started(TimeBudget(None), Price((("prune.structured", 1e6),))) is None
+    assert not_started(budget, Price((("screening", 5.0),)), lossless_untried="ov-static-fp32") == (
+        "not tried: ov-static-fp32, which keeps FP32 numerics, did not fit the 100 s time budget, and a lossy "
+        "candidate is never built while a lossless one is untried")
+    half_spent = TimeBudget(10.0, started=-6.0)
+    assert not_started(half_spent, Price(())) == "not tried: the 10 s time budget was half spent before its turn"
+
+
+def test_the_builder_says_which_steps_a_build_would_run(tmp_path, linear_onnx):
+    from mcbench.optimizer.artifact import Artifact, InputSpec
+    from mcbench.optimizer.build import BuildData, Builder
+
+    base = Artifact(linear_onnx, "onnx", (InputSpec("x", (1, 4)),))
+    data = BuildData([{"x": np.ones((1, 4), np.float32)}], "generated")
+    builder = Builder(base, data, lambda prefix: tmp_path / "out" / "+".join(prefix), tmp_path / "cache",
+                      say=lambda _: None)
+    recipe = ("export.onnx", "quant.int8_dynamic")
+    assert builder.pending(recipe) == ["quant.int8_dynamic"]  # an ONNX file's export is free
+    builder.build(recipe)
+    assert builder.pending(recipe) == [] and set(builder.seconds) == {recipe}
+    again = Builder(base, data, lambda prefix: tmp_path / "again", tmp_path / "cache", say=lambda _: None)
+    assert again.pending(recipe) == []  # in the cache
+    assert again.pending(recipe + ("quant.fp16",)) == ["quant.fp16"]
+
+
+@pytest.mark.slow
+def test_quick_on_a_cnn_onnx_file_screens_every_lossless_candidate_before_a_lossy_one(tmp_path):
+    """The order is the search record's: results.json lists the candidates as they were screened; a lossy candidate
+    is tried only once every lossless one was, whatever the machine's speed leaves of the quick budget."""
+    import json
+    import subprocess
+    import sys
+
+    from mcbench.optimizer.recipes import keeps_fp32, search_space
+    from tests.test_quant import make_conv_onnx
+
+    model, out = make_conv_onnx(tmp_path / "conv.onnx"), tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--quick", "--no-load",
+                           "--no-cache", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["kind"]["kind"] == "cnn"
+    lossless = {s.name: keeps_fp32(s) for s in search_space("cnn", from_torch=False, can_train=False)}
+    order = [(v["name"], lossless[v["name"]], v["search"]["stage"] != "plan") for v in results["variants"]]
+    assert [name for name, _, _ in order] == list(lossless)  # every candidate has its record, in screening order
+    tried_lossy = [i for i, (_, keeps, tried) in enumerate(order) if tried and not keeps]
+    untried_lossless = [name for name, keeps, tried in order if keeps and not tried]
+    assert not (tried_lossy and untried_lossless), order
+    first_lossy = min(i for i, (_, keeps, _) in enumerate(order) if not keeps)
+    assert all(keeps for _, keeps, _ in order[:first_lossy]) and first_lossy == 5  # ort/ov FP32, t1, throughput, static

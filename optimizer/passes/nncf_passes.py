@@ -32,9 +32,13 @@ WeightMode = Literal["int8", "int8_sym", "int4", "int4_asym"]
 
 
 def _read_onnx(artifact: Artifact) -> Any:
+    """The ONNX model as OpenVINO reads it; a graph it cannot convert (a Conv in an If branch) is a PassError."""
     ov = require("openvino")
     logging.getLogger("nncf").setLevel(logging.WARNING)
-    return ov.Core().read_model(str(artifact.path))
+    try:
+        return ov.Core().read_model(str(artifact.path))
+    except Exception as exc:
+        raise PassError(f"OpenVINO cannot read {artifact.path.name}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _save(model: Any, out_dir: Path, stem: str) -> Path:

@@ -157,7 +157,7 @@ def test_signal_stops_children_and_keeps_a_partial_report(tmp_path, model_dir, m
 
     original = pipeline_mod.Pipeline.measure
     monkeypatch.setattr(pipeline_mod.Pipeline, "measure",
-                        _faulty_measure(original, {"ort-int8-dynamic": hang_then_signal}))
+                        _faulty_measure(original, {"ov-fp32": hang_then_signal}))  # the second: lossless first
     cfg = write_run_file(tmp_path, model_dir / "linear.onnx", ALL)
     out = tmp_path / "run"
     started = time.monotonic()
