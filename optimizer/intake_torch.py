@@ -193,9 +193,11 @@ def named_outputs(out: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def output_names_of(module: Any, specs: tuple[InputSpec, ...]) -> list[str]:
-    """The names of a module's outputs, from one call on generated inputs of these specs."""
+    """The names of a module's outputs, from one call on inputs of these specs: each one's constant, else zeros
+    (an index every embedding holds; random integers may fall outside a vocabulary)."""
     torch = require("torch")
-    example = [torch.from_numpy(s.sample(np.random.default_rng(0))) for s in specs]
+    example = [torch.from_numpy(np.full(s.shape, s.value if s.value is not None else 0, dtype=s.dtype))
+               for s in specs]
     device = next((p.device for p in module.parameters()), None)
     with torch.inference_mode():
         out = module(*(e.to(device) if device is not None else e for e in example))

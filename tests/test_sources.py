@@ -236,7 +236,9 @@ def test_run_factory_model_with_dataset_and_user_metric(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert [v["name"] for v in results["variants"]] == ["torch-fp32", "ort-fp32"]
     acc = results["variants"][1]["accuracy"]
-    assert acc["samples"] == 20 and set(acc["metrics"]) == {"top1", "top5", "user_metric"}
+    # the task's figures, the user's metric, and the output's role figures (classes: argmax agreement)
+    assert acc["samples"] == 20 and set(acc["metrics"]) == {"top1", "top5", "user_metric", "argmax_agreement",
+                                                            "output.argmax_agreement", "worst_role"}
     assert acc["agreement"] == 1.0 and acc["max_abs_diff"] < 1e-4
     assert results["model"]["source"] == "pytorch factory"
 
