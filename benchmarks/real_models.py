@@ -224,7 +224,7 @@ def samples_of(model: Model, work: Path, path: Path | None, run: RunResult | Non
         count = min(QUALITY_SAMPLES, *(a.shape[model.batch_axes.get(k, 0)] for k, a in named.items() if a.ndim))
         return [{k: a if a.ndim == 0 else np.take(a, [i], axis=model.batch_axes.get(k, 0)) for k, a in named.items()}
                 for i in range(count)]
-    if path is not None:
+    if path is not None and model.inputs:
         specs = load_onnx(path, parse_inputs(list(model.inputs))).inputs
     else:
         specs = Artifact.from_dict(run.variant(run.baseline).artifact).inputs
