@@ -23,7 +23,7 @@ recommends the fastest variant within the quality budget by its in-process p99. 
 .recommend`) and its baseline are then timed interleaved with two plain-tooling rows on the same inputs:
 `onnxruntime.InferenceSession(path)` and `openvino.Core().compile_model(path, "CPU")`, both at their defaults, on
 the model's ONNX file (for MiniLM's folder and the ONet factory, which have none: the ONNX file mcbench's
-convert.onnx pass wrote, the ort-fp32 variant's artifact, no other pass). Every series runs in a fresh child
+export.onnx pass wrote, the ort-fp32 variant's artifact, no other pass). Every series runs in a fresh child
 process, the rows in turn, round after round (the order reversed every other round); the ratio is the median of
 the rounds' ratios with the lowest and highest round, the best plain row being the faster of the two in that
 round. Quality: mcbench's own figure for its rows, and for every row the largest |difference| from the plain
@@ -210,7 +210,7 @@ def plain_file(model: Model, run: RunResult | None) -> Path | None:
     path = model.file()
     if path is not None or run is None:
         return path
-    export = next((v for v in run.variants if v.status == "ok" and v.recipe == ["convert.onnx"]
+    export = next((v for v in run.variants if v.status == "ok" and v.recipe == ["export.onnx"]
                    and v.artifact.get("format") == "onnx"), None)
     return Path(export.artifact["path"]) if export else None
 
@@ -365,7 +365,7 @@ def openvino_precision() -> str:
     """OpenVINO's default inference precision on this CPU: bf16 where it has AMX or AVX-512 BF16, not f32."""
     import openvino
 
-    return str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
 
 
 def main() -> None:
