@@ -22,10 +22,10 @@ Per model: one `mcbench run --no-load` at mcbench's defaults otherwise (default 
 recommends the fastest variant within the quality budget by its in-process p99. Its pick (`reports.decide
 .recommend`) and its baseline are then timed interleaved with two plain-tooling rows on the same inputs:
 `onnxruntime.InferenceSession(path)` and `openvino.Core().compile_model(path, "CPU")`, both at their defaults, on
-the model's ONNX file (for MiniLM's folder and the ONet factory, which have none: the ONNX file mcbench's
-export.onnx pass wrote, the ort-fp32 variant's artifact, no other pass). Every series runs in a fresh child
-process, the rows in turn, round after round (the order reversed every other round); the ratio is the median of
-the rounds' ratios with the lowest and highest round, the best plain row being the faster of the two in that
+the model's ONNX file (for MiniLM's folder and the ONet factory, which have none: the file mcbench's export.onnx
+pass writes, its ort-fp32 variant's, or made here where the run did not try that variant). Every series runs in a
+fresh child process, the rows in turn, round after round (the order reversed every other round); the ratio is the
+median of the rounds' ratios with the lowest and highest round, the best plain row being the faster of the two in that
 round. Quality: mcbench's own figure for its rows, and for every row the largest |difference| from the plain
 onnxruntime row's outputs on up to 8 samples, as a fraction of that output's range (worst output). OpenVINO's
 default precision on a CPU with AMX or AVX-512 BF16 is bf16, not f32: its plain row is then lossy, and the header
@@ -206,13 +206,22 @@ def error_line(text: str) -> str:
     return (cause[-1] if cause else lines[-1] if lines else "(no output)")[:240]
 
 
-def plain_file(model: Model, run: RunResult | None) -> Path | None:
+def plain_file(model: Model, run: RunResult | None, work: Path) -> Path | None:
+    """The ONNX file the plain rows load: the model's own, else the file of mcbench's export.onnx variant, else
+    (that variant not tried, as a --quick run may leave it) mcbench's export.onnx pass applied to the baseline."""
     path = model.file()
     if path is not None or run is None:
         return path
     export = next((v for v in run.variants if v.status == "ok" and v.recipe == ["export.onnx"]
                    and v.artifact.get("format") == "onnx"), None)
-    return Path(export.artifact["path"]) if export else None
+    if export is not None:
+        return Path(export.artifact["path"])
+    base = next((v for v in run.variants if v.name == run.baseline and v.status == "ok"), None)
+    if base is None:
+        return None
+    from mcbench.optimizer.passes import PassContext, apply_passes
+
+    return apply_passes(Artifact.from_dict(base.artifact), ("export.onnx",), PassContext(), work / "export").path
 
 
 def samples_of(model: Model, work: Path, path: Path | None, run: RunResult | None) -> list[dict[str, np.ndarray]]:
@@ -310,7 +319,7 @@ class Outcome:
 
 def measure(model: Model, work: Path, rounds: int, seconds: float, quick: bool) -> Outcome:
     run, status = run_mcbench(model, work, quick)
-    path = plain_file(model, run)
+    path = plain_file(model, run, work)
     rows = rows_of(run, path)
     before = os.getloadavg()[0]
     if rows:
