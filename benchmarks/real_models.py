@@ -78,7 +78,7 @@ class Model:
     name: str
     kind: str
     args: Callable[[Path], list[str]]  # the `mcbench run` arguments, given a folder for its dataset
-    file: Callable[[], Path | None]  # the plain rows' ONNX file; None: the one mcbench's convert.onnx wrote
+    file: Callable[[], Path | None]  # the plain rows' ONNX file; None: mcbench's export.onnx of it
     inputs: tuple[str, ...] = ()  # --input overrides (also shape the plain rows' generated feeds)
     batch_axes: dict[str, int] = field(default_factory=dict)  # dataset arrays whose batch axis is not the first
 

@@ -152,7 +152,8 @@ def yolox_dataset(path: Path, count: int = 24, size: int = 416) -> Path:
 
 def text_photo_dataset(path: Path, count: int = 16, size: int = 320, seed: int = 0) -> Path:
     """Photo crops with printed lines of text drawn on them, for PP-OCR's text detector (`x` [N, 3, 320, 320]):
-    BGR scaled to [0, 1], then ImageNet's mean and deviation, as RapidOCR prepares its input."""
+    BGR (as cv2 reads a photo) scaled to [0, 1], then ImageNet's mean and deviation, as PaddleOCR's detector
+    configurations normalise (NormalizeImage)."""
     from PIL import ImageDraw, ImageFont
 
     rng = np.random.default_rng(seed)
