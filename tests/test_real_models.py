@@ -317,16 +317,32 @@ def test_time_major_output_counts_inputs(ctc_run):
     assert variants(ctc_run)["ort-fp32"]["accuracy"]["samples"] == 32  # not 32 x T time steps
 
 
-@pytest.mark.xfail(reason=NEEDS_ROLES, strict=False)
-def test_ctc_variant_that_keeps_the_text_passes_the_default_budget(ctc_run, ctc_data):
+def decoded_agreement(ctc_run: dict, ctc_data: Path) -> dict[str, int]:
+    """Per measured variant, on how many of the 32 strings its greedy decoding equals the baseline's."""
     samples = npz_samples(ctc_data, ("input1",))
     decoded = {name: [t for o in variant_outputs(v, samples) for t in greedy_ctc(o[0])]
                for name, v in variants(ctc_run).items() if v["status"] == "ok"}
-    keeps = [name for name, texts in decoded.items() if name != "ort-fp32" and texts == decoded["ort-fp32"]]
-    same = {name: sum(a == b for a, b in zip(t, decoded["ort-fp32"], strict=True)) for name, t in decoded.items()}
-    assert keeps, f"no variant decodes all 32 strings as FP32 does: {same}"
+    return {name: sum(a == b for a, b in zip(t, decoded["ort-fp32"], strict=True)) for name, t in decoded.items()}
+
+
+@pytest.mark.xfail(reason=NEEDS_ROLES, strict=False)
+def test_ctc_variant_that_keeps_the_text_passes_the_default_budget(ctc_run, ctc_data):
+    """Here only FP32 variants keep all 32 strings (OpenVINO and onnxruntime INT8 read 20 and 15 of them as FP32
+    does), so today this holds already; it guards a per-role figure against rejecting them."""
+    same = decoded_agreement(ctc_run, ctc_data)
+    keeps = [name for name, n in same.items() if name != ctc_run["baseline"] and n == 32]
+    assert keeps, f"no variant decodes all 32 strings as the baseline does: {same}"
     for name in keeps:
         assert within(ctc_run, name) is True, (name, variants(ctc_run)[name]["accuracy"])
+
+
+def test_ctc_variant_that_changes_the_text_fails_the_default_budget(ctc_run, ctc_data):
+    """A variant that reads more than one string in a hundred differently is over the default 1-point budget."""
+    same = decoded_agreement(ctc_run, ctc_data)
+    for name, n in same.items():
+        if n < 32 * 0.99:
+            assert within(ctc_run, name) is False, (name, n, variants(ctc_run)[name]["accuracy"])
+    assert recommended(ctc_run) in [name for name, n in same.items() if n == 32], same
 
 
 @pytest.mark.xfail(reason=NEEDS_BINARY, strict=False)
