@@ -185,16 +185,6 @@ def test_open_nsfw_batch_norms_fold_into_its_convolutions(tmp_path):
 
 
 # ---- issue 28: detectors, sequence models, stateful and multi-output models ------------------------------------
-# Each runs today as far as it can. Those marked xfail need a feature another branch of issue 28 adds; the mark
-# names it, and comes off when the feature is merged.
-
-NEEDS_ROLES = "needs per-output roles and per-role quality (issue 28)"
-NEEDS_LAYOUT = "needs each output's batch axis (issue 28)"
-NEEDS_INPUTS = "needs --const NAME=VALUE[:DTYPE] and dataset inputs with the batch axis anywhere (issue 28)"
-NEEDS_ISOLATION = "needs a candidate's runtime failure recorded as that candidate's (issue 28)"
-NEEDS_SERVING = "needs every output of a PyTorch module served (issue 28)"
-NEEDS_BINARY = "needs KServe binary tensor responses in the load test (issue 28)"
-NEEDS_LOSSLESS_FIRST = "needs the search to screen lossless candidates first (issue 28)"
 
 
 def finished_run(out: Path, *args: str, quick: bool = True, load: bool = False) -> dict:
@@ -267,7 +257,6 @@ def test_yolov8_detector_end_to_end(nudenet_run):
     assert v["ort-fp32"]["accuracy"]["samples"] == 24  # the 24 photo crops, one [1, 22, 2100] output each
 
 
-@pytest.mark.xfail(reason=NEEDS_ROLES, strict=False)
 def test_collapsed_class_scores_fail_a_loose_budget(nudenet_run, nudenet_data):
     """A variant whose 18 class-score channels read (nearly) 0 on every photo, where FP32 finds objects, is a dead
     detector: it must be over budget even at 6 points, and never recommended."""
@@ -313,7 +302,6 @@ def test_ctc_recogniser_reads_the_rendered_strings(ctc_run, ctc_data):
     assert len(texts) == 32 and all(4 <= len(t) <= 7 for t in texts) and len(set(texts)) >= 30
 
 
-@pytest.mark.xfail(reason=NEEDS_LAYOUT, strict=False)
 def test_time_major_output_counts_inputs(ctc_run):
     assert variants(ctc_run)["ort-fp32"]["accuracy"]["samples"] == 32  # not 32 x T time steps
 
@@ -326,7 +314,6 @@ def decoded_agreement(ctc_run: dict, ctc_data: Path) -> dict[str, int]:
     return {name: sum(a == b for a, b in zip(t, decoded["ort-fp32"], strict=True)) for name, t in decoded.items()}
 
 
-@pytest.mark.xfail(reason=NEEDS_ROLES, strict=False)
 def test_ctc_variant_that_keeps_the_text_passes_the_default_budget(ctc_run, ctc_data):
     """Here only FP32 variants keep all 32 strings (OpenVINO and onnxruntime INT8 read 20 and 15 of them as FP32
     does), so today this holds already; it guards a per-role figure against rejecting them."""
@@ -346,7 +333,6 @@ def test_ctc_variant_that_changes_the_text_fails_the_default_budget(ctc_run, ctc
     assert recommended(ctc_run) in [name for name, n in same.items() if n == 32], same
 
 
-@pytest.mark.xfail(reason=NEEDS_BINARY, strict=False)
 def test_large_output_load_test_uses_binary_responses(ctc_run):
     """The recogniser answers [32, 1, 8210] floats a request (1 MB): the load test must not measure JSON."""
     assert_load_tested(ctc_run)
@@ -389,7 +375,6 @@ def vad_const_run(tmp_path_factory, vad_data) -> dict:
                         "--metric", "tests.test_real_models:vad_reference_error")  # every candidate of its kind
 
 
-@pytest.mark.xfail(reason=NEEDS_INPUTS, strict=False)
 def test_const_input_reaches_the_model(vad_const_run):
     v = variants(vad_const_run)
     assert v["ort-fp32"]["status"] == "ok"
@@ -398,7 +383,6 @@ def test_const_input_reaches_the_model(vad_const_run):
     assert v["ort-fp32"]["accuracy"]["metrics"]["vad_max_error"] < 1e-4
 
 
-@pytest.mark.xfail(reason=NEEDS_INPUTS + "; " + NEEDS_ISOLATION, strict=False)
 def test_graph_a_runtime_cannot_read_is_one_failed_candidate(vad_const_run):
     v = variants(vad_const_run)
     assert v["ort-fp32"]["status"] == "ok" and vad_const_run["baseline"] == "ort-fp32"
@@ -412,7 +396,6 @@ def test_graph_a_runtime_cannot_read_is_one_failed_candidate(vad_const_run):
     assert recommended(vad_const_run) is not None
 
 
-@pytest.mark.xfail(reason=NEEDS_INPUTS, strict=False)
 def test_vad_dataset_gives_state_and_rate(tmp_path, vad_data):
     """The dataset as made: `state` [2, N, 128] (the batch on axis 1) and `sr` a 0-d array, a constant."""
     results = finished_run(tmp_path / "run", "--model", str(packaged_model("silero-vad") / "silero_vad.onnx"),
@@ -422,7 +405,6 @@ def test_vad_dataset_gives_state_and_rate(tmp_path, vad_data):
     assert v["status"] == "ok" and v["accuracy"]["samples"] == 46
 
 
-@pytest.mark.xfail(reason=NEEDS_SERVING, strict=False)
 def test_three_output_module_serves_every_request(tmp_path):
     from tests.packaged_models import face_crop_dataset
 
@@ -457,7 +439,6 @@ def is_lossy(variant: dict) -> bool:
         tag in variant["name"] for tag in ("int8", "fp16", "bf16", "pruned"))
 
 
-@pytest.mark.xfail(reason=NEEDS_LOSSLESS_FIRST, strict=False)
 def test_quick_screens_every_lossless_candidate_before_a_lossy_one(tmp_path):
     """--quick on a CNN ONNX file with no dataset, at its own time budget (not unlimited as elsewhere here)."""
     out = tmp_path / "run"
