@@ -165,8 +165,13 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
     plain_names = {p.name for p in default_variants(from_torch)}
     plain = [s for s in matrix if s.name in plain_names]  # as the kind has them (a transformer's ort-int8-static)
     extras = [s for s in matrix if s.name not in plain_names]
-    specs = [s for s in plain if s.baseline] + extras + [s for s in plain if not s.baseline]
     export = ("export.onnx",)
+    # OpenVINO's own default on a CPU with bf16 arithmetic (AMX, AVX-512 BF16): no build, one screening; lossy, so
+    # screened first among the lossy candidates. A CPU without it skips the candidate with the reason.
+    bf16 = VariantSpec("ov-bf16", export, Target("openvino", options={"hint": "LATENCY", "precision": "bf16"}),
+                       why="OpenVINO with bf16 arithmetic (its default where the CPU has it): no build, 8 bits of "
+                           "mantissa")
+    specs = [s for s in plain if s.baseline] + [bf16] + extras + [s for s in plain if not s.baseline]
     one_thread = VariantSpec("ort-fp32-t1", export, Target("onnxruntime", threads=1),
                              why="onnxruntime FP32 on one thread: less contention where requests run side by side")
     specs.append(transformer_route(one_thread, from_torch) if kind == "transformer" else one_thread)
