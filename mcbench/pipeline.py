@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mcbench.bench.accuracy import accuracy_of
+from mcbench.bench.datasets import check_class_labels
 from mcbench.bench.environment import environment
 from mcbench.bench.isolate import ChildError, call_in_child, exit_status_text
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
@@ -28,7 +29,7 @@ from mcbench.load_stage import load_test_variant
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.build import BuildData, Builder
 from mcbench.optimizer.hardware import usable_cores
-from mcbench.optimizer.passes import PassError, check_needs
+from mcbench.optimizer.passes import check_needs
 from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.recipe_syntax import parse_recipe
 from mcbench.optimizer.recipes import (
@@ -134,7 +135,7 @@ def load_user_metric(ref: str | None):
     """The user's metric function, resolved before any work starts."""
     if ref is None:
         return None
-    from mcbench.optimizer.targets import TargetError, load_factory
+    from mcbench.optimizer.targets import load_factory
 
     try:
         fn = load_factory(ref)
@@ -499,7 +500,7 @@ class Pipeline:
             return result, None
         except OutputError:
             raise
-        except (PassError, TargetError, ValueError, OSError) as exc:
+        except Exception as exc:  # any pass or runtime that raises fails this candidate, never the run (issue 32)
             result.error = f"{type(exc).__name__}: {exc}"
             self.say(f"  failed: {result.error}")
             return result, None
@@ -525,6 +526,8 @@ class Pipeline:
         """Task metrics and fidelity; a user metric that raises becomes a warning, not a lost variant."""
         if self.task is None:  # `auto` is decided once, on the first outputs measured (the baseline's)
             self.task = resolved_task(self.config.task, [outputs, *(more or [])])
+        if self.task == "classification":
+            check_class_labels(self.config.dataset or self.config.labels_file, workload.labels, outputs)
         task, also = self.task, {"more": more, "baseline_more": self.baseline_more}
         try:
             return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, self.user_metric, **also)
