@@ -139,11 +139,10 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
          baseline: RunResult | str | Path | None = None, remeasure: int = 0) -> Outcome:
     """The CI gate's checks; `outcome.exit_code` is what `mcbench gate` exits with (0 pass, 1 fail, 2 could not
     evaluate, 3 inconclusive) and `outcome.checks` the checks with their messages."""
+    from mcbench.errors import UsageError
     from mcbench.reports.gate import evaluate
     from mcbench.reports.gate_budgets import GateConfig, load_budgets
     from mcbench.reports.gate_stats import MIN_ROUNDS
-
-    from mcbench.errors import UsageError
 
     if budgets is None and baseline is None:
         raise UsageError("gate needs budgets, a baseline or both")
