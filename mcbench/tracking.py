@@ -154,7 +154,7 @@ def check_reachable(uri: str, shown: str, timeout_s: float = PROBE_S) -> None:
                                 f"({exc.strerror or type(exc).__name__})") from None
         return
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in ("http", "https") or _proxied(parts):
         return
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -163,6 +163,13 @@ def check_reachable(uri: str, shown: str, timeout_s: float = PROBE_S) -> None:
     except (OSError, ValueError) as exc:
         why = "no answer" if isinstance(exc, TimeoutError) else getattr(exc, "strerror", None) or str(exc)
         raise TrackingError(f"MLflow cannot reach {shown}: {why} (within {timeout_s:g} s)") from None
+
+
+def _proxied(parts: urllib.parse.SplitResult) -> bool:
+    """Whether requests would reach this store through a proxy ($HTTPS_PROXY ...): then only MLflow can tell."""
+    import urllib.request
+
+    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 @contextmanager
