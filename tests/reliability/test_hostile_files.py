@@ -195,3 +195,23 @@ def test_m3_seq_len_past_the_models_positions_is_refused_at_intake(classifier, t
     assert _one_line(capsys) == (f"mcbench: cannot load {classifier}: --seq-len 128 is past the model's 64 "
                                  "positions (max_position_embeddings); give --seq-len 64 or less")
     assert not (tmp_path / "run").exists()
+
+
+def embedding_model():
+    """A real PyTorch module that raises IndexError on ids past its 10 rows (eager), though it exports."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 4), nn.Flatten()).eval()
+
+
+def test_m3_an_exception_a_pass_raises_fails_that_candidate_not_the_run(tmp_path, capsys):
+    """ids up to 20 on a 10-row embedding: the ONNX export's check runs the module and gets an IndexError."""
+    out = tmp_path / "run"
+    code = main(["run", "--model", f"{__name__}:embedding_model", "--input", "input=1,8:int64:0-20",
+                 "--variants", "ort-fp32", "--no-load", "--quick", "--no-cache", "--out", str(out)])
+    assert code == 1, capsys.readouterr().err[-500:]  # a variant failed; the run finished
+    variants = {v.name: v for v in load_results(out / "results.json").variants}
+    assert variants["ort-fp32"].status == "failed"
+    assert variants["ort-fp32"].error == "IndexError: index out of range in self"
