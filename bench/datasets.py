@@ -128,7 +128,7 @@ def load_npz(path: Path, specs: tuple[InputSpec, ...]) -> Dataset:
                       {s.name: _filled(s, arrays.get(s.name), s.shape) for s in specs if s.batch_axis is None},
                       batch, usable,
                       {s.name: _filled(s, arrays.get(s.name), _one_row(s)) for s in batched if s not in given})
-    labels = arrays.get("labels")
+    labels = _numeric_labels(path, arrays.get("labels"))
     if labels is not None:
         if labels.ndim == 0 or len(labels) != count:
             raise DatasetError(f"cannot load dataset {path}: {labels.size} labels for {count} samples")
@@ -158,6 +158,29 @@ def _filled(spec: InputSpec, array: np.ndarray | None, shape: tuple[int, ...]) -
     """A constant (a 0-d array of the dataset, or the --const value) filling `shape`."""
     value = np.asarray(spec.value if array is None else array).astype(spec.dtype)
     return np.broadcast_to(value, shape).copy()  # not ascontiguousarray: it makes a 0-d array 1-d
+
+
+def _numeric_labels(path: Path, labels: np.ndarray | None) -> np.ndarray | None:
+    """Labels are finite numbers (class ids or regression targets); the classes' range is checked on the outputs."""
+    if labels is None:
+        return None
+    if labels.dtype.kind not in "biuf":
+        raise DatasetError(f"cannot load dataset {path}: 'labels' holds {labels.dtype} values, not numbers")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise DatasetError(f"cannot load dataset {path}: 'labels' holds NaN or infinite values")
+    return labels
+
+
+def check_class_labels(source: object, labels: np.ndarray | None, outputs: np.ndarray) -> None:
+    """A classification's labels are class ids within the outputs' classes (the last axis), else a DatasetError."""
+    if labels is None or outputs.ndim < 2:
+        return
+    classes = outputs.shape[-1]
+    ids = np.asarray(labels).reshape(-1)
+    bad = ids[(ids < 0) | (ids >= classes) | (ids != np.floor(ids))]
+    if bad.size:
+        raise DatasetError(f"{source}: label {bad[0].item():g} is not a class id of the model's {classes} classes "
+                           f"(0 to {classes - 1})")
 
 
 MAX_DATASET_BYTES_ENV = "MCBENCH_MAX_DATASET_BYTES"

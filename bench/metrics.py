@@ -10,6 +10,7 @@ them, `worst_role`, is the fidelity task's primary figure (reports.quality).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -99,6 +100,22 @@ def embedding(outputs: np.ndarray, labels: np.ndarray | None, baseline: np.ndarr
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cosine = np.sum(a * b, axis=1) / np.where(norms == 0, 1.0, norms)
     return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min())}
+
+
+# What each task records in `accuracy` (reports/quality.py reads them); the first ones need labels.
+RECORDED = {"classification": ("top1", "top5", "agreement"), "regression": ("mae", "rmse", "rel_error"),
+            "embedding": ("cosine_mean", "cosine_min"),
+            "fidelity": ("rel_max_err", "rel_mean_err", "argmax_agreement")}
+NEEDS_LABELS = {"top1", "top5", "mae", "rmse"}
+_PER_OUTPUT = re.compile(r"out[0-9]+\.(rel_max_err|rel_mean_err|argmax_agreement)")
+
+
+def records(task: str, metric: str, labelled: bool) -> bool:
+    """Whether a run of `task` (`auto`: classification or fidelity) can record `metric` in its accuracy."""
+    tasks = ("classification", "fidelity") if task == AUTO else (task,)
+    if "fidelity" in tasks and _PER_OUTPUT.fullmatch(metric):
+        return True
+    return any(metric in RECORDED.get(t, ()) for t in tasks) and (labelled or metric not in NEEDS_LABELS)
 
 
 BUILTIN: dict[str, MetricFn] = {"classification": classification, "regression": regression, "embedding": embedding,

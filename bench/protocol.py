@@ -101,6 +101,7 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: tuple[Inp
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError("request has no 'inputs' list")
+    _check_request_fields(request)
     by_name = {s.name: s for s in specs}
     feeds: dict[str, np.ndarray] = {}
     offset = 0
@@ -155,6 +156,22 @@ def answer_form(request: dict[str, Any], output_names: list[str] | None) -> Answ
     return AnswerForm(tuple(names), default, tuple(binary))
 
 
+def _check_request_fields(request: dict[str, Any]) -> None:
+    """The rest of the body as strictly as its inputs: `id` a string, `parameters` an object, `outputs` a list of
+    objects each naming an output; no other keys."""
+    unknown = sorted(set(request) - {"id", "parameters", "inputs", "outputs"})
+    if unknown:
+        raise ProtocolError(f"unknown key {short(unknown[0])} (a request has id, parameters, inputs, outputs)")
+    if "id" in request and not isinstance(request["id"], str):
+        raise ProtocolError(f"id must be a string, got {short(request['id'])}")
+    if "parameters" in request and not isinstance(request["parameters"], dict):
+        raise ProtocolError(f"parameters must be an object, got {short(request['parameters'])}")
+    outputs = request.get("outputs", [])
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                for o in outputs):
+        raise ProtocolError(f"outputs must be a list of objects with a name, got {short(outputs)}")
+
+
 def short(value: object, limit: int = 40) -> str:
     """A client's value quoted in an error, cut short: an error says what was wrong, it does not echo the request."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
@@ -169,8 +186,26 @@ def _refuse_constant(name: str) -> float:
     raise ProtocolError(f"{name} is not accepted: inputs must be finite numbers")
 
 
+MAX_CONTAINERS = 2**17  # arrays and objects in one body: a request has a few a tensor; 2^17 '[]' parse in 0.1 s
+MAX_VALUE_BYTES = 32  # the most one JSON value takes with its separator ('-1.2345678901234567e-308, ' is 26)
+BODY_SLACK_BYTES = 2**20  # names, shapes, parameters and whitespace around the values
+
+
+def max_body_bytes(specs: tuple[InputSpec, ...]) -> int:
+    """The largest body a request for these inputs can need (JSON data; binary data is smaller): a larger one is
+    refused before it is read, since it cannot hold the declared elements (issue 32, M15)."""
+    return BODY_SLACK_BYTES + MAX_VALUE_BYTES * sum(int(np.prod(s.shape)) for s in specs)
+
+
 def _parse_json(text: bytes) -> object:
-    """The request's JSON; a body too deep, an integer too long or a non-finite constant is a ProtocolError."""
+    """The request's JSON; a body too deep, an integer too long or a non-finite constant is a ProtocolError.
+
+    A body of more than MAX_CONTAINERS arrays and objects is refused before parsing: the parser holds the GIL,
+    and 16 MiB of `[]` would stall every other request for four seconds.
+    """
+    containers = text.count(b"[") + text.count(b"{")
+    if containers > MAX_CONTAINERS:
+        raise ProtocolError(f"request body holds {containers} arrays and objects (at most {MAX_CONTAINERS})")
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except ProtocolError:

@@ -88,6 +88,9 @@ class ServerLimits:
             raise StartError("max_wait_ms, delay_ms, spin_ms and inline_below_ms cannot be negative")
         if self.token is not None and not self.token:
             raise StartError("an empty token would accept anyone; leave it unset instead")
+        if self.token is not None and self.token != self.token.strip():
+            raise StartError("the token has spaces around it, which an Authorization header cannot carry: no "
+                             "request could match it")
 
 
 class Batcher:
@@ -193,6 +196,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
         NonFiniteOutput,
         ProtocolError,
         encode_answer,
+        max_body_bytes,
         parse_infer_request,
         short,
     )
@@ -243,17 +247,20 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             "batches": batcher.batch_count if batcher else None,
             "batched_requests": batcher.batched_requests if batcher else None})
 
+    body_limit = min(limits.max_body_bytes, max_body_bytes(artifact.inputs))  # past it: not this model's request
+    parse_limiter = anyio.CapacityLimiter(1)  # one large body parsed at a time: bounded memory, short GIL holds
+
     async def read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_body_bytes:
-            return error(400, f"request body of {int(declared)} bytes is over the limit of {limits.max_body_bytes}")
+        if declared.isdigit() and int(declared) > body_limit:
+            return error(400, f"request body of {int(declared)} bytes is over the limit of {body_limit}")
         chunks, size = [], 0
         try:
             with anyio.fail_after(limits.read_timeout_s):
                 async for chunk in request.stream():
                     size += len(chunk)
-                    if size > limits.max_body_bytes:
-                        return error(400, f"request body is over the limit of {limits.max_body_bytes} bytes")
+                    if size > body_limit:
+                        return error(400, f"request body is over the limit of {body_limit} bytes")
                     chunks.append(chunk)
         except TimeoutError:
             return error(408, f"request body not received within {limits.read_timeout_s:g} s")
@@ -266,7 +273,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
                                    limits.max_elements)
         try:
             if len(body) > LARGE_BODY_BYTES:
-                return await anyio.to_thread.run_sync(decode)
+                return await anyio.to_thread.run_sync(decode, limiter=parse_limiter)
             return decode()
         except ProtocolError as exc:
             return error(400, str(exc))
@@ -474,6 +481,8 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     from mcbench.optimizer.targets import Target, open_session
 
     limits = limits or ServerLimits()
+    if not 0 <= port <= 65535:
+        raise StartError(f"--port {port}: give a port from 1 to 65535, or 0 for a free one")
     spec = json.loads(Path(spec_path).read_text())
     artifact, target = Artifact.from_dict(spec["artifact"]), Target.from_dict(spec["target"])
     sock = bind(host, port)  # before loading the model: a port in use fails at once

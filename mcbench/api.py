@@ -64,10 +64,12 @@ def run_config(model: str | Path | None = None, *, out: str | Path | None = None
     from mcbench.optimizer.intake import parse_constants, parse_inputs
 
     base = RunConfig.quick_mode() if quick else RunConfig()
-    if time_budget is not None and time_budget < 0:
-        raise ConfigError(f"time_budget {time_budget:g}: give seconds, or 0 for no limit")
-    parsed = parse_inputs([f"{name}={spec}" for name, spec in (inputs or {}).items()])
+    if time_budget is not None and (not _number(time_budget) or time_budget < 0):
+        raise ConfigError(f"time_budget {time_budget!r}: give seconds as a number, or 0 for no limit")
+    parsed = parse_inputs(_input_specs(inputs))
     constants = parse_constants([f"{name}={value}" for name, value in (consts or {}).items()])
+    profiles, variants, recipes = (_names(n, v) for n, v in (("profiles", profiles), ("variants", variants),
+                                                              ("recipes", recipes)))
     return dataclasses.replace(
         base, model=None if model is None else str(model), out_dir=None if out is None else Path(out),
         load=base.load if load else None, inputs=parsed, consts=constants,
@@ -86,6 +88,31 @@ def refuse_finished_run(out: Path | None) -> None:
 
     if out is not None and (out / "results.json").exists():
         raise UsageError(f"{out} already holds a results.json; choose another --out (or finish it with --resume {out})")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _names(what: str, value: object) -> tuple[str, ...]:
+    """One name given as a string is one item, never its characters; anything but strings is a ConfigError."""
+    from mcbench.config import ConfigError
+
+    items = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, Iterable) else None
+    if items is None or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{what} {value!r}: give a name or a list of names")
+    return items
+
+
+def _input_specs(inputs: object) -> list[str]:
+    """`{"x": "1,4"}`, or `--input` texts as the CLI takes them: "x=1,4" or a list of them."""
+    from mcbench.config import ConfigError
+
+    if isinstance(inputs, dict):
+        return [f"{name}={spec}" for name, spec in inputs.items()]
+    if inputs is None or isinstance(inputs, str | list | tuple):
+        return list(_names("inputs", inputs or ()))
+    raise ConfigError(f"inputs {inputs!r}: give a dict of NAME: 'D1,D2,...' or 'NAME=D1,D2,...' texts")
 
 
 def execute(config: RunConfig, *, resume: RunResult | None = None, progress: Say = print,
@@ -141,7 +168,7 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
 
     if budgets is None and baseline is None:
         raise UsageError("gate needs budgets, a baseline or both")
-    if remeasure and not (MIN_ROUNDS <= remeasure <= MAX_ROUNDS and baseline is not None):
+    if not _number(remeasure) or (remeasure and not (MIN_ROUNDS <= remeasure <= MAX_ROUNDS and baseline is not None)):
         raise UsageError(f"remeasure N needs {MIN_ROUNDS} <= N <= {MAX_ROUNDS} rounds and a baseline")
     config = load_budgets(Path(budgets)) if budgets is not None else GateConfig()
     run_result, base = _results(results), None if baseline is None else _results(baseline)

@@ -259,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             _say_logged(tracker.log(run, paths.root, report=report, log_models=args.mlflow_log_models))
         except TrackingError as exc:
-            again = f"mcbench report {paths.results} --mlflow {tracker.uri} --mlflow-experiment {tracker.experiment}"
+            again = f"mcbench report {paths.results} --mlflow {tracker.shown} --mlflow-experiment {tracker.experiment}"
             again += " --mlflow-log-models" if args.mlflow_log_models else ""
             print(f"mcbench: {exc}; the results are saved: log them with `{again}`", file=sys.stderr)
             return EXIT_VARIANT_FAILED

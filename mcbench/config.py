@@ -310,12 +310,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.quality_budget is not None and self.task == "embedding":
-            from mcbench.reports.quality import parse_quality_budget
-
-            if parse_quality_budget(self.quality_budget).points is not None:
-                raise ConfigError(f"--quality-budget {self.quality_budget}: an embedding's budget is a floor on the "
-                                  "cosine to the baseline: give it as cosine_mean>=X (default cosine_mean>=0.99)")
+        if self.quality_budget is not None:
+            self._check_budget_metric()
         self.check_objective()
         if self.model is None and (self.inputs or self.consts or self.weights or self.dataset):
             raise ConfigError("--input, --const, --weights and --dataset describe a --model; the built-in demo needs "
@@ -337,6 +333,29 @@ class RunConfig:
                               "skips it: drop --no-load, or choose --objective p50 or p99")
         if self.objective == "cost" and self.load.cost_per_hour is None and not self.profiles:
             raise ConfigError("--objective cost needs a price: --cost-per-hour, or a --profile with cost_per_hour")
+
+    def _check_budget_metric(self) -> None:
+        """A --quality-budget on a metric this run cannot record is refused before any work (issue 32, M1)."""
+        from mcbench.bench.metrics import AUTO, NEEDS_LABELS, RECORDED, records
+        from mcbench.reports.quality import parse_quality_budget
+
+        spec, text = parse_quality_budget(self.quality_budget), self.quality_budget
+        if self.task == "embedding" and spec.points is not None:
+            raise ConfigError(f"--quality-budget {text}: an embedding's budget is a floor on the cosine to the "
+                              "baseline: give it as cosine_mean>=X (default cosine_mean>=0.99)")
+        if spec.key is None or self.metric is not None:  # a user --metric may return any name
+            return
+        labelled = self.model is None or self.dataset is not None or self.labels_file is not None
+        task = "classification" if self.model is None and self.task == AUTO else self.task
+        if records(task, spec.key, labelled):
+            return
+        if records(task, spec.key, True) and spec.key in NEEDS_LABELS:
+            raise ConfigError(f"--quality-budget {text}: {spec.key} needs labels (a --dataset with 'labels', or "
+                              "--labels), and this run has none")
+        said = "classification or fidelity (--task auto)" if task == AUTO else task
+        known = sorted({m for t in (("classification", "fidelity") if task == AUTO else (task,)) for m in RECORDED[t]})
+        raise ConfigError(f"--quality-budget {text}: a {said} run does not record {spec.key!r} (it records "
+                          f"{', '.join(known)}; a --metric function adds its own)")
 
     @property
     def from_torch(self) -> bool:

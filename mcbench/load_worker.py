@@ -60,12 +60,13 @@ def cmd_load_worker(args: argparse.Namespace, usage_error) -> int:
     from mcbench.runguard import Terminated, signals_raise
 
     host, port = parse_master(args.master, usage_error)
-    if args.processes < 1:
-        raise usage_error(f"load-worker: --processes must be at least 1, got {args.processes}")
-    try:
-        cores = [int(c) for c in args.cores.split(",")] if args.cores else []
-    except ValueError:
-        raise usage_error(f"load-worker: --cores must be comma-separated integers, got {args.cores!r}") from None
+    from mcbench.load_cmd import usable_cores
+
+    most = len(os.sched_getaffinity(0))  # a Locust process uses one core at most: more only contend
+    if not 1 <= args.processes <= most:
+        raise usage_error(f"load-worker: --processes must be 1 to {most} (the cores this machine lets it use), "
+                          f"got {args.processes}")
+    cores = usable_cores(args.cores, "load-worker: --cores", usage_error)
     names = worker_names(args.name, args.processes)
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host,
                "--master-port", str(port), "--loglevel", "WARNING"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mcbench.bench.accuracy import accuracy_of
+from mcbench.bench.datasets import check_class_labels
 from mcbench.bench.environment import environment
 from mcbench.bench.isolate import ChildError, call_in_child, error_text
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
@@ -596,6 +597,8 @@ class Pipeline:
         """Task metrics and fidelity; a user metric that raises becomes a warning, not a lost variant."""
         if self.task is None:  # `auto` is decided once, on the first outputs measured (the baseline's)
             self.task = resolved_task(self.config.task, [outputs, *(more or [])])
+        if self.task == "classification":
+            check_class_labels(self.config.dataset or self.config.labels_file, workload.labels, outputs)
         task, also = self.task, {"more": more, "baseline_more": self.baseline_more, "roles": self.roles}
         try:
             return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, self.user_metric, **also)

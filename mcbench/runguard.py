@@ -75,13 +75,15 @@ def preflight_output(folder: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None
 
 
 @contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """While inside: SIGTERM raises Terminated(SIGTERM) and SIGINT raises Terminated(SIGINT), in the main thread."""
+def signals_raise(hangup: bool = False) -> Iterator[None]:
+    """While inside: SIGTERM raises Terminated(SIGTERM) and SIGINT raises Terminated(SIGINT), in the main thread;
+    with `hangup`, SIGHUP (the terminal closed) raises Terminated(SIGHUP) too."""
 
     def handler(signum: int, frame) -> None:
         raise Terminated(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    caught = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hangup else ()))
+    previous = {s: signal.signal(s, handler) for s in caught}
     try:
         yield
     finally:

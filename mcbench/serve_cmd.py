@@ -68,7 +68,8 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
     if not result.artifact or "in_process" not in result.settings:
         raise usage_error(f"serve: variant {variant!r} has no built artifact ({result.status})")
     refuse_results_code(run, str(run_dir / "results.json"), allow_code, [variant])
-    artifact = {k: result.artifact[k] for k in ("path", "format", "inputs", "factory", "passes")}
+    keys = ("path", "format", "inputs", "factory", "factory_args", "passes")  # a factory needs its arguments too
+    artifact = {k: result.artifact[k] for k in keys if k in result.artifact}
     if not Path(artifact["path"]).exists() and (run_dir.parent.parent / artifact["path"]).exists():
         artifact["path"] = str(run_dir.parent.parent / artifact["path"])  # a run made from another folder
     if artifact["format"] == "onnx":
@@ -95,8 +96,9 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
         raise usage_error(f"serve: {exc}") from None
     if args.cores:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
-    # SIGTERM (a container's stop) raises like Ctrl-C does, so the scratch folder is removed on the way out.
-    with signals_raise(), tempfile.TemporaryDirectory(prefix="mcbench-serve-") as tmp:
+    # SIGTERM (a container's stop) and SIGHUP (a closed terminal) raise like Ctrl-C does, so the scratch folder is
+    # removed on the way out.
+    with signals_raise(hangup=True), tempfile.TemporaryDirectory(prefix="mcbench-serve-") as tmp:
         spec_path = Path(tmp) / "server.json"
         spec_path.write_text(json.dumps(spec))
         print(f"serving {spec['name']!r} on http://{args.host}:{args.port or '<free port>'}/v2/models/{spec['name']}",

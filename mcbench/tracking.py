@@ -32,7 +32,11 @@ import json
 import math
 import os
 import re
+import socket
+import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +53,8 @@ SHA_TAG = "mcbench.results_sha256"
 RUN_ID_TAG = "mcbench.run_id"
 # MLflow's own limits (mlflow.utils.validation): longer values are refused, so they are cut here.
 MAX_PARAM_VALUE, MAX_TAG_VALUE, MAX_KEY, PER_BATCH = 6000, 8000, 250, 100
+PROBE_S, WAIT_NOTE_S = 5.0, 5.0  # a store that does not accept a connection in 5 s fails; a slow one is said after 5 s
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # MLflow's: 7 and 120 s
 
 
 class TrackingError(UserError, ValueError):
@@ -127,21 +133,78 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def masked(uri: str) -> str:
+    """The URI as mcbench prints it: a password in it (`http://alice:PW@host/`) shown as `***`."""
+    return _USERINFO.sub(r"\1***@", uri)
+
+
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://[^/?#@:]*:)[^/?#]*@")
+
+
+def check_reachable(uri: str, shown: str, timeout_s: float = PROBE_S) -> None:
+    """Fail in seconds where the store cannot be used: a SQLite file that cannot be written, an HTTP server that
+    does not accept a connection. MLflow itself retries for minutes before it says so (issue 32, M7)."""
+    database = _sqlite_path(uri)
+    if database is not None:
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with open(database, "ab"):  # an empty file is a new SQLite database
+                pass
+        except OSError as exc:
+            raise TrackingError(f"MLflow cannot open {shown}: cannot write {database} "
+                                f"({exc.strerror or type(exc).__name__})") from None
+        return
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or _proxied(parts):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else getattr(exc, "strerror", None) or str(exc)
+        raise TrackingError(f"MLflow cannot reach {shown}: {why} (within {timeout_s:g} s)") from None
+
+
+def _proxied(parts: urllib.parse.SplitResult) -> bool:
+    """Whether requests would reach this store through a proxy ($HTTPS_PROXY ...): then only MLflow can tell."""
+    import urllib.request
+
+    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+@contextmanager
+def _waiting_note(shown: str) -> Iterator[None]:
+    """Say on stderr that the store is slow, once, if it has not answered after WAIT_NOTE_S seconds."""
+    note = threading.Timer(WAIT_NOTE_S, lambda: print(f"mlflow:  waiting for {shown} ...", file=sys.stderr, flush=True))
+    note.daemon = True
+    note.start()
+    try:
+        yield
+    finally:
+        note.cancel()
+
+
 class Tracker:
-    """An open MLflow store and experiment. Opened before a run does its work, so a bad URI fails first."""
+    """An open MLflow store and experiment. Opened before a run does its work, so a bad URI fails first.
+
+    `uri` is what MLflow is given; `shown` is what mcbench prints, with any password masked.
+    """
 
     def __init__(self, uri: str | None = None, experiment: str | None = None) -> None:
         _, client_class, self._mlflow_error = _import_mlflow()
         self.uri = resolve_uri(uri)
+        self.shown = masked(self.uri)
         self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         database = _sqlite_path(self.uri)
-        with self._errors("cannot open"), _quiet():
-            if database is not None:
-                database.parent.mkdir(parents=True, exist_ok=True)
+        for name, value in HTTP_LIMITS.items():  # minutes of retries by default; the user's setting wins
+            os.environ.setdefault(name, value)
+        check_reachable(self.uri, self.shown)
+        with self._errors("cannot open"), _quiet(), _waiting_note(self.shown):
             self.client = client_class(tracking_uri=self.uri)
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None and found.lifecycle_stage != "active":
-                raise TrackingError(f"MLflow: experiment {self.experiment!r} in {self.uri} is deleted; restore it "
+                raise TrackingError(f"MLflow: experiment {self.experiment!r} in {self.shown} is deleted; restore it "
                                     "(mlflow experiments restore) or choose another with --mlflow-experiment")
             if found is not None:
                 self.experiment_id = found.experiment_id
@@ -158,9 +221,11 @@ class Tracker:
             yield
         except TrackingError:
             raise
-        except (self._mlflow_error, OSError, ImportError) as exc:
-            text = " ".join(str(getattr(exc, "message", None) or exc).split())
-            raise TrackingError(f"MLflow {doing} {self.uri}: {text[:1000]}") from exc
+        except Exception as exc:  # MLflow's, SQLAlchemy's, requests' and the file system's errors alike
+            text = " ".join(str(getattr(exc, "message", None) or exc).split()).replace(self.uri, self.shown)
+            password = urllib.parse.urlsplit(self.uri).password
+            text = text.replace(password, "***") if password else text
+            raise TrackingError(f"MLflow {doing} {self.shown}: {text[:1000]}") from None
 
     def log(self, run: RunResult, folder: Path, report: Path | None = None, results: Path | None = None,
             log_models: bool = False) -> Logged:
@@ -170,8 +235,8 @@ class Tracker:
         results = Path(results) if results is not None else folder / "results.json"
         report = Path(report) if report is not None else folder / "report.html"
         sha = _sha256(results) if results.is_file() else None
-        logged = Logged(self.uri, self.experiment, self.experiment_id, parent_id="")
-        with self._errors("could not log to"), _quiet():
+        logged = Logged(self.shown, self.experiment, self.experiment_id, parent_id="")
+        with self._errors("could not log to"), _quiet(), _waiting_note(self.shown):
             if sha is not None:
                 earlier = self.client.search_runs([self.experiment_id], f"tags.`{SHA_TAG}` = '{sha}'", max_results=1)
                 if earlier:

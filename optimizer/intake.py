@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,11 +45,11 @@ def parse_inputs(items: list[str]) -> dict[str, InputOverride]:
         dtype, _, bounds = tail.partition(":")
         try:
             shape = tuple(int(d) for d in dims.split(","))
-            low, high = (int(b) for b in bounds.split("-")) if bounds else (None, None)
         except ValueError:
-            shape, low, high = (), None, None
-        if not sep or not name or not shape or any(d <= 0 for d in shape) or (bounds and low is None):
+            shape = ()
+        if not sep or not name or not shape or any(d <= 0 for d in shape):
             raise IntakeError(f"--input {item!r}: expected {INPUT_SYNTAX}")
+        low, high = _range(item, bounds)
         if low is not None and high is not None and low >= high:
             raise IntakeError(f"--input {item!r}: the range {low}-{high} is empty (LOW must be below HIGH)")
         _check_size(item, shape, dtype)
@@ -134,6 +135,20 @@ def _fitted(spec: InputSpec, constant: InputConstant, source: str) -> float | in
     if not info.min <= int(value) <= info.max:
         raise IntakeError(f"{where}: out of {spec.dtype}'s range [{info.min}, {info.max}]")
     return int(value)
+
+
+_RANGE = re.compile(r"\s*(-?[0-9]{1,19})\s*-\s*(-?[0-9]{1,19})\s*")  # -128-127, -10--1, 0-255
+
+
+def _range(item: str, bounds: str) -> tuple[int | None, int | None]:
+    """LOW-HIGH of `--input NAME=DIMS:DTYPE:LOW-HIGH`, either one negative; (None, None) where none is given."""
+    if not bounds:
+        return None, None
+    match = _RANGE.fullmatch(bounds)
+    if match is None:
+        raise IntakeError(f"--input {short_text(item)}: the range {short_text(bounds)} is not LOW-HIGH in whole "
+                          "numbers (e.g. 0-255, -128-127 or -10--1)")
+    return int(match[1]), int(match[2])
 
 
 MAX_INPUT_ELEMENTS_ENV = "MCBENCH_MAX_INPUT_ELEMENTS"

@@ -14,8 +14,9 @@ the artifact's factory arguments (`hf_module`), so no stage reads the folder aga
 
 from __future__ import annotations
 
-import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ import numpy as np
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.intake import InputOverride, IntakeError
-from mcbench.reports.files import FileError, read_text
+from mcbench.reports.files import FileError, read_bytes, read_text
+from mcbench.reports.parsing import json_data
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'mcbench[hf]'"
 DEFAULT_SEQ_LEN = 128
@@ -68,10 +70,13 @@ def transformers_module() -> Any:
 
 def inspect_folder(folder: Path, task: str) -> HfModel:
     """The folder's config and which output the task measures; an IntakeError says what does not fit."""
+    path = folder / "config.json"
     try:
-        config = json.loads(read_text(folder / "config.json", "config"))  # bounded; a FIFO is refused, not read
-    except (OSError, ValueError) as exc:
-        raise IntakeError(f"cannot load {folder}: config.json is not readable JSON ({first_line(exc)})") from None
+        config = json_data(read_bytes(path, "config"), str(path), IntakeError)  # bounded; a FIFO is refused
+    except IntakeError as exc:
+        raise IntakeError(f"cannot load {folder}: {exc}") from None
+    except OSError as exc:  # FileError (not a regular file, over its limit) included
+        raise IntakeError(f"cannot load {folder}: config.json is not readable ({first_line(exc)})") from None
     if not isinstance(config, dict):
         raise IntakeError(f"cannot load {folder}: config.json is not a JSON object")
     if config.get("auto_map"):
@@ -114,11 +119,24 @@ def from_hf_folder(folder: Path, task: str, seq_len: int, inputs: dict[str, Inpu
     if unknown:
         raise IntakeError(f"cannot load {folder}: --input {', '.join(unknown)} is not one of its inputs "
                           f"({', '.join(names)})")
+    _check_positions(model, specs, "--input" if inputs else "--seq-len")
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = out_dir / "weights.pt"
     torch.save(wrapper.state_dict(), saved)
     args = {"config": model.config, "head": model.head, "inputs": list(names)}
     return Artifact(saved, "torch", specs, factory=FACTORY, factory_args=args)
+
+
+def _check_positions(model: HfModel, specs: tuple[InputSpec, ...], flag: str) -> None:
+    """A text model's sequence within its position embeddings: past them the baseline and the export both fail."""
+    limit = model.config.get("max_position_embeddings")
+    if model.modality != "text" or not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        return
+    length = max((s.shape[1] for s in specs if len(s.shape) > 1 and isinstance(s.shape[1], int)), default=0)
+    if length > limit:
+        said = f"--seq-len {length}" if flag == "--seq-len" else f"an --input sequence of {length}"
+        raise IntakeError(f"cannot load {model.folder}: {said} is past the model's {limit} positions "
+                          f"(max_position_embeddings); give {flag} {limit} or less")
 
 
 def default_specs(model: HfModel, names: tuple[str, ...], seq_len: int) -> tuple[InputSpec, ...]:
@@ -195,7 +213,10 @@ def text_samples(folder: Path, lines: list[str], specs: tuple[InputSpec, ...]) -
     """Each line tokenised to the inputs' sequence length (padded, truncated), grouped by the inputs' batch."""
     tokenizer = load_tokenizer(folder)
     batch, seq_len = specs[0].shape[0], specs[0].shape[1]
-    encoded = tokenizer(lines, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    try:
+        encoded = tokenizer(lines, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    except Exception as exc:  # the Rust tokenizers raise a bare Exception (a vocab.txt without [UNK])
+        raise IntakeError(f"the tokenizer of {folder} failed on the texts: {first_line(exc)}") from None
     usable = len(lines) - len(lines) % batch
     return [{s.name: np.asarray(encoded[s.name][i:i + batch], dtype=s.dtype) for s in specs}
             for i in range(0, usable, batch)]
@@ -229,19 +250,40 @@ def read_lines(path: Path, what: str) -> list[str]:
 def parse_labels(lines: list[str], config: dict[str, Any], task: str, source: Path) -> np.ndarray:
     """Class ids (numbers, or names the config's label2id knows) or, for regression, numbers."""
     if task == "regression":
-        try:
-            return np.array([float(v) for v in lines])
-        except ValueError as exc:
-            raise IntakeError(f"cannot read labels {source}: {exc}") from None
+        return np.array([_finite_label(text, n, source) for n, text in enumerate(lines, 1)])
     names = {str(k): int(v) for k, v in (config.get("label2id") or {}).items()}
+    classes = len(config.get("id2label") or {}) or config.get("num_labels")
     ids = []
     for n, text in enumerate(lines, 1):
         if text in names:
             ids.append(names[text])
-        elif text.lstrip("-").isdigit():
-            ids.append(int(text))
+        elif _CLASS_ID.match(text):
+            ids.append(_class_id(text, n, classes, source))
         else:
             known = ", ".join(sorted(names)) or "none"
             raise IntakeError(f"cannot read labels {source}: line {n} {text[:40]!r} is neither a class id nor a "
                               f"label name (known: {known})")
     return np.array(ids, dtype=np.int64)
+
+
+_CLASS_ID = re.compile(r"-?[0-9]+")  # ASCII digits: str.isdigit() takes '²', which int() refuses
+
+
+def _class_id(text: str, line: int, classes: Any, source: Path) -> int:
+    """The id on a label line, within the model's classes (any id >= 0 where the config does not say how many)."""
+    value = int(text) if len(text) <= 20 else None  # longer: out of any range, and int() may refuse it
+    top = classes - 1 if isinstance(classes, int) and not isinstance(classes, bool) and classes > 0 else None
+    if value is None or value < 0 or (top is not None and value > top):
+        span = f"the model has {classes} classes: 0 to {top}" if top is not None else "class ids start at 0"
+        raise IntakeError(f"cannot read labels {source}: line {line}: class id {text[:40]} is out of range ({span})")
+    return value
+
+
+def _finite_label(text: str, line: int, source: Path) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise IntakeError(f"cannot read labels {source}: line {line}: {text[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise IntakeError(f"cannot read labels {source}: line {line}: {text[:40]!r} is not a finite number")
+    return value

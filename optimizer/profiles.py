@@ -8,14 +8,14 @@ core count, installed onnxruntime execution providers and OpenVINO devices.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mcbench.optimizer.hardware import ISA_FLAGS as ISA
 from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_text
+from mcbench.reports.files import FileError, read_bytes
+from mcbench.reports.parsing import toml_data
 
 PROFILE_DIR = Path(__file__).parent.parent / "hardware_profiles"  # mcbench/hardware_profiles: a link in a checkout
 DEVICES = ("cpu", "nvidia-gpu", "intel-gpu")
@@ -205,11 +205,9 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
 def load_profile(path: Path) -> Profile:
     path = Path(path)
     try:
-        data = tomllib.loads(read_text(path, "profile"))
+        data = toml_data(read_bytes(path, "profile"), str(path), ProfileError)
     except FileError as exc:
         raise ProfileError(str(exc).replace(": no such file", ": no such profile file")) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: not valid TOML ({exc})") from None
     return parse_profile(data, str(path))
 
 

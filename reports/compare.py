@@ -53,8 +53,12 @@ def latency_change(a: VariantResult, b: VariantResult) -> Change | None:
     if a.latency is None or b.latency is None:
         return None
     la, lb = a.latency, b.latency
-    ratio_text = f"{(lb.p50_ms / la.p50_ms - 1) * 100:+.1f}%" if la.p50_ms and lb.p50_ms else "n/a"
-    sa, sb = [float(x) for x in la.samples_us], [float(x) for x in lb.samples_us]
+    pa, pb = finite(la.p50_ms), finite(lb.p50_ms)
+    ratio_text = f"{(pb / pa - 1) * 100:+.1f}%" if pa and pb else "n/a"
+    sa, sb = ([float(x) if isinstance(x, int | float) else math.nan for x in s] for s in (la.samples_us, lb.samples_us))
+    if not all(math.isfinite(x) and x > 0 for x in sa + sb):
+        return Change("in-process p50 ms", format_ms(la.p50_ms), format_ms(lb.p50_ms), ratio_text, "not tested",
+                      "raw samples that are not finite positive latencies in one of the runs")
     if len(sa) < MIN_SAMPLES or len(sb) < MIN_SAMPLES:
         return Change("in-process p50 ms", format_ms(la.p50_ms), format_ms(lb.p50_ms), ratio_text, "not tested",
                       f"fewer than {MIN_SAMPLES} raw samples kept in one of the runs")

@@ -8,6 +8,7 @@ Reads only the results schema, so it runs where no model runtime is installed.
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 
 from mcbench.reports.errors import UserError
@@ -139,7 +140,12 @@ def budget_checks(run: RunResult, config: GateConfig) -> list[Check]:
 
 
 def comparison_check(name: str, base_us: list[float], cand_us: list[float], d: Defaults, source: str) -> Check:
-    """One baseline comparison, from raw samples; `source` says where the samples came from."""
+    """One baseline comparison, from raw samples; `source` says where the samples came from. A sample that is not
+    a finite positive number (a doctored or damaged file; the schema refuses them) is an error, never a pass."""
+    bad = sum(not _latency(x) for x in [*base_us, *cand_us])
+    if bad:
+        return Check(f"{name}: latency vs baseline", "baseline", "error",
+                     f"{bad} raw samples are not finite positive latencies; the comparison cannot be made")
     if len(base_us) < MIN_SAMPLES or len(cand_us) < MIN_SAMPLES:
         return Check(f"{name}: latency vs baseline", "baseline", "error",
                      f"too few raw samples to compare ({len(base_us)} baseline, {len(cand_us)} candidate; "
@@ -147,6 +153,10 @@ def comparison_check(name: str, base_us: list[float], cand_us: list[float], d: D
     c = compare(base_us, cand_us, min_effect=d.min_effect, confidence=d.confidence, max_cv=d.max_cv,
                 resamples=d.resamples, seed=d.seed)
     return _check_of(name, c, source, d)
+
+
+def _latency(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def rounds_check(name: str, base_rounds: list[list[float]], cand_rounds: list[list[float]], d: Defaults,

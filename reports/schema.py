@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_text, write_text_atomic
+from mcbench.reports.files import FileError, read_bytes, write_text_atomic
+from mcbench.reports.parsing import json_data
 
 SCHEMA_VERSION = 1
+# A latency field holds a finite number >= 0, never null (NaN) or negative: results.schema.json says so for the
+# fields marked with it, so a doctored results file cannot make the gate compare NaNs (issue 32, M13).
+LATENCY = {"latency": True}
 
 
 class SchemaError(UserError, ValueError):
@@ -38,15 +42,15 @@ class LatencyStats:
     """Latency of one measurement series, in milliseconds, with the raw samples (microseconds)."""
 
     count: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    stdev_ms: float
-    min_ms: float
-    max_ms: float
-    samples_us: list[float] = field(default_factory=list)  # to 0.01 us: whole microseconds moved a 15 us
-    # model's median in 7% steps and collapsed the bootstrap of its speedup to a point (issue 19)
+    p50_ms: float = field(metadata=LATENCY)
+    p90_ms: float = field(metadata=LATENCY)
+    p99_ms: float = field(metadata=LATENCY)
+    mean_ms: float = field(metadata=LATENCY)
+    stdev_ms: float = field(metadata=LATENCY)
+    min_ms: float = field(metadata=LATENCY)
+    max_ms: float = field(metadata=LATENCY)
+    samples_us: list[float] = field(default_factory=list, metadata=LATENCY)  # to 0.01 us: whole microseconds
+    # moved a 15 us model's median in 7% steps and collapsed the bootstrap of its speedup to a point (issue 19)
 
     @classmethod
     def from_seconds(cls, values_s: list[float], keep_samples: bool = True) -> LatencyStats:
@@ -286,11 +290,9 @@ def save_results(run: RunResult, path: Path) -> None:
 def load_results(path: Path) -> RunResult:
     path = Path(path)
     try:
-        data = json.loads(read_text(path, "results file"))
+        data = json_data(read_bytes(path, "results file"), str(path), SchemaError)
     except FileError as exc:
         raise SchemaError(str(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(data, dict):
         raise SchemaError(f"{path}: expected a JSON object")
     try:

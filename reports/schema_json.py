@@ -7,7 +7,8 @@ after changing a dataclass:
     python -m mcbench.reports.schema_json
 
 A test fails when the committed file is out of date. Every float field also admits null, because NaN and the
-infinities are written as null (JSON has neither); free-form dict fields (artifact, settings, passes entries,
+infinities are written as null (JSON has neither), except a latency (`LATENCY` in its field's metadata): a number
+>= 0, always; free-form dict fields (artifact, settings, passes entries,
 op_profile, config, environment) stay open objects.
 """
 
@@ -78,10 +79,17 @@ def _dataclass_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "object"}
     if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):  # not the signature dataclass makes up
         out["description"] = " ".join(cls.__doc__.split())
-    out["properties"] = {f.name: _type_schema(hints[f.name], defs) for f in fields}
+    out["properties"] = {f.name: _latency_schema(hints[f.name]) if f.metadata.get("latency")
+                         else _type_schema(hints[f.name], defs) for f in fields}
     out["required"] = required
     out["additionalProperties"] = False
     return out
+
+
+def _latency_schema(tp: Any) -> dict[str, Any]:
+    """A latency (or a list of them): a number >= 0, never null, which is how NaN would be written."""
+    number = {"type": "number", "minimum": 0}
+    return {"type": "array", "items": number} if typing.get_origin(tp) is list else number
 
 
 def generated_schema() -> dict[str, Any]:

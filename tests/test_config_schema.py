@@ -32,7 +32,7 @@ SPECIAL: dict[str, tuple[str, Any]] = {
     "profiles": ('["local-2core-avx2"]', ("local-2core-avx2",)),
     "variants": ('["ort-fp32"]', ("ort-fp32",)),
     "recipes": (f'["{RECIPE}"]', (RECIPE,)),
-    "quality_budget": ('"f1>=0.8"', "f1>=0.8"),
+    "quality_budget": ('"agreement>=0.8"', "agreement>=0.8"),
     "search_exclude": ('["ov-*"]', ("ov-*",)),
     "search_add": (f'["{RECIPE}"]', (RECIPE,)),
 }
