@@ -179,6 +179,12 @@ def _ship_sentences(run: RunResult, d: Decision) -> list[str]:
 def _keep_sentences(run: RunResult, d: Decision) -> list[str]:
     """The baseline wins: no compiled variant within the budget beats its figure."""
     o, best, metric = d.objective, d.runner_up, d.metric
+    if best is None and d.within:
+        within = _count(len(d.within), "compiled variant is", "compiled variants are")
+        them = "it" if len(d.within) == 1 else "each"
+        return [f"Keep the baseline {run.baseline}: its {o.label} is {o.text(o.figure(d.chosen))}; {within} within "
+                f"the budget, and the search stopped {them} before its full timing, as one it had timed was surely "
+                "faster.", "See the search and the skipped variants below for why."]
     if best is None:
         return [f"Keep the baseline {run.baseline}: no compiled variant was measured; its {o.label} is "
                 f"{o.text(o.figure(d.chosen))}.", "See the search and the skipped variants below for why."]

@@ -255,7 +255,8 @@ def decide(run: RunResult, profile: str = THIS_MACHINE, objective: Objective | N
         best = min(compared, key=rank)
         chosen = min([best, *keep], key=rank)
         return _with(base, kind="ship", chosen=chosen, runner_up=best if chosen is not best else None, **counts)
-    if keep and not compiled:  # nothing compiled was measured (a run cut by its time budget): the baseline stands
+    if keep and (within or not compiled):  # nothing compiled was measured (a run cut by its time budget), or the
+        # search stopped each one within budget as surely slower than one it timed: the baseline stands
         return _with(base, kind="ship", chosen=keep[0], **counts)
     if within:
         return _with(base, why=f"no compiled variant within the quality budget has a figure for the objective "

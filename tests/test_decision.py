@@ -230,3 +230,15 @@ def test_a_candidate_the_search_stopped_is_never_marked_frontier():
     run.variants[-1].search["stopped"] = "cannot reach the frontier: v0 is surely faster"
     assert "v3" not in frontier_names(run) and frontier_names(run) == {"v0"}
     assert recommend(run).variant == "v0" and all(not r.on_frontier for r in summary_rows(run) if r.name == "v3")
+
+
+def test_the_baseline_stands_where_the_search_stopped_every_compiled_variant_within_budget():
+    """A compiled variant within budget that the search stopped after screening (the baseline surely faster) is not
+    ranked; the baseline is kept, and the words say the search stopped it rather than that nothing was measured."""
+    run = many_within(1, searched_full=0)  # torch-fp32 timed in full; v0 screened, then stopped
+    run.variants[1].search["stopped"] = "cannot reach the frontier: torch-fp32 is surely faster"
+    rec = recommend(run)
+    assert (rec.kind, rec.variant) == ("ship", "torch-fp32")
+    assert rec.sentences[0].startswith("Keep the baseline torch-fp32: its in-process p50 latency is ")
+    assert "1 compiled variant is within the budget, and the search stopped it before its full timing" in \
+        rec.sentences[0]
