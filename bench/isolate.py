@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mcbench.reports.errors import first_line
+
 STDERR_TAIL_CHARS = 2000
 
 
@@ -57,7 +59,11 @@ def error_text(exc: ChildError) -> str:
     How it ended is said where it says something: a timeout's kill. A child that raised or ran out of memory
     answered and then exited 0, and "(exit code 0)" after its failure only misled; a crash's message says it.
     """
-    text = f"{exc.kind}: {exc}"
+    message = str(exc)
+    cause = first_line(message)  # the line that says what failed (OpenVINO opens with C++ source lines)
+    text = f"{exc.kind}: {cause}"
+    if cause != message.strip():
+        text += f"\n--- its whole message ---\n{message}"
     if exc.kind != "crashed" and exc.exit_status:
         text += f" ({exit_status_text(exc.exit_status)})"
     if exc.stderr_tail:
