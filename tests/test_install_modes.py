@@ -93,16 +93,8 @@ def test_editable_install_runs_a_quantized_variant_in_its_child(tmp_path: Path, 
 
 
 def test_wheel_install_ships_every_package_and_the_profiles(tmp_path: Path):
-    wheels = tmp_path / "wheels"
-    had_build = (ROOT / "build").exists()
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "--wheel-dir", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=600)
-    if not had_build:  # setuptools builds in the checkout's build/: leave the checkout as it was
-        shutil.rmtree(ROOT / "build", ignore_errors=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (wheel,) = wheels.glob("mcbench-*.whl")
     python = fresh_env(tmp_path / "env")
-    pip_install(python, str(wheel))
+    pip_install(python, str(built_wheel(tmp_path / "wheels")))
     work = tmp_path / "work"
     work.mkdir()
     located = where_mcbench_lives(python, work)
