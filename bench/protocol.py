@@ -136,13 +136,12 @@ def _flag(parameters: object, key: str, where: str) -> bool | None:
 
 
 def answer_form(request: dict[str, Any], output_names: list[str] | None) -> AnswerForm:
-    """The request's `parameters.binary_data_output` and `outputs` list, checked against the model's outputs."""
+    """The request's `parameters.binary_data_output` and `outputs` list (its form checked by _check_request_fields),
+    checked against the model's outputs."""
     default = _flag(request.get("parameters"), "binary_data_output", "request") or False
     wanted = request.get("outputs")
     if wanted is None:
         return AnswerForm(None, default)
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
-        raise ProtocolError("'outputs' must be a list of objects, each with a name")
     names, binary = [], []
     for entry in wanted:
         name = entry.get("name")

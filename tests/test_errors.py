@@ -88,20 +88,26 @@ def _mcbench_imports(folder: str) -> dict[str, set[str]]:
     return out
 
 
+FOUNDATIONS = ("mcbench.reports.errors", "mcbench.reports.parsing", "mcbench.reports.files")
+
+
 def test_the_dependency_rule_holds_with_its_one_exception():
-    """reports imports only reports; optimizer imports nothing of bench or reports but reports.errors and
-    reports.parsing; bench not the app; reports/errors.py imports nothing at all."""
+    """reports imports only reports; optimizer imports nothing of bench or reports but reports.errors,
+    reports.parsing and reports.files (the foundations: stdlib and the error root only); bench not the app;
+    reports/errors.py imports only the standard library."""
     for path, names in _mcbench_imports("reports").items():
         assert all(n.startswith("mcbench.reports") for n in names), (path, names)
     for path, names in _mcbench_imports("optimizer").items():
-        assert all(n.startswith("mcbench.optimizer") or n in ("mcbench.reports.errors", "mcbench.reports.parsing")
-                   for n in names), (path, names)
+        assert all(n.startswith("mcbench.optimizer") or n in FOUNDATIONS for n in names), (path, names)
     for path, names in _mcbench_imports("bench").items():
         assert all(n.split(".")[1] in ("bench", "optimizer", "reports") for n in names), (path, names)
     tree = ast.parse((ROOT / "reports" / "errors.py").read_text(encoding="utf-8"))
     imported = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
-    assert all(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in imported)
-    parsing = ast.parse((ROOT / "reports" / "parsing.py").read_text(encoding="utf-8"))
-    assert {n.module for n in ast.walk(parsing) if isinstance(n, ast.ImportFrom) and n.module.startswith("mcbench")} \
-        == {"mcbench.reports.errors"}  # the standard library and the error root only
+    modules = {a.name for n in imported if isinstance(n, ast.Import) for a in n.names} | {
+        n.module for n in imported if isinstance(n, ast.ImportFrom)}
+    assert modules <= {"__future__", "re"}, modules  # the standard library's, for first_line
+    for name in ("parsing.py", "files.py"):
+        tree = ast.parse((ROOT / "reports" / name).read_text(encoding="utf-8"))
+        assert {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("mcbench")} \
+            == {"mcbench.reports.errors"}, name  # the standard library and the error root only
     assert "mcbench.reports.errors" in sys.modules  # and it is what every package raises from

@@ -100,7 +100,7 @@ def test_the_request_says_which_outputs_and_in_which_form() -> None:
     for change, message in [({"outputs": [{"name": "w"}]}, "unknown output 'w'; the model's outputs are y, z"),
                             ({"parameters": {"binary_data_output": "yes"}},
                              "request: binary_data_output must be true or false, got 'yes'"),
-                            ({"outputs": "y"}, "'outputs' must be a list of objects, each with a name")]:
+                            ({"outputs": "y"}, "outputs must be a list of objects with a name, got 'y'")]:
         with pytest.raises(ProtocolError) as caught:
             parse_infer_request(json.dumps({**request, **change}).encode(), None, specs, ["y", "z"])
         assert str(caught.value) == message

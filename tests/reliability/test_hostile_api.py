@@ -60,7 +60,7 @@ def results(tmp_path) -> Path:
 def test_m14_gate_without_budgets_or_baseline_is_a_user_error(results):
     with pytest.raises(mcbench.UserError, match=r"^gate needs budgets, a baseline or both$"):
         mcbench.gate(results)
-    with pytest.raises(mcbench.UserError, match=r"^remeasure needs at least"):
+    with pytest.raises(mcbench.UserError, match=r"^remeasure N needs 5 <= N <= 1000 rounds and a baseline$"):
         mcbench.gate(results, baseline=results, remeasure="5")
 
 

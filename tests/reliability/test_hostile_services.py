@@ -186,7 +186,7 @@ def _meta(shape: object, datatype: str = "FP32") -> bytes:
 
 @pytest.mark.parametrize(("body", "message"), [
     (_meta([100000, 100000]), "input 'x' of shape [100000, 100000] is 10000000000 elements, over the limit of "
-                              "67108864 elements per input (set MCBENCH_MAX_INPUT_ELEMENTS to raise it)"),
+                              "2097152 elements per input (set MCBENCH_MAX_INPUT_ELEMENTS to raise it)"),
     (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested more than 64 levels deep"),
     (_meta([1, "a"]), "input 'x' has shape [1, 'a'], not a list of dimensions (whole numbers, -1 for a dynamic "
                       "one)"),
