@@ -5,7 +5,9 @@ first of all); on a shared machine the baseline drifted 48% between two of its o
 147x because the baseline was timed during a burst of other work. So the finalists (the decision's frontier within
 the quality budget, at most MAX_FINALISTS) are each timed against the baseline with the gate's own machinery
 (`mcbench.remeasure`: interleaved sample by sample, A B B A, on one shared onnxruntime pool where both sides can
-share it, in child processes), and the recommendation, its speedup and its interval come from that round only.
+share it, in child processes), and the recommendation, its speedup and its interval come from that round only:
+the median of the per-round ratios with its order-statistic interval (reports.gate_stats.median_round_ratio), which
+one round slowed by a burst of other work does not move.
 
 A finalist that is not surely faster than a simpler one (its interval overlaps the other's; the baseline counts,
 at a ratio of exactly 1) loses the tie to it: lossless beats lossy, then fewer passes, then the smaller file.
@@ -25,7 +27,7 @@ from mcbench.reports.decision import THIS_MACHINE, decide
 from mcbench.reports.errors import first_line
 from mcbench.reports.gate import GateDataError
 from mcbench.reports.gate_budgets import Defaults
-from mcbench.reports.gate_stats import compare_rounds
+from mcbench.reports.gate_stats import median_round_ratio
 from mcbench.reports.schema import Confirmation, ConfirmedRatio, RunResult, TieDecision, VariantResult
 
 IN_PROCESS_OBJECTIVES = ("p50", "p99")
@@ -123,11 +125,10 @@ def timed_pairs(pairs: list[Pair], rounds: int, samples: int) -> dict:
 
 
 def confirmed_ratio(name: str, base: list[list[float]], mine: list[list[float]], note: str,
-                    defaults: Defaults) -> ConfirmedRatio:
-    c = compare_rounds(base, mine, min_effect=defaults.min_effect, confidence=defaults.confidence,
-                       max_cv=defaults.max_cv)
+                    confidence: float) -> ConfirmedRatio:
+    ratio, low, high = median_round_ratio(base, mine, confidence)
     flat_base, flat_mine = [x for r in base for x in r], [x for r in mine for x in r]
-    return ConfirmedRatio(name, c.ratio, c.ci_low, c.ci_high, c.rounds, len(flat_mine),
+    return ConfirmedRatio(name, ratio, low, high, len(base), len(flat_mine),
                           statistics.median(flat_base) / 1e3, statistics.median(flat_mine) / 1e3, note)
 
 
@@ -151,7 +152,7 @@ def confirmation(run: RunResult, quick: bool = False, profile: str = THIS_MACHIN
         why = error_text(exc) if isinstance(exc, ChildError) else str(exc)
         record.note = f"the round could not be timed: {first_line(why)}"
         return record
-    record.ratios = [confirmed_ratio(name, a, b, note, defaults) for name, ((a, b), note) in timed.items()]
+    record.ratios = [confirmed_ratio(name, a, b, note, defaults.confidence) for name, ((a, b), note) in timed.items()]
     by_name = {r.name: r for r in record.ratios}
     contenders = [entry_of(run.variant(run.baseline), None)] + [entry_of(v, by_name[v.name]) for v in final]
     record.pick, record.ties = pick_with_ties(contenders)

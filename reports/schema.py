@@ -203,8 +203,8 @@ class VariantResult:
 class ConfirmedRatio:
     """One finalist timed interleaved with the baseline in the confirmation round (mcbench.confirm).
 
-    ratio is median(finalist) / median(baseline), the geometric mean of the per-round ratios, with its Student-t
-    interval over rounds (reports.gate_stats.compare_rounds); below 1 is faster. The speedup is its inverse."""
+    ratio is median(finalist) / median(baseline): the median of the per-round ratios, with its order-statistic
+    interval over rounds (reports.gate_stats.median_round_ratio); below 1 is faster. The speedup is its inverse."""
 
     name: str
     ratio: float

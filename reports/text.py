@@ -8,7 +8,7 @@ from mcbench.reports.decide import recommendations
 from mcbench.reports.decision import objective_of
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
-from mcbench.reports.sections import search_rows, search_summary
+from mcbench.reports.sections import confirmation_lines, search_rows, search_summary
 from mcbench.reports.views import SummaryRow, summary_rows
 
 
@@ -59,6 +59,7 @@ def summary_table(run: RunResult) -> str:
     if run.variants:
         lines.append(decision_line(run))
         lines.append(f"quality: {metric.label}; budget {metric.budget_text()}")
+        lines += confirmation_lines(run)
     if search_summary(run):
         lines += ["", search_summary(run)]
         lines += [f"  {row.name:<{widths[0]}}  {row.stage}: {row.why}" for row in search_rows(run)]
