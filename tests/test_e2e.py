@@ -103,3 +103,30 @@ def test_report_names_every_variant_and_the_table_is_printed(quick_demo):
         assert name in html
         assert name in proc.stdout
     assert str(out / "report.html") in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_headline_speedup_is_the_confirmation_rounds(quick_demo):
+    """The finalists were timed side by side with the baseline; the recommendation, its speedup and its interval are
+    that round's, never a screening p50 over a baseline timed minutes later (issue 29)."""
+    from pathlib import Path
+
+    from mcbench.reports.decide import recommend
+    from mcbench.reports.formatting import format_speedup
+    from mcbench.reports.schema import load_results
+
+    out, proc, results = quick_demo
+    c = results["confirmation"]
+    assert c["objective"] == results["objective"] == "p50" and c["baseline"] == "torch-fp32"
+    assert 1 <= len(c["finalists"]) <= 4 and c["rounds"] == 10 and c["pick"] and not c["note"]
+    assert [r["name"] for r in c["ratios"]] == c["finalists"]
+    for r in c["ratios"]:
+        assert r["rounds"] == 10 and r["samples"] >= 100 and 0 < r["low"] <= r["ratio"] <= r["high"]
+    rec = recommend(load_results(Path(out) / "results.json"))
+    assert rec.variant == c["pick"]
+    if c["pick"] != "torch-fp32":
+        mine = next(r for r in c["ratios"] if r["name"] == c["pick"])
+        assert (f"{format_speedup(1 / mine['ratio'])} faster than the baseline's" in rec.sentences[0]
+                or "within noise" in rec.sentences[0])
+        assert f"95% CI {format_speedup(1 / mine['high'])}-{format_speedup(1 / mine['low'])}" in rec.sentences[0]
+    assert "The finalists timed side by side with the baseline torch-fp32" in proc.stdout

@@ -231,3 +231,21 @@ def test_quick_on_a_cnn_onnx_file_screens_every_lossless_candidate_before_a_loss
     assert not (tried_lossy and untried_lossless), order
     first_lossy = min(i for i, (_, keeps, _) in enumerate(order) if not keeps)
     assert all(keeps for _, keeps, _ in order[:first_lossy]) and first_lossy == 5  # ort/ov FP32, t1, throughput, static
+
+
+def test_a_searched_run_that_left_candidates_untried_exits_0_and_says_so(tmp_path, linear_onnx):
+    """docs/cli.md#exit-codes: untried candidates are the budget's choice, not a failure."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "mcbench.cli", "run", "--model", str(linear_onnx), "--quick",
+                           "--no-load", "--time-budget", "0.01", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mcbench.reports.schema import load_results
+
+    untried = load_results(out / "results.json").search["not_tried"]
+    assert untried
+    assert (f"not tried: {len(untried)} candidate(s) the time budget left ({', '.join(untried)}); the exit code "
+            f"counts them as skipped; `mcbench run --resume {out}` tries them") in proc.stdout
