@@ -23,7 +23,7 @@ from mcbench.bench.isolate import ChildError, call_in_child, error_text
 from mcbench.optimizer.recipes import VariantSpec, keeps_fp32
 from mcbench.optimizer.targets import Target
 from mcbench.remeasure import Pair, interleaved_rounds, measure_pairs, shares_pool, variant_spec
-from mcbench.reports.decision import THIS_MACHINE, decide
+from mcbench.reports.decision import THIS_MACHINE, decide, profile_names
 from mcbench.reports.errors import first_line
 from mcbench.reports.gate import GateDataError
 from mcbench.reports.gate_budgets import Defaults
@@ -38,9 +38,14 @@ SAMPLES_PER_ROUND = 10  # per side, and at least remeasure.MIN_SERIES_NS of them
 CHILD_TIMEOUT_S = 3600.0
 
 
-def finalists(run: RunResult, profile: str = THIS_MACHINE) -> list[VariantResult]:
-    """The decision's frontier within the budget, best figure first, at most MAX_FINALISTS, baseline left out."""
-    d = decide(run, profile)
+def finalists(run: RunResult) -> list[VariantResult]:
+    """The decision's frontier within the budget, best figure first, at most MAX_FINALISTS, baseline left out; none
+    where no round is held: a load-based objective, a run with hardware profiles (its variants may be for other
+    machines), no baseline, no compiled variant within the budget."""
+    objective = run.objective or run.config.get("objective")
+    if objective not in IN_PROCESS_OBJECTIVES or profile_names(run) != [THIS_MACHINE] or run.baseline is None:
+        return []
+    d = decide(run, THIS_MACHINE)
     if d.kind != "ship":
         return []
     return [v for v in d.frontier if v.name != run.baseline and v.settings.get("in_process")][:MAX_FINALISTS]
@@ -132,17 +137,15 @@ def confirmed_ratio(name: str, base: list[list[float]], mine: list[list[float]],
                           statistics.median(flat_base) / 1e3, statistics.median(flat_mine) / 1e3, note)
 
 
-def confirmation(run: RunResult, quick: bool = False, profile: str = THIS_MACHINE) -> Confirmation | None:
-    """The round for the run's decision, or None where there is none to hold: an objective other than p50/p99, a
-    profile run, no compiled finalist. A failure to time is recorded (`note`, no pick), never raised."""
-    objective = run.objective or run.config.get("objective")
-    if objective not in IN_PROCESS_OBJECTIVES or profile != THIS_MACHINE or run.baseline is None:
-        return None
-    final = finalists(run, profile)
+def confirmation(run: RunResult, quick: bool = False) -> Confirmation | None:
+    """The round for the run's decision, or None where there is none to hold (`finalists`). A failure to time is
+    recorded (`note`, no pick), never raised."""
+    final = finalists(run)
     if not final:
         return None
     rounds, defaults = QUICK_ROUNDS if quick else ROUNDS, Defaults()
-    record = Confirmation(objective, profile, run.baseline, [v.name for v in final], rounds, SAMPLES_PER_ROUND,
+    objective = run.objective or run.config.get("objective")
+    record = Confirmation(objective, THIS_MACHINE, run.baseline, [v.name for v in final], rounds, SAMPLES_PER_ROUND,
                           defaults.confidence, [])
     try:
         base_spec = variant_spec(run, run.baseline)
@@ -168,7 +171,7 @@ def ratio_line(r: ConfirmedRatio) -> str:
 
 def confirm_stage(run: RunResult, quick: bool, say) -> None:
     """The pipeline's last stage: hold the round, record it in `run.confirmation`, say it on the terminal."""
-    final = [v.name for v in finalists(run)] if (run.objective or "") in IN_PROCESS_OBJECTIVES else []
+    final = [v.name for v in finalists(run)]
     if final:
         say(f"confirming {', '.join(final)} against {run.baseline}, interleaved sample by sample ...")
     run.confirmation = confirmation(run, quick)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcbench.confirm import Entry, confirmation, confirmed_ratio, entry_of, pick_with_ties
+from mcbench.confirm import Entry, confirmation, confirmed_ratio, entry_of, finalists, pick_with_ties
 from mcbench.reports.decide import recommend
 from mcbench.reports.decision import decide
 from mcbench.reports.gate_stats import median_round_ratio
@@ -101,6 +101,11 @@ def test_the_recommendation_its_speedup_and_the_words_come_from_the_recorded_rou
 
 def test_no_round_for_the_load_objectives_and_a_round_for_another_objective_is_ignored():
     assert confirmation(disagreeing_run("throughput")) is None and confirmation(disagreeing_run("cost")) is None
+    assert [v.name for v in finalists(disagreeing_run("p99"))] == ["ort-int8", "ort-fp32"]  # best p99 first
+    profiled = disagreeing_run("p99")
+    for v in profiled.variants[1:]:
+        v.profile = "x86-avx512"  # compiled for a hardware profile, maybe not this machine's: no round
+    assert finalists(profiled) == [] and confirmation(profiled) is None
     run = disagreeing_run("p99")
     run.confirmation = _round(run, {"ort-int8": (0.24, 0.20, 0.30), "ort-fp32": (0.25, 0.22, 0.28)})
     run.objective = run.confirmation.objective = "p50"
