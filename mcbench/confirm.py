@@ -155,7 +155,8 @@ def confirmation(run: RunResult, quick: bool = False) -> Confirmation | None:
         why = error_text(exc) if isinstance(exc, ChildError) else str(exc)
         record.note = f"the round could not be timed: {first_line(why)}"
         return record
-    record.ratios = [confirmed_ratio(name, a, b, note, defaults.confidence) for name, ((a, b), note) in timed.items()]
+    record.ratios = [confirmed_ratio(name, *timed[name][0], timed[name][1], defaults.confidence)
+                     for name in record.finalists]
     by_name = {r.name: r for r in record.ratios}
     contenders = [entry_of(run.variant(run.baseline), None)] + [entry_of(v, by_name[v.name]) for v in final]
     record.pick, record.ties = pick_with_ties(contenders)
@@ -163,7 +164,7 @@ def confirmation(run: RunResult, quick: bool = False) -> Confirmation | None:
 
 
 def ratio_line(r: ConfirmedRatio) -> str:
-    """'ort-fp32: 3.21x faster (95% CI 3.10-3.33x), 0.041 vs 0.132 ms, 20 rounds'"""
+    """'ort-fp32: 3.21x the baseline's speed (95% CI 3.10-3.33x), medians 0.041 vs 0.132 ms, 20 rounds'"""
     speed, slow, fast = 1 / r.ratio, 1 / r.high, 1 / r.low
     return (f"{r.name}: {speed:.2f}x the baseline's speed (95% CI {slow:.2f}-{fast:.2f}x), medians "
             f"{r.variant_ms:.4g} vs {r.baseline_ms:.4g} ms, {r.rounds} rounds")

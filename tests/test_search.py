@@ -129,6 +129,27 @@ def test_the_load_stage_takes_its_frontier_from_the_candidates_still_going(tmp_p
     assert sorted(tested) == sorted(going) and run.baseline in tested
     stopped_early = {v.name for v in run.variants if v.search["stage"] == "screen"}
     assert not stopped_early & set(tested)
+    # the same run's confirmation round (mcbench/confirm.py) on its real artifacts. Which candidates the search timed
+    # in full depends on the machine's load, and on this tiny model all are about as fast as the baseline; so every
+    # candidate counts as timed in full and the stored baseline is made 100x slower: the frontier's compiled
+    # candidates become the finalists, and side by side the round finds none of them anywhere near 100x faster
+    from dataclasses import replace
+
+    from mcbench.confirm import confirmation, finalists
+    from mcbench.reports.decide import recommend
+
+    for v in run.variants:
+        record(v, "time")
+    base = run.variant(run.baseline)
+    base.latency = replace(base.latency, p50_ms=base.latency.p50_ms * 100, p99_ms=base.latency.p99_ms * 100)
+    c = run.confirmation = confirmation(run, quick=True)
+    assert c is not None and not c.note and c.baseline == "ort-fp32" and c.rounds == 10
+    assert c.finalists == [v.name for v in finalists(run)] == [r.name for r in c.ratios] and len(c.finalists) <= 4
+    assert all(r.rounds == 10 and r.samples >= 100 and 0 < r.low <= r.ratio <= r.high for r in c.ratios)
+    assert all(r.threads for r in c.ratios if run.variant(r.name).runtime == "onnxruntime")
+    assert all(0.2 < r.ratio < 5 for r in c.ratios)  # a linear layer: no variant is 100x faster side by side
+    assert c.pick in [run.baseline, *c.finalists] and recommend(run).variant == c.pick
+    assert [t.loser for t in c.ties] == ([min(c.ratios, key=lambda r: r.ratio).name] if c.ties else [])
 
 
 # --- lossless first, priced before it starts ---------------------------------------------------------------------
