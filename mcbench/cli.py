@@ -255,6 +255,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(run))
     print(f"\nresults: {paths.results}\nreport:  {report}\nwall time: {time.perf_counter() - started:.0f} s")
     code = EXIT_OK if all(v.status in ("ok", "skipped") for v in run.variants) else EXIT_VARIANT_FAILED
+    untried = (run.search or {}).get("not_tried") or []
+    if untried:  # not a failure: the budget's choice, recorded; the exit code says whether something failed
+        print(f"not tried: {len(untried)} candidate(s) the time budget left ({', '.join(untried)}); the exit code "
+              f"counts them as skipped; `mcbench run --resume {paths.root}` tries them")
     if tracker is not None:
         try:
             _say_logged(tracker.log(run, paths.root, report=report, log_models=args.mlflow_log_models))

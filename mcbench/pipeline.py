@@ -27,6 +27,7 @@ from mcbench.bench.metrics import AUTO, resolved_task
 from mcbench.bench.op_profile import with_comparison
 from mcbench.bench.roles import OutputRole, check_declared, onnx_output_names, output_roles
 from mcbench.config import ConfigError, RunConfig
+from mcbench.confirm import confirm_stage
 from mcbench.load_stage import load_test_variant
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.build import BuildData, Builder
@@ -298,6 +299,9 @@ class Pipeline:
             self.time_candidates(run, workload, budget)
             if self.config.load is not None:
                 self.load_candidates(run, workload, paths, budget)
+            if self.baseline_outputs is not None:
+                run.search = self.search_summary(run, budget)  # the decision reads which candidates were timed
+                confirm_stage(run, self.config.quick, self.say)
         except KeyboardInterrupt as exc:
             with signals_ignored():
                 signum = signal_number(exc)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from mcbench.optimizer.recipes import pass_name
+from mcbench.reports.decision import pareto
 from mcbench.reports.quality import QualityMetric, measured, quality_of, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
 
@@ -170,15 +171,19 @@ def dominated_by(p: Point, others: list[Point]) -> Point | None:
     return min(better, key=lambda q: q.p50_ms, default=None)
 
 
+def _frontier_of(pts: list[Point]) -> list[Point]:
+    return pareto(pts, lambda p: p.quality, lambda p: p.p50_ms)
+
+
 def beats(q: Point, p: Point | None) -> bool:
-    """Whether q is at least as good as p on quality and p50, and better on one."""
-    return p is not None and q.quality >= p.quality and q.p50_ms <= p.p50_ms and \
-        (q.quality > p.quality or q.p50_ms < p.p50_ms)
+    """Whether q is at least as good as p on quality and p50, and better on one: p is off the frontier of the two
+    (reports.decision.pareto, the one Pareto implementation)."""
+    return p is not None and _frontier_of([q, p]) == [q]
 
 
 def frontier(pts: list[Point]) -> list[Point]:
-    """The Pareto frontier of quality vs p50, fastest first (ties all stay)."""
-    return sorted((p for p in pts if not any(beats(q, p) for q in pts)), key=lambda p: p.p50_ms)
+    """The Pareto frontier of quality vs p50 (reports.decision.pareto), fastest first (ties all stay)."""
+    return sorted(_frontier_of(pts), key=lambda p: p.p50_ms)
 
 
 def record(v: VariantResult, stage: str, stopped: str | None = None) -> None:

@@ -18,6 +18,7 @@ from mcbench.reports.decision import (
     THIS_MACHINE,
     Decision,
     Objective,
+    confirmed_ratio,
     decide,
     distance,
     objective_of,
@@ -125,10 +126,26 @@ def _first_sentence(run: RunResult, chosen: VariantResult, d: Decision) -> str:
     text = (f"Ship {chosen.name}: its {metric.label} is {metric.format(quality_of(chosen, metric), 2)}, "
             f"{_change_text(run, chosen, metric)} the baseline {run.baseline} (budget: {metric.budget_text()}), and "
             f"its in-process median latency is {format_ms(lat.p50_ms)} ms")
-    estimate = speedup_estimate(base.latency, lat) if base is not None and chosen.name != run.baseline else None
-    if estimate is not None:
+    confirmed = confirmed_ratio(d, chosen.name)
+    estimate = speedup_estimate(base.latency, lat, confirmed) \
+        if base is not None and chosen.name != run.baseline else None
+    if estimate is not None and confirmed is not None:
+        text += (f"; side by side with the baseline its median was {format_ms(confirmed.variant_ms)} ms, "
+                 f"{estimate.versus(format_ms(confirmed.baseline_ms))}")
+    elif estimate is not None:
         text += f", {estimate.versus(format_ms(base.latency.p50_ms))}"
     return text + f"; {tail_text(lat)}{_objective_clause(d.objective, chosen)}."
+
+
+def _round_sentence(d: Decision) -> str:
+    """What the final round did, and each tie it decided, in the words the record holds."""
+    c = d.confirmation
+    finalists = _count(len(c.finalists), "finalist")
+    text = (f"The final round timed {finalists} ({', '.join(c.finalists)}) side by side with the baseline, "
+            f"interleaved sample by sample over {c.rounds} rounds, and the recommendation rests on it alone")
+    for tie in c.ties:
+        text += f"; {tie.why}, so {tie.winner} wins the tie"
+    return text + "."
 
 
 def _others_text(d: Decision) -> str:
@@ -173,12 +190,16 @@ def _load_clause(chosen: VariantResult) -> str:
 
 
 def _ship_sentences(run: RunResult, d: Decision) -> list[str]:
-    return [_first_sentence(run, d.chosen, d), _rank_sentence(d) + _load_clause(d.chosen) + "."]
+    words = [_first_sentence(run, d.chosen, d), _rank_sentence(d) + _load_clause(d.chosen) + "."]
+    return words + ([_round_sentence(d)] if d.confirmation else [])
 
 
 def _keep_sentences(run: RunResult, d: Decision) -> list[str]:
     """The baseline wins: no compiled variant within the budget beats its figure."""
     o, best, metric = d.objective, d.runner_up, d.metric
+    if d.confirmation is not None and best is not None:
+        return [f"Keep the baseline {run.baseline}: timed side by side with it, no finalist was surely faster.",
+                _round_sentence(d)]
     if best is None and d.within:
         within = _count(len(d.within), "compiled variant is", "compiled variants are")
         them = "it" if len(d.within) == 1 else "each"

@@ -27,7 +27,7 @@ from typing import TypeVar
 from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, baseline_quality, measured, quality_metric, quality_of, within_budget
-from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.schema import Confirmation, ConfirmedRatio, RunResult, VariantResult
 
 THIS_MACHINE = ""  # the profile key of a run that named no hardware profile
 DEFAULT_OBJECTIVE = "p50"
@@ -212,6 +212,21 @@ class Decision:
     over: list[VariantResult] = field(default_factory=list)  # compiled, measured, over the budget
     runner_up: VariantResult | None = None  # the best compiled variant, where the baseline wins
     why: str = ""
+    confirmation: Confirmation | None = None  # the final side-by-side round that chose, where one was held
+
+
+def confirmed(run: RunResult, profile: str, objective: Objective) -> Confirmation | None:
+    """The run's confirmation round where it decided this profile's choice for this objective (mcbench.confirm)."""
+    c = run.confirmation
+    names = {v.name for v in run.variants}
+    if c is None or c.pick is None or c.objective != objective.key or c.profile != profile or c.pick not in names:
+        return None
+    return c
+
+
+def confirmed_ratio(d: Decision, name: str) -> ConfirmedRatio | None:
+    """The named finalist's ratio to the baseline in the decision's confirmation round, where it has one."""
+    return next((r for r in d.confirmation.ratios if r.name == name), None) if d.confirmation else None
 
 
 def _compiled(run: RunResult, profile: str) -> list[VariantResult]:
@@ -254,7 +269,14 @@ def decide(run: RunResult, profile: str = THIS_MACHINE, objective: Objective | N
         rank = _rank(objective, metric, run)
         best = min(compared, key=rank)
         chosen = min([best, *keep], key=rank)
-        return _with(base, kind="ship", chosen=chosen, runner_up=best if chosen is not best else None, **counts)
+        runner_up = best if chosen is not best else None
+        c = confirmed(run, profile, objective)
+        if c is not None:  # the final round, side by side with the baseline, decides
+            chosen = run.variant(c.pick)
+            fastest = min(c.ratios, key=lambda r: r.ratio).name
+            runner_up = run.variant(fastest) if chosen.name == run.baseline else None
+            counts["confirmation"] = c
+        return _with(base, kind="ship", chosen=chosen, runner_up=runner_up, **counts)
     if keep and (within or not compiled):  # nothing compiled was measured (a run cut by its time budget), or the
         # search stopped each one within budget as surely slower than one it timed: the baseline stands
         return _with(base, kind="ship", chosen=keep[0], **counts)

@@ -15,6 +15,7 @@ from mcbench.reports.sections import (
     CapacityTable,
     ClassDelta,
     CompressionFacts,
+    ConfirmationBlock,
     ProfileCard,
     SearchRow,
     TableRow,
@@ -22,6 +23,7 @@ from mcbench.reports.sections import (
     capacity_table,
     class_deltas,
     compression_facts,
+    confirmation_block,
     profile_cards,
     search_rows,
     search_summary,
@@ -121,6 +123,7 @@ class ReportView:
     warnings: list[WarningItem] = field(default_factory=list)
     search: list[SearchRow] = field(default_factory=list)
     search_summary: str = ""
+    confirmation: ConfirmationBlock | None = None
 
 
 def detail_extras(run: RunResult, v: VariantResult) -> DetailExtras:
@@ -152,5 +155,6 @@ def report_view(run: RunResult) -> ReportView:
         warnings=all_warnings(run),
         search=search_rows(run),
         search_summary=search_summary(run),
+        confirmation=confirmation_block(run),
     )
 

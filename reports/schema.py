@@ -204,6 +204,51 @@ class VariantResult:
 
 
 @dataclass
+class ConfirmedRatio:
+    """One finalist timed interleaved with the baseline in the confirmation round (mcbench.confirm).
+
+    ratio is median(finalist) / median(baseline): the median of the per-round ratios, with its order-statistic
+    interval over rounds (reports.gate_stats.median_round_ratio); below 1 is faster. The speedup is its inverse."""
+
+    name: str
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    samples: int  # per side, over all rounds
+    baseline_ms: float  # the medians of all samples of the round, per side
+    variant_ms: float
+    threads: str = ""  # how the pair's threads were set up (remeasure.pool_note)
+
+
+@dataclass
+class TieDecision:
+    """A finalist not surely faster than a simpler one loses the tie to it."""
+
+    winner: str
+    loser: str
+    why: str
+
+
+@dataclass
+class Confirmation:
+    """The final round: the finalists (the decision's frontier within the budget) and the baseline, timed side by
+    side; the recommendation, its speedup and its interval come from here (docs/run.md#the-confirmation-round)."""
+
+    objective: str
+    profile: str  # "" on a run that named no hardware profile
+    baseline: str
+    finalists: list[str]  # in the decision's order, best figure first
+    rounds: int
+    samples_per_round: int  # at least, per side
+    confidence: float
+    ratios: list[ConfirmedRatio]
+    ties: list[TieDecision] = field(default_factory=list)
+    pick: str | None = None  # the recommendation: a finalist or the baseline; None where the round failed
+    note: str = ""  # why the round failed or was cut short, where it was
+
+
+@dataclass
 class RunResult:
     run_id: str
     created: str
@@ -216,6 +261,7 @@ class RunResult:
     schema_version: int = SCHEMA_VERSION
     search: dict[str, Any] | None = None  # the search's time budget, time spent, and what it did not try
     objective: str | None = None  # what "best" meant: p50, p99, throughput or cost (reports.decision); None: p99
+    confirmation: Confirmation | None = None  # the finalists re-timed side by side with the baseline (mcbench.confirm)
 
     def variant(self, name: str) -> VariantResult:
         for v in self.variants:
@@ -232,10 +278,18 @@ class RunResult:
         if version != SCHEMA_VERSION:
             raise SchemaError(f"schema_version {version!r} is not supported (this mcbench reads {SCHEMA_VERSION})")
         try:
-            fields = {k: v for k, v in data.items() if k != "variants"}
-            return cls(**fields, variants=[_variant_from_dict(v) for v in data["variants"]])
+            fields = {k: v for k, v in data.items() if k not in ("variants", "confirmation")}
+            return cls(**fields, variants=[_variant_from_dict(v) for v in data["variants"]],
+                       confirmation=_confirmation_from_dict(data.get("confirmation")))
         except (KeyError, TypeError) as exc:
             raise SchemaError(f"malformed results: {exc}") from exc
+
+
+def _confirmation_from_dict(d: dict[str, Any] | None) -> Confirmation | None:
+    if d is None:
+        return None
+    return Confirmation(**{**d, "ratios": [ConfirmedRatio(**r) for r in d.get("ratios", [])],
+                           "ties": [TieDecision(**t) for t in d.get("ties", [])]})
 
 
 def _latency_from_dict(d: dict[str, Any] | None) -> LatencyStats | None:

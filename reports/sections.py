@@ -26,6 +26,7 @@ from mcbench.reports.formatting import (
     format_ms,
     format_percent,
     format_rps,
+    format_speedup,
     format_value,
     number_cell,
 )
@@ -339,3 +340,51 @@ def search_summary(run: RunResult) -> str:
     if info.get("not_tried"):
         text += f", {len(info['not_tried'])} not tried ({', '.join(info['not_tried'])})"
     return text + "."
+
+
+# ---------------------------------------------------------------- the confirmation round
+
+
+@dataclass(frozen=True)
+class ConfirmedRow:
+    name: str
+    speedup: str  # '15.61×', from the round's ratio
+    interval: str  # '95% CI 6.93×-35.18×'
+    medians: str  # '0.016 vs 0.962 ms'
+    threads: str
+    is_pick: bool
+
+
+@dataclass(frozen=True)
+class ConfirmationBlock:
+    """The final side-by-side round as the report and the terminal show it (results.json's `confirmation`)."""
+
+    summary: str
+    rows: list[ConfirmedRow]
+    ties: list[str]
+    note: str
+
+
+def confirmation_block(run: RunResult) -> ConfirmationBlock | None:
+    c = run.confirmation
+    if c is None:
+        return None
+    rows = [ConfirmedRow(r.name, format_speedup(1 / r.ratio), f"{c.confidence:.0%} CI {format_speedup(1 / r.high)}-"
+                         f"{format_speedup(1 / r.low)}", f"{format_ms(r.variant_ms)} vs {format_ms(r.baseline_ms)} ms",
+                         r.threads, r.name == c.pick) for r in c.ratios if finite(r.ratio) and r.ratio > 0]
+    pick = f"; pick: {c.pick}" if c.pick else ""
+    summary = (f"The finalists timed side by side with the baseline {c.baseline}, interleaved sample by sample: "
+               f"{c.rounds} rounds of at least {c.samples_per_round} samples a side{pick}.")
+    return ConfirmationBlock(summary, rows, [f"{t.winner} over {t.loser}: {t.why}" for t in c.ties], c.note)
+
+
+def confirmation_lines(run: RunResult) -> list[str]:
+    """The round for the terminal: one line each finalist, then the ties and any note."""
+    block = confirmation_block(run)
+    if block is None:
+        return []
+    lines = [block.summary]
+    lines += [f"  {r.name}: {r.speedup} ({r.interval}), medians {r.medians}{'  <- pick' if r.is_pick else ''}"
+              for r in block.rows]
+    lines += [f"  tie: {t}" for t in block.ties] + ([f"  {block.note}"] if block.note else [])
+    return lines

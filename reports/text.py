@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from mcbench.reports.decide import recommendations
 from mcbench.reports.decision import objective_of
+from mcbench.reports.formatting import format_speedup
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
-from mcbench.reports.sections import search_rows, search_summary
+from mcbench.reports.sections import confirmation_lines, search_rows, search_summary
 from mcbench.reports.views import SummaryRow, summary_rows
 
 
@@ -36,9 +37,21 @@ def decision_line(run: RunResult) -> str:
     picks = []
     for rec in recommendations(run):
         what = {"ship": "ship", "nearest-miss": "nearest miss"}.get(rec.kind, "no recommendation")
-        picks.append(f"{rec.profile + ': ' if rec.profile else ''}{what}{' ' + rec.variant if rec.variant else ''}")
+        picks.append(f"{rec.profile + ': ' if rec.profile else ''}{what}{' ' + rec.variant if rec.variant else ''}"
+                     f"{confirmed_text(run, rec.variant) if rec.kind == 'ship' else ''}")
     o = objective_of(run)
     return f"objective: {o.label} ({o.key}); {'; '.join(picks)}"
+
+
+def confirmed_text(run: RunResult, name: str | None) -> str:
+    """The pick's speedup from the confirmation round, e.g. ' (5.46× the baseline's speed side by side, 95% CI
+    5.37×-5.50×)'; '' where the round did not pick `name`."""
+    c = run.confirmation
+    r = next((r for r in c.ratios if r.name == name), None) if c is not None and c.pick == name else None
+    if r is None:
+        return ""
+    return (f" ({format_speedup(1 / r.ratio)} the baseline's speed side by side, {c.confidence:.0%} CI "
+            f"{format_speedup(1 / r.high)}-{format_speedup(1 / r.low)})")
 
 
 def aligned(cells: list[str], widths: list[int], right: list[bool]) -> str:
@@ -59,6 +72,7 @@ def summary_table(run: RunResult) -> str:
     if run.variants:
         lines.append(decision_line(run))
         lines.append(f"quality: {metric.label}; budget {metric.budget_text()}")
+        lines += confirmation_lines(run)
     if search_summary(run):
         lines += ["", search_summary(run)]
         lines += [f"  {row.name:<{widths[0]}}  {row.stage}: {row.why}" for row in search_rows(run)]

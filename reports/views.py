@@ -33,7 +33,7 @@ from mcbench.reports.formatting import (
     number_cell,
 )
 from mcbench.reports.quality import QualityMetric, measured, quality_metric, quality_of, within_budget
-from mcbench.reports.schema import LatencyStats, LoadResult, LoadStep, RunResult, VariantResult
+from mcbench.reports.schema import ConfirmedRatio, LatencyStats, LoadResult, LoadStep, RunResult, VariantResult
 
 ERROR_CHARS = 120  # an error's line in a table cell
 
@@ -65,6 +65,7 @@ class Speedup:
     ratio: float
     low: float | None = None
     high: float | None = None
+    basis: str = "medians"  # or "N interleaved rounds": the confirmation round timed both side by side
 
     @property
     def within_noise(self) -> bool:
@@ -75,15 +76,24 @@ class Speedup:
         interval = ("no raw samples for an interval" if self.low is None
                     else f"95% CI {format_speedup(self.low)}-{format_speedup(self.high)}")
         if self.within_noise:
-            return f"within noise of the baseline's {baseline_ms} ms (medians {format_speedup(self.ratio)}, {interval})"
+            return (f"within noise of the baseline's {baseline_ms} ms ({self.basis}: {format_speedup(self.ratio)}, "
+                    f"{interval})")
+        how = f"than the baseline's {baseline_ms} ms ({self.basis}, {interval})"
         if self.ratio >= 1:
-            return f"{format_speedup(self.ratio)} faster than the baseline's {baseline_ms} ms (medians, {interval})"
-        return f"{format_speedup(1 / self.ratio)} slower than the baseline's {baseline_ms} ms (medians, {interval})"
+            return f"{format_speedup(self.ratio)} faster {how}"
+        return f"{format_speedup(1 / self.ratio)} slower {how}"
 
 
-def speedup_estimate(baseline: LatencyStats | None, latency: LatencyStats | None) -> Speedup | None:
-    """The median speedup and, from the raw samples, its 95% bootstrap interval (the gate's statistics)."""
+def speedup_estimate(baseline: LatencyStats | None, latency: LatencyStats | None,
+                     confirmed: ConfirmedRatio | None = None) -> Speedup | None:
+    """The median speedup and its 95% interval: from the confirmation round where the variant was in one (both timed
+    side by side, interleaved: mcbench.confirm), else from the two stored timings' raw samples (a bootstrap), which
+    may have been taken minutes apart."""
     from mcbench.reports.gate_stats import MIN_SAMPLES, bootstrap_ratio_ci
+
+    if confirmed is not None and finite(confirmed.ratio) and confirmed.ratio > 0:
+        basis = f"{confirmed.rounds} interleaved rounds"
+        return Speedup(1 / confirmed.ratio, 1 / confirmed.high, 1 / confirmed.low, basis)
 
     base = finite(baseline.p50_ms) if baseline is not None else None
     mine = finite(latency.p50_ms) if latency is not None else None
