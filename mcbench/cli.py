@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        if isinstance(exc, ImportError) and (hint := missing_extra_hint(exc)):
+        from mcbench.optimizer.targets import missing_extra
+
+        if isinstance(exc, ImportError) and (hint := missing_extra(exc)):
             print(f"mcbench {args.command}: {hint}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if isinstance(exc, UserError):
@@ -130,12 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mcbench: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return EXIT_BAD_INPUT if args.command == "gate" else EXIT_VARIANT_FAILED  # gate's 1 means "regressed"
-
-
-def missing_extra_hint(exc: ImportError) -> str | None:
-    from mcbench.optimizer.targets import missing_extra
-
-    return missing_extra(exc)
 
 
 def run_config(args: argparse.Namespace):
