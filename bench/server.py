@@ -23,7 +23,8 @@ handing a call to a thread and back costs more than the call. Measured on the 2-
 CNN (0.03 ms a call): the handoff cost about 0.3 ms of server CPU a request, and serving inline took
 the closed-loop peak from 994 to 1,406 req/s. Every request has the model's exact input shape (others
 are a 400), so the warm-up time is what each call holds the loop for. An inline call is not cut short
-by `--timeout-s`, but it yields to the loop once before it runs, so the queue bound still holds.
+by `--timeout-s`, but it yields to the loop once before it runs, so the queue bound holds for the requests
+that arrived with it; those that arrive while it holds the loop wait in the socket backlog until it ends.
 With `--max-batch N` (N > 1) a batcher joins up to N queued requests, waiting at most `--max-wait-ms`
 for them, into one call along axis 0 (always in the thread).
 """

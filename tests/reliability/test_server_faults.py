@@ -107,23 +107,28 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path: Path
 
 @pytest.mark.parametrize("dispatch", ["thread", "inline"])
 def test_overload_beyond_the_queue_is_503_with_retry_after(tmp_path: Path, dispatch: str) -> None:
-    # A long service time and a barrier: all six requests arrive while the first is still running, even when a
-    # loaded machine starts the threads late (with 300 ms, a late thread found a free slot and a 4th got 200).
-    extra = ["--delay-ms", "1500", "--max-queue", "1", "--inline-below-ms", "0" if dispatch == "thread" else "10000"]
+    # One request starts a 3 s call, then five arrive together while it runs. An inline call holds the event
+    # loop, so the five wait in the socket backlog and are seen together when it ends: sent all six at once
+    # instead, a loaded machine spread them so that each found the loop free after the one before (4 x 200).
+    extra = ["--delay-ms", "3000", "--max-queue", "1", "--inline-below-ms", "0" if dispatch == "thread" else "10000"]
     with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
         assert server.dispatch == dispatch
         answers: list[tuple[int, dict, dict]] = []
-        together = threading.Barrier(6)
+        together = threading.Barrier(5)
 
-        def send() -> None:
-            together.wait(30)
+        def send(wait: bool) -> None:
+            if wait:
+                together.wait(30)
             answers.append(infer(server))
 
-        threads = [threading.Thread(target=send) for _ in range(6)]
-        for t in threads:
+        first = threading.Thread(target=send, args=(False,))
+        first.start()
+        time.sleep(0.3)
+        rest = [threading.Thread(target=send, args=(True,)) for _ in range(5)]
+        for t in rest:
             t.start()
-        for t in threads:
-            t.join(30)
+        for t in [first, *rest]:
+            t.join(60)
         statuses = sorted(a[0] for a in answers)
         busy = [a for a in answers if a[0] == 503]
         assert len(answers) == 6 and set(statuses) == {200, 503}, statuses
