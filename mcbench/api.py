@@ -173,7 +173,7 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
     config = load_budgets(Path(budgets)) if budgets is not None else GateConfig()
     run_result, base = _results(results), None if baseline is None else _results(baseline)
     remeasured = None
-    if remeasure:
+    if remeasure and base is not None:  # checked above: remeasuring needs a baseline
         from mcbench.code_rule import refuse_results_code
         from mcbench.remeasure import remeasure as measure_again
 
