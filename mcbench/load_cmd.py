@@ -138,7 +138,8 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error,
     meta = json_data(raw, source, usage_error)
     entries = meta.get("inputs") if isinstance(meta, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise usage_error(f"{source}: lists no inputs")
+        raise usage_error(f"{source}: lists no inputs, which mcbench makes its requests from (MLServer lists "
+                          "them only where the model's model-settings.json declares them)")
     rng = np.random.default_rng(0)
     specs = []
     for entry in entries:

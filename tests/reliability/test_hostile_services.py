@@ -192,7 +192,8 @@ def _meta(shape: object, datatype: str = "FP32") -> bytes:
                       "one)"),
     (_meta([1, -7]), "input 'x' has shape [1, -7], not a list of dimensions (whole numbers, -1 for a dynamic one)"),
     (b'{"inputs": [1]}', "an input is not an object with a name"),
-    (b"[]", "lists no inputs"),
+    (b"[]", "lists no inputs, which mcbench makes its requests from (MLServer lists them only where the model's "
+            "model-settings.json declares them)"),
 ])
 def test_m10_load_url_takes_the_local_limits_and_one_line_errors(metadata_server, capsys, tmp_path, body, message):
     url, answer = metadata_server
