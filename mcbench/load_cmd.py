@@ -8,6 +8,7 @@ offline output to check them against).
 from __future__ import annotations
 
 import argparse
+import http.client
 import math
 import os
 import sys
@@ -205,9 +206,13 @@ def _answer(request: urllib.request.Request) -> tuple[int, str]:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, ""
     except urllib.error.HTTPError as err:
-        return err.code, " ".join(err.read(200).decode(errors="replace").split())[:160]
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return 0, str(getattr(exc, "reason", exc))[:160]
+        try:
+            return err.code, " ".join(err.read(200).decode(errors="replace").split())[:160]
+        except (OSError, http.client.HTTPException):
+            return err.code, ""
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        return 0, " ".join(f"{type(reason).__name__}: {reason}".split())[:160]
 
 
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
