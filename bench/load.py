@@ -47,7 +47,7 @@ MIN_OPEN_ARRIVALS = 10  # an open step expecting fewer arrivals in its counted s
 
 
 TIMED_COLUMNS = ("model_ms", "app_ms", "lag_s", "encode_ms", "binary")  # Records' columns a row may lack (NaN)
-ANSWERS = ("binary", "json")  # what the generator asks answers to come as
+ANSWERS = ("binary", "json")  # the forms answers are asked in, and requests carry their tensors in
 
 
 class LoadError(RuntimeError):
@@ -117,20 +117,25 @@ class Requests:
 
     `answers`: "binary" asks for every output as binary data (the KServe v2 binary tensor data extension; a
     server without it answers JSON, which is read as well), "json" for JSON: what a client of the model would ask.
+    `inputs`: how the requests carry their tensors, "binary" (the same extension) or "json" (for a server that
+    refuses binary data in requests, as MLServer does).
     """
 
     bodies: list[bytes]
     headers: dict[str, str]
     expected: list[list[np.ndarray]] | None = None
     answers: str = "binary"
+    inputs: str = "binary"
 
     @classmethod
     def encode(cls, feeds: list[dict[str, np.ndarray]], expected: list[list[np.ndarray]] | None = None,
-               answers: str = "binary") -> Requests:
-        if answers not in ANSWERS:
-            raise ValueError(f"answers must be one of {', '.join(ANSWERS)}, got {answers!r}")
-        encoded = [encode_infer_request(f, binary=True, binary_answer=answers == "binary") for f in feeds]
-        return cls([b for b, _ in encoded], encoded[0][1], expected, answers)
+               answers: str = "binary", inputs: str = "binary") -> Requests:
+        for name, value in (("answers", answers), ("inputs", inputs)):
+            if value not in ANSWERS:
+                raise ValueError(f"{name} must be one of {', '.join(ANSWERS)}, got {value!r}")
+        encoded = [encode_infer_request(f, binary=inputs == "binary", binary_answer=answers == "binary")
+                   for f in feeds]
+        return cls([b for b, _ in encoded], encoded[0][1], expected, answers, inputs)
 
     def write(self, folder: Path) -> dict[str, str]:
         """Write the bodies (and expected outputs) for the locustfile; the environment that points to them."""
@@ -585,6 +590,7 @@ def run_load(
         checked=sum(s.checked for s in every),
         mismatches=sum(s.mismatches for s in every),
         answers=requests.answers,
+        inputs=requests.inputs,
     )
 
 

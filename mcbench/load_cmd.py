@@ -8,6 +8,7 @@ offline output to check them against).
 from __future__ import annotations
 
 import argparse
+import http.client
 import math
 import os
 import sys
@@ -138,7 +139,8 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error,
     meta = json_data(raw, source, usage_error)
     entries = meta.get("inputs") if isinstance(meta, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise usage_error(f"{source}: lists no inputs")
+        raise usage_error(f"{source}: lists no inputs, which mcbench makes its requests from (MLServer lists "
+                          "them only where the model's model-settings.json declares them)")
     rng = np.random.default_rng(0)
     specs = []
     for entry in entries:
@@ -175,6 +177,44 @@ def _metadata_input(entry: object, source: str, usage_error) -> tuple[str, str, 
     return name, dtype, shape
 
 
+def request_form(url: str, model: str, feeds: dict[str, np.ndarray], headers: dict[str, str], answers: str,
+                 say) -> str:
+    """How the load's requests carry their tensors: "binary" (the KServe v2 binary tensor data extension) where the
+    server answers a first such request with a 2xx, else "json" where it answers that form (MLServer, for one, reads
+    no binary data in requests). A server that answers neither keeps "binary": the load test records its errors."""
+    from mcbench.bench.protocol import encode_infer_request
+
+    refused = []
+    for form in ("binary", "json"):
+        body, form_headers = encode_infer_request(feeds, binary=form == "binary", binary_answer=answers == "binary")
+        request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}/infer", data=body, method="POST",
+                                         headers={**form_headers, **headers})
+        status, text = _answer(request)
+        if 200 <= status < 300:
+            if refused:
+                say(f"the server refused tensors as binary data ({refused[0]}): requests carry JSON")
+            return form
+        refused.append((f"HTTP {status}" if status else "no answer") + (f": {text}" if text else ""))
+    say(f"the server answered neither form of a first request (binary data: {refused[0]}; JSON: {refused[1]}); "
+        "the load test goes on and records the errors")
+    return "binary"
+
+
+def _answer(request: urllib.request.Request) -> tuple[int, str]:
+    """The status of one request (0 where none came) and the start of its body or error, on one line."""
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, " ".join(err.read(200).decode(errors="replace").split())[:160]
+        except (OSError, http.client.HTTPException):
+            return err.code, ""
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        return 0, " ".join(f"{type(reason).__name__}: {reason}".split())[:160]
+
+
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
     from mcbench.bench.environment import environment
     from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
@@ -201,7 +241,8 @@ def cmd_load(args: argparse.Namespace, usage_error) -> int:
             f"`mcbench load-worker --master {master.address}` (they must reach {args.url} too)")
     result = VariantResult(args.model, "remote", [], status="ok", settings={"url": args.url})
     try:
-        requests = Requests.encode([feeds], answers=plan.answers)
+        inputs = request_form(args.url, args.model, feeds, headers, plan.answers, say)
+        requests = Requests.encode([feeds], answers=plan.answers, inputs=inputs)
         result.load = run_load(Endpoint(args.url.rstrip("/"), args.model, headers), requests,
                                list(plan.users), plan.open_rates, rules, None if master else cores, None, 0,
                                out / "work", workers=args.workers if master else plan.locust_workers, say=say,

@@ -137,6 +137,7 @@ class LoadResult:
     server_dispatch: str | None = None  # where the server ran model calls: "inline" (event loop) or "thread"
     server_model_ms: float | None = None  # the server's warm-up median per call, which decided the dispatch
     answers: str | None = None  # what the generator asked answers to come as: "binary" or "json"
+    inputs: str | None = None  # how requests carried their tensors: "binary" (the extension) or "json"
 
     @property
     def peak_throughput_rps(self) -> float:

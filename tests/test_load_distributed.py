@@ -138,7 +138,10 @@ def test_workers_that_never_connect_fail_the_load_test_in_one_line(tmp_path: Pat
                f"`mcbench load-worker --master 127.0.0.1:{port}` (the port must be reachable from their machines)")
     variant = load_results(tmp_path / "out" / "results.json").variants[0]
     assert code == 1 and variant.status == "failed" and variant.error == f"load test: {message}"
-    assert f"m: load test: {message}\n" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"m: load test: {message}\n" in captured.out
+    # the stand-in answers no POST (501): neither request form is taken, and the load goes on to record that
+    assert "the server answered neither form of a first request (binary data: HTTP 501" in captured.err
 
 
 @pytest.mark.parametrize(("text", "expected"), [("host", ("host", 5557)), ("10.0.0.7:6000", ("10.0.0.7", 6000)),

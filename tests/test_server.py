@@ -277,7 +277,7 @@ def test_mcbench_load_url_sweeps_any_kserve_server(server: ServerHandle, tmp_pat
         assert 0 < step.server_model_p50_ms <= step.server_p50_ms <= step.latency.p50_ms
         assert step.binary_answers == step.requests - step.failures  # asked for binary data, by default
         assert 0 < step.server_encode_p50_ms <= step.server_p50_ms
-    assert variant.load.answers == "binary"
+    assert variant.load.answers == variant.load.inputs == "binary"  # mcbench serve reads binary tensor data
     assert "server, model: the server's own p50s by its Server-Timing header" in out
     # Behaviour, not the machine's speed: whatever the sweep measured, the capacity recorded and printed is the one
     # its own steps give (on a loaded machine no step may hold the budget, and "none" is then the right answer).

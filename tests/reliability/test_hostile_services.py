@@ -169,6 +169,9 @@ def metadata_server() -> Iterator[tuple[str, dict]]:
             self.end_headers()
             self.wfile.write(raw)
 
+        def do_POST(self):  # noqa: N802
+            self.wfile.write(answer.get("post", b"NOT HTTP\r\n\r\n"))  # no status line: not an HTTP answer
+
         def log_message(self, *args):
             pass
 
@@ -192,7 +195,8 @@ def _meta(shape: object, datatype: str = "FP32") -> bytes:
                       "one)"),
     (_meta([1, -7]), "input 'x' has shape [1, -7], not a list of dimensions (whole numbers, -1 for a dynamic one)"),
     (b'{"inputs": [1]}', "an input is not an object with a name"),
-    (b"[]", "lists no inputs"),
+    (b"[]", "lists no inputs, which mcbench makes its requests from (MLServer lists them only where the model's "
+            "model-settings.json declares them)"),
 ])
 def test_m10_load_url_takes_the_local_limits_and_one_line_errors(metadata_server, capsys, tmp_path, body, message):
     url, answer = metadata_server
@@ -200,6 +204,16 @@ def test_m10_load_url_takes_the_local_limits_and_one_line_errors(metadata_server
     assert main(["load", "--url", url, "--model", "m", "--out", str(tmp_path / "out")]) == 2
     assert _one_line(capsys) == f"mcbench: load: the metadata of 'm' at {url}: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_m10_a_first_request_answered_with_garbage_is_a_line_not_a_traceback(metadata_server):
+    from mcbench.load_cmd import request_form
+
+    url, _ = metadata_server
+    said: list[str] = []
+    assert request_form(url, "m", {"x": np.ones((1, 4), np.float32)}, {}, "binary", said.append) == "binary"
+    assert said == ["the server answered neither form of a first request (binary data: no answer: BadStatusLine: "
+                    "NOT HTTP; JSON: no answer: BadStatusLine: NOT HTTP); the load test goes on and records the errors"]
 
 
 # --- distributed load (M11, M12) -------------------------------------------------------------------------------------
