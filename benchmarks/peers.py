@@ -584,8 +584,8 @@ def verdict(variants: list[Variant], budget: float) -> str:
         return (f"verdict (quality >= {budget}): no comparison: mcbench's best {ours.name if ours else 'none'}, "
                 f"the peers' best {theirs.name if theirs else 'none (no peer variant reaches the budget)'}")
     ratio = ratio_of(theirs.rounds, ours.rounds)
-    return (f"verdict (quality >= {budget}): mcbench {ours.name} takes {ratio.text()} the best peer variant's time, "
-            f"{theirs.name}'s (goal <= 0.95); quality {ours.quality:.3f} vs {theirs.quality:.3f}")
+    return (f"verdict (quality >= {budget}): mcbench {ours.name} takes {ratio.text()} the time of the best peer "
+            f"variant, {theirs.name} (goal <= 0.95); quality {ours.quality:.3f} vs {theirs.quality:.3f}")
 
 
 def bench_minilm(args, work: Path) -> str:
