@@ -68,8 +68,9 @@ def ratio_of(base: Rounds, mine: Rounds, confidence: float = CONFIDENCE) -> Rati
 
 def side_by_side(calls: Mapping[str, Callable[[], Any]], rounds: int, samples: int = SAMPLES,
                  seconds: float = MIN_SERIES_NS / 1e9) -> SideBySide:
-    """Time every call against the others in `rounds` interleaved rounds; in a round each name's samples are at
-    least `samples` and last at least `seconds` together."""
+    """Time every call against the others in `rounds` interleaved rounds. Every name gets the same number of samples
+    of the same number of calls, planned on the first call's time (the gate plans on its baseline's): at least
+    `samples` a round, and enough that the first call's samples last at least `seconds` a round."""
     if not calls or rounds < 1:
         raise ValueError("side_by_side needs at least one call and one round")
     timed = interleaved_calls(dict(calls), rounds, samples, int(seconds * 1e9))
