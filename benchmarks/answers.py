@@ -1,12 +1,15 @@
 """JSON against binary answers, side by side on one server: where a large output's request time goes.
 
-    python benchmarks/answers.py [--requests 40] [--width 256]
+    python -m benchmarks.answers [--requests 40] [--width 256]
 
 Serves ddddocr's CTC recogniser (common.onnx: one [T, 1, 8210] output; the test-model cache of
 tests/packaged_models.py) with mcbench's server on onnxruntime, one thread, and sends the same input alternately
 asking for a JSON answer and a binary one (the KServe v2 binary tensor extension), one request at a time on one
 keep-alive connection. Per form it prints the medians of the server's own times by its Server-Timing header (the
 handler, the model call, the encoding), the client's latency and the answer's size.
+
+Not benchmarks.harness: each request is timed on its own, by the client and by the server's Server-Timing header,
+and the two forms already alternate request by request on one connection.
 """
 
 from __future__ import annotations
@@ -14,21 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mcbench.bench.http_client import Connection, Origin, encode_post, parse_server_timing  # noqa: E402
-from mcbench.bench.protocol import HEADER_LENGTH, decode_infer_response, encode_infer_request  # noqa: E402
-from mcbench.bench.server import serve_in_subprocess  # noqa: E402
-from mcbench.optimizer.artifact import Artifact, InputSpec  # noqa: E402
-from mcbench.optimizer.targets import Target  # noqa: E402
-from tests.packaged_models import packaged_model  # noqa: E402
+from mcbench.bench.http_client import Connection, Origin, encode_post, parse_server_timing
+from mcbench.bench.protocol import HEADER_LENGTH, decode_infer_response, encode_infer_request
+from mcbench.bench.server import serve_in_subprocess
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.targets import Target
+from tests.packaged_models import packaged_model
 
 
 def measure(requests: int, width: int) -> dict[str, dict[str, float]]:

@@ -5,7 +5,11 @@ Exports the ResNet-18-like reference model to ONNX, then alternates, round by ro
 on a session from `optimizer.targets.open_session` with the same settings) on the same file. The
 machine is shared and noisy, so rounds are interleaved and the ratio of medians is what is reported.
 
-    python benchmarks/fidelity.py [--rounds 10] [--seconds 5] [--threads 1]
+Not benchmarks.harness (the interleaved rounds every other side-by-side benchmark uses): one side is another
+program, benchmark_app, that runs the model in its own process and times itself; what is compared is the two
+instruments' readings, so each round runs each instrument whole, in turn.
+
+    python -m benchmarks.fidelity [--rounds 10] [--seconds 5] [--threads 1]
 
 One thread by default: on a shared 2-vCPU machine a 2-thread inference waits for whichever vCPU the
 host has descheduled, and that noise (rounds from 0.6x to 1.4x of each other here) swamps a

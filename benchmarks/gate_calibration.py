@@ -1,7 +1,7 @@
 """Calibrate `mcbench gate --remeasure` on this machine with the demo's real variants: how often does it cry wolf,
 how often does it catch a real slowdown?
 
-    .venv/bin/python benchmarks/gate_calibration.py [--run DIR] [--variants a,b] [--pairs 20] [--rounds 20]
+    python -m benchmarks.gate_calibration [--run DIR] [--variants a,b] [--pairs 20] [--rounds 20]
         [--per-session-pools]
 
 Without --run it builds the variants first with `mcbench run --quick --no-load` into a temporary folder (every
@@ -27,9 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mcbench.remeasure import (  # noqa: E402
+from mcbench.remeasure import (
     Pair,
     calls_per_sample,
     measure_pairs,
@@ -37,9 +35,9 @@ from mcbench.remeasure import (  # noqa: E402
     settled_rounds,
     variant_spec,
 )
-from mcbench.reports.gate import Outcome, comparison_check, rounds_check  # noqa: E402
-from mcbench.reports.gate_budgets import Defaults  # noqa: E402
-from mcbench.reports.schema import RunResult, load_results  # noqa: E402
+from mcbench.reports.gate import Outcome, comparison_check, rounds_check
+from mcbench.reports.gate_budgets import Defaults
+from mcbench.reports.schema import RunResult, load_results
 
 
 class Slowed:

@@ -6,7 +6,9 @@ setting, the order alternating round by round (ABAB...), a closed loop of one us
 arrivals at `--rate`. Per round and value it prints the closed p99, the open p50/p99, their p99 ratio, how late
 the open loop sent (p50/p99) and the generator's CPU; then the medians over the rounds.
 
-    python benchmarks/generator_ab.py --env MCBENCH_YIELD_US=0,400 --rate 470 --spin-ms 0.5 --rounds 6
+Not benchmarks.harness: each side is a whole load test (run_load, a Locust process), not a call to time.
+
+    python -m benchmarks.generator_ab --env MCBENCH_YIELD_US=0,400 --rate 470 --spin-ms 0.5 --rounds 6
 
 Any environment variable the locustfile reads can be compared this way (MCBENCH_WAKE=thread,loop, ...).
 """
@@ -20,9 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 COLUMNS = ("closed_p99_ms", "open_p50_ms", "open_p99_ms", "open_over_closed_p99", "lag_p50_ms", "lag_p99_ms",
            "generator_cpu_percent")
@@ -49,8 +49,7 @@ def one_round(url: str, name: str, value: str, rate: float, seconds: float, core
 
 
 def main(argv: list[str] | None = None) -> int:
-    from truth import spinner_spec  # benchmarks/truth.py, beside this script
-
+    from benchmarks.truth import spinner_spec
     from mcbench.bench.server import serve_in_subprocess
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -1,8 +1,8 @@
 """Peak memory of mcbench at its documented size limits (docs/reliability-and-security.md, Limits).
 
-    python benchmarks/limits_memory.py results     # load a results.json at the results-file limit
-    python benchmarks/limits_memory.py text        # tokenise a --text-file at the text-file limits (MiniLM folder)
-    python benchmarks/limits_memory.py input N     # `mcbench run --quick` of a dynamic-batch model at --input x=N,4
+    python -m benchmarks.limits_memory results     # load a results.json at the results-file limit
+    python -m benchmarks.limits_memory text        # tokenise a --text-file at the text-file limits (MiniLM folder)
+    python -m benchmarks.limits_memory input N     # `mcbench run --quick` of a dynamic-batch model at --input x=N,4
 
 Each case runs as a command whose whole process tree (the run's measuring children and servers too) is sampled
 from /proc every 50 ms; the figure is the largest sum of proportional set sizes (PSS) seen: resident memory, a
@@ -120,5 +120,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main(sys.argv[1:])

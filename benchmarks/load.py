@@ -11,7 +11,7 @@
    calls in a worker thread and on the event loop (`--inline-below-ms`), one server after the other
    in the same run, with the server's CPU seconds a request read from /proc.
 
-    python benchmarks/load.py [--seconds 10] [--users 16] [--rate 800] [--run RUN_DIR]
+    python -m benchmarks.load [--seconds 10] [--users 16] [--rate 800] [--run RUN_DIR]
 
 The demo CNN's graph is exported untrained (the same operators and shapes, so the same cost) unless
 `--run` names a finished demo run whose `ort-fp32` artifact is used. Figures are printed as JSON.
@@ -27,8 +27,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def demo_onnx(folder: Path, run_dir: Path | None):

@@ -3,11 +3,11 @@
 For the digits CNN (accuracy on its held-out split), the ResNet-18-like CNN and the BERT-like encoder
 (fidelity to ORT FP32 on generated inputs: top-1 agreement and max |diff|), each recipe is built,
 exported to ONNX where it ends on a PyTorch model, and measured in-process beside ORT FP32 in the
-same run: rounds alternate A B, B A, ... between the FP32 session and the variant's, and the table
-gives the median of the per-round p50 ratios with their range. A ratio above 1 is slower than FP32
-and the table says so; unstructured pruning is expected to show no speedup on a dense runtime.
+same run, interleaved sample by sample with the FP32 session (benchmarks.harness: the gate's rounds); the
+table gives the median of the per-round ratios of medians with its 95% interval. A ratio above 1 is slower
+than FP32 and the table says so; unstructured pruning is expected to show no speedup on a dense runtime.
 
-    python benchmarks/passes.py [--quick] [--models digits,resnet18,bert] [--recipes default all RECIPE ...]
+    python -m benchmarks.passes [--quick] [--models digits,resnet18,bert] [--recipes default all RECIPE ...]
                                 [--rounds 5] [--seconds 1.0] [--threads 1] [--no-cache]
 
 One thread by default (see benchmarks/fidelity.py: on a shared 2-vCPU machine a 2-thread inference
@@ -18,7 +18,6 @@ caches them ($MCBENCH_CACHE, else runs/.cache), so a second run only measures.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import Ratio, session_call, side_by_side
 from mcbench.bench.accuracy import collect_outputs
-from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
 from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, default_cache_dir, model_digest
 from mcbench.optimizer.errors import first_line
@@ -69,7 +68,7 @@ class Row:
     size: int | None = None
     quality: str = ""
     p50_ms: float | None = None
-    ratios: list[float] = field(default_factory=list)
+    ratio: Ratio | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -154,22 +153,16 @@ def describe(row: Row, artifact: Artifact, ref: Reference, outputs: np.ndarray, 
             row.notes.append(f"torch FLOPs -{cut:.0%}; {record['finetune']['status']}")
 
 
-def measure_ratios(fp32: Any, variant: Any, feeds: dict[str, np.ndarray], rounds: int, plan: TimingPlan
-                   ) -> tuple[list[float], list[float]]:
-    """Per round, p50 of the variant / p50 of FP32, alternating which goes first; and the variant's p50s."""
-    ratios, p50s = [], []
-    for i in range(rounds):
-        order = (fp32, variant) if i % 2 == 0 else (variant, fp32)
-        medians = {id(s): measure_latency(s, feeds, plan)[0].p50_ms for s in order}
-        ratios.append(medians[id(variant)] / medians[id(fp32)])
-        p50s.append(medians[id(variant)])
-    return ratios, p50s
+def measure_ratio(fp32: Any, variant: Any, feeds: dict[str, np.ndarray], rounds: int, seconds: float
+                  ) -> tuple[Ratio, float]:
+    """The variant's time over FP32's, interleaved (benchmarks.harness), and the variant's median ms a call."""
+    timed = side_by_side({"fp32": session_call(fp32, feeds), "variant": session_call(variant, feeds)}, rounds,
+                         seconds=seconds)
+    return timed.ratio("variant", "fp32"), timed.median_ms("variant")
 
 
 def bench_model(ref: Reference, recipes: list[str], args: argparse.Namespace, cache: ArtifactCache | None,
                 work: Path, say) -> list[Row]:
-    plan = TimingPlan(warmup_runs=5, min_runs=10 if args.quick else 20, min_seconds=args.seconds,
-                      max_seconds=args.seconds * 2)
     fp32_artifact = build(ref, BASELINE, cache, work)
     fp32_session = open_session(fp32_artifact, Target("onnxruntime", threads=args.threads))
     fp32_outputs = collect_outputs(fp32_session, ref.eval_samples)
@@ -186,8 +179,7 @@ def bench_model(ref: Reference, recipes: list[str], args: argparse.Namespace, ca
             session = fp32_session if recipe == "ort-fp32" else open_session(artifact, target)
             outputs = collect_outputs(session, ref.eval_samples)
             describe(row, artifact, ref, outputs, fp32_outputs)
-            row.ratios, p50s = measure_ratios(fp32_session, session, feeds, args.rounds, plan)
-            row.p50_ms = statistics.median(p50s)
+            row.ratio, row.p50_ms = measure_ratio(fp32_session, session, feeds, args.rounds, args.seconds)
         except RecipeError as exc:
             row.error = f"not available here: {exc}"
         except Exception as exc:  # one recipe's failure is a row that says why, not a lost table
@@ -196,7 +188,7 @@ def bench_model(ref: Reference, recipes: list[str], args: argparse.Namespace, ca
 
 
 def markdown(ref: Reference, rows: list[Row]) -> str:
-    header = ("| recipe | runtime | params | FLOPs | size | accuracy / fidelity | p50 ms | p50 / ORT FP32 (range) "
+    header = ("| recipe | runtime | params | FLOPs | size | accuracy / fidelity | median ms | / ORT FP32 (95% CI) "
               "| notes |")
     lines = [f"### {ref.name}", "", header,
              "| --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |"]
@@ -204,14 +196,12 @@ def markdown(ref: Reference, rows: list[Row]) -> str:
         if r.error:
             lines.append(f"| {r.recipe} | {r.runtime or '-'} | | | | | | | {r.error} |")
             continue
-        ratio = statistics.median(r.ratios) if r.ratios else None
         notes = list(r.notes)
-        if ratio is not None and ratio > 1 and r.recipe != "ort-fp32":
-            noisy = min(r.ratios) <= 1.0
-            notes.insert(0, "slower than FP32 (inside the rounds' range)" if noisy else "**slower than FP32**")
+        if r.ratio is not None and r.ratio.ratio > 1 and r.recipe != "ort-fp32":
+            notes.insert(0, "slower than FP32 (inside the interval)" if r.ratio.low <= 1.0 else "**slower than FP32**")
         lines.append(
             f"| {r.recipe} | {r.runtime} | {_num(r.params)} | {_num(r.flops)} | {_bytes(r.size)} | {r.quality} | "
-            f"{r.p50_ms:.3f} | {ratio:.2f}x ({min(r.ratios):.2f}-{max(r.ratios):.2f}) | {'; '.join(notes)} |")
+            f"{r.p50_ms:.3f} | {r.ratio.text() if r.ratio else 'n/a'} | {'; '.join(notes)} |")
     return "\n".join(lines)
 
 
@@ -242,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="recipes to compare with ORT FP32; 'default' and 'all' (with the quantization "
                              "engineer's passes) stand for lists")
     parser.add_argument("--quick", action="store_true", help="fewer samples, rounds and seconds: a smoke run")
-    parser.add_argument("--rounds", type=int, help="A/B rounds a row (default 5; 3 with --quick)")
-    parser.add_argument("--seconds", type=float, help="seconds a timing (default 1.0; 0.3 with --quick)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds a row (default 5; 3 with --quick)")
+    parser.add_argument("--seconds", type=float, help="seconds a side in a round (default 1.0; 0.3 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--no-cache", action="store_true", help="rebuild every artifact")
     args = parser.parse_args(argv)
@@ -269,11 +259,11 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir()
             ref = reference(name, work, args.quick)
             tables.append(markdown(ref, bench_model(ref, recipes, args, cache, work, say)))
-    print(f"## Passes on {cpu_info()['cpu_model']}, {args.threads} thread(s), {args.rounds} interleaved A/B rounds "
-          f"of >= {args.seconds:g} s a row\n")
-    print("p50 / ORT FP32 is the median over rounds of (variant p50 / FP32 p50), measured back to back; the range "
-          "is the lowest and highest round. The machine is shared and noisy: differences inside the range are not "
-          "findings.\n")
+    print(f"## Passes on {cpu_info()['cpu_model']}, {args.threads} thread(s), {args.rounds} interleaved rounds "
+          f"of >= {args.seconds:g} s a side\n")
+    print("/ ORT FP32 is the median over rounds of (variant median / FP32 median), the two timed sample by sample "
+          "(benchmarks.harness); the interval is the median's 95% interval. The machine is shared and noisy: "
+          "differences inside the interval are not findings.\n")
     print("\n\n".join(tables))
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
     return 0

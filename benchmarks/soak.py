@@ -1,6 +1,6 @@
 """Soak: serve a model under Locust load at 80% of its capacity for a while; report memory, errors and p99 drift.
 
-    python benchmarks/soak.py [--minutes 10] [--model model.onnx] [--out soak.json]
+    python -m benchmarks.soak [--minutes 10] [--model model.onnx] [--out soak.json]
 
 1. Serve the model with `bench.server.serve_in_subprocess` (its own process, on the server cores).
 2. Find its capacity with a short closed-loop ramp (`bench.load.run_load`, users 1-2-4-8): the
@@ -31,17 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
+from mcbench.bench.protocol import encode_infer_request
+from mcbench.bench.server import serve_in_subprocess
+from mcbench.optimizer.hardware import split_cores, usable_cores
+from mcbench.optimizer.intake import load_onnx
+from mcbench.optimizer.targets import Target
+from mcbench.reports.schema import percentile
 
-from mcbench.bench.load import Endpoint, Requests, StepRules, run_load  # noqa: E402
-from mcbench.bench.protocol import encode_infer_request  # noqa: E402
-from mcbench.bench.server import serve_in_subprocess  # noqa: E402
-from mcbench.optimizer.hardware import split_cores, usable_cores  # noqa: E402
-from mcbench.optimizer.intake import load_onnx  # noqa: E402
-from mcbench.optimizer.targets import Target  # noqa: E402
-from mcbench.reports.schema import percentile  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LOCUSTFILE = Path(__file__).with_name("soak_locustfile.py")
 MODEL_NAME = "soak"

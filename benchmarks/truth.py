@@ -37,7 +37,11 @@ Per set time it prints:
   omission (a generator that waits for late answers and does not charge the wait) would read far BELOW the
   prediction; a ratio near 1 says every queued request was charged.
 
-    python benchmarks/truth.py [--service-us 500,2000,10000] [--seconds 5] [--rounds 3] [--in-process-seconds 3]
+Not benchmarks.harness (the interleaved rounds the model benchmarks use): what is measured here is the timers
+themselves (a bare loop against mcbench's timer, Locust against a raw client), so each keeps its own clock, in
+blocks side by side; the harness would be a third timer around them.
+
+    python -m benchmarks.truth [--service-us 500,2000,10000] [--seconds 5] [--rounds 3] [--in-process-seconds 3]
                                [--no-http] [--json out.json]
 
 Run it on a quiet machine: a busy-wait shares the core with whatever else runs.
@@ -57,13 +61,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from mcbench.bench.calibration import spin, spinner_artifact  # noqa: E402
-from mcbench.bench.latency import TimingPlan, measure_latency  # noqa: E402
-from mcbench.optimizer.targets import Target, open_session  # noqa: E402
+from mcbench.bench.calibration import spin, spinner_artifact
+from mcbench.bench.latency import TimingPlan, measure_latency
+from mcbench.optimizer.targets import Target, open_session
 
 # the open loops: (key, arrivals, how the generator waits for a send); "loop" is the event loop's own timer, which
 # mcbench used before and which wakes up to a millisecond late: the row beside the default shows what that cost

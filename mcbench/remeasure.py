@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,23 @@ MIN_SERIES_NS = 20_000_000  # a side's series in one round lasts at least 20 ms:
 # one scheduler time slice on a busy machine, which made the per-round ratios of fast models noisy
 
 
-def one_call_ns(session: Session, feeds: dict[str, Any]) -> int:
+Call = Callable[[], Any]  # one zero-argument call to time, e.g. functools.partial(session.run, feeds)
+Rounds = list[list[float]]  # one series of samples (microseconds per call) per round
+
+
+def call_ns(call: Call) -> int:
     """The median time of one call (of several: one call can be descheduled on a busy machine)."""
-    session.run(feeds)
+    call()
     times = []
     for _ in range(11):
         t0 = time.perf_counter_ns()
-        session.run(feeds)
+        call()
         times.append(time.perf_counter_ns() - t0)
     return max(sorted(times)[5], 1)
+
+
+def one_call_ns(session: Session, feeds: dict[str, Any]) -> int:
+    return call_ns(partial(session.run, feeds))
 
 
 def calls_per_sample(session: Session, feeds: dict[str, Any], min_sample_ns: int = MIN_SAMPLE_NS) -> int:
@@ -67,59 +76,77 @@ def sample_plan(one_ns: int, samples: int, min_series_ns: int = MIN_SERIES_NS) -
 
 def series_us(session: Session, feeds: dict[str, Any], samples: int, calls: int) -> list[float]:
     """`samples` timings in float microseconds per call, each over `calls` calls, after a warm-up."""
+    run = partial(session.run, feeds)
     for _ in range(WARMUP_CALLS):
-        session.run(feeds)
-    out = []
-    clock = time.perf_counter_ns
-    for _ in range(samples):
-        t0 = clock()
-        for _ in range(calls):
-            session.run(feeds)
-        out.append((clock() - t0) / calls / 1e3)
-    return out
+        run()
+    return [sample_us(run, calls, 0) for _ in range(samples)]
 
 
-Rounds = list[list[float]]  # one series of samples (microseconds per call) per round
-
-
-def sample_us(session: Session, feeds: dict[str, Any], calls: int, warmup: int = SWITCH_WARMUP_CALLS) -> float:
+def sample_us(call: Call, calls: int, warmup: int = SWITCH_WARMUP_CALLS) -> float:
     """One timing in float microseconds per call, over `calls` calls, after `warmup` untimed calls."""
     for _ in range(warmup):
-        session.run(feeds)
+        call()
     clock = time.perf_counter_ns
     t0 = clock()
     for _ in range(calls):
-        session.run(feeds)
+        call()
     return (clock() - t0) / calls / 1e3
+
+
+def turn_order(names: list[str], turn: int) -> tuple[str, ...]:
+    """The names rotated by `turn`: for two sides A B, then B A (so a round reads A B B A A B ...)."""
+    k = turn % len(names)
+    return tuple(names[k:] + names[:k])
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """What interleaved_calls timed: name -> one series of samples (float microseconds per call) per round."""
+
+    rounds: dict[str, Rounds]
+    orders: list[tuple[str, ...]]  # the order of each round's first turn (the turns after it rotate on)
+    calls: int  # calls a sample
+    samples: int  # samples a side in each round
+
+
+def interleaved_calls(
+    calls: dict[str, Call], rounds: int, samples: int = SAMPLES_PER_ROUND, min_series_ns: int = MIN_SERIES_NS,
+    first_round: int = 0,
+) -> Interleaved:
+    """`rounds` rounds of every call, interleaved sample by sample: turn t of round i times each call once, in the
+    names' order rotated by i + t (for two: A B, B A, A B ...; the next round starts with B A), a warm-up call at
+    every switch; a side's samples in one round are at least `samples` and last at least `min_series_ns` together,
+    each of as many calls as make the first call's sample last MIN_SAMPLE_NS. `first_round` continues an earlier
+    batch's order. The gate's re-measurement (two sessions) and the benchmarks (any number of calls) time with it."""
+    names = list(calls)
+    per_sample, samples = sample_plan(call_ns(calls[names[0]]), samples, min_series_ns)
+    for call in calls.values():
+        for _ in range(WARMUP_CALLS):
+            call()
+    out: dict[str, Rounds] = {name: [] for name in names}
+    orders = []
+    last = None
+    for i in range(first_round, first_round + rounds):
+        orders.append(turn_order(names, i))
+        series: dict[str, list[float]] = {name: [] for name in names}
+        for j in range(samples):
+            for name in turn_order(names, i + j):
+                series[name].append(sample_us(calls[name], per_sample, SWITCH_WARMUP_CALLS if name != last else 0))
+                last = name
+        for name in names:
+            out[name].append(series[name])
+    return Interleaved(out, orders, per_sample, samples)
 
 
 def interleaved_rounds(
     session_a: Session, session_b: Session, feeds: dict[str, Any], rounds: int, samples: int = SAMPLES_PER_ROUND,
     min_series_ns: int = MIN_SERIES_NS, first_round: int = 0,
 ) -> tuple[Rounds, Rounds]:
-    """`rounds` rounds of both sides, interleaved sample by sample (A B B A A B ..., the next round starting with
-    B A), a warm-up call at every switch; a side's samples in one round are at least `samples` and last at least
-    `min_series_ns` together. `first_round` continues an earlier batch's order (round k starts with A when k is
-    even)."""
-    calls, samples = sample_plan(one_call_ns(session_a, feeds), samples, min_series_ns)
-    for session in (session_a, session_b):
-        for _ in range(WARMUP_CALLS):
-            session.run(feeds)
-    a: Rounds = []
-    b: Rounds = []
-    last = None
-    for i in range(first_round, first_round + rounds):
-        round_a: list[float] = []
-        round_b: list[float] = []
-        for j in range(samples):
-            order = ((session_a, round_a), (session_b, round_b)) if (i + j) % 2 == 0 else \
-                ((session_b, round_b), (session_a, round_a))
-            for session, series in order:
-                series.append(sample_us(session, feeds, calls, SWITCH_WARMUP_CALLS if session is not last else 0))
-                last = session
-        a.append(round_a)
-        b.append(round_b)
-    return a, b
+    """interleaved_calls for two sessions on the same feeds, A B B A ...: (A's rounds, B's rounds). `first_round`
+    continues an earlier batch's order (round k starts with A when k is even)."""
+    timed = interleaved_calls({"a": partial(session_a.run, feeds), "b": partial(session_b.run, feeds)}, rounds,
+                              samples, min_series_ns, first_round)
+    return timed.rounds["a"], timed.rounds["b"]
 
 
 def settled_rounds(

@@ -1,7 +1,7 @@
 """Known service time, short: the instruments never read below what is there, and lose no request.
 
 The full check against the set time (within 2% in-process, set time + HTTP overhead over HTTP, no
-coordinated omission in the open loop) is `benchmarks/truth.py`, on a quiet machine; here the machine
+coordinated omission in the open loop) is `python -m benchmarks.truth`, on a quiet machine; here the machine
 may be loaded, so only what holds under any load is asserted: a busy-wait of T cannot take less than T.
 """
 
@@ -38,7 +38,7 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
     from mcbench.bench.server import serve_in_subprocess
 
-    # as benchmarks/truth.py serves it: the torch spinner without a wait of its own, the server's --spin-ms hook
+    # as benchmarks.truth serves it: the torch spinner without a wait of its own, the server's --spin-ms hook
     artifact = spinner_artifact(0, tmp_path)
     spec = tmp_path / "server.json"
     spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
@@ -67,16 +67,11 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
 
 
 def _truth_script():
-    """benchmarks/truth.py as the module `truth` (benchmarks/ is not a package); importable by name, so the child
-    processes it spawns (which get this sys.path) find its functions."""
+    """benchmarks/truth.py, imported by its package name, so the child processes it spawns (which get this sys.path:
+    the repository root, where pytest puts it for tests/ as a package) find its functions."""
     import importlib
-    import sys
-    from pathlib import Path
 
-    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    if folder not in sys.path:
-        sys.path.append(folder)  # at the end: nothing of the project's resolves there first
-    return importlib.import_module("truth")
+    return importlib.import_module("benchmarks.truth")
 
 
 def test_the_queue_model_gives_textbook_waits():
