@@ -53,13 +53,12 @@ from mcbench.search import (
     Prices,
     TimeBudget,
     beats,
-    dominated_by,
-    dominated_text,
     frontier,
     not_started,
     point_of,
     points,
     record,
+    stopped_side_by_side,
 )
 from mcbench.workload import Workload, demo_workload, input_warnings, user_workload
 
@@ -389,10 +388,7 @@ class Pipeline:
         again = screening_plan(self.config.timing) != self.config.timing
         todo = sorted(self.fresh(run), key=lambda v: (v.name != run.baseline, v.latency.p50_ms))
         for index, v in enumerate(todo, start=1):
-            p = point_of(run, v, metric)
-            by = dominated_by(p, pts) if p is not None and v.name != run.baseline else None
-            if by is not None:
-                record(v, "screen", dominated_text(p, by))
+            if stopped_side_by_side(run, v, pts, metric, self.say):
                 continue
             if not again:
                 record(v, "time")  # quick: the screening timing is the full one
