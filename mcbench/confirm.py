@@ -167,15 +167,19 @@ def confirmation(run: RunResult, quick: bool = False) -> Confirmation | None:
     return record
 
 
-def side_by_side(run: RunResult, fast: str, slow: str, rounds: int = SIDE_BY_SIDE_ROUNDS) -> ConfirmedRatio | str:
-    """`slow` timed interleaved against `fast` (mcbench.remeasure): its ratio of medians (above 1: slower, with the
-    interval of `rounds` rounds), or the one line that says why the two could not be timed."""
+def side_by_side(run: RunResult, pairs: list[tuple[str, str]],
+                 rounds: int = SIDE_BY_SIDE_ROUNDS) -> dict[str, ConfirmedRatio | str]:
+    """Each (fast, slow) pair timed interleaved (mcbench.remeasure), in as few child processes as the pairs' pools
+    allow: slow's name -> its ratio of medians to fast's (above 1: slower, with the interval of `rounds` rounds), or
+    the one line that says why the pairs could not be timed."""
     try:
-        timed = timed_pairs([Pair(slow, variant_spec(run, fast), variant_spec(run, slow))], rounds, SAMPLES_PER_ROUND)
+        timed = timed_pairs([Pair(slow, variant_spec(run, fast), variant_spec(run, slow)) for fast, slow in pairs],
+                            rounds, SAMPLES_PER_ROUND)
     except (ChildError, GateDataError) as exc:
-        return first_line(error_text(exc) if isinstance(exc, ChildError) else str(exc))
-    (base, mine), note = timed[slow]
-    return confirmed_ratio(slow, base, mine, note, Defaults().confidence)
+        why = first_line(error_text(exc) if isinstance(exc, ChildError) else str(exc))
+        return {slow: why for _, slow in pairs}
+    confidence = Defaults().confidence
+    return {slow: confirmed_ratio(slow, *timed[slow][0], timed[slow][1], confidence) for _, slow in pairs}
 
 
 def ratio_line(r: ConfirmedRatio) -> str:

@@ -59,6 +59,7 @@ from mcbench.search import (
     points,
     record,
     stopped_side_by_side,
+    suspects,
 )
 from mcbench.workload import Workload, demo_workload, input_warnings, user_workload
 
@@ -387,8 +388,9 @@ class Pipeline:
         pts = points(run, metric)
         again = screening_plan(self.config.timing) != self.config.timing
         todo = sorted(self.fresh(run), key=lambda v: (v.name != run.baseline, v.latency.p50_ms))
+        stopped = stopped_side_by_side(run, suspects(run, todo, pts, metric), self.say)
         for index, v in enumerate(todo, start=1):
-            if stopped_side_by_side(run, v, pts, metric, self.say):
+            if v.name in stopped:
                 continue
             if not again:
                 record(v, "time")  # quick: the screening timing is the full one

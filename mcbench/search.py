@@ -195,23 +195,35 @@ def record(v: VariantResult, stage: str, stopped: str | None = None) -> None:
     v.search = {"stage": stage, "stopped": stopped}
 
 
-def stopped_side_by_side(run: RunResult, v: VariantResult, pts: list[Point], metric: QualityMetric,
-                         say: Callable[[str], None]) -> bool:
-    """Whether `v` stops, slower than a candidate its screening says is surely faster (`dominated_by`): only where a
-    short interleaved round of the two agrees (mcbench.confirm.side_by_side); the record says so."""
-    p = point_of(run, v, metric)
-    by = dominated_by(p, pts) if p is not None and v.name != run.baseline else None
-    if by is None:
-        return False
-    evidence = side_by_side(run, by.name, v.name)
-    if isinstance(evidence, str) or evidence.low <= 1.0:
-        why = evidence if isinstance(evidence, str) else (
-            f"median {evidence.ratio:.3f}x, interval {evidence.low:.3f}-{evidence.high:.3f}")
-        say(f"  {v.name}: its screening was slower than {by.name}'s, side by side not surely ({why}): it goes on")
-        return False
-    record(v, "screen", dominated_text(by.name, evidence))
-    say(f"  {v.name}: stops here, {dominated_text(by.name, evidence)}")
-    return True
+def suspects(run: RunResult, vs: list[VariantResult], pts: list[Point], metric: QualityMetric) -> dict[str, str]:
+    """name -> the candidate its screening says is surely faster at no lower quality (`dominated_by`), for each of
+    `vs` that has one (never the baseline): the pairs to time side by side before one of them stops."""
+    out = {}
+    for v in vs:
+        p = point_of(run, v, metric)
+        by = dominated_by(p, pts) if p is not None and v.name != run.baseline else None
+        if by is not None:
+            out[v.name] = by.name
+    return out
+
+
+def stopped_side_by_side(run: RunResult, named: dict[str, str], say: Callable[[str], None]) -> set[str]:
+    """The suspects (`suspects`) that stop: those every interleaved round of the pair says are slower
+    (mcbench.confirm.side_by_side); the others go on, and the terminal says why. Each stop is on record."""
+    if not named:
+        return set()
+    stopped = set()
+    for name, evidence in side_by_side(run, [(by, name) for name, by in named.items()]).items():
+        by = named[name]
+        if isinstance(evidence, str) or evidence.low <= 1.0:
+            why = evidence if isinstance(evidence, str) else (
+                f"median {evidence.ratio:.3f}x, interval {evidence.low:.3f}-{evidence.high:.3f}")
+            say(f"  {name}: its screening was slower than {by}'s, side by side not surely ({why}): it goes on")
+            continue
+        record(run.variant(name), "screen", dominated_text(by, evidence))
+        say(f"  {name}: stops here, {dominated_text(by, evidence)}")
+        stopped.add(name)
+    return stopped
 
 
 def dominated_text(by: str, r: ConfirmedRatio) -> str:
