@@ -12,6 +12,9 @@ one round slowed by a burst of other work does not move.
 A finalist that is not surely faster than a simpler one (its interval overlaps the other's; the baseline counts,
 at a ratio of exactly 1) loses the tie to it: lossless beats lossy, then fewer passes, then the smaller file.
 Only for the in-process objectives (p50, p99); throughput and cost are decided on the load test's figures.
+
+The search stops a candidate for being slower only on the same kind of evidence (`side_by_side`): screenings taken
+minutes apart say which pair to look at, a short interleaved round of the two says whether to stop it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from mcbench.reports.schema import Confirmation, ConfirmedRatio, RunResult, TieD
 IN_PROCESS_OBJECTIVES = ("p50", "p99")
 MAX_FINALISTS = 4
 ROUNDS, QUICK_ROUNDS = 20, 10  # the round as the unit (compare_rounds): an interval narrows as 1/sqrt(rounds)
+SIDE_BY_SIDE_ROUNDS = 6  # at 95% the median's interval is then the whole range: every round must agree
 SAMPLES_PER_ROUND = 10  # per side, and at least remeasure.MIN_SERIES_NS of them; the gate's 50 would take a 50 ms
 # model 100 s per finalist
 CHILD_TIMEOUT_S = 3600.0
@@ -161,6 +165,21 @@ def confirmation(run: RunResult, quick: bool = False) -> Confirmation | None:
     contenders = [entry_of(run.variant(run.baseline), None)] + [entry_of(v, by_name[v.name]) for v in final]
     record.pick, record.ties = pick_with_ties(contenders)
     return record
+
+
+def side_by_side(run: RunResult, pairs: list[tuple[str, str]],
+                 rounds: int = SIDE_BY_SIDE_ROUNDS) -> dict[str, ConfirmedRatio | str]:
+    """Each (fast, slow) pair timed interleaved (mcbench.remeasure), in as few child processes as the pairs' pools
+    allow: slow's name -> its ratio of medians to fast's (above 1: slower, with the interval of `rounds` rounds), or
+    the one line that says why the pairs could not be timed."""
+    try:
+        timed = timed_pairs([Pair(slow, variant_spec(run, fast), variant_spec(run, slow)) for fast, slow in pairs],
+                            rounds, SAMPLES_PER_ROUND)
+    except (ChildError, GateDataError) as exc:
+        why = first_line(error_text(exc) if isinstance(exc, ChildError) else str(exc))
+        return {slow: why for _, slow in pairs}
+    confidence = Defaults().confidence
+    return {slow: confirmed_ratio(slow, *timed[slow][0], timed[slow][1], confidence) for _, slow in pairs}
 
 
 def ratio_line(r: ConfirmedRatio) -> str:

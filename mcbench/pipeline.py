@@ -53,13 +53,13 @@ from mcbench.search import (
     Prices,
     TimeBudget,
     beats,
-    dominated_by,
-    dominated_text,
     frontier,
     not_started,
     point_of,
     points,
     record,
+    stopped_side_by_side,
+    suspects,
 )
 from mcbench.workload import Workload, demo_workload, input_warnings, user_workload
 
@@ -388,11 +388,9 @@ class Pipeline:
         pts = points(run, metric)
         again = screening_plan(self.config.timing) != self.config.timing
         todo = sorted(self.fresh(run), key=lambda v: (v.name != run.baseline, v.latency.p50_ms))
+        stopped = stopped_side_by_side(run, suspects(run, todo, pts, metric), self.say)
         for index, v in enumerate(todo, start=1):
-            p = point_of(run, v, metric)
-            by = dominated_by(p, pts) if p is not None and v.name != run.baseline else None
-            if by is not None:
-                record(v, "screen", dominated_text(p, by))
+            if v.name in stopped:
                 continue
             if not again:
                 record(v, "time")  # quick: the screening timing is the full one

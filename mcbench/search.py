@@ -4,8 +4,10 @@ Stages, cheapest first:
   screen  build the candidate, check its quality on the evaluation data, time it briefly;
   time    the full in-process timing, only for a candidate that can still reach the frontier;
   load    the HTTP load test, only for the frontier (quality vs p50) and the baseline.
-A candidate over the quality budget stops after screening, with the figure; one whose p50 interval lies wholly
-above another's at no better quality stops there too (it cannot reach the frontier, however long it is timed).
+A candidate over the quality budget stops after screening, with the figure. One whose screening p50 interval lies
+wholly above another's at no better quality is then timed side by side with that one (mcbench.confirm.side_by_side,
+a few interleaved rounds), and stops only where every round says it is slower: screenings are minutes apart, and on
+a shared machine a burst of other work during one of them is enough to order two equal candidates.
 Every candidate keeps a record of the stage it reached and why it went no further, so the recommendation can be
 checked against everything that was tried.
 
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mcbench.confirm import side_by_side
 from mcbench.optimizer.recipes import pass_name
 from mcbench.reports.decision import pareto
 from mcbench.reports.quality import QualityMetric, measured, quality_of, within_budget
-from mcbench.reports.schema import RunResult, VariantResult
+from mcbench.reports.schema import ConfirmedRatio, RunResult, VariantResult
 
 STAGES = ("screen", "time", "load")
 SCREEN_SHARE = 0.5  # new candidates are screened while the run has used under half its time budget
@@ -191,6 +195,38 @@ def record(v: VariantResult, stage: str, stopped: str | None = None) -> None:
     v.search = {"stage": stage, "stopped": stopped}
 
 
-def dominated_text(p: Point, by: Point) -> str:
-    return (f"cannot reach the frontier: {by.name} is surely faster (p50 {by.p50_ms:.4g} ms, at most "
-            f"{by.high_ms:.4g}) at no lower quality; its own p50 is {p.p50_ms:.4g} ms (at least {p.low_ms:.4g})")
+def suspects(run: RunResult, vs: list[VariantResult], pts: list[Point], metric: QualityMetric) -> dict[str, str]:
+    """name -> the candidate its screening says is surely faster at no lower quality (`dominated_by`), for each of
+    `vs` that has one (never the baseline): the pairs to time side by side before one of them stops."""
+    out = {}
+    for v in vs:
+        p = point_of(run, v, metric)
+        by = dominated_by(p, pts) if p is not None and v.name != run.baseline else None
+        if by is not None:
+            out[v.name] = by.name
+    return out
+
+
+def stopped_side_by_side(run: RunResult, named: dict[str, str], say: Callable[[str], None]) -> set[str]:
+    """The suspects (`suspects`) that stop: those every interleaved round of the pair says are slower
+    (mcbench.confirm.side_by_side); the others go on, and the terminal says why. Each stop is on record."""
+    if not named:
+        return set()
+    stopped = set()
+    for name, evidence in side_by_side(run, [(by, name) for name, by in named.items()]).items():
+        by = named[name]
+        if isinstance(evidence, str) or evidence.low <= 1.0:
+            why = evidence if isinstance(evidence, str) else (
+                f"median {evidence.ratio:.3f}x, interval {evidence.low:.3f}-{evidence.high:.3f}")
+            say(f"  {name}: its screening was slower than {by}'s, side by side not surely ({why}): it goes on")
+            continue
+        record(run.variant(name), "screen", dominated_text(by, evidence))
+        say(f"  {name}: stops here, {dominated_text(by, evidence)}")
+        stopped.add(name)
+    return stopped
+
+
+def dominated_text(by: str, r: ConfirmedRatio) -> str:
+    """Why a candidate stops: slower than `by`, timed side by side (mcbench.confirm.side_by_side)."""
+    return (f"cannot reach the frontier: {by} is surely faster at no lower quality, timed side by side (this one's "
+            f"median {r.ratio:.3f}x its, interval {r.low:.3f}-{r.high:.3f}, {r.rounds} interleaved rounds)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from mcbench.search import (
     point_of,
     points,
     record,
+    stopped_side_by_side,
+    suspects,
 )
 
 
@@ -270,3 +273,39 @@ def test_a_searched_run_that_left_candidates_untried_exits_0_and_says_so(tmp_pat
     assert untried
     assert (f"not tried: {len(untried)} candidate(s) the time budget left ({', '.join(untried)}); the exit code "
             f"counts them as skipped; `mcbench run --resume {out}` tries them") in proc.stdout
+
+
+def _on_disk(name: str, model: Path, p50_us: float) -> VariantResult:
+    """A candidate whose screening said `p50_us` (made up), with a real ONNX file to time it side by side."""
+    from mcbench.optimizer.artifact import Artifact, InputSpec
+    from mcbench.optimizer.targets import Target
+
+    v = _variant(name, p50_us, 0.96)
+    v.artifact = Artifact(model, "onnx", (InputSpec("x", (64, 512)),)).to_dict()
+    v.settings = {"in_process": Target("onnxruntime", "cpu", threads=1).to_dict()}
+    return v
+
+
+def test_a_candidate_stops_only_where_side_by_side_rounds_say_it_is_slower(tmp_path: Path):
+    """Made-up screenings say both candidates are surely slower than another; timed side by side, the big model is
+    (it stops, the interleaved figure in its record) and the small one, screened slow as a burst of other work
+    would leave it, is not (it goes on)."""
+    from tests.conftest import make_linear_onnx
+
+    small = make_linear_onnx(tmp_path / "small.onnx", batch=64, features=512, classes=3)  # 0.1 M multiply-adds
+    big = make_linear_onnx(tmp_path / "big.onnx", batch=64, features=512, classes=1024)  # 34 M
+    run = _run(_on_disk("base", small, 10), _on_disk("fast", big, 20), _on_disk("unlucky", small, 60),
+               _on_disk("big-slow", big, 200))
+    for v in run.variants:
+        record(v, "screen")
+    metric, said = quality_metric(run), []
+    named = suspects(run, run.variants, points(run, metric), metric)
+    assert named == {"fast": "base", "unlucky": "base", "big-slow": "base"}
+    del named["fast"]
+    assert stopped_side_by_side(run, named, said.append) == {"big-slow"}
+    assert run.variant("unlucky").search["stopped"] is None
+    assert said[0].startswith("  unlucky: its screening was slower than base's, side by side not surely (median ")
+    stopped = run.variant("big-slow").search["stopped"]
+    assert stopped.startswith("cannot reach the frontier: base is surely faster at no lower quality, timed side by "
+                              "side (this one's median "), stopped
+    assert stopped.endswith(", 6 interleaved rounds)") and said[1] == f"  big-slow: stops here, {stopped}"
