@@ -10,7 +10,8 @@ the median of the per-round ratios with its order-statistic interval (reports.ga
 one round slowed by a burst of other work does not move.
 
 A finalist that is not surely faster than a simpler one (its interval overlaps the other's; the baseline counts,
-at a ratio of exactly 1) loses the tie to it: lossless beats lossy, then fewer passes, then the smaller file.
+at a ratio of exactly 1) loses the tie to it: lossless beats lossy, then fewer passes, then fewer runtime settings
+moved off their default (one thread on a two-core machine, the throughput hint), then the smaller file.
 Only for the in-process objectives (p50, p99); throughput and cost are decided on the load test's figures.
 
 The search stops a candidate for being slower only on the same kind of evidence (`side_by_side`): screenings taken
@@ -23,6 +24,7 @@ import statistics
 from dataclasses import dataclass
 
 from mcbench.bench.isolate import ChildError, call_in_child, error_text
+from mcbench.optimizer.hardware import usable_cores
 from mcbench.optimizer.recipes import VariantSpec, keeps_fp32
 from mcbench.optimizer.targets import Target
 from mcbench.remeasure import Pair, interleaved_rounds, measure_pairs, shares_pool, variant_spec
@@ -69,11 +71,12 @@ class Entry:
     lossy: bool
     passes: int
     size_bytes: int
+    knobs: int = 0  # runtime settings moved off their default (`knobs`)
 
     @property
-    def simplicity(self) -> tuple[bool, int, int]:
-        """Lower is simpler: lossless before lossy, then fewer passes, then the smaller file."""
-        return self.lossy, self.passes, self.size_bytes
+    def simplicity(self) -> tuple[bool, int, int, int]:
+        """Lower is simpler: lossless before lossy, then fewer passes, fewer settings moved, the smaller file."""
+        return self.lossy, self.passes, self.knobs, self.size_bytes
 
 
 def surely_faster(a: Entry, b: Entry) -> bool:
@@ -86,6 +89,8 @@ def simpler_because(winner: Entry, loser: Entry) -> str:
         return "it keeps FP32 numerics"
     if winner.passes != loser.passes:
         return f"{loser.passes - winner.passes} pass{'es' if loser.passes - winner.passes != 1 else ''} fewer"
+    if winner.knobs != loser.knobs:
+        return "it keeps the runtime's default settings" if winner.knobs == 0 else "fewer runtime settings moved"
     return f"its file is {(loser.size_bytes - winner.size_bytes) / 1e6:.2g} MB smaller"
 
 
@@ -111,13 +116,21 @@ def pick_with_ties(contenders: list[Entry]) -> tuple[str, list[TieDecision]]:
         pick = winner
 
 
+def knobs(target: Target) -> int:
+    """How many runtime settings the target moves off their default: fewer threads than this machine's cores, a hint
+    other than latency, a stream count. Two variants that time alike differ in nothing else that matters."""
+    fewer_threads = target.threads is not None and target.threads < len(usable_cores())
+    other_hint = target.options.get("hint", "LATENCY") != "LATENCY"
+    return int(fewer_threads) + int(other_hint) + int(bool(target.options.get("streams")))
+
+
 def entry_of(v: VariantResult, ratio: ConfirmedRatio | None) -> Entry:
     target = Target.from_dict(v.settings["in_process"]) if v.settings.get("in_process") else Target(v.runtime)
     lossy = not keeps_fp32(VariantSpec(v.name, tuple(v.recipe), target))
     size = int((v.artifact or {}).get("size_bytes") or 0)
     if ratio is None:  # the baseline: nothing compiled, the simplest of all
         return Entry(v.name, 1.0, 1.0, 1.0, False, -1, size)
-    return Entry(v.name, ratio.ratio, ratio.low, ratio.high, lossy, len(v.recipe), size)
+    return Entry(v.name, ratio.ratio, ratio.low, ratio.high, lossy, len(v.recipe), size, knobs(target))
 
 
 # ---------------------------------------------------------------- the round

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from mcbench.confirm import side_by_side
 from mcbench.optimizer.recipes import pass_name
-from mcbench.reports.decision import pareto
+from mcbench.reports.decision import NEAR, pareto
 from mcbench.reports.quality import QualityMetric, measured, quality_of, within_budget
 from mcbench.reports.schema import ConfirmedRatio, RunResult, VariantResult
 
@@ -176,12 +176,12 @@ def dominated_by(p: Point, others: list[Point]) -> Point | None:
 
 
 def _frontier_of(pts: list[Point]) -> list[Point]:
-    return pareto(pts, lambda p: p.quality, lambda p: p.p50_ms)
+    return pareto(pts, lambda p: p.quality, lambda p: p.p50_ms, NEAR)
 
 
 def beats(q: Point, p: Point | None) -> bool:
-    """Whether q is at least as good as p on quality and p50, and better on one: p is off the frontier of the two
-    (reports.decision.pareto, the one Pareto implementation)."""
+    """Whether q is at least as good as p on quality and more than NEAR faster, or better on quality and no slower:
+    p is off the frontier of the two (reports.decision.pareto, the one Pareto implementation)."""
     return p is not None and _frontier_of([q, p]) == [q]
 
 

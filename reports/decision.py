@@ -14,8 +14,10 @@ MLflow's tags. The run declares what "best" means (`--objective`, recorded as re
 The frontier is quality (the run's primary metric, `reports.quality`) against the objective's figure, over the
 variants that are measured, within the quality budget and (in a searched run) timed in full; one implementation
 (`pareto`) serves higher- and lower-is-better metrics and objectives alike, because both axes are oriented before
-it is called. The choice is the frontier's best figure among the variants within the budget, so the recommended
-variant is always on the frontier the table marks and the chart draws. Standard library only.
+it is called. Two variants whose figures are within NEAR (10%) of each other at equal quality both stay on it: their
+timings were taken minutes apart, and the confirmation round orders them side by side. The choice is the frontier's
+best figure among the variants within the budget, so the recommended variant is always on the frontier the table
+marks and the chart draws. Standard library only.
 """
 
 from __future__ import annotations
@@ -126,18 +128,25 @@ def objective_sentence(run: RunResult) -> str:
 # ---------------------------------------------------------------- the Pareto frontier
 
 
-def pareto(items: Sequence[T], quality: Callable[[T], float], cost: Callable[[T], float]) -> list[T]:
+NEAR = 0.10  # figures timed minutes apart cannot order two variants closer than this: both stay on the frontier,
+# and the confirmation round (mcbench.confirm) times them side by side. On a loaded 2-core host the demo's ort-fp32 and
+# ort-fp32-t1 screened 3% apart in either order from run to run, and the pick followed.
+
+
+def pareto(items: Sequence[T], quality: Callable[[T], float], cost: Callable[[T], float],
+           near: float = 0.0) -> list[T]:
     """The items no other item dominates, in their given order: `quality` higher is better, `cost` lower is better.
 
-    One item dominates another where it is at least as good on both and better on one; identical items do not
-    dominate each other, so ties all stay. Orient both figures before calling (negate an error metric, a
-    throughput): `mcbench.search` can call it on its own points with `cost=lambda p: p.p50_ms`.
+    One item dominates another where it is at least as good on quality and cheaper by more than `near` (a fraction
+    of the other's cost), or better on quality at no higher cost; identical items do not dominate each other, so ties
+    all stay, and with `near` so do items within it of one another. Orient both figures before calling (negate an
+    error metric, a throughput): `mcbench.search` calls it on its own points with `cost=lambda p: p.p50_ms`.
     """
-    def dominated(p: T) -> bool:
-        qp, cp = quality(p), cost(p)
-        return any(quality(q) >= qp and cost(q) <= cp and (quality(q) > qp or cost(q) < cp) for q in items)
+    def dominates(q: T, p: T) -> bool:
+        qq, qp, cq, cp = quality(q), quality(p), cost(q), cost(p)
+        return qq >= qp and (cq < cp - near * abs(cp) or (qq > qp and cq <= cp))
 
-    return [p for p in items if not dominated(p)]
+    return [p for p in items if not any(dominates(q, p) for q in items)]
 
 
 def oriented_quality(v: VariantResult, metric: QualityMetric) -> float:
@@ -180,7 +189,7 @@ def frontier(run: RunResult, profile: str = THIS_MACHINE, objective: Objective |
     """The profile's Pareto frontier of quality against the objective, best figure first; never over budget."""
     objective, metric = objective or objective_of(run), metric or quality_metric(run)
     pool = [v for v in scored(run, profile, objective, metric) if within_budget(run, v, metric) is not False]
-    front = pareto(pool, lambda v: oriented_quality(v, metric), objective.cost)
+    front = pareto(pool, lambda v: oriented_quality(v, metric), objective.cost, NEAR)
     return sorted(front, key=lambda v: (objective.cost(v), -oriented_quality(v, metric)))
 
 

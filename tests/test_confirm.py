@@ -111,3 +111,26 @@ def test_no_round_for_the_load_objectives_and_a_round_for_another_objective_is_i
     run.objective = run.confirmation.objective = "p50"
     run.confirmation.objective = "p99"  # held for another objective: the decision does not read it
     assert decide(run).chosen.name == "ort-fp32" and decide(run).confirmation is None
+
+
+def test_a_finalist_that_moves_a_runtime_setting_loses_the_tie_to_one_that_keeps_the_default():
+    """The demo's ort-fp32 and ort-fp32-t1 (one thread on two cores) time alike: the pick must not follow the noise."""
+    default = _entry("ort-fp32", 0.200, 0.190, 0.215)
+    one_thread = Entry("ort-fp32-t1", 0.195, 0.185, 0.210, False, 1, 1000, knobs=1)
+    pick, ties = pick_with_ties([BASE, one_thread, default])
+    assert pick == "ort-fp32" and [(t.winner, t.loser) for t in ties] == [("ort-fp32", "ort-fp32-t1")]
+    assert ties[0].why.endswith("which is simpler: it keeps the runtime's default settings")
+    surely = Entry("ort-fp32-t1", 0.150, 0.140, 0.160, False, 1, 1000, knobs=1)
+    assert pick_with_ties([BASE, surely, default]) == ("ort-fp32-t1", [])
+
+
+def test_knobs_counts_the_settings_moved_off_the_runtime_default():
+    from mcbench.confirm import knobs
+    from mcbench.optimizer.hardware import usable_cores
+    from mcbench.optimizer.targets import Target
+
+    cores = len(usable_cores())
+    assert knobs(Target("onnxruntime", threads=cores)) == 0 and knobs(Target("onnxruntime")) == 0
+    assert knobs(Target("openvino", options={"hint": "LATENCY", "precision": "f32"})) == 0
+    assert knobs(Target("openvino", options={"hint": "THROUGHPUT", "streams": 2})) == 2
+    assert knobs(Target("onnxruntime", threads=1)) == (1 if cores > 1 else 0)
