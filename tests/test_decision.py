@@ -145,7 +145,7 @@ def test_the_status_column_says_over_budget_in_every_table():
 
 def many_within(count: int, searched_full: int | None = None) -> RunResult:
     variants = [variant("torch-fp32", 0.975, 1.0, 1.0, 2.0, 1, [], runtime="torch")]
-    variants += [variant(f"v{i}", 0.975, 1.0, 0.1 + i / 100, 0.5 + i / 100, 1, ["export.onnx"]) for i in range(count)]
+    variants += [variant(f"v{i}", 0.975, 1.0, 0.1 + i / 50, 0.5 + i / 50, 1, ["export.onnx"]) for i in range(count)]
     run = RunResult("r", "c", {}, {"objective": "p50"}, {}, variants, baseline="torch-fp32", objective="p50")
     if searched_full is not None:
         run.search = {"searched": True}
