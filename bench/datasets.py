@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.errors import UserError
 from mcbench.optimizer.artifact import InputSpec
-from mcbench.reports.errors import UserError
 
 
 class DatasetError(UserError, ValueError):

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.text import first_line
 from mcbench.bench.accuracy import collect_outputs
 from mcbench.bench.latency import TimingPlan, measure_latency
 from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
 from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, default_cache_dir, model_digest
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.graph_stats import model_stats
 from mcbench.optimizer.passes import PassContext, apply_passes, expand_recipe
 from mcbench.optimizer.recipe_syntax import RecipeError, parse_recipe

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from mcbench.errors import UsageError, UserError
+from mcbench.base.errors import UsageError, UserError
 
 __all__ = ["UsageError", "build_parser", "main", "run_config"]
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from mcbench.optimizer.targets import missing_extra
+        from mcbench.base.imports import missing_extra
 
         if isinstance(exc, ImportError) and (hint := missing_extra(exc)):
             print(f"mcbench {args.command}: {hint}", file=sys.stderr)
@@ -281,7 +281,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             print(f"{name:<20} {profile.device:<11} {profile.description}")
     elif args.action == "show":
         profile = find_profile(args.name)
-        from mcbench.reports.files import read_text
+        from mcbench.base.files import read_text
 
         print(read_text(profile.source, "profile"), end="")
     else:
@@ -289,7 +289,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         if args.out:
             if args.out.exists():
                 raise UsageError(f"{args.out} exists; choose another --out")
-            from mcbench.reports.files import write_text_atomic
+            from mcbench.base.files import write_text_atomic
 
             write_text_atomic(args.out, text)
             print(f"profile: {args.out}")
@@ -299,7 +299,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcbench.reports.files import write_text_atomic
+    from mcbench.base.files import write_text_atomic
     from mcbench.reports.html import render_merged, write_report
     from mcbench.reports.merge import load_merged
     from mcbench.reports.schema import load_results
@@ -323,8 +323,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from mcbench.base.files import check_output, write_text_atomic
     from mcbench.reports.compare import compare_runs, comparison_text
-    from mcbench.reports.files import check_output, write_text_atomic
     from mcbench.reports.html import render_comparison
     from mcbench.reports.schema import load_results
 
@@ -337,8 +337,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from mcbench.base.files import write_text_atomic
     from mcbench.reports.export import export_table
-    from mcbench.reports.files import write_text_atomic
     from mcbench.reports.schema import load_results
 
     text = export_table(load_results(args.results), args.fmt)

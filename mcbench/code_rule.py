@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcbench.errors import UserError
+from mcbench.base.errors import UserError
 
 OWN_FACTORIES = frozenset({  # tests/reliability/test_results_are_data.py checks these are the ones mcbench records
     "mcbench.demo:digits_cnn",  # mcbench.demo.DEMO_FACTORY
@@ -34,7 +34,7 @@ def _shown(text: str) -> str:
 
 def config_code(config: dict[str, Any]) -> list[str]:
     """What a recorded run config names that would run code: `metric 'evil:f'`, `model 'pkg.mod:factory'`, ..."""
-    from mcbench.bench.settings import all_fields
+    from mcbench.base.settings import all_fields
     from mcbench.config import RunConfig
 
     named = []

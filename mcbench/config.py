@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.settings import ConfigError, apply, from_json, setting, to_json, validate
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
-from mcbench.bench.settings import ConfigError, apply, from_json, setting, to_json, validate
 from mcbench.optimizer.intake import InputConstant, InputOverride
 
 __all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict"]

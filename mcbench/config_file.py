@@ -32,9 +32,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mcbench.bench.settings import UNSET, Field, Invalid, all_fields, choices_of, described, items_noun, user_value
+from mcbench.base.files import FileError, read_text
+from mcbench.base.settings import UNSET, Field, Invalid, all_fields, choices_of, described, items_noun, user_value
 from mcbench.config import ConfigError, RunConfig
-from mcbench.reports.files import FileError, read_text
 
 
 @dataclass

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mcbench.reports.files import check_output, write_text_atomic
+from mcbench.base.files import check_output, write_text_atomic
 from mcbench.reports.gate import Outcome
 from mcbench.reports.gate_output import append_step_summary, junit_xml, markdown_summary
 from mcbench.reports.gate_stats import MAX_ROUNDS, MIN_ROUNDS

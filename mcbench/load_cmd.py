@@ -120,9 +120,9 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error,
     """Generated inputs of the shapes and types the server's metadata declares (dynamic dimensions as 1); an input
     `consts` names is filled with its value, and a 0-d integer input (a setting that may select a branch, such as a
     sample rate) is never random."""
+    from mcbench.base.parsing import json_data
     from mcbench.optimizer.artifact import InputSpec
     from mcbench.optimizer.intake import constant_specs, parse_constants
-    from mcbench.reports.parsing import json_data
 
     request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}", headers=headers)
     try:
@@ -176,9 +176,9 @@ def _metadata_input(entry: object, source: str, usage_error) -> tuple[str, str, 
 
 
 def cmd_load(args: argparse.Namespace, usage_error) -> int:
+    from mcbench.base.settings import to_json
     from mcbench.bench.environment import environment
     from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
-    from mcbench.bench.settings import to_json
     from mcbench.config import QUICK_LOAD, LoadPlan
     from mcbench.load_stage import capacity_of, plan_text, step_rules
     from mcbench.reports.schema import RunResult, VariantResult, save_results

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.text import first_line
 from mcbench.bench.accuracy import accuracy_of
 from mcbench.bench.datasets import check_class_labels
 from mcbench.bench.environment import environment
@@ -43,7 +44,6 @@ from mcbench.optimizer.recipes import (
 )
 from mcbench.optimizer.targets import Target, why_not_here
 from mcbench.plan import Plan, plan_before_loading, plan_for_model
-from mcbench.reports.errors import first_line
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult, save_results
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
@@ -142,11 +142,11 @@ def load_user_metric(ref: str | None):
     """The user's metric function, resolved before any work starts."""
     if ref is None:
         return None
-    from mcbench.optimizer.targets import TargetError, load_factory
+    from mcbench.base.imports import ImportFailed, load_factory
 
     try:
         fn = load_factory(ref)
-    except TargetError as exc:
+    except ImportFailed as exc:
         raise ConfigError(f"--metric {ref}: {exc}") from exc
     if not callable(fn):
         raise ConfigError(f"--metric {ref}: not a function")

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.text import first_line
 from mcbench.bench.isolate import ChildError, call_in_child
 from mcbench.optimizer.artifact import Artifact, generated_inputs
 from mcbench.optimizer.targets import Session, Target, open_session, set_ort_global_pool
-from mcbench.reports.errors import first_line
 from mcbench.reports.gate import GateDataError, Remeasured
 from mcbench.reports.gate_budgets import Defaults
 from mcbench.reports.gate_stats import compare_rounds, leaves_slowdown_open

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 MIN_FREE_BYTES = 200 * 1024 * 1024  # artifacts of a small model, the report, the work folders
 

@@ -44,7 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.schema import RunResult, VariantResult
 
 MISSING = "--mlflow needs MLflow: pip install 'mcbench[mlflow]'"

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.files import FileError, read_bytes, read_text
+from mcbench.base.parsing import json_data
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact, InputSpec
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.intake import InputOverride, IntakeError
-from mcbench.reports.files import FileError, read_bytes, read_text
-from mcbench.reports.parsing import json_data
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'mcbench[hf]'"
 DEFAULT_SEQ_LEN = 128
@@ -100,8 +100,8 @@ def inspect_folder(folder: Path, task: str) -> HfModel:
 def from_hf_folder(folder: Path, task: str, seq_len: int, inputs: dict[str, InputOverride],
                    out_dir: Path) -> Artifact:
     """The folder's model with the task's output, its weights saved as a state_dict in `out_dir`."""
+    from mcbench.base.imports import require
     from mcbench.optimizer.intake_torch import override_spec
-    from mcbench.optimizer.targets import require
 
     folder = Path(folder)
     model = inspect_folder(folder, task)

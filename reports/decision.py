@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, baseline_quality, measured, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import Confirmation, ConfirmedRatio, RunResult, VariantResult

@@ -11,7 +11,7 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
 from mcbench.reports.gate_stats import MIN_SAMPLES, Comparison, compare, compare_rounds
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_text
+from mcbench.base.errors import UserError
+from mcbench.base.files import FileError, read_text
 
 METRICS = ("p50_ms", "p99_ms", "load_p99_ms", "min_throughput_rps", "min_accuracy", "max_size_bytes")
 MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: more buys no precision, only minutes

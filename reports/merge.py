@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
 from mcbench.reports.decide import THIS_MACHINE, profile_names
-from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import NA, finite, format_ms, format_rps, inputs_text
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult, VariantResult, load_results

@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.schema import RunResult, VariantResult
 
 DEFAULT_POINTS = 1.0

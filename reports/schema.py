@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_bytes, write_text_atomic
-from mcbench.reports.parsing import json_data
+from mcbench.base.errors import UserError
+from mcbench.base.files import FileError, read_bytes, write_text_atomic
+from mcbench.base.parsing import json_data
+from mcbench.reports.schema_check import REGENERATE, schema_errors
 
 SCHEMA_VERSION = 1
 # A latency field holds a finite number >= 0, never null (NaN) or negative: results.schema.json says so for the
@@ -327,8 +328,6 @@ def _clean(value: Any) -> Any:
 
 def check_against_json_schema(data: Any, where: str) -> None:
     """Raise SchemaError where `data` breaks reports/results.schema.json (checked on write and on read)."""
-    from mcbench.reports.schema_json import REGENERATE, schema_errors
-
     errors = schema_errors(data)
     if errors:
         hint = f" (if the dataclasses changed, regenerate the schema: {REGENERATE})" if where == "writing" else ""

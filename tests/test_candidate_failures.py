@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.base.text import first_line
 from mcbench.bench.isolate import ChildError, error_text
-from mcbench.reports.errors import first_line
 from tests.conftest import save_graph
 
 # What OpenVINO 2025's ONNX frontend raises on the graph below (and on Silero VAD): C++ source lines first.

@@ -4,8 +4,8 @@
 100k deep, ValueError for a 5,000-digit integer, UnicodeDecodeError for UTF-16) or with values that break
 later arithmetic (`1e999` is infinity, `NaN` a float). Here each becomes one line, `SOURCE: what is wrong`,
 raised as the caller's UserError subclass, and what parses is bounded: at most MAX_DEPTH levels of nesting,
-integers of at most MAX_INT_DIGITS digits, and (JSON) finite numbers only. Like reports/errors.py it imports
-only the standard library, so every package may use it.
+integers of at most MAX_INT_DIGITS digits, and (JSON) finite numbers only. Standard library and the error root
+only, so every package may use it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import tomllib
 from typing import Any
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 MAX_DEPTH = 64  # a results file nests about 8 deep, a model config 3
 MAX_INT_DIGITS = 20  # every 64-bit integer, signed or not

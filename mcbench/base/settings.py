@@ -10,7 +10,7 @@ run-file key and command-line flag are arguments. From that one declaration come
 - the flags of `mcbench run` and `mcbench load` (`mcbench.config_flags`);
 - the `config` a results.json records and `--resume` reads back (`to_json`, `from_json`).
 
-Standard library only (and the root of user errors), so that `bench` and `mcbench` can both declare settings.
+Standard library only (and the root of user errors), so that every layer can declare settings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 SETTING = "mcbench.setting"  # the key of a field's Setting in its metadata
 
