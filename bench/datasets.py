@@ -25,7 +25,7 @@ from mcbench.base.errors import UserError
 from mcbench.optimizer.artifact import InputSpec
 
 
-class DatasetError(UserError, ValueError):
+class DatasetError(UserError):
     """A dataset that does not fit the model; the message names the file and the array."""
 
 

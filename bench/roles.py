@@ -36,7 +36,7 @@ ROLES = {
 DETECTORS = ("yolov8", "yolox")
 
 
-class OutputRoleError(UserError, ValueError):
+class OutputRoleError(UserError):
     """A --output declaration that names no output of the model or no role."""
 
 

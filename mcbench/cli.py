@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gate":
             from mcbench.gate_cmd import cmd_gate
 
-            return cmd_gate(args, UsageError)
+            return cmd_gate(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "export":
@@ -103,15 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from mcbench.serve_cmd import cmd_serve
 
-            return cmd_serve(args, UsageError)
+            return cmd_serve(args)
         if args.command == "load":
             from mcbench.load_cmd import cmd_load
 
-            return cmd_load(args, UsageError)
+            return cmd_load(args)
         if args.command == "load-worker":
             from mcbench.load_worker import cmd_load_worker
 
-            return cmd_load_worker(args, UsageError)
+            return cmd_load_worker(args)
         return cmd_report(args)
     except KeyboardInterrupt as exc:
         from mcbench.runguard import signal_number
@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         config = run_config(args)
         refuse_finished_run(config.out_dir)
-    tracker = tracker_from_args(args, UsageError)  # before the work: no MLflow or a bad store fails now
+    tracker = tracker_from_args(args)  # before the work: no MLflow or a bad store fails now
     started = time.perf_counter()
     output = ThirdPartyOutput()
     try:
@@ -314,7 +314,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_OK
     results = args.results[0]
     run = load_results(results)
-    tracker = tracker_from_args(args, UsageError)
+    tracker = tracker_from_args(args)
     out = write_report(run, args.out or results.with_name("report.html"), (results,))
     print(f"report: {out}")
     if tracker is not None:

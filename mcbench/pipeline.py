@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.files import FileError
 from mcbench.base.text import first_line
 from mcbench.bench.accuracy import accuracy_of
 from mcbench.bench.datasets import check_class_labels
@@ -522,7 +523,7 @@ class Pipeline:
         """results.json, atomically; a failed write says which file and why, and leaves the last good one."""
         try:
             save_results(run, paths.results)
-        except OSError as exc:
+        except (OSError, FileError) as exc:  # FileError: the path turned into something not a regular file
             raise ResultsWriteError(
                 f"cannot write {paths.results}: {exc.strerror or exc}; it still holds the results as last saved "
                 f"({len(run.variants) - 1} variant(s))"

@@ -21,7 +21,7 @@ from mcbench.base.errors import UserError
 MIN_FREE_BYTES = 200 * 1024 * 1024  # artifacts of a small model, the report, the work folders
 
 
-class OutputError(UserError, OSError):
+class OutputError(UserError):
     """The output folder cannot take the run's files; the message names the path and the reason (exit code 2)."""
 
 

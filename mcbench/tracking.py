@@ -44,7 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mcbench.base.errors import UserError
+from mcbench.base.errors import UsageError, UserError
 from mcbench.reports.schema import RunResult, VariantResult
 
 MISSING = "--mlflow needs MLflow: pip install 'mcbench[mlflow]'"
@@ -57,7 +57,7 @@ PROBE_S, WAIT_NOTE_S = 5.0, 5.0  # a store that does not accept a connection in 
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # MLflow's: 7 and 120 s
 
 
-class TrackingError(UserError, ValueError):
+class TrackingError(UserError):
     """MLflow is missing, or its store cannot be opened or written: one line for the user."""
 
 
@@ -313,13 +313,13 @@ def add_arguments(parser, after_the_fact: bool = False) -> None:
                         help="with --mlflow: also log each variant's model file(s) as artifacts")
 
 
-def tracker_from_args(args, usage_error: type[Exception]) -> Tracker | None:
+def tracker_from_args(args) -> Tracker | None:
     """The open store `--mlflow` asks for, None without it; the other --mlflow-* flags alone are a usage error."""
     if args.mlflow is None:
         lone = [f for f, on in (("--mlflow-experiment", args.mlflow_experiment), ("--mlflow-log-models",
                                                                                 args.mlflow_log_models)) if on]
         if lone:
-            raise usage_error(f"{lone[0]} goes with --mlflow")
+            raise UsageError(f"{lone[0]} goes with --mlflow")
         return None
     return Tracker(args.mlflow, args.mlflow_experiment)
 

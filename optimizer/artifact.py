@@ -16,7 +16,7 @@ FLOAT_DTYPES = ("float32", "float16", "float64")
 INT_DTYPES = ("int64", "int32", "int8", "uint8", "bool")
 
 
-class InputError(UserError, ValueError):
+class InputError(UserError):
     """An input mcbench cannot generate safely; the message says what to give instead."""
 
 

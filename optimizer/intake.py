@@ -19,7 +19,7 @@ from mcbench.optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, Input
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
 
 
-class IntakeError(UserError, ValueError):
+class IntakeError(UserError):
     """A model or its input description that mcbench cannot take; the message names the file and the problem."""
 
 

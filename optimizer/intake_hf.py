@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mcbench.base.files import FileError, read_bytes, read_text
-from mcbench.base.parsing import json_data
+from mcbench.base.parsing import ParseError, json_data
 from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.intake import InputOverride, IntakeError
@@ -72,10 +72,10 @@ def inspect_folder(folder: Path, task: str) -> HfModel:
     """The folder's config and which output the task measures; an IntakeError says what does not fit."""
     path = folder / "config.json"
     try:
-        config = json_data(read_bytes(path, "config"), str(path), IntakeError)  # bounded; a FIFO is refused
-    except IntakeError as exc:
+        config = json_data(read_bytes(path, "config"), str(path))  # bounded; a FIFO is refused
+    except ParseError as exc:
         raise IntakeError(f"cannot load {folder}: {exc}") from None
-    except OSError as exc:  # FileError (not a regular file, over its limit) included
+    except (OSError, FileError) as exc:  # not a regular file, over its limit, unreadable
         raise IntakeError(f"cannot load {folder}: config.json is not readable ({first_line(exc)})") from None
     if not isinstance(config, dict):
         raise IntakeError(f"cannot load {folder}: config.json is not a JSON object")

@@ -14,7 +14,7 @@ from typing import Any
 
 from mcbench.base.errors import UserError
 from mcbench.base.files import FileError, read_bytes
-from mcbench.base.parsing import toml_data
+from mcbench.base.parsing import ParseError, toml_data
 from mcbench.optimizer.hardware import ISA_FLAGS as ISA
 from mcbench.optimizer.recipe_syntax import RecipeError, parse_named_recipe
 
@@ -27,7 +27,7 @@ OV_HINTS = ("LATENCY", "THROUGHPUT")
 OV_PRECISIONS = ("f32", "f16", "bf16")
 
 
-class ProfileError(UserError, ValueError):
+class ProfileError(UserError):
     """A profile that cannot be used: `file: key: problem`."""
 
 
@@ -205,9 +205,11 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
 def load_profile(path: Path) -> Profile:
     path = Path(path)
     try:
-        data = toml_data(read_bytes(path, "profile"), str(path), ProfileError)
+        data = toml_data(read_bytes(path, "profile"), str(path))
     except FileError as exc:
         raise ProfileError(str(exc).replace(": no such file", ": no such profile file")) from None
+    except ParseError as exc:
+        raise ProfileError(str(exc)) from None
     return parse_profile(data, str(path))
 
 

@@ -18,7 +18,7 @@ from mcbench.base.errors import UserError
 Scalar = int | float | bool | str
 
 
-class RecipeError(UserError, ValueError):
+class RecipeError(UserError):
     """A recipe that does not parse, names an unknown pass, or gives a pass arguments it does not take."""
 
 

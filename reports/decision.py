@@ -98,7 +98,7 @@ def objective_choices() -> tuple[str, ...]:
     return tuple(OBJECTIVES)
 
 
-class ObjectiveError(UserError, ValueError):
+class ObjectiveError(UserError):
     """An objective mcbench does not know; the message lists those it does."""
 
 

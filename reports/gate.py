@@ -23,7 +23,7 @@ EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 STATUSES = ("pass", "fail", "inconclusive", "error")
 
 
-class GateDataError(UserError, ValueError):
+class GateDataError(UserError):
     """Data the gate needs is gone (e.g. the artifacts to re-measure); exit 2 with what to do."""
 
 

@@ -21,7 +21,7 @@ MAX_ROUNDS_FACTOR = 10  # --remeasure N adds rounds up to this many times N: wit
 LOWER_BOUNDS = ("min_throughput_rps", "min_accuracy")  # the value must reach these; the others are ceilings
 
 
-class GateConfigError(UserError, ValueError):
+class GateConfigError(UserError):
     """A budgets file that cannot be used; the gate exits 2 before evaluating anything."""
 
 

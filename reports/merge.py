@@ -45,7 +45,7 @@ BY_FILE_NAME = frozenset({"dataset", "text_file", "labels_file"})  # the same da
 SHA_SHOWN = 12  # hex digits of a hash in an error message
 
 
-class MergeError(UserError, ValueError):
+class MergeError(UserError):
     """Results that cannot be shown as one report; the message names the file and what differs (exit code 2)."""
 
 

@@ -28,7 +28,7 @@ from mcbench.reports.views import measured, peak_step, quality_metric, quality_o
 REJECTED_COLOR = "#b8b8b8"  # variants over the accuracy budget, greyed
 
 
-class ReportError(UserError, RuntimeError):
+class ReportError(UserError):
     """The report cannot be rendered as promised (its chart library is missing); the message says how to fix it."""
 
 

@@ -46,7 +46,7 @@ SHORT = {"top1": "top-1", "agreement": "agree", "cosine_mean": "cosine", "rel_er
 _BOUND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
-class QualityBudgetError(UserError, ValueError):
+class QualityBudgetError(UserError):
     """A --quality-budget that cannot be read; the message shows the forms it takes."""
 
 

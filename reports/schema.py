@@ -15,7 +15,7 @@ from typing import Any
 
 from mcbench.base.errors import UserError
 from mcbench.base.files import FileError, read_bytes, write_text_atomic
-from mcbench.base.parsing import json_data
+from mcbench.base.parsing import ParseError, json_data
 from mcbench.reports.schema_check import REGENERATE, schema_errors
 
 SCHEMA_VERSION = 1
@@ -24,7 +24,7 @@ SCHEMA_VERSION = 1
 LATENCY = {"latency": True}
 
 
-class SchemaError(UserError, ValueError):
+class SchemaError(UserError):
     """A results file that cannot be read as this schema."""
 
 
@@ -343,8 +343,8 @@ def save_results(run: RunResult, path: Path) -> None:
 def load_results(path: Path) -> RunResult:
     path = Path(path)
     try:
-        data = json_data(read_bytes(path, "results file"), str(path), SchemaError)
-    except FileError as exc:
+        data = json_data(read_bytes(path, "results file"), str(path))
+    except (FileError, ParseError) as exc:
         raise SchemaError(str(exc)) from None
     if not isinstance(data, dict):
         raise SchemaError(f"{path}: expected a JSON object")

@@ -28,13 +28,49 @@ def _user_errors() -> list[type]:
             MergeError, QualityBudgetError, TrackingError, GateConfigError, GateDataError, OutputError]
 
 
-def test_every_user_error_derives_from_the_one_root_and_keeps_its_old_base():
-    from mcbench.base.errors import UserError as ReportsRoot
+def _all_user_errors() -> set[type]:
+    """Every subclass of UserError defined in mcbench, found by walking the classes (the modules above imported)."""
+    import mcbench.api  # noqa: F401  the rest of the product's light modules
+    import mcbench.code_rule  # noqa: F401
+    import mcbench.optimizer.artifact  # noqa: F401
+    import mcbench.reports.decision  # noqa: F401
 
-    assert UserError is ReportsRoot
-    for cls in _user_errors():
-        assert issubclass(cls, UserError), cls
-        assert issubclass(cls, ValueError | RuntimeError | OSError), cls  # callers that caught the old base still do
+    _user_errors()
+    found, todo = set(), [UserError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__.startswith("mcbench.") and sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+def test_every_user_error_derives_from_the_one_root_only():
+    """Not also from ValueError, RuntimeError or OSError: an `except ValueError` written for a library's error
+    must not swallow a user error (issue 31)."""
+    from mcbench import UserError as public_root
+
+    assert public_root is UserError
+    errors = _all_user_errors()
+    assert {e.__name__ for e in errors} >= {c.__name__ for c in _user_errors()} | {"FileError", "ParseError"}
+    for cls in errors:
+        assert not issubclass(cls, ValueError | RuntimeError | OSError | TypeError | KeyError), cls
+
+
+def test_no_exception_class_is_passed_as_a_parameter():
+    """Each function raises its own error (or the foundations' UsageError); none takes the class to raise."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for folder in ("mcbench", "bench", "optimizer", "reports"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    for arg in node.args.args + node.args.kwonlyargs:
+                        hint = ast.unparse(arg.annotation) if arg.annotation else ""
+                        assert not (hint.startswith("type[") and "Error" in hint) and not arg.arg.endswith("_error"), \
+                            f"{path.relative_to(root)}: {node.name}({arg.arg}: {hint})"
 
 
 @pytest.mark.parametrize("cls", _user_errors(), ids=lambda c: c.__name__)

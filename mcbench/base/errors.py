@@ -15,5 +15,5 @@ class UserError(Exception):
     exit_code = 2
 
 
-class UsageError(UserError, ValueError):
+class UsageError(UserError):
     """Bad command-line arguments or their combination; printed as one line, exit code 2."""

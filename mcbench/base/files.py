@@ -35,7 +35,7 @@ LIMITS = {  # bytes, by kind of file; docs/reliability-and-security.md gives eac
 }
 
 
-class FileError(UserError, OSError):
+class FileError(UserError):
     """A file that cannot be read or written as asked; the message names it and says why (exit code 2)."""
 
 
@@ -86,8 +86,6 @@ def read_bytes(path: str | Path, kind: str) -> bytes:
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as exc:
-        if isinstance(exc, FileError):
-            raise
         raise FileError(f"{path}: {_reason(exc)}") from None
     finally:
         os.close(fd)

@@ -258,11 +258,11 @@ def test_m15_a_body_too_large_for_the_models_inputs_is_refused_before_it_is_pars
 
 
 def test_m15_a_body_of_many_arrays_is_refused_before_parsing():
-    from mcbench.bench.protocol import MAX_CONTAINERS, ProtocolError, decode_infer_request
+    from mcbench.bench.protocol import MAX_CONTAINERS, BadRequest, decode_infer_request
     from mcbench.optimizer.artifact import InputSpec
 
     raw = b"[" + b"[]," * MAX_CONTAINERS + b"[]]"
-    with pytest.raises(ProtocolError, match=f"^request body holds {MAX_CONTAINERS + 2} arrays and objects "
+    with pytest.raises(BadRequest, match=f"^request body holds {MAX_CONTAINERS + 2} arrays and objects "
                                             f"\\(at most {MAX_CONTAINERS}\\)$"):
         decode_infer_request(raw, None, (InputSpec("x", (1, 2**22)),))
 
