@@ -91,11 +91,6 @@ def _import_mlflow():
     return mlflow, MlflowClient, MlflowException
 
 
-def require_mlflow() -> None:
-    """Raise TrackingError where MLflow is not installed (checked before a run starts its work)."""
-    _import_mlflow()
-
-
 def resolve_uri(uri: str | None) -> str:
     """The tracking URI: the one given, else MLflow's default. A bare path to a .db file means a SQLite store."""
     mlflow, _, _ = _import_mlflow()
@@ -322,12 +317,6 @@ def tracker_from_args(args) -> Tracker | None:
             raise UsageError(f"{lone[0]} goes with --mlflow")
         return None
     return Tracker(args.mlflow, args.mlflow_experiment)
-
-
-def log_run(run: RunResult, folder: Path, uri: str | None = None, experiment: str | None = None,
-            report: Path | None = None, results: Path | None = None, log_models: bool = False) -> Logged:
-    """Open the store and log `run` in one call (see Tracker)."""
-    return Tracker(uri, experiment).log(run, folder, report=report, results=results, log_models=log_models)
 
 
 # --- what is logged: plain dicts, built from the results schema alone ---------------------------------------------

@@ -30,7 +30,6 @@ from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.intake import InputOverride, IntakeError
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'mcbench[hf]'"
-DEFAULT_SEQ_LEN = 128
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the wrapper's forward() order
 FACTORY = "mcbench.optimizer.intake_hf:hf_module"
 

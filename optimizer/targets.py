@@ -18,7 +18,6 @@ from mcbench.optimizer.hardware import cpu_info, usable_cores
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEVICES = {"onnxruntime": ("cpu", "gpu"), "openvino": ("cpu", "gpu"), "torch": ("cpu", "cuda")}
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 class TargetError(RuntimeError):

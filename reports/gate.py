@@ -20,7 +20,6 @@ from mcbench.reports.schema import RunResult, VariantResult
 __all__ = ["Check", "Outcome", "GateConfigError", "GateDataError", "evaluate", "load_budgets"]
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
-STATUSES = ("pass", "fail", "inconclusive", "error")
 
 
 class GateDataError(UserError):

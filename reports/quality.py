@@ -95,9 +95,6 @@ class BudgetSpec:
     op: str | None = None
     value: float | None = None
 
-    def to_text(self) -> str:
-        return f"{self.points:g}" if self.points is not None else f"{self.key}{self.op}{self.value:g}"
-
 
 def figure_name(key: str) -> str:
     """`output0.det_recall` -> `det_recall`: a per-output figure is read as its figure."""
