@@ -98,7 +98,7 @@ def check_listen(host: str, port: int) -> None:
     except (OSError, OverflowError) as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"load: the master cannot listen on {host}:{port} ({why}); choose another "
-                          "--master-bind-host or --master-bind-port") from None
+                         "--master-bind-host or --master-bind-port") from None
 
 
 def usable_cores(text: str | None, flag: str) -> list[int]:
@@ -113,7 +113,7 @@ def usable_cores(text: str | None, flag: str) -> list[int]:
     wrong = [c for c in cores if c not in allowed]
     if wrong:
         raise UsageError(f"{flag}: core {wrong[0]} is not one this machine lets mcbench use "
-                          f"({', '.join(map(str, allowed))})")
+                         f"({', '.join(map(str, allowed))})")
     return cores
 
 
@@ -164,16 +164,16 @@ def _metadata_input(entry: object, source: str) -> tuple[str, str, list[int]]:
     dtype = FROM_V2.get(entry.get("datatype")) if isinstance(entry.get("datatype"), str) else None
     if dtype is None:
         raise UsageError(f"load: input {name!r} has datatype {str(entry.get('datatype'))[:40]!r}, "
-                          "which mcbench cannot generate")
+                         "which mcbench cannot generate")
     if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1
                                              for d in dims):
         raise UsageError(f"{source}: input {name!r} has shape {str(dims)[:60]}, not a list of dimensions "
-                          "(whole numbers, -1 for a dynamic one)")
+                         "(whole numbers, -1 for a dynamic one)")
     shape = [d if d > 0 else 1 for d in dims]
     elements, limit = math.prod(shape), max_input_elements()
     if elements > limit:
         raise UsageError(f"{source}: input {name!r} of shape {dims} is {elements} elements, over the limit of "
-                          f"{limit} elements per input (set {MAX_INPUT_ELEMENTS_ENV} to raise it)")
+                         f"{limit} elements per input (set {MAX_INPUT_ELEMENTS_ENV} to raise it)")
     return name, dtype, shape
 
 

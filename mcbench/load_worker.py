@@ -67,7 +67,7 @@ def cmd_load_worker(args: argparse.Namespace) -> int:
     most = len(os.sched_getaffinity(0))  # a Locust process uses one core at most: more only contend
     if not 1 <= args.processes <= most:
         raise UsageError(f"load-worker: --processes must be 1 to {most} (the cores this machine lets it use), "
-                          f"got {args.processes}")
+                         f"got {args.processes}")
     cores = usable_cores(args.cores, "load-worker: --cores")
     names = worker_names(args.name, args.processes)
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host,
