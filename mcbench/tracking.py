@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.base.errors import UsageError, UserError
+from mcbench.base.text import clip
 from mcbench.reports.schema import RunResult, VariantResult
 
 MISSING = "--mlflow needs MLflow: pip install 'mcbench[mlflow]'"
@@ -462,7 +463,7 @@ def _key(name: str) -> str:
 
 def _text(value: Any, limit: int) -> str:
     text = json.dumps(value) if isinstance(value, bool) else str(value)  # true/false, as results.json has them
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def _params(data: dict[str, Any]) -> dict[str, str]:

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.text import clip
+
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 REGENERATE = "python -m mcbench.reports.schema_json"
 
@@ -51,8 +53,4 @@ def schema_errors(data: Any, limit: int = 5) -> list[str] | None:
     # best_match descends into anyOf (a nullable record) to the error that says what is actually wrong
     errors = [best_match([e]) for e in validator.iter_errors(data)]
     errors = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])[:limit]
-    return [f"{e.json_path}: {_short(e.message)}" for e in errors]
-
-
-def _short(message: str, limit: int = 160) -> str:
-    return message if len(message) <= limit else message[: limit - 1] + "…"
+    return [f"{e.json_path}: {clip(e.message, 160)}" for e in errors]

@@ -1,4 +1,4 @@
-"""Text helpers every layer uses: `first_line`, the line of a library's error that says what failed.
+"""Text helpers every layer uses: `first_line`, the line of a library's error that says what failed, and `clip`.
 
 The terminal, results.json and the report all quote an error by this one line. Standard library only.
 """
@@ -31,7 +31,12 @@ def first_line(error: BaseException | str | None, limit: int | None = None) -> s
             line = f"{line} {_summary(rest) or introduced[3:]}"
             break
         line = f"{line} {introduced}"
-    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"
+    return line if limit is None else clip(line, limit)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 1 characters and '…' where it is longer than `limit`."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _message_lines(text: str) -> list[str]:
