@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.errors import UserError
 from mcbench.optimizer.artifact import InputSpec
-from mcbench.reports.errors import UserError
 
 
-class DatasetError(UserError, ValueError):
+class DatasetError(UserError):
     """A dataset that does not fit the model; the message names the file and the array."""
 
 

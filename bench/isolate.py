@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import first_line
+from mcbench.base.text import first_line
 
 STDERR_TAIL_CHARS = 2000
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcbench.bench.settings import ConfigError, setting, validate
+from mcbench.base.settings import ConfigError, setting, validate
 from mcbench.optimizer.targets import Session
 from mcbench.reports.schema import LatencyStats
 

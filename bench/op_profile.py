@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.hardware import cpu_info
-from mcbench.optimizer.targets import Target, openvino_config, ort_providers, ort_session_options, require
+from mcbench.optimizer.targets import Target, openvino_config, ort_providers, ort_session_options
 
 PROFILE_RUNS = 10  # per-node medians over these runs: a shared machine's stalls hit single runs
 WARMUP_RUNS = 2

@@ -21,7 +21,7 @@ FROM_V2 = {v: k for k, v in TO_V2.items()}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-class ProtocolError(ValueError):
+class BadRequest(ValueError):
     """A request that does not match the model; the message says what was expected and what came."""
 
 
@@ -91,7 +91,7 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: tuple[Inp
     (checked against `output_names`; None: not checked).
 
     This is the one validation layer for request bodies: every malformed body, however deep or large,
-    ends here as a ProtocolError (a 400), never as an exception the server did not expect. A tensor over
+    ends here as a BadRequest (a 400), never as an exception the server did not expect. A tensor over
     `max_elements`, or whose data count does not match its shape, is refused before its data is converted.
     Non-finite numbers (NaN, Infinity, null, a value past the datatype's range) are refused: JSON cannot carry
     them, and a request that holds them in binary data is no more a request a model is measured on.
@@ -100,25 +100,25 @@ def parse_infer_request(body: bytes, header_length: str | None, specs: tuple[Inp
     request = _parse_json(json_part)
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or not inputs:
-        raise ProtocolError("request has no 'inputs' list")
+        raise BadRequest("request has no 'inputs' list")
     _check_request_fields(request)
     by_name = {s.name: s for s in specs}
     feeds: dict[str, np.ndarray] = {}
     offset = 0
     for entry in inputs:
         if not isinstance(entry, dict):
-            raise ProtocolError("each input must be an object with name, shape, datatype and data")
+            raise BadRequest("each input must be an object with name, shape, datatype and data")
         name = entry.get("name")
         spec = by_name.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise ProtocolError(f"unknown input {short(name)}; the model's inputs are {', '.join(by_name)}")
+            raise BadRequest(f"unknown input {short(name)}; the model's inputs are {', '.join(by_name)}")
         array, offset = _tensor(entry, spec, binary, offset, max_elements)
         feeds[spec.name] = array
     if offset != len(binary):
-        raise ProtocolError(f"{len(binary) - offset} bytes of binary data after the last input's binary_data_size")
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data after the last input's binary_data_size")
     missing = [n for n in by_name if n not in feeds]
     if missing:
-        raise ProtocolError(f"missing input(s) {', '.join(missing)}")
+        raise BadRequest(f"missing input(s) {', '.join(missing)}")
     return InferRequest(feeds, answer_form(request, output_names))
 
 
@@ -128,10 +128,10 @@ def _flag(parameters: object, key: str, where: str) -> bool | None:
     if parameters is None:
         return None
     if not isinstance(parameters, dict):
-        raise ProtocolError(f"{where}: parameters must be an object, got {short(parameters)}")
+        raise BadRequest(f"{where}: parameters must be an object, got {short(parameters)}")
     value = parameters.get(key)
     if value is not None and not isinstance(value, bool):
-        raise ProtocolError(f"{where}: {key} must be true or false, got {short(value)}")
+        raise BadRequest(f"{where}: {key} must be true or false, got {short(value)}")
     return value
 
 
@@ -147,7 +147,7 @@ def answer_form(request: dict[str, Any], output_names: list[str] | None) -> Answ
         name = entry.get("name")
         if not isinstance(name, str) or (output_names is not None and name not in output_names):
             known = ", ".join(output_names or [])
-            raise ProtocolError(f"unknown output {short(name)}; the model's outputs are {known}")
+            raise BadRequest(f"unknown output {short(name)}; the model's outputs are {known}")
         names.append(name)
         flag = _flag(entry.get("parameters"), "binary_data", f"output {short(name)}")
         if flag is not None:
@@ -160,15 +160,15 @@ def _check_request_fields(request: dict[str, Any]) -> None:
     objects each naming an output; no other keys."""
     unknown = sorted(set(request) - {"id", "parameters", "inputs", "outputs"})
     if unknown:
-        raise ProtocolError(f"unknown key {short(unknown[0])} (a request has id, parameters, inputs, outputs)")
+        raise BadRequest(f"unknown key {short(unknown[0])} (a request has id, parameters, inputs, outputs)")
     if "id" in request and not isinstance(request["id"], str):
-        raise ProtocolError(f"id must be a string, got {short(request['id'])}")
+        raise BadRequest(f"id must be a string, got {short(request['id'])}")
     if "parameters" in request and not isinstance(request["parameters"], dict):
-        raise ProtocolError(f"parameters must be an object, got {short(request['parameters'])}")
+        raise BadRequest(f"parameters must be an object, got {short(request['parameters'])}")
     outputs = request.get("outputs", [])
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
-        raise ProtocolError(f"outputs must be a list of objects with a name, got {short(outputs)}")
+        raise BadRequest(f"outputs must be a list of objects with a name, got {short(outputs)}")
 
 
 def short(value: object, limit: int = 40) -> str:
@@ -182,7 +182,7 @@ def short(value: object, limit: int = 40) -> str:
 
 
 def _refuse_constant(name: str) -> float:
-    raise ProtocolError(f"{name} is not accepted: inputs must be finite numbers")
+    raise BadRequest(f"{name} is not accepted: inputs must be finite numbers")
 
 
 MAX_CONTAINERS = 2**17  # arrays and objects in one body: a request has a few a tensor; 2^17 '[]' parse in 0.1 s
@@ -197,24 +197,24 @@ def max_body_bytes(specs: tuple[InputSpec, ...]) -> int:
 
 
 def _parse_json(text: bytes) -> object:
-    """The request's JSON; a body too deep, an integer too long or a non-finite constant is a ProtocolError.
+    """The request's JSON; a body too deep, an integer too long or a non-finite constant is a BadRequest.
 
     A body of more than MAX_CONTAINERS arrays and objects is refused before parsing: the parser holds the GIL,
     and 16 MiB of `[]` would stall every other request for four seconds.
     """
     containers = text.count(b"[") + text.count(b"{")
     if containers > MAX_CONTAINERS:
-        raise ProtocolError(f"request body holds {containers} arrays and objects (at most {MAX_CONTAINERS})")
+        raise BadRequest(f"request body holds {containers} arrays and objects (at most {MAX_CONTAINERS})")
     try:
         return json.loads(text, parse_constant=_refuse_constant)
-    except ProtocolError:
+    except BadRequest:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"request body is not valid JSON: {short(str(exc), 80)}") from None
+        raise BadRequest(f"request body is not valid JSON: {short(str(exc), 80)}") from None
     except RecursionError:
-        raise ProtocolError("request body is nested too deeply") from None
+        raise BadRequest("request body is nested too deeply") from None
     except ValueError:  # an integer past Python's int-string limit
-        raise ProtocolError("request body holds a number too long to read") from None
+        raise BadRequest("request body holds a number too long to read") from None
 
 
 def _shape_ok(shape: object, expected: tuple[int, ...]) -> bool:
@@ -229,10 +229,10 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         return body, b""
     text = header_length.strip()
     if not text.isdigit() or len(text) > 12:
-        raise ProtocolError(f"{HEADER_LENGTH} {short(header_length)} is not a byte count")
+        raise BadRequest(f"{HEADER_LENGTH} {short(header_length)} is not a byte count")
     length = int(text)
     if not 0 < length <= len(body):
-        raise ProtocolError(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
+        raise BadRequest(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
     return body[:length], body[length:]
 
 
@@ -242,10 +242,10 @@ def _binary_size(entry: dict[str, Any], name: str) -> int | None:
     if parameters is None:
         return None
     if not isinstance(parameters, dict):
-        raise ProtocolError(f"input {name!r}: parameters must be an object, got {short(parameters)}")
+        raise BadRequest(f"input {name!r}: parameters must be an object, got {short(parameters)}")
     size = parameters.get("binary_data_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise ProtocolError(f"input {name!r}: binary_data_size must be a non-negative integer, got {short(size)}")
+        raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer, got {short(size)}")
     return size
 
 
@@ -254,30 +254,30 @@ def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
     datatype, shape = entry.get("datatype"), entry.get("shape")
     expected_type = TO_V2[spec.dtype]
     if datatype != expected_type:
-        raise ProtocolError(f"input {spec.name!r}: datatype {short(datatype)}, expected {expected_type}")
+        raise BadRequest(f"input {spec.name!r}: datatype {short(datatype)}, expected {expected_type}")
     if not _shape_ok(shape, spec.shape):
-        raise ProtocolError(f"input {spec.name!r}: shape {short(shape)}, expected {list(spec.shape)}")
+        raise BadRequest(f"input {spec.name!r}: shape {short(shape)}, expected {list(spec.shape)}")
     count = int(np.prod(spec.shape))
     if max_elements is not None and count > max_elements:
-        raise ProtocolError(f"input {spec.name!r}: {count} elements, over the server's limit of {max_elements}")
+        raise BadRequest(f"input {spec.name!r}: {count} elements, over the server's limit of {max_elements}")
     size = _binary_size(entry, spec.name)
     if size is not None:
         return _binary_tensor(spec, count, size, binary, offset), offset + size
     data = entry.get("data")
     if not isinstance(data, list):
-        raise ProtocolError(f"input {spec.name!r}: no 'data' and no binary_data_size")
+        raise BadRequest(f"input {spec.name!r}: no 'data' and no binary_data_size")
     if len(data) != count:  # before any conversion: a body of millions of values costs nothing more
-        raise ProtocolError(f"input {spec.name!r}: {len(data)} values, shape {list(spec.shape)} needs {count}")
+        raise BadRequest(f"input {spec.name!r}: {len(data)} values, shape {list(spec.shape)} needs {count}")
     return _json_tensor(spec, data).reshape(spec.shape), offset
 
 
 def _binary_tensor(spec: InputSpec, count: int, size: int, binary: bytes, offset: int) -> np.ndarray:
     nbytes = count * np.dtype(spec.dtype).itemsize
     if size != nbytes:
-        raise ProtocolError(f"input {spec.name!r}: binary_data_size is {short(size)} bytes, shape {list(spec.shape)} "
+        raise BadRequest(f"input {spec.name!r}: binary_data_size is {short(size)} bytes, shape {list(spec.shape)} "
                             f"of {TO_V2[spec.dtype]} needs {nbytes}")
     if offset + size > len(binary):
-        raise ProtocolError(f"input {spec.name!r}: binary data is {len(binary) - offset} bytes, "
+        raise BadRequest(f"input {spec.name!r}: binary data is {len(binary) - offset} bytes, "
                             f"binary_data_size says {size}")
     raw = binary[offset : offset + size]
     array = np.frombuffer(raw, dtype=np.dtype(spec.dtype).newbyteorder("<")).astype(spec.dtype)
@@ -297,20 +297,20 @@ def _json_tensor(spec: InputSpec, data: list) -> np.ndarray:
     strict_bool = kind is bool
     for value in data:
         if not isinstance(value, kind) or (not strict_bool and isinstance(value, bool)):
-            raise ProtocolError(f"input {spec.name!r}: data must be a flat list of {TO_V2[spec.dtype]} values, "
+            raise BadRequest(f"input {spec.name!r}: data must be a flat list of {TO_V2[spec.dtype]} values, "
                                 f"found {short(value)}")
     try:
         with np.errstate(over="ignore"):
             array = np.asarray(data, dtype=spec.dtype)
     except OverflowError:
-        raise ProtocolError(f"input {spec.name!r}: a value is out of range for {TO_V2[spec.dtype]}") from None
+        raise BadRequest(f"input {spec.name!r}: a value is out of range for {TO_V2[spec.dtype]}") from None
     _require_finite(spec, array)
     return array
 
 
 def _require_finite(spec: InputSpec, array: np.ndarray) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise ProtocolError(f"input {spec.name!r}: NaN or infinite values (or values past {TO_V2[spec.dtype]}'s "
+        raise BadRequest(f"input {spec.name!r}: NaN or infinite values (or values past {TO_V2[spec.dtype]}'s "
                             "range) are not accepted")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 ROLES = {
     "classes": "class scores or logits along the last axis: judged by argmax agreement per sample",
@@ -36,7 +36,7 @@ ROLES = {
 DETECTORS = ("yolov8", "yolox")
 
 
-class OutputRoleError(UserError, ValueError):
+class OutputRoleError(UserError):
     """A --output declaration that names no output of the model or no role."""
 
 

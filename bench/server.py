@@ -192,10 +192,10 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
         HEADER_LENGTH,
         TO_V2,
         AnswerForm,
+        BadRequest,
         EncodeError,
         InferRequest,
         NonFiniteOutput,
-        ProtocolError,
         encode_answer,
         max_body_bytes,
         parse_infer_request,
@@ -276,7 +276,7 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             if len(body) > LARGE_BODY_BYTES:
                 return await anyio.to_thread.run_sync(decode, limiter=parse_limiter)
             return decode()
-        except ProtocolError as exc:
+        except BadRequest as exc:
             return error(400, str(exc))
         except Exception as exc:  # a body the validation layer missed: still the client's error, logged once a while
             log_rarely(f"mcbench serve: malformed request refused: {type(exc).__name__}")

@@ -67,7 +67,7 @@ def peak_of(command: list[str], cwd: Path) -> tuple[int, float, int]:
 
 def results_case(folder: Path) -> list[str]:
     """A results.json of one variant whose samples fill the results-file limit (floats: the costliest JSON)."""
-    from mcbench.reports.files import limit_of
+    from mcbench.base.files import limit_of
     from mcbench.reports.schema import save_results
     from tests.test_report import sample_run
 
@@ -83,8 +83,8 @@ def results_case(folder: Path) -> list[str]:
 
 def text_case(folder: Path) -> list[str]:
     """The text-file limits (16 MiB in 10,000 lines) tokenised for the MiniLM folder at the default 128 tokens."""
+    from mcbench.base.files import limit_of
     from mcbench.optimizer.intake_hf import MAX_TEXT_LINES
-    from mcbench.reports.files import limit_of
     from tests.packaged_models import packaged_model
 
     words = ("the quick brown fox jumps over a lazy dog " * 400)

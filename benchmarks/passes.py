@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import Ratio, session_call, side_by_side
+from mcbench.base.text import first_line
 from mcbench.bench.accuracy import collect_outputs
 from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs
 from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest, default_cache_dir, model_digest
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.graph_stats import model_stats
 from mcbench.optimizer.passes import PassContext, apply_passes, expand_recipe
 from mcbench.optimizer.recipe_syntax import RecipeError, parse_recipe

@@ -21,8 +21,8 @@ def __getattr__(name: str) -> Any:
         from mcbench import api
 
         return getattr(api, name)
-    if name == "UserError":  # the root of every error a user can act on (mcbench.errors)
-        from mcbench.errors import UserError
+    if name == "UserError":  # the root of every error a user can act on (mcbench.base.errors)
+        from mcbench.base.errors import UserError
 
         return UserError
     if name in ("RunResult", "VariantResult"):

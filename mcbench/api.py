@@ -84,7 +84,7 @@ def run_config(model: str | Path | None = None, *, out: str | Path | None = None
 
 def refuse_finished_run(out: Path | None) -> None:
     """A UsageError when `out` already holds a run's results: it is never written over (resume finishes it)."""
-    from mcbench.errors import UsageError
+    from mcbench.base.errors import UsageError
 
     if out is not None and (out / "results.json").exists():
         raise UsageError(f"{out} already holds a results.json; choose another --out (or finish it with --resume {out})")
@@ -161,7 +161,7 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
 
     `remeasure` rebuilds the variants' sessions from the results: a results file that names code (a torch
     variant's factory) is refused unless `allow_code` (mcbench.code_rule)."""
-    from mcbench.errors import UsageError
+    from mcbench.base.errors import UsageError
     from mcbench.reports.gate import evaluate
     from mcbench.reports.gate_budgets import GateConfig, load_budgets
     from mcbench.reports.gate_stats import MAX_ROUNDS, MIN_ROUNDS

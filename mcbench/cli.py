@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from mcbench.errors import UsageError, UserError
+from mcbench.base.errors import UsageError, UserError
 
 __all__ = ["UsageError", "build_parser", "main", "run_config"]
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gate":
             from mcbench.gate_cmd import cmd_gate
 
-            return cmd_gate(args, UsageError)
+            return cmd_gate(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "export":
@@ -103,15 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from mcbench.serve_cmd import cmd_serve
 
-            return cmd_serve(args, UsageError)
+            return cmd_serve(args)
         if args.command == "load":
             from mcbench.load_cmd import cmd_load
 
-            return cmd_load(args, UsageError)
+            return cmd_load(args)
         if args.command == "load-worker":
             from mcbench.load_worker import cmd_load_worker
 
-            return cmd_load_worker(args, UsageError)
+            return cmd_load_worker(args)
         return cmd_report(args)
     except KeyboardInterrupt as exc:
         from mcbench.runguard import signal_number
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from mcbench.optimizer.targets import missing_extra
+        from mcbench.base.imports import missing_extra
 
         if isinstance(exc, ImportError) and (hint := missing_extra(exc)):
             print(f"mcbench {args.command}: {hint}", file=sys.stderr)
@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         config = run_config(args)
         refuse_finished_run(config.out_dir)
-    tracker = tracker_from_args(args, UsageError)  # before the work: no MLflow or a bad store fails now
+    tracker = tracker_from_args(args)  # before the work: no MLflow or a bad store fails now
     started = time.perf_counter()
     output = ThirdPartyOutput()
     try:
@@ -281,7 +281,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             print(f"{name:<20} {profile.device:<11} {profile.description}")
     elif args.action == "show":
         profile = find_profile(args.name)
-        from mcbench.reports.files import read_text
+        from mcbench.base.files import read_text
 
         print(read_text(profile.source, "profile"), end="")
     else:
@@ -289,7 +289,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         if args.out:
             if args.out.exists():
                 raise UsageError(f"{args.out} exists; choose another --out")
-            from mcbench.reports.files import write_text_atomic
+            from mcbench.base.files import write_text_atomic
 
             write_text_atomic(args.out, text)
             print(f"profile: {args.out}")
@@ -299,7 +299,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcbench.reports.files import write_text_atomic
+    from mcbench.base.files import write_text_atomic
     from mcbench.reports.html import render_merged, write_report
     from mcbench.reports.merge import load_merged
     from mcbench.reports.schema import load_results
@@ -314,7 +314,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_OK
     results = args.results[0]
     run = load_results(results)
-    tracker = tracker_from_args(args, UsageError)
+    tracker = tracker_from_args(args)
     out = write_report(run, args.out or results.with_name("report.html"), (results,))
     print(f"report: {out}")
     if tracker is not None:
@@ -323,8 +323,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from mcbench.base.files import check_output, write_text_atomic
     from mcbench.reports.compare import compare_runs, comparison_text
-    from mcbench.reports.files import check_output, write_text_atomic
     from mcbench.reports.html import render_comparison
     from mcbench.reports.schema import load_results
 
@@ -337,8 +337,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from mcbench.base.files import write_text_atomic
     from mcbench.reports.export import export_table
-    from mcbench.reports.files import write_text_atomic
     from mcbench.reports.schema import load_results
 
     text = export_table(load_results(args.results), args.fmt)

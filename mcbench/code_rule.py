@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcbench.errors import UserError
+from mcbench.base.errors import UserError
 
 OWN_FACTORIES = frozenset({  # tests/reliability/test_results_are_data.py checks these are the ones mcbench records
     "mcbench.demo:digits_cnn",  # mcbench.demo.DEMO_FACTORY
@@ -24,7 +24,7 @@ OWN_FACTORIES = frozenset({  # tests/reliability/test_results_are_data.py checks
 })
 
 
-class CodeRefused(UserError, ValueError):
+class CodeRefused(UserError):
     """A results file names code and the user did not allow it (exit code 2)."""
 
 
@@ -34,7 +34,7 @@ def _shown(text: str) -> str:
 
 def config_code(config: dict[str, Any]) -> list[str]:
     """What a recorded run config names that would run code: `metric 'evil:f'`, `model 'pkg.mod:factory'`, ..."""
-    from mcbench.bench.settings import all_fields
+    from mcbench.base.settings import all_fields
     from mcbench.config import RunConfig
 
     named = []
@@ -46,7 +46,7 @@ def config_code(config: dict[str, Any]) -> list[str]:
             value = value.get(part) if isinstance(value, dict) else None
         try:
             code = value is not None and f.setting.runs_code(value)
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, UserError):
             code = True  # a value of the wrong type is not trusted either
         if code:
             named.append(f"{f.path} {_shown(str(value))!r}")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
+from mcbench.base.settings import ConfigError, apply, from_json, setting, to_json, validate
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
-from mcbench.bench.settings import ConfigError, apply, from_json, setting, to_json, validate
 from mcbench.optimizer.intake import InputConstant, InputOverride
 
 __all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict"]
@@ -162,7 +163,7 @@ def _quality_budget_text(value: Any) -> Any:
 def _check_quality_budget(text: str) -> None:
     from mcbench.reports.quality import parse_quality_budget
 
-    parse_quality_budget(text)  # QualityBudgetError (a ValueError) says what forms it takes
+    parse_quality_budget(text)  # QualityBudgetError says what forms it takes
 
 
 def _objectives() -> tuple[str, ...]:
@@ -394,5 +395,5 @@ def config_from_dict(data: dict, source: str) -> RunConfig:
     """
     try:
         return from_json(RunConfig, data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, UserError) as exc:
         raise ConfigError(f"{source}: the recorded config cannot be read back ({type(exc).__name__}: {exc})") from None

@@ -32,9 +32,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mcbench.bench.settings import UNSET, Field, Invalid, all_fields, choices_of, described, items_noun, user_value
+from mcbench.base.errors import UserError
+from mcbench.base.files import FileError, read_text
+from mcbench.base.settings import UNSET, Field, Invalid, all_fields, choices_of, described, items_noun, user_value
 from mcbench.config import ConfigError, RunConfig
-from mcbench.reports.files import FileError, read_text
 
 
 @dataclass
@@ -100,7 +101,7 @@ def _read(rf: RunFile, entry: Entry, raw: Any, base: Path) -> None:
         return
     try:
         value = user_value(f, raw)
-    except (Invalid, ValueError) as exc:  # a parser's own error (IntakeError for inputs) names the problem too
+    except (Invalid, ValueError, UserError) as exc:  # a parser's own error (IntakeError for inputs) names it too
         raise rf.fail(entry.key, getattr(exc, "problem", None) or str(exc)) from None
     if isinstance(value, Path):  # a path in the file is relative to the file's folder
         value = base / value

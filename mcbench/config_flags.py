@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mcbench.bench.settings import ConfigError, Field, Invalid, all_fields, choices_of, fields_of, user_value
-from mcbench.errors import UsageError
+from mcbench.base.errors import UsageError
+from mcbench.base.settings import ConfigError, Field, Invalid, all_fields, choices_of, fields_of, user_value
 
 DEFAULT_MAX_BATCH = 8  # --max-wait-ms without --max-batch
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from mcbench.base.text import first_line
 from mcbench.bench.isolate import ChildError, call_in_child, error_text
 from mcbench.optimizer.hardware import usable_cores
 from mcbench.optimizer.recipes import VariantSpec, keeps_fp32
 from mcbench.optimizer.targets import Target
 from mcbench.remeasure import Pair, interleaved_rounds, measure_pairs, shares_pool, variant_spec
 from mcbench.reports.decision import THIS_MACHINE, decide, profile_names
-from mcbench.reports.errors import first_line
 from mcbench.reports.gate import GateDataError
 from mcbench.reports.gate_budgets import Defaults
 from mcbench.reports.gate_stats import median_round_ratio

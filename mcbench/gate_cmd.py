@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mcbench.reports.files import check_output, write_text_atomic
+from mcbench.base.errors import UsageError
+from mcbench.base.files import check_output, write_text_atomic
 from mcbench.reports.gate import Outcome
 from mcbench.reports.gate_output import append_step_summary, junit_xml, markdown_summary
 from mcbench.reports.gate_stats import MAX_ROUNDS, MIN_ROUNDS
@@ -27,11 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       "is imported and called; without it such a variant is refused, as a results file is data")
 
 
-def cmd_gate(args: argparse.Namespace, usage_error: type[Exception]) -> int:
+def cmd_gate(args: argparse.Namespace) -> int:
     if args.budgets is None and args.baseline is None:
-        raise usage_error("gate needs --budgets, --baseline or both")
+        raise UsageError("gate needs --budgets, --baseline or both")
     if args.remeasure and not (MIN_ROUNDS <= args.remeasure <= MAX_ROUNDS and args.baseline is not None):
-        raise usage_error(f"--remeasure N needs {MIN_ROUNDS} <= N <= {MAX_ROUNDS} rounds and a --baseline")
+        raise UsageError(f"--remeasure N needs {MIN_ROUNDS} <= N <= {MAX_ROUNDS} rounds and a --baseline")
     from mcbench.api import gate
     from mcbench.runguard import signals_raise
 

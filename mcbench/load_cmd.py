@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.errors import UsageError
+
 
 def add_sweep_arguments(parser: argparse.ArgumentParser, command: str = "load") -> None:
     """The load plan's flags that `command` takes (the sweeps and the capacity figures), from the schema."""
@@ -65,25 +67,25 @@ def add_parser(sub) -> None:
                               "load test fails with the count that came")
 
 
-def master_from_args(args: argparse.Namespace, usage_error):
+def master_from_args(args: argparse.Namespace):
     """The `Master` that --workers asks for, or None (Locust runs on this machine)."""
     from mcbench.bench.load import Master
 
     if args.workers is None:
         return None
     if args.workers < 1:
-        raise usage_error(f"load: --workers must be at least 1, got {args.workers}")
+        raise UsageError(f"load: --workers must be at least 1, got {args.workers}")
     if args.locust_workers:
-        raise usage_error("load: --workers (on other machines) and --locust-workers (on this one) exclude each other")
+        raise UsageError("load: --workers (on other machines) and --locust-workers (on this one) exclude each other")
     if not 0 < args.master_bind_port < 65536:
-        raise usage_error(f"load: --master-bind-port must be 1 to 65535, got {args.master_bind_port}")
+        raise UsageError(f"load: --master-bind-port must be 1 to 65535, got {args.master_bind_port}")
     if not args.workers_wait > 0:
-        raise usage_error(f"load: --workers-wait must be positive, got {args.workers_wait:g}")
-    check_listen(args.master_bind_host, args.master_bind_port, usage_error)
+        raise UsageError(f"load: --workers-wait must be positive, got {args.workers_wait:g}")
+    check_listen(args.master_bind_host, args.master_bind_port)
     return Master(args.master_bind_host, args.master_bind_port, args.workers_wait)
 
 
-def check_listen(host: str, port: int, usage_error) -> None:
+def check_listen(host: str, port: int) -> None:
     """Bind the master's address once, before the test: a port in use or an address not on this machine is one
     line now, not Locust's traceback in every step."""
     import socket
@@ -96,11 +98,11 @@ def check_listen(host: str, port: int, usage_error) -> None:
             sock.bind((address, port))
     except (OSError, OverflowError) as exc:
         why = getattr(exc, "strerror", None) or str(exc)
-        raise usage_error(f"load: the master cannot listen on {host}:{port} ({why}); choose another "
-                          "--master-bind-host or --master-bind-port") from None
+        raise UsageError(f"load: the master cannot listen on {host}:{port} ({why}); choose another "
+                         "--master-bind-host or --master-bind-port") from None
 
 
-def usable_cores(text: str | None, flag: str, usage_error) -> list[int]:
+def usable_cores(text: str | None, flag: str) -> list[int]:
     """`--cores 0,2` as a list, each one a core this process may run on; empty text: none given."""
     allowed = sorted(os.sched_getaffinity(0))
     if not text:
@@ -108,43 +110,43 @@ def usable_cores(text: str | None, flag: str, usage_error) -> list[int]:
     try:
         cores = [int(c) for c in text.split(",")]
     except ValueError:
-        raise usage_error(f"{flag} must be comma-separated integers, got {text[:40]!r}") from None
+        raise UsageError(f"{flag} must be comma-separated integers, got {text[:40]!r}") from None
     wrong = [c for c in cores if c not in allowed]
     if wrong:
-        raise usage_error(f"{flag}: core {wrong[0]} is not one this machine lets mcbench use "
-                          f"({', '.join(map(str, allowed))})")
+        raise UsageError(f"{flag}: core {wrong[0]} is not one this machine lets mcbench use "
+                         f"({', '.join(map(str, allowed))})")
     return cores
 
 
-def model_inputs(url: str, model: str, headers: dict[str, str], usage_error,
+def model_inputs(url: str, model: str, headers: dict[str, str],
                  consts: list[str] | None = None) -> dict[str, np.ndarray]:
     """Generated inputs of the shapes and types the server's metadata declares (dynamic dimensions as 1); an input
     `consts` names is filled with its value, and a 0-d integer input (a setting that may select a branch, such as a
     sample rate) is never random."""
+    from mcbench.base.parsing import json_data
     from mcbench.optimizer.artifact import InputSpec
     from mcbench.optimizer.intake import constant_specs, parse_constants
-    from mcbench.reports.parsing import json_data
 
     request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read(MAX_METADATA_BYTES + 1)
     except urllib.error.HTTPError as err:
-        raise usage_error(f"load: {url} answered {err.code} for model {model!r}") from None
+        raise UsageError(f"load: {url} answered {err.code} for model {model!r}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise usage_error(f"load: cannot read model metadata from {url}: {getattr(exc, 'reason', exc)}") from None
+        raise UsageError(f"load: cannot read model metadata from {url}: {getattr(exc, 'reason', exc)}") from None
     source = f"load: the metadata of {model!r} at {url}"
     if len(raw) > MAX_METADATA_BYTES:
-        raise usage_error(f"{source}: more than {MAX_METADATA_BYTES} bytes")
-    meta = json_data(raw, source, usage_error)
+        raise UsageError(f"{source}: more than {MAX_METADATA_BYTES} bytes")
+    meta = json_data(raw, source)
     entries = meta.get("inputs") if isinstance(meta, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise usage_error(f"{source}: lists no inputs, which mcbench makes its requests from (MLServer lists "
-                          "them only where the model's model-settings.json declares them)")
+        raise UsageError(f"{source}: lists no inputs, which mcbench makes its requests from (MLServer lists "
+                         "them only where the model's model-settings.json declares them)")
     rng = np.random.default_rng(0)
     specs = []
     for entry in entries:
-        name, dtype, shape = _metadata_input(entry, source, usage_error)
+        name, dtype, shape = _metadata_input(entry, source)
         integer = not dtype.startswith("float")
         specs.append(InputSpec(name, tuple(shape), dtype, 0, 10, selects_branch=integer and not shape))
     return {s.name: s.sample(rng) for s in constant_specs(tuple(specs), parse_constants(consts or []))}
@@ -153,27 +155,27 @@ def model_inputs(url: str, model: str, headers: dict[str, str], usage_error,
 MAX_METADATA_BYTES = 2**20
 
 
-def _metadata_input(entry: object, source: str, usage_error) -> tuple[str, str, list[int]]:
+def _metadata_input(entry: object, source: str) -> tuple[str, str, list[int]]:
     """(name, dtype, shape with dynamic dimensions as 1) of one metadata input, within the local models' limits."""
     from mcbench.bench.protocol import FROM_V2
     from mcbench.optimizer.intake import MAX_INPUT_ELEMENTS_ENV, max_input_elements
 
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise usage_error(f"{source}: an input is not an object with a name")
+        raise UsageError(f"{source}: an input is not an object with a name")
     name, dims = entry["name"][:80], entry.get("shape")
     dtype = FROM_V2.get(entry.get("datatype")) if isinstance(entry.get("datatype"), str) else None
     if dtype is None:
-        raise usage_error(f"load: input {name!r} has datatype {str(entry.get('datatype'))[:40]!r}, "
-                          "which mcbench cannot generate")
+        raise UsageError(f"load: input {name!r} has datatype {str(entry.get('datatype'))[:40]!r}, "
+                         "which mcbench cannot generate")
     if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1
                                              for d in dims):
-        raise usage_error(f"{source}: input {name!r} has shape {str(dims)[:60]}, not a list of dimensions "
-                          "(whole numbers, -1 for a dynamic one)")
+        raise UsageError(f"{source}: input {name!r} has shape {str(dims)[:60]}, not a list of dimensions "
+                         "(whole numbers, -1 for a dynamic one)")
     shape = [d if d > 0 else 1 for d in dims]
     elements, limit = math.prod(shape), max_input_elements()
     if elements > limit:
-        raise usage_error(f"{source}: input {name!r} of shape {dims} is {elements} elements, over the limit of "
-                          f"{limit} elements per input (set {MAX_INPUT_ELEMENTS_ENV} to raise it)")
+        raise UsageError(f"{source}: input {name!r} of shape {dims} is {elements} elements, over the limit of "
+                         f"{limit} elements per input (set {MAX_INPUT_ELEMENTS_ENV} to raise it)")
     return name, dtype, shape
 
 
@@ -215,23 +217,23 @@ def _answer(request: urllib.request.Request) -> tuple[int, str]:
         return 0, " ".join(f"{type(reason).__name__}: {reason}".split())[:160]
 
 
-def cmd_load(args: argparse.Namespace, usage_error) -> int:
+def cmd_load(args: argparse.Namespace) -> int:
+    from mcbench.base.settings import to_json
     from mcbench.bench.environment import environment
     from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
-    from mcbench.bench.settings import to_json
     from mcbench.config import QUICK_LOAD, LoadPlan
     from mcbench.load_stage import capacity_of, plan_text, step_rules
     from mcbench.reports.schema import RunResult, VariantResult, save_results
 
     plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan())
-    master = master_from_args(args, usage_error)
-    cores = usable_cores(args.cores, "load: --cores", usage_error) or sorted(os.sched_getaffinity(0))
+    master = master_from_args(args)
+    cores = usable_cores(args.cores, "load: --cores") or sorted(os.sched_getaffinity(0))
     token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    feeds = model_inputs(args.url, args.model, headers, usage_error, args.const)
+    feeds = model_inputs(args.url, args.model, headers, args.const)
     out = args.out or Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{args.model}"
     if (out / "results.json").exists():
-        raise usage_error(f"{out} already holds a results.json; choose another --out")
+        raise UsageError(f"{out} already holds a results.json; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     rules = step_rules(plan, plan.budget_p99_ms, check_answers=False)  # no offline outputs to check against
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcbench.base.text import first_line
 from mcbench.bench.load import Endpoint, LoadError, Requests, StepRules, run_load
 from mcbench.config import LoadPlan
 from mcbench.optimizer.artifact import Artifact
@@ -18,7 +19,6 @@ from mcbench.optimizer.hardware import split_cores, usable_cores
 from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.targets import Target
 from mcbench.reports.capacity import capacity
-from mcbench.reports.errors import first_line
 from mcbench.reports.schema import Capacity, LoadResult
 
 Say = Callable[[str], None]

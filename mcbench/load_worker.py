@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from mcbench.base.errors import UsageError
+
 DEFAULT_PORT = 5557
 RESTART_PAUSE_S = 0.5  # between one Locust worker's exit and the next one's start
 FAILING_FAST_S, FAILING_PAUSE_S = 5.0, 5.0  # a worker that fails this soon after its start is restarted this late
@@ -37,7 +39,7 @@ def add_parser(sub) -> None:
     worker.add_argument("--cores", help="comma-separated CPU cores, one a process in turn (default: not pinned)")
 
 
-def parse_master(text: str, usage_error) -> tuple[str, int]:
+def parse_master(text: str) -> tuple[str, int]:
     """HOST, HOST:PORT, or [IPv6]:PORT."""
     host, port = text.strip(), str(DEFAULT_PORT)
     if host.startswith("["):
@@ -46,7 +48,7 @@ def parse_master(text: str, usage_error) -> tuple[str, int]:
     elif host.count(":") == 1:
         host, port = host.split(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise usage_error(f"load-worker: --master must be HOST or HOST:PORT (port 1 to 65535), got {text!r}")
+        raise UsageError(f"load-worker: --master must be HOST or HOST:PORT (port 1 to 65535), got {text!r}")
     return host, int(port)
 
 
@@ -55,18 +57,18 @@ def worker_names(name: str | None, processes: int) -> list[str]:
     return [base] if processes == 1 else [f"{base}-{i}" for i in range(processes)]
 
 
-def cmd_load_worker(args: argparse.Namespace, usage_error) -> int:
+def cmd_load_worker(args: argparse.Namespace) -> int:
     from mcbench.bench.load import LOCUSTFILE
     from mcbench.runguard import Terminated, signals_raise
 
-    host, port = parse_master(args.master, usage_error)
+    host, port = parse_master(args.master)
     from mcbench.load_cmd import usable_cores
 
     most = len(os.sched_getaffinity(0))  # a Locust process uses one core at most: more only contend
     if not 1 <= args.processes <= most:
-        raise usage_error(f"load-worker: --processes must be 1 to {most} (the cores this machine lets it use), "
-                          f"got {args.processes}")
-    cores = usable_cores(args.cores, "load-worker: --cores", usage_error)
+        raise UsageError(f"load-worker: --processes must be 1 to {most} (the cores this machine lets it use), "
+                         f"got {args.processes}")
+    cores = usable_cores(args.cores, "load-worker: --cores")
     names = worker_names(args.name, args.processes)
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host,
                "--master-port", str(port), "--loglevel", "WARNING"]

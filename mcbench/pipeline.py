@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.files import FileError
+from mcbench.base.text import first_line
 from mcbench.bench.accuracy import accuracy_of
 from mcbench.bench.datasets import check_class_labels
 from mcbench.bench.environment import environment
@@ -43,7 +45,6 @@ from mcbench.optimizer.recipes import (
 )
 from mcbench.optimizer.targets import Target, why_not_here
 from mcbench.plan import Plan, plan_before_loading, plan_for_model
-from mcbench.reports.errors import first_line
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
 from mcbench.reports.schema import RunResult, VariantResult, save_results
 from mcbench.runguard import OutputError, ResultsWriteError, preflight_output, signal_number, signals_ignored
@@ -142,11 +143,11 @@ def load_user_metric(ref: str | None):
     """The user's metric function, resolved before any work starts."""
     if ref is None:
         return None
-    from mcbench.optimizer.targets import TargetError, load_factory
+    from mcbench.base.imports import ImportFailed, load_factory
 
     try:
         fn = load_factory(ref)
-    except TargetError as exc:
+    except ImportFailed as exc:
         raise ConfigError(f"--metric {ref}: {exc}") from exc
     if not callable(fn):
         raise ConfigError(f"--metric {ref}: not a function")
@@ -520,7 +521,7 @@ class Pipeline:
         """results.json, atomically; a failed write says which file and why, and leaves the last good one."""
         try:
             save_results(run, paths.results)
-        except OSError as exc:
+        except (OSError, FileError) as exc:  # FileError: the path turned into something not a regular file
             raise ResultsWriteError(
                 f"cannot write {paths.results}: {exc.strerror or exc}; it still holds the results as last saved "
                 f"({len(run.variants) - 1} variant(s))"

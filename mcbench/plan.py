@@ -9,9 +9,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field, replace
 
+from mcbench.base.text import first_line
 from mcbench.config import ConfigError, RunConfig
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.model_kind import ModelKind, detect_kind
 from mcbench.optimizer.profiles import Profile, ProfileError, find_profile
 from mcbench.optimizer.recipes import (

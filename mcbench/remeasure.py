@@ -13,10 +13,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
+from mcbench.base.text import first_line
 from mcbench.bench.isolate import ChildError, call_in_child
 from mcbench.optimizer.artifact import Artifact, generated_inputs
 from mcbench.optimizer.targets import Session, Target, open_session, set_ort_global_pool
-from mcbench.reports.errors import first_line
 from mcbench.reports.gate import GateDataError, Remeasured
 from mcbench.reports.gate_budgets import Defaults
 from mcbench.reports.gate_stats import compare_rounds, leaves_slowdown_open
@@ -192,7 +193,7 @@ def variant_spec(run: RunResult, name: str) -> tuple[Artifact, Target]:
     try:
         artifact = Artifact.from_dict(v.artifact)
         target = Target.from_dict(v.settings["in_process"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, UserError) as exc:
         raise GateDataError(f"{where}: the results do not say how to rebuild the session ({exc})") from None
     if not Path(artifact.path).exists():
         raise GateDataError(f"{where}: artifact {artifact.path} is gone; re-run `mcbench run` for it or drop "

@@ -16,12 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 MIN_FREE_BYTES = 200 * 1024 * 1024  # artifacts of a small model, the report, the work folders
 
 
-class OutputError(UserError, OSError):
+class OutputError(UserError):
     """The output folder cannot take the run's files; the message names the path and the reason (exit code 2)."""
 
 

@@ -10,6 +10,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from mcbench.base.errors import UsageError
+
 
 def add_parser(sub) -> None:
     from mcbench.bench.server import add_server_arguments
@@ -32,7 +34,7 @@ def add_parser(sub) -> None:
     add_server_arguments(serve)
 
 
-def server_spec(model: str, name: str | None, runtime: str, threads: int | None, usage_error,
+def server_spec(model: str, name: str | None, runtime: str, threads: int | None,
                 inputs: list[str] | None = None, consts: list[str] | None = None,
                 allow_code: bool = False) -> dict:
     """{"name", "artifact", "target"} for the server, from an .onnx path (with --input shapes) or RUN_DIR:VARIANT."""
@@ -43,18 +45,18 @@ def server_spec(model: str, name: str | None, runtime: str, threads: int | None,
     run_dir, _, variant = model.rpartition(":")
     if run_dir and Path(run_dir).is_dir():
         if inputs or consts:
-            raise usage_error("serve: --input and --const apply to an .onnx file; a run's variant keeps its own")
-        return variant_spec(Path(run_dir), variant, name, threads, usage_error, allow_code)
+            raise UsageError("serve: --input and --const apply to an .onnx file; a run's variant keeps its own")
+        return variant_spec(Path(run_dir), variant, name, threads, allow_code)
     path = Path(model)
     if path.suffix != ".onnx":
-        raise usage_error(f"serve: {model} is neither an .onnx file nor RUN_DIR:VARIANT")
+        raise UsageError(f"serve: {model} is neither an .onnx file nor RUN_DIR:VARIANT")
     artifact = with_constants(load_onnx(path, parse_inputs(inputs or [])), parse_constants(consts or []))
     generated_inputs(artifact.inputs, 1)  # the server warms up on one: an input that must not be random says so here
     target = Target(runtime, threads=threads)
     return {"name": name or path.stem, "artifact": artifact.to_dict(), "target": target.to_dict()}
 
 
-def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | None, usage_error,
+def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | None,
                  allow_code: bool = False) -> dict:
     from mcbench.code_rule import refuse_results_code
     from mcbench.reports.schema import load_results
@@ -64,9 +66,9 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
         result = run.variant(variant)
     except KeyError:
         names = ", ".join(v.name for v in run.variants)
-        raise usage_error(f"serve: {run_dir} has no variant {variant!r}; it has {names}") from None
+        raise UsageError(f"serve: {run_dir} has no variant {variant!r}; it has {names}") from None
     if not result.artifact or "in_process" not in result.settings:
-        raise usage_error(f"serve: variant {variant!r} has no built artifact ({result.status})")
+        raise UsageError(f"serve: variant {variant!r} has no built artifact ({result.status})")
     refuse_results_code(run, str(run_dir / "results.json"), allow_code, [variant])
     keys = ("path", "format", "inputs", "factory", "factory_args", "passes")  # a factory needs its arguments too
     artifact = {k: result.artifact[k] for k in keys if k in result.artifact}
@@ -82,18 +84,18 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
     return {"name": name or safe, "artifact": artifact, "target": target}
 
 
-def cmd_serve(args: argparse.Namespace, usage_error) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
     from mcbench.bench.server import StartError, limits_from_args, serve
     from mcbench.runguard import signals_raise
 
-    spec = server_spec(args.model, args.name, args.runtime, args.threads, usage_error, args.input, args.const,
+    spec = server_spec(args.model, args.name, args.runtime, args.threads, args.input, args.const,
                        args.allow_code)
     try:
         limits = limits_from_args(args)
     except StartError as exc:
-        raise usage_error(f"serve: {exc}") from None
+        raise UsageError(f"serve: {exc}") from None
     if args.cores:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
     # SIGTERM (a container's stop) and SIGHUP (a closed terminal) raise like Ctrl-C does, so the scratch folder is
@@ -106,5 +108,5 @@ def cmd_serve(args: argparse.Namespace, usage_error) -> int:
         try:
             serve(spec_path, args.host, args.port, limits)
         except StartError as exc:
-            raise usage_error(f"serve: {exc}") from None
+            raise UsageError(f"serve: {exc}") from None
     return 0

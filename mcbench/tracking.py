@@ -44,7 +44,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UsageError, UserError
+from mcbench.base.text import clip
 from mcbench.reports.schema import RunResult, VariantResult
 
 MISSING = "--mlflow needs MLflow: pip install 'mcbench[mlflow]'"
@@ -57,7 +58,7 @@ PROBE_S, WAIT_NOTE_S = 5.0, 5.0  # a store that does not accept a connection in 
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # MLflow's: 7 and 120 s
 
 
-class TrackingError(UserError, ValueError):
+class TrackingError(UserError):
     """MLflow is missing, or its store cannot be opened or written: one line for the user."""
 
 
@@ -89,11 +90,6 @@ def _import_mlflow():
     except ImportError:
         raise TrackingError(MISSING) from None
     return mlflow, MlflowClient, MlflowException
-
-
-def require_mlflow() -> None:
-    """Raise TrackingError where MLflow is not installed (checked before a run starts its work)."""
-    _import_mlflow()
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -313,21 +309,15 @@ def add_arguments(parser, after_the_fact: bool = False) -> None:
                         help="with --mlflow: also log each variant's model file(s) as artifacts")
 
 
-def tracker_from_args(args, usage_error: type[Exception]) -> Tracker | None:
+def tracker_from_args(args) -> Tracker | None:
     """The open store `--mlflow` asks for, None without it; the other --mlflow-* flags alone are a usage error."""
     if args.mlflow is None:
         lone = [f for f, on in (("--mlflow-experiment", args.mlflow_experiment), ("--mlflow-log-models",
                                                                                 args.mlflow_log_models)) if on]
         if lone:
-            raise usage_error(f"{lone[0]} goes with --mlflow")
+            raise UsageError(f"{lone[0]} goes with --mlflow")
         return None
     return Tracker(args.mlflow, args.mlflow_experiment)
-
-
-def log_run(run: RunResult, folder: Path, uri: str | None = None, experiment: str | None = None,
-            report: Path | None = None, results: Path | None = None, log_models: bool = False) -> Logged:
-    """Open the store and log `run` in one call (see Tracker)."""
-    return Tracker(uri, experiment).log(run, folder, report=report, results=results, log_models=log_models)
 
 
 # --- what is logged: plain dicts, built from the results schema alone ---------------------------------------------
@@ -473,7 +463,7 @@ def _key(name: str) -> str:
 
 def _text(value: Any, limit: int) -> str:
     text = json.dumps(value) if isinstance(value, bool) else str(value)  # true/false, as results.json has them
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def _params(data: dict[str, Any]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mcbench.bench.datasets import Dataset, load_npz
-from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs, how_generated
+from mcbench.optimizer.artifact import Artifact, InputSpec, generated_inputs, how_generated, input_shapes
 from mcbench.optimizer.graph_stats import model_stats
 from mcbench.optimizer.intake import InputConstant, IntakeError, load_onnx, with_constants
 from mcbench.optimizer.intake_torch import PICKLE_SUFFIXES, from_factory, from_pickle, from_pt2, is_factory_ref
@@ -100,7 +100,7 @@ def user_workload(config: RunConfig, source_dir: Path) -> Workload:
         info["architecture"] = (base.factory_args["config"].get("architectures") or ["?"])[0]
         info["head"] = base.factory_args["head"]
     if base.format == "onnx":
-        info.update(model_stats(base.path, base.inputs))
+        info.update(model_stats(base.path, input_shapes(base.inputs)))
     return Workload(
         name=name,
         base=base,

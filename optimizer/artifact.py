@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
+from mcbench.optimizer.graph_stats import model_stats
 
 FLOAT_DTYPES = ("float32", "float16", "float64")
 INT_DTYPES = ("int64", "int32", "int8", "uint8", "bool")
 
 
-class InputError(UserError, ValueError):
+class InputError(UserError):
     """An input mcbench cannot generate safely; the message says what to give instead."""
 
 
@@ -109,6 +110,11 @@ def generated_inputs(specs: tuple[InputSpec, ...], count: int, seed: int = 0) ->
     return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]
 
 
+def input_shapes(specs: tuple[InputSpec, ...]) -> dict[str, tuple[int, ...]]:
+    """Each input's name and shape: what the graph statistics fix the model's inputs to."""
+    return {s.name: s.shape for s in specs}
+
+
 def sha256_of(*paths: Path) -> str:
     """The SHA-256 of a file, or of several files read one after the other (an IR's .xml and .bin)."""
     h = hashlib.sha256()
@@ -150,9 +156,7 @@ class Artifact:
         """What the artifact is, for results.json: file facts, and for ONNX its parameters and FLOPs."""
         stats = {}
         if self.format == "onnx":
-            from mcbench.optimizer.graph_stats import model_stats
-
-            everything = model_stats(self.path, self.inputs)
+            everything = model_stats(self.path, input_shapes(self.inputs))
             stats = {k: everything[k] for k in ("parameters", "flops", "opset")}
         return {
             **stats,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
 from mcbench.optimizer.artifact import Artifact, sha256_of
 from mcbench.optimizer.cache import MANIFEST, ArtifactCache, cache_key, data_digest, model_digest, validation_digest
 from mcbench.optimizer.passes import PassContext, apply_passes
@@ -86,7 +87,7 @@ class Builder:
             artifact = Artifact.from_dict(record)
             if sha256_of(artifact.path) != record["sha256"]:
                 return False
-        except (KeyError, TypeError, ValueError, OSError):
+        except (KeyError, TypeError, ValueError, OSError, UserError):
             return False
         self._built.setdefault(recipe, artifact)
         return True

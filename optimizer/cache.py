@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.errors import UserError
 from mcbench.optimizer.artifact import Artifact, sha256_of, with_passes
 from mcbench.optimizer.hardware import int8_numerics
 
@@ -139,7 +140,7 @@ class ArtifactCache:
             artifact = Artifact.from_dict({**manifest["artifact"], "path": str(folder / manifest["artifact"]["path"])})
             if manifest.get("key") != key or sha256_of(*artifact.files()) != manifest["sha256"]:
                 return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UserError):  # a damaged entry is a miss
             return None
         passes = list(artifact.passes)
         if passes:

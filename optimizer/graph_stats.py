@@ -8,15 +8,16 @@ are left out, so the figure is a lower bound dominated by what dominates the run
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mcbench.optimizer.artifact import InputSpec
 
-
-def model_stats(path: Path, specs: tuple[InputSpec, ...]) -> dict[str, Any]:
+def model_stats(path: Path, shapes: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """Opset, outputs, parameters, size on disk and FLOPs of an ONNX file, its inputs fixed to `shapes` (name ->
+    shape, as an Artifact's InputSpecs give them)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -25,11 +26,10 @@ def model_stats(path: Path, specs: tuple[InputSpec, ...]) -> dict[str, Any]:
     size = Path(path).stat().st_size + sum(_external_size(path, t) for t in external)
     return {
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
-        "inputs": [s.to_dict() for s in specs],
         "outputs": [o.name for o in model.graph.output],
         "parameters": params,
         "size_bytes": size,
-        "flops": count_flops(model, specs),
+        "flops": count_flops(model, shapes),
     }
 
 
@@ -40,8 +40,8 @@ def _external_size(path: Path, tensor) -> int:
     return int(np.prod(tensor.dims)) * 4
 
 
-def count_flops(model, specs: tuple[InputSpec, ...]) -> int:
-    """2 x MACs of Conv, Gemm and MatMul nodes, from shapes inferred with the inputs fixed to `specs`."""
+def count_flops(model, shapes: Mapping[str, Sequence[int]]) -> int:
+    """2 x MACs of Conv, Gemm and MatMul nodes, from shapes inferred with the inputs fixed to `shapes`."""
     import onnx
 
     fixed = onnx.ModelProto()
@@ -50,17 +50,16 @@ def count_flops(model, specs: tuple[InputSpec, ...]) -> int:
     ordered = _topological(fixed.graph)
     del fixed.graph.node[:]
     fixed.graph.node.extend(ordered)  # FP16 conversion appends its input Casts last; inference needs graph order
-    by_name = {s.name: s for s in specs}
     for value in fixed.graph.input:
-        if value.name in by_name:
+        if value.name in shapes:
             dims = value.type.tensor_type.shape.dim
-            for dim, size in zip(dims, by_name[value.name].shape, strict=False):
+            for dim, size in zip(dims, shapes[value.name], strict=False):
                 dim.Clear()
                 dim.dim_value = size
     inferred = onnx.shape_inference.infer_shapes(fixed)
-    shapes = {v.name: _dims(v) for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
-    shapes.update({t.name: list(t.dims) for t in inferred.graph.initializer})
-    return sum(_node_flops(node, shapes) for node in inferred.graph.node)
+    found = {v.name: _dims(v) for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    found.update({t.name: list(t.dims) for t in inferred.graph.initializer})
+    return sum(_node_flops(node, found) for node in inferred.graph.node)
 
 
 def _topological(graph) -> list:

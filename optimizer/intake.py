@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.base.errors import UserError
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import FLOAT_DTYPES, INT_DTYPES, Artifact, InputSpec
-from mcbench.optimizer.errors import first_line
-from mcbench.optimizer.targets import require
-from mcbench.reports.errors import UserError
 
 # ONNX TensorProto element types -> numpy dtype names mcbench can generate inputs for
 _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
 
 
-class IntakeError(UserError, ValueError):
+class IntakeError(UserError):
     """A model or its input description that mcbench cannot take; the message names the file and the problem."""
 
 

@@ -23,14 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.files import FileError, read_bytes, read_text
+from mcbench.base.parsing import ParseError, json_data
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact, InputSpec
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.intake import InputOverride, IntakeError
-from mcbench.reports.files import FileError, read_bytes, read_text
-from mcbench.reports.parsing import json_data
 
 HF_EXTRA_HINT = "install the Hugging Face extra: pip install 'mcbench[hf]'"
-DEFAULT_SEQ_LEN = 128
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the wrapper's forward() order
 FACTORY = "mcbench.optimizer.intake_hf:hf_module"
 
@@ -72,10 +71,10 @@ def inspect_folder(folder: Path, task: str) -> HfModel:
     """The folder's config and which output the task measures; an IntakeError says what does not fit."""
     path = folder / "config.json"
     try:
-        config = json_data(read_bytes(path, "config"), str(path), IntakeError)  # bounded; a FIFO is refused
-    except IntakeError as exc:
+        config = json_data(read_bytes(path, "config"), str(path))  # bounded; a FIFO is refused
+    except ParseError as exc:
         raise IntakeError(f"cannot load {folder}: {exc}") from None
-    except OSError as exc:  # FileError (not a regular file, over its limit) included
+    except (OSError, FileError) as exc:  # not a regular file, over its limit, unreadable
         raise IntakeError(f"cannot load {folder}: config.json is not readable ({first_line(exc)})") from None
     if not isinstance(config, dict):
         raise IntakeError(f"cannot load {folder}: config.json is not a JSON object")
@@ -100,8 +99,8 @@ def inspect_folder(folder: Path, task: str) -> HfModel:
 def from_hf_folder(folder: Path, task: str, seq_len: int, inputs: dict[str, InputOverride],
                    out_dir: Path) -> Artifact:
     """The folder's model with the task's output, its weights saved as a state_dict in `out_dir`."""
+    from mcbench.base.imports import require
     from mcbench.optimizer.intake_torch import override_spec
-    from mcbench.optimizer.targets import require
 
     folder = Path(folder)
     model = inspect_folder(folder, task)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.imports import ImportFailed, load_factory, require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact, InputSpec
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.intake import InputOverride, IntakeError, override_spec
-from mcbench.optimizer.targets import TargetError, load_factory, require
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
 TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.float64": "float64",
@@ -70,7 +70,7 @@ def build_module(factory: str, kwargs: dict[str, Any] | None = None) -> Any:
     torch = require("torch")
     try:
         fn = load_factory(factory)
-    except TargetError as exc:
+    except ImportFailed as exc:
         raise IntakeError(f"cannot load {factory}: {exc}") from exc
     try:
         module = fn(**(kwargs or {}))
@@ -188,7 +188,7 @@ def named_outputs(out: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(out, dict):
         return [pair for key, item in out.items() if item is not None
                 for pair in named_outputs(item, f"{prefix}_{key}" if prefix else str(key))]
-    raise TargetError(f"the module's output {prefix or 'output'} is a {type(out).__name__}, not a tensor: "
+    raise IntakeError(f"the module's output {prefix or 'output'} is a {type(out).__name__}, not a tensor: "
                       "forward() must return tensors (alone, in a tuple or list, or in a dict)")
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
+from mcbench.base.files import FileError, read_bytes
+from mcbench.base.parsing import ParseError, toml_data
 from mcbench.optimizer.hardware import ISA_FLAGS as ISA
-from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_bytes
-from mcbench.reports.parsing import toml_data
+from mcbench.optimizer.recipe_syntax import RecipeError, parse_named_recipe
 
 PROFILE_DIR = Path(__file__).parent.parent / "hardware_profiles"  # mcbench/hardware_profiles: a link in a checkout
 DEVICES = ("cpu", "nvidia-gpu", "intel-gpu")
@@ -26,7 +27,7 @@ OV_HINTS = ("LATENCY", "THROUGHPUT")
 OV_PRECISIONS = ("f32", "f16", "bf16")
 
 
-class ProfileError(UserError, ValueError):
+class ProfileError(UserError):
     """A profile that cannot be used: `file: key: problem`."""
 
 
@@ -166,7 +167,6 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 def _recipes(r: _Reader, value: Any) -> tuple[str, ...]:
     """Recipe texts, parsed now so a typo or an unknown pass fails when the profile loads."""
     from mcbench.optimizer.passes import pass_record
-    from mcbench.optimizer.recipes import RecipeError, parse_named_recipe
 
     if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
         raise r.fail("recipes", f"expected a list of recipe strings, got {value!r}")
@@ -205,9 +205,11 @@ def _target(r: _Reader, data: Any, path: str) -> RuntimeTarget:
 def load_profile(path: Path) -> Profile:
     path = Path(path)
     try:
-        data = toml_data(read_bytes(path, "profile"), str(path), ProfileError)
+        data = toml_data(read_bytes(path, "profile"), str(path))
     except FileError as exc:
         raise ProfileError(str(exc).replace(": no such file", ": no such profile file")) from None
+    except ParseError as exc:
+        raise ProfileError(str(exc)) from None
     return parse_profile(data, str(path))
 
 

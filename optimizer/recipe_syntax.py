@@ -9,15 +9,16 @@ run code. `str(step)` gives the canonical form that names cache folders and resu
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 Scalar = int | float | bool | str
 
 
-class RecipeError(UserError, ValueError):
+class RecipeError(UserError):
     """A recipe that does not parse, names an unknown pass, or gives a pass arguments it does not take."""
 
 
@@ -132,3 +133,24 @@ def _coerce(step: Step, name: str, value: Scalar, default: Any) -> Scalar:
     if not isinstance(value, kind):
         raise RecipeError(f"{step}: {name} must be {kind.__name__}, got {_literal_text(value)}")
     return value
+
+
+_NAME_PREFIX = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*=(?!=)")
+
+
+@dataclass(frozen=True)
+class NamedRecipe:
+    name: str  # the variant name's suffix: given as NAME=, else derived from the recipe
+    text: str  # as the user wrote it
+    steps: tuple[Step, ...]
+
+
+def parse_named_recipe(text: str) -> NamedRecipe:
+    """`NAME=RECIPE` or a bare recipe; a bare recipe is named after its canonical text."""
+    match = _NAME_PREFIX.match(text)
+    name, body = (match.group(1), text[match.end():]) if match and "(" not in match.group(1) else (None, text)
+    steps = parse_recipe(body)
+    if name is None:
+        canonical = "+".join(str(s) for s in steps) or "base"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", canonical.replace("(", "-").replace(")", "")).strip("_.-")
+    return NamedRecipe(name, text, steps)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from mcbench.optimizer.profiles import Profile, RuntimeTarget
-from mcbench.optimizer.recipe_syntax import RecipeError, Step, parse_recipe
+from mcbench.optimizer.recipe_syntax import NamedRecipe, RecipeError, Step, parse_named_recipe, parse_recipe
 from mcbench.optimizer.targets import Target
 
 __all__ = ["NamedRecipe", "RecipeError", "Step", "VariantSpec", "all_kind_variants", "default_variants",
@@ -261,7 +260,6 @@ def _runtime_variants(rt: RuntimeTarget, profile: Profile, from_torch: bool) -> 
 
 # --- user recipes: `[NAME=]RECIPE` expanded into variants for the runtimes that run its final format ---
 
-_NAME_PREFIX = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*=(?!=)")
 _ONNX_TARGETS = (("ort", Target("onnxruntime")),
                  ("ov", Target("openvino", options={"hint": "LATENCY", "precision": "f32"})))
 _TARGETS_BY_FORMAT = {
@@ -270,24 +268,6 @@ _TARGETS_BY_FORMAT = {
     "pt2": (("torch", Target("torch")),),
     "openvino": (_ONNX_TARGETS[1],),
 }
-
-
-@dataclass(frozen=True)
-class NamedRecipe:
-    name: str  # the variant name's suffix: given as NAME=, else derived from the recipe
-    text: str  # as the user wrote it
-    steps: tuple[Step, ...]
-
-
-def parse_named_recipe(text: str) -> NamedRecipe:
-    """`NAME=RECIPE` or a bare recipe; a bare recipe is named after its canonical text."""
-    match = _NAME_PREFIX.match(text)
-    name, body = (match.group(1), text[match.end():]) if match and "(" not in match.group(1) else (None, text)
-    steps = parse_recipe(body)
-    if name is None:
-        canonical = "+".join(str(s) for s in steps) or "base"
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", canonical.replace("(", "-").replace(")", "")).strip("_.-")
-    return NamedRecipe(name, text, steps)
 
 
 def final_format(steps: tuple[Step, ...], source_format: str) -> str:

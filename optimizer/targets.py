@@ -7,18 +7,17 @@ lazily: a missing one is an install hint, not an ImportError at start-up.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from mcbench.base.imports import require
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.hardware import cpu_info, usable_cores
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 DEVICES = {"onnxruntime": ("cpu", "gpu"), "openvino": ("cpu", "gpu"), "torch": ("cpu", "cuda")}
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 class TargetError(RuntimeError):
@@ -147,34 +146,6 @@ def open_session(artifact: Artifact, target: Target, ort_global_pool: bool = Fal
     return _OrtSession(artifact, target, ort_global_pool)
 
 
-# The extra (pyproject.toml) that installs each optional top-level package mcbench imports.
-EXTRAS = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "openvino",
-          "torch": "torch", "onnxscript": "torch", "safetensors": "torch", "torch_pruning": "torch", "sklearn": "torch",
-          "locust": "serve", "gevent": "serve", "starlette": "serve", "uvicorn": "serve", "transformers": "hf",
-          "mlflow": "mlflow", "sqlalchemy": "mlflow", "alembic": "mlflow"}
-
-
-def missing_extra(exc: ImportError) -> str | None:
-    """For an import of an optional package that failed, the one line that says which extra installs it."""
-    package = (getattr(exc, "name", None) or "").split(".")[0]
-    extra = EXTRAS.get(package)
-    if extra is None:
-        return None
-    return f"{package} is not installed; it comes with the extra: pip install 'mcbench[{extra}]' (or 'mcbench[all]')"
-
-
-def require(module: str, extra: str | None = None) -> Any:
-    """Import a heavy dependency, or fail with what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        hint = missing_extra(exc)
-        if extra or hint is None:
-            hint = f"{module} is not installed ({exc}); install it with: " + (
-                f"pip install 'mcbench[{extra}]'" if extra else f"pip install {module}")
-        raise TargetError(hint) from exc
-
-
 def ort_session_options(ort, target: Target, global_pool: bool = False):
     """The session options every onnxruntime measurement uses (the operator profile too, so both see one graph);
     `global_pool`: the session uses the process-wide thread pools (sized by set_ort_global_pool), not its own."""
@@ -264,21 +235,6 @@ class _TorchSession:
         with torch.inference_mode():
             out = self._module(*(torch.from_numpy(feeds[n]).to(self._device) for n in self.input_names))
         return [o.cpu().numpy() for _, o in self._named(out)]
-
-
-def load_factory(ref: str | None) -> Any:
-    """Resolve "package.module:callable". Only called with a reference the user or mcbench named."""
-    if not ref or ":" not in ref:
-        raise TargetError(f"factory {ref!r} is not of the form 'package.module:callable'")
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TargetError(f"cannot import {module_name!r} for factory {ref!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise TargetError(f"{module_name!r} has no attribute {attr!r}") from exc
 
 
 def hardware_mismatch(profile) -> str | None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mcbench.base.text import first_line
 from mcbench.reports.decision import (
     THIS_MACHINE,
     Decision,
@@ -25,7 +26,6 @@ from mcbench.reports.decision import (
     profile_names,
     profile_variants,
 )
-from mcbench.reports.errors import first_line
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, quality_of, shortfall
 from mcbench.reports.schema import RunResult, VariantResult

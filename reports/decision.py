@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, baseline_quality, measured, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import Confirmation, ConfirmedRatio, RunResult, VariantResult
@@ -100,7 +100,7 @@ def objective_choices() -> tuple[str, ...]:
     return tuple(OBJECTIVES)
 
 
-class ObjectiveError(UserError, ValueError):
+class ObjectiveError(UserError):
     """An objective mcbench does not know; the message lists those it does."""
 
 

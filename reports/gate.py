@@ -11,7 +11,7 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.gate_budgets import LOWER_BOUNDS, Budget, Defaults, GateConfig, GateConfigError, load_budgets
 from mcbench.reports.gate_stats import MIN_SAMPLES, Comparison, compare, compare_rounds
 from mcbench.reports.quality import over_budget_text, quality_metric, within_budget
@@ -20,10 +20,9 @@ from mcbench.reports.schema import RunResult, VariantResult
 __all__ = ["Check", "Outcome", "GateConfigError", "GateDataError", "evaluate", "load_budgets"]
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
-STATUSES = ("pass", "fail", "inconclusive", "error")
 
 
-class GateDataError(UserError, ValueError):
+class GateDataError(UserError):
     """Data the gate needs is gone (e.g. the artifacts to re-measure); exit 2 with what to do."""
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_text
+from mcbench.base.errors import UserError
+from mcbench.base.files import FileError, read_text
 
 METRICS = ("p50_ms", "p99_ms", "load_p99_ms", "min_throughput_rps", "min_accuracy", "max_size_bytes")
 MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: more buys no precision, only minutes
@@ -21,7 +21,7 @@ MAX_ROUNDS_FACTOR = 10  # --remeasure N adds rounds up to this many times N: wit
 LOWER_BOUNDS = ("min_throughput_rps", "min_accuracy")  # the value must reach these; the others are ceilings
 
 
-class GateConfigError(UserError, ValueError):
+class GateConfigError(UserError):
     """A budgets file that cannot be used; the gate exits 2 before evaluating anything."""
 
 

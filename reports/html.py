@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from mcbench.reports.files import write_text_atomic
+from mcbench.base.files import write_text_atomic
 from mcbench.reports.merge import MultiRun
 from mcbench.reports.page import report_view
 from mcbench.reports.schema import RunResult

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
+from mcbench.base.text import clip
 from mcbench.reports.decide import THIS_MACHINE, profile_names
-from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import NA, finite, format_ms, format_rps, inputs_text
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult, VariantResult, load_results
@@ -45,7 +46,7 @@ BY_FILE_NAME = frozenset({"dataset", "text_file", "labels_file"})  # the same da
 SHA_SHOWN = 12  # hex digits of a hash in an error message
 
 
-class MergeError(UserError, ValueError):
+class MergeError(UserError):
     """Results that cannot be shown as one report; the message names the file and what differs (exit code 2)."""
 
 
@@ -138,7 +139,7 @@ def config_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | 
 def _shown(value: Any, limit: int = 60) -> str:
     """A config value as results.json records it, shortened to one readable piece."""
     text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def _short_sha(sha: str) -> str:

@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.errors import UserError
 from mcbench.reports.decision import frontier, frontier_names, objective_of, profile_names
-from mcbench.reports.errors import UserError
 from mcbench.reports.formatting import finite, format_ms, format_rps
 from mcbench.reports.quality import QualityMetric, shortfall, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
@@ -28,7 +28,7 @@ from mcbench.reports.views import measured, peak_step, quality_metric, quality_o
 REJECTED_COLOR = "#b8b8b8"  # variants over the accuracy budget, greyed
 
 
-class ReportError(UserError, RuntimeError):
+class ReportError(UserError):
     """The report cannot be rendered as promised (its chart library is missing); the message says how to fix it."""
 
 

@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 from mcbench.reports.schema import RunResult, VariantResult
 
 DEFAULT_POINTS = 1.0
@@ -46,7 +46,7 @@ SHORT = {"top1": "top-1", "agreement": "agree", "cosine_mean": "cosine", "rel_er
 _BOUND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
-class QualityBudgetError(UserError, ValueError):
+class QualityBudgetError(UserError):
     """A --quality-budget that cannot be read; the message shows the forms it takes."""
 
 
@@ -94,9 +94,6 @@ class BudgetSpec:
     key: str | None = None
     op: str | None = None
     value: float | None = None
-
-    def to_text(self) -> str:
-        return f"{self.points:g}" if self.points is not None else f"{self.key}{self.op}{self.value:g}"
 
 
 def figure_name(key: str) -> str:

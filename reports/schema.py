@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcbench.reports.errors import UserError
-from mcbench.reports.files import FileError, read_bytes, write_text_atomic
-from mcbench.reports.parsing import json_data
+from mcbench.base.errors import UserError
+from mcbench.base.files import FileError, read_bytes, write_text_atomic
+from mcbench.base.parsing import ParseError, json_data
+from mcbench.reports.schema_check import REGENERATE, schema_errors
 
 SCHEMA_VERSION = 1
 # A latency field holds a finite number >= 0, never null (NaN) or negative: results.schema.json says so for the
@@ -23,7 +24,7 @@ SCHEMA_VERSION = 1
 LATENCY = {"latency": True}
 
 
-class SchemaError(UserError, ValueError):
+class SchemaError(UserError):
     """A results file that cannot be read as this schema."""
 
 
@@ -328,8 +329,6 @@ def _clean(value: Any) -> Any:
 
 def check_against_json_schema(data: Any, where: str) -> None:
     """Raise SchemaError where `data` breaks reports/results.schema.json (checked on write and on read)."""
-    from mcbench.reports.schema_json import REGENERATE, schema_errors
-
     errors = schema_errors(data)
     if errors:
         hint = f" (if the dataclasses changed, regenerate the schema: {REGENERATE})" if where == "writing" else ""
@@ -345,8 +344,8 @@ def save_results(run: RunResult, path: Path) -> None:
 def load_results(path: Path) -> RunResult:
     path = Path(path)
     try:
-        data = json_data(read_bytes(path, "results file"), str(path), SchemaError)
-    except FileError as exc:
+        data = json_data(read_bytes(path, "results file"), str(path))
+    except (FileError, ParseError) as exc:
         raise SchemaError(str(exc)) from None
     if not isinstance(data, dict):
         raise SchemaError(f"{path}: expected a JSON object")

@@ -1,5 +1,6 @@
 """The JSON Schema of results.json, generated from the dataclasses in `reports.schema`, and the check against it.
 
+The check of a results file against the committed schema is `reports/schema_check.py`'s.
 The dataclasses are the one source of truth (several people add fields to them); `reports/results.schema.json`
 is generated from them and committed, so tools outside Python can validate a results file too. Regenerate it
 after changing a dataclass:
@@ -19,14 +20,11 @@ import json
 import sys
 import types
 import typing
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from mcbench.reports import schema as results_schema
+from mcbench.reports.schema_check import SCHEMA_PATH
 
-SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
-REGENERATE = "python -m mcbench.reports.schema_json"
 SCHEMA_ID = "https://mcbench.invalid/results.schema.json"  # an identifier only; nothing is fetched from it
 
 
@@ -108,48 +106,6 @@ def generated_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(generated_schema(), indent=1, sort_keys=False) + "\n"
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Any | None:
-    """A jsonschema validator for the committed schema, or None where jsonschema is not installed."""
-    try:
-        import jsonschema
-    except ImportError:
-        return None
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
-
-
-_said_missing = False
-
-
-def _say_missing_once() -> None:
-    global _said_missing
-    if not _said_missing:
-        _said_missing = True
-        print("mcbench: jsonschema is not installed: results files are checked against the dataclasses only, "
-              f"not {SCHEMA_PATH.name} (pip install jsonschema)", file=sys.stderr)
-
-
-def schema_errors(data: Any, limit: int = 5) -> list[str] | None:
-    """What in `data` breaks the committed JSON Schema (at most `limit`, each with its JSON path);
-    None where the check could not run (jsonschema missing: said once on stderr, never a silent pass)."""
-    validator = _validator()
-    if validator is None:
-        _say_missing_once()
-        return None
-    from jsonschema.exceptions import best_match
-
-    # best_match descends into anyOf (a nullable record) to the error that says what is actually wrong
-    errors = [best_match([e]) for e in validator.iter_errors(data)]
-    errors = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])[:limit]
-    return [f"{e.json_path}: {_short(e.message)}" for e in errors]
-
-
-def _short(message: str, limit: int = 160) -> str:
-    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def main() -> int:

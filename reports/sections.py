@@ -304,14 +304,6 @@ class SearchRow:
 STAGE_LABELS = {"plan": "not tried", "screen": "screened", "time": "timed in full", "load": "load-tested"}
 
 
-def stopped_text(v: VariantResult) -> str:
-    """The stage a candidate reached and why it went no further, in one line (mcbench.search writes the record)."""
-    if v.search is None:
-        return "not recorded"
-    why = v.search.get("stopped")
-    return f"{v.search.get('stage')}: {why}" if why else f"{v.search.get('stage')}: done"
-
-
 def search_rows(run: RunResult) -> list[SearchRow]:
     """Every candidate the run considered, furthest stage first, with why it stopped there."""
     order = {stage: i for i, stage in enumerate(("load", "time", "screen", "plan"))}

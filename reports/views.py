@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mcbench.base.text import first_line
 from mcbench.reports.decision import frontier_names
-from mcbench.reports.errors import first_line
 from mcbench.reports.formatting import (
     NA,
     Cell,

@@ -33,7 +33,7 @@ def _workload(tmp_path) -> Workload:
 @pytest.fixture
 def counted(monkeypatch):
     """prune.unstructured, counting its calls."""
-    real = passes.get_pass("prune.unstructured")
+    real = passes.pass_record("prune.unstructured").fn
     calls = []
 
     @functools.wraps(real)  # keeps the signature the recipe's arguments are bound to

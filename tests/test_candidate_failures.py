@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.base.text import clip, first_line
 from mcbench.bench.isolate import ChildError, error_text
-from mcbench.reports.errors import first_line
 from tests.conftest import save_graph
 
 # What OpenVINO 2025's ONNX frontend raises on the graph below (and on Silero VAD): C++ source lines first.
@@ -46,6 +46,7 @@ def test_the_line_quoted_is_what_failed_not_where_in_the_cpp_source():
     assert first_line(ValueError("bad shape\nmore")) == "bad shape"
     assert first_line(KeyError()) == "KeyError" and first_line(None) == "" and first_line("") == ""
     assert first_line("x" * 200, 120) == "x" * 119 + "…"
+    assert clip("x" * 120, 120) == "x" * 120 and clip("x" * 121, 120) == "x" * 119 + "…"
     assert first_line("error: OSError:\n--- last lines of its stderr ---\nboom") == "error: OSError:"
 
 

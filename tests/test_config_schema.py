@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from mcbench.base.settings import ConfigError, Field, all_fields, choices_of, fields_of
 from mcbench.bench.latency import TimingPlan
-from mcbench.bench.settings import ConfigError, Field, all_fields, choices_of, fields_of
 from mcbench.cli import build_parser, main, run_config
 from mcbench.config import LoadPlan, RunConfig, config_from_dict
 from mcbench.config_file import entries, keys_table, load_run_file

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from mcbench.bench.settings import ConfigError
+from mcbench.base.errors import UserError
+from mcbench.base.settings import ConfigError
 from mcbench.config import LoadPlan, RunConfig
 from mcbench.reports.decide import recommend
 from mcbench.reports.decision import OBJECTIVES, decide, frontier_names, objective_of
-from mcbench.reports.errors import UserError
 from mcbench.reports.html import render_report
 from mcbench.reports.plots import charts
 from mcbench.reports.schema import Accuracy, Capacity, RunResult, VariantResult, load_results, save_results

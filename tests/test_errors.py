@@ -1,23 +1,17 @@
-"""One root for the errors a user can act on, and the dependency rule that lets every package raise it."""
+"""One root for the errors a user can act on (where it may be imported from: tests/test_structure.py)."""
 
 from __future__ import annotations
 
-import ast
-import sys
-from pathlib import Path
-
 import pytest
 
+from mcbench.base.errors import UserError
 from mcbench.cli import main
-from mcbench.errors import UserError
-
-ROOT = Path(__file__).parents[1]
 
 
 def _user_errors() -> list[type]:
+    from mcbench.base.errors import UsageError
     from mcbench.bench.datasets import DatasetError
     from mcbench.config import ConfigError
-    from mcbench.errors import UsageError
     from mcbench.optimizer.intake import IntakeError
     from mcbench.optimizer.profiles import ProfileError
     from mcbench.optimizer.recipe_syntax import RecipeError
@@ -34,13 +28,49 @@ def _user_errors() -> list[type]:
             MergeError, QualityBudgetError, TrackingError, GateConfigError, GateDataError, OutputError]
 
 
-def test_every_user_error_derives_from_the_one_root_and_keeps_its_old_base():
-    from mcbench.reports.errors import UserError as ReportsRoot
+def _all_user_errors() -> set[type]:
+    """Every subclass of UserError defined in mcbench, found by walking the classes (the modules above imported)."""
+    import mcbench.api  # noqa: F401  the rest of the product's light modules
+    import mcbench.code_rule  # noqa: F401
+    import mcbench.optimizer.artifact  # noqa: F401
+    import mcbench.reports.decision  # noqa: F401
 
-    assert UserError is ReportsRoot
-    for cls in _user_errors():
-        assert issubclass(cls, UserError), cls
-        assert issubclass(cls, ValueError | RuntimeError | OSError), cls  # callers that caught the old base still do
+    _user_errors()
+    found, todo = set(), [UserError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__.startswith("mcbench.") and sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+def test_every_user_error_derives_from_the_one_root_only():
+    """Not also from ValueError, RuntimeError or OSError: an `except ValueError` written for a library's error
+    must not swallow a user error (issue 31)."""
+    from mcbench import UserError as public_root
+
+    assert public_root is UserError
+    errors = _all_user_errors()
+    assert {e.__name__ for e in errors} >= {c.__name__ for c in _user_errors()} | {"FileError", "ParseError"}
+    for cls in errors:
+        assert not issubclass(cls, ValueError | RuntimeError | OSError | TypeError | KeyError), cls
+
+
+def test_no_exception_class_is_passed_as_a_parameter():
+    """Each function raises its own error (or the foundations' UsageError); none takes the class to raise."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for folder in ("mcbench", "bench", "optimizer", "reports"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    for arg in node.args.args + node.args.kwonlyargs:
+                        hint = ast.unparse(arg.annotation) if arg.annotation else ""
+                        assert not (hint.startswith("type[") and "Error" in hint) and not arg.arg.endswith("_error"), \
+                            f"{path.relative_to(root)}: {node.name}({arg.arg}: {hint})"
 
 
 @pytest.mark.parametrize("cls", _user_errors(), ids=lambda c: c.__name__)
@@ -72,42 +102,3 @@ def test_a_results_write_that_fails_mid_run_exits_1_and_anything_else_is_interna
     monkeypatch.setattr(cli, "cmd_compare", bug)
     assert main(["compare", "a.json", "b.json"]) == 1
     assert capsys.readouterr().err.startswith("mcbench: internal error: KeyError: 'x'")
-
-
-def _mcbench_imports(folder: str) -> dict[str, set[str]]:
-    """file -> the mcbench modules it imports (mcbench.x.y)."""
-    out = {}
-    for path in sorted((ROOT / folder).rglob("*.py")):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module)
-        out[str(path.relative_to(ROOT))] = {n for n in names if n.split(".")[0] == "mcbench"}
-    return out
-
-
-FOUNDATIONS = ("mcbench.reports.errors", "mcbench.reports.parsing", "mcbench.reports.files")
-
-
-def test_the_dependency_rule_holds_with_its_one_exception():
-    """reports imports only reports; optimizer imports nothing of bench or reports but reports.errors,
-    reports.parsing and reports.files (the foundations: stdlib and the error root only); bench not the app;
-    reports/errors.py imports only the standard library."""
-    for path, names in _mcbench_imports("reports").items():
-        assert all(n.startswith("mcbench.reports") for n in names), (path, names)
-    for path, names in _mcbench_imports("optimizer").items():
-        assert all(n.startswith("mcbench.optimizer") or n in FOUNDATIONS for n in names), (path, names)
-    for path, names in _mcbench_imports("bench").items():
-        assert all(n.split(".")[1] in ("bench", "optimizer", "reports") for n in names), (path, names)
-    tree = ast.parse((ROOT / "reports" / "errors.py").read_text(encoding="utf-8"))
-    imported = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
-    modules = {a.name for n in imported if isinstance(n, ast.Import) for a in n.names} | {
-        n.module for n in imported if isinstance(n, ast.ImportFrom)}
-    assert modules <= {"__future__", "re"}, modules  # the standard library's, for first_line
-    for name in ("parsing.py", "files.py"):
-        tree = ast.parse((ROOT / "reports" / name).read_text(encoding="utf-8"))
-        assert {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("mcbench")} \
-            == {"mcbench.reports.errors"}, name  # the standard library and the error root only
-    assert "mcbench.reports.errors" in sys.modules  # and it is what every package raises from

@@ -147,13 +147,13 @@ def test_workers_that_never_connect_fail_the_load_test_in_one_line(tmp_path: Pat
 @pytest.mark.parametrize(("text", "expected"), [("host", ("host", 5557)), ("10.0.0.7:6000", ("10.0.0.7", 6000)),
                                                 ("[::1]:7000", ("::1", 7000)), ("[fe80::2]", ("fe80::2", 5557))])
 def test_master_addresses(text: str, expected: tuple[str, int]) -> None:
-    assert parse_master(text, UsageError) == expected
+    assert parse_master(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", ":5557", "host:0", "host:70000", "host:port", "[::1]:x"])
 def test_bad_master_addresses_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError, match="--master must be HOST or HOST:PORT"):
-        parse_master(text, UsageError)
+        parse_master(text)
 
 
 def test_bad_distributed_flags_are_exit_2(capsys) -> None:
@@ -203,10 +203,10 @@ def test_the_deploy_examples_run_mcbench_commands_that_parse() -> None:
     masters = [a for a in parsed if a.command == "load"]
     workers = [a for a in parsed if a.command == "load-worker"]
     assert len(masters) == 2 and len(workers) == 2 and all(a.workers for a in masters)
-    assert parse_master(workers[0].master, UsageError) == ("master", masters[0].master_bind_port)
+    assert parse_master(workers[0].master) == ("master", masters[0].master_bind_port)
     assert compose["worker"]["deploy"]["replicas"] == masters[0].workers
     service = next(d for d in manifests if d["kind"] == "Service")
     deployment = next(d for d in manifests if d["kind"] == "Deployment")
-    assert parse_master(workers[1].master, UsageError) == (service["metadata"]["name"], service["spec"]["ports"][0]
+    assert parse_master(workers[1].master) == (service["metadata"]["name"], service["spec"]["ports"][0]
                                                             ["port"])
     assert deployment["spec"]["replicas"] == masters[1].workers

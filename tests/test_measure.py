@@ -8,7 +8,7 @@ from mcbench.bench.isolate import ChildError, call_in_child
 from mcbench.bench.latency import TimingPlan, halves_disagree, measure_latency
 from mcbench.optimizer.artifact import generated_inputs
 from mcbench.optimizer.intake import load_onnx
-from mcbench.optimizer.passes import PassContext, PassError, apply_passes, get_pass
+from mcbench.optimizer.passes import PassContext, PassError, apply_passes, pass_record
 from mcbench.optimizer.recipe_syntax import RecipeError
 from mcbench.optimizer.targets import Target, open_session
 
@@ -41,7 +41,7 @@ def test_static_quantization_without_calibration_is_refused(linear_onnx, tmp_pat
 
 def test_unknown_pass_lists_known_ones():
     with pytest.raises(RecipeError, match="unknown pass 'quant.int3'; known passes: export.onnx"):
-        get_pass("quant.int3")
+        pass_record("quant.int3")
 
 
 def test_measure_latency_meets_minimums(linear_onnx):

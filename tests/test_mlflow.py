@@ -86,10 +86,10 @@ def read_back(uri: str, experiment: str):
 
 @needs_mlflow
 def test_parent_and_nested_runs_with_params_metrics_tags_and_artifacts(tmp_path, store):
-    from mcbench.tracking import log_run
+    from mcbench.tracking import Tracker
 
     run, folder = run_folder(tmp_path / "r")
-    logged = log_run(run, folder, uri=store, experiment="full")
+    logged = Tracker(store, "full").log(run, folder)
     client, parent, children = read_back(store, "full")
     assert parent.info.run_id == logged.parent_id and parent.info.run_name == run.run_id
     assert parent.info.status == "FINISHED" and parent.info.start_time == 1767323045000  # the run's `created`
@@ -166,7 +166,7 @@ def test_a_profile_variant_names_its_profile():
 def test_model_files_only_with_the_flag_an_ir_with_its_bin(tmp_path, store):
     import onnx
 
-    from mcbench.tracking import log_run
+    from mcbench.tracking import Tracker
     from tests.conftest import make_linear_onnx
 
     run = tracked_run()
@@ -180,7 +180,7 @@ def test_model_files_only_with_the_flag_an_ir_with_its_bin(tmp_path, store):
     ir.with_suffix(".bin").write_bytes(b"\0" * 16)
     run.variant("torch-fp32").artifact.update(path=str(ir), format="openvino")
     _, folder = run_folder(tmp_path / "r", run)
-    logged = log_run(run, folder, uri=store, experiment="models", log_models=True)
+    logged = Tracker(store, "models").log(run, folder, log_models=True)
     client, _, children = read_back(store, "models")
     listed = {name: sorted(a.path for a in client.list_artifacts(r.info.run_id, "model"))
               for name, r in children.items()}
@@ -196,7 +196,7 @@ def test_the_same_results_are_logged_once_a_half_logged_try_aside(tmp_path, stor
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from mcbench.tracking import TrackingError, log_run
+    from mcbench.tracking import Tracker, TrackingError
 
     run, folder = run_folder(tmp_path / "r")
     real = MlflowClient.log_artifact
@@ -208,10 +208,10 @@ def test_the_same_results_are_logged_once_a_half_logged_try_aside(tmp_path, stor
 
     monkeypatch.setattr(MlflowClient, "log_artifact", refuse_the_report)
     with pytest.raises(TrackingError, match=f"^MLflow could not log to {store}: the artifact store is full$"):
-        log_run(run, folder, uri=store, experiment="once")
+        Tracker(store, "once").log(run, folder)
     monkeypatch.undo()
-    first = log_run(run, folder, uri=store, experiment="once")
-    again = log_run(run, folder, uri=store, experiment="once")
+    first = Tracker(store, "once").log(run, folder)
+    again = Tracker(store, "once").log(run, folder)
     assert not first.already and again.already and again.parent_id == first.parent_id and again.children == {}
     assert "already logged as run" in again.summary()
     client = MlflowClient(tracking_uri=store)

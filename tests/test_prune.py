@@ -45,7 +45,7 @@ BERT_SPECS = (InputSpec("input_ids", (1, 16), "int64", 0, 50), InputSpec("attent
 
 
 def _artifact(tmp_path, factory: str, specs=SPEC) -> Artifact:
-    from mcbench.optimizer.targets import load_factory
+    from mcbench.base.imports import load_factory
 
     weights = tmp_path / "base.pt"
     torch.save(load_factory(factory)().state_dict(), weights)

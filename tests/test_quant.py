@@ -115,6 +115,7 @@ def test_pipeline_refuses_accuracy_aware_without_a_dataset():
 def test_fp16_converts_weights_and_keeps_fp32_inputs_and_outputs(conv_onnx, tmp_path):
     import onnx
 
+    from mcbench.optimizer.artifact import input_shapes
     from mcbench.optimizer.graph_stats import count_flops
 
     half = apply_passes(conv_onnx, ("quant.fp16",), PassContext(), tmp_path / "fp16")
@@ -128,23 +129,24 @@ def test_fp16_converts_weights_and_keeps_fp32_inputs_and_outputs(conv_onnx, tmp_
     ref, got = _outputs(conv_onnx, "onnxruntime", samples), _outputs(half, "onnxruntime", samples)
     assert np.max(np.abs(ref - got)) < 1e-2
     assert half.path.stat().st_size < 0.6 * conv_onnx.path.stat().st_size
-    flops = count_flops(onnx.load(str(conv_onnx.path)), conv_onnx.inputs)
-    assert flops > 0 and count_flops(onnx.load(str(half.path)), half.inputs) == flops
+    flops = count_flops(onnx.load(str(conv_onnx.path)), input_shapes(conv_onnx.inputs))
+    assert flops > 0 and count_flops(onnx.load(str(half.path)), input_shapes(half.inputs)) == flops
 
 
 def test_flops_count_a_graph_whose_nodes_are_out_of_order(conv_onnx):
     """FP16 conversion of the digits CNN appends its input Cast after the nodes that read it: still counted."""
     import onnx
 
+    from mcbench.optimizer.artifact import input_shapes
     from mcbench.optimizer.graph_stats import count_flops
 
     model = onnx.load(str(conv_onnx.path))
-    flops = count_flops(model, conv_onnx.inputs)
+    flops = count_flops(model, input_shapes(conv_onnx.inputs))
     first = onnx.NodeProto()
     first.CopyFrom(model.graph.node[0])
     del model.graph.node[0]
     model.graph.node.append(first)
-    assert flops > 0 and count_flops(model, conv_onnx.inputs) == flops
+    assert flops > 0 and count_flops(model, input_shapes(conv_onnx.inputs)) == flops
 
 
 @pytest.mark.openvino

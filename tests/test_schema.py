@@ -73,14 +73,15 @@ def test_latency_cv():
 
 
 def test_committed_json_schema_matches_the_dataclasses():
-    from mcbench.reports.schema_json import REGENERATE, SCHEMA_PATH, schema_text
+    from mcbench.reports.schema_check import REGENERATE, SCHEMA_PATH
+    from mcbench.reports.schema_json import schema_text
 
     assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
         f"{SCHEMA_PATH.name} is out of date with reports/schema.py: regenerate it with `{REGENERATE}` and commit it")
 
 
 def test_json_schema_accepts_a_good_file_and_rejects_broken_ones(tmp_path):
-    from mcbench.reports.schema_json import schema_errors
+    from mcbench.reports.schema_check import schema_errors
 
     good = _run()
     good.variants[0].accuracy.per_class = {"0": 1.0, "1": 0.8}
@@ -125,7 +126,7 @@ def test_save_results_refuses_to_write_a_broken_record(tmp_path):
 def test_missing_jsonschema_is_said_once_not_passed_silently(monkeypatch, capsys):
     import builtins
 
-    from mcbench.reports import schema_json
+    from mcbench.reports import schema_check
 
     real_import = builtins.__import__
 
@@ -135,13 +136,13 @@ def test_missing_jsonschema_is_said_once_not_passed_silently(monkeypatch, capsys
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_jsonschema)
-    monkeypatch.setattr(schema_json, "_said_missing", False)
-    schema_json._validator.cache_clear()
+    monkeypatch.setattr(schema_check, "_said_missing", False)
+    schema_check._validator.cache_clear()
     try:
-        assert schema_json.schema_errors({}) is None
-        assert schema_json.schema_errors({}) is None
+        assert schema_check.schema_errors({}) is None
+        assert schema_check.schema_errors({}) is None
     finally:
-        schema_json._validator.cache_clear()
+        schema_check._validator.cache_clear()
     err = capsys.readouterr().err
     assert err.count("jsonschema is not installed") == 1 and "pip install jsonschema" in err
 

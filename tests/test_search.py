@@ -10,7 +10,6 @@ import pytest
 
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import Accuracy, LatencyStats, RunResult, VariantResult
-from mcbench.reports.sections import stopped_text
 from mcbench.search import (
     TimeBudget,
     dominated_by,
@@ -72,12 +71,11 @@ def test_time_budget_shares_and_none():
 
 def test_the_record_says_the_stage_and_why():
     v = _variant("x", 10, 0.9)
-    assert stopped_text(v) == "not recorded"
+    assert v.search is None
     record(v, "screen", "over the quality budget: -2.0 points")
     assert v.search == {"stage": "screen", "stopped": "over the quality budget: -2.0 points"}
-    assert stopped_text(v) == "screen: over the quality budget: -2.0 points"
     record(v, "load")
-    assert stopped_text(v) == "load: done"
+    assert v.search == {"stage": "load", "stopped": None}
 
 
 def test_a_run_cut_by_its_budget_still_answers_and_says_what_it_did_not_try(tmp_path, linear_onnx):

@@ -17,9 +17,9 @@ from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
 from mcbench.bench.protocol import (
     HEADER_LENGTH,
     AnswerForm,
+    BadRequest,
     EncodeError,
     NonFiniteOutput,
-    ProtocolError,
     answer_size_error,
     decode_infer_response,
     encode_answer,
@@ -101,7 +101,7 @@ def test_the_request_says_which_outputs_and_in_which_form() -> None:
                             ({"parameters": {"binary_data_output": "yes"}},
                              "request: binary_data_output must be true or false, got 'yes'"),
                             ({"outputs": "y"}, "outputs must be a list of objects with a name, got 'y'")]:
-        with pytest.raises(ProtocolError) as caught:
+        with pytest.raises(BadRequest) as caught:
             parse_infer_request(json.dumps({**request, **change}).encode(), None, specs, ["y", "z"])
         assert str(caught.value) == message
 

@@ -151,6 +151,7 @@ def test_a_pt2_program_converts_straight_to_openvino(tmp_path):
 def test_onnx_with_external_data_loads_and_counts_its_size(tmp_path):
     import onnx
 
+    from mcbench.optimizer.artifact import input_shapes
     from mcbench.optimizer.graph_stats import model_stats
     from tests.conftest import make_linear_onnx
 
@@ -158,7 +159,7 @@ def test_onnx_with_external_data_loads_and_counts_its_size(tmp_path):
     model = onnx.load(str(path))
     onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin", size_threshold=0)
     artifact = load_onnx(tmp_path / "ext.onnx")
-    stats = model_stats(artifact.path, artifact.inputs)
+    stats = model_stats(artifact.path, input_shapes(artifact.inputs))
     assert stats["parameters"] == 64 * 32 + 32
     assert stats["flops"] == 2 * 64 * 32
     assert stats["size_bytes"] >= (64 * 32 + 32) * 4

@@ -179,10 +179,6 @@ def pass_record(name: str) -> PassRecord:
     return record
 
 
-def get_pass(name: str) -> PassFn:
-    return pass_record(name).fn
-
-
 @dataclass
 class PassContext:
     """What a pass may need beyond the model: calibration inputs, and a place to say what it did."""

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
-from mcbench.optimizer.targets import Target, open_session, require
+from mcbench.optimizer.targets import Target, open_session
 
 EXPORT_TOLERANCE = 1e-3  # max |onnx - module|, relative to max(1, max |module output|)
 CHECK_SAMPLES = 4

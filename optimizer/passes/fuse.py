@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact, generated_inputs
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
-from mcbench.optimizer.targets import Target, open_session, require
+from mcbench.optimizer.targets import Target, open_session
 
 # The fused operators that mark a transformer pattern, as onnxruntime's statistics name them.
 TRANSFORMER_FUSIONS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",

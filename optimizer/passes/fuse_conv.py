@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.passes.fuse import output_difference
 from mcbench.optimizer.passes.prepare import _ort_basic
-from mcbench.optimizer.targets import Target, open_session, require
+from mcbench.optimizer.targets import Target, open_session
 
 AFFINE_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization")
 FOLD_TOLERANCE = 1e-3  # max |folded - source|, relative to max(1, max |source output|)

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.hardware import Int8Numerics
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.passes.quantize import WeightRange, weight_numerics
-from mcbench.optimizer.targets import require
 
 LIBRARIES = ("nncf", "openvino", "onnx")  # what the passes' records give the cache key
 PRESETS = {"performance": "PERFORMANCE", "mixed": "MIXED"}

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import InputSpec
-from mcbench.optimizer.errors import first_line
-from mcbench.optimizer.targets import require
 
 
 def prepared_for_quantization(model: Path, inputs: tuple[InputSpec, ...], out_dir: Path,

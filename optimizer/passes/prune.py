@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact, with_passes
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.intake_torch import load_torch_module
 from mcbench.optimizer.passes import PassContext, PassError, register
-from mcbench.optimizer.targets import require
 
 FINETUNE_BATCH = 64
 FINETUNE_LR = 1e-3

@@ -9,12 +9,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.hardware import Int8Numerics, int8_numerics
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.passes.prepare import model_opset, prepared_for_quantization
-from mcbench.optimizer.targets import require
 
 LIBRARIES = ("onnx", "onnxruntime")  # what the passes' records give the cache key
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from mcbench.base.imports import require
+from mcbench.base.text import first_line
 from mcbench.optimizer.artifact import Artifact
-from mcbench.optimizer.errors import first_line
 from mcbench.optimizer.passes import PassContext, PassError, register
 from mcbench.optimizer.passes.quantize import (
     CALIBRATION_METHODS,
@@ -44,7 +45,6 @@ from mcbench.optimizer.passes.quantize import (
     _static_record,
     weight_numerics,
 )
-from mcbench.optimizer.targets import require
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 # Initializers onnxruntime's MatMulAddFusion names (graph preparation runs it): it makes the same names again when

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mcbench.base.imports import require
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.passes import PassContext, PassError, register
-from mcbench.optimizer.targets import require
 
 
 @register("shape.static", takes=("onnx",), libraries=("onnx",))

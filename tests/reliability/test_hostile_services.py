@@ -108,7 +108,7 @@ def test_m9_serve_gives_a_factory_its_recorded_arguments(tmp_path):
     torch_variant.artifact = artifact.to_dict()
     torch_variant.settings["in_process"] = Target("torch", threads=1).to_dict()
     save_results(run, tmp_path / "run" / "results.json")
-    spec = server_spec(f"{tmp_path / 'run'}:torch-fp32", None, "onnxruntime", 1, ValueError)
+    spec = server_spec(f"{tmp_path / 'run'}:torch-fp32", None, "onnxruntime", 1)
     assert spec["artifact"]["factory_args"]["head"] == "logits"
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
@@ -272,11 +272,11 @@ def test_m15_a_body_too_large_for_the_models_inputs_is_refused_before_it_is_pars
 
 
 def test_m15_a_body_of_many_arrays_is_refused_before_parsing():
-    from mcbench.bench.protocol import MAX_CONTAINERS, ProtocolError, decode_infer_request
+    from mcbench.bench.protocol import MAX_CONTAINERS, BadRequest, decode_infer_request
     from mcbench.optimizer.artifact import InputSpec
 
     raw = b"[" + b"[]," * MAX_CONTAINERS + b"[]]"
-    with pytest.raises(ProtocolError, match=f"^request body holds {MAX_CONTAINERS + 2} arrays and objects "
+    with pytest.raises(BadRequest, match=f"^request body holds {MAX_CONTAINERS + 2} arrays and objects "
                                             f"\\(at most {MAX_CONTAINERS}\\)$"):
         decode_infer_request(raw, None, (InputSpec("x", (1, 2**22)),))
 

@@ -269,7 +269,8 @@ def _children(pid: int) -> list[int]:
 
 def test_a_write_cut_short_leaves_the_previous_results(tmp_path, monkeypatch):
     """An interruption between writing the temporary file and renaming it: the old file stays whole."""
-    from mcbench.reports import files, schema
+    from mcbench.base import files
+    from mcbench.reports import schema
 
     path = tmp_path / "results.json"
     first = schema.RunResult("r", "2026-01-01T00:00:00", {}, {}, {}, [])

@@ -10,7 +10,7 @@ run-file key and command-line flag are arguments. From that one declaration come
 - the flags of `mcbench run` and `mcbench load` (`mcbench.config_flags`);
 - the `config` a results.json records and `--resume` reads back (`to_json`, `from_json`).
 
-Standard library only (and the root of user errors), so that `bench` and `mcbench` can both declare settings.
+Standard library only (and the root of user errors), so that every layer can declare settings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 SETTING = "mcbench.setting"  # the key of a field's Setting in its metadata
 
@@ -37,7 +37,7 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-class ConfigError(UserError, ValueError):
+class ConfigError(UserError):
     """A run configuration that cannot be carried out; the message names the setting and what to change.
 
     `key` is the field's path (`load.step_seconds`; `load` for a rule between fields of the load plan; empty for
@@ -78,7 +78,7 @@ class Setting:
     unit: str = ""  # shown in a range's error: "must be between 1 and 8192 tokens"
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
     nonempty: bool = False  # a list needs an item
-    check: Callable[[Any], object] | None = None  # raises ValueError(problem) for a value it refuses
+    check: Callable[[Any], object] | None = None  # raises ValueError(problem) or a UserError for a value it refuses
     parse: Callable[[Any], Any] | None = None  # a run-file or flag value -> the field's value, before the checks
     resolve: Callable[[Any, Path, str], Any] | None = None  # run file only: (value, file's folder, key) -> value
     none: Any = UNSET  # the run-file or flag value that stands for None (TOML has no null): 0, false
@@ -204,7 +204,7 @@ def convert(f: Field, value: Any) -> Any:
     if f.setting.check is not None:
         try:
             f.setting.check(value)
-        except ValueError as exc:
+        except (ValueError, UserError) as exc:  # a check may raise the user error its own parser raises
             raise Invalid(str(exc)) from None
     return value
 

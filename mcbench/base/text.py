@@ -1,21 +1,11 @@
-"""The root of every error a user can act on: a bad argument, run file, model, dataset, profile or results file.
+"""Text helpers every layer uses: `first_line`, the line of a library's error that says what failed, and `clip`.
 
-It lives here, in a module that imports nothing, because every package raises such errors and `reports`
-may import only the standard library and itself: `optimizer`, `bench` and `mcbench` import this module
-(the one exception to "optimizer imports neither bench nor reports"), and `mcbench.errors` re-exports it.
-The CLI prints a `UserError` as one line, `mcbench: MESSAGE`, and exits with its `exit_code`.
+The terminal, results.json and the report all quote an error by this one line. Standard library only.
 """
 
 from __future__ import annotations
 
 import re
-
-
-class UserError(Exception):
-    """Input the user can fix; the message says what and where (one line). Exit code 2 unless a subclass says."""
-
-    exit_code = 2
-
 
 _CPP_LOCATION = re.compile(r"(?:Exception from|Check '.*' failed at) \S+:\d+:?\s*$")
 
@@ -41,7 +31,12 @@ def first_line(error: BaseException | str | None, limit: int | None = None) -> s
             line = f"{line} {_summary(rest) or introduced[3:]}"
             break
         line = f"{line} {introduced}"
-    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"
+    return line if limit is None else clip(line, limit)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 1 characters and '…' where it is longer than `limit`."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _message_lines(text: str) -> list[str]:

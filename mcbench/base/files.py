@@ -9,7 +9,7 @@ Writing: an output that is not a regular file (a device node, a FIFO, a director
 inputs is refused; otherwise the text goes to a temporary file in the same folder, fsync, rename, so a reader never
 sees half a file and a failed write leaves the old one.
 
-Standard library only: `reports` may import nothing else, and every layer imports this.
+Standard library and the error root only: every layer imports this.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from mcbench.reports.errors import UserError
+from mcbench.base.errors import UserError
 
 MiB = 2**20
 RESULTS_LIMIT_ENV = "MCBENCH_MAX_RESULTS_MB"
@@ -35,7 +35,7 @@ LIMITS = {  # bytes, by kind of file; docs/reliability-and-security.md gives eac
 }
 
 
-class FileError(UserError, OSError):
+class FileError(UserError):
     """A file that cannot be read or written as asked; the message names it and says why (exit code 2)."""
 
 
@@ -86,8 +86,6 @@ def read_bytes(path: str | Path, kind: str) -> bytes:
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as exc:
-        if isinstance(exc, FileError):
-            raise
         raise FileError(f"{path}: {_reason(exc)}") from None
     finally:
         os.close(fd)
