@@ -536,9 +536,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout-s", type=float, default=d.timeout_s, help="inference deadline (504 past it)")
     parser.add_argument("--max-queue", type=int, default=d.max_queue,
                         help="requests allowed to wait for the model (503 with Retry-After beyond)")
-    parser.add_argument("--instances", type=int, default=1,
-                        help="model instances, each serving one call at a time (give each its --threads share)")
-    parser.add_argument("--max-batch", type=int, default=1, help="dynamic batching: most requests per model call")
+    parser.add_argument("--instances", type=int,
+                        help="model instances, each serving one call at a time (default 1; for RUN_DIR:VARIANT, "
+                             "the run's best serving configuration)")
+    parser.add_argument("--max-batch", type=int, help="dynamic batching: most requests per model call (default 1; "
+                        "for RUN_DIR:VARIANT, the run's best serving configuration)")
     parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                         help="dynamic batching: longest wait for a batch to fill")
     parser.add_argument("--inline-below-ms", type=float, default=d.inline_below_ms,
@@ -553,8 +555,8 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
         max_body_bytes=int(args.max_body_mb * 2**20), max_elements=args.max_elements,
         read_timeout_s=args.read_timeout_s, timeout_s=args.timeout_s, max_queue=args.max_queue,
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, instances=args.instances, delay_ms=args.delay_ms,
-        spin_ms=args.spin_ms, inline_below_ms=args.inline_below_ms,
+        max_batch=args.max_batch or 1, max_wait_ms=args.max_wait_ms, instances=args.instances or 1,
+        delay_ms=args.delay_ms, spin_ms=args.spin_ms, inline_below_ms=args.inline_below_ms,
     )
 
 

@@ -60,3 +60,45 @@ def test_two_instances_with_batching_answer_every_request_right_and_say_so(tmp_p
     np.testing.assert_allclose(np.array(answers), offline, rtol=1e-5, atol=1e-6)
     assert (stats["instances"], stats["max_batch"], stats["max_wait_ms"]) == (2, 4, 5.0)
     assert stats["batched_requests"] == 24 and 6 <= stats["batches"] <= 24
+
+
+def finished_run_with_a_serving_search(tmp_path: Path, best: ServingConfig) -> Path:
+    """A results.json of one onnxruntime variant whose serving search chose `best`."""
+    from mcbench.reports.schema import RunResult, ServingSearch, ServingTrial, VariantResult, save_results
+
+    artifact = load_onnx(make_linear_onnx(tmp_path / "m.onnx", batch="batch"), {"x": InputOverride((1, 4))})
+    trials = [ServingTrial("1x1t nobatch", ServingConfig(1, 1).to_dict(), rps_at_slo=900.0, outcome="peak"),
+              ServingTrial(best.label, best.to_dict(), rps_at_slo=1500.0, outcome="peak")]
+    serving = ServingSearch(50.0, trials, best=best.label, best_config=best.to_dict(), best_rps=1500.0,
+                            default_rps=900.0)
+    variant = VariantResult("ort-fp32", "onnxruntime", ["export.onnx"], "ok", artifact=artifact.to_dict(),
+                            settings={"in_process": Target("onnxruntime").to_dict()}, serving=serving)
+    run = RunResult("r1", "2026-12-07T00:00:00+00:00", {}, {}, {}, [variant])
+    folder = tmp_path / "run"
+    folder.mkdir()
+    save_results(run, folder / "results.json")
+    return folder
+
+
+def test_mcbench_serve_a_run_variant_starts_its_best_serving_configuration(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    best = ServingConfig(instances=2, threads=1, max_batch=4, max_wait_ms=3.0)
+    run = finished_run_with_a_serving_search(tmp_path, best)
+    proc = subprocess.Popen([sys.executable, "-m", "mcbench.cli", "serve", f"{run}:ort-fp32", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        chosen, serving, ready = (proc.stdout.readline() for _ in range(3))
+        assert chosen == ("serving configuration from the run's serving search: 2x1t b4/3ms (1500 req/s with p99 "
+                          "within 50 ms there)\n"), chosen + proc.stderr.read()
+        assert serving.startswith("serving 'ort-fp32' on http://127.0.0.1:"), serving
+        fields = dict(f.split("=", 1) for f in ready.split()[1:])
+        assert (fields["instances"], fields["threads"], fields["max_batch"], fields["max_wait_ms"]) == (
+            "2", "1", "4", "3"), ready
+        with urllib.request.urlopen(f"http://127.0.0.1:{fields['port']}/v2/stats", timeout=10) as response:
+            stats = json.loads(response.read())
+        assert (stats["instances"], stats["max_batch"], stats["max_wait_ms"]) == (2, 4, 3.0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
