@@ -3,10 +3,10 @@
 Triton's Model Analyzer searches instances, dynamic batching and concurrency per model; this does the same for
 mcbench's own server, bounded the way the variant search is. Configurations are tried cheapest and likeliest first,
 the default one (one instance on every server core, no batching) first, as the reference. Each is driven by a
-closed loop of doubling users until its p99 passes the SLO; it stops early where it cannot beat the best so far:
+closed loop of quadrupling users until its p99 passes the SLO; it stops early where it cannot beat the best so far:
 
 - its p99 passes the SLO at a throughput no higher than the best's throughput at the SLO, or
-- its throughput is flat (under FLAT_GAIN more from doubling the users: saturated) below the best's.
+- its throughput is flat (under FLAT_GAIN more from quadrupling the users: saturated) below the best's.
 
 A step that would start past the search's time budget is not run; configurations not reached are recorded too.
 The measurement itself is passed in (`Trial`), so the search's rules are tested without a server.
@@ -20,8 +20,9 @@ from contextlib import AbstractContextManager
 from mcbench.bench.serving import ServingConfig
 from mcbench.reports.schema import ServingStep, ServingTrial
 
-FLAT_GAIN = 1.05  # doubling the users gained under 5% throughput: the configuration is saturated
-USERS = (2, 4, 8, 16, 32, 64)  # closed-loop users of each step; doubling finds the knee in few steps
+FLAT_GAIN = 1.05  # more users gained under 5% throughput: the configuration is saturated
+USERS = (2, 8, 32, 128)  # closed-loop users of each step: quadrupling reaches the knee in three steps or four (with
+# doubling, a configuration took five steps of about 6 s each on the 2-core machine, and 120 s saw only four)
 
 # `trial(config)` starts a configuration and yields `step(users) -> ServingStep`; it stops it on exit
 Trial = Callable[[ServingConfig], AbstractContextManager[Callable[[int], ServingStep]]]

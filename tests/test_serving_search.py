@@ -9,6 +9,7 @@ from mcbench.reports.schema import ServingStep
 from mcbench.serving_search import best_trial, configs_to_try, search, why_stop
 
 SLO = 20.0
+USERS = (2, 4, 8, 16)  # doubling, for short tables
 
 
 def table_trial(figures: dict[str, dict[int, tuple[float, float]]], asked: list[tuple[str, int]]):
@@ -43,7 +44,7 @@ def test_configurations_come_default_first_with_two_instance_counts_and_batching
 def test_a_configuration_that_cannot_beat_the_best_so_far_is_stopped_early() -> None:
     asked: list[tuple[str, int]] = []
     configs = configs_to_try(1, batchable=True, runtime="onnxruntime")[:4]
-    trials = search(configs, table_trial(FIGURES, asked), SLO, left_s=lambda: 1e9, step_s=3.0)
+    trials = search(configs, table_trial(FIGURES, asked), SLO, left_s=lambda: 1e9, step_s=3.0, users=USERS)
     got = [(t.label, t.rps_at_slo, t.outcome, t.stopped) for t in trials]
     assert got == [
         ("1x1t nobatch", 620, "peak", "saturated: throughput flat at 620 req/s from 4 to 8 users"),
@@ -60,7 +61,7 @@ def test_a_configuration_that_cannot_beat_the_best_so_far_is_stopped_early() -> 
 def test_the_budget_stops_a_configuration_between_steps_and_leaves_the_rest_untried() -> None:
     left = iter([100.0, 100.0, 100.0, 1.0, 1.0])  # two steps' worth, then the budget is spent
     trials = search(configs_to_try(1, True, "onnxruntime")[:2], table_trial(FIGURES, []), SLO,
-                    left_s=lambda: next(left), step_s=3.0)
+                    left_s=lambda: next(left), step_s=3.0, users=USERS)
     assert [(t.outcome, t.stopped, len(t.steps)) for t in trials] == [
         ("budget", "time budget spent before 8 users", 2),
         ("untried", "not tried: the serving search's time budget was spent", 0)]
@@ -76,6 +77,6 @@ def test_failures_stop_a_configuration_and_a_failed_start_is_recorded_not_raised
         raise RuntimeError("model server exited with code 2 before it was ready: no\nmore")
         yield
 
-    trials = search([ServingConfig(1, 1)], broken, SLO, left_s=lambda: 1e9, step_s=3.0)
+    trials = search([ServingConfig(1, 1)], broken, SLO, left_s=lambda: 1e9, step_s=3.0, users=USERS)
     assert (trials[0].outcome, trials[0].stopped) == (
         "error", "RuntimeError: model server exited with code 2 before it was ready: no")
