@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mcbench.bench.server import serve_in_subprocess
 from mcbench.bench.serving import ServingConfig
@@ -102,3 +103,29 @@ def test_mcbench_serve_a_run_variant_starts_its_best_serving_configuration(tmp_p
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.slow
+def test_the_serving_stage_measures_configurations_on_the_real_server_and_locust(tmp_path: Path) -> None:
+    """The search with the real Trial (server + Locust), two configurations of two steps: every step answered."""
+    from mcbench.bench.load import Requests
+    from mcbench.config import LoadPlan
+    from mcbench.serving_search import search
+    from mcbench.serving_stage import search_rules, served
+
+    artifact = load_onnx(make_linear_onnx(tmp_path / "m.onnx", batch="batch"), {"x": InputOverride((1, 4))})
+    spec = {"name": "lin", "artifact": artifact.to_dict(), "target": Target("onnxruntime").to_dict()}
+    requests = Requests.encode([{"x": np.ones((1, 4), np.float32)}])
+    rules = search_rules(LoadPlan(step_seconds=2.0, warmup_s=0.5))
+
+    def trial(config: ServingConfig):
+        return served(config, spec, tmp_path / config.label.replace(" ", "_").replace("/", "_"), requests, rules,
+                      ([0], [0]), 0)
+
+    configs = [ServingConfig(1, 1), ServingConfig(2, 1, max_batch=4)]
+    trials = search(configs, trial, 1000.0, left_s=lambda: 1e9, step_s=5.0, users=(2, 4))
+    assert [t.label for t in trials] == ["1x1t nobatch", "2x1t b4/2ms"]
+    for t in trials:
+        assert t.outcome in ("peak", "cut") and t.stopped, t
+        assert [s.users for s in t.steps][:1] == [2] and all(s.failures == 0 and s.throughput_rps > 0 for s in t.steps)
+        assert t.rps_at_slo == max(s.throughput_rps for s in t.steps)
