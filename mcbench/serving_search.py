@@ -21,8 +21,9 @@ from mcbench.bench.serving import ServingConfig
 from mcbench.reports.schema import ServingStep, ServingTrial
 
 FLAT_GAIN = 1.05  # more users gained under 5% throughput: the configuration is saturated
-USERS = (2, 8, 32, 128)  # closed-loop users of each step: quadrupling reaches the knee in three steps or four (with
-# doubling, a configuration took five steps of about 6 s each on the 2-core machine, and 120 s saw only four)
+USERS = (2, 8, 32, 64)  # closed-loop users of each step: quadrupling reaches the knee in three steps or four (with
+# doubling, a configuration took five steps of about 6 s each on the 2-core machine, and 120 s saw only six); at most
+# 64, the server's default --max-queue: past it the server answers 503s, which measure the limit, not the model
 
 # `trial(config)` starts a configuration and yields `step(users) -> ServingStep`; it stops it on exit
 Trial = Callable[[ServingConfig], AbstractContextManager[Callable[[int], ServingStep]]]
