@@ -50,3 +50,13 @@ def test_report_has_the_serving_table_and_one_curve_per_configuration_tried() ->
     curves = charts["serving-curves"]["data"]
     assert [c["meta"]["config"] for c in curves] == ["1x1t nobatch", "2x1t b8/2ms"]  # the untried one has no steps
     assert curves[1]["x"] == [400.0, 1400.0, 1450.0] and curves[1]["y"] == [10.0, 20.0, 150.0]
+
+
+def test_the_summary_printed_at_the_end_of_a_run_names_the_best_configuration_and_each_tried() -> None:
+    from mcbench.reports.text import summary_table
+
+    run = sample_run()
+    run.variants[0].serving = searched()
+    text = summary_table(run).split("\n\nServing search for ")[1].splitlines()
+    assert text[0].startswith(f"{run.variants[0].name} (this machine): Best: 2x1t b8/2ms, 1,400 req/s")
+    assert text[2] == "  2x1t b8/2ms                     1,400  peak    p99 150.0 ms passed the 100 ms SLO"
