@@ -49,9 +49,9 @@ def configs_to_try(cores: int, batchable: bool, runtime: str) -> list[ServingCon
     if cores > 1:
         configs.append(ServingConfig(1, 1))
     configs.append(ServingConfig(4, split(4)))
-    if runtime == "openvino":
-        configs += [ServingConfig(1, cores, hint="THROUGHPUT", streams=min(cores, 2)),
-                    ServingConfig(2, split(2), hint="THROUGHPUT", streams=1)]
+    if runtime == "openvino":  # an instance runs one call at a time, so one stream each: streams = instances
+        configs += [ServingConfig(2, split(2), hint="THROUGHPUT", streams=1),
+                    ServingConfig(4, split(4), hint="THROUGHPUT", streams=1)]
     if batchable:
         configs.append(ServingConfig(1, cores, max_batch=16, max_wait_ms=5.0))
     return configs
