@@ -8,12 +8,15 @@ closed loop of quadrupling users until its p99 passes the SLO; it stops early wh
 - its p99 passes the SLO at a throughput no higher than the best's throughput at the SLO, or
 - its throughput is flat (under FLAT_GAIN more from quadrupling the users: saturated) below the best's.
 
-A step that would start past the search's time budget is not run; configurations not reached are recorded too.
+Where a configuration passed the SLO between two steps more than twice the users apart, one more step halfway
+between finds its knee closer. A step that would start past the search's time budget is not run; configurations
+not reached are recorded too.
 The measurement itself is passed in (`Trial`), so the search's rules are tested without a server.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -87,6 +90,15 @@ def why_stop(steps: list[ServingStep], best_rps: float | None, slo_p99_ms: float
     return None
 
 
+def knee_between(steps: list[ServingStep], slo_p99_ms: float) -> int | None:
+    """The users halfway (geometrically) between a last step that passed the SLO and the one before that held it,
+    where they are more than twice apart: one more step there finds the knee closer than quadrupling does."""
+    if len(steps) < 2 or steps[-1].failures or held_slo(steps[-1], slo_p99_ms) or not held_slo(steps[-2], slo_p99_ms):
+        return None
+    low, high = steps[-2].users, steps[-1].users
+    return round(math.sqrt(low * high)) if high > 2 * low else None
+
+
 def run_trial(config: ServingConfig, trial: Trial, best_rps: float | None, slo_p99_ms: float,
               left_s: Callable[[], float], step_s: float, users: tuple[int, ...] = USERS) -> ServingTrial:
     """One configuration's steps, up to the first that stops it (or the budget, or its last level)."""
@@ -107,6 +119,10 @@ def run_trial(config: ServingConfig, trial: Trial, best_rps: float | None, slo_p
                     break
             else:
                 out.outcome, out.stopped = "peak", f"held the SLO up to {users[-1]} users (a lower bound)"
+            knee = knee_between(out.steps, slo_p99_ms) if out.outcome == "peak" else None
+            if knee is not None and left_s() >= step_s:
+                out.steps = sorted([*out.steps, step(knee)], key=lambda s: s.users)
+                out.stopped += f"; then {knee} users, between the last two"
     except (RuntimeError, OSError, ValueError) as exc:  # StartError, LoadError: this one fails, the search goes on
         out.outcome, out.stopped = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     out.rps_at_slo = rps_at_slo(out.steps, slo_p99_ms)

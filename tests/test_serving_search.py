@@ -80,3 +80,13 @@ def test_failures_stop_a_configuration_and_a_failed_start_is_recorded_not_raised
     trials = search([ServingConfig(1, 1)], broken, SLO, left_s=lambda: 1e9, step_s=3.0, users=USERS)
     assert (trials[0].outcome, trials[0].stopped) == (
         "error", "RuntimeError: model server exited with code 2 before it was ready: no")
+
+
+def test_a_knee_between_two_steps_far_apart_gets_one_more_step_halfway() -> None:
+    figures = {"1x1t nobatch": {2: (50.0, 40.0), 8: (60.0, 190.0), 4: (58.0, 80.0)}}
+    asked: list[tuple[str, int]] = []
+    trials = search([ServingConfig(1, 1)], table_trial(figures, asked), 100.0, left_s=lambda: 1e9, step_s=3.0,
+                    users=(2, 8, 32))
+    assert asked == [("1x1t nobatch", 2), ("1x1t nobatch", 8), ("1x1t nobatch", 4)]
+    assert [s.users for s in trials[0].steps] == [2, 4, 8] and trials[0].rps_at_slo == 58.0
+    assert trials[0].stopped == "p99 190.0 ms passed the 100 ms SLO at 8 users; then 4 users, between the last two"
