@@ -60,3 +60,15 @@ def test_the_summary_printed_at_the_end_of_a_run_names_the_best_configuration_an
     text = summary_table(run).split("\n\nServing search for ")[1].splitlines()
     assert text[0].startswith(f"{run.variants[0].name} (this machine): Best: 2x1t b8/2ms, 1,400 req/s")
     assert text[2] == "  2x1t b8/2ms                     1,400  peak    p99 150.0 ms passed the 100 ms SLO"
+
+
+def test_finalists_are_the_recommendation_then_the_frontier_load_tested_in_this_run_at_most_three() -> None:
+    from mcbench.serving_stage import serving_finalists
+
+    run = sample_run()  # recommends ort-int8-static (no load test); its frontier: ort-int8-static, ort-fp32
+    measured = {v.name for v in run.variants}
+    assert serving_finalists(run, measured) == ["ort-fp32"]  # a finalist without a load test is left out
+    run.variant("ort-int8-static").load = run.variant("ort-fp32").load
+    assert serving_finalists(run, measured) == ["ort-int8-static", "ort-fp32"]
+    assert serving_finalists(run, measured, most=1) == ["ort-int8-static"]
+    assert serving_finalists(run, measured - {"ort-int8-static"}) == ["ort-fp32"]  # kept from an earlier run
