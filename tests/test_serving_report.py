@@ -46,6 +46,7 @@ def test_report_has_the_serving_table_and_one_curve_per_configuration_tried() ->
             "4 replicas, 2.00 an hour. 0.0992 per million requests. 2 of 3 configurations tried in 61 s.") in section
     assert "2x1t b8/2ms (best) 1,400 peak p99 150.0 ms passed the 100 ms SLO" in section
     assert "1x1t b16/5ms - untried not tried: budget spent" in section
+    assert 'data-chart="serving-curves"\n       data-variants="2"' in page  # a curve per configuration tried
     charts = json.loads(re.search(r'id="mcbench-charts">(.*?)</script>', page, re.S).group(1))
     curves = charts["serving-curves"]["data"]
     assert [c["meta"]["config"] for c in curves] == ["1x1t nobatch", "2x1t b8/2ms"]  # the untried one has no steps
