@@ -3,7 +3,8 @@
 Run as its own process, `python -m mcbench.bench.server --spec SPEC.json [--port 0] [--cores 0]` (or
 `mcbench serve`), where SPEC.json holds `{"name", "artifact", "target"}`. It pins itself to `--cores`
 before any runtime starts its thread pool, loads and warms the model, binds (127.0.0.1 unless told
-otherwise), then prints `MCBENCH_SERVER_READY port=N dispatch=inline|thread model_ms=X`.
+otherwise), then prints `MCBENCH_SERVER_READY port=N dispatch=inline|thread model_ms=X instances=N threads=T
+max_batch=B [max_wait_ms=W]`.
 
 Answers are JSON, or binary data where the request asks (the KServe v2 binary tensor data extension:
 `parameters.binary_data_output`, or an output's `binary_data`); each carries a Server-Timing header with the
@@ -26,7 +27,8 @@ are a 400), so the warm-up time is what each call holds the loop for. An inline 
 by `--timeout-s`, but it yields to the loop once before it runs, so the queue bound holds for the requests
 that arrived with it; those that arrive while it holds the loop wait in the socket backlog until it ends.
 With `--max-batch N` (N > 1) a batcher joins up to N queued requests, waiting at most `--max-wait-ms`
-for them, into one call along axis 0 (always in the thread).
+for them, into one call along axis 0 (always in the thread). With `--instances N` the server holds N sessions of
+the model and runs up to N calls (or batches) at once, each in a worker thread.
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcbench.bench.calibration import spin
 from mcbench.bench.isolate import die_with_parent
+from mcbench.bench.serving import SessionPool
 
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
@@ -74,12 +77,13 @@ class ServerLimits:
     token: str | None = None
     max_batch: int = 1
     max_wait_ms: float = 2.0
+    instances: int = 1  # model sessions, each serving one call at a time (bench.serving)
     delay_ms: float = 0.0  # test hook: each model call also sleeps this long (a known service time)
     spin_ms: float = 0.0  # test hook: each model call also busy-waits this long (a known service time on a core)
     inline_below_ms: float = 1.0  # a model whose warm-up median is below this runs on the event loop (0: never)
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_elements", "max_queue", "max_batch"):
+        for name in ("max_body_bytes", "max_elements", "max_queue", "max_batch", "instances"):
             if getattr(self, name) < 1:
                 raise StartError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("read_timeout_s", "timeout_s"):
@@ -97,8 +101,9 @@ class ServerLimits:
 class Batcher:
     """Joins queued requests into one model call along axis 0 (dynamic batching), then splits the answers."""
 
-    def __init__(self, run, max_batch: int, max_wait_s: float, limiter) -> None:
+    def __init__(self, run, max_batch: int, max_wait_s: float, limiter, instances: int = 1) -> None:
         self.run, self.max_batch, self.max_wait_s, self.limiter = run, max_batch, max_wait_s, limiter
+        self.instances = instances  # batches run at once, one an instance; the next fills while all are busy
         self.queue: asyncio.Queue | None = None
         self.batch_count = 0  # batches run and the requests in them, for /v2/stats
         self.batched_requests = 0
@@ -114,7 +119,9 @@ class Batcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        slots, running = asyncio.Semaphore(self.instances), set()
         while True:
+            await slots.acquire()
             batch = [await self.queue.get()]
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
@@ -131,13 +138,16 @@ class Batcher:
                 except TimeoutError:
                     break
             batch = [item for item in batch if not item[1].done()]  # callers that timed out are gone
-            if batch:
-                await self._run(batch)
+            task = loop.create_task(self._run(batch))
+            running.add(task)
+            task.add_done_callback(lambda t: (running.discard(t), slots.release()))
 
     async def _run(self, batch: list) -> None:
         import anyio
         import numpy as np
 
+        if not batch:
+            return
         self.batch_count += 1
         self.batched_requests += len(batch)
         try:  # whatever fails, every caller gets an answer and the loop goes on
@@ -202,8 +212,9 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
         short,
     )
 
-    limiter = anyio.CapacityLimiter(1)
-    batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, limiter) if limits.max_batch > 1 else None
+    limiter = anyio.CapacityLimiter(limits.instances)  # one call at a time an instance
+    batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, limiter, limits.instances) \
+        if limits.max_batch > 1 else None
     state = {"admitted": 0, "rejected": 0, "timed_out": 0, "inline_calls": 0, "thread_calls": 0}
     metadata = {
         "name": name,
@@ -245,6 +256,8 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
     async def stats(request: Request) -> Response:
         return refused(request) or JSONResponse({
             **state, "dispatch": dispatch.mode, "model_ms": round(dispatch.model_ms, 4),
+            "instances": limits.instances, "max_batch": limits.max_batch,
+            "max_wait_ms": limits.max_wait_ms if batcher else None,
             "batches": batcher.batch_count if batcher else None,
             "batched_requests": batcher.batched_requests if batcher else None})
 
@@ -487,20 +500,23 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     spec = json.loads(Path(spec_path).read_text())
     artifact, target = Artifact.from_dict(spec["artifact"]), Target.from_dict(spec["target"])
     sock = bind(host, port)  # before loading the model: a port in use fails at once
-    session = open_session(artifact, target)
+    session = SessionPool([open_session(artifact, target) for _ in range(limits.instances)])
     feeds = {s.name: s.sample(np.random.default_rng(0)) for s in artifact.inputs}
     session.run(feeds)  # the first call pays for lazy initialisation
     if limits.max_batch > 1:
         check_batching(session, feeds)
     run = _delayed(session.run, limits.delay_ms / 1e3, limits.spin_ms / 1e3)
-    below_ms = limits.inline_below_ms if limits.max_batch == 1 else 0.0  # the batcher always uses the thread
+    # the batcher always uses the thread, and several instances need threads to run at once
+    below_ms = limits.inline_below_ms if limits.max_batch == 1 and limits.instances == 1 else 0.0
     dispatch = measured_dispatch(run, feeds, below_ms)
     app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch, run)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             http=header_timeout_protocol(limits.read_timeout_s),
                             timeout_keep_alive=max(5, int(limits.read_timeout_s)), limit_concurrency=4096)
-    print(f"{READY} port={sock.getsockname()[1]} dispatch={dispatch.mode} model_ms={dispatch.model_ms:.4f}",
-          flush=True)
+    batching = f"max_batch={limits.max_batch} max_wait_ms={limits.max_wait_ms:g}" if limits.max_batch > 1 \
+        else "max_batch=1"
+    print(f"{READY} port={sock.getsockname()[1]} dispatch={dispatch.mode} model_ms={dispatch.model_ms:.4f} "
+          f"instances={limits.instances} threads={target.threads or 'default'} {batching}", flush=True)
     os.dup2(2, 1)  # nobody reads stdout after the ready line: anything printed later goes to the log, not a full pipe
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -520,7 +536,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout-s", type=float, default=d.timeout_s, help="inference deadline (504 past it)")
     parser.add_argument("--max-queue", type=int, default=d.max_queue,
                         help="requests allowed to wait for the model (503 with Retry-After beyond)")
-    parser.add_argument("--max-batch", type=int, default=1, help="dynamic batching: most requests per model call")
+    parser.add_argument("--instances", type=int,
+                        help="model instances, each serving one call at a time (default 1; for RUN_DIR:VARIANT, "
+                             "the run's best serving configuration)")
+    parser.add_argument("--max-batch", type=int, help="dynamic batching: most requests per model call (default 1; "
+                        "for RUN_DIR:VARIANT, the run's best serving configuration)")
     parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                         help="dynamic batching: longest wait for a batch to fill")
     parser.add_argument("--inline-below-ms", type=float, default=d.inline_below_ms,
@@ -535,8 +555,8 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
         max_body_bytes=int(args.max_body_mb * 2**20), max_elements=args.max_elements,
         read_timeout_s=args.read_timeout_s, timeout_s=args.timeout_s, max_queue=args.max_queue,
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, delay_ms=args.delay_ms,
-        spin_ms=args.spin_ms, inline_below_ms=args.inline_below_ms,
+        max_batch=args.max_batch or 1, max_wait_ms=args.max_wait_ms, instances=args.instances or 1,
+        delay_ms=args.delay_ms, spin_ms=args.spin_ms, inline_below_ms=args.inline_below_ms,
     )
 
 
@@ -564,6 +584,7 @@ class ServerHandle:
     log: Path
     dispatch: str = "thread"  # where its model calls run: inline (the event loop) or thread
     model_ms: float | None = None  # the warm-up median that decided it
+    ready: dict[str, str] = field(default_factory=dict)  # every field of the ready line (instances, max_batch, ...)
 
     @property
     def url(self) -> str:
@@ -589,7 +610,7 @@ def serve_in_subprocess(spec_path: Path, cores: list[int] | None, timeout_s: flo
     try:
         ready = _wait_ready(proc, log, timeout_s)
         yield ServerHandle(int(ready["port"]), proc.pid, log, dispatch=ready.get("dispatch", "thread"),
-                           model_ms=float(ready["model_ms"]) if "model_ms" in ready else None)
+                           model_ms=float(ready["model_ms"]) if "model_ms" in ready else None, ready=ready)
     finally:
         _stop(proc)
 
@@ -603,7 +624,7 @@ def _wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> dict[str
         if ready:
             line = proc.stdout.readline()
             if line.startswith(READY.encode()):
-                return dict(field.split("=", 1) for field in line.decode().split()[1:] if "=" in field)
+                return dict(item.split("=", 1) for item in line.decode().split()[1:] if "=" in item)
         if proc.poll() is not None:
             raise StartError(f"model server exited with code {proc.returncode} before it was ready: {_tail(log)}")
     raise StartError(f"model server not ready after {timeout_s:g} s: {_tail(log)}")

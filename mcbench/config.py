@@ -1,7 +1,7 @@
 """The run configuration: what the CLI, a run file or a caller asks one `mcbench run` to do.
 
 The dataclasses here (and bench.latency.TimingPlan) are the one schema of a run's settings: each field
-declares its type, default, range or choices, help text, run-file key and flag once (bench.settings), and
+declares its type, default, range or choices, help text, run-file key and flag once (base.settings), and
 the run file (config_file), the flags (config_flags) and results.json's `config` derive from it.
 """
 
@@ -19,6 +19,9 @@ from mcbench.optimizer.intake import InputConstant, InputOverride
 __all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict"]
 
 BOTH = ("run", "load")  # the flags that `mcbench load` takes too
+
+
+DEFAULT_SERVING_BUDGET_S = 120.0  # six or more configurations of the recommended variant on the 2-core machine
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,15 @@ class LoadPlan:
              "(--max-wait-ms alone means 8)")
     max_wait_ms: float = setting(2.0, flag="--max-wait-ms", metavar="MS", gt=0, most=60_000.0,
                                  help="dynamic batching: longest wait for a batch to fill")
+    slo_p99_ms: float | None = setting(
+        None, flag="--slo-p99-ms", metavar="MS", gt=0, most=3_600_000.0, legacy=None,
+        help="the serving search's SLO: the best server configuration serves the most req/s whose p99 stays within "
+             "it (default: the capacity budget, a profile's capacity.latency_budget_ms or else --budget-p99-ms)")
+    serving_budget_s: float = setting(
+        DEFAULT_SERVING_BUDGET_S, key="serving_budget", flag="--serving-budget", metavar="SECONDS", ge=0,
+        most=7 * 86400.0, unit="seconds", legacy=0.0,
+        help="wall time of the serving search, which tries server configurations (instances, threads, dynamic "
+             "batching) for the recommended variant and up to two more frontier variants (0: none; --quick: 0)")
     answers: str = setting(
         "binary", flag="--answers", commands=BOTH, choices=("binary", "json"),
         help="ask for answers as binary data (the KServe v2 binary tensor extension) or as JSON: "
@@ -99,7 +111,8 @@ class LoadPlan:
 
 DEFAULT_TIME_BUDGET_S = 240.0  # sized so the demo's default run ends within 5 minutes on a 2-core machine
 QUICK_TIME_BUDGET_S = 75.0
-QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,))
+QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_seconds=3.0, rate_fractions=(0.5,),
+                      serving_budget_s=0.0)
 
 
 # --- what a field does beyond its type and range: hooks named in the declarations below -------------------------
@@ -212,7 +225,7 @@ def _recipes_checked(texts: tuple[str, ...], base: Path, key: str) -> tuple[str,
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: the model, its data, what to build, how to measure it. Each field is a setting (bench.settings)."""
+    """One run: the model, its data, what to build, how to measure it. Each field is a setting (base.settings)."""
 
     model: str | None = setting(
         None, flag="--model", resolve=_model_beside, runs_code=_is_factory,

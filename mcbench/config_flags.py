@@ -1,4 +1,4 @@
-"""The command-line flags of a run's settings, generated from the schema (bench.settings, mcbench.config).
+"""The command-line flags of a run's settings, generated from the schema (mcbench.base.settings, mcbench.config).
 
 Each setting that declares a `flag` (and lists the command in its `commands`) becomes one argparse
 argument whose `dest` is the field's name, `default` None (so "not given" is known), and whose help is

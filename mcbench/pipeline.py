@@ -62,6 +62,7 @@ from mcbench.search import (
     stopped_side_by_side,
     suspects,
 )
+from mcbench.serving_stage import MIN_SERVING_S, serving_finalists, serving_search
 from mcbench.workload import Workload, demo_workload, input_warnings, user_workload
 
 Progress = Callable[[str], None]
@@ -303,6 +304,8 @@ class Pipeline:
             if self.baseline_outputs is not None:
                 run.search = self.search_summary(run, budget)  # the decision reads which candidates were timed
                 confirm_stage(run, self.config.quick, self.say)
+                if self.config.load is not None and self.config.load.serving_budget_s > 0:
+                    self.serving_stage(run, workload, paths)
         except KeyboardInterrupt as exc:
             with signals_ignored():
                 signum = signal_number(exc)
@@ -448,6 +451,25 @@ class Pipeline:
             self.on_stage("load", index, len(candidates), v.name, budget)
             self.load_test(spec, artifact, workload, paths, v, outputs)
             record(v, "load", None if v.status == "ok" else first_line(v.error or "failed"))
+            self.save(run, paths)
+
+    def serving_stage(self, run: RunResult, workload: Workload, paths: RunPaths) -> None:
+        """Stage 5: the serving search (mcbench.serving_stage) for the recommendation, then up to two more frontier
+        variants, each taking what is left of the serving budget."""
+        plan, started = self.config.load, time.monotonic()
+        finalists = serving_finalists(run, set(self._candidates))
+        for index, name in enumerate(finalists, start=1):
+            left = plan.serving_budget_s - (time.monotonic() - started)
+            if left < MIN_SERVING_S:
+                run.warnings.append(f"serving search not run for {', '.join(finalists[index - 1:])}: the "
+                                    f"{plan.serving_budget_s:g} s serving budget was spent")
+                break
+            spec, artifact, outputs = self._candidates[name]
+            self.say(f"[serving {index}/{len(finalists)}] {name}")
+            requests = load_requests(workload, outputs, answers=plan.answers, batch_axis=self.first_batch_axis)
+            v = run.variant(name)
+            v.serving = serving_search(name, artifact, spec.target, requests, plan, self.profiles.get(spec.profile
+                                       or ""), paths.work(spec.name), left, self.say)
             self.save(run, paths)
 
     def fresh(self, run: RunResult) -> list[VariantResult]:

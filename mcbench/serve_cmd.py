@@ -81,7 +81,16 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
     target = dict(result.settings["in_process"])
     target["threads"] = threads
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in variant)
-    return {"name": name or safe, "artifact": artifact, "target": target}
+    spec = {"name": name or safe, "artifact": artifact, "target": target}
+    best = result.serving.best_config if result.serving else None
+    if best is not None:  # what the serving search measured is what starts; --threads still overrides its threads
+        from mcbench.bench.serving import ServingConfig
+
+        config = ServingConfig.from_dict(best)
+        spec["target"] = config.target_dict({**target, "threads": threads or config.threads})
+        spec["serving"] = {**config.to_dict(), "label": config.label, "rps_at_slo": result.serving.best_rps,
+                           "slo_p99_ms": result.serving.slo_p99_ms}
+    return spec
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -92,6 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     spec = server_spec(args.model, args.name, args.runtime, args.threads, args.input, args.const,
                        args.allow_code)
+    searched = spec.pop("serving", None)
+    if searched is not None:
+        with_searched_config(args, searched)
     try:
         limits = limits_from_args(args)
     except StartError as exc:
@@ -110,3 +122,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except StartError as exc:
             raise UsageError(f"serve: {exc}") from None
     return 0
+
+
+def with_searched_config(args: argparse.Namespace, searched: dict) -> None:
+    """Take the run's best serving configuration where the command line does not set instances or batching."""
+    if args.instances is None:
+        args.instances = searched["instances"]
+    if args.max_batch is None:
+        args.max_batch, args.max_wait_ms = searched["max_batch"], searched["max_wait_ms"]
+    print(f"serving configuration from the run's serving search: {searched['label']} "
+          f"({searched['rps_at_slo']:.0f} req/s with p99 within {searched['slo_p99_ms']:g} ms there)", flush=True)

@@ -226,7 +226,7 @@ MAX_LINE_CHARS = 10_000  # a sequence's tokens are shorter than this; a tokenize
 
 
 def read_lines(path: Path, what: str) -> list[str]:
-    """The file's non-empty lines, within the text-file limits (bytes: reports.files; lines and their length here),
+    """The file's non-empty lines, within the text-file limits (bytes: mcbench.base.files; lines and their length here),
     checked before anything is tokenised; an IntakeError for a missing, empty or oversized file."""
     try:
         text = read_text(path, "text file")

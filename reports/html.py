@@ -56,5 +56,5 @@ def render_merged(multi: MultiRun) -> str:
 
 def write_report(run: RunResult, path: Path, inputs: tuple[Path, ...] = ()) -> Path:
     """Render and write atomically (temporary file beside it, then rename): a browser never opens half a page;
-    `path` must not be one of `inputs` (the results it was made from) nor a device (reports.files)."""
+    `path` must not be one of `inputs` (the results it was made from) nor a device (mcbench.base.files)."""
     return write_text_atomic(path, render_report(run), inputs)

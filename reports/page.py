@@ -30,6 +30,7 @@ from mcbench.reports.sections import (
     several_profiles,
     table_rows,
 )
+from mcbench.reports.serving_view import ServingTable, serving_tables
 from mcbench.reports.views import (
     FailedVariant,
     LoadTable,
@@ -124,6 +125,7 @@ class ReportView:
     search: list[SearchRow] = field(default_factory=list)
     search_summary: str = ""
     confirmation: ConfirmationBlock | None = None
+    serving: list[ServingTable] = field(default_factory=list)
 
 
 def detail_extras(run: RunResult, v: VariantResult) -> DetailExtras:
@@ -156,5 +158,6 @@ def report_view(run: RunResult) -> ReportView:
         search=search_rows(run),
         search_summary=search_summary(run),
         confirmation=confirmation_block(run),
+        serving=serving_tables(run),
     )
 

@@ -328,5 +328,9 @@ class ChartsBlock:
 
 
 def charts_block(run: RunResult) -> ChartsBlock:
-    specs = charts(run)
-    return ChartsBlock(specs, charts_json(specs), plotly_js())
+    """The charts of the charts section, and (drawn in the serving section) the serving search's curves."""
+    from mcbench.reports.serving_view import CHART_ID, serving_chart
+
+    specs, serving = charts(run), serving_chart(run)
+    drawn = specs + ([ChartSpec(CHART_ID, "Serving configurations", serving, [])] if serving else [])
+    return ChartsBlock(specs, charts_json(drawn), plotly_js())

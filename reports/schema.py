@@ -184,6 +184,48 @@ class Capacity:
 
 
 @dataclass
+class ServingStep:
+    """One closed-loop step against one serving configuration."""
+
+    users: int
+    throughput_rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    failures: int = 0
+    stable: bool | None = None
+
+
+@dataclass
+class ServingTrial:
+    """One serving configuration the search tried (mcbench.serving_search): its steps and why it stopped."""
+
+    label: str
+    config: dict[str, Any]  # bench.serving.ServingConfig.to_dict()
+    steps: list[ServingStep] = field(default_factory=list)
+    rps_at_slo: float | None = None  # the highest throughput of a step without failures whose p99 held the SLO
+    outcome: str = "untried"  # peak | cut (cannot beat the best) | budget | error | untried
+    stopped: str = ""  # why, in words
+
+
+@dataclass
+class ServingSearch:
+    """A variant's serving search: every configuration tried, the best, and what it takes to serve the target."""
+
+    slo_p99_ms: float
+    trials: list[ServingTrial]
+    best: str | None = None  # the best trial's label
+    best_config: dict[str, Any] | None = None
+    best_rps: float | None = None  # its throughput at the SLO
+    default_rps: float | None = None  # the default configuration's (the first trial)
+    target_rps: float | None = None
+    replicas: int | None = None  # of the best configuration, for target_rps
+    cost_per_hour: float | None = None
+    cost_per_million: float | None = None
+    budget_s: float | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass
 class VariantResult:
     name: str
     runtime: str
@@ -203,6 +245,7 @@ class VariantResult:
     exit_status: int | None = None  # a crashed or killed child's exit status (negative: the signal number)
     stderr_tail: str | None = None  # the last lines a failed child wrote to stderr
     search: dict[str, Any] | None = None  # the stage this candidate reached and why it stopped there (mcbench.search)
+    serving: ServingSearch | None = None  # the serving configurations searched for a finalist
 
 
 @dataclass
@@ -313,7 +356,15 @@ def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
         lists = {k: [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load.get(k, [])]
                  for k in ("steps", "open_steps", "batched_steps", "batched_open_steps")}
         d["load"] = LoadResult(**{**load, **lists})
+    d["serving"] = _serving_from_dict(d.get("serving"))
     return VariantResult(**d)
+
+
+def _serving_from_dict(d: dict[str, Any] | None) -> ServingSearch | None:
+    if d is None:
+        return None
+    trials = [ServingTrial(**{**t, "steps": [ServingStep(**s) for s in t["steps"]]}) for t in d["trials"]]
+    return ServingSearch(**{**d, "trials": trials})
 
 
 def _clean(value: Any) -> Any:

@@ -10,6 +10,7 @@ from mcbench.reports.formatting import format_speedup
 from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
 from mcbench.reports.sections import confirmation_lines, search_rows, search_summary
+from mcbench.reports.serving_view import serving_tables
 from mcbench.reports.views import SummaryRow, summary_rows
 
 
@@ -76,4 +77,7 @@ def summary_table(run: RunResult) -> str:
     if search_summary(run):
         lines += ["", search_summary(run)]
         lines += [f"  {row.name:<{widths[0]}}  {row.stage}: {row.why}" for row in search_rows(run)]
+    for table in serving_tables(run):
+        lines += ["", f"Serving search for {table.variant} ({table.profile}): {table.summary}"]
+        lines += [f"  {row.label:<28} {row.rps_at_slo:>8}  {row.outcome:<7} {row.stopped}" for row in table.rows]
     return "\n".join(lines)

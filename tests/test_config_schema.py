@@ -1,4 +1,4 @@
-"""One config model: every setting of RunConfig, LoadPlan and TimingPlan is declared once (bench.settings), and the
+"""One config model: every setting of RunConfig, LoadPlan and TimingPlan is declared once (base.settings), and the
 run file, the flags, the validation and results.json's `config` all come from that declaration.
 
 The tests run over the schema's fields, so a new field that a run file or a flag cannot set fails here."""
