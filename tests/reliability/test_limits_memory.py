@@ -8,6 +8,7 @@ parsed value (a 16 MiB config.json of `{},` grew the process by 806 MiB; 421 MiB
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 from mcbench.reports.parsing import MAX_DEPTH, depth
 
@@ -27,3 +28,12 @@ def test_the_nesting_check_takes_memory_by_depth_not_by_entries():
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024, f"the walk took {peak} bytes"
+
+
+def test_every_limit_in_the_docs_says_what_it_costs_in_memory():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reliability-and-security.md").read_text()
+    table = page[page.index("| what | limit | peak memory at the limit |"):].split("\n\n")[0].splitlines()[2:]
+    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in table]
+    assert len(table) > 15 and all(len(row) == 4 for row in cells), [row[0] for row in cells if len(row) != 4]
+    blank = [row[0] for row in cells if not row[2]]
+    assert not blank, f"no peak memory for {blank}"
