@@ -10,6 +10,9 @@ layouts that exercise every way back to that join.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -103,3 +106,21 @@ def test_the_join_is_the_one_of_the_runs_as_given(layout):
     assert axes == expected[1]
     for got, want in zip(outputs, expected[0], strict=True):
         assert got.dtype == np.float64 and got.shape == want.shape and np.array_equal(got, want)
+
+
+CHILD_RESULT = """
+import json, resource
+import numpy as np
+from mcbench.bench.isolate import call_in_child
+out = call_in_child(np.ones, 25_000_000)
+assert out.shape == (25_000_000,) and out[-1] == 1.0 and out.flags.writeable
+print(json.dumps({"child_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, "bytes": out.nbytes}))
+"""
+
+
+def test_a_measuring_childs_result_crosses_to_the_parent_without_a_copy_of_it():
+    """The child's 200 MB result cost it 634 MB when pickled into one message; sent as its own bytes, 234 MB."""
+    out = subprocess.run([sys.executable, "-c", CHILD_RESULT], capture_output=True, text=True, timeout=300,
+                         check=True)
+    measured = json.loads(out.stdout)
+    assert measured["child_peak"] < 1.25 * measured["bytes"] + 64 * 2**20, measured
