@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -15,38 +15,107 @@ from mcbench.reports.schema import Accuracy, OutputRoleRecord
 UserMetric = Callable[[np.ndarray, np.ndarray | None], "float | dict[str, float]"]
 
 
-def collect_outputs(session: Session, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
+def collect_outputs(session: Session, samples: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
     """The model's first output for each sample, concatenated along the batch axis: one row per sample."""
     return collect_all_outputs(session, samples)[0]
 
 
-def collect_all_outputs(session: Session, samples: list[dict[str, np.ndarray]],
+def collect_all_outputs(session: Session, samples: Sequence[dict[str, np.ndarray]],
                         declared: list[int | None] | None = None,
                         specs: tuple[InputSpec, ...] = ()) -> list[np.ndarray]:
     """Every output of the model, each concatenated along its batch axis over the samples, that axis first."""
     return collected(session, samples, declared, specs)[0]
 
 
-def collected(session: Session, samples: list[dict[str, np.ndarray]], declared: list[int | None] | None = None,
+def collected(session: Session, samples: Sequence[dict[str, np.ndarray]],
+              declared: list[int | None] | None = None,
               specs: tuple[InputSpec, ...] = ()) -> tuple[list[np.ndarray], list[int | None]]:
     """Every output batch first (one row per sample fed), and each output's batch axis in the model's layout.
 
     The batch axis is found on the shapes the runs gave (bench.roles.batch_axis), the graph's `declared` axis
-    breaking a tie; an output with none gets a new axis, one row per run.
+    breaking a tie; an output with none gets a new axis, one row per run. Each run's rows are copied into one
+    array per output as they come (_Joined), so the outputs take about their own size: a list of one array a run
+    cost about 300 bytes an inference on top, and joining it held everything twice (issue 32).
     """
-    runs = [[np.asarray(o, dtype=np.float64) for o in session.run(feeds)] for feeds in samples]
-    rows = [_rows_fed(feeds, specs) for feeds in samples]
-    outputs, axes = [], []
-    for i in range(len(runs[0])):
-        axis = batch_axis([r[i].shape for r in runs], rows, declared[i] if declared and i < len(declared) else None)
-        parts = [r[i][None] if axis is None else np.moveaxis(r[i], axis, 0) for r in runs]
+    joined: list[_Joined] = []
+    rows = np.zeros(len(samples), dtype=np.int64)  # the rows each run fed
+    for run, feeds in enumerate(samples):
+        outs = [np.asarray(o, dtype=np.float64) for o in session.run(feeds)]
+        rows[run] = _rows_fed(feeds, specs)
+        if not joined:
+            joined = [_Joined(o, int(rows[0]), len(samples), _declared(declared, i)) for i, o in enumerate(outs)]
+        for part, out in zip(joined, outs, strict=True):
+            part.add(out, rows[:run + 1])
+    if not joined:
+        raise ValueError("no samples to run")
+    return [j.result(i, rows.tolist()) for i, j in enumerate(joined)], [j.axis(rows.tolist()) for j in joined]
+
+
+def _declared(declared: list[int | None] | None, i: int) -> int | None:
+    return declared[i] if declared and i < len(declared) else None
+
+
+class _Joined:
+    """One output over the runs, its rows copied into one array as they come, along the batch axis the first run
+    shows (moved first).
+
+    That axis is the one bench.roles.batch_axis picks over all the runs whenever every run has it (the candidates
+    only shrink, and the pick is the declared axis or the first candidate), so the array is the join. Room is made
+    for the first run's rows times the runs (a batched dataset's last run is the only smaller one); a run that does
+    not fit (another rank, axis or shape, or more rows) turns the array back into the runs as given, joined at the
+    end as batch_axis says, so the result is the same either way.
+    """
+
+    def __init__(self, first: np.ndarray, rows: int, runs: int, declared: int | None):
+        self.declared, self.rank = declared, first.ndim
+        self.guess = batch_axis([first.shape], [rows], declared)
+        shape = first.shape if self.guess is None else first.shape[:self.guess] + first.shape[self.guess + 1:]
+        self.array: np.ndarray | None = np.empty((runs * (1 if self.guess is None else rows), *shape))
+        self.filled = 0
+        self.runs: list[np.ndarray] = []  # every run as given, once one did not fit the array
+
+    def add(self, out: np.ndarray, rows: np.ndarray) -> None:
+        """`rows`: the rows each run so far fed, this one's last."""
+        if self.array is not None:
+            if out.ndim == self.rank:
+                part = out[None] if self.guess is None else np.moveaxis(out, self.guess, 0)
+                if self._fits(part, int(rows[-1])):
+                    self.array[self.filled:self.filled + len(part)] = part
+                    self.filled += len(part)
+                    return
+            self.runs = self._given_runs(rows[:-1])
+        self.runs.append(out)
+
+    def _fits(self, part: np.ndarray, rows: int) -> bool:
+        assert self.array is not None
+        return (part.shape[1:] == self.array.shape[1:] and self.filled + len(part) <= len(self.array)
+                and (self.guess is None or len(part) == rows))
+
+    def _given_runs(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The runs copied so far (they fed `rows`), each in the model's layout again (views of the array)."""
+        assert self.array is not None
+        done, self.array = self.array[:self.filled], None
+        if self.guess is None:
+            return list(done)
+        return [np.moveaxis(p, 0, self.guess) for p in np.split(done, np.cumsum(rows)[:-1])]
+
+    def axis(self, rows: list[int]) -> int | None:
+        if self.array is not None:
+            return self.guess
+        return batch_axis([r.shape for r in self.runs], rows, self.declared)
+
+    def result(self, index: int, rows: list[int]) -> np.ndarray:
+        if self.array is not None:
+            if self.filled < len(self.array):  # a smaller last batch: shrunk in place, never copied
+                self.array.resize((self.filled, *self.array.shape[1:]), refcheck=False)
+            return self.array
+        axis = self.axis(rows)
+        parts = [r[None] if axis is None else np.moveaxis(r, axis, 0) for r in self.runs]
         shapes = {p.shape[1:] for p in parts}
         if len(shapes) > 1:
-            raise ValueError(f"output {i} has a different shape per sample ({sorted(shapes)[:2]}): make the inputs "
-                             "one shape (--input) so the outputs can be compared")
-        outputs.append(np.concatenate(parts))
-        axes.append(axis)
-    return outputs, axes
+            raise ValueError(f"output {index} has a different shape per sample ({sorted(shapes)[:2]}): make the "
+                             "inputs one shape (--input) so the outputs can be compared")
+        return np.concatenate(parts)
 
 
 def _rows_fed(feeds: dict[str, np.ndarray], specs: tuple[InputSpec, ...] = ()) -> int:

@@ -224,16 +224,18 @@ def _shape_ok(shape: object, expected: tuple[int, ...]) -> bool:
     return shape == list(expected)
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON part and a view of the binary data after it: never a copy of the data (at the server's tensor limit,
+    64 MiB of binary data, each copy was as much again)."""
     if header_length is None:
-        return body, b""
+        return body, memoryview(b"")
     text = header_length.strip()
     if not text.isdigit() or len(text) > 12:
         raise BadRequest(f"{HEADER_LENGTH} {short(header_length)} is not a byte count")
     length = int(text)
     if not 0 < length <= len(body):
         raise BadRequest(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
-    return body[:length], body[length:]
+    return body[:length], memoryview(body)[length:]
 
 
 def _binary_size(entry: dict[str, Any], name: str) -> int | None:
@@ -249,7 +251,7 @@ def _binary_size(entry: dict[str, Any], name: str) -> int | None:
     return size
 
 
-def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
+def _tensor(entry: dict[str, Any], spec: InputSpec, binary: memoryview, offset: int,
             max_elements: int | None = None) -> tuple[np.ndarray, int]:
     datatype, shape = entry.get("datatype"), entry.get("shape")
     expected_type = TO_V2[spec.dtype]
@@ -271,7 +273,7 @@ def _tensor(entry: dict[str, Any], spec: InputSpec, binary: bytes, offset: int,
     return _json_tensor(spec, data).reshape(spec.shape), offset
 
 
-def _binary_tensor(spec: InputSpec, count: int, size: int, binary: bytes, offset: int) -> np.ndarray:
+def _binary_tensor(spec: InputSpec, count: int, size: int, binary: memoryview, offset: int) -> np.ndarray:
     nbytes = count * np.dtype(spec.dtype).itemsize
     if size != nbytes:
         raise BadRequest(f"input {spec.name!r}: binary_data_size is {short(size)} bytes, shape {list(spec.shape)} "

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import hmac
 import json
+import math
 import os
 import select
 import signal
@@ -262,25 +263,28 @@ def build_app(name: str, session, artifact, platform: str, limits: ServerLimits,
             "batched_requests": batcher.batched_requests if batcher else None})
 
     body_limit = min(limits.max_body_bytes, max_body_bytes(artifact.inputs))  # past it: not this model's request
+    too_large = [(s.name, math.prod(s.shape)) for s in artifact.inputs if math.prod(s.shape) > limits.max_elements]
     parse_limiter = anyio.CapacityLimiter(1)  # one large body parsed at a time: bounded memory, short GIL holds
 
-    async def read_body(request: Request) -> bytes | JSONResponse:
+    async def read_body(request: Request) -> bytearray | JSONResponse:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > body_limit:
             return error(400, f"request body of {int(declared)} bytes is over the limit of {body_limit}")
-        chunks, size = [], 0
+        if too_large:  # no request for this model fits: refused before its body is read, as one too long is
+            (over, count), *_ = too_large
+            return error(400, f"input {over!r}: {count} elements, over the server's limit of {limits.max_elements}")
+        body = bytearray()  # grown in place: a list of chunks joined at the end held the body twice
         try:
             with anyio.fail_after(limits.read_timeout_s):
                 async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > body_limit:
+                    if len(body) + len(chunk) > body_limit:
                         return error(400, f"request body is over the limit of {body_limit} bytes")
-                    chunks.append(chunk)
+                    body += chunk
         except TimeoutError:
             return error(408, f"request body not received within {limits.read_timeout_s:g} s")
-        return b"".join(chunks)
+        return body
 
-    async def decoded(body: bytes, header_length: str | None) -> InferRequest | JSONResponse:
+    async def decoded(body: bytearray, header_length: str | None) -> InferRequest | JSONResponse:
         """The feeds and the answer asked for, or a 400; a large body is parsed in a worker thread so health probes
         still answer."""
         decode = functools.partial(parse_infer_request, body, header_length, artifact.inputs, session.output_names,

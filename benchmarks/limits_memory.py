@@ -3,10 +3,22 @@
     python -m benchmarks.limits_memory results     # load a results.json at the results-file limit
     python -m benchmarks.limits_memory text        # tokenise a --text-file at the text-file limits (MiniLM folder)
     python -m benchmarks.limits_memory input N     # `mcbench run --quick` of a dynamic-batch model at --input x=N,4
+    python -m benchmarks.limits_memory dataset N   # `mcbench run --quick --no-load` of one variant on N samples of 4
+    python -m benchmarks.limits_memory timing      # `mcbench run --no-load` of one variant at [timing]'s limits
+    python -m benchmarks.limits_memory resamples   # the gate's bootstrap at its most resamples
+    python -m benchmarks.limits_memory file KIND   # read and parse a file at its limit, and one byte over: KIND is
+                                                   # run, budgets, profile or config (a Hugging Face config.json)
+    python -m benchmarks.limits_memory metadata    # `load --url`: model metadata at its limit, and one byte over
+    python -m benchmarks.limits_memory server CASE # one request to the model server: body (a JSON body at
+                                                   # --max-body-mb), body-over, tensor (binary data at --max-elements),
+                                                   # tensor-json, tensor-over
 
-Each case runs as a command whose whole process tree (the run's measuring children and servers too) is sampled
-from /proc every 50 ms; the figure is the largest sum of proportional set sizes (PSS) seen: resident memory, a
-page that several processes share counted once in all. Prints one line per case.
+The run cases (input, dataset) run as a command whose whole process tree (the run's measuring children and servers
+too) is sampled from /proc every 50 ms; the figure is the largest sum of proportional set sizes (PSS) seen: resident
+memory, a page that several processes share counted once in all. The reading cases (file, metadata, server) measure
+one process exactly: its peak resident memory (VmHWM) is reset once it has started and imported what it needs
+(/proc/PID/clear_refs), so the figure is what the reading added, `growth`, beside its resident memory before it,
+`before`. Prints one line per case.
 """
 
 from __future__ import annotations
@@ -109,13 +121,228 @@ def input_case(folder: Path, elements: int) -> list[str]:
             f"x={elements // 4},4", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
 
 
+def dataset_case(folder: Path, samples: int) -> list[str]:
+    """A quick run (no load test) of one variant of a dynamic-batch linear model on SAMPLES samples of 4 float32."""
+    import numpy as np
+
+    from tests.conftest import make_linear_onnx
+
+    model = make_linear_onnx(folder / "linear.onnx", batch="N")
+    x = np.random.default_rng(0).standard_normal((samples, 4), dtype=np.float32)
+    np.savez(folder / "data.npz", x=x, labels=np.arange(samples) % 3)
+    print(f"  dataset: {x.nbytes / 2**20:.0f} MiB of x", file=sys.stderr)
+    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--input", "x=1,4", "--dataset",
+            str(folder / "data.npz"),
+            "--variants", "ort-fp32", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
+
+
+def timing_case(folder: Path) -> list[str]:
+    """A run (no load test) of one variant of the linear model at the [timing] limits: 100,000 warm-up runs and at
+    least 1,000,000 timed ones, every sample kept in results.json."""
+    from tests.conftest import make_linear_onnx
+
+    model = make_linear_onnx(folder / "linear.onnx")
+    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--variants", "ort-fp32", "--no-load",
+            "--no-cache", "--warmup-runs", "100000", "--min-runs", "1000000", "--min-seconds", "0.1",
+            "--out", str(folder / "run")]
+
+
+def resamples_case() -> None:
+    """The gate's bootstrap interval at MAX_RESAMPLES over two series of the most samples it keeps."""
+    from mcbench.reports.gate_budgets import MAX_RESAMPLES
+    from mcbench.reports.gate_stats import MAX_BOOTSTRAP_SAMPLES
+
+    setup = ("import random\nfrom mcbench.reports.gate_stats import bootstrap_ratio_ci\n"
+             f"base = [random.gauss(10, 1) for _ in range({MAX_BOOTSTRAP_SAMPLES * 10})]\ncand = list(base)")
+    got = growth_of(setup, f"bootstrap_ratio_ci(base, cand, 0.95, {MAX_RESAMPLES}, 0)")
+    print(f"resamples {MAX_RESAMPLES:,} over {MAX_BOOTSTRAP_SAMPLES * 10:,} samples a series: growth "
+          f"{got['growth'] / 2**20:.1f} MiB over {got['before'] / 2**20:.0f} MiB; {got['error']}")
+
+
+GROWTH = """
+import json, sys, traceback
+
+def status_kb(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key + ":"))
+
+SETUP
+with open("/proc/self/clear_refs", "w") as refs:  # the peak (VmHWM) starts again from now
+    refs.write("5")
+before, error = status_kb("VmRSS"), None
+try:
+    WORK
+except Exception as exc:
+    error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+print(json.dumps({"before": before * 1024, "growth": (status_kb("VmHWM") - before) * 1024, "error": error}))
+"""
+
+
+def growth_of(setup: str, work: str) -> dict:
+    """{before, growth, error} of a Python process that runs `setup`, then `work` (see GROWTH)."""
+    code = GROWTH.replace("SETUP", setup).replace("WORK", work)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout)
+
+
+def densest(limit: int, opening: str, item: str, closing: str) -> str:
+    """Text of exactly `limit` bytes: `opening`, then `item` repeated, then `closing` (padded with spaces)."""
+    count = (limit - len(opening) - len(closing)) // len(item)
+    text = opening + item * count + closing
+    return text[:-1] + " " * (limit - len(text)) + text[-1]
+
+
+FILES = {  # kind: (the reader's limit kind, the file's text opening and closing, the code that reads it)
+    # the densest objects a byte makes: an empty inline table or JSON object every 3 bytes (24 MiB parsed a MiB)
+    "run": ("run file", ("a = [", "{},", "{}]\n"), "from mcbench.config_file import read_toml as read",
+            "read(PATH)"),
+    "budgets": ("budgets file", ("a = [", "{},", "{}]\n"),
+                "from mcbench.reports.gate_budgets import load_budgets as read", "read(PATH)"),
+    "profile": ("profile", ("a = [", "{},", "{}]\n"), "from mcbench.optimizer.profiles import load_profile as read",
+                "read(PATH)"),
+    "config": ("config", ('{"a": [', "{},", "{}]}"), "from mcbench.optimizer.intake_hf import inspect_folder as read",
+               "read(PATH.parent, 'auto')"),
+}
+
+
+def file_case(folder: Path, kind: str) -> None:
+    """A file of the kind filled to its limit with the densest objects a parser makes, then one byte longer."""
+    from mcbench.reports.files import limit_of
+
+    limit_kind, (opening, item, closing), setup, work = FILES[kind]
+    limit = limit_of(limit_kind)
+    path = folder / ("config.json" if kind == "config" else f"{kind}.toml")
+    for size in (limit, limit + 1):
+        path.write_text(densest(size, opening, item, closing))
+        got = growth_of(f"from pathlib import Path\n{setup}\nPATH = Path({str(path)!r})", work)
+        print(f"file {kind} at {size:,} bytes: growth {got['growth'] / 2**20:.1f} MiB over "
+              f"{got['before'] / 2**20:.0f} MiB; {got['error']}")
+
+
+def metadata_case(folder: Path) -> None:
+    """`load --url`'s metadata read: a server answering with exactly the limit's bytes of JSON objects, then one
+    byte more (served from a thread of this process: only the reading process is measured)."""
+    import http.server
+    import threading
+
+    from mcbench.load_cmd import MAX_METADATA_BYTES
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        body = b""
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(self.body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    setup = ("from mcbench.load_cmd import model_inputs\nfrom mcbench.reports.errors import UserError\n"
+             "import numpy, onnx")
+    try:
+        for size in (MAX_METADATA_BYTES, MAX_METADATA_BYTES + 1):
+            Handler.body = densest(size, "[", "{},", "{}]").encode()
+            got = growth_of(setup, f"model_inputs({url!r}, 'm', {{}}, UserError)")
+            print(f"metadata at {size:,} bytes: growth {got['growth'] / 2**20:.1f} MiB over "
+                  f"{got['before'] / 2**20:.0f} MiB; {got['error']}")
+    finally:
+        server.shutdown()
+
+
+def reduce_model(folder: Path, elements: int) -> Path:
+    """An ONNX model of one input [1, ELEMENTS] float32 whose one output is its sum [1, 1]: a small answer."""
+    from onnx import TensorProto, helper
+
+    from tests.conftest import save_graph
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)], "sum",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, elements])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    return save_graph(graph, folder / f"sum{elements}.onnx")
+
+
+def server_case(folder: Path, case: str) -> None:
+    """One request to `python -m mcbench.bench.server` at a limit (or just past it); the server's own growth."""
+    import numpy as np
+
+    from mcbench.bench.protocol import encode_infer_request
+    from mcbench.bench.server import ServerLimits, serve_in_subprocess
+    from mcbench.optimizer.artifact import Artifact, InputSpec
+    from mcbench.optimizer.targets import Target
+
+    body_limit, element_limit = ServerLimits().max_body_bytes, ServerLimits().max_elements
+    value = "0.5,"  # the densest float JSON has: a Python float object each 4 bytes of body
+    json_elements = (body_limit - 100) // len(value)
+    elements, extra, binary = {
+        "body": (json_elements, [], False), "body-over": (json_elements, [], False),
+        "tensor": (element_limit, ["--max-body-mb", "65"], True),
+        "tensor-json": (element_limit, ["--max-body-mb", str(element_limit * len(value) // 2**20 + 1)], False),
+        "tensor-over": (element_limit + 1, ["--max-body-mb", "65"], True)}[case]
+    artifact = Artifact(reduce_model(folder, elements), "onnx", (InputSpec("x", (1, elements)),))
+    spec = folder / "spec.json"
+    spec.write_text(json.dumps({"name": "m", "artifact": artifact.to_dict(),
+                                "target": Target("onnxruntime", threads=1).to_dict()}))
+    if binary:
+        body, headers = encode_infer_request({"x": np.full((1, elements), 0.5, np.float32)})
+    else:
+        opening = '{"inputs":[{"name":"x","shape":[1,' + str(elements) + '],"datatype":"FP32","data":['
+        body = (opening + value * (elements - 1) + '0.5]}]}').encode()
+        headers = {"Content-Type": "application/json"}
+        if case == "body-over":
+            body += b" " * (body_limit + 1 - len(body))
+    with serve_in_subprocess(spec, cores=None, timeout_s=600, extra=extra) as server:
+        answer, growth, before = _one_request(server, body, headers, not case.endswith("-over"))
+    print(f"server {case}: {elements:,} elements, body {len(body):,} bytes: growth {growth / 2**20:.1f} MiB over "
+          f"{before / 2**20:.0f} MiB; answer {answer}")
+
+
+def _one_request(server, body: bytes, headers: dict[str, str], send_body: bool) -> tuple[str, int, int]:
+    """(the answer's status and first bytes, the server's peak RSS growth, its RSS before) of one request; without
+    `send_body` only its headers are sent (Content-Length says the body's size), as a refusal must come first."""
+    import http.client
+
+    status = Path(f"/proc/{server.pid}/status")
+
+    def kb(key: str) -> int:
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith(key + ":"))
+
+    Path(f"/proc/{server.pid}/clear_refs").write_text("5")
+    before = kb("VmRSS")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    connection.putrequest("POST", "/v2/models/m/infer")
+    for key, value in {**headers, "Content-Length": str(len(body))}.items():
+        connection.putheader(key, value)
+    connection.endheaders(body if send_body else None)
+    response = connection.getresponse()
+    answer = f"{response.status} {response.read(200)!r}"
+    connection.close()
+    return answer, (kb("VmHWM") - before) * 1024, before * 1024
+
+
 def main(argv: list[str]) -> None:
     case = argv[0]
     with tempfile.TemporaryDirectory(prefix="mcbench-limits-") as tmp:
         folder = Path(tmp)
+        readers = {"file": lambda: file_case(folder, argv[1]), "metadata": lambda: metadata_case(folder),
+                   "resamples": resamples_case,
+                   "server": lambda: server_case(folder, argv[1])}
+        if case in readers:
+            readers[case]()
+            return
         command = {"results": lambda: results_case(folder), "text": lambda: text_case(folder),
-                   "input": lambda: input_case(folder, int(argv[1]))}[case]()
+                   "input": lambda: input_case(folder, int(argv[1])),
+                   "dataset": lambda: dataset_case(folder, int(argv[1])), "timing": lambda: timing_case(folder)}[case]()
         peak, seconds, code = peak_of(command, ROOT)
+        results = folder / "run" / "results.json"
+        if results.exists():
+            print(f"  results.json: {results.stat().st_size / 2**20:.1f} MiB", file=sys.stderr)
     print(f"{' '.join(argv)}: peak {peak / 2**20:.0f} MiB, {seconds:.0f} s, exit {code}")
 
 

@@ -60,17 +60,26 @@ def _text(data: bytes | str, source: str) -> str:
 
 
 def depth(value: Any) -> int:
-    """How deeply lists and dicts nest in `value` (a scalar: 0), counted without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
+    """How deeply lists and dicts nest in `value` (a scalar: 0), counted without recursion.
+
+    The walk keeps one iterator a level, never an entry per child: a 16 MiB config.json of `{},` holds 5.6 million
+    objects, and a (child, level) pair for each took as much memory again as the parsed value (806 MiB in all)."""
+    deepest, levels = 0, [iter((value,))]
+    while levels:
+        item = next(levels[-1], _END)
+        if item is _END:
+            levels.pop()
+            continue
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
         if children is None:
             continue
-        deepest = max(deepest, level)
-        if level <= MAX_DEPTH:
-            stack.extend((child, level + 1) for child in children)
+        deepest = max(deepest, len(levels))
+        if len(levels) <= MAX_DEPTH:
+            levels.append(iter(children))
     return deepest
+
+
+_END = object()
 
 
 def _shallow(value: Any, source: str) -> Any:

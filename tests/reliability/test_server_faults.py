@@ -70,16 +70,31 @@ def test_token_is_required_on_model_routes_but_not_on_health(tmp_path: Path) -> 
 
 
 def test_body_and_element_limits_and_short_errors(tmp_path: Path) -> None:
-    extra = ["--max-body-mb", str(4096 / 2**20), "--max-elements", "3"]
+    extra = ["--max-body-mb", str(4096 / 2**20)]
     with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
         status, answer, _ = post(server, b"x" * 5000, {"Content-Type": "application/json"})
         assert status == 400 and answer["error"] == "request body of 5000 bytes is over the limit of 4096"
-        payload = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.0] * 4}]}
-        status, answer, _ = post(server, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-        assert status == 400 and answer["error"] == "input 'x': 4 elements, over the server's limit of 3"
         long_name = {"inputs": [{"name": "n" * 3000, "shape": [1], "datatype": "FP32", "data": [0.0]}]}
         status, answer, _ = post(server, json.dumps(long_name).encode(), {"Content-Type": "application/json"})
         assert status == 400 and len(answer["error"]) < 120 and "..." in answer["error"]
+
+
+def test_a_model_over_the_element_limit_is_refused_before_the_body_is_read(tmp_path: Path) -> None:
+    """No request for x [1, 4] fits --max-elements 3: the answer comes on the headers, not after reading the body
+    (at the 16 Mi limit a 64 MiB body was read, and waited for, only to be refused)."""
+    extra = ["--max-elements", "3", "--read-timeout-s", "60"]
+    with serve_in_subprocess(write_spec(tmp_path), None, extra=extra) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+            conn.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n")  # and no body
+            reply = conn.recv(4096).decode()
+            while not reply.endswith("}"):
+                reply += conn.recv(4096).decode()
+        payload = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.0] * 4}]}
+        status, answer, _ = post(server, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    assert reply.startswith("HTTP/1.1 400"), reply
+    assert reply.endswith('{"error":"input \'x\': 4 elements, over the server\'s limit of 3"}'), reply
+    assert status == 400 and answer["error"] == "input 'x': 4 elements, over the server's limit of 3"
 
 
 def test_a_client_too_slow_to_send_its_body_gets_408(tmp_path: Path) -> None:
