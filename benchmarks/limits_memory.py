@@ -209,7 +209,7 @@ FILES = {  # kind: (the reader's limit kind, the file's text opening and closing
 
 def file_case(folder: Path, kind: str) -> None:
     """A file of the kind filled to its limit with the densest objects a parser makes, then one byte longer."""
-    from mcbench.reports.files import limit_of
+    from mcbench.base.files import limit_of
 
     limit_kind, (opening, item, closing), setup, work = FILES[kind]
     limit = limit_of(limit_kind)
@@ -244,7 +244,7 @@ def metadata_case(folder: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    setup = ("from mcbench.load_cmd import model_inputs\nfrom mcbench.reports.errors import UserError\n"
+    setup = ("from mcbench.load_cmd import model_inputs\nfrom mcbench.base.errors import UserError\n"
              "import numpy, onnx")
     try:
         for size in (MAX_METADATA_BYTES, MAX_METADATA_BYTES + 1):

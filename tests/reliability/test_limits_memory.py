@@ -10,7 +10,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from mcbench.reports.parsing import MAX_DEPTH, depth
+from mcbench.base.parsing import MAX_DEPTH, depth
 
 
 def test_the_nesting_check_takes_memory_by_depth_not_by_entries():
