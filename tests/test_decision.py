@@ -16,7 +16,7 @@ from mcbench.reports.schema import Accuracy, Capacity, RunResult, VariantResult,
 from mcbench.reports.sections import EXPORT_COLUMNS, table_rows
 from mcbench.reports.text import summary_table
 from mcbench.reports.views import summary_rows
-from mcbench.tracking import parent_record, variant_record
+from mcbench.tracking_record import parent_record, variant_record
 from tests.test_report import latency, load, variant
 
 
