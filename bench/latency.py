@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcbench.base.settings import ConfigError, setting, validate
+from mcbench.base.settings import ConfigError, setting
+from mcbench.base.settings_check import validate
 from mcbench.optimizer.targets import Session
 from mcbench.reports.schema import LatencyStats
 

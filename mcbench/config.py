@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.base.errors import UserError
-from mcbench.base.settings import ConfigError, apply, from_json, setting, to_json, validate
+from mcbench.base.settings import ConfigError, apply, setting
+from mcbench.base.settings_check import validate
+from mcbench.base.settings_json import from_json, to_json
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
 from mcbench.optimizer.intake import InputConstant, InputOverride
 

@@ -34,7 +34,8 @@ from typing import Any
 
 from mcbench.base.errors import UserError
 from mcbench.base.files import FileError, read_text
-from mcbench.base.settings import UNSET, Field, Invalid, all_fields, choices_of, described, items_noun, user_value
+from mcbench.base.settings import UNSET, Field, Invalid, all_fields, choices_of
+from mcbench.base.settings_check import described, items_noun, user_value
 from mcbench.config import ConfigError, RunConfig
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mcbench.base.errors import UsageError
-from mcbench.base.settings import ConfigError, Field, Invalid, all_fields, choices_of, fields_of, user_value
+from mcbench.base.settings import ConfigError, Field, Invalid, all_fields, choices_of, fields_of
+from mcbench.base.settings_check import user_value
 
 DEFAULT_MAX_BATCH = 8  # --max-wait-ms without --max-batch
 

@@ -218,7 +218,7 @@ def _answer(request: urllib.request.Request) -> tuple[int, str]:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from mcbench.base.settings import to_json
+    from mcbench.base.settings_json import to_json
     from mcbench.bench.environment import environment
     from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
     from mcbench.config import QUICK_LOAD, LoadPlan

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 
 from mcbench.reports.formatting import finite, flattened_items, format_ms, format_rps
 from mcbench.reports.gate_stats import MIN_SAMPLES, compare, mann_whitney_p, thin
+from mcbench.reports.load_view import peak_step
 from mcbench.reports.quality import QualityMetric, quality_metric, quality_of, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import peak_step
 
 ALPHA = 0.05  # significance level for every test on the page
 MIN_EFFECT = 0.03  # a latency change under 3% is "no change" however significant: a shared runner moves that much

@@ -27,9 +27,10 @@ from mcbench.reports.decision import (
     profile_variants,
 )
 from mcbench.reports.formatting import finite, format_ms, format_rps
+from mcbench.reports.load_view import peak_step
 from mcbench.reports.quality import QualityMetric, quality_of, shortfall
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import peak_step, speedup_estimate, tail_text
+from mcbench.reports.speedup import speedup_estimate, tail_text
 
 __all__ = ["THIS_MACHINE", "Recommendation", "profile_names", "profile_variants", "recommend", "recommendations",
            "sensitive_layers", "variant_passes"]

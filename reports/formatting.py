@@ -1,13 +1,16 @@
-"""Figures as the report prints them: "n/a" for anything missing, NaN or infinite."""
+"""Figures as the report prints them: "n/a" for anything missing, NaN or infinite; a variant's colour and recipe
+as every table and chart shows them."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from mcbench.reports.schema import RunResult
 
 NA = "n/a"
 
@@ -160,3 +163,21 @@ def inputs_text(inputs: Any) -> str:
         dims = "×".join(str(d) for d in shape) if isinstance(shape, list) else format_value(shape)
         parts.append(f"{spec.get('name', '?')}: {dims} {spec.get('dtype', '')}".strip())
     return "; ".join(parts) if parts else "(none)"
+
+
+# ---------------------------------------------------------------- variants in tables and charts
+
+ERROR_CHARS = 120  # an error's line in a table cell
+
+# Tableau 10, a palette made for telling categories apart; a variant keeps its colour in every chart.
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+)
+
+
+def recipe_text(recipe: Sequence[str]) -> str:
+    return " → ".join(recipe) if recipe else "(none)"
+
+
+def variant_colors(run: RunResult) -> dict[str, str]:
+    return {v.name: PALETTE[i % len(PALETTE)] for i, v in enumerate(run.variants)}

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from mcbench.reports.decide import THIS_MACHINE, Recommendation, profile_names, recommendations
 from mcbench.reports.decision import objective_sentence
+from mcbench.reports.details import WarningItem, all_warnings
 from mcbench.reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
+from mcbench.reports.load_view import LoadTable, load_tables
 from mcbench.reports.merge import MachineRun, MultiRun, model_sha256
 from mcbench.reports.page import concurrency_text, plural
 from mcbench.reports.quality import QualityMetric, quality_metric
@@ -26,7 +28,6 @@ from mcbench.reports.sections import (
     profile_label,
     table_rows,
 )
-from mcbench.reports.views import LoadTable, WarningItem, all_warnings, load_tables
 
 NO_PROFILE = "(none)"  # the profile column of a run that named no hardware profile
 DIFFERS = "differs by machine (see Machines)"

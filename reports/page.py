@@ -8,8 +8,18 @@ from typing import Any
 
 from mcbench.reports.decide import Recommendation, recommendations
 from mcbench.reports.decision import frontier_names, objective_of, objective_sentence
+from mcbench.reports.details import (
+    FailedVariant,
+    VariantDetail,
+    WarningItem,
+    all_warnings,
+    failed_variants,
+    variant_details,
+)
 from mcbench.reports.formatting import KeyValue, flattened_items, format_created, format_value, inputs_text
+from mcbench.reports.load_view import LoadTable, load_tables
 from mcbench.reports.plots import ChartsBlock, charts_block
+from mcbench.reports.quality import QualityMetric, quality_metric
 from mcbench.reports.schema import RunResult, VariantResult
 from mcbench.reports.sections import (
     CapacityTable,
@@ -31,18 +41,6 @@ from mcbench.reports.sections import (
     table_rows,
 )
 from mcbench.reports.serving_view import ServingTable, serving_tables
-from mcbench.reports.views import (
-    FailedVariant,
-    LoadTable,
-    QualityMetric,
-    VariantDetail,
-    WarningItem,
-    all_warnings,
-    failed_variants,
-    load_tables,
-    quality_metric,
-    variant_details,
-)
 
 # ---------------------------------------------------------------- the whole page
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from mcbench.base.errors import UserError
 from mcbench.reports.decision import frontier, frontier_names, objective_of, profile_names
-from mcbench.reports.formatting import finite, format_ms, format_rps
-from mcbench.reports.quality import QualityMetric, shortfall, within_budget
+from mcbench.reports.formatting import finite, format_ms, format_rps, variant_colors
+from mcbench.reports.load_view import peak_step
+from mcbench.reports.quality import QualityMetric, measured, quality_metric, quality_of, shortfall, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import measured, peak_step, quality_metric, quality_of, variant_colors
 
 REJECTED_COLOR = "#b8b8b8"  # variants over the accuracy budget, greyed
 

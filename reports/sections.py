@@ -32,7 +32,7 @@ from mcbench.reports.formatting import (
 )
 from mcbench.reports.quality import quality_metric, shortfall, within_budget
 from mcbench.reports.schema import RunResult, VariantResult
-from mcbench.reports.views import SummaryRow, summary_rows
+from mcbench.reports.summary import SummaryRow, summary_rows
 
 
 def profile_label(profile: str | None) -> str:

@@ -1,4 +1,5 @@
-"""The run's summary as a plain-text table for the terminal, built from the same views as the HTML page."""
+"""The run's summary as a plain-text table for the terminal, built from the same rows as the HTML page
+(reports.summary)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import RunResult
 from mcbench.reports.sections import confirmation_lines, search_rows, search_summary
 from mcbench.reports.serving_view import serving_tables
-from mcbench.reports.views import SummaryRow, summary_rows
+from mcbench.reports.summary import SummaryRow, summary_rows
 
 
 def notes(row: SummaryRow) -> str:

@@ -14,9 +14,9 @@ from mcbench.reports.html import render_report
 from mcbench.reports.plots import charts
 from mcbench.reports.schema import Accuracy, Capacity, RunResult, VariantResult, load_results, save_results
 from mcbench.reports.sections import EXPORT_COLUMNS, table_rows
+from mcbench.reports.summary import summary_rows
 from mcbench.reports.text import summary_table
-from mcbench.reports.views import summary_rows
-from mcbench.tracking import parent_record, variant_record
+from mcbench.tracking_record import parent_record, variant_record
 from tests.test_report import latency, load, variant
 
 

@@ -153,7 +153,7 @@ def test_parent_and_nested_runs_with_params_metrics_tags_and_artifacts(tmp_path,
 
 
 def test_a_profile_variant_names_its_profile():
-    from mcbench.tracking import variant_record
+    from mcbench.tracking_record import variant_record
 
     run = tracked_run()
     v = run.variant("ort-int8-dynamic")

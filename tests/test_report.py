@@ -12,6 +12,7 @@ from mcbench.reports.formatting import format_ms, format_percent, format_size
 from mcbench.reports.html import render_report, write_report
 from mcbench.reports.page import report_view
 from mcbench.reports.plots import pareto_latency_chart, plotly_js
+from mcbench.reports.quality import quality_metric
 from mcbench.reports.schema import (
     Accuracy,
     LatencyStats,
@@ -22,8 +23,8 @@ from mcbench.reports.schema import (
     load_results,
     save_results,
 )
+from mcbench.reports.summary import summary_rows
 from mcbench.reports.text import summary_table
-from mcbench.reports.views import quality_metric, summary_rows
 
 EVIL = "<script>alert(1)</script>"
 

@@ -182,7 +182,7 @@ def test_details_show_the_operator_profile_as_recorded():
 def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
     from dataclasses import replace
 
-    from mcbench.reports.views import load_tables, peak_step
+    from mcbench.reports.load_view import load_tables, peak_step
 
     run = sample_run()
     v = run.variant("ort-fp32")
@@ -212,7 +212,7 @@ def test_open_loop_and_batched_sweeps_are_tabled_and_drawn():
 
 
 def test_load_facts_say_where_the_server_ran_model_calls():
-    from mcbench.reports.views import load_tables
+    from mcbench.reports.load_view import load_tables
 
     run = sample_run()
     run.variant("ort-fp32").load.server_dispatch, run.variant("ort-fp32").load.server_model_ms = "inline", 0.0312

@@ -253,8 +253,8 @@ def timed_step(server_ms: float, encode_ms: float):
 
 def test_the_report_says_how_much_of_the_servers_time_is_encoding_only_past_a_tenth() -> None:
     from mcbench.bench.load import encoding_note
+    from mcbench.reports.load_view import load_facts
     from mcbench.reports.schema import LoadResult
-    from mcbench.reports.views import load_facts
 
     def facts(encode_ms: float, answers: str = "binary") -> dict[str, str]:
         load = LoadResult([timed_step(10.0, encode_ms)], [0], [1], False, 1, 200, 0, answers=answers)
