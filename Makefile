@@ -32,11 +32,14 @@ emulator:
 	  (apt-get update -qq && apt-get install -y -qq qemu-user) || \
 	  echo "WARNING: could not install qemu-user: tests/test_int8_numerics.py's emulated-CPU test will be SKIPPED"; }
 
+# Two workers: much of the suite waits (servers starting, load steps of fixed length, child processes), so two run
+# side by side in less wall time; --dist loadscope keeps a module's tests (and its module-scoped fixtures, the
+# real-model runs) on one worker.
 test: install browser emulator
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 test-fast: install
-	$(BIN)/python -m pytest -m 'not slow'
+	$(BIN)/python -m pytest -n 2 --dist loadscope -m 'not slow'
 
 # ruff, then mypy --strict on the public API (mcbench, mcbench.api) and what it uses. The type checker reads a
 # copy laid out as the wheel is: it does not follow package-dir, so on the source tree it would see
