@@ -36,7 +36,7 @@ def test_h8_the_docs_state_the_limit_the_code_has():
 
 @pytest.mark.slow
 def test_h8_a_run_at_the_input_limit_fits_the_stated_memory():
-    proc = subprocess.run([sys.executable, "benchmarks/limits_memory.py", "input", str(MAX_INPUT_ELEMENTS)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.limits_memory", "input", str(MAX_INPUT_ELEMENTS)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     peak = re.search(r"peak (\d+) MiB, \d+ s, exit 0", proc.stdout)
     assert peak, proc.stdout + proc.stderr

@@ -1,6 +1,6 @@
 """Issue 32: what reading a file at its size limit costs in memory (docs/reliability-and-security.md, Limits).
 
-The figures in the docs come from `python benchmarks/limits_memory.py`; these tests hold the fixes those measurements
+The figures in the docs come from `python -m benchmarks.limits_memory`; these tests hold the fixes those measurements
 asked for: the nesting check walked a parsed file with a (child, level) pair per child, as much memory again as the
 parsed value (a 16 MiB config.json of `{},` grew the process by 806 MiB; 421 MiB after).
 """
