@@ -9,9 +9,13 @@ run is the one `mcbench serve RUN:VARIANT` starts.
 
 from __future__ import annotations
 
+import math
 import queue
 from dataclasses import asdict, dataclass
 from typing import Any
+
+MAX_INSTANCES = 64  # sessions in one server: each holds the model's weights and its own arena
+HINTS = ("LATENCY", "THROUGHPUT")
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,21 @@ class ServingConfig:
     streams: int | None = None  # OpenVINO's NUM_STREAMS; None: what the hint picks
 
     def __post_init__(self) -> None:
-        if self.instances < 1 or self.max_batch < 1 or (self.threads is not None and self.threads < 1):
-            raise ValueError(f"instances, threads and max_batch must be at least 1: {self}")
+        """A configuration also comes from a results file (`mcbench serve RUN:VARIANT`), which is data: every field
+        is checked, so a file cannot start 100,000 sessions or hand OpenVINO a setting it did not measure."""
+        def whole(value: object, low: int, high: int) -> bool:
+            return type(value) is int and low <= value <= high
+
+        if not (whole(self.instances, 1, MAX_INSTANCES) and whole(self.max_batch, 1, 4096)
+                and (self.threads is None or whole(self.threads, 1, 1024))
+                and (self.streams is None or whole(self.streams, 1, MAX_INSTANCES))):
+            raise ValueError(f"instances (1-{MAX_INSTANCES}), max_batch (1-4096), threads and streams must be whole "
+                             f"numbers in range: {self}")
+        wait = self.max_wait_ms
+        if type(wait) not in (int, float) or not (math.isfinite(wait) and 0 <= wait <= 60_000):
+            raise ValueError(f"max_wait_ms must be a number from 0 to 60000: {wait!r}")
+        if self.hint is not None and self.hint not in HINTS:
+            raise ValueError(f"hint must be one of {', '.join(HINTS)}: {self.hint!r}")
 
     @property
     def label(self) -> str:
@@ -57,6 +74,9 @@ class ServingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ServingConfig:
+        """The configuration a dict holds; a ValueError naming what is wrong (a results file is data)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a serving configuration is a table of settings, not {type(d).__name__}")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -86,7 +86,11 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
     if best is not None:  # what the serving search measured is what starts; --threads still overrides its threads
         from mcbench.bench.serving import ServingConfig
 
-        config = ServingConfig.from_dict(best)
+        try:
+            config = ServingConfig.from_dict(best)
+        except ValueError as exc:
+            raise UsageError(f"serve: {run_dir / 'results.json'}: the serving search's best configuration for "
+                             f"{variant!r} cannot be started: {exc}") from None
         spec["target"] = config.target_dict({**target, "threads": threads or config.threads})
         spec["serving"] = {**config.to_dict(), "label": config.label, "rps_at_slo": result.serving.best_rps,
                            "slo_p99_ms": result.serving.slo_p99_ms}

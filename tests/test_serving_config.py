@@ -129,3 +129,25 @@ def test_the_serving_stage_measures_configurations_on_the_real_server_and_locust
         assert t.outcome in ("peak", "cut") and t.stopped, t
         assert [s.users for s in t.steps][:1] == [2] and all(s.failures == 0 and s.throughput_rps > 0 for s in t.steps)
         assert t.rps_at_slo == max(s.throughput_rps for s in t.steps)
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("instances", 100_000, "instances (1-64), max_batch (1-4096), threads and streams must be whole numbers in range"),
+    ("max_batch", "8", "instances (1-64), max_batch (1-4096), threads and streams must be whole numbers in range"),
+    ("max_wait_ms", 1e9, "max_wait_ms must be a number from 0 to 60000: 1000000000.0"),
+    ("hint", "CUMULATIVE_THROUGHPUT", "hint must be one of LATENCY, THROUGHPUT: 'CUMULATIVE_THROUGHPUT'"),
+])
+def test_a_results_file_cannot_start_a_serving_configuration_out_of_range(tmp_path: Path, capsys, field, value,
+                                                                          why) -> None:
+    """results.json is data: a best configuration edited to 100,000 instances is one line and exit 2, no session."""
+    from mcbench.cli import main
+
+    run = finished_run_with_a_serving_search(tmp_path, ServingConfig(instances=2, threads=1))
+    results = json.loads((run / "results.json").read_text())
+    results["variants"][0]["serving"]["best_config"][field] = value
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["serve", f"{run}:ort-fp32", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mcbench: serve: {run / 'results.json'}: the serving search's best configuration for "
+                          "'ort-fp32' cannot be started: "), err
+    assert why in err and "\n" not in err
