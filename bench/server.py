@@ -53,7 +53,7 @@ from pathlib import Path
 
 from mcbench.bench.calibration import spin
 from mcbench.bench.isolate import die_with_parent
-from mcbench.bench.serving import SessionPool
+from mcbench.bench.serving import MAX_INSTANCES, SessionPool
 
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
@@ -87,6 +87,8 @@ class ServerLimits:
         for name in ("max_body_bytes", "max_elements", "max_queue", "max_batch", "instances"):
             if getattr(self, name) < 1:
                 raise StartError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.instances > MAX_INSTANCES:  # one limit for the flag and for a results file's configuration
+            raise StartError(f"instances must be at most {MAX_INSTANCES}, got {self.instances}")
         for name in ("read_timeout_s", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise StartError(f"{name} must be positive, got {getattr(self, name)}")

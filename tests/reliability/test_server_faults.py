@@ -210,6 +210,13 @@ def test_a_slow_model_or_inline_off_keeps_every_call_in_the_thread(tmp_path: Pat
         assert (stats["dispatch"], stats["inline_calls"], stats["thread_calls"]) == ("thread", 0, 1)
 
 
+def test_more_instances_than_the_serving_limit_is_a_start_error() -> None:
+    """The flag has the bound a results file's serving configuration has (bench.serving.MAX_INSTANCES)."""
+    with pytest.raises(StartError, match="instances must be at most 64, got 65"):
+        ServerLimits(instances=65)
+    assert ServerLimits(instances=64).instances == 64
+
+
 def test_negative_inline_threshold_is_a_start_error() -> None:
     with pytest.raises(StartError, match="inline_below_ms cannot be negative"):
         ServerLimits(inline_below_ms=-1)
