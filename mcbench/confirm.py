@@ -27,7 +27,7 @@ from mcbench.base.text import first_line
 from mcbench.bench.isolate import ChildError, call_in_child, error_text
 from mcbench.optimizer.hardware import usable_cores
 from mcbench.optimizer.recipes import VariantSpec, keeps_fp32
-from mcbench.optimizer.targets import Target
+from mcbench.optimizer.targets import Target, openvino_config
 from mcbench.remeasure import Pair, interleaved_rounds, measure_pairs, shares_pool, variant_spec
 from mcbench.reports.decision import THIS_MACHINE, decide, profile_names
 from mcbench.reports.gate import GateDataError
@@ -118,10 +118,13 @@ def pick_with_ties(contenders: list[Entry]) -> tuple[str, list[TieDecision]]:
 
 def knobs(target: Target) -> int:
     """How many runtime settings the target moves off their default: fewer threads than this machine's cores, a hint
-    other than latency, a stream count. Two variants that time alike differ in nothing else that matters."""
+    other than latency, a stream count, OpenVINO's CPU threads left unpinned (it pins them by default). Two variants
+    that time alike differ in nothing else that matters."""
     fewer_threads = target.threads is not None and target.threads < len(usable_cores())
     other_hint = target.options.get("hint", "LATENCY") != "LATENCY"
-    return int(fewer_threads) + int(other_hint) + int(bool(target.options.get("streams")))
+    unpinned = target.runtime == "openvino" and target.device == "cpu" and not openvino_config(target).get(
+        "ENABLE_CPU_PINNING", True)
+    return int(fewer_threads) + int(other_hint) + int(bool(target.options.get("streams"))) + int(unpinned)
 
 
 def entry_of(v: VariantResult, ratio: ConfirmedRatio | None) -> Entry:

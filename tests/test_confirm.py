@@ -131,6 +131,20 @@ def test_knobs_counts_the_settings_moved_off_the_runtime_default():
 
     cores = len(usable_cores())
     assert knobs(Target("onnxruntime", threads=cores)) == 0 and knobs(Target("onnxruntime")) == 0
-    assert knobs(Target("openvino", options={"hint": "LATENCY", "precision": "f32"})) == 0
+    # mcbench leaves OpenVINO's threads unpinned under the latency hint; OpenVINO's own default pins them
+    assert knobs(Target("openvino", options={"hint": "LATENCY", "precision": "f32"})) == 1
+    assert knobs(Target("openvino", options={"hint": "LATENCY", "precision": "f32", "pin_threads": True})) == 0
+    assert knobs(Target("openvino", "gpu", options={"hint": "LATENCY"})) == 0
     assert knobs(Target("openvino", options={"hint": "THROUGHPUT", "streams": 2})) == 2
     assert knobs(Target("onnxruntime", threads=1)) == (1 if cores > 1 else 0)
+
+
+def test_the_search_screens_each_openvino_default_variant_pinned_beside_unpinned():
+    from mcbench.optimizer.recipes import search_space
+
+    for kind in ("cnn", "transformer", "other"):
+        names = [s.name for s in search_space(kind, from_torch=False, can_train=False)]
+        for twin in ("ov-fp32", "ov-bf16"):
+            assert names[names.index(twin) + 1] == f"{twin}-pinned"
+        spec = search_space(kind, False, False)[names.index("ov-bf16-pinned")]
+        assert spec.target.options == {"hint": "LATENCY", "precision": "bf16", "pin_threads": True}
