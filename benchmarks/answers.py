@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from mcbench.bench.http_client import Connection, Origin, encode_post, parse_server_timing
+from mcbench.bench.launcher import serve_in_subprocess
 from mcbench.bench.protocol import HEADER_LENGTH, decode_infer_response, encode_infer_request
-from mcbench.bench.server import serve_in_subprocess
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from tests.packaged_models import packaged_model

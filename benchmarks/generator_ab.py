@@ -50,7 +50,7 @@ def one_round(url: str, name: str, value: str, rate: float, seconds: float, core
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.truth import spinner_spec
-    from mcbench.bench.server import serve_in_subprocess
+    from mcbench.bench.launcher import serve_in_subprocess
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", required=True, help="NAME=A,B: the setting and the values to compare")

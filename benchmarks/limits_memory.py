@@ -269,11 +269,12 @@ def reduce_model(folder: Path, elements: int) -> Path:
 
 
 def server_case(folder: Path, case: str) -> None:
-    """One request to `python -m mcbench.bench.server` at a limit (or just past it); the server's own growth."""
+    """One request to `python -m mcbench.bench.server_cli` at a limit (or just past it); the server's own growth."""
     import numpy as np
 
+    from mcbench.bench.guards import ServerLimits
+    from mcbench.bench.launcher import serve_in_subprocess
     from mcbench.bench.protocol import encode_infer_request
-    from mcbench.bench.server import ServerLimits, serve_in_subprocess
     from mcbench.optimizer.artifact import Artifact, InputSpec
     from mcbench.optimizer.targets import Target
 

@@ -80,8 +80,8 @@ def cpu_seconds(pid: int) -> float:
 def serve_and_load(spec: Path, dispatch: str, server_core: int, gen_core: int, feeds, users: list[int],
                    rate: float, rules, work: Path) -> dict:
     """One server with model calls in `dispatch` ("thread" or "inline"), its closed steps and one open step."""
+    from mcbench.bench.launcher import serve_in_subprocess
     from mcbench.bench.load import Endpoint, Requests, run_load
-    from mcbench.bench.server import serve_in_subprocess
 
     extra = ["--inline-below-ms", "0" if dispatch == "thread" else "1000"]
     with serve_in_subprocess(spec, [server_core], extra=extra) as server:

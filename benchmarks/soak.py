@@ -2,7 +2,7 @@
 
     python -m benchmarks.soak [--minutes 10] [--model model.onnx] [--out soak.json]
 
-1. Serve the model with `bench.server.serve_in_subprocess` (its own process, on the server cores).
+1. Serve the model with `bench.launcher.serve_in_subprocess` (its own process, on the server cores).
 2. Find its capacity with a short closed-loop ramp (`bench.load.run_load`, users 1-2-4-8): the
    peak throughput of any step.
 3. Hold `--fraction` (0.8) of that rate for `--minutes` with Locust at a fixed rate
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mcbench.bench.launcher import serve_in_subprocess
 from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
 from mcbench.bench.protocol import encode_infer_request
-from mcbench.bench.server import serve_in_subprocess
 from mcbench.optimizer.hardware import split_cores, usable_cores
 from mcbench.optimizer.intake import load_onnx
 from mcbench.optimizer.targets import Target

@@ -171,8 +171,8 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     """`rounds` rounds against one server, each: the raw client's closed loop and Locust's closed loop of one user
     (which goes first alternates round by round); with `loops`, then the raw client's open loop and Locust's open
     loops (OPEN_LOOPS), all at half the first closed loop's throughput. Each figure is a list, one item a round."""
+    from mcbench.bench.launcher import serve_in_subprocess
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
-    from mcbench.bench.server import serve_in_subprocess
 
     tag = f"{int(service_us)}us-{inline_below_ms}"
     spec = spinner_spec(folder, tag)
@@ -490,7 +490,8 @@ def path_after_gap(service_us: float, calls: int = 200) -> dict[str, float]:
     after a busy-wait of `service_us` and back to back, alternating: whether this machine runs the same code
     slower after the model's call, which no constant overhead measured at 0 us would show (p50s, us)."""
     from mcbench.bench.load import Requests
-    from mcbench.bench.protocol import HEADER_LENGTH, decode_infer_request, encode_infer_response
+    from mcbench.bench.protocol import HEADER_LENGTH, encode_infer_response
+    from mcbench.bench.request_parsing import decode_infer_request
     from mcbench.optimizer.artifact import InputSpec
 
     feeds = {"x": np.zeros((1, 4), np.float32)}

@@ -83,7 +83,7 @@ def load_test_variant(name: str, artifact: Artifact, target: Target, requests: R
     say(f"  load test: {plan_text(plan, budget)} ...")
 
     def sweeps(folder: Path, flags: list[str]) -> LoadResult:
-        from mcbench.bench.server import serve_in_subprocess
+        from mcbench.bench.launcher import serve_in_subprocess
 
         with serve_in_subprocess(spec_path, server_cores, extra=flags) as server:
             load = run_load(Endpoint(server.url, name), requests, list(plan.users), plan.open_rates, rules,

@@ -1,6 +1,6 @@
 """`mcbench serve`: the built-in KServe v2 server for one model file or one variant of a finished run.
 
-The pipeline starts the same server (`python -m mcbench.bench.server`) with the same flags for its load tests.
+The pipeline starts the same server (`python -m mcbench.bench.server_cli`) with the same flags for its load tests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mcbench.base.errors import UsageError
 
 
 def add_parser(sub) -> None:
-    from mcbench.bench.server import add_server_arguments
+    from mcbench.bench.server_cli import add_server_arguments
 
     serve = sub.add_parser("serve", help="serve a model or a run's variant over KServe v2 HTTP",
                            description="Serve one model over the KServe v2 Open Inference Protocol.")
@@ -100,7 +100,8 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from mcbench.bench.server import StartError, limits_from_args, serve
+    from mcbench.bench.guards import StartError
+    from mcbench.bench.server_cli import limits_from_args, serve
     from mcbench.runguard import signals_raise
 
     spec = server_spec(args.model, args.name, args.runtime, args.threads, args.input, args.const,

@@ -56,7 +56,7 @@ def batchable(artifact: Artifact) -> bool:
 def served(config: ServingConfig, spec: dict, folder: Path, requests: Requests, rules: StepRules,
            cores: tuple[list[int], list[int]], workers: int) -> Iterator[Callable[[int], ServingStep]]:
     """Serve `config` and yield a function that measures one closed-loop step at a number of users."""
-    from mcbench.bench.server import serve_in_subprocess
+    from mcbench.bench.launcher import serve_in_subprocess
 
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / "server.json"

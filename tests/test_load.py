@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.bench.launcher import serve_in_subprocess
 from mcbench.bench.load import (
     Endpoint,
     Records,
@@ -24,7 +25,6 @@ from mcbench.bench.load import (
     step_from_records,
     stop_reason,
 )
-from mcbench.bench.server import serve_in_subprocess
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from mcbench.reports.capacity import capacity

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.bench.launcher import serve_in_subprocess
 from mcbench.bench.load import Endpoint, Master, Records, Requests, StepRules, free_port, run_load, step_from_records
-from mcbench.bench.server import serve_in_subprocess
 from mcbench.cli import UsageError, main
 from mcbench.load_worker import parse_master
 from mcbench.reports.schema import load_results

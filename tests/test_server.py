@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mcbench.bench.http_client import parse_server_timing
+from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
 from mcbench.bench.protocol import encode_infer_request
-from mcbench.bench.server import ServerHandle, serve_in_subprocess
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from tests.conftest import save_graph

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
 from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
 from mcbench.bench.protocol import (
     HEADER_LENGTH,
@@ -24,9 +25,8 @@ from mcbench.bench.protocol import (
     decode_infer_response,
     encode_answer,
     encode_infer_request,
-    parse_infer_request,
 )
-from mcbench.bench.server import ServerHandle, serve_in_subprocess
+from mcbench.bench.request_parsing import parse_infer_request
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.intake import InputOverride
 from mcbench.optimizer.targets import Target, open_session

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcbench.bench.server import serve_in_subprocess
+from mcbench.bench.launcher import serve_in_subprocess
 from mcbench.bench.serving import ServingConfig
 from mcbench.optimizer.intake import InputOverride, load_onnx
 from mcbench.optimizer.targets import Target

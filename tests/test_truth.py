@@ -35,8 +35,8 @@ def test_in_process_timer_recovers_at_least_the_set_time(tmp_path):
 
 
 def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_path):
+    from mcbench.bench.launcher import serve_in_subprocess
     from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
-    from mcbench.bench.server import serve_in_subprocess
 
     # as benchmarks.truth serves it: the torch spinner without a wait of its own, the server's --spin-ms hook
     artifact = spinner_artifact(0, tmp_path)

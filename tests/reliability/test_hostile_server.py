@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcbench.bench.server import ServerHandle, serve_in_subprocess
+from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
 from tests.reliability.test_server_faults import infer, post, write_spec
 
 JSON = {"Content-Type": "application/json"}

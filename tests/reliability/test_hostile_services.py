@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from mcbench.bench.server import ServerHandle, serve_in_subprocess
+from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
 from mcbench.cli import main
 from tests.conftest import make_linear_onnx
 from tests.reliability.test_bad_inputs import _one_line
@@ -272,7 +272,8 @@ def test_m15_a_body_too_large_for_the_models_inputs_is_refused_before_it_is_pars
 
 
 def test_m15_a_body_of_many_arrays_is_refused_before_parsing():
-    from mcbench.bench.protocol import MAX_CONTAINERS, BadRequest, decode_infer_request
+    from mcbench.bench.protocol import BadRequest
+    from mcbench.bench.request_parsing import MAX_CONTAINERS, decode_infer_request
     from mcbench.optimizer.artifact import InputSpec
 
     raw = b"[" + b"[]," * MAX_CONTAINERS + b"[]]"

@@ -86,7 +86,7 @@ def test_h10_the_gates_child_dies_with_the_gate(finished_run, tmp_path, monkeypa
 SERVE_AND_WAIT = """
 import sys, time
 from pathlib import Path
-from mcbench.bench.server import serve_in_subprocess
+from mcbench.bench.launcher import serve_in_subprocess
 with serve_in_subprocess(Path(sys.argv[1]), None) as server:
     print(server.pid, flush=True)
     time.sleep(600)

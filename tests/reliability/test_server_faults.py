@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcbench.bench.guards import ServerLimits, StartError
+from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
 from mcbench.bench.load import Endpoint, Generator, LoadError
 from mcbench.bench.protocol import encode_infer_request
-from mcbench.bench.server import ServerHandle, ServerLimits, StartError, add_server_arguments, serve_in_subprocess
+from mcbench.bench.server_cli import add_server_arguments
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from tests.conftest import make_linear_onnx
