@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mcbench.config import RunConfig
+    from mcbench.optimizer.profiles import Profile
     from mcbench.pipeline import RunPaths
     from mcbench.reports.compare import RunComparison
     from mcbench.reports.decide import Recommendation
@@ -186,6 +187,37 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
             refuse_results_code(run, str(given) if isinstance(given, str | Path) else what, allow_code)
         remeasured = measure_again(base, run_result, remeasure, config.defaults)
     return evaluate(run_result, config, base, remeasured)
+
+
+def profiles() -> dict[str, Profile]:
+    """The shipped hardware profiles by the name `profiles=` takes, each validated (`mcbench profiles list`)."""
+    from mcbench.optimizer.profiles import load_profile, profile_paths
+
+    return {name: load_profile(path) for name, path in profile_paths().items()}
+
+
+def find_profile(name: str | Path) -> Profile:
+    """A shipped profile by name, or a profile file by path, validated (`mcbench profiles show`); a ProfileError
+    names the shipped ones."""
+    from mcbench.optimizer.profiles import find_profile as find
+
+    return find(str(name))
+
+
+def detect_profile(name: str = "detected", out: str | Path | None = None) -> str:
+    """A profile of this machine as TOML, from its CPU, cores and runtimes (`mcbench profiles detect`); also written
+    to `out` when given, never over an existing file."""
+    from mcbench.base.errors import UsageError
+    from mcbench.optimizer.profiles import detect_profile as detect
+
+    if out is not None and Path(out).exists():
+        raise UsageError(f"{out} exists; choose another --out")
+    text = detect(name)
+    if out is not None:
+        from mcbench.base.files import write_text_atomic
+
+        write_text_atomic(out, text)
+    return text
 
 
 def _results(results: Any) -> RunResult:

@@ -270,25 +270,18 @@ def _say_logged(logged) -> None:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from mcbench.optimizer.profiles import detect_profile, find_profile, load_profile, profile_paths
+    import mcbench.api as api
 
     if args.action == "list":
-        for name, path in profile_paths().items():
-            profile = load_profile(path)
+        for name, profile in api.profiles().items():
             print(f"{name:<20} {profile.device:<11} {profile.description}")
     elif args.action == "show":
-        profile = find_profile(args.name)
         from mcbench.base.files import read_text
 
-        print(read_text(profile.source, "profile"), end="")
+        print(read_text(api.find_profile(args.name).source, "profile"), end="")
     else:
-        text = detect_profile(args.name)
+        text = api.detect_profile(args.name, out=args.out)
         if args.out:
-            if args.out.exists():
-                raise UsageError(f"{args.out} exists; choose another --out")
-            from mcbench.base.files import write_text_atomic
-
-            write_text_atomic(args.out, text)
             print(f"profile: {args.out}")
         else:
             print(text, end="")

@@ -14,8 +14,9 @@ def test_importing_mcbench_is_cheap_and_says_what_is_public():
     code = ("import sys, mcbench; print(sorted(mcbench.__all__)); "
             "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out == ["['RunResult', 'UserError', 'VariantResult', 'compare', 'execute', 'export', 'gate', "
-                   "'load_results', 'recommend', 'report', 'run', 'run_config']", "False False"]
+    assert out == ["['RunResult', 'UserError', 'VariantResult', 'compare', 'detect_profile', 'execute', 'export', "
+                   "'find_profile', 'gate', 'load_results', 'profiles', 'recommend', 'report', 'run', 'run_config']",
+                   "False False"]
     with pytest.raises(AttributeError, match="no attribute 'Pipeline'"):
         mcbench.Pipeline  # noqa: B018
 
@@ -146,3 +147,19 @@ def test_compare_export_and_report_are_what_the_commands_print(tmp_path, capsys)
     assert mcbench.report(a) == a.with_name("report.html")
     with pytest.raises(mcbench.UserError, match="cannot write"):
         mcbench.report(a, out=a)  # never over the results it reads
+
+
+def test_the_profiles_are_what_mcbench_profiles_prints(tmp_path, capsys):
+    from mcbench.cli import main
+
+    shipped = mcbench.profiles()
+    assert main(["profiles", "list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(shipped)
+    assert mcbench.find_profile("local-2core-avx2") == shipped["local-2core-avx2"]
+    with pytest.raises(mcbench.UserError, match="^unknown profile 'nope'; shipped profiles: intel-gpu"):
+        mcbench.find_profile("nope")
+    here = tmp_path / "here.toml"
+    text = mcbench.detect_profile("here", out=here)
+    assert here.read_text() == text and mcbench.find_profile(here).name == "here"
+    with pytest.raises(mcbench.UserError, match="here.toml exists; choose another --out$"):
+        mcbench.detect_profile(out=here)
