@@ -12,74 +12,51 @@ prints after `mcbench: `; the CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mcbench.config import RunConfig
+    from mcbench.optimizer.profiles import Profile
     from mcbench.pipeline import RunPaths
+    from mcbench.reports.compare import RunComparison
     from mcbench.reports.decide import Recommendation
     from mcbench.reports.gate import Outcome
+    from mcbench.reports.merge import MultiRun
     from mcbench.reports.schema import RunResult
 
 Say = Callable[[str], None]
+MERGED_REPORT = "merged-report.html"  # the default page of several machines' runs, in the current folder
 
 
-def run(
-    model: str | Path | None = None, *, out: str | Path | None = None, quick: bool = False, load: bool = True,
-    inputs: dict[str, str] | None = None, consts: dict[str, str | float] | None = None,
-    dataset: str | Path | None = None, task: str = "auto", quality_budget: str | float | None = None,
-    profiles: Iterable[str] = (), variants: Iterable[str] = (),
-    recipes: Iterable[str] = (), time_budget: float | None = None, exhaustive: bool = False,
-    cache_dir: str | Path | None = None, objective: str | None = None, progress: Say | None = print,
-) -> RunResult:
+def run(model: str | Path | None = None, *, progress: Say | None = print, **settings: Any) -> RunResult:
     """Compile `model` (an .onnx file, a Hugging Face folder, a .pt2 archive, or `package.module:factory`; None: the
     built-in demo) into variants, measure them, and write results.json and report.html in `out`.
 
-    `inputs` maps an input name to `D1,D2,...[:DTYPE[:LOW-HIGH]]` as `--input` takes it, `consts` an input name to
-    its value (`VALUE[:DTYPE]`, or a number) as `--const` takes it; `time_budget` is the
-    search's in seconds (None: the default, 0: none). Returns the run's results, as results.json holds them.
+    `settings` are a run file's keys (docs/run-files.md; `mcbench.config_keywords` says what a Python caller may
+    write more naturally): `out`, `quick`, `time_budget` (seconds, 0: none), `inputs={"x": "1,4"}`,
+    `load=False` or `load={"users": [1, 4]}`, ... Returns the run's results, as results.json holds them.
     """
-    config = run_config(model, out=out, quick=quick, load=load, inputs=inputs, consts=consts, dataset=dataset,
-                        task=task, quality_budget=quality_budget, profiles=profiles, variants=variants, recipes=recipes,
-                        time_budget=time_budget, exhaustive=exhaustive, cache_dir=cache_dir, objective=objective)
+    config = run_config(model, **settings)
     refuse_finished_run(config.out_dir)
     results, paths = execute(config, progress=progress or (lambda _: None))
     report(results, out=paths.report)
     return results
 
 
-def run_config(model: str | Path | None = None, *, out: str | Path | None = None, quick: bool = False,
-               load: bool = True, inputs: dict[str, str] | None = None,
-               consts: dict[str, str | float] | None = None, dataset: str | Path | None = None,
-               task: str = "auto", quality_budget: str | float | None = None, profiles: Iterable[str] = (),
-               variants: Iterable[str] = (), recipes: Iterable[str] = (), time_budget: float | None = None,
-               exhaustive: bool = False, cache_dir: str | Path | None = None, objective: str | None = None,
-               ) -> RunConfig:
-    """The RunConfig `run` would use: the defaults (quick ones with `quick`), these settings over them."""
-    from mcbench.config import ConfigError, RunConfig
-    from mcbench.optimizer.cache import default_cache_dir
-    from mcbench.optimizer.intake import parse_constants, parse_inputs
+def run_config(model: str | Path | None = None, **settings: Any) -> RunConfig:
+    """The RunConfig `run` would use: the defaults (the quick preset with `quick=True`), these settings over them.
+    An unknown keyword, or a value its setting refuses, is a ConfigError naming the keyword."""
+    from mcbench.config import ConfigError, apply, defaults
+    from mcbench.config_keywords import read_keywords
 
-    base = RunConfig.quick_mode() if quick else RunConfig()
-    if time_budget is not None and (not _number(time_budget) or time_budget < 0):
-        raise ConfigError(f"time_budget {time_budget!r}: give seconds as a number, or 0 for no limit")
-    parsed = parse_inputs(_input_specs(inputs))
-    constants = parse_constants([f"{name}={value}" for name, value in (consts or {}).items()])
-    profiles, variants, recipes = (_names(n, v) for n, v in (("profiles", profiles), ("variants", variants),
-                                                              ("recipes", recipes)))
-    return dataclasses.replace(
-        base, model=None if model is None else str(model), out_dir=None if out is None else Path(out),
-        load=base.load if load else None, inputs=parsed, consts=constants,
-        dataset=None if dataset is None else Path(dataset),
-        task=task, quality_budget=None if quality_budget is None else str(quality_budget),
-        profiles=tuple(profiles), variants=tuple(variants), recipes=tuple(recipes),
-        time_budget_s=base.time_budget_s if time_budget is None else (time_budget or None), exhaustive=exhaustive,
-        cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
-        objective=objective or base.objective,
-    )
+    given = read_keywords(settings if model is None else {"model": model, **settings})
+    try:
+        config: RunConfig = apply(defaults(quick=bool(given.values.get("quick"))), given.values)
+    except ConfigError as exc:
+        raise given.error(exc) from None
+    return config
 
 
 def refuse_finished_run(out: Path | None) -> None:
@@ -92,27 +69,6 @@ def refuse_finished_run(out: Path | None) -> None:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _names(what: str, value: object) -> tuple[str, ...]:
-    """One name given as a string is one item, never its characters; anything but strings is a ConfigError."""
-    from mcbench.config import ConfigError
-
-    items = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, Iterable) else None
-    if items is None or not all(isinstance(i, str) for i in items):
-        raise ConfigError(f"{what} {value!r}: give a name or a list of names")
-    return items
-
-
-def _input_specs(inputs: object) -> list[str]:
-    """`{"x": "1,4"}`, or `--input` texts as the CLI takes them: "x=1,4" or a list of them."""
-    from mcbench.config import ConfigError
-
-    if isinstance(inputs, dict):
-        return [f"{name}={spec}" for name, spec in inputs.items()]
-    if inputs is None or isinstance(inputs, str | list | tuple):
-        return list(_names("inputs", inputs or ()))
-    raise ConfigError(f"inputs {inputs!r}: give a dict of NAME: 'D1,D2,...' or 'NAME=D1,D2,...' texts")
 
 
 def execute(config: RunConfig, *, resume: RunResult | None = None, progress: Say = print,
@@ -132,15 +88,65 @@ def load_results(path: str | Path) -> RunResult:
     return load(Path(path))
 
 
-def report(results: RunResult | str | Path, out: str | Path | None = None) -> Path:
-    """Write the HTML report of a run (or of a results.json path); default: report.html beside the results,
-    or in the current folder for a run given as an object."""
-    from mcbench.reports.html import write_report
+def report(results: RunResult | MultiRun | str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Write the HTML report of a run (a RunResult or a results.json path; default: report.html beside the results,
+    or in the current folder for a run given as an object), or of one model and config run on several machines,
+    side by side (a list of results.json paths, or `load_merged`'s MultiRun; default: merged-report.html in the
+    current folder). The report is never written over the results it reads."""
+    from mcbench.reports.html import render_merged, write_report
+    from mcbench.reports.merge import MultiRun
 
+    if isinstance(results, list | tuple):
+        results = load_merged(results)
+    if isinstance(results, MultiRun):
+        from mcbench.base.files import write_text_atomic
+
+        sources = [m.source for m in results.machines]
+        return write_text_atomic(Path(out or MERGED_REPORT), render_merged(results), sources)
     run_result = _results(results)
     where = Path(out) if out is not None else (
         Path(results).with_name("report.html") if isinstance(results, str | Path) else Path("report.html"))
     return write_report(run_result, where, (Path(results),) if isinstance(results, str | Path) else ())
+
+
+def load_merged(paths: Sequence[str | Path]) -> MultiRun:
+    """Several machines' results.json of one model and one config, read and merged (a MergeError names the file
+    and what differs): what `report` draws side by side."""
+    from mcbench.reports.merge import load_merged as merge
+
+    return merge([Path(p) for p in paths])
+
+
+def compare(a: RunResult | str | Path, b: RunResult | str | Path,
+            out: str | Path | None = None) -> tuple[RunComparison, Path]:
+    """A/B: two runs side by side with the significance of each change, written as HTML to `out` (default:
+    compare.html beside B's results, or in the current folder for a run given as an object); returns the
+    comparison (`reports.compare.comparison_text` says it in words) and the page's path."""
+    from mcbench.base.files import check_output, write_text_atomic
+    from mcbench.reports.compare import compare_runs
+    from mcbench.reports.html import render_comparison
+
+    sources = [Path(x) for x in (a, b) if isinstance(x, str | Path)]
+    beside = Path(b).with_name("compare.html") if isinstance(b, str | Path) else Path("compare.html")
+    where = check_output(Path(out) if out is not None else beside, sources)  # before the work
+    run_a, run_b = _results(a), _results(b)
+    comparison = compare_runs(run_a, run_b)
+    return comparison, write_text_atomic(where, render_comparison(run_a, run_b), sources)
+
+
+def export(results: RunResult | str | Path, fmt: str = "csv", out: str | Path | None = None) -> str:
+    """The variant table of a run as CSV (`fmt="csv"`, spreadsheet-safe) or Markdown (`"md"`); also written to
+    `out` when given."""
+    from mcbench.base.errors import UsageError
+    from mcbench.base.files import write_text_atomic
+    from mcbench.reports.export import FORMATS, export_table
+
+    if fmt not in FORMATS:
+        raise UsageError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    text = export_table(_results(results), fmt)
+    if out is not None:
+        write_text_atomic(out, text, [Path(results)] if isinstance(results, str | Path) else [])
+    return text
 
 
 def recommend(results: RunResult | str | Path, profile: str | None = None,
@@ -181,6 +187,37 @@ def gate(results: RunResult | str | Path, budgets: str | Path | None = None,
             refuse_results_code(run, str(given) if isinstance(given, str | Path) else what, allow_code)
         remeasured = measure_again(base, run_result, remeasure, config.defaults)
     return evaluate(run_result, config, base, remeasured)
+
+
+def profiles() -> dict[str, Profile]:
+    """The shipped hardware profiles by the name `profiles=` takes, each validated (`mcbench profiles list`)."""
+    from mcbench.optimizer.profiles import load_profile, profile_paths
+
+    return {name: load_profile(path) for name, path in profile_paths().items()}
+
+
+def find_profile(name: str | Path) -> Profile:
+    """A shipped profile by name, or a profile file by path, validated (`mcbench profiles show`); a ProfileError
+    names the shipped ones."""
+    from mcbench.optimizer.profiles import find_profile as find
+
+    return find(str(name))
+
+
+def detect_profile(name: str = "detected", out: str | Path | None = None) -> str:
+    """A profile of this machine as TOML, from its CPU, cores and runtimes (`mcbench profiles detect`); also written
+    to `out` when given, never over an existing file."""
+    from mcbench.base.errors import UsageError
+    from mcbench.optimizer.profiles import detect_profile as detect
+
+    if out is not None and Path(out).exists():
+        raise UsageError(f"{out} exists; choose another --out")
+    text = detect(name)
+    if out is not None:
+        from mcbench.base.files import write_text_atomic
+
+        write_text_atomic(out, text)
+    return text
 
 
 def _results(results: Any) -> RunResult:

@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from mcbench.api import MERGED_REPORT  # `mcbench report A/results.json B/results.json` writes it here by default
 from mcbench.base.errors import UsageError, UserError
 
 __all__ = ["UsageError", "build_parser", "main", "run_config"]
 
 EXIT_OK, EXIT_VARIANT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # interrupted: 128 + the signal's number (130, 143)
-MERGED_REPORT = "merged-report.html"  # `mcbench report A/results.json B/results.json` writes it here by default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,19 +137,16 @@ def main(argv: list[str] | None = None) -> int:
 def run_config(args: argparse.Namespace):
     """The RunConfig the arguments ask for: the defaults (--quick's where asked), a --config file over them, the
     flags over it. Both come from the one schema (mcbench.config); an error names the key or the flag it came from."""
-    from mcbench.config import ConfigError, RunConfig, apply
+    from mcbench.config import ConfigError, RunConfig, apply, defaults
     from mcbench.config_file import RunFile, load_run_file, refuse_code
     from mcbench.config_flags import flag_values, sweep_rules
-    from mcbench.optimizer.cache import default_cache_dir
 
     rf = load_run_file(args.config) if args.config else RunFile(source="")
     flags = flag_values(args, "run", RunConfig)
     refuse_code(rf, args.allow_code, overridden=set(flags))
-    base = RunConfig.quick_mode() if flags.get("quick") or rf.values.get("quick") else RunConfig()
+    base = defaults(quick=bool(flags.get("quick") or rf.values.get("quick")))
     underneath = vars(base.load) | {p.removeprefix("load."): v for p, v in rf.values.items() if p.startswith("load.")}
     flags = sweep_rules(flags, underneath)
-    if "cache_dir" not in flags and "cache_dir" not in rf.values:  # the command line's default: a shared cache
-        flags["cache_dir"] = default_cache_dir()
     try:
         return apply(base, rf.values | flags)
     except ConfigError as exc:
@@ -213,9 +210,9 @@ def resume_config(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mcbench.api import execute
+    from mcbench.api import report as write_report
     from mcbench.pipeline import RunInterrupted
     from mcbench.progress import RunDisplay
-    from mcbench.reports.html import write_report
     from mcbench.reports.text import summary_table
     from mcbench.runguard import signals_ignored, signals_raise
     from mcbench.runlog import ThirdPartyOutput
@@ -238,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  on_stage=display.stage)
     except RunInterrupted as stop:
         with signals_ignored():
-            report = write_report(stop.run, stop.paths.report)
+            report = write_report(stop.run, out=stop.paths.report)
             print(summary_table(stop.run))
             print(f"\ninterrupted: partial results: {stop.paths.results}\nreport:  {report}\n"
                   f"finish with: mcbench run --resume {stop.paths.root}")
@@ -247,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"mcbench: interrupted by {signal.Signals(stop.signum).name}; the finished variants are saved",
               file=sys.stderr)
         return 128 + stop.signum
-    report = write_report(run, paths.report)
+    report = write_report(run, out=paths.report)
     print(summary_table(run))
     print(f"\nresults: {paths.results}\nreport:  {report}\nwall time: {time.perf_counter() - started:.0f} s")
     code = EXIT_OK if all(v.status in ("ok", "skipped") for v in run.variants) else EXIT_VARIANT_FAILED
@@ -273,25 +270,18 @@ def _say_logged(logged) -> None:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from mcbench.optimizer.profiles import detect_profile, find_profile, load_profile, profile_paths
+    import mcbench.api as api
 
     if args.action == "list":
-        for name, path in profile_paths().items():
-            profile = load_profile(path)
+        for name, profile in api.profiles().items():
             print(f"{name:<20} {profile.device:<11} {profile.description}")
     elif args.action == "show":
-        profile = find_profile(args.name)
         from mcbench.base.files import read_text
 
-        print(read_text(profile.source, "profile"), end="")
+        print(read_text(api.find_profile(args.name).source, "profile"), end="")
     else:
-        text = detect_profile(args.name)
+        text = api.detect_profile(args.name, out=args.out)
         if args.out:
-            if args.out.exists():
-                raise UsageError(f"{args.out} exists; choose another --out")
-            from mcbench.base.files import write_text_atomic
-
-            write_text_atomic(args.out, text)
             print(f"profile: {args.out}")
         else:
             print(text, end="")
@@ -299,53 +289,44 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcbench.base.files import write_text_atomic
-    from mcbench.reports.html import render_merged, write_report
-    from mcbench.reports.merge import load_merged
-    from mcbench.reports.schema import load_results
+    import mcbench.api as api
     from mcbench.tracking import tracker_from_args
 
     if len(args.results) > 1:  # several machines' runs of one model and config, side by side
         if args.mlflow is not None:
             raise UsageError("report: --mlflow logs one run; give one results file")
-        multi = load_merged(args.results)
-        out = write_text_atomic(args.out or Path(MERGED_REPORT), render_merged(multi), args.results)
+        multi = api.load_merged(args.results)
+        out = api.report(multi, out=args.out)
         print(f"report: {out} ({len(multi.machines)} machines: {', '.join(multi.labels())})")
         return EXIT_OK
     results = args.results[0]
-    run = load_results(results)
     tracker = tracker_from_args(args)
-    out = write_report(run, args.out or results.with_name("report.html"), (results,))
+    out = api.report(results, out=args.out)
     print(f"report: {out}")
     if tracker is not None:
+        run = api.load_results(results)
         _say_logged(tracker.log(run, results.parent, report=out, results=results, log_models=args.mlflow_log_models))
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mcbench.base.files import check_output, write_text_atomic
-    from mcbench.reports.compare import compare_runs, comparison_text
-    from mcbench.reports.html import render_comparison
-    from mcbench.reports.schema import load_results
+    import mcbench.api as api
+    from mcbench.reports.compare import comparison_text
 
-    a, b = load_results(args.a), load_results(args.b)
-    out = check_output(args.out or args.b.with_name("compare.html"), (args.a, args.b))  # before the table is printed
-    print(comparison_text(compare_runs(a, b)))
-    out = write_text_atomic(out, render_comparison(a, b), (args.a, args.b))
+    comparison, out = api.compare(args.a, args.b, out=args.out)
+    print(comparison_text(comparison))
     print(f"comparison: {out}")
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mcbench.base.files import write_text_atomic
-    from mcbench.reports.export import export_table
-    from mcbench.reports.schema import load_results
+    import mcbench.api as api
 
-    text = export_table(load_results(args.results), args.fmt)
+    text = api.export(args.results, args.fmt, out=args.out)
     if args.out is None:
         print(text, end="")
     else:
-        print(f"{args.fmt}: {write_text_atomic(args.out, text, (args.results,))}")
+        print(f"{args.fmt}: {args.out}")
     return EXIT_OK
 
 

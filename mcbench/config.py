@@ -1,24 +1,28 @@
 """The run configuration: what the CLI, a run file or a caller asks one `mcbench run` to do.
 
 The dataclasses here (and bench.latency.TimingPlan) are the one schema of a run's settings: each field
-declares its type, default, range or choices, help text, run-file key and flag once (base.settings), and
-the run file (config_file), the flags (config_flags) and results.json's `config` derive from it.
+declares its type, default, range or choices, help text, run-file key, flag and quick-preset value once
+(base.settings; what a field does beyond that is a hook in config_hooks), and the run file (config_file), the
+flags (config_flags), `mcbench.run`'s keywords (config_keywords), the quick preset (`defaults`) and
+results.json's `config` derive from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mcbench.config_hooks as hooks
 from mcbench.base.errors import UserError
-from mcbench.base.settings import ConfigError, apply, setting
+from mcbench.base.settings import ConfigError, apply, quick_preset, setting
 from mcbench.base.settings_check import validate
 from mcbench.base.settings_json import from_json, to_json
 from mcbench.bench.latency import QUICK_PLAN, TimingPlan
 from mcbench.optimizer.intake import InputConstant, InputOverride
 
-__all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict"]
+__all__ = ["ConfigError", "LoadPlan", "RunConfig", "apply", "config_from_dict", "defaults"]
 
 BOTH = ("run", "load")  # the flags that `mcbench load` takes too
 
@@ -117,129 +121,22 @@ QUICK_LOAD = LoadPlan(users=(1, 4), step_seconds=3.0, warmup_s=0.5, max_step_sec
                       serving_budget_s=0.0)
 
 
-# --- what a field does beyond its type and range: hooks named in the declarations below -------------------------
-
-
-def _tasks() -> tuple[str, ...]:
-    from mcbench.bench.metrics import AUTO, TASKS
-
-    return (*TASKS, AUTO)
-
-
-def _inputs(items: Any) -> dict[str, InputOverride]:
-    """`inputs = ["x=1,3,224,224"]` (or --input, repeated) parsed as --input is; IntakeError if one cannot be."""
-    from mcbench.optimizer.intake import parse_inputs
-
-    if isinstance(items, dict):
-        return items
-    if isinstance(items, str) or not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ConfigError("expected a list of strings NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]")
-    return parse_inputs(list(items))
-
-
-def _output_roles(items: Any) -> dict[str, str]:
-    """`outputs = ["output0=yolov8"]` (or --output, repeated), or a table `[outputs] output0 = "yolov8"`."""
-    from mcbench.bench.roles import OutputRoleError, parse_output_roles
-
-    if isinstance(items, str) or not isinstance(items, list | tuple | dict):
-        raise ConfigError("expected a list of strings NAME=ROLE")
-    try:
-        return parse_output_roles(items)
-    except OutputRoleError as exc:
-        raise ConfigError(str(exc).removeprefix("--output ")) from None
-
-
-def _recorded_inputs(data: dict) -> dict[str, InputOverride]:
-    return {k: InputOverride(**{**v, "shape": tuple(v["shape"])}) for k, v in data.items()}
-
-
-def _consts(items: Any) -> dict[str, InputConstant]:
-    """`consts = ["sr=16000"]` (or --const, repeated) parsed as --const is; IntakeError if one cannot be."""
-    from mcbench.optimizer.intake import CONST_SYNTAX, parse_constants
-
-    if isinstance(items, dict):
-        return items
-    if isinstance(items, str) or not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ConfigError(f"expected a list of strings {CONST_SYNTAX}")
-    return parse_constants(list(items))
-
-
-def _recorded_consts(data: dict) -> dict[str, InputConstant]:
-    return {k: InputConstant(**v) for k, v in data.items()}
-
-
-def _quality_budget_text(value: Any) -> Any:
-    """A number of points, read as its text ("1.0"), as --quality-budget reads it; anything else unchanged."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(float(value))
-    return value
-
-
-def _check_quality_budget(text: str) -> None:
-    from mcbench.reports.quality import parse_quality_budget
-
-    parse_quality_budget(text)  # QualityBudgetError says what forms it takes
-
-
-def _objectives() -> tuple[str, ...]:
-    from mcbench.reports.decision import objective_choices
-
-    return objective_choices()
-
-
-def _is_factory(model: str) -> bool:
-    return ":" in model and not model.endswith((".onnx", ".pt", ".pt2"))
-
-
-def _model_beside(model: str, base: Path, key: str) -> str:
-    """A model file relative to the run file's folder; a `package.module:factory` as written."""
-    return model if _is_factory(model) else str(base / model)
-
-
-def _profiles_beside(names: tuple[str, ...], base: Path, key: str) -> tuple[str, ...]:
-    """Each profile resolved now (a shipped name, or a .toml beside the run file), so a typo costs nothing."""
-    from mcbench.optimizer.profiles import ProfileError, find_profile
-
-    resolved = []
-    for name in names:
-        ref = str(base / name) if name.endswith(".toml") else name
-        try:
-            find_profile(ref)
-        except ProfileError as exc:
-            raise ConfigError(str(exc), key) from None
-        resolved.append(ref)
-    return tuple(resolved)
-
-
-def _recipes_checked(texts: tuple[str, ...], base: Path, key: str) -> tuple[str, ...]:
-    """Each `[NAME=]RECIPE` parsed (literals only) and each step bound to its pass; an error names `key[i]`."""
-    from mcbench.optimizer.passes import bind_step
-    from mcbench.optimizer.recipes import RecipeError, parse_named_recipe
-
-    for i, text in enumerate(texts):
-        try:
-            for step in parse_named_recipe(text).steps:
-                bind_step(step)
-        except RecipeError as exc:
-            raise ConfigError(str(exc), f"{key}[{i}]") from None
-    return texts
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """One run: the model, its data, what to build, how to measure it. Each field is a setting (base.settings)."""
 
     model: str | None = setting(
-        None, flag="--model", resolve=_model_beside, runs_code=_is_factory,
+        None, flag="--model", resolve=hooks.model_beside, runs_code=hooks.is_factory,
         help="an .onnx file, a Hugging Face folder (save_pretrained; needs mcbench[hf]), a .pt2 torch.export "
              "archive, a pickled module (.pt, needs --trust-model) or package.module:factory (default: the built-in "
              "digits demo)")
     inputs: dict[str, InputOverride] = setting(
-        factory=dict, flag="--input", repeat=True, metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]", parse=_inputs,
-        load=_recorded_inputs, help="shape (and dtype, integer range) of an input; repeat for several inputs")
+        factory=dict, flag="--input", repeat=True, metavar="NAME=D1,D2,...[:DTYPE[:LOW-HIGH]]",
+        parse=hooks.inputs_value, load=hooks.recorded_inputs,
+        help="shape (and dtype, integer range) of an input; repeat for several inputs")
     consts: dict[str, InputConstant] = setting(
-        factory=dict, flag="--const", repeat=True, metavar="NAME=VALUE[:DTYPE]", parse=_consts,
-        load=_recorded_consts, legacy={},
+        factory=dict, flag="--const", repeat=True, metavar="NAME=VALUE[:DTYPE]", parse=hooks.consts_value,
+        load=hooks.recorded_consts, legacy={},
         help="the value of a 0-d or constant input (a sample rate, a flag), given to every inference; repeat for "
              "several inputs")
     weights: Path | None = setting(None, flag="--weights", metavar="FILE", legacy=None,
@@ -249,26 +146,28 @@ class RunConfig:
     dataset: Path | None = setting(None, flag="--dataset", metavar="DATA.NPZ", legacy=None,
                                    help=".npz with one array per model input plus 'labels'")
     task: str = setting(
-        "auto", flag="--task", choices=_tasks,
+        "auto", flag="--task", choices=hooks.task_choices,
         help="what the outputs are, which picks the quality metric (default auto: classification for one "
              "[batch, classes] output, else fidelity per output)")
     outputs: dict[str, str] = setting(
-        factory=dict, flag="--output", repeat=True, metavar="NAME=ROLE", parse=_output_roles, legacy={},
+        factory=dict, flag="--output", repeat=True, metavar="NAME=ROLE", parse=hooks.output_roles_value, legacy={},
         help="what an output means, which picks how it is judged (default: inferred from the baseline's outputs); "
              "ROLE: classes, sequence, scores, yolov8, yolox, embedding, real or ignore; repeat for several outputs")
     metric: str | None = setting(None, flag="--metric", metavar="package.module:function", runs_code=bool, legacy=None,
                                  help="a user metric: function(outputs, labels) -> float or dict of floats")
     profiles: tuple[str, ...] = setting(
-        (), flag="--profile", repeat=True, metavar="NAME_OR_TOML", resolve=_profiles_beside,
+        (), flag="--profile", repeat=True, metavar="NAME_OR_TOML", resolve=hooks.profiles_beside,
         help="hardware profile to compile and measure for (repeat to compare several); shipped names, or .toml "
              "files (in a run file: beside it)")
     out_dir: Path | None = setting(None, key="out", flag="--out", metavar="DIR", recorded=False,
                                    help="run folder (default: a new folder under runs/)")
-    quick: bool = setting(False, flag="--quick",
+    quick: bool = setting(False, flag="--quick", quick=True,
                           help="short measurements and a shorter search: the demo in about a minute and a half")
-    timing: TimingPlan = setting(TimingPlan(), help="in-process latency: how long each variant is timed")
+    timing: TimingPlan = setting(TimingPlan(), quick=QUICK_PLAN,
+                                 help="in-process latency: how long each variant is timed")
     load: LoadPlan | None = setting(
-        LoadPlan(), off_flag="--no-load", off_help="skip the HTTP load test", switch="enabled", legacy=None,
+        LoadPlan(), quick=QUICK_LOAD, off_flag="--no-load", off_help="skip the HTTP load test", switch="enabled",
+        legacy=None,
         help="the HTTP load test: sweeps and capacity figures")
     variants: tuple[str, ...] = setting(
         (), flag="--variants", metavar="ort-fp32,ov-fp32",
@@ -278,11 +177,12 @@ class RunConfig:
         help="the most top-1 accuracy (agreement where no labels) a recommended variant may lose against the "
              "baseline, in percentage points")
     recipes: tuple[str, ...] = setting(
-        (), flag="--recipe", repeat=True, metavar="[NAME=]RECIPE", resolve=_recipes_checked, legacy=(),
+        (), flag="--recipe", repeat=True, metavar="[NAME=]RECIPE", resolve=hooks.recipes_checked, legacy=(),
         help="a variant as a chain of passes, e.g. 'pruned=prune.structured(0.3) + quant.int8_dynamic'; repeat for "
              "several; replaces the default variants (the baseline always runs)")
     cache_dir: Path | None = setting(
-        None, flag="--cache-dir", metavar="DIR", off_flag="--no-cache", none=False, legacy=None,
+        factory=hooks.shared_cache, shown="`$MCBENCH_CACHE`, else `runs/.cache`", flag="--cache-dir", metavar="DIR",
+        off_flag="--no-cache", none=False, legacy=None,
         off_help="build every artifact afresh in the run folder (cache_dir = false in a run file)",
         help="artifact cache shared across runs (default: $MCBENCH_CACHE, else runs/.cache; none: build every "
              "artifact afresh in the run folder)")
@@ -299,17 +199,19 @@ class RunConfig:
         None, key="labels", flag="--labels", metavar="LABELS.TXT", legacy=None,
         help="one label a line for the text file: a class id or a label name from config.json")
     quality_budget: str | None = setting(
-        None, flag="--quality-budget", metavar="POINTS|METRIC>=X|METRIC<=X", parse=_quality_budget_text,
-        check=_check_quality_budget, legacy=None,
+        None, flag="--quality-budget", metavar="POINTS|METRIC>=X|METRIC<=X", parse=hooks.quality_budget_text,
+        check=hooks.check_quality_budget, legacy=None,
         help="what a recommended variant must meet: points from the baseline on the task's metric (default 1), or "
              "a bound such as cosine_mean>=0.99 (the embedding default) or f1>=0.8")
     objective: str = setting(
-        "p50", flag="--objective", choices=_objectives, legacy="p99",  # what runs from before it were decided on
+        "p50", flag="--objective", choices=hooks.objective_choices,
+        legacy="p99",  # what runs from before it were decided on
         help="what the best variant within the quality budget is best at: p50 or p99 (in-process latency), "
              "throughput (peak HTTP req/s under the p99 budget) or cost (per million requests, where a profile or "
              "--cost-per-hour prices it); the frontier and the recommendation are drawn on it (docs/run.md)")
     time_budget_s: float | None = setting(
-        DEFAULT_TIME_BUDGET_S, key="time_budget", flag="--time-budget", metavar="SECONDS", gt=0, le=7 * 86400,
+        DEFAULT_TIME_BUDGET_S, quick=QUICK_TIME_BUDGET_S, key="time_budget", flag="--time-budget", metavar="SECONDS",
+        gt=0, le=7 * 86400,
         unit="seconds", none=0, legacy=None,
         help="wall time the search's stages may take (default 240, --quick 75; 0: no limit); a run cut by it still "
              "recommends from what it measured and says what it did not try")
@@ -321,7 +223,7 @@ class RunConfig:
         (), key="search.exclude", legacy=(),
         help="candidate name patterns the search leaves out (fnmatch; never the baseline)")
     search_add: tuple[str, ...] = setting(
-        (), key="search.add", resolve=_recipes_checked, legacy=(),
+        (), key="search.add", resolve=hooks.recipes_checked, legacy=(),
         help="`[NAME=]RECIPE` candidates the search adds to its space")
 
     def __post_init__(self) -> None:
@@ -393,13 +295,19 @@ class RunConfig:
         return not (self.exhaustive or self.variants or self.recipes or self.profiles)
 
     @classmethod
-    def quick_mode(cls, **kwargs) -> RunConfig:
-        quick = {"quick": True, "timing": QUICK_PLAN, "load": QUICK_LOAD, "time_budget_s": QUICK_TIME_BUDGET_S}
-        return cls(**{**quick, **kwargs})
+    def quick_mode(cls, **kwargs: Any) -> RunConfig:
+        """The quick preset with `kwargs` (fields by name) over it."""
+        return dataclasses.replace(defaults(quick=True), **kwargs)
 
     def to_dict(self) -> dict:
         """What results.json records as `config` (everything but where the run's files went)."""
         return to_json(self)
+
+
+def defaults(quick: bool = False) -> RunConfig:
+    """What a run starts from: every setting's default, or with `quick` the quick preset (each setting's `quick`
+    value, base.settings.quick_preset). `mcbench run` and `mcbench.run` put a run file, flags or keywords over it."""
+    return apply(RunConfig(), quick_preset(RunConfig)) if quick else RunConfig()
 
 
 def config_from_dict(data: dict, source: str) -> RunConfig:

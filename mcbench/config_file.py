@@ -27,6 +27,7 @@ Every key, its flag, type, range and default: `python -m mcbench.config_file` (t
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -47,9 +48,10 @@ class RunFile:
     values: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # field path -> the key the file wrote it under
     code: dict[str, str] = field(default_factory=dict)  # field path -> the text that would run code
+    noun: str = "key"  # what errors call a key: "keyword" for mcbench.run's
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: key {key!r}: {problem}")
+        return ConfigError(f"{self.source}: {self.noun} {key!r}: {problem}")
 
     def error(self, exc: ConfigError) -> ConfigError:
         """A schema error (`exc.key` a field path) in the file's terms: `FILE: key 'time_budget': problem`."""
@@ -120,9 +122,13 @@ def _read(rf: RunFile, entry: Entry, raw: Any, base: Path) -> None:
 def load_run_file(path: Path) -> RunFile:
     """The validated run file; every problem is a ConfigError `FILE: key 'K': problem`."""
     path = Path(path)
-    data = read_toml(path)
-    rf = RunFile(source=str(path))
-    base = path.parent
+    return read_settings(read_toml(path), str(path), path.parent)
+
+
+def read_settings(data: Mapping[str, Any], source: str, base: Path, noun: str = "key") -> RunFile:
+    """Settings given as a run file's keys (tables as dicts), each read as the file reads it: the schema's
+    conversion, range and checks, paths relative to `base`. `mcbench.run`'s keywords come this way too."""
+    rf = RunFile(source=source, noun=noun)
     known, tables = entries(), _tables()
     top = sorted({k.split(".", 1)[0] for k in known})
     for key, value in data.items():
@@ -178,7 +184,7 @@ def _kind(f: Field) -> str:
     if f.item_type is not None:
         text = items_noun(f).removeprefix("a ")
     elif f.name in ("inputs", "consts"):
-        text = "list of strings"
+        text = "list of strings or table"
     elif f.type is str and s.parse is not None:  # quality_budget: points may be given as a number
         text = "string or number"
     else:
@@ -199,6 +205,8 @@ def _kind(f: Field) -> str:
 
 
 def _default(f: Field) -> str:
+    if f.setting.shown:
+        return f.setting.shown
     value = f.default
     if value is None:
         return "none"

@@ -17,6 +17,9 @@ from mcbench.base.errors import UserError
 from mcbench.base.files import FileError, read_bytes, write_text_atomic
 from mcbench.base.parsing import ParseError, json_data
 from mcbench.reports.schema_check import REGENERATE, schema_errors
+from mcbench.reports.schema_serving import ServingSearch, serving_from_dict
+from mcbench.reports.schema_serving import ServingStep as ServingStep  # re-exported: the records live there
+from mcbench.reports.schema_serving import ServingTrial as ServingTrial
 
 SCHEMA_VERSION = 1
 # A latency field holds a finite number >= 0, never null (NaN) or negative: results.schema.json says so for the
@@ -184,48 +187,6 @@ class Capacity:
 
 
 @dataclass
-class ServingStep:
-    """One closed-loop step against one serving configuration."""
-
-    users: int
-    throughput_rps: float
-    p50_ms: float | None
-    p99_ms: float | None
-    failures: int = 0
-    stable: bool | None = None
-
-
-@dataclass
-class ServingTrial:
-    """One serving configuration the search tried (mcbench.serving_search): its steps and why it stopped."""
-
-    label: str
-    config: dict[str, Any]  # bench.serving.ServingConfig.to_dict()
-    steps: list[ServingStep] = field(default_factory=list)
-    rps_at_slo: float | None = None  # the highest throughput of a step without failures whose p99 held the SLO
-    outcome: str = "untried"  # peak | cut (cannot beat the best) | budget | error | untried
-    stopped: str = ""  # why, in words
-
-
-@dataclass
-class ServingSearch:
-    """A variant's serving search: every configuration tried, the best, and what it takes to serve the target."""
-
-    slo_p99_ms: float
-    trials: list[ServingTrial]
-    best: str | None = None  # the best trial's label
-    best_config: dict[str, Any] | None = None
-    best_rps: float | None = None  # its throughput at the SLO
-    default_rps: float | None = None  # the default configuration's (the first trial)
-    target_rps: float | None = None
-    replicas: int | None = None  # of the best configuration, for target_rps
-    cost_per_hour: float | None = None
-    cost_per_million: float | None = None
-    budget_s: float | None = None
-    elapsed_s: float = 0.0
-
-
-@dataclass
 class VariantResult:
     name: str
     runtime: str
@@ -356,15 +317,8 @@ def _variant_from_dict(d: dict[str, Any]) -> VariantResult:
         lists = {k: [LoadStep(**{**s, "latency": _latency_from_dict(s.get("latency"))}) for s in load.get(k, [])]
                  for k in ("steps", "open_steps", "batched_steps", "batched_open_steps")}
         d["load"] = LoadResult(**{**load, **lists})
-    d["serving"] = _serving_from_dict(d.get("serving"))
+    d["serving"] = serving_from_dict(d.get("serving"))
     return VariantResult(**d)
-
-
-def _serving_from_dict(d: dict[str, Any] | None) -> ServingSearch | None:
-    if d is None:
-        return None
-    trials = [ServingTrial(**{**t, "steps": [ServingStep(**s) for s in t["steps"]]}) for t in d["trials"]]
-    return ServingSearch(**{**d, "trials": trials})
 
 
 def _clean(value: Any) -> Any:

@@ -6,6 +6,7 @@ The tests run over the schema's fields, so a new field that a run file or a flag
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,33 @@ def test_every_field_is_settable_from_a_run_file(tmp_path, f):
     elif isinstance(example, str) and "{dir}" in example:
         example = example.format(dir=tmp_path)
     assert _held(config, f) == example
+
+
+@pytest.mark.parametrize("f", LEAVES, ids=[f.path for f in LEAVES])
+def test_every_field_is_a_keyword_of_mcbench_run_read_as_the_file_reads_it(f):
+    """The run file's value, as Python reads the TOML, given as the keyword: the same field holds the same value."""
+    import mcbench
+
+    value = tomllib.loads(f"v = {SPECIAL[f.name][0] if f.name in SPECIAL else _toml(_example(f))}")["v"]
+    table, _, key = f.key.rpartition(".")
+    kwargs = {table: {key: value}} if table else {key: value}
+    head = {} if f.name == "model" else {"model": "m.onnx"}
+    context = {"text_file": "t.txt"} if f.name == "labels_file" else {}
+    config = mcbench.run_config(**head, **context, **kwargs)
+    expected = "m.onnx" if f.name == "model" else _example(f)  # paths: relative to the current folder
+    assert _held(config, f) == expected
+    assert _held(mcbench.run_config(**head, **context), f) != expected
+
+
+def test_inputs_and_consts_take_a_table_as_outputs_does(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('model = "m.onnx"\n[inputs]\nx = "2,4:float32"\n[consts]\nsr = 16000\n[outputs]\ny = "classes"\n')
+    config = run_config(build_parser().parse_args(["run", "--config", str(cfg)]))
+    assert config.inputs == {"x": InputOverride((2, 4), "float32")} and config.outputs == {"y": "classes"}
+    assert config.consts == {"sr": InputConstant(16000, None)}
+    cfg.write_text('model = "m.onnx"\n[inputs]\nx = 4\n')
+    with pytest.raises(ConfigError, match="key 'inputs': expected a list of strings NAME=D1,D2"):
+        run_config(build_parser().parse_args(["run", "--config", str(cfg)]))
 
 
 FLAGGED = [f for f in LEAVES if f.setting.flag]

@@ -8,7 +8,9 @@ run-file key and command-line flag are arguments. From that one declaration come
   field: `ConfigError("must be positive, got -1.0", key="load.step_seconds")`;
 - the run file's keys and their checks (`mcbench.config_file`);
 - the flags of `mcbench run` and `mcbench load` (`mcbench.config_flags`);
-- the `config` a results.json records and `--resume` reads back (`settings_json`: `to_json`, `from_json`).
+- the `config` a results.json records and `--resume` reads back (`settings_json`: `to_json`, `from_json`);
+- the keywords of `mcbench.run` (`mcbench.config_file.read_settings`, as a run file's keys);
+- the quick preset (`quick_preset`: each setting's `quick` value).
 
 This module holds the declaration (`setting`, `Setting`), its reading (`Field`, `fields_of`), the errors and
 `apply`. Standard library only (and the root of user errors), so that every layer can declare settings.
@@ -86,6 +88,8 @@ class Setting:
     recorded: bool = True  # kept in results.json's `config` (where the run's files went is not)
     legacy: Any = UNSET  # what a results file from before the field existed meant (else the key is required)
     load: Callable[[Any], Any] | None = None  # results.json's form -> the value, where the generic reading won't do
+    quick: Any = UNSET  # the value under the quick preset (`--quick`, `quick = true`); UNSET: the default's
+    shown: str = ""  # the default as the docs give it, where a `factory` computes it when a config is made
 
 
 def setting(default: Any = UNSET, *, factory: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
@@ -152,6 +156,11 @@ def all_fields(cls: type) -> list[Field]:
         if f.nested is not None:
             out.extend(all_fields(f.nested))
     return out
+
+
+def quick_preset(cls: type) -> dict[str, Any]:
+    """The quick preset of a config class: field path -> the `quick` value its settings declare."""
+    return {f.path: f.setting.quick for f in all_fields(cls) if f.setting.quick is not UNSET}
 
 
 def _without_none(tp: Any) -> tuple[Any, bool]:

@@ -67,18 +67,21 @@ def test_m14_gate_without_budgets_or_baseline_is_a_user_error(results):
 def test_m14_a_string_where_a_list_is_expected_is_one_item(model, tmp_path):
     from mcbench.api import run_config
 
-    config = run_config(model, variants="ort-fp32", profiles="ci-small", recipes="export.onnx")
-    assert (config.variants, config.profiles, config.recipes) == (("ort-fp32",), ("ci-small",), ("export.onnx",))
+    config = run_config(model, variants="ort-fp32", profiles="local-2core-avx2", recipes="export.onnx")
+    assert (config.variants, config.profiles, config.recipes) == \
+        (("ort-fp32",), ("local-2core-avx2",), ("export.onnx",))
     config = run_config(model, inputs="x=1,4")
     assert [(name, spec.shape) for name, spec in config.inputs.items()] == [("x", (1, 4))]
     assert run_config(model, inputs=["x=1,4"]).inputs == config.inputs == run_config(model, inputs={"x": "1,4"}).inputs
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"time_budget": "60"}, "time_budget '60': give seconds as a number, or 0 for no limit"),
-    ({"variants": 3}, "variants 3: give a name or a list of names"),
-    ({"variants": ["ort-fp32", 3]}, r"variants \['ort-fp32', 3\]: give a name or a list of names"),
-    ({"inputs": 5}, "inputs 5: give a dict of NAME: 'D1,D2,...' or 'NAME=D1,D2,...' texts"),
+    ({"time_budget": "60"}, "mcbench.run: keyword 'time_budget': expected a number, got a string '60'"),
+    ({"variants": 3}, "mcbench.run: keyword 'variants': expected a list, got an integer 3"),
+    ({"variants": ["ort-fp32", 3]}, "mcbench.run: keyword 'variants': expected a list of non-empty strings, got an "
+                                    "integer 3"),
+    ({"inputs": 5}, r"mcbench.run: keyword 'inputs': expected a list of strings NAME=D1,D2,...\[:DTYPE\[:LOW-HIGH\]\] "
+                    "or a table NAME = 'D1,D2,...'"),
 ])
 def test_m14_wrong_types_are_user_errors_before_any_work(model, tmp_path, kwargs, message):
     with pytest.raises(mcbench.UserError, match=f"^{message}$"):
