@@ -7,6 +7,7 @@ the profiles); once the model is loaded the default run's plan narrows to the se
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from mcbench.base.text import first_line
@@ -96,7 +97,7 @@ def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
             raise ConfigError(f"variant {spec.name}: {exc}") from exc
 
 
-def say_plan(plan: Plan, say) -> None:
+def say_plan(plan: Plan, say: Callable[[str], None]) -> None:
     """The model's kind and why each candidate is in the search, where the run searches the kind's space."""
     if plan.kind:
         say(f"model kind: {plan.kind['kind']} ({plan.kind['reason']})")
