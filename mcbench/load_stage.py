@@ -1,6 +1,8 @@
 """The load stage, for `mcbench run` and `mcbench load` alike: step rules and capacity from a LoadPlan and a
 hardware profile, the two sweeps against an endpoint, and (for a run) serving a variant to sweep.
 
+In a run (`load_candidates`) the stage load-tests the frontier, fastest first, and the baseline (every measured
+candidate when the run does not search); the first always, later ones only while they fit the time budget.
 A server or Locust that fails becomes the variant's recorded error, never a hang.
 """
 
@@ -11,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mcbench.base.text import first_line
 from mcbench.bench.load import Endpoint, LoadError, Requests, StepRules, run_load
 from mcbench.config import LoadPlan
@@ -19,7 +23,11 @@ from mcbench.optimizer.hardware import split_cores, usable_cores
 from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.targets import Target
 from mcbench.reports.capacity import capacity
-from mcbench.reports.schema import Capacity, LoadResult
+from mcbench.reports.quality import quality_metric
+from mcbench.reports.schema import Capacity, LoadResult, VariantResult
+from mcbench.run_state import Candidate, RunState, going, save
+from mcbench.search import beats, frontier, point_of, points, record
+from mcbench.workload import Workload
 
 Say = Callable[[str], None]
 
@@ -137,3 +145,84 @@ def load_warnings(load: LoadResult) -> list[str]:
         out.append(f"{len(unstable)} of {len(steps)} load steps did not settle "
                    "(windows disagreed beyond the tolerance)")
     return out
+
+
+# ---------------------------------------------------------------- the stage in a run
+
+def load_candidates(state: RunState) -> None:
+    """The load test of each candidate the search load-tests (`load_order`), saving after each; a candidate left out
+    has its record say why (off the frontier, no time left, batches above one)."""
+    estimate = load_seconds_estimate(state.config.load)
+    candidates, budget = load_order(state), state.budget
+    for index, v in enumerate(candidates, start=1):
+        candidate = state.candidates[v.name]
+        if index > 1 and budget.left() < estimate:
+            record(v, v.search["stage"], f"not load-tested: {budget.text()} had {max(budget.left(), 0):.0f} s "
+                                         f"left, a load test takes about {estimate:.0f} s")
+            continue
+        if candidate.spec.batch_size > 1:
+            v.warnings.append(f"in-process figures are for batches of {candidate.spec.batch_size}; "
+                              "the HTTP load test runs at batch 1 and is kept to the batch-1 variant")
+            record(v, v.search["stage"], f"not load-tested: it runs batches of {candidate.spec.batch_size}")
+            continue
+        state.on_stage("load", index, len(candidates), v.name, budget)
+        load_test(state, candidate, v)
+        record(v, "load", None if v.status == "ok" else first_line(v.error or "failed"))
+        save(state)
+
+
+def load_order(state: RunState) -> list[VariantResult]:
+    """The candidates to load-test, in order: the frontier's fastest, the baseline, the rest of the frontier; every
+    measured candidate when the run does not search. Those left off the frontier have it on record."""
+    run = state.run
+    candidates = [v for v in going(state) if v.name in state.candidates]
+    if not state.config.searches:
+        return candidates
+    metric = quality_metric(run)
+    names_going = {v.name for v in candidates}  # a candidate the search stopped is no frontier for the rest: its
+    # short screening p50 could otherwise beat a rival's full one and leave nothing load-tested
+    front = frontier([p for p in points(run, metric) if p.name in names_going])
+    names = [p.name for p in front[:1]] + [run.baseline] + [p.name for p in front[1:]]  # the answer first
+    for v in candidates:
+        if v.name not in names:
+            by = next((p for p in front if beats(p, point_of(run, v, metric))), None)
+            record(v, v.search["stage"], "not load-tested: not on the frontier" +
+                   (f" ({by.name} is as fast or faster at no lower quality)" if by else ""))
+    return sorted((v for v in candidates if v.name in names), key=lambda v: names.index(v.name))
+
+
+def load_test(state: RunState, candidate: Candidate, result: VariantResult) -> None:
+    """The load test of one variant of the run (`load_test_variant`); a failure becomes the variant's error."""
+    spec, plan = candidate.spec, state.config.load
+    profile = state.plan.profiles.get(spec.profile or "")
+    requests = load_requests(state.workload, candidate.outputs, answers=plan.answers,
+                             batch_axis=state.reference.batch_axis)
+    tested = load_test_variant(spec.name, candidate.artifact, spec.target, requests, plan, profile,
+                               state.paths.work(spec.name), state.say)
+    result.settings["server"] = tested.server
+    result.warnings += tested.warnings
+    if tested.error is not None:
+        result.status, result.error = "failed", tested.error
+        return
+    result.load, result.capacity = tested.load, tested.capacity
+
+
+def load_seconds_estimate(plan: LoadPlan) -> float:
+    """About how long one variant's load test takes: every step at its base length, plus start-up."""
+    steps = len(plan.users) + max(len(plan.rates), len(plan.rate_fractions))
+    return (steps * (plan.step_seconds + 1.5) + 5.0) * (2 if plan.max_batch > 1 else 1)
+
+
+def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "binary",
+                  batch_axis: int | None = 0) -> Requests:
+    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against
+    (its rows, kept batch first, moved back to the model's layout); `answers` the form the answers are asked in
+    (binary data or JSON)."""
+    samples = workload.eval_samples[:count] or [workload.timing_feeds]
+    expected = None
+    if outputs is not None and len(workload.eval_samples):
+        rows = len(outputs) // len(workload.eval_samples)
+        rows_of = [np.asarray(outputs[i * rows:(i + 1) * rows]) for i in range(len(samples))]
+        expected = [[r[0] if batch_axis is None else np.moveaxis(r, 0, batch_axis)] for r in rows_of]
+    return Requests.encode(samples, expected, answers)
+

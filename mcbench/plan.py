@@ -7,13 +7,17 @@ the profiles); once the model is loaded the default run's plan narrows to the se
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from mcbench.base.text import first_line
+from mcbench.bench.metrics import AUTO
 from mcbench.config import ConfigError, RunConfig
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.model_kind import ModelKind, detect_kind
+from mcbench.optimizer.passes import check_needs
 from mcbench.optimizer.profiles import Profile, ProfileError, find_profile
+from mcbench.optimizer.recipe_syntax import parse_recipe
 from mcbench.optimizer.recipes import (
     RecipeError,
     VariantSpec,
@@ -73,6 +77,32 @@ def plan_before_loading(config: RunConfig) -> Plan:
             skip = cpu_mismatch if s.target.device == "cpu" else None
             specs.append(replace(s, name=f"{profile.name}:{s.name}", profile=profile.name, skip=skip))
     return Plan(select_variants(unique_names(specs), config.variants), profiles)
+
+
+def workload_data(config: RunConfig) -> set[str]:
+    """The data a run will have for passes, known before any work: calibration always (generated
+    inputs when no dataset is given), labelled validation data with the demo or a labelled dataset that may be a
+    classification's (`--task classification`, or `auto`, which decides on the outputs)."""
+    has_labels = config.dataset is not None or config.labels_file is not None
+    labelled = config.model is None or (has_labels and config.task in ("classification", AUTO))
+    return {"calibration", "validation"} if labelled else {"calibration"}
+
+
+def check_data_needs(specs: list[VariantSpec], available: set[str]) -> None:
+    """Refuse, before training or loading anything, a variant whose passes need data this run lacks."""
+    for spec in specs:
+        try:
+            check_needs(tuple(s for text in spec.recipe for s in parse_recipe(text)), available)
+        except RecipeError as exc:
+            raise ConfigError(f"variant {spec.name}: {exc}") from exc
+
+
+def say_plan(plan: Plan, say: Callable[[str], None]) -> None:
+    """The model's kind and why each candidate is in the search, where the run searches the kind's space."""
+    if plan.kind:
+        say(f"model kind: {plan.kind['kind']} ({plan.kind['reason']})")
+        for spec in plan.specs:
+            say(f"  {spec.name}: {spec.why}")
 
 
 def plan_for_model(config: RunConfig, before: Plan, base: Artifact, can_train: bool) -> Plan:

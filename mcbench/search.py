@@ -230,3 +230,11 @@ def dominated_text(by: str, r: ConfirmedRatio) -> str:
     """Why a candidate stops: slower than `by`, timed side by side (mcbench.confirm.side_by_side)."""
     return (f"cannot reach the frontier: {by} is surely faster at no lower quality, timed side by side (this one's "
             f"median {r.ratio:.3f}x its, interval {r.low:.3f}-{r.high:.3f}, {r.rounds} interleaved rounds)")
+
+
+def summary(run: RunResult, searched: bool, budget: TimeBudget) -> dict:
+    """results.json's record of the search (`run.search`): whether it searched, its budget and time, the stages,
+    and the candidates it did not try."""
+    not_tried = [v.name for v in run.variants if (v.search or {}).get("stage") == "plan"]
+    return {"searched": searched, "time_budget_s": budget.seconds,
+            "elapsed_s": round(budget.elapsed(), 1), "stages": list(STAGES), "not_tried": not_tried}

@@ -18,11 +18,12 @@ from pathlib import Path
 from mcbench.bench.load import Endpoint, Generator, Requests, StepRules, measure_step
 from mcbench.bench.serving import ServingConfig
 from mcbench.config import LoadPlan
-from mcbench.load_stage import budget_of, load_cores
+from mcbench.load_stage import budget_of, load_cores, load_requests
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.profiles import Profile
 from mcbench.optimizer.targets import Target
 from mcbench.reports.schema import ServingSearch, ServingStep
+from mcbench.run_state import RunState, save
 from mcbench.serving_search import best_trial, configs_to_try, search
 
 Say = Callable[[str], None]
@@ -125,3 +126,25 @@ def serving_finalists(run, measured: set[str], most: int = 3) -> list[str]:
     names += [v.name for d in decisions for v in d.frontier]
     ready = [n for n in dict.fromkeys(names) if n in measured and run.variant(n).load is not None]
     return ready[:most]
+
+
+def serve_finalists(state: RunState) -> None:
+    """The serve stage: the serving search for the recommendation, then up to two more frontier variants
+    (`serving_finalists`), each taking what is left of the serving budget; results.json saved after each."""
+    run, plan, started = state.run, state.config.load, time.monotonic()
+    finalists = serving_finalists(run, set(state.candidates))
+    for index, name in enumerate(finalists, start=1):
+        left = plan.serving_budget_s - (time.monotonic() - started)
+        if left < MIN_SERVING_S:
+            run.warnings.append(f"serving search not run for {', '.join(finalists[index - 1:])}: the "
+                                f"{plan.serving_budget_s:g} s serving budget was spent")
+            break
+        candidate = state.candidates[name]
+        spec = candidate.spec
+        state.say(f"[serving {index}/{len(finalists)}] {name}")
+        requests = load_requests(state.workload, candidate.outputs, answers=plan.answers,
+                                 batch_axis=state.reference.batch_axis)
+        run.variant(name).serving = serving_search(name, candidate.artifact, spec.target, requests, plan,
+                                                   state.plan.profiles.get(spec.profile or ""),
+                                                   state.paths.work(spec.name), left, state.say)
+        save(state)

@@ -14,7 +14,8 @@ from mcbench.optimizer import passes
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.build import Builder
 from mcbench.optimizer.cache import ArtifactCache, cache_key, data_digest
-from mcbench.pipeline import RunPaths, build_data
+from mcbench.prepare_stage import build_data
+from mcbench.run_state import RunPaths
 from mcbench.workload import Workload
 
 RECIPE = ("prune.unstructured(0.5)",)

@@ -282,7 +282,8 @@ def test_mlflow_options_need_mlflow_flag(tmp_path, capsys, flag):
 def test_a_run_that_cannot_be_logged_keeps_its_results_and_exits_1(tmp_path, store, capsys, monkeypatch,
                                                                     linear_onnx):
     """The store opened before the run; logging after it failed: exit 1, and the line that logs it later."""
-    from mcbench.pipeline import Pipeline, RunPaths
+    from mcbench.pipeline import Pipeline
+    from mcbench.run_state import RunPaths
     from mcbench.tracking import Tracker, TrackingError
 
     out = tmp_path / "run"

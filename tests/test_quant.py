@@ -103,7 +103,7 @@ def test_passes_that_need_data_the_run_lacks_are_refused_before_any_work():
 def test_pipeline_refuses_accuracy_aware_without_a_dataset():
     from mcbench.config import ConfigError, RunConfig
     from mcbench.optimizer.recipes import VariantSpec
-    from mcbench.pipeline import check_data_needs, workload_data
+    from mcbench.plan import check_data_needs, workload_data
 
     specs = [VariantSpec("aa", ("export.onnx", "quant.int8_accuracy_aware"), Target("onnxruntime"))]
     assert workload_data(RunConfig()) == {"calibration", "validation"}  # the demo has held-out labels

@@ -116,13 +116,13 @@ def test_resume_tries_what_the_budget_left_untried(tmp_path, linear_onnx):
 def test_the_load_stage_takes_its_frontier_from_the_candidates_still_going(tmp_path, linear_onnx, monkeypatch):
     """A candidate stopped at screening (a short p50 that happens to beat a rival's full one) must not take the
     frontier's place, or nothing but the baseline is load-tested."""
-    import mcbench.pipeline as pipeline_mod
+    import mcbench.load_stage as load_stage
     from mcbench.config import LoadPlan, RunConfig
     from mcbench.pipeline import Pipeline
 
     tested: list[str] = []
-    monkeypatch.setattr(pipeline_mod.Pipeline, "load_test",
-                        lambda self, spec, *args, **kwargs: tested.append(spec.name))
+    monkeypatch.setattr(load_stage, "load_test",
+                        lambda state, candidate, *args, **kwargs: tested.append(candidate.spec.name))
     config = RunConfig.quick_mode(model=str(linear_onnx), out_dir=tmp_path / "run", load=LoadPlan(),
                                   time_budget_s=None)
     run, _ = Pipeline(config, progress=lambda _: None).run()

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from mcbench.cli import main
-from mcbench.pipeline import RunPaths, safe_name
+from mcbench.run_state import RunPaths, safe_name
 from mcbench.runguard import OutputError
 from tests.reliability.conftest import write_run_file
 

@@ -6,8 +6,8 @@ import json
 import os
 import signal
 
+from mcbench import load_stage
 from mcbench.cli import main
-from mcbench.pipeline import Pipeline
 
 RUN = """
 model = "{model}"
@@ -36,7 +36,7 @@ def test_h5_resume_redoes_the_load_stage_a_sigterm_cut_short(tmp_path, model_dir
         os.kill(os.getpid(), signal.SIGTERM)
 
     with monkeypatch.context() as patch:
-        patch.setattr(Pipeline, "load_test", terminated)
+        patch.setattr(load_stage, "load_test", terminated)
         assert main(["run", "--config", str(cfg), "--out", str(out)]) == 143
     cut = json.loads((out / "results.json").read_text())["variants"][0]
     assert (cut["status"], cut["load"], cut["search"]) == ("ok", None, {"stage": "time", "stopped": None})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mcbench import pipeline as pipeline_mod
+from mcbench import run_state, screen_stage
 from mcbench.bench.isolate import call_in_child
 from mcbench.cli import main
 from mcbench.optimizer.artifact import sha256_of
@@ -25,9 +25,9 @@ ALL = ["ort-int8-dynamic", "ort-int8-static", "ov-fp32"]
 
 
 def _faulty_measure(original, faults_by_variant):
-    def measure(self, spec, artifact, target, workload, plan):
+    def measure(spec, artifact, target, workload, plan):
         fault = faults_by_variant.get(spec.name)
-        return fault() if fault else original(self, spec, artifact, target, workload, plan)
+        return fault() if fault else original(spec, artifact, target, workload, plan)
 
     return measure
 
@@ -52,7 +52,7 @@ def crashed_run(tmp_path_factory, model_dir):
         "ov-fp32": lambda: call_in_child(faults.allocate, 4096, memory_limit_bytes=1536 * 2**20),
     }
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline_mod.Pipeline, "measure", _faulty_measure(pipeline_mod.Pipeline.measure, injected))
+        mp.setattr(screen_stage, "measure", _faulty_measure(screen_stage.measure, injected))
         code = main(["run", "--config", str(cfg), "--out", str(out), "--no-cache"])  # artifacts in the run folder
     return code, out, cfg
 
@@ -155,8 +155,8 @@ def test_signal_stops_children_and_keeps_a_partial_report(tmp_path, model_dir, m
         threading.Timer(2.5, os.kill, (os.getpid(), signum)).start()
         return call_in_child(faults.hang_with_grandchild, str(pid_file), timeout_s=120)
 
-    original = pipeline_mod.Pipeline.measure
-    monkeypatch.setattr(pipeline_mod.Pipeline, "measure",
+    original = screen_stage.measure
+    monkeypatch.setattr(screen_stage, "measure",
                         _faulty_measure(original, {"ov-fp32": hang_then_signal}))  # the second: lossless first
     cfg = write_run_file(tmp_path, model_dir / "linear.onnx", ALL)
     out = tmp_path / "run"
@@ -197,7 +197,7 @@ def test_full_disk_is_refused_before_work(tmp_path, model_dir, monkeypatch, caps
 
 
 def test_write_failure_mid_run_is_clear_and_keeps_the_last_results(tmp_path, model_dir, monkeypatch, capsys):
-    real_save = pipeline_mod.save_results
+    real_save = run_state.save_results
     calls = []
 
     def save(run, path):
@@ -206,7 +206,7 @@ def test_write_failure_mid_run_is_clear_and_keeps_the_last_results(tmp_path, mod
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_save(run, path)
 
-    monkeypatch.setattr(pipeline_mod, "save_results", save)
+    monkeypatch.setattr(run_state, "save_results", save)
     cfg = write_run_file(tmp_path, model_dir / "linear.onnx", ["ort-int8-dynamic"])
     out = tmp_path / "run"
     assert main(["run", "--config", str(cfg), "--out", str(out)]) == 1

@@ -242,16 +242,19 @@ def test_a_server_that_cannot_start_is_the_variants_recorded_error(tmp_path: Pat
     from types import SimpleNamespace
 
     from mcbench.config import QUICK_LOAD, RunConfig
-    from mcbench.pipeline import Pipeline, RunPaths
+    from mcbench.load_stage import load_test
+    from mcbench.plan import Plan
     from mcbench.reports.schema import VariantResult
+    from mcbench.run_state import Candidate, Reference, RunPaths
 
-    pipeline = Pipeline(RunConfig(load=QUICK_LOAD), progress=lambda _: None)
     spec = SimpleNamespace(name="m", target=Target("onnxruntime"), profile=None)
     artifact = Artifact(tmp_path / "missing.onnx", "onnx", (InputSpec("x", (1, 4)),))
     workload = SimpleNamespace(eval_samples=[{"x": X}], timing_feeds={"x": X})
     result = VariantResult("m", "onnxruntime", [], status="ok")
     started = time.monotonic()
-    pipeline.load_test(spec, artifact, workload, RunPaths(tmp_path / "run"), result)
+    state = SimpleNamespace(config=RunConfig(load=QUICK_LOAD), plan=Plan([]), workload=workload,
+                            paths=RunPaths(tmp_path / "run"), reference=Reference(), say=lambda _: None)
+    load_test(state, Candidate(spec, artifact, None), result)
     assert result.status == "failed" and result.load is None
     assert result.error.startswith("load test: StartError: model server exited with code")
     assert time.monotonic() - started < 60
