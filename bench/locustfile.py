@@ -1,29 +1,15 @@
 """The Locust test mcbench runs: the only module that imports locust (it patches the process with gevent).
 
 Run by bench.load, one Locust run a load step, as `locust -f bench/locustfile.py --headless ...`
-(or as a master and N `--worker` processes), with its settings in the environment:
-
-  user class         ClosedLoopUser: each user sends the next request when the previous one answered;
-                     OpenLoopUser: each user sends on a precomputed arrival schedule, whatever the answers
-  MCBENCH_RATE       open loop: total requests a second over all users of all workers
-  MCBENCH_STREAMS    open loop: how many users share that rate (Locust's --users)
-  MCBENCH_ARRIVALS   open loop: "poisson" (exponential gaps) or "constant"
-  MCBENCH_WAKE       open loop: how a user waits for a scheduled send: "thread" (default; a native thread's
-                     nanosleep, then the last stretch yielding to the event loop) or "loop" (the event loop's
-                     timer, which wakes up to ms late; to compare)
-  MCBENCH_YIELD_US   open loop, "thread": the longest last stretch before a send spent yielding (default 400;
-                     0: none); it is shortened so that yielding takes at most a fifth of this process's time
-  MCBENCH_SECONDS    how long the step runs from the first user's start (Locust's --run-time adds a grace)
-  MCBENCH_BODIES     a directory of pre-encoded requests request_0.bin ... (sent in turn)
-  MCBENCH_EXPECTED   optional .npz: the offline outputs for those requests ("i/k" = request i, output k)
-  MCBENCH_CHECK_EVERY  check every Nth answer against MCBENCH_EXPECTED (0: never)
-  MCBENCH_HEADERS    JSON headers; MCBENCH_PATH the URL path
-  MCBENCH_SAMPLES    path prefix: a lone Locust process writes PREFIX.PID.npz when it quits; in distributed
-                     mode the master writes PREFIX.wN.npz, one file a worker, and PREFIX.workers.json
-  MCBENCH_WORKER_NAME  distributed: this worker's name in the records (`mcbench load-worker` sets it)
+(or as a master and N `--worker` processes), with its settings in one file: bench.load_settings.LoadSettings,
+whose path MCBENCH_LOAD_SETTINGS holds, read and checked once at start-up. Two user classes:
+ClosedLoopUser (each user sends the next request when the previous one answered) and OpenLoopUser (each user
+sends on a precomputed arrival schedule, whatever the answers). Records: a lone Locust process writes
+SAMPLES.PID.npz when it quits; in distributed mode the master writes SAMPLES.wN.npz, one file a worker, and
+SAMPLES.workers.json (`samples` of the settings).
 
 Distributed mode (a master and workers, on this machine or on others): only the master is started with
-these settings. Each worker asks the master for them when it connects (the custom message
+the step's settings. Each worker asks the master for them when it connects (the custom message
 "mcbench_hello", answered by "mcbench_setup": the settings, the request bodies and the offline outputs),
 so a worker needs nothing but mcbench installed. At the end of the step each worker sends its rows to
 the master ("mcbench_records"), which writes them one file a worker and ends the run once every worker
@@ -46,6 +32,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -58,58 +45,30 @@ from gevent import monkey
 from locust import User, constant, events, task
 
 from mcbench.bench.http_client import ConnectionPool, Origin, encode_post, parse_server_timing
-from mcbench.bench.protocol import HEADER_LENGTH, answer_size_error, decode_infer_response
+from mcbench.bench.load_records import COLUMNS, check_answer, read_expected, save_records
+from mcbench.bench.load_settings import LoadSettings, LoadSettingsError
+from mcbench.bench.protocol import HEADER_LENGTH, answer_size_error
 
-RATE = float(os.environ.get("MCBENCH_RATE", "0"))
-STREAMS = max(1, int(os.environ.get("MCBENCH_STREAMS", "1")))
-ARRIVALS = os.environ.get("MCBENCH_ARRIVALS", "poisson")
-SECONDS = float(os.environ.get("MCBENCH_SECONDS", "1"))
-HEADERS = json.loads(os.environ.get("MCBENCH_HEADERS", "{}"))
-PATH = os.environ.get("MCBENCH_PATH", "/")
-SAMPLES = os.environ.get("MCBENCH_SAMPLES", "")
-CHECK_EVERY = int(os.environ.get("MCBENCH_CHECK_EVERY", "0"))
-MAX_IN_FLIGHT = int(os.environ.get("MCBENCH_MAX_IN_FLIGHT", "2000"))  # per user; beyond it the generator is the limit
-GRACE_S = float(os.environ.get("MCBENCH_GRACE_S", "1"))
-REQUEST_TIMEOUT_S = float(os.environ.get("MCBENCH_REQUEST_TIMEOUT_S", "30"))
-WORKER_NAME = os.environ.get("MCBENCH_WORKER_NAME", "")
-WAKE = os.environ.get("MCBENCH_WAKE", "thread")
-YIELD_S = float(os.environ.get("MCBENCH_YIELD_US", "400")) / 1e6
+try:
+    SETTINGS = LoadSettings.from_environment()  # a worker's step settings come later, from its master (_apply_setup)
+except LoadSettingsError as exc:
+    sys.exit(f"mcbench: {exc}")
 YIELD_SHARE = 0.2  # of this process's time at most, spent yielding before sends
-SETUP_WAIT_S = float(os.environ.get("MCBENCH_SETUP_WAIT_S", "60"))  # a worker's users wait this long for the settings
 _native_sleep = monkey.get_original("time", "sleep")  # Locust patched time.sleep into gevent.sleep
-RTOL, ATOL = 1e-3, 1e-4  # a served answer matches the offline one within these (same runtime, same settings)
 
 
 def _bodies() -> list[bytes]:
-    folder = os.environ.get("MCBENCH_BODIES")
+    folder = SETTINGS.bodies
     if not folder:
         return [b""]
     return [p.read_bytes() for p in sorted(Path(folder).glob("request_*.bin"), key=lambda p: int(p.stem[8:]))]
 
 
-def _expected() -> list[list[np.ndarray]]:
-    path = os.environ.get("MCBENCH_EXPECTED")
-    if not path:
-        return []
-    with np.load(path) as data:
-        keys = sorted(data.files, key=lambda k: tuple(map(int, k.split("/"))))
-        out: dict[int, list[np.ndarray]] = {}
-        for key in keys:
-            out.setdefault(int(key.split("/")[0]), []).append(data[key].reshape(-1))
-    return [out[i] for i in sorted(out)]
-
-
 BODIES = _bodies()
-EXPECTED = _expected()
+EXPECTED = read_expected(SETTINGS.expected) if SETTINGS.expected else []
 _sent = itertools.count()
 
-# one row a request: start (s since this process began the test; for the open loop the *scheduled*
-# start), latency (s, from that start), HTTP status (0: none), error code (a 200 whose binary data does not add
-# up has one), check (0 none, 1 match, 2 mismatch), the server's own model and handler times by its Server-Timing
-# header (ms; NaN where it sent none), in the open loop how late the generator began the request after its
-# scheduled start (s; NaN in the closed loop), the server's encoding time (ms, Server-Timing; NaN where none),
-# and whether the answer came as binary data (1) or JSON (0; NaN: no answer)
-COLUMNS = 10
+# one row a request, COLUMNS of them (bench.load_records says which)
 _records: list[tuple[float, ...]] = []
 NAN = float("nan")
 _error_kinds: list[str] = [""]  # error code -> kind; 0 is "no error"
@@ -127,8 +86,10 @@ def _error_code(kind: str) -> int:
 _env: dict[str, object] = {}
 # distributed mode. master: who connected, who took part in the step, their reports; worker: settings received
 _dist: dict = {"ready": gevent.event.Event(), "connected": {}, "expected": None, "reports": {}, "closing": False}
-_SETTINGS = ("RATE", "STREAMS", "ARRIVALS", "SECONDS", "HEADERS", "PATH", "CHECK_EVERY", "MAX_IN_FLIGHT", "GRACE_S",
-             "REQUEST_TIMEOUT_S")
+
+
+def _worker_name() -> str:
+    return SETTINGS.worker_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _runner_kind(environment) -> str:
@@ -151,7 +112,7 @@ def _keep_environment(environment, **_kwargs) -> None:
 def _ask_for_setup(runner) -> None:
     """Worker: ask until the settings come (a hello sent while the master was still starting is lost)."""
     while not _dist["ready"].is_set():
-        runner.send_message("mcbench_hello", {"name": WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}"})
+        runner.send_message("mcbench_hello", {"name": _worker_name()})
         _dist["ready"].wait(2.0)
 
 
@@ -159,14 +120,19 @@ def _send_setup(environment, msg, **_kwargs) -> None:
     """Master: a worker's settings are this process's own; the worker may be on a machine without the model."""
     _dist["connected"][msg.node_id] = str((msg.data or {}).get("name") or msg.node_id)
     _write_status()
-    setup = {"settings": {k: globals()[k] for k in _SETTINGS}, "bodies": BODIES,
+    setup = {"settings": SETTINGS.shared(), "bodies": BODIES,
              "expected": [[np.asarray(o, dtype=np.float64).tobytes() for o in outs] for outs in EXPECTED]}
     environment.runner.send_message("mcbench_setup", setup, client_id=msg.node_id)
 
 
 def _apply_setup(environment, msg, **_kwargs) -> None:
+    """Worker: the master's settings over this process's own (its name, its patience); bad ones end the worker."""
+    global SETTINGS
     data = msg.data
-    globals().update({k: v for k, v in data["settings"].items() if k in _SETTINGS})
+    try:
+        SETTINGS = SETTINGS.with_shared(data["settings"])
+    except LoadSettingsError as exc:  # a master of another mcbench version
+        raise SystemExit(f"mcbench: {exc}") from None
     globals()["BODIES"] = [bytes(b) for b in data["bodies"]] or [b""]
     globals()["EXPECTED"] = [[np.frombuffer(o, dtype=np.float64) for o in outs] for outs in data["expected"]]
     _dist["ready"].set()
@@ -204,8 +170,8 @@ def _take_records(environment, msg, **_kwargs) -> None:
 
 def _write_status() -> None:
     """Master: the workers connected so far, for mcbench's message when too few come."""
-    if SAMPLES:
-        path = Path(f"{SAMPLES}.workers.json")
+    if SETTINGS.samples:
+        path = Path(f"{SETTINGS.samples}.workers.json")
         tmp = path.with_suffix(".part")
         tmp.write_text(json.dumps({"connected": sorted(_dist["connected"].values())}))
         tmp.replace(path)
@@ -223,13 +189,14 @@ def _start_clock() -> None:
 
 def _note_usage() -> None:
     """Wall and CPU seconds over the step's sending time only (not the grace and shutdown, when it idles)."""
-    gevent.sleep(max(_clock["t0"] + SECONDS - time.perf_counter(), 0))
+    gevent.sleep(max(_clock["t0"] + SETTINGS.seconds - time.perf_counter(), 0))
     _clock["usage"] = (time.perf_counter() - _clock["t0"], time.process_time() - _clock["cpu0"])
 
 
 def _step_over() -> None:
     """Return once the step and its grace are over, or as soon as no request is still out after the step."""
-    end, last = _clock["t0"] + SECONDS, _clock["t0"] + SECONDS + GRACE_S
+    end = _clock["t0"] + SETTINGS.seconds
+    last = end + SETTINGS.grace_s
     gevent.sleep(max(end - time.perf_counter(), 0))
     while (_in_flight or _schedules[0]) and time.perf_counter() < last:
         gevent.sleep(0.05)
@@ -247,7 +214,7 @@ def _report_when_done(runner) -> None:
     begun = time.perf_counter()
     while not _clock["started"]:
         idle = runner.worker_state == "running" and runner.user_count == 0  # fewer users than workers
-        if idle or time.perf_counter() - begun > SETUP_WAIT_S + SECONDS:
+        if idle or time.perf_counter() - begun > SETTINGS.setup_wait_s + SETTINGS.seconds:
             break
         gevent.sleep(0.05)
     if _clock["started"]:
@@ -257,7 +224,7 @@ def _report_when_done(runner) -> None:
     if flush is not None:
         flush()
     runner.send_message("mcbench_records", {
-        "name": WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}", "rows": rows.tobytes(),
+        "name": _worker_name(), "rows": rows.tobytes(),
         "usage": list(usage), "error_kinds": list(_error_kinds)})
 
 
@@ -270,18 +237,11 @@ def _rows() -> tuple[np.ndarray, tuple[float, float]]:
     return np.array(rows, dtype=np.float64).reshape(-1, COLUMNS), usage
 
 
-def _save(path: Path, rows: np.ndarray, usage, kinds: list[str], worker: str | None = None) -> None:
-    tmp = path.with_suffix(".part.npz")
-    extra = {"worker": np.array(worker, dtype=str)} if worker is not None else {}
-    np.savez(tmp, records=rows, usage=np.array(usage, dtype=np.float64), error_kinds=np.array(kinds, dtype=str),
-             **extra)
-    tmp.replace(path)
-
-
 @events.quitting.add_listener
 def _write_records(environment, **_kwargs) -> None:
     kind = _runner_kind(environment)
-    if not SAMPLES or kind == "WorkerRunner" or environment.runner is None:  # a worker's rows went to its master
+    samples = SETTINGS.samples
+    if not samples or kind == "WorkerRunner" or environment.runner is None:  # a worker's rows went to its master
         return
     if kind == "MasterRunner":
         named: dict[str, dict] = {}
@@ -290,24 +250,10 @@ def _write_records(environment, **_kwargs) -> None:
             named[name if name not in named else f"{name}@{client_id}"] = report  # two workers given one name
         for i, (name, report) in enumerate(named.items()):
             rows = np.frombuffer(report["rows"], dtype=np.float64).reshape(-1, COLUMNS)
-            _save(Path(f"{SAMPLES}.w{i}.npz"), rows, report["usage"], report["error_kinds"], name)
+            save_records(Path(f"{samples}.w{i}.npz"), rows, report["usage"], report["error_kinds"], name)
         return
     rows, usage = _rows()
-    _save(Path(f"{SAMPLES}.{os.getpid()}.npz"), rows, usage, _error_kinds)
-
-
-def _check(content: bytes | None, header_length: str | None, index: int) -> int:
-    """1 when the answer's outputs (JSON or binary data) match the offline outputs for the same request, else 2."""
-    try:
-        outputs = decode_infer_response(content or b"", header_length)
-        got = [np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs.values()]
-    except (ValueError, KeyError, TypeError):
-        return 2
-    want = EXPECTED[index]
-    # the offline record may hold only the first outputs: those present are compared
-    same = len(got) >= len(want) and all(g.shape == w.shape and np.allclose(g, w, rtol=RTOL, atol=ATOL)
-                                         for g, w in zip(got, want, strict=False))
-    return 1 if same else 2
+    save_records(Path(f"{samples}.{os.getpid()}.npz"), rows, usage, _error_kinds)
 
 
 class _Inference(User):
@@ -319,11 +265,12 @@ class _Inference(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        if _runner_kind(_env.get("environment")) == "WorkerRunner" and not _dist["ready"].wait(SETUP_WAIT_S):
-            raise RuntimeError(f"no settings from the master within {SETUP_WAIT_S:g} s")
+        wait = SETTINGS.setup_wait_s
+        if _runner_kind(_env.get("environment")) == "WorkerRunner" and not _dist["ready"].wait(wait):
+            raise RuntimeError(f"no settings from the master within {wait:g} s")
         origin = Origin.parse(self.host)
-        self.requests = [encode_post(origin, PATH, HEADERS, body) for body in BODIES]
-        self.pool = ConnectionPool(origin, self.connections, REQUEST_TIMEOUT_S)
+        self.requests = [encode_post(origin, SETTINGS.path, SETTINGS.headers, body) for body in BODIES]
+        self.pool = ConnectionPool(origin, self.connections, SETTINGS.request_timeout_s)
         _start_clock()
 
     def on_stop(self) -> None:
@@ -355,13 +302,14 @@ class _Inference(User):
             length = answer.headers.get(HEADER_LENGTH.lower())
             binary = float(length is not None)
             kind = answer_size_error(answer.body, length) or ""  # binary data that does not add up is no answer
-            if CHECK_EVERY and EXPECTED and number % CHECK_EVERY == 0:
-                check = _check(answer.body, length, index % len(EXPECTED))
+            every = SETTINGS.check_every
+            if every and EXPECTED and number % every == 0:
+                check = check_answer(answer.body, length, EXPECTED[index % len(EXPECTED)])
         timing = parse_server_timing(answer.headers.get("server-timing", "")) if answer else {}
         _records.append((start - _clock["t0"], latency, status, _error_code(kind), check,
                          timing.get("model", NAN), timing.get("app", NAN), lag, timing.get("encode", NAN), binary))
         self.environment.events.request.fire(  # Locust's own statistics and counts
-            request_type="POST", name=PATH, response_time=latency * 1000, response=answer, context={},
+            request_type="POST", name=SETTINGS.path, response_time=latency * 1000, response=answer, context={},
             response_length=len(answer.body) if answer else 0, exception=RuntimeError(kind) if kind else None)
 
 
@@ -370,7 +318,7 @@ class ClosedLoopUser(_Inference):
 
     @task
     def infer(self) -> None:
-        if time.perf_counter() - _clock["t0"] >= SECONDS:  # the step is over: no request may straddle its end
+        if time.perf_counter() - _clock["t0"] >= SETTINGS.seconds:  # the step is over: no request may straddle its end
             gevent.sleep(3600)
             return
         self.send(time.perf_counter())
@@ -401,7 +349,7 @@ def sleep_until(when: float, stretch: float = 0.0) -> None:
     delay = when - time.perf_counter()
     if delay <= 0:
         return
-    if WAKE == "loop":
+    if SETTINGS.wake == "loop":
         gevent.sleep(delay)
         return
     if delay > stretch:
@@ -411,9 +359,9 @@ def sleep_until(when: float, stretch: float = 0.0) -> None:
 
 
 def yield_stretch(rate: float) -> float:
-    """How long before each send to stop sleeping and yield: at most YIELD_S, and short enough that this process,
-    sending `rate` requests a second, spends at most YIELD_SHARE of its time yielding."""
-    return min(YIELD_S, YIELD_SHARE / rate) if rate > 0 else 0.0
+    """How long before each send to stop sleeping and yield: at most the settings' yield_us, and short enough that
+    this process, sending `rate` requests a second, spends at most YIELD_SHARE of its time yielding."""
+    return min(SETTINGS.yield_us / 1e6, YIELD_SHARE / rate) if rate > 0 else 0.0
 
 
 class OpenLoopUser(_Inference):
@@ -421,16 +369,17 @@ class OpenLoopUser(_Inference):
 
     @task
     def follow_schedule(self) -> None:
-        seed = [os.getpid(), id(self) & 0xFFFFFFFF] + ([zlib.crc32(WORKER_NAME.encode())] if WORKER_NAME else [])
+        name, rate, streams = SETTINGS.worker_name, SETTINGS.rate, SETTINGS.streams
+        seed = [os.getpid(), id(self) & 0xFFFFFFFF] + ([zlib.crc32(name.encode())] if name else [])
         rng = np.random.default_rng(seed)  # workers in containers may share a pid: their name tells them apart
         group = gevent.pool.Group()
         dropped = _error_code("load generator backlog")
         _schedules[0] += 1
         try:
-            for offset in arrival_times(RATE / STREAMS, SECONDS, ARRIVALS, rng):
+            for offset in arrival_times(rate / streams, SETTINGS.seconds, SETTINGS.arrivals, rng):
                 start = _clock["t0"] + float(offset)
-                sleep_until(start, yield_stretch(RATE * _schedules[0] / STREAMS))
-                if len(_in_flight) >= MAX_IN_FLIGHT:
+                sleep_until(start, yield_stretch(rate * _schedules[0] / streams))
+                if len(_in_flight) >= SETTINGS.max_in_flight:
                     _records.append((float(offset), 0.0, 0, dropped, 0, NAN, NAN, NAN, NAN, NAN))
                     continue
                 group.spawn(self.send, start, True)

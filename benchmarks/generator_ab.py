@@ -1,4 +1,4 @@
-"""The load generator A/B: one setting of the generator's environment against another, side by side.
+"""The load generator A/B: one value of a generator setting against another, side by side.
 
 One mcbench model server (the torch spinner, the server's `--spin-ms` busy-wait as its service time, on the first
 core) is load-tested from the last core in rounds; each round runs `run_load` once with each value of the
@@ -8,9 +8,10 @@ the open loop sent (p50/p99) and the generator's CPU; then the medians over the 
 
 Not benchmarks.harness: each side is a whole load test (run_load, a Locust process), not a call to time.
 
-    python -m benchmarks.generator_ab --env MCBENCH_YIELD_US=0,400 --rate 470 --spin-ms 0.5 --rounds 6
+    python -m benchmarks.generator_ab --setting yield_us=0,400 --rate 470 --spin-ms 0.5 --rounds 6
 
-Any environment variable the locustfile reads can be compared this way (MCBENCH_WAKE=thread,loop, ...).
+Any field of the Locust processes' settings file (bench.load_settings.LoadSettings) that the run does not fill in
+itself can be compared this way: TUNABLE (wake=thread,loop, ...).
 """
 
 from __future__ import annotations
@@ -24,23 +25,39 @@ from pathlib import Path
 
 import numpy as np
 
+TUNABLE = ("wake", "yield_us", "max_in_flight", "request_timeout_s")  # LoadSettings fields each step leaves as given
 COLUMNS = ("closed_p99_ms", "open_p50_ms", "open_p99_ms", "open_over_closed_p99", "lag_p50_ms", "lag_p99_ms",
            "generator_cpu_percent")
+
+
+def setting_value(name: str, text: str) -> object:
+    """`text` as the LoadSettings field `name` takes it (a number for yield_us); a ValueError if it cannot be."""
+    from mcbench.bench.load_settings import LoadSettings, LoadSettingsError
+
+    if name not in TUNABLE:
+        raise ValueError(f"the setting must be one of {', '.join(TUNABLE)}, got {name!r}")
+    kind = type(getattr(LoadSettings(), name))
+    try:
+        value = kind(text)
+        LoadSettings(**{name: value})
+    except (ValueError, LoadSettingsError) as exc:
+        raise ValueError(f"{name}={text}: {exc}") from None
+    return value
 
 
 def one_round(url: str, name: str, value: str, rate: float, seconds: float, cores: list[int], folder: Path
               ) -> dict[str, float]:
     """A closed step of one user and an open step at `rate`, the generator run with `name`=`value`."""
-    from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
+    from mcbench.bench.load import Endpoint, Requests, run_load
+    from mcbench.bench.load_plan import LoadPlan
+    from mcbench.bench.load_settings import LoadSettings
 
     requests = Requests.encode([{"x": np.zeros((1, 4), np.float32)}])
-    rules = StepRules(seconds=seconds, warmup_s=1, max_seconds=seconds, budget_p99_ms=1000, check_every=0,
-                      arrivals="constant", grace_s=2.0)
-    os.environ[name] = value  # the generator's processes inherit it
-    try:
-        result = run_load(Endpoint(url, "spinner"), requests, [1], [rate], rules, cores[-1:], cores[:1], 1, folder)
-    finally:
-        os.environ.pop(name)
+    rules = LoadPlan(step_seconds=seconds, warmup_s=1, max_step_seconds=seconds, budget_p99_ms=1000, check_every=0,
+                     arrivals="constant")
+    settings = LoadSettings(**{name: setting_value(name, value)})  # written to the Locust processes' settings file
+    result = run_load(Endpoint(url, "spinner"), requests, [1], [rate], rules, cores[-1:], cores[:1], 1, folder,
+                      settings=settings)
     closed, open_ = result.steps[0], result.open_steps[0]
     return {"closed_p99_ms": closed.latency.p99_ms, "open_p50_ms": open_.latency.p50_ms,
             "open_p99_ms": open_.latency.p99_ms, "open_over_closed_p99": open_.latency.p99_ms / closed.latency.p99_ms,
@@ -53,17 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     from mcbench.bench.launcher import serve_in_subprocess
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", required=True, help="NAME=A,B: the setting and the values to compare")
+    parser.add_argument("--setting", required=True, help=f"NAME=A,B: the setting ({', '.join(TUNABLE)}) and the "
+                                                        "values to compare")
     parser.add_argument("--rate", type=float, default=470.0, help="the open loop's requests a second")
     parser.add_argument("--spin-ms", type=float, default=0.5, help="the server's service time")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each step")
     parser.add_argument("--json", type=Path, help="also write every round here")
     args = parser.parse_args(argv)
-    name, _, values = args.env.partition("=")
+    name, _, values = args.setting.partition("=")
     values = values.split(",")
     if not name or len(values) < 2:
-        parser.error("--env takes NAME=A,B (two values or more)")
+        parser.error("--setting takes NAME=A,B (two values or more)")
+    try:
+        for value in values:
+            setting_value(name, value)
+    except ValueError as exc:
+        parser.error(f"--setting: {exc}")
     cores = sorted(os.sched_getaffinity(0))
     rows: dict[str, list[dict[str, float]]] = {v: [] for v in values}
     with tempfile.TemporaryDirectory(prefix="mcbench-ab-") as tmp:

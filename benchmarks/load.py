@@ -103,7 +103,7 @@ def serve_and_load(spec: Path, dispatch: str, server_core: int, gen_core: int, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mcbench.bench.load import StepRules
+    from mcbench.bench.load_plan import UNBOUNDED_P99_MS, LoadPlan
     from mcbench.optimizer.targets import Target
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         spec.write_text(json.dumps({"name": "digits", "artifact": artifact.to_dict(),
                                     "target": Target("onnxruntime", threads=1).to_dict()}))
         feeds = [{s.name: s.sample(np.random.default_rng(i)) for s in artifact.inputs} for i in range(8)]
-        rules = StepRules(seconds=args.seconds, warmup_s=2, max_seconds=args.seconds, check_every=0)
+        rules = LoadPlan(step_seconds=args.seconds, warmup_s=2, max_step_seconds=args.seconds, check_every=0,
+                         budget_p99_ms=UNBOUNDED_P99_MS)
         runs = {d: serve_and_load(spec, d, server_core, gen_core, feeds, [1, args.users], args.rate, rules,
                                   folder / d) for d in ("thread", "inline")}
     one, many = runs["inline"]["result"].steps[0], runs["inline"]["result"].steps[-1]

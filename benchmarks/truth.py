@@ -172,7 +172,9 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     (which goes first alternates round by round); with `loops`, then the raw client's open loop and Locust's open
     loops (OPEN_LOOPS), all at half the first closed loop's throughput. Each figure is a list, one item a round."""
     from mcbench.bench.launcher import serve_in_subprocess
-    from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
+    from mcbench.bench.load import Endpoint, Requests, run_load
+    from mcbench.bench.load_plan import UNBOUNDED_P99_MS, LoadPlan
+    from mcbench.bench.load_settings import LoadSettings
 
     tag = f"{int(service_us)}us-{inline_below_ms}"
     spec = spinner_spec(folder, tag)
@@ -186,7 +188,8 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
     with serve_in_subprocess(spec, server_cores, extra=extra) as server:
         endpoint = Endpoint(server.url, "spinner")
         out["dispatch"] = server.dispatch
-        rules = StepRules(seconds=seconds, warmup_s=warmup, max_seconds=seconds, check_every=0, grace_s=2.0)
+        rules = LoadPlan(step_seconds=seconds, warmup_s=warmup, max_step_seconds=seconds, check_every=0,
+                         budget_p99_ms=UNBOUNDED_P99_MS)
         for i in range(rounds):
             work = folder / f"closed-{tag}-{i}"
             if i % 2 == 0:
@@ -201,12 +204,9 @@ def over_http(service_us: float, seconds: float, folder: Path, cores: list[int],
             rate = out.setdefault("rate", max(1.0, round(out["closed"][0].throughput_rps / 2, 1)))
             out["raw_open"].append(raw_http(server.port, requests, seconds - warmup, gen_cores[0], rate))
             for key, arrivals, wake in OPEN_LOOPS:
-                os.environ["MCBENCH_WAKE"] = wake  # the generator inherits it (bench.locustfile.sleep_until)
-                try:
-                    out[key].append(run_load(endpoint, requests, [], [rate], replace(rules, arrivals=arrivals),
-                                             gen_cores, server_cores, 1, folder / f"{key}-{tag}-{i}").open_steps[0])
-                finally:
-                    os.environ.pop("MCBENCH_WAKE")
+                wakes = LoadSettings(wake=wake)  # how the generator waits for a send (bench.locustfile.sleep_until)
+                out[key].append(run_load(endpoint, requests, [], [rate], replace(rules, arrivals=arrivals), gen_cores,
+                                         server_cores, 1, folder / f"{key}-{tag}-{i}", settings=wakes).open_steps[0])
     return out
 
 

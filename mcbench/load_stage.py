@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from mcbench.base.text import first_line
-from mcbench.bench.load import Endpoint, LoadError, Requests, StepRules, run_load
+from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
 from mcbench.config import LoadPlan
 from mcbench.optimizer.artifact import Artifact
 from mcbench.optimizer.hardware import split_cores, usable_cores
@@ -37,9 +37,9 @@ def budget_of(plan: LoadPlan, profile: Profile | None) -> float:
     return profile.latency_budget_ms if profile and profile.latency_budget_ms else plan.budget_p99_ms
 
 
-def step_rules(plan: LoadPlan, budget_p99_ms: float, check_answers: bool = True) -> StepRules:
-    return StepRules(plan.step_seconds, plan.warmup_s, plan.max_step_seconds, budget_p99_ms=budget_p99_ms,
-                     arrivals=plan.arrivals, check_every=plan.check_every if check_answers else 0)
+def step_rules(plan: LoadPlan, budget_p99_ms: float, check_answers: bool = True) -> LoadPlan:
+    """The plan the sweeps run by: its budget the one capacity is counted under, no check without offline outputs."""
+    return replace(plan, budget_p99_ms=budget_p99_ms, check_every=plan.check_every if check_answers else 0)
 
 
 def capacity_of(load: LoadResult, plan: LoadPlan, profile: Profile | None) -> Capacity:

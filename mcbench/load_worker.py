@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from mcbench.base.errors import UsageError
+from mcbench.bench.load_settings import ENV as SETTINGS_ENV
+from mcbench.bench.load_settings import LoadSettings
 
 DEFAULT_PORT = 5557
 RESTART_PAUSE_S = 0.5  # between one Locust worker's exit and the next one's start
@@ -74,6 +79,8 @@ def cmd_load_worker(args: argparse.Namespace) -> int:
                "--master-port", str(port), "--loglevel", "WARNING"]
     say = lambda m: print(f"load-worker: {m}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"{', '.join(names)} serving the master at {host}:{port} until stopped (Ctrl-C)")
+    folder = Path(tempfile.mkdtemp(prefix="mcbench-load-worker-"))  # each process's settings: its name
+    settings = [LoadSettings(worker_name=n).write(folder / f"worker{i}.json") for i, n in enumerate(names)]
     procs: list[subprocess.Popen | None] = [None] * len(names)
     runs = [0] * len(names)  # Locust worker processes that ended, one a step's run when all goes well
     try:
@@ -91,7 +98,7 @@ def cmd_load_worker(args: argparse.Namespace) -> int:
                                 "an error above); starting again")
                         quick = time.monotonic() - proc.started < FAILING_FAST_S  # type: ignore[attr-defined]
                         time.sleep(FAILING_PAUSE_S if proc.returncode and quick else RESTART_PAUSE_S)
-                    procs[i] = _start(command, names[i], [cores[i % len(cores)]] if cores else None)
+                    procs[i] = _start(command, settings[i], [cores[i % len(cores)]] if cores else None)
                 time.sleep(0.2)
     except Terminated as stop:
         say(f"stopped by {signal.Signals(stop.signum).name} after {sum(runs)} runs")
@@ -107,14 +114,17 @@ def cmd_load_worker(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _start(command: list[str], name: str, cores: list[int] | None) -> subprocess.Popen:
+def _start(command: list[str], settings: Path, cores: list[int] | None) -> subprocess.Popen:
+    """A Locust worker process that runs by the settings file `settings` (its name; the rest comes from its master)."""
+
     def pin() -> None:
         if cores:
             os.sched_setaffinity(0, set(cores))
 
-    env = {**os.environ, "MCBENCH_WORKER_NAME": name}
+    env = {**os.environ, SETTINGS_ENV: str(settings)}
     # its own process group: stopping this command stops the worker, and a Ctrl-C reaches this loop only once
     proc = subprocess.Popen(command, env=env, preexec_fn=pin, start_new_session=True)
     proc.started = time.monotonic()  # type: ignore[attr-defined]

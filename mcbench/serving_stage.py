@@ -13,9 +13,10 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from mcbench.bench.load import Endpoint, Generator, Requests, StepRules, measure_step
+from mcbench.bench.load import Endpoint, Generator, Requests, measure_step
 from mcbench.bench.serving import ServingConfig
 from mcbench.config import LoadPlan
 from mcbench.load_stage import budget_of, load_cores, load_requests
@@ -37,9 +38,11 @@ def slo_of(plan: LoadPlan, profile: Profile | None) -> float:
     return plan.slo_p99_ms or budget_of(plan, profile)
 
 
-def search_rules(plan: LoadPlan) -> StepRules:
+def search_rules(plan: LoadPlan) -> LoadPlan:
+    """The plan a search step runs by: STEP_SECONDS at most, never extended, no answer checked."""
     seconds = min(plan.step_seconds, STEP_SECONDS)
-    return StepRules(seconds, min(plan.warmup_s, seconds / 4), seconds, arrivals=plan.arrivals, check_every=0)
+    return replace(plan, step_seconds=seconds, warmup_s=min(plan.warmup_s, seconds / 4), max_step_seconds=seconds,
+                   check_every=0)
 
 
 def batchable(artifact: Artifact) -> bool:
@@ -54,7 +57,7 @@ def batchable(artifact: Artifact) -> bool:
 
 
 @contextlib.contextmanager
-def served(config: ServingConfig, spec: dict, folder: Path, requests: Requests, rules: StepRules,
+def served(config: ServingConfig, spec: dict, folder: Path, requests: Requests, rules: LoadPlan,
            cores: tuple[list[int], list[int]], workers: int) -> Iterator[Callable[[int], ServingStep]]:
     """Serve `config` and yield a function that measures one closed-loop step at a number of users."""
     from mcbench.bench.launcher import serve_in_subprocess
@@ -64,13 +67,12 @@ def served(config: ServingConfig, spec: dict, folder: Path, requests: Requests, 
     spec_path.write_text(json.dumps({**spec, "target": config.target_dict(spec["target"])}))
     server_cores, loadgen_cores = cores
     with serve_in_subprocess(spec_path, server_cores, extra=config.server_flags()) as server:
-        env = requests.write(folder / "requests")
-        env.update(MCBENCH_HEADERS=json.dumps(requests.headers), MCBENCH_CHECK_EVERY="0")
+        settings = replace(requests.write(folder / "requests"), check_every=0)
         gen = Generator(loadgen_cores, workers, folder)
         endpoint = Endpoint(server.url, spec["name"])
 
         def step(users: int) -> ServingStep:
-            s = measure_step(gen, endpoint, env, "closed", float(users), rules, f"closed_{users}")
+            s = measure_step(gen, endpoint, settings, "closed", float(users), rules, f"closed_{users}")
             return ServingStep(users, round(s.throughput_rps, 2), s.latency.p50_ms if s.latency else None,
                                s.latency.p99_ms if s.latency else None, s.failures, s.stable)
 

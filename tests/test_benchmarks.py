@@ -99,3 +99,13 @@ def test_a_session_call_runs_its_feeds_in_turn() -> None:
 def test_side_by_side_needs_a_call_and_a_round() -> None:
     with pytest.raises(ValueError, match="at least one call and one round"):
         side_by_side({}, rounds=1)
+
+
+def test_the_generator_ab_compares_fields_of_the_locust_settings_file() -> None:
+    from benchmarks.generator_ab import setting_value
+
+    assert setting_value("yield_us", "400") == 400.0 and setting_value("wake", "loop") == "loop"
+    with pytest.raises(ValueError, match="wake=sleep: wake must be one of thread, loop, got 'sleep'"):
+        setting_value("wake", "sleep")
+    with pytest.raises(ValueError, match="the setting must be one of wake, yield_us, max_in_flight, request_timeout_s"):
+        setting_value("MCBENCH_YIELD_US", "0")

@@ -19,12 +19,12 @@ from mcbench.bench.load import (
     Endpoint,
     Records,
     Requests,
-    StepRules,
-    is_stable,
     run_load,
-    step_from_records,
     stop_reason,
 )
+from mcbench.bench.load_plan import UNBOUNDED_P99_MS, LoadPlan
+from mcbench.bench.load_records import is_stable, step_from_records
+from mcbench.bench.load_settings import LoadSettings, LoadSettingsError
 from mcbench.optimizer.artifact import Artifact, InputSpec
 from mcbench.optimizer.targets import Target
 from mcbench.reports.capacity import capacity
@@ -38,7 +38,7 @@ def records(rows: list[tuple], cpu: list[float] | None = None) -> Records:
     return Records.from_rows(np.array(rows, dtype=float).reshape(-1, len(rows[0]) if rows else 5), KINDS, cpu)
 
 
-RULES = StepRules(seconds=4, warmup_s=0.5, windows=4, compare_last=3)
+RULES = LoadPlan(step_seconds=4, warmup_s=0.5)
 
 
 def steady(rate: float, latency_s: float, start: float = 0.0, end: float = 4.0) -> list[tuple]:
@@ -134,7 +134,7 @@ def test_capacity_from_the_closed_loop_only_where_no_open_loop_ran() -> None:
 
 
 def test_a_sweep_stops_past_the_budget_on_errors_and_on_a_shortfall() -> None:
-    rules = StepRules(seconds=4, warmup_s=0.5, budget_p99_ms=10)
+    rules = LoadPlan(step_seconds=4, warmup_s=0.5, budget_p99_ms=10)
     assert stop_reason(step(100, 5), rules) is None
     assert stop_reason(step(100, 12), rules) == "p99 12.00 ms passed the 10 ms budget at 100 req/s"
     failed = step(100, 5, failures=3)
@@ -173,7 +173,7 @@ def test_sweeps_recover_a_known_service_time_and_check_answers(tmp_path: Path) -
     feeds = [{"x": np.full((1, 4), i, np.float32)} for i in range(3)]
     expected = [[linear(f["x"])] for f in feeds]
     expected[2] = [expected[2][0] + 1.0]  # the "offline output" for request 2 is wrong on purpose
-    rules = StepRules(seconds=4, warmup_s=1, max_seconds=4, budget_p99_ms=500, check_every=1)
+    rules = LoadPlan(step_seconds=4, warmup_s=1, max_step_seconds=4, budget_p99_ms=500, check_every=1)
     with serve_in_subprocess(write_spec(tmp_path), server_cores, extra=["--delay-ms", "20"]) as server:
         result = run_load(Endpoint(server.url, "m"), Requests.encode(feeds, expected), [1], [20.0], rules,
                           loadgen_cores, server_cores, 1, tmp_path / "load")
@@ -202,7 +202,7 @@ def test_a_slow_models_open_loop_is_not_run_on_too_few_arrivals(tmp_path: Path) 
 
     plan = run_config(build_parser().parse_args(["run", "--quick"])).load
     server_cores, loadgen_cores = split_cores()
-    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, budget_p99_ms=5000)
+    rules = LoadPlan(step_seconds=3, warmup_s=0.5, max_step_seconds=3, budget_p99_ms=5000)
     with serve_in_subprocess(write_spec(tmp_path), server_cores, extra=["--delay-ms", "300"]) as server:
         result = run_load(Endpoint(server.url, "m"), Requests.encode([{"x": np.ones((1, 4), np.float32)}]), [1],
                           plan.open_rates, rules, loadgen_cores, server_cores, 1, tmp_path / "load")
@@ -223,7 +223,7 @@ def test_open_rates_are_the_fractions_that_expect_ten_arrivals_a_step() -> None:
 @pytest.mark.slow
 def test_distributed_mode_with_two_workers_adds_up(tmp_path: Path) -> None:
     server_cores, loadgen_cores = split_cores()
-    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3)
+    rules = LoadPlan(step_seconds=3, warmup_s=0.5, max_step_seconds=3, budget_p99_ms=UNBOUNDED_P99_MS)
     with serve_in_subprocess(write_spec(tmp_path), server_cores) as server:
         result = run_load(Endpoint(server.url, "m"), Requests.encode([{"x": np.ones((1, 4), np.float32)}]), [2],
                           [40.0], rules, loadgen_cores, server_cores, 1, tmp_path / "load", workers=2)
@@ -294,8 +294,9 @@ def test_rows_locust_never_completed_are_not_compared_with_its_count() -> None:
     assert locust_seen(rec) == 2
 
 
-@pytest.mark.parametrize(("yield_us", "stretches_us"), [("400", [0, 400, 200, 40]), ("0", [0, 0, 0, 0])])
-def test_the_open_loop_never_sends_early_and_yields_at_most_a_fifth_of_its_time(yield_us, stretches_us) -> None:
+@pytest.mark.parametrize(("yield_us", "stretches_us"), [(400, [0, 400, 200, 40]), (0, [0, 0, 0, 0])])
+def test_the_open_loop_never_sends_early_and_yields_at_most_a_fifth_of_its_time(yield_us, stretches_us,
+                                                                                tmp_path) -> None:
     """The generator's wait for a scheduled send (in its own process: importing it patches the process with gevent):
     it never returns before the time, whatever the last stretch it yields; and that stretch is cut so that yielding
     takes at most a fifth of the process's time at 0, 100, 1000 and 5000 sends a second."""
@@ -312,8 +313,44 @@ def test_the_open_loop_never_sends_early_and_yields_at_most_a_fifth_of_its_time(
         "        L.sleep_until(when, stretch)\n"
         "        early += time.perf_counter() < when\n"
         "print(json.dumps({'early': early, 'stretch': [L.yield_stretch(r) for r in (0, 100, 1000, 5000)]}))\n")
-    env = {**os.environ, "MCBENCH_YIELD_US": yield_us}
+    settings = LoadSettings(yield_us=yield_us).write(tmp_path / "settings.json")
+    env = {**os.environ, "MCBENCH_LOAD_SETTINGS": str(settings)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["early"] == 0
     assert [s * 1e6 for s in got["stretch"]] == pytest.approx(stretches_us)
+
+
+def test_the_settings_file_goes_through_json_whole_and_a_worker_keeps_its_own_fields(tmp_path) -> None:
+    sent = LoadSettings(seconds=3.0, grace_s=2.0, rate=40.0, streams=2, arrivals="constant", wake="loop", yield_us=0,
+                        path="/v2/models/m/infer", headers={"Authorization": "Bearer t"}, bodies="/b",
+                        expected="/b/expected.npz", check_every=5, samples="/w/open_40_run0.samples")
+    assert LoadSettings.read(sent.write(tmp_path / "s.json")) == sent
+    worker = LoadSettings(worker_name="local-1", setup_wait_s=5.0).with_shared(sent.shared())
+    assert (worker.rate, worker.streams, worker.arrivals, worker.wake, worker.headers) == \
+        (40.0, 2, "constant", "loop", {"Authorization": "Bearer t"})
+    assert (worker.worker_name, worker.setup_wait_s, worker.samples, worker.bodies) == ("local-1", 5.0, "", "")
+    with pytest.raises(LoadSettingsError, match="the master sent settings this worker does not know: pace"):
+        worker.with_shared({**sent.shared(), "pace": 1})
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"wake": "sleep", "streams": 0}', "streams must be 1 or more; wake must be one of thread, loop, got 'sleep'"),
+    ('{"rate": "40"}', "rate must be float, got '40'"),
+    ('{"seconds": 3, "pace": 1}', "unknown settings pace"),
+    ("[1]", "expected a JSON object, got list"),
+])
+def test_a_bad_settings_file_ends_locust_with_one_line_naming_it(tmp_path, text, problem) -> None:
+    """The locustfile reads its settings once, at start-up: a bad file ends Locust at once, with one line."""
+    import subprocess
+    import sys
+
+    from mcbench.bench.load import LOCUSTFILE
+
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-t", "1s"],
+                         env={**os.environ, "MCBENCH_LOAD_SETTINGS": str(path)}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == f"mcbench: cannot read the load settings {path}: {problem}"

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from mcbench.bench.launcher import serve_in_subprocess
-from mcbench.bench.load import Endpoint, Master, Records, Requests, StepRules, free_port, run_load, step_from_records
+from mcbench.bench.load import Endpoint, Master, Records, Requests, free_port, run_load, step_from_records
+from mcbench.bench.load_plan import LoadPlan
 from mcbench.cli import UsageError, main
 from mcbench.load_worker import parse_master
 from mcbench.reports.schema import load_results
@@ -98,7 +99,7 @@ def test_workers_get_the_offline_outputs_and_check_answers(farm, tmp_path: Path)
     feeds = [{"x": np.full((1, 4), i, np.float32)} for i in range(3)]
     expected = [[linear(f["x"])] for f in feeds]
     expected[2] = [expected[2][0] + 1.0]  # the "offline output" for request 2 is wrong on purpose
-    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, check_every=1)
+    rules = LoadPlan(step_seconds=3, warmup_s=0.5, max_step_seconds=3, check_every=1)
     result = run_load(Endpoint(server.url, "m"), Requests.encode(feeds, expected), [2], [], rules, None, None, 0,
                       tmp_path / "load", workers=2, master=Master("127.0.0.1", port, 120))
     step = result.steps[0]
@@ -179,7 +180,7 @@ def test_a_step_counts_requests_by_worker_across_runs() -> None:
     run0 = named(rows(100), "a").merged(named(rows(40), "b"))
     run1 = named(rows(30), "b").merged(named(rows(0), "c"))  # c had no user this run
     both = run0.merged(run1, shift_s=5.0)
-    rules = StepRules(seconds=2, warmup_s=0.5, max_seconds=4)
+    rules = LoadPlan(step_seconds=2, warmup_s=0.5, max_step_seconds=4)
     step = step_from_records(both, [(0.0, 1.0), (5.0, 6.0)], 2, "closed", rules)
     assert step.worker_requests == {"a": 100, "b": 70, "c": 0} and step.requests == 170
     a = rows(10)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
-from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
+from mcbench.bench.load import Endpoint, Requests, run_load
+from mcbench.bench.load_plan import LoadPlan
 from mcbench.bench.protocol import (
     HEADER_LENGTH,
     AnswerForm,
@@ -194,7 +195,7 @@ def test_a_three_output_torch_module_serves_every_request_of_its_load_test(tmp_p
     rng = np.random.default_rng(1)
     feeds = [{"x": rng.standard_normal((1, 3, 48, 48)).astype(np.float32)} for _ in range(3)]
     expected = [session.run(f) for f in feeds]  # all three outputs: an answer with fewer is a mismatch
-    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, check_every=1)
+    rules = LoadPlan(step_seconds=3, warmup_s=0.5, max_step_seconds=3, check_every=1)
     server_cores, loadgen_cores = split_cores()
     with serve_in_subprocess(write_spec(tmp_path, "onet", artifact, "torch"), server_cores) as server:
         result = run_load(Endpoint(server.url, "onet"), Requests.encode(feeds, expected), [2], [], rules,
@@ -227,7 +228,7 @@ def test_a_large_outputs_load_test_asks_for_binary_answers_by_default(tmp_path: 
     artifact = Artifact(make_wide_output_onnx(tmp_path / "wide.onnx"), "onnx", (InputSpec("x", (1, 4)),))
     feeds = [{"x": np.array([[0.5, -1.0, 2.0, 3.25]], np.float32)}]
     expected = [[np.tile(feeds[0]["x"], (1, 32 * 8210 // 4)).reshape(32, 1, 8210)]]
-    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, check_every=2)
+    rules = LoadPlan(step_seconds=3, warmup_s=0.5, max_step_seconds=3, check_every=2)
     server_cores, loadgen_cores = split_cores()
     requests = Requests.encode(feeds, expected) if answers == "binary" else Requests.encode(feeds, expected, "json")
     with serve_in_subprocess(write_spec(tmp_path, "wide", artifact), server_cores) as server:
@@ -284,7 +285,7 @@ def test_ddddocrs_recogniser_load_test_uses_binary_answers(tmp_path: Path) -> No
     session = open_session(artifact, Target("onnxruntime", threads=1))
     expected = [session.run(f) for f in feeds]
     assert expected[0][0].shape == (32, 1, 8210)
-    rules = StepRules(seconds=4, warmup_s=1, max_seconds=4, check_every=3)
+    rules = LoadPlan(step_seconds=4, warmup_s=1, max_step_seconds=4, check_every=3)
     server_cores, loadgen_cores = split_cores()
     with serve_in_subprocess(write_spec(tmp_path, "ocr", artifact), server_cores) as server:
         result = run_load(Endpoint(server.url, "ocr"), Requests.encode(feeds, expected), [1], [], rules,

@@ -36,7 +36,8 @@ def test_in_process_timer_recovers_at_least_the_set_time(tmp_path):
 
 def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_path):
     from mcbench.bench.launcher import serve_in_subprocess
-    from mcbench.bench.load import Endpoint, Requests, StepRules, run_load
+    from mcbench.bench.load import Endpoint, Requests, run_load
+    from mcbench.bench.load_plan import UNBOUNDED_P99_MS, LoadPlan
 
     # as benchmarks.truth serves it: the torch spinner without a wait of its own, the server's --spin-ms hook
     artifact = spinner_artifact(0, tmp_path)
@@ -44,7 +45,7 @@ def test_over_http_under_locust_every_request_takes_at_least_the_set_time(tmp_pa
     spec.write_text(json.dumps({"name": "spinner", "artifact": artifact.to_dict(),
                                 "target": Target("torch", threads=1).to_dict()}))
     cores = sorted(os.sched_getaffinity(0))
-    rules = StepRules(seconds=3, warmup_s=0.5, max_seconds=3, check_every=0)
+    rules = LoadPlan(step_seconds=3, warmup_s=0.5, max_step_seconds=3, check_every=0, budget_p99_ms=UNBOUNDED_P99_MS)
     with serve_in_subprocess(spec, cores[:1], extra=["--spin-ms", "3"]) as server:
         requests = Requests.encode([{"x": np.zeros((1, 4), np.float32)}])
         result = run_load(Endpoint(server.url, "spinner"), requests, [1], [20.0], rules, cores[-1:], cores[:1], 1,

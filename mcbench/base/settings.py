@@ -1,6 +1,6 @@
 """One schema for a run's settings: each field of a config dataclass is declared once, and the rest derives from it.
 
-A field of `bench.latency.TimingPlan`, `mcbench.config.LoadPlan` or `mcbench.config.RunConfig` is declared
+A field of `bench.latency.TimingPlan`, `bench.load_plan.LoadPlan` or `mcbench.config.RunConfig` is declared
 with `setting(default, help=..., ...)`: its type is the annotation; its default, help text, range or choices,
 run-file key and command-line flag are arguments. From that one declaration come:
 

@@ -20,6 +20,7 @@ import pytest
 from mcbench.bench.guards import ServerLimits, StartError
 from mcbench.bench.launcher import ServerHandle, serve_in_subprocess
 from mcbench.bench.load import Endpoint, Generator, LoadError
+from mcbench.bench.load_settings import LoadSettings
 from mcbench.bench.protocol import encode_infer_request
 from mcbench.bench.server_cli import add_server_arguments
 from mcbench.optimizer.artifact import Artifact, InputSpec
@@ -234,7 +235,7 @@ def test_a_locust_that_dies_is_a_load_error_not_a_hang(tmp_path: Path) -> None:
     gen = Generator(None, 0, tmp_path)
     started = time.monotonic()
     with pytest.raises(LoadError, match="Locust exited with code"):
-        gen.run(Endpoint("http://127.0.0.1:9", "m"), {"MCBENCH_SECONDS": "1"}, "NoSuchUser", 1, 1, "dead")
+        gen.run(Endpoint("http://127.0.0.1:9", "m"), LoadSettings(seconds=1), "NoSuchUser", 1, 1, "dead")
     assert time.monotonic() - started < 60
 
 
