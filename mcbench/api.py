@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mcbench.config import RunConfig
     from mcbench.optimizer.profiles import Profile
-    from mcbench.pipeline import RunPaths
     from mcbench.reports.compare import RunComparison
     from mcbench.reports.decide import Recommendation
     from mcbench.reports.gate import Outcome
     from mcbench.reports.merge import MultiRun
     from mcbench.reports.schema import RunResult
+    from mcbench.run_state import RunPaths
 
 Say = Callable[[str], None]
 MERGED_REPORT = "merged-report.html"  # the default page of several machines' runs, in the current folder
