@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["RunResult", "UserError", "VariantResult", "compare", "detect_profile", "execute", "export",
-           "find_profile", "gate", "load_results", "profiles", "recommend", "report", "run", "run_config"]
+           "find_profile", "gate", "load", "load_results", "profiles", "recommend", "report", "run", "run_config"]
 
-_API = {"compare", "detect_profile", "execute", "export", "find_profile", "gate", "load_results", "profiles",
+_API = {"compare", "detect_profile", "execute", "export", "find_profile", "gate", "load", "load_results", "profiles",
         "recommend", "report", "run", "run_config"}
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcbench.config import RunConfig
+    from mcbench.bench.load import Master
+    from mcbench.config import LoadPlan, RunConfig
     from mcbench.optimizer.profiles import Profile
     from mcbench.reports.compare import RunComparison
     from mcbench.reports.decide import Recommendation
@@ -79,6 +80,37 @@ def execute(config: RunConfig, *, resume: RunResult | None = None, progress: Say
     from mcbench.pipeline import Pipeline
 
     return Pipeline(config, progress=progress, on_folder=on_folder, on_stage=on_stage).run(resume=resume)
+
+
+def load(url: str, model: str, *, out: str | Path | None = None, quick: bool = False, token: str | None = None,
+         consts: Sequence[str] | dict[str, Any] = (), cores: Sequence[int] = (), plan: LoadPlan | None = None,
+         master: Master | None = None, workers: int | None = None, progress: Say | None = print,
+         **load_settings: Any) -> RunResult:
+    """Load-test model `model` on the KServe v2 server at `url` (Triton, OpenVINO Model Server, `mcbench serve`...):
+    both sweeps and the capacity figures, as `mcbench load`; results.json is written in `out`.
+
+    `load_settings` are the run file's `[load]` keys (`users=[1, 4]`, `step_seconds=2`...), checked as there;
+    `quick=True` starts from `--quick`'s short steps; `plan` gives a whole LoadPlan instead. `consts` sets 0-d or
+    constant inputs (`{"sr": 16000}` or `["sr=16000:int64"]`); `token` is sent as a bearer token (default:
+    $MCBENCH_SERVER_TOKEN); `cores` holds Locust to those CPU cores. `master` and `workers`: Locust's master only,
+    waiting for `workers` `mcbench load-worker` processes (the command line's --workers).
+    """
+    import os
+    from datetime import UTC, datetime
+
+    from mcbench.base.errors import UsageError
+    from mcbench.config_keywords import read_load_keywords
+    from mcbench.load_cmd import load_url
+
+    if plan is not None and (load_settings or quick):
+        raise UsageError("mcbench.load: give either plan or load settings (and quick), not both")
+    plan = plan or read_load_keywords(load_settings, quick)
+    token = token or os.environ.get("MCBENCH_SERVER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    given = [f"{k}={v}" for k, v in consts.items()] if isinstance(consts, dict) else list(consts)
+    folder = Path(out) if out is not None else Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{model}"
+    return load_url(url, model, plan, folder, headers, given, list(cores), master, workers,
+                    progress or (lambda _: None))
 
 
 def load_results(path: str | Path) -> RunResult:

@@ -34,21 +34,33 @@ def keywords() -> list[str]:
     return sorted({key.split(".", 1)[0] for key in entries()})
 
 
-def read_keywords(settings: Mapping[str, Any]) -> RunFile:
+def read_keywords(settings: Mapping[str, Any], source: str = SOURCE) -> RunFile:
     """The settings `mcbench.run(**settings)` gives (field path -> value), read as a run file's keys; an unknown
-    keyword, or a value its setting refuses, is a ConfigError naming the keyword."""
+    keyword, or a value its setting refuses, is a ConfigError naming the keyword (and `source`, the function)."""
     known = keywords()
     for name in settings:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-            raise ConfigError(f"{SOURCE}: unknown keyword {name!r} ({hint})")
+            raise ConfigError(f"{source}: unknown keyword {name!r} ({hint})")
     data = {}
     for name, value in settings.items():
         value = _table(name, value) if _is_table(name) else _value(entries()[name].field, value)
         if value is not None:
             data[name] = value
-    return read_settings(data, SOURCE, Path(), noun="keyword")
+    return read_settings(data, source, Path(), noun="keyword")
+
+
+def read_load_keywords(settings: Mapping[str, Any], quick: bool) -> Any:
+    """The LoadPlan `mcbench.load(**settings)` gives: the run file's `[load]` keys as keywords, over the defaults
+    (`--quick`'s with `quick`); an error names the keyword as the caller wrote it (`users`, not `load.users`)."""
+    from mcbench.config import apply, defaults
+
+    try:
+        given = read_keywords({"load": dict(settings)} if settings else {}, source="mcbench.load")
+        return apply(defaults(quick=quick), given.values).load
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("keyword 'load.", "keyword '")) from None
 
 
 def _is_table(name: str) -> bool:

@@ -16,10 +16,14 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mcbench.base.errors import UsageError
+
+if TYPE_CHECKING:
+    from mcbench.reports.schema import RunResult
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser, command: str = "load") -> None:
@@ -218,48 +222,57 @@ def _answer(request: urllib.request.Request) -> tuple[int, str]:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from mcbench.base.settings_json import to_json
-    from mcbench.bench.environment import environment
-    from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
+    from mcbench import api
     from mcbench.config import QUICK_LOAD, LoadPlan
-    from mcbench.load_stage import capacity_of, plan_text, step_rules
-    from mcbench.reports.schema import RunResult, VariantResult, save_results
 
     plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan())
     master = master_from_args(args)
-    cores = usable_cores(args.cores, "load: --cores") or sorted(os.sched_getaffinity(0))
-    token = args.token or os.environ.get("MCBENCH_SERVER_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    feeds = model_inputs(args.url, args.model, headers, args.const)
     out = args.out or Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{args.model}"
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    run = api.load(args.url, args.model, out=out, plan=plan, token=args.token, consts=args.const,
+                   cores=usable_cores(args.cores, "load: --cores"), master=master, workers=args.workers,
+                   progress=say)
+    result = run.variants[0]
+    print(load_table(result))
+    print(f"\nresults: {out / 'results.json'}")
+    return 0 if result.status == "ok" else 1
+
+
+def load_url(url: str, model: str, plan, out: Path, headers: dict[str, str], consts: list[str],
+             cores: list[int], master, workers: int | None, say) -> RunResult:
+    """Both sweeps against the server's model, saved as `out`/results.json with one variant (the model at the URL):
+    what `mcbench load` and `mcbench.load` do. A load test that fails is that variant's error, not an exception."""
+    from mcbench.base.settings_json import to_json
+    from mcbench.bench.environment import environment
+    from mcbench.bench.load import Endpoint, LoadError, Requests, run_load
+    from mcbench.load_stage import capacity_of, plan_text, step_rules
+    from mcbench.reports.schema import RunResult, VariantResult, save_results
+
+    feeds = model_inputs(url, model, headers, consts)
     if (out / "results.json").exists():
         raise UsageError(f"{out} already holds a results.json; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     rules = step_rules(plan, plan.budget_p99_ms, check_answers=False)  # no offline outputs to check against
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"load test of {args.model} at {args.url}: {plan_text(plan, plan.budget_p99_ms)}")
+    say(f"load test of {model} at {url}: {plan_text(plan, plan.budget_p99_ms)}")
     if master:
-        say(f"each step waits up to {master.wait_s:g} s for {args.workers} Locust workers: on each load machine run "
-            f"`mcbench load-worker --master {master.address}` (they must reach {args.url} too)")
-    result = VariantResult(args.model, "remote", [], status="ok", settings={"url": args.url})
+        say(f"each step waits up to {master.wait_s:g} s for {workers} Locust workers: on each load machine run "
+            f"`mcbench load-worker --master {master.address}` (they must reach {url} too)")
+    result = VariantResult(model, "remote", [], status="ok", settings={"url": url})
     try:
-        inputs = request_form(args.url, args.model, feeds, headers, plan.answers, say)
+        inputs = request_form(url, model, feeds, headers, plan.answers, say)
         requests = Requests.encode([feeds], answers=plan.answers, inputs=inputs)
-        result.load = run_load(Endpoint(args.url.rstrip("/"), args.model, headers), requests,
-                               list(plan.users), plan.open_rates, rules, None if master else cores, None, 0,
-                               out / "work", workers=args.workers if master else plan.locust_workers, say=say,
-                               master=master)
+        result.load = run_load(Endpoint(url.rstrip("/"), model, headers), requests,
+                               list(plan.users), plan.open_rates, rules, None if master else
+                               (cores or sorted(os.sched_getaffinity(0))), None, 0, out / "work",
+                               workers=workers if master else plan.locust_workers, say=say, master=master)
         result.capacity = capacity_of(result.load, plan, None)
     except LoadError as exc:
         result.status, result.error = "failed", f"load test: {exc}"
     run = RunResult(run_id=out.name, created=datetime.now(UTC).isoformat(timespec="seconds"),
-                    model={"name": args.model, "url": args.url},
-                    config={"load": to_json(plan)},
+                    model={"name": model, "url": url}, config={"load": to_json(plan)},
                     environment=environment(), variants=[result])
     save_results(run, out / "results.json")
-    print(load_table(result))
-    print(f"\nresults: {out / 'results.json'}")
-    return 0 if result.status == "ok" else 1
+    return run
 
 
 def level_text(step) -> str:

@@ -294,3 +294,30 @@ def test_mcbench_load_unreachable_url_is_exit_2(capsys: pytest.CaptureFixture) -
 
     assert main(["load", "--url", "http://127.0.0.1:9", "--model", "m"]) == 2
     assert "cannot read model metadata from http://127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_python_api_load_tests_a_server_as_the_command_does(server: ServerHandle, tmp_path: Path) -> None:
+    import mcbench
+
+    run = mcbench.load(server.url, MODEL, out=tmp_path / "api", quick=True, users=[2],
+                       budget_p99_ms=500, progress=None)
+    variant = run.variants[0]
+    assert variant.status == "ok" and [s.users for s in variant.load.steps] == [2]
+    assert run.config["load"]["budget_p99_ms"] == 500 and (tmp_path / "api" / "results.json").is_file()
+    assert mcbench.load_results(tmp_path / "api" / "results.json").variants[0].load.steps[0].requests > 0
+
+
+def test_the_python_api_load_refuses_what_the_command_refuses(tmp_path: Path) -> None:
+    import mcbench
+    from mcbench.config import LoadPlan
+
+    with pytest.raises(mcbench.UserError, match=r"^mcbench.load: keyword 'users': "):
+        mcbench.load("http://127.0.0.1:9", "m", users="many")
+    with pytest.raises(mcbench.UserError, match=r"^mcbench.load: keyword 'usres': unknown key"):
+        mcbench.load("http://127.0.0.1:9", "m", usres=[1])
+    with pytest.raises(mcbench.UserError, match="either plan or load settings"):
+        mcbench.load("http://127.0.0.1:9", "m", plan=LoadPlan(), users=[1])
+    with pytest.raises(mcbench.UserError, match="cannot read model metadata from http://127.0.0.1:9"):
+        mcbench.load("http://127.0.0.1:9", "m", out=tmp_path / "x", progress=None)
+    assert not (tmp_path / "x").exists()  # nothing written before the server answered
