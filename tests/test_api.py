@@ -15,7 +15,8 @@ def test_importing_mcbench_is_cheap_and_says_what_is_public():
             "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == ["['RunResult', 'UserError', 'VariantResult', 'compare', 'detect_profile', 'execute', 'export', "
-                   "'find_profile', 'gate', 'load', 'load_results', 'profiles', 'recommend', 'report', 'run', 'run_config']",
+                   "'find_profile', 'gate', 'load', 'load_results', 'profiles', 'recommend', 'report', 'run', "
+                   "'run_config']",
                    "False False"]
     with pytest.raises(AttributeError, match="no attribute 'Pipeline'"):
         mcbench.Pipeline  # noqa: B018
