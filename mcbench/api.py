@@ -113,6 +113,41 @@ def load(url: str, model: str, *, out: str | Path | None = None, quick: bool = F
                     progress or (lambda _: None))
 
 
+def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 0, name: str | None = None,
+          runtime: str = "onnxruntime", threads: int | None = None, inputs: Sequence[str] = (),
+          consts: Sequence[str] | dict[str, Any] = (), allow_code: bool = False, cores: Sequence[int] = (),
+          progress: Say | None = print, **limits: Any) -> None:
+    """Serve `model` (an .onnx file, or `RUN_DIR:VARIANT` for a variant of a finished run) over KServe v2 HTTP until
+    interrupted, as `mcbench serve` does (which calls it); `port=0` picks a free one, printed on the ready line.
+    Ctrl-C, SIGTERM and SIGHUP stop the server and reach the caller as a KeyboardInterrupt (SIGTERM's and SIGHUP's
+    as its subclass `mcbench.runguard.Terminated`), its scratch folder removed.
+
+    `limits` are the server's limits and configuration (mcbench.bench.guards.ServerLimits): `instances`,
+    `max_batch`, `max_wait_ms`, `max_queue`, `timeout_s`, `max_body_bytes`, `max_elements`, `read_timeout_s`,
+    `token` (default: $MCBENCH_SERVER_TOKEN), `inline_below_ms`. A run's variant starts its serving search's best
+    configuration where `instances` or `max_batch` is left out. `inputs` and `consts` are `--input`/`--const`
+    texts for an .onnx file (`consts` may be a dict). A variant whose results name code needs `allow_code=True`.
+    """
+    import os
+    from dataclasses import fields
+
+    from mcbench.base.errors import UsageError
+    from mcbench.bench.guards import ServerLimits
+    from mcbench.serve_cmd import serve_model
+
+    known = {f.name for f in fields(ServerLimits)}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        public = sorted(known - {"delay_ms", "spin_ms"})  # those two are the test suite's known service times
+        raise UsageError(f"mcbench.serve: unknown keyword {unknown[0]!r} (known: {', '.join(public)})")
+    if limits.get("token") is None:
+        limits["token"] = os.environ.get("MCBENCH_SERVER_TOKEN") or None
+    given = [f"{k}={v}" for k, v in consts.items()] if isinstance(consts, dict) else list(consts)
+    say = progress or (lambda _: None)
+    serve_model(str(model), host, port, name, runtime, threads, list(inputs), given, allow_code, list(cores),
+                limits, lambda m: say(m))
+
+
 def load_results(path: str | Path) -> RunResult:
     """A results.json, validated against its schema."""
     from mcbench.reports.schema import load_results as load

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from mcbench.base.errors import UsageError
@@ -98,42 +100,63 @@ def variant_spec(run_dir: Path, variant: str, name: str | None, threads: int | N
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
+    from dataclasses import asdict
 
+    from mcbench import api
     from mcbench.bench.guards import StartError
-    from mcbench.bench.server_cli import limits_from_args, serve
-    from mcbench.runguard import signals_raise
+    from mcbench.bench.server_cli import limits_from_args
 
-    spec = server_spec(args.model, args.name, args.runtime, args.threads, args.input, args.const,
-                       args.allow_code)
-    searched = spec.pop("serving", None)
-    if searched is not None:
-        with_searched_config(args, searched)
     try:
-        limits = limits_from_args(args)
+        limits = asdict(limits_from_args(args))
     except StartError as exc:
         raise UsageError(f"serve: {exc}") from None
-    if args.cores:
-        os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+    if args.instances is None:  # left to the run's serving search, where it has one
+        del limits["instances"]
+    if args.max_batch is None:
+        del limits["max_batch"], limits["max_wait_ms"]
+    api.serve(args.model, host=args.host, port=args.port, name=args.name, runtime=args.runtime,
+              threads=args.threads, inputs=args.input, consts=args.const, allow_code=args.allow_code,
+              cores=[int(c) for c in args.cores.split(",")] if args.cores else (), **limits)
+    return 0
+
+
+def serve_model(model: str, host: str, port: int, name: str | None, runtime: str, threads: int | None,
+                inputs: list[str], consts: list[str], allow_code: bool, cores: list[int], limits: dict,
+                say: Callable[[str], None]) -> None:
+    """Serve `model` (an .onnx file or RUN_DIR:VARIANT) until interrupted: what `mcbench serve` and `mcbench.serve`
+    do. `limits` are ServerLimits' fields; a run's variant takes its serving search's best configuration where
+    they leave instances or batching out."""
+    from mcbench.bench.guards import ServerLimits, StartError
+    from mcbench.bench.server_cli import serve
+    from mcbench.runguard import signals_raise
+
+    spec = server_spec(model, name, runtime, threads, inputs, consts, allow_code)
+    searched = spec.pop("serving", None)
+    if searched is not None:
+        limits = with_searched_config(limits, searched, say)
+    try:
+        checked = ServerLimits(**{"instances": 1, "max_batch": 1, **limits})
+    except StartError as exc:
+        raise UsageError(f"serve: {exc}") from None
+    if cores:
+        os.sched_setaffinity(0, set(cores))
     # SIGTERM (a container's stop) and SIGHUP (a closed terminal) raise like Ctrl-C does, so the scratch folder is
     # removed on the way out.
     with signals_raise(hangup=True), tempfile.TemporaryDirectory(prefix="mcbench-serve-") as tmp:
         spec_path = Path(tmp) / "server.json"
         spec_path.write_text(json.dumps(spec))
-        print(f"serving {spec['name']!r} on http://{args.host}:{args.port or '<free port>'}/v2/models/{spec['name']}",
-              flush=True)
+        say(f"serving {spec['name']!r} on http://{host}:{port or '<free port>'}/v2/models/{spec['name']}")
         try:
-            serve(spec_path, args.host, args.port, limits)
+            serve(spec_path, host, port, checked)
         except StartError as exc:
             raise UsageError(f"serve: {exc}") from None
-    return 0
 
 
-def with_searched_config(args: argparse.Namespace, searched: dict) -> None:
-    """Take the run's best serving configuration where the command line does not set instances or batching."""
-    if args.instances is None:
-        args.instances = searched["instances"]
-    if args.max_batch is None:
-        args.max_batch, args.max_wait_ms = searched["max_batch"], searched["max_wait_ms"]
-    print(f"serving configuration from the run's serving search: {searched['label']} "
-          f"({searched['rps_at_slo']:.0f} req/s with p99 within {searched['slo_p99_ms']:g} ms there)", flush=True)
+def with_searched_config(limits: dict, searched: dict, say: Callable[[str], None]) -> dict:
+    """The run's best serving configuration where `limits` do not set instances or batching."""
+    taken = {"instances": searched["instances"]} if "instances" not in limits else {}
+    if "max_batch" not in limits:
+        taken |= {"max_batch": searched["max_batch"], "max_wait_ms": searched["max_wait_ms"]}
+    say(f"serving configuration from the run's serving search: {searched['label']} "
+        f"({searched['rps_at_slo']:.0f} req/s with p99 within {searched['slo_p99_ms']:g} ms there)")
+    return {**limits, **taken}

@@ -16,7 +16,7 @@ def test_importing_mcbench_is_cheap_and_says_what_is_public():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == ["['RunResult', 'UserError', 'VariantResult', 'compare', 'detect_profile', 'execute', 'export', "
                    "'find_profile', 'gate', 'load', 'load_results', 'profiles', 'recommend', 'report', 'run', "
-                   "'run_config']",
+                   "'run_config', 'serve']",
                    "False False"]
     with pytest.raises(AttributeError, match="no attribute 'Pipeline'"):
         mcbench.Pipeline  # noqa: B018

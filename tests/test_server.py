@@ -321,3 +321,35 @@ def test_the_python_api_load_refuses_what_the_command_refuses(tmp_path: Path) ->
     with pytest.raises(mcbench.UserError, match="cannot read model metadata from http://127.0.0.1:9"):
         mcbench.load("http://127.0.0.1:9", "m", out=tmp_path / "x", progress=None)
     assert not (tmp_path / "x").exists()  # nothing written before the server answered
+
+
+def test_the_python_api_serves_as_the_command_does(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model = make_two_input_onnx(tmp_path / "twoin.onnx")
+    code = f"import mcbench; mcbench.serve({str(model)!r}, name='api', instances=2, token='tok')"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first, ready = proc.stdout.readline(), proc.stdout.readline()
+        assert first.startswith("serving 'api' on http://127.0.0.1:"), first
+        assert ready.startswith("MCBENCH_SERVER_READY port=") and "instances=2" in ready, ready + proc.stderr.read()
+        handle = ServerHandle(int(ready.split()[1].split("=")[1]), proc.pid, tmp_path / "log")
+        assert call(handle, "/v2/models/api")[0] == 401
+        assert call(handle, "/v2/models/api", headers={"Authorization": "Bearer tok"})[0] == 200
+    finally:
+        proc.terminate()
+        code = proc.wait(10)
+    # SIGTERM reaches the caller as a KeyboardInterrupt (mcbench.runguard.Terminated), after the server stopped
+    assert code == 1 and proc.stderr.read().strip().endswith("Terminated: SIGTERM")
+
+
+def test_the_python_api_serve_refuses_an_unknown_keyword_and_a_bad_limit(tmp_path: Path) -> None:
+    import mcbench
+
+    model = make_two_input_onnx(tmp_path / "twoin.onnx")
+    with pytest.raises(mcbench.UserError, match=r"^mcbench.serve: unknown keyword 'max_bach' \(known: "
+                                                r"inline_below_ms, instances, max_batch, "):
+        mcbench.serve(model, max_bach=4)
+    with pytest.raises(mcbench.UserError, match="^serve: instances must be at most 64, got 65$"):
+        mcbench.serve(model, instances=65, progress=None)
