@@ -227,7 +227,7 @@ def metadata_case(folder: Path) -> None:
     import http.server
     import threading
 
-    from mcbench.load_cmd import MAX_METADATA_BYTES
+    from mcbench.remote_load import MAX_METADATA_BYTES
 
     class Handler(http.server.BaseHTTPRequestHandler):
         body = b""
@@ -244,7 +244,7 @@ def metadata_case(folder: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    setup = ("from mcbench.load_cmd import model_inputs\nfrom mcbench.base.errors import UserError\n"
+    setup = ("from mcbench.remote_load import model_inputs\nfrom mcbench.base.errors import UserError\n"
              "import numpy, onnx")
     try:
         for size in (MAX_METADATA_BYTES, MAX_METADATA_BYTES + 1):

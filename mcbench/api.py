@@ -100,7 +100,7 @@ def load(url: str, model: str, *, out: str | Path | None = None, quick: bool = F
 
     from mcbench.base.errors import UsageError
     from mcbench.config_keywords import read_load_keywords
-    from mcbench.load_cmd import load_url
+    from mcbench.remote_load import load_url
 
     if plan is not None and (load_settings or quick):
         raise UsageError("mcbench.load: give either plan or load settings (and quick), not both")
@@ -133,7 +133,7 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 0, name: st
 
     from mcbench.base.errors import UsageError
     from mcbench.bench.guards import ServerLimits
-    from mcbench.serve_cmd import serve_model
+    from mcbench.local_server import serve_model
 
     known = {f.name for f in fields(ServerLimits)}
     unknown = sorted(set(limits) - known)

@@ -311,7 +311,7 @@ def test_silero_vad_dataset_with_state_batched_on_axis_1_and_a_0d_rate(tmp_path)
 
 
 def test_serve_takes_const_for_an_onnx_file_and_refuses_a_random_branch_input(tmp_path):
-    from mcbench.serve_cmd import server_spec
+    from mcbench.local_server import server_spec
 
     path = str(make_stateful_onnx(tmp_path / "stateful.onnx"))
     spec = server_spec(path, None, "onnxruntime", 1, SHAPES, ["sr=16000"])
@@ -349,7 +349,7 @@ def test_load_from_a_url_fills_consts_and_never_draws_a_0d_integer(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from mcbench.load_cmd import model_inputs
+    from mcbench.remote_load import model_inputs
 
     meta = {"name": "vad", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 512]},
                                       {"name": "state", "datatype": "FP32", "shape": [2, -1, 128]},

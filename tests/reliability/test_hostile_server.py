@@ -155,7 +155,7 @@ def test_s8_a_utf8_token_works(tmp_path: Path) -> None:
 
 def test_s7_serve_takes_input_shapes_for_a_dynamic_model(tmp_path: Path) -> None:
     from mcbench.cli import build_parser
-    from mcbench.serve_cmd import server_spec
+    from mcbench.local_server import server_spec
     from tests.conftest import make_linear_onnx
 
     model = make_linear_onnx(tmp_path / "tinydyn.onnx", batch="batch")

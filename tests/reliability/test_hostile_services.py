@@ -94,10 +94,10 @@ def test_m7_a_store_that_accepts_but_does_not_answer_says_it_is_waiting(tmp_path
 def test_m9_serve_gives_a_factory_its_recorded_arguments(tmp_path):
     """A Hugging Face variant is rebuilt by a factory from its recorded config: serve passes factory_args on."""
     pytest.importorskip("transformers")
+    from mcbench.local_server import server_spec
     from mcbench.optimizer.intake_hf import from_hf_folder
     from mcbench.optimizer.targets import Target
     from mcbench.reports.schema import save_results
-    from mcbench.serve_cmd import server_spec
     from tests.test_hf import tiny_bert_folder
     from tests.test_report import sample_run
 
@@ -207,7 +207,7 @@ def test_m10_load_url_takes_the_local_limits_and_one_line_errors(metadata_server
 
 
 def test_m10_a_first_request_answered_with_garbage_is_a_line_not_a_traceback(metadata_server):
-    from mcbench.load_cmd import request_form
+    from mcbench.remote_load import request_form
 
     url, _ = metadata_server
     said: list[str] = []
