@@ -43,7 +43,7 @@ def test_unknown_variant_is_refused_before_work(tmp_path, capsys, linear_onnx):
     assert ("unknown variant(s) ort-int3; this model has: ort-fp32, ort-fp32-t1, ort-fused-fp32, "
             "ort-fused-int8-dynamic, ort-fused-int8-static, ort-int8-dynamic, ort-int8-static, ort-int8-static-pt, "
             "ov-bf16, ov-bf16-pinned, ov-fp32, ov-fp32-pinned, ov-fp32-throughput, ov-int8, ov-int8-weights, "
-            "ov-static-fp32, ov-static-int8") in capsys.readouterr().err  # every kind's search space
+            "ov-static-bf16, ov-static-fp32, ov-static-int8") in capsys.readouterr().err  # every kind's search space
     assert not (tmp_path / "r").exists()
 
 

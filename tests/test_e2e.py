@@ -13,7 +13,8 @@ from mcbench.bench.load import UNSENT_KINDS
 VARIANTS = {"torch-fp32", "ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-fp32", "ov-int8",
             "ort-fused-int8-static", "ov-static-int8", "ov-static-fp32", "ort-pruned-int8-static", "ort-fp32-t1",
             "ort-int8-static-pt", "ov-fp32-throughput",
-            "ort-pruned50-int8-static", "ort-pruned-fp32", "ov-pruned-int8", "ov-bf16"}
+            "ort-pruned50-int8-static", "ort-pruned-fp32", "ov-pruned-int8", "ov-bf16", "ov-fp32-pinned",
+            "ov-bf16-pinned", "ov-static-bf16"}
 
 
 @pytest.fixture(scope="module")
