@@ -264,3 +264,15 @@ def test_the_serving_search_tries_batching_on_a_model_batched_off_axis_0(tmp_pat
     fixed = make_linear_onnx(tmp_path / "fixed.onnx", batch=1)
     assert not batchable(Artifact(fixed, "onnx", (InputSpec("x", (1, 4)),)))
     assert not batchable(Artifact(fixed, "onnx", (InputSpec("x", (1, 4), batch_axis=None),)))
+
+
+def test_batching_a_model_without_a_batch_axis_is_refused(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from mcbench.bench.batching import check_batching
+
+    model = make_time_major_onnx(tmp_path / "seq.onnx")
+    specs = (InputSpec("x", (1, 4), batch_axis=None),)
+    session = OrtRun(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]))
+    with pytest.raises(StartError, match="^--max-batch: no input of the model has a batch axis, so requests cannot"):
+        check_batching(session, {"x": np.ones((1, 4), np.float32)}, Artifact(model, "onnx", specs))
