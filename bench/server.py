@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcbench.bench.batching import Batcher, Dispatch
+from mcbench.bench.batching import BatchAxes, Batcher, Dispatch
 from mcbench.bench.guards import ServerLimits, bearer_ok
 from mcbench.bench.protocol import (
     HEADER_LENGTH,
@@ -54,16 +54,17 @@ class Counters:
 
 
 class ModelServer:
-    """One loaded model behind the KServe v2 endpoints; `run` makes one model call, where `dispatch` says."""
+    """One loaded model behind the KServe v2 endpoints; `run` makes one model call, where `dispatch` says, or
+    the batcher joins requests into one along `batch_axes` (None: no batching)."""
 
     def __init__(self, name: str, session, artifact, platform: str, limits: ServerLimits, dispatch: Dispatch,
-                 run) -> None:
+                 run, batch_axes: BatchAxes | None = None) -> None:
         self.name, self.session, self.inputs, self.run = name, session, artifact.inputs, run
         self.limits, self.dispatch, self.counters = limits, dispatch, Counters()
         self.limiter = anyio.CapacityLimiter(limits.instances)  # one call at a time an instance
         self.parse_limiter = anyio.CapacityLimiter(1)  # one large body parsed at a time: bounded memory, short holds
-        self.batcher = Batcher(run, limits.max_batch, limits.max_wait_ms / 1e3, self.limiter, limits.instances) \
-            if limits.max_batch > 1 else None
+        self.batcher = None if batch_axes is None else \
+            Batcher(run, batch_axes, limits.max_batch, limits.max_wait_ms / 1e3, self.limiter, limits.instances)
         self.metadata = {
             "name": name,
             "platform": platform,
@@ -232,9 +233,10 @@ class ModelServer:
 
 
 def build_app(name: str, session, artifact, platform: str, limits: ServerLimits, dispatch: Dispatch,
-              run) -> Starlette:
-    """The starlette app for one loaded session; `run` makes one model call, where `dispatch` says."""
-    server = ModelServer(name, session, artifact, platform, limits, dispatch, run)
+              run, batch_axes: BatchAxes | None = None) -> Starlette:
+    """The starlette app for one loaded session; `run` makes one model call, where `dispatch` says (batched along
+    `batch_axes` where given)."""
+    server = ModelServer(name, session, artifact, platform, limits, dispatch, run, batch_axes)
     return Starlette(routes=[
         Route("/v2/health/live", server.live),
         Route("/v2/health/ready", server.ready),

@@ -60,13 +60,12 @@ def serve(spec_path: Path, host: str, port: int, limits: ServerLimits | None = N
     session = SessionPool([open_session(artifact, target) for _ in range(limits.instances)])
     feeds = {s.name: s.sample(np.random.default_rng(0)) for s in artifact.inputs}
     session.run(feeds)  # the first call pays for lazy initialisation
-    if limits.max_batch > 1:
-        check_batching(session, feeds)
+    batch_axes = check_batching(session, feeds, artifact) if limits.max_batch > 1 else None
     run = _delayed(session.run, limits.delay_ms / 1e3, limits.spin_ms / 1e3)
     # the batcher always uses the thread, and several instances need threads to run at once
     below_ms = limits.inline_below_ms if limits.max_batch == 1 and limits.instances == 1 else 0.0
     dispatch = measured_dispatch(run, feeds, below_ms)
-    app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch, run)
+    app = build_app(spec["name"], session, artifact, PLATFORMS[target.runtime], limits, dispatch, run, batch_axes)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             http=header_timeout_protocol(limits.read_timeout_s),
                             timeout_keep_alive=max(5, int(limits.read_timeout_s)), limit_concurrency=4096)

@@ -37,7 +37,7 @@ def configs_to_try(cores: int, batchable: bool, runtime: str) -> list[ServingCon
     """The configurations, likeliest to matter first: the default, then batching, then instances and threads.
 
     `cores` are the server's; instances share them (threads per instance = cores // instances, at least 1).
-    Batching is tried only where the model takes a batch along axis 0; OpenVINO's throughput hint only on it.
+    Batching is tried only where the model takes a batch (on any axis); OpenVINO's throughput hint only on it.
     """
     def split(instances: int) -> int:
         return max(1, cores // instances)

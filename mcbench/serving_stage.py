@@ -46,8 +46,10 @@ def search_rules(plan: LoadPlan) -> LoadPlan:
 
 
 def batchable(artifact: Artifact) -> bool:
-    """Whether the server can join requests along axis 0: every input batched there, none fixed at one."""
-    if any(s.batch_axis != 0 for s in artifact.inputs):
+    """Whether the server can join requests: an input has a batch axis (the server joins each input along its own,
+    and requests only with equal values of the inputs without one), and none fixes it at a number. The outputs'
+    axes the server finds at start, on a batch of two; where none holds the batch, it refuses to start."""
+    if all(s.batch_axis is None for s in artifact.inputs):
         return False
     if artifact.format != "onnx":
         return True  # a torch module: the server tries a batch of two at start and refuses if it fails

@@ -226,7 +226,8 @@ def test_negative_inline_threshold_is_a_start_error() -> None:
 
 
 def test_batching_a_fixed_batch_model_is_refused_at_start(tmp_path: Path) -> None:
-    with pytest.raises(StartError, match="variable batch dimension"):
+    with pytest.raises(StartError, match=r"--max-batch: input 'x' has a fixed batch dimension \(axis 0 is 1 in the "
+                                         r"model\): the model runs only at the batch size it was exported with"):
         with serve_in_subprocess(write_spec(tmp_path, batch=1), None, extra=["--max-batch", "4"], timeout_s=60):
             pass
 
