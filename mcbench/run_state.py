@@ -49,7 +49,13 @@ class RunPaths:
 
     @property
     def baseline_outputs(self) -> Path:
-        """The baseline's outputs, kept so a resumed run can still measure fidelity to them."""
+        """The baseline's outputs, every one ("0", "1", ... in the model's output order), kept so a resumed run can
+        still measure fidelity to them."""
+        return self.root / "work" / "baseline-outputs.npz"
+
+    @property
+    def old_baseline_outputs(self) -> Path:
+        """Where a run before the .npz kept its baseline's first output alone; --resume still reads it."""
         return self.root / "work" / "baseline-outputs.npy"
 
     def artifacts(self, recipe: tuple[str, ...]) -> Path:
