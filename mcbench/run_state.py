@@ -79,7 +79,14 @@ class Candidate:
 
     spec: VariantSpec
     artifact: Artifact
-    outputs: object  # its first output on the evaluation samples (a load test checks the server's answers on it)
+    outputs: object  # its first output on the evaluation samples, batch first (a load test checks answers on them)
+    more: list | None = None  # its second and later outputs, likewise
+    batch_axes: list[int | None] | None = None  # each output's batch axis in the model's layout (None: 0 for all)
+
+    @property
+    def every_output(self) -> list | None:
+        """Its outputs on the evaluation samples, first to last; None where they were not kept."""
+        return None if self.outputs is None else [self.outputs, *(self.more or [])]
 
 
 @dataclass
@@ -89,7 +96,6 @@ class Reference:
     outputs: object | None = None  # the first output on the evaluation samples; None until (unless) measured or kept
     more: list | None = None  # its second and later outputs (per-output fidelity)
     roles: list[OutputRole] | None = None  # what each output means, inferred on the baseline's outputs or declared
-    batch_axis: int | None = 0  # the first output's batch axis in the model's layout (a load test's answers)
 
 
 @dataclass

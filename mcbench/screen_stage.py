@@ -152,7 +152,8 @@ def run_variant(state: RunState, spec: VariantSpec, plan: TimingPlan) -> tuple[V
             say(f"  failed: {first_line(result.error)}")
             return result, None
     result.status = "ok"
-    state.candidates[spec.name] = Candidate(spec, artifact, measured.outputs)
+    state.candidates[spec.name] = Candidate(spec, artifact, measured.outputs, measured.more_outputs,
+                                            measured.batch_axes)
     latency = measured.latency
     say(f"  in-process p50 {latency.p50_ms:.3f} ms, p99 {latency.p99_ms:.3f} ms (n={latency.count})")
     return result, measured
@@ -170,7 +171,6 @@ def inferred_roles(state: RunState, measured: InProcessResult) -> list[OutputRol
     outputs = [measured.outputs, *(measured.more_outputs or [])]
     axes = measured.batch_axes or [0] * len(outputs)
     roles = output_roles(list(measured.output_names), outputs, state.config.outputs, axes)
-    state.reference.batch_axis = axes[0]
     for role in roles:
         state.say(role.line())
     return roles

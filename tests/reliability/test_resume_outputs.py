@@ -106,3 +106,33 @@ def test_a_cut_short_outputs_file_has_the_baseline_measured_again(two_outputs, t
     assert _variant(out, CANDIDATE)["accuracy"]["metrics"] == _variant(fresh, CANDIDATE)["accuracy"]["metrics"]
     with np.load(saved) as outputs:
         assert len(outputs.files) == 2
+
+
+@pytest.mark.slow
+def test_a_resumed_run_of_a_three_output_torch_factory_judges_its_export_as_a_fresh_run_does(tmp_path, capsys):
+    """MTCNN's ONet (tests/torch_models.py:onet; [N, 4] box, [N, 10] landmarks, [N, 2] face score): the torch
+    baseline's three outputs are kept, and its ONNX export, measured again on resume, gets the fresh run's
+    figures for each of them."""
+    args = ["--model", "tests.torch_models:onet", "--input", "x=1,3,48,48", "--quick", "--no-load",
+            "--variants", "ort-fp32", "--min-runs", "5", "--min-seconds", "0.05", "--max-seconds", "0.3"]
+    fresh, out = tmp_path / "fresh", tmp_path / "run"
+    assert main(["run", *args, "--out", str(fresh)]) == 0
+    with np.load(fresh / "work" / "baseline-outputs.npz") as saved:
+        assert [saved[k].shape[1:] for k in sorted(saved.files)] == [(4,), (10,), (2,)]
+    original = screen_stage.measure
+
+    def measure(spec, *rest):
+        if spec.name == "ort-fp32":
+            raise RuntimeError("injected: the candidate's measurement failed")
+        return original(spec, *rest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(screen_stage, "measure", measure)
+        assert main(["run", *args, "--out", str(out)]) == 1
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--allow-code"]) == 0
+    assert "torch-fp32: kept (ok) from before" in capsys.readouterr().err
+    resumed, first = _variant(out, "ort-fp32")["accuracy"], _variant(fresh, "ort-fp32")["accuracy"]
+    assert len(resumed["roles"]) == 3 and resumed["roles"] == first["roles"]
+    assert {"out1.rel_mean_err", "out2.rel_mean_err"} <= set(first["metrics"])
+    assert resumed["metrics"] == pytest.approx(first["metrics"], rel=1e-6, abs=1e-9)
