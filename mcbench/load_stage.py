@@ -195,8 +195,8 @@ def load_test(state: RunState, candidate: Candidate, result: VariantResult) -> N
     """The load test of one variant of the run (`load_test_variant`); a failure becomes the variant's error."""
     spec, plan = candidate.spec, state.config.load
     profile = state.plan.profiles.get(spec.profile or "")
-    requests = load_requests(state.workload, candidate.outputs, answers=plan.answers,
-                             batch_axis=state.reference.batch_axis)
+    requests = load_requests(state.workload, candidate.every_output, answers=plan.answers,
+                             batch_axes=candidate.batch_axes)
     tested = load_test_variant(spec.name, candidate.artifact, spec.target, requests, plan, profile,
                                state.paths.work(spec.name), state.say)
     result.settings["server"] = tested.server
@@ -213,16 +213,25 @@ def load_seconds_estimate(plan: LoadPlan) -> float:
     return (steps * (plan.step_seconds + 1.5) + 5.0) * (2 if plan.max_batch > 1 else 1)
 
 
-def load_requests(workload: Workload, outputs, count: int = 8, answers: str = "binary",
-                  batch_axis: int | None = 0) -> Requests:
-    """A few evaluation inputs to send in turn, with the variant's offline first output for each to check against
-    (its rows, kept batch first, moved back to the model's layout); `answers` the form the answers are asked in
-    (binary data or JSON)."""
+def load_requests(workload: Workload, outputs: list | None, count: int = 8, answers: str = "binary",
+                  batch_axes: list[int | None] | None = None) -> Requests:
+    """A few evaluation inputs to send in turn, with the variant's offline outputs for each, every one, to check the
+    answers against (each output's rows, kept batch first, moved back to its own batch axis in the model's layout);
+    `answers` the form the answers are asked in (binary data or JSON)."""
     samples = workload.eval_samples[:count] or [workload.timing_feeds]
     expected = None
-    if outputs is not None and len(workload.eval_samples):
-        rows = len(outputs) // len(workload.eval_samples)
-        rows_of = [np.asarray(outputs[i * rows:(i + 1) * rows]) for i in range(len(samples))]
-        expected = [[r[0] if batch_axis is None else np.moveaxis(r, 0, batch_axis)] for r in rows_of]
+    if outputs and len(workload.eval_samples):
+        axes = batch_axes or [0] * len(outputs)
+        per_output = [request_rows(o, len(workload.eval_samples), len(samples), axis)
+                      for o, axis in zip(outputs, axes, strict=True)]
+        expected = [list(answer) for answer in zip(*per_output, strict=True)]
     return Requests.encode(samples, expected, answers)
 
+
+def request_rows(output, samples: int, requests: int, batch_axis: int | None) -> list[np.ndarray]:
+    """One output's rows for each of the first `requests` of `samples` evaluation samples (the output kept batch
+    first), each in the model's layout: its batch axis put back, or (None: the output has none) the added one
+    taken off."""
+    rows = len(output) // samples
+    each = [np.asarray(output[i * rows:(i + 1) * rows]) for i in range(requests)]
+    return [r[0] if batch_axis is None else np.moveaxis(r, 0, batch_axis) for r in each]

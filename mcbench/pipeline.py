@@ -11,6 +11,7 @@ interrupted run keeps what it finished.
 from __future__ import annotations
 
 import signal
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,7 +203,8 @@ def unfinished_stage(v: VariantResult, config: RunConfig) -> str | None:
 
 def note_resume(run: RunResult, resume: RunResult, paths: RunPaths, kept: int, now: int, cut_short: list[str]) -> None:
     """A resumed run keeps the earlier run's id and date, drops a write that kill -9 cut short, and says so."""
-    for stale in paths.root.glob(".results.json.*.tmp"):  # a write cut short by kill -9
+    left = [*paths.root.glob(".results.json.*.tmp"), *paths.root.glob("work/.baseline-outputs.npz.*.tmp")]
+    for stale in left:  # a write cut short by kill -9
         stale.unlink(missing_ok=True)
     run.run_id, run.created = resume.run_id, resume.created
     run.warnings.append(f"resumed: {kept} finished variant(s) kept from the earlier run, {now} run now")
@@ -217,16 +219,34 @@ def kept_task(kept: dict[str, VariantResult]) -> str | None:
 
 
 def kept_reference(kept: dict[str, VariantResult], baseline: str | None, paths: RunPaths) -> Reference:
-    """The kept baseline's saved outputs and recorded roles (not inferred again); without its outputs file the
-    baseline is not kept, and is measured again (fidelity needs them)."""
-    outputs = None
-    if baseline in kept:
-        try:
-            outputs = np.load(paths.baseline_outputs, allow_pickle=False)
-        except (OSError, ValueError):
-            del kept[baseline]
+    """The kept baseline's saved outputs, every one, and its recorded roles (not inferred again); without them
+    whole the baseline is not kept, and is measured again (fidelity needs them)."""
     roles = kept_roles(kept.get(baseline))
-    return Reference(outputs=outputs, roles=roles, batch_axis=roles[0].batch_axis if roles else 0)
+    outputs = kept_outputs(paths, len(roles) if roles else None) if baseline in kept else None
+    if outputs is None:
+        kept.pop(baseline or "", None)
+        return Reference()
+    return Reference(outputs=outputs[0], more=outputs[1:], roles=roles)
+
+
+def kept_outputs(paths: RunPaths, count: int | None) -> list[np.ndarray] | None:
+    """The baseline's outputs as a run saved them: the .npz of every output, or an older run's .npy of its first
+    output alone; None for a file that does not load whole, or with fewer outputs than the `count` it recorded
+    roles for (an older multi-output run: its baseline is measured again rather than judged on one output)."""
+    try:
+        if not paths.baseline_outputs.exists():
+            outputs = [np.load(paths.old_baseline_outputs, allow_pickle=False)]
+        else:
+            saved = np.load(paths.baseline_outputs, allow_pickle=False)
+            if not isinstance(saved, np.lib.npyio.NpzFile):
+                return None
+            with saved:
+                outputs = [saved[str(i)] for i in range(len(saved.files))]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+    if not outputs or (count is not None and len(outputs) != count):
+        return None
+    return outputs
 
 
 def kept_roles(baseline: VariantResult | None) -> list[OutputRole] | None:

@@ -49,7 +49,13 @@ class RunPaths:
 
     @property
     def baseline_outputs(self) -> Path:
-        """The baseline's outputs, kept so a resumed run can still measure fidelity to them."""
+        """The baseline's outputs, every one ("0", "1", ... in the model's output order), kept so a resumed run can
+        still measure fidelity to them."""
+        return self.root / "work" / "baseline-outputs.npz"
+
+    @property
+    def old_baseline_outputs(self) -> Path:
+        """Where a run before the .npz kept its baseline's first output alone; --resume still reads it."""
         return self.root / "work" / "baseline-outputs.npy"
 
     def artifacts(self, recipe: tuple[str, ...]) -> Path:
@@ -73,7 +79,14 @@ class Candidate:
 
     spec: VariantSpec
     artifact: Artifact
-    outputs: object  # its first output on the evaluation samples (a load test checks the server's answers on it)
+    outputs: object  # its first output on the evaluation samples, batch first (a load test checks answers on them)
+    more: list | None = None  # its second and later outputs, likewise
+    batch_axes: list[int | None] | None = None  # each output's batch axis in the model's layout (None: 0 for all)
+
+    @property
+    def every_output(self) -> list | None:
+        """Its outputs on the evaluation samples, first to last; None where they were not kept."""
+        return None if self.outputs is None else [self.outputs, *(self.more or [])]
 
 
 @dataclass
@@ -83,7 +96,6 @@ class Reference:
     outputs: object | None = None  # the first output on the evaluation samples; None until (unless) measured or kept
     more: list | None = None  # its second and later outputs (per-output fidelity)
     roles: list[OutputRole] | None = None  # what each output means, inferred on the baseline's outputs or declared
-    batch_axis: int | None = 0  # the first output's batch axis in the model's layout (a load test's answers)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from mcbench.base.files import FileError, write_atomic
 from mcbench.base.text import first_line
 from mcbench.bench.accuracy import accuracy_of
 from mcbench.bench.datasets import check_class_labels
@@ -106,7 +107,7 @@ def take_baseline(state: RunState, result: VariantResult, measured: InProcessRes
     ref.outputs, ref.more = measured.outputs, measured.more_outputs
     ref.roles = inferred_roles(state, measured)
     result.accuracy = accuracy(state, result, measured.outputs, measured.outputs, measured.more_outputs)
-    save_baseline_outputs(measured.outputs, state.paths)
+    save_baseline_outputs([measured.outputs, *(measured.more_outputs or [])], state.paths)
 
 
 def run_variant(state: RunState, spec: VariantSpec, plan: TimingPlan) -> tuple[VariantResult, InProcessResult | None]:
@@ -151,7 +152,8 @@ def run_variant(state: RunState, spec: VariantSpec, plan: TimingPlan) -> tuple[V
             say(f"  failed: {first_line(result.error)}")
             return result, None
     result.status = "ok"
-    state.candidates[spec.name] = Candidate(spec, artifact, measured.outputs)
+    state.candidates[spec.name] = Candidate(spec, artifact, measured.outputs, measured.more_outputs,
+                                            measured.batch_axes)
     latency = measured.latency
     say(f"  in-process p50 {latency.p50_ms:.3f} ms, p99 {latency.p99_ms:.3f} ms (n={latency.count})")
     return result, measured
@@ -169,7 +171,6 @@ def inferred_roles(state: RunState, measured: InProcessResult) -> list[OutputRol
     outputs = [measured.outputs, *(measured.more_outputs or [])]
     axes = measured.batch_axes or [0] * len(outputs)
     roles = output_roles(list(measured.output_names), outputs, state.config.outputs, axes)
-    state.reference.batch_axis = axes[0]
     for role in roles:
         state.say(role.line())
     return roles
@@ -192,12 +193,15 @@ def accuracy(state: RunState, result: VariantResult, outputs, baseline, more=Non
         return accuracy_of(outputs, baseline, workload.labels, workload.dataset, task, **also)
 
 
-def save_baseline_outputs(outputs, paths: RunPaths) -> None:
+def save_baseline_outputs(outputs: list, paths: RunPaths) -> None:
+    """Every output of the baseline, "0", "1", ... in the model's order, in one .npz replaced whole (--resume)."""
+    arrays = {str(i): np.asarray(o) for i, o in enumerate(outputs)}
     try:
-        paths.baseline_outputs.parent.mkdir(parents=True, exist_ok=True)
-        np.save(paths.baseline_outputs, np.asarray(outputs), allow_pickle=False)
+        write_atomic(paths.baseline_outputs, lambda f: np.savez(f, **arrays))
+    except FileError as exc:  # the path is something other than a regular file; the message names it
+        raise ResultsWriteError(str(exc)) from None
     except OSError as exc:
-        raise ResultsWriteError(f"cannot write {paths.baseline_outputs}: {exc.strerror}") from None
+        raise ResultsWriteError(f"cannot write {paths.baseline_outputs}: {exc.strerror or exc}") from None
 
 
 def drop_over_budget(state: RunState) -> None:

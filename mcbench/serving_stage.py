@@ -146,8 +146,8 @@ def serve_finalists(state: RunState) -> None:
         candidate = state.candidates[name]
         spec = candidate.spec
         state.say(f"[serving {index}/{len(finalists)}] {name}")
-        requests = load_requests(state.workload, candidate.outputs, answers=plan.answers,
-                                 batch_axis=state.reference.batch_axis)
+        requests = load_requests(state.workload, candidate.every_output, answers=plan.answers,
+                                 batch_axes=candidate.batch_axes)
         run.variant(name).serving = serving_search(name, candidate.artifact, spec.target, requests, plan,
                                                    state.plan.profiles.get(spec.profile or ""),
                                                    state.paths.work(spec.name), left, state.say)

@@ -207,6 +207,62 @@ def test_a_three_output_torch_module_serves_every_request_of_its_load_test(tmp_p
     assert 0 <= step.server_encode_p50_ms <= step.server_p50_ms
 
 
+def test_a_load_tests_expected_answers_hold_every_output_each_at_its_own_batch_axis() -> None:
+    """The offline outputs, kept batch first, go back to the model's layout output by output: a [N, 4] head, a
+    state whose batch axis is 1 ([2, N, 3] in the model) and an output without one (one row a run)."""
+    from types import SimpleNamespace
+
+    from mcbench.load_stage import load_requests
+
+    n = 5
+    head, state, no_batch = (np.arange(n * 4.0).reshape(n, 4), np.arange(n * 6.0).reshape(n, 2, 3),
+                             np.arange(n * 3.0).reshape(n, 3))
+    workload = SimpleNamespace(eval_samples=[{"x": np.full((1, 4), i, np.float32)} for i in range(n)],
+                               timing_feeds={})
+    requests = load_requests(workload, [head, state, no_batch], count=3, batch_axes=[0, 1, None])
+    assert len(requests.expected) == 3
+    for i, (h, s, b) in enumerate(requests.expected):
+        np.testing.assert_array_equal(h, head[i:i + 1])
+        assert s.shape == (2, 1, 3)
+        np.testing.assert_array_equal(s[:, 0], state[i])
+        np.testing.assert_array_equal(b, no_batch[i])
+
+
+def test_a_run_load_test_counts_a_wrong_second_output_as_a_wrong_answer(tmp_path: Path) -> None:
+    """MTCNN's ONet through the run's load stage (mcbench.load_stage.load_test): its offline outputs as the screen
+    keeps them (bench.accuracy.collected), all three checked against every answer. With the second output of one
+    of three inputs made wrong, about a third of the checked answers are wrong, and the variant is warned."""
+    from types import SimpleNamespace
+
+    from mcbench.bench.accuracy import collected
+    from mcbench.config import RunConfig
+    from mcbench.load_stage import load_test
+    from mcbench.plan import Plan
+    from mcbench.reports.schema import VariantResult
+    from mcbench.run_state import Candidate, Reference, RunPaths
+
+    artifact = onet_artifact(tmp_path)
+    rng = np.random.default_rng(3)
+    samples = [{"x": rng.standard_normal((1, 3, 48, 48)).astype(np.float32)} for _ in range(3)]
+    (first, second, third), axes = collected(open_session(artifact, Target("torch", threads=1)), samples)
+    assert [o.shape for o in (first, second, third)] == [(3, 4), (3, 10), (3, 2)] and axes == [0, 0, 0]
+    second = second.copy()
+    second[1] += 0.5  # the landmarks of input 1 are wrong; its box and face score are right
+    spec = SimpleNamespace(name="onet", target=Target("torch", threads=1), profile=None)
+    plan = LoadPlan(users=(1,), step_seconds=3, warmup_s=0.5, max_step_seconds=3, rates=(10.0,), check_every=1)
+    state = SimpleNamespace(config=RunConfig(load=plan), plan=Plan([]), paths=RunPaths(tmp_path / "run"),
+                            workload=SimpleNamespace(eval_samples=samples, timing_feeds=samples[0]),
+                            reference=Reference(), say=lambda _: None)
+    result = VariantResult("onet", "torch", [], status="ok")
+    load_test(state, Candidate(spec, artifact, first, [second, third], axes), result)
+    assert result.status == "ok", result.error
+    load = result.load
+    assert load.checked > 0 and sum(s.failures for s in load.steps + load.open_steps) == 0
+    assert 0 < load.mismatches < load.checked  # input 1's answers, and only they
+    assert f"{load.mismatches} of {load.checked} checked answers differed from the variant's offline outputs" in \
+        result.warnings
+
+
 def make_wide_output_onnx(path: Path, shape: tuple[int, ...] = (32, 1, 8210)) -> Path:
     """A recogniser-sized answer: x [1, 4] tiled into `shape` (as ddddocr's [T, 1, 8210] logits), y = x * 1."""
     from onnx import TensorProto, helper

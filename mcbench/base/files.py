@@ -18,8 +18,9 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from mcbench.base.errors import UserError
 
@@ -139,12 +140,17 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
 def write_text_atomic(path: str | Path, text: str, inputs: Iterable[str | Path] = ()) -> Path:
     """check_output, then write to a temporary file beside `path`, fsync and rename: a reader never sees half a
     file, and a failed write leaves what was there."""
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")), inputs)
+
+
+def write_atomic(path: str | Path, fill: Callable[[BinaryIO], object], inputs: Iterable[str | Path] = ()) -> Path:
+    """write_text_atomic for any bytes: `fill` writes them to the open temporary file (numpy's savez, say)."""
     path = check_output(path, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results and reports are meant to be read by others
