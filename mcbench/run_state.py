@@ -127,7 +127,7 @@ def save(state: RunState) -> None:
         save_results(run, path)
     except (OSError, FileError) as exc:  # FileError: the path turned into something not a regular file
         raise ResultsWriteError(
-            f"cannot write {path}: {exc.strerror or exc}; it still holds the results as last saved "
+            f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}; it still holds the results as last saved "
             f"({len(run.variants) - 1} variant(s))"
         ) from None
 

@@ -302,3 +302,19 @@ def test_read_only_output_folder_is_refused_before_work(tmp_path, model_dir, cap
     assert err in ("mcbench: cannot write the run folder /sys/mcbench-run: /sys is not writable (Permission denied)",
                    "mcbench: cannot write the run folder /sys/mcbench-run: /sys is not writable (Read-only file "
                    "system)")
+
+
+def test_results_json_turned_into_a_folder_is_one_line_not_a_traceback(tmp_path):
+    from types import SimpleNamespace
+
+    from mcbench.reports.schema import RunResult, VariantResult
+    from mcbench.run_state import ResultsWriteError, save
+
+    (tmp_path / "results.json").mkdir()  # someone (or something) replaced the file by a folder mid-run
+    run = RunResult(run_id="r", created="2026-12-07T00:00:00+00:00", model={"name": "m"}, config={},
+                    environment={}, variants=[VariantResult("a", "onnxruntime", [], status="ok")])
+    state = SimpleNamespace(run=run, paths=SimpleNamespace(results=tmp_path / "results.json"))
+    with pytest.raises(ResultsWriteError) as info:
+        save(state)
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'results.json'}: ")
+    assert "\n" not in str(info.value) and str(info.value).endswith("(0 variant(s))")
