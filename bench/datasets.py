@@ -177,7 +177,8 @@ def check_class_labels(source: object, labels: np.ndarray | None, outputs: np.nd
         return
     classes = outputs.shape[-1]
     ids = np.asarray(labels).reshape(-1)
-    bad = ids[(ids < 0) | (ids >= classes) | (ids != np.floor(ids))]
+    outside = (ids < 0) | (ids >= classes)
+    bad = ids[outside if ids.dtype.kind in "biu" else outside | (ids != np.floor(ids))]
     if bad.size:
         raise DatasetError(f"{source}: label {bad[0].item():g} is not a class id of the model's {classes} classes "
                            f"(0 to {classes - 1})")

@@ -148,6 +148,7 @@ def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    args: tuple = ()
     try:
         with open(args_path, "rb") as f:
             args = pickle.load(f)
@@ -158,6 +159,7 @@ def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
     except BaseException as exc:  # everything goes back to the parent as data; the traceback to the stderr tail
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}", "")
+    del args  # a dataset's samples: freed before the outputs go, or the hand-off holds both (issue 32)
     _send(conn, result)
     conn.close()
 
