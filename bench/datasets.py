@@ -59,7 +59,8 @@ class Samples(Sequence[Feeds]):
         return {**self._cut(start, min(start + self.batch, self.rows)), **self.fixed}
 
     def __iter__(self) -> Iterator[Feeds]:
-        return (self[i] for i in range(len(self)))
+        for start in range(0, self.rows, self.batch):  # as self[i], without its checks: once a sample, 2^26 times
+            yield {**self._cut(start, min(start + self.batch, self.rows)), **self.fixed}
 
     def rows_between(self, start: int, stop: int) -> Samples:
         """The same samples' rows [start, stop), as views."""

@@ -3,7 +3,9 @@
     python -m benchmarks.limits_memory results     # load a results.json at the results-file limit
     python -m benchmarks.limits_memory text        # tokenise a --text-file at the text-file limits (MiniLM folder)
     python -m benchmarks.limits_memory input N     # `mcbench run --quick` of a dynamic-batch model at --input x=N,4
-    python -m benchmarks.limits_memory dataset N   # `mcbench run --quick --no-load` of one variant on N samples of 4
+    python -m benchmarks.limits_memory dataset N [BATCH]  # `mcbench run --quick --no-load` of one variant on N
+                                                   # samples of 4 float32 and a label (N: limit fills the dataset
+                                                   # limit), BATCH samples an inference (1)
     python -m benchmarks.limits_memory timing      # `mcbench run --no-load` of one variant at [timing]'s limits
     python -m benchmarks.limits_memory resamples   # the gate's bootstrap at its most resamples
     python -m benchmarks.limits_memory file KIND   # read and parse a file at its limit, and one byte over: KIND is
@@ -121,17 +123,26 @@ def input_case(folder: Path, elements: int) -> list[str]:
             f"x={elements // 4},4", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
 
 
-def dataset_case(folder: Path, samples: int) -> list[str]:
-    """A quick run (no load test) of one variant of a dynamic-batch linear model on SAMPLES samples of 4 float32."""
+def dataset_case(folder: Path, samples: str, batch: int = 1) -> list[str]:
+    """A quick run (no load test) of one variant of a dynamic-batch linear model on SAMPLES samples of 4 float32 with
+    an int64 label each (24 bytes a sample); `limit`: as many as the dataset limit holds, x and labels together.
+    BATCH samples an inference (`--input x=BATCH,4`): the copies the run holds are the same at any batch, the
+    inferences are BATCH times fewer (one a sample, 2^26 of them, outlast the measuring child's 900 s here)."""
     import numpy as np
 
+    from mcbench.bench.datasets import max_dataset_bytes
     from tests.conftest import make_linear_onnx
 
+    count = max_dataset_bytes() // (4 * 4 + 8) if samples == "limit" else int(samples)
     model = make_linear_onnx(folder / "linear.onnx", batch="N")
-    x = np.random.default_rng(0).standard_normal((samples, 4), dtype=np.float32)
-    np.savez(folder / "data.npz", x=x, labels=np.arange(samples) % 3)
-    print(f"  dataset: {x.nbytes / 2**20:.0f} MiB of x", file=sys.stderr)
-    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--input", "x=1,4", "--dataset",
+    x = np.random.default_rng(0).standard_normal((count, 4), dtype=np.float32)
+    labels = np.arange(count, dtype=np.int64) % 3
+    np.savez(folder / "data.npz", x=x, labels=labels)
+    print(f"  dataset: {count:,} samples, {x.nbytes / 2**20:.0f} MiB of x, {labels.nbytes / 2**20:.0f} MiB of labels "
+          f"({(x.nbytes + labels.nbytes) / 2**20:.0f} MiB, the limit {max_dataset_bytes() / 2**20:.0f} MiB)",
+          file=sys.stderr)
+    del x, labels
+    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--input", f"x={batch},4", "--dataset",
             str(folder / "data.npz"),
             "--variants", "ort-fp32", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
 
@@ -338,7 +349,8 @@ def main(argv: list[str]) -> None:
             return
         command = {"results": lambda: results_case(folder), "text": lambda: text_case(folder),
                    "input": lambda: input_case(folder, int(argv[1])),
-                   "dataset": lambda: dataset_case(folder, int(argv[1])), "timing": lambda: timing_case(folder)}[case]()
+                   "dataset": lambda: dataset_case(folder, argv[1], int((argv[2:] or [1])[0])),
+                   "timing": lambda: timing_case(folder)}[case]()
         peak, seconds, code = peak_of(command, ROOT)
         results = folder / "run" / "results.json"
         if results.exists():
