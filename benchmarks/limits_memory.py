@@ -22,12 +22,13 @@
                                                    # --max-body-mb), body-over, tensor (binary data at --max-elements),
                                                    # tensor-json, tensor-over
 
-The run cases (input, dataset) run as a command whose whole process tree (the run's measuring children and servers
-too) is sampled from /proc every 50 ms; the figure is the largest sum of proportional set sizes (PSS) seen: resident
-memory, a page that several processes share counted once in all. The reading cases (file, metadata, server) measure
-one process exactly: its peak resident memory (VmHWM) is reset once it has started and imported what it needs
-(/proc/PID/clear_refs), so the figure is what the reading added, `growth`, beside its resident memory before it,
-`before`. Prints one line per case.
+The run cases (input, dataset, timing, remeasure, load, worker, seq-len) run as a command whose whole process tree
+(the run's measuring children and servers too) is sampled from /proc every 50 ms; the figure is the largest sum of
+proportional set sizes (PSS) seen: resident memory, a page that several processes share counted once in all (the
+load cases' model server, a process of the benchmark's own, is sampled apart and printed beside). The reading cases
+(file, metadata, server) measure one process exactly: its peak resident memory (VmHWM) is reset once it has started
+and imported what it needs (/proc/PID/clear_refs), so the figure is what the reading added, `growth`, beside its
+resident memory before it, `before`. Prints one line per case.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def dataset_case(folder: Path, samples: str, batch: int = 1) -> list[str]:
     """A quick run (no load test) of one variant of a dynamic-batch linear model on SAMPLES samples of 4 float32 with
     an int64 label each (24 bytes a sample); `limit`: as many as the dataset limit holds, x and labels together.
     BATCH samples an inference (`--input x=BATCH,4`): the copies the run holds are the same at any batch, the
-    inferences are BATCH times fewer (one a sample, 2^26 of them, outlast the measuring child's 900 s here)."""
+    inferences are BATCH times fewer (one a sample at the limit: 537 s here, near the measuring child's 900 s)."""
     import numpy as np
 
     from mcbench.bench.datasets import max_dataset_bytes
