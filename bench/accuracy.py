@@ -40,12 +40,12 @@ def collected(session: Session, samples: Sequence[dict[str, np.ndarray]],
     joined: list[_Joined] = []
     rows = np.zeros(len(samples), dtype=np.int64)  # the rows each run fed
     for run, feeds in enumerate(samples):
-        outs = [np.asarray(o, dtype=np.float64) for o in session.run(feeds)]
+        outs = [np.asarray(o) for o in session.run(feeds)]  # made float64 as they are copied in
         rows[run] = _rows_fed(feeds, specs)
         if not joined:
             joined = [_Joined(o, int(rows[0]), len(samples), _declared(declared, i)) for i, o in enumerate(outs)]
         for part, out in zip(joined, outs, strict=True):
-            part.add(out, rows[:run + 1])
+            part.add(out, rows, run)
     if not joined:
         raise ValueError("no samples to run")
     return [j.result(i, rows.tolist()) for i, j in enumerate(joined)], [j.axis(rows.tolist()) for j in joined]
@@ -74,17 +74,17 @@ class _Joined:
         self.filled = 0
         self.runs: list[np.ndarray] = []  # every run as given, once one did not fit the array
 
-    def add(self, out: np.ndarray, rows: np.ndarray) -> None:
-        """`rows`: the rows each run so far fed, this one's last."""
+    def add(self, out: np.ndarray, rows: np.ndarray, run: int) -> None:
+        """`rows[:run + 1]`: the rows each run so far fed, this one (number `run`) last."""
         if self.array is not None:
             if out.ndim == self.rank:
-                part = out[None] if self.guess is None else np.moveaxis(out, self.guess, 0)
-                if self._fits(part, int(rows[-1])):
+                part = out if self.guess == 0 else out[None] if self.guess is None else np.moveaxis(out, self.guess, 0)
+                if self._fits(part, int(rows[run])):
                     self.array[self.filled:self.filled + len(part)] = part
                     self.filled += len(part)
                     return
-            self.runs = self._given_runs(rows[:-1])
-        self.runs.append(out)
+            self.runs = self._given_runs(rows[:run])
+        self.runs.append(np.asarray(out, dtype=np.float64))
 
     def _fits(self, part: np.ndarray, rows: int) -> bool:
         assert self.array is not None
@@ -165,11 +165,17 @@ def accuracy_of(
             )
         if task == "classification":
             agreement = float(np.mean(_top1(outputs) == _top1(baseline)))
-        diff = np.abs(outputs - baseline)
-        max_abs, mean_abs = float(diff.max()), float(diff.mean())
+        max_abs, mean_abs = _abs_error(outputs, baseline)
     per_class = per_class_top1(outputs, labels) if task == "classification" and labels is not None else {}
     return Accuracy(dataset, len(outputs), metrics.get("top1"), agreement, max_abs, mean_abs,
                     task=task, metrics=metrics, per_class=per_class, roles=roles_record(roles))
+
+
+def _abs_error(outputs: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
+    """The largest and the mean absolute difference; one temporary the outputs' size (float64), freed on return."""
+    diff = np.subtract(outputs, baseline, dtype=np.float64)
+    np.abs(diff, out=diff)
+    return float(diff.max()), float(diff.mean())
 
 
 def roles_record(roles: list[OutputRole] | None) -> dict[str, OutputRoleRecord]:

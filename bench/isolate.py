@@ -148,6 +148,7 @@ def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    args: tuple = ()
     try:
         with open(args_path, "rb") as f:
             args = pickle.load(f)
@@ -158,19 +159,26 @@ def _child_main(conn: Any, fn: FnRef, args_path: str, stderr_path: str,
     except BaseException as exc:  # everything goes back to the parent as data; the traceback to the stderr tail
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}", "")
+    del args  # a dataset's samples: freed before the outputs go, or the hand-off holds both (issue 32)
     _send(conn, result)
     conn.close()
 
 
+CHUNK_BYTES = 16 * 2**20  # an array crosses in messages of this size: each is held whole once more while received
+
+
 def _send(conn: Any, result: tuple) -> None:
     """The result down the pipe, its arrays' bytes sent as they are (pickle protocol 5, out of band): pickled into
-    one message, the outputs of a dataset's evaluation were held once more in the child and twice in the parent."""
+    one message, the outputs of a dataset's evaluation were held once more in the child and twice in the parent.
+    Each array goes in chunks: multiprocessing receives a message whole before copying it into the buffer given,
+    so an array sent as one message was held twice in the parent while it arrived (1 GiB more at the dataset limit)."""
     buffers: list[pickle.PickleBuffer] = []
     message = pickle.dumps(result, protocol=5, buffer_callback=buffers.append)
     views = [b.raw() for b in buffers]
     conn.send((message, [v.nbytes for v in views]))
     for view in views:
-        conn.send_bytes(view)
+        for start in range(0, view.nbytes, CHUNK_BYTES):
+            conn.send_bytes(view[start:start + CHUNK_BYTES])
 
 
 def stderr_tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
@@ -301,7 +309,8 @@ def _received(receiver: Any) -> tuple:
     buffers = []
     for size in sizes:
         buffer = bytearray(size)
-        receiver.recv_bytes_into(buffer)
+        for start in range(0, size, CHUNK_BYTES):
+            receiver.recv_bytes_into(buffer, start)
         buffers.append(buffer)
     return pickle.loads(message, buffers=buffers)
 

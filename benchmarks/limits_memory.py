@@ -3,9 +3,18 @@
     python -m benchmarks.limits_memory results     # load a results.json at the results-file limit
     python -m benchmarks.limits_memory text        # tokenise a --text-file at the text-file limits (MiniLM folder)
     python -m benchmarks.limits_memory input N     # `mcbench run --quick` of a dynamic-batch model at --input x=N,4
-    python -m benchmarks.limits_memory dataset N   # `mcbench run --quick --no-load` of one variant on N samples of 4
+    python -m benchmarks.limits_memory dataset N [BATCH]  # `mcbench run --quick --no-load` of one variant on N
+                                                   # samples of 4 float32 and a label (N: limit fills the dataset
+                                                   # limit), BATCH samples an inference (1)
     python -m benchmarks.limits_memory timing      # `mcbench run --no-load` of one variant at [timing]'s limits
     python -m benchmarks.limits_memory resamples   # the gate's bootstrap at its most resamples
+    python -m benchmarks.limits_memory remeasure N # `mcbench gate --remeasure N` of a linear model's run against itself
+    python -m benchmarks.limits_memory load USERS [QUEUE]  # `mcbench load` of one closed-loop step of USERS users
+                                                   # (a server of a linear model beside it, its peak printed apart;
+                                                   # QUEUE: its --max-queue, 64 by default: past it, 503)
+    python -m benchmarks.limits_memory worker P    # `mcbench load-worker --processes P` serving a local master
+    python -m benchmarks.limits_memory seq-len N   # `mcbench run --quick --no-load` of MiniLM's FP32 variant at
+                                                   # --seq-len N (limit: its max_position_embeddings)
     python -m benchmarks.limits_memory file KIND   # read and parse a file at its limit, and one byte over: KIND is
                                                    # run, budgets, profile or config (a Hugging Face config.json)
     python -m benchmarks.limits_memory metadata    # `load --url`: model metadata at its limit, and one byte over
@@ -13,12 +22,13 @@
                                                    # --max-body-mb), body-over, tensor (binary data at --max-elements),
                                                    # tensor-json, tensor-over
 
-The run cases (input, dataset) run as a command whose whole process tree (the run's measuring children and servers
-too) is sampled from /proc every 50 ms; the figure is the largest sum of proportional set sizes (PSS) seen: resident
-memory, a page that several processes share counted once in all. The reading cases (file, metadata, server) measure
-one process exactly: its peak resident memory (VmHWM) is reset once it has started and imported what it needs
-(/proc/PID/clear_refs), so the figure is what the reading added, `growth`, beside its resident memory before it,
-`before`. Prints one line per case.
+The run cases (input, dataset, timing, remeasure, load, worker, seq-len) run as a command whose whole process tree
+(the run's measuring children and servers too) is sampled from /proc every 50 ms; the figure is the largest sum of
+proportional set sizes (PSS) seen: resident memory, a page that several processes share counted once in all (the
+load cases' model server, a process of the benchmark's own, is sampled apart and printed beside). The reading cases
+(file, metadata, server) measure one process exactly: its peak resident memory (VmHWM) is reset once it has started
+and imported what it needs (/proc/PID/clear_refs), so the figure is what the reading added, `growth`, beside its
+resident memory before it, `before`. Prints one line per case.
 """
 
 from __future__ import annotations
@@ -63,17 +73,26 @@ def tree_memory_bytes(pid: int) -> int:
     return total
 
 
-def peak_of(command: list[str], cwd: Path) -> tuple[int, float, int]:
-    """(peak bytes of the process tree, seconds, exit code) of `command`."""
+def peak_of(command: list[str], cwd: Path, beside: int | None = None,
+            until: subprocess.Popen | None = None) -> tuple[int, float, int]:
+    """(peak bytes of the process tree, seconds, exit code) of `command`; with `beside` (a process that serves the
+    command: a model server), its tree's peak over the same time is printed too, and not added. A command that runs
+    until stopped (`load-worker`) is sent SIGTERM once `until` (its master) has exited."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    peak = beside_peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_memory_bytes(proc.pid))
+        beside_peak = max(beside_peak, tree_memory_bytes(beside) if beside else 0)
+        if until is not None and until.poll() is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
         time.sleep(0.05)
     err = proc.stderr.read().decode(errors="replace").strip().splitlines()
     if proc.returncode:
         print(f"  exit {proc.returncode}: {err[-1] if err else ''}", file=sys.stderr)
+    if beside:
+        print(f"  beside it, process {beside} (the server) peaked at {beside_peak / 2**20:.0f} MiB", file=sys.stderr)
     return peak, time.perf_counter() - started, proc.returncode
 
 
@@ -121,17 +140,26 @@ def input_case(folder: Path, elements: int) -> list[str]:
             f"x={elements // 4},4", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
 
 
-def dataset_case(folder: Path, samples: int) -> list[str]:
-    """A quick run (no load test) of one variant of a dynamic-batch linear model on SAMPLES samples of 4 float32."""
+def dataset_case(folder: Path, samples: str, batch: int = 1) -> list[str]:
+    """A quick run (no load test) of one variant of a dynamic-batch linear model on SAMPLES samples of 4 float32 with
+    an int64 label each (24 bytes a sample); `limit`: as many as the dataset limit holds, x and labels together.
+    BATCH samples an inference (`--input x=BATCH,4`): the copies the run holds are the same at any batch, the
+    inferences are BATCH times fewer (one a sample at the limit: 537 s here, near the measuring child's 900 s)."""
     import numpy as np
 
+    from mcbench.bench.datasets import max_dataset_bytes
     from tests.conftest import make_linear_onnx
 
+    count = max_dataset_bytes() // (4 * 4 + 8) if samples == "limit" else int(samples)
     model = make_linear_onnx(folder / "linear.onnx", batch="N")
-    x = np.random.default_rng(0).standard_normal((samples, 4), dtype=np.float32)
-    np.savez(folder / "data.npz", x=x, labels=np.arange(samples) % 3)
-    print(f"  dataset: {x.nbytes / 2**20:.0f} MiB of x", file=sys.stderr)
-    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--input", "x=1,4", "--dataset",
+    x = np.random.default_rng(0).standard_normal((count, 4), dtype=np.float32)
+    labels = np.arange(count, dtype=np.int64) % 3
+    np.savez(folder / "data.npz", x=x, labels=labels)
+    print(f"  dataset: {count:,} samples, {x.nbytes / 2**20:.0f} MiB of x, {labels.nbytes / 2**20:.0f} MiB of labels "
+          f"({(x.nbytes + labels.nbytes) / 2**20:.0f} MiB, the limit {max_dataset_bytes() / 2**20:.0f} MiB)",
+          file=sys.stderr)
+    del x, labels
+    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--input", f"x={batch},4", "--dataset",
             str(folder / "data.npz"),
             "--variants", "ort-fp32", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
 
@@ -145,6 +173,81 @@ def timing_case(folder: Path) -> list[str]:
     return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--variants", "ort-fp32", "--no-load",
             "--no-cache", "--warmup-runs", "100000", "--min-runs", "1000000", "--min-seconds", "0.1",
             "--out", str(folder / "run")]
+
+
+def remeasure_case(folder: Path, rounds: int) -> list[str]:
+    """`mcbench gate --remeasure ROUNDS` of a quick run of one linear-model variant against itself: the rounds cost
+    what the model's calls cost, so the fastest model reaches the bound soonest (a round lasts 40 ms at least)."""
+    from tests.conftest import make_linear_onnx
+
+    model = make_linear_onnx(folder / "linear.onnx")
+    subprocess.run([sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--variants", "ort-fp32",
+                    "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")], cwd=ROOT, check=True,
+                   capture_output=True)
+    (folder / "budgets.toml").write_text('[[budget]]\nvariant = "*"\np50_ms = 100\n')
+    results = str(folder / "run" / "results.json")
+    return [sys.executable, "-m", "mcbench.cli", "gate", results, "--budgets", str(folder / "budgets.toml"),
+            "--baseline", results, "--remeasure", str(rounds), "--markdown", str(folder / "summary.md")]
+
+
+def served(folder: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """`mcbench serve` of a linear model on a free port, ready (the process, its URL); the caller stops it."""
+    import socket
+    import urllib.request
+
+    from tests.conftest import make_linear_onnx
+
+    model = make_linear_onnx(folder / "linear.onnx")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mcbench.cli", "serve", str(model), "--port", str(port), *extra],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(url + "/v2/health/ready", timeout=1):
+                return server, url
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("the server did not start")
+
+
+def load_case(folder: Path, url: str, users: int) -> list[str]:
+    """`mcbench load` of one closed-loop step of USERS users (10 s) and one open-loop step at 10 req/s."""
+    return [sys.executable, "-m", "mcbench.cli", "load", "--url", url, "--model", "linear", "--concurrency",
+            str(users), "--step-seconds", "10", "--max-step-seconds", "10", "--rates", "10",
+            "--out", str(folder / "load")]
+
+
+def worker_case(folder: Path, url: str, processes: int) -> tuple[subprocess.Popen, list[str]]:
+    """`mcbench load-worker --processes P` for a master (`mcbench load --workers P`, started here, one step of 8
+    users a process): the master, and the worker's command to measure."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    master = subprocess.Popen([sys.executable, "-m", "mcbench.cli", "load", "--url", url, "--model", "linear",
+                               "--concurrency", str(8 * processes), "--step-seconds", "10", "--max-step-seconds",
+                               "10", "--rates", "10", "--workers", str(processes), "--master-bind-host",
+                               "127.0.0.1", "--master-bind-port", str(port), "--out", str(folder / "load")],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return master, [sys.executable, "-m", "mcbench.cli", "load-worker", "--master", f"127.0.0.1:{port}",
+                    "--processes", str(processes)]
+
+
+def seq_len_case(folder: Path, length: str) -> list[str]:
+    """A quick run (no load test) of the MiniLM folder's FP32 variant at --seq-len LENGTH (`limit`: the config's
+    max_position_embeddings)."""
+    from tests.packaged_models import packaged_model
+
+    model = packaged_model("minilm")
+    if length == "limit":
+        length = str(json.loads((model / "config.json").read_text())["max_position_embeddings"])
+    return [sys.executable, "-m", "mcbench.cli", "run", "--model", str(model), "--task", "embedding", "--seq-len",
+            length, "--variants", "ort-fp32", "--quick", "--no-load", "--no-cache", "--out", str(folder / "run")]
 
 
 def resamples_case() -> None:
@@ -337,13 +440,61 @@ def main(argv: list[str]) -> None:
         if case in readers:
             readers[case]()
             return
+        if case in ("load", "worker"):
+            served_case(folder, case, int(argv[1]), argv)
+            return
         command = {"results": lambda: results_case(folder), "text": lambda: text_case(folder),
+                   "remeasure": lambda: remeasure_case(folder, int(argv[1])),
+                   "seq-len": lambda: seq_len_case(folder, argv[1]),
                    "input": lambda: input_case(folder, int(argv[1])),
-                   "dataset": lambda: dataset_case(folder, int(argv[1])), "timing": lambda: timing_case(folder)}[case]()
+                   "dataset": lambda: dataset_case(folder, argv[1], int((argv[2:] or [1])[0])),
+                   "timing": lambda: timing_case(folder)}[case]()
         peak, seconds, code = peak_of(command, ROOT)
         results = folder / "run" / "results.json"
         if results.exists():
-            print(f"  results.json: {results.stat().st_size / 2**20:.1f} MiB", file=sys.stderr)
+            variants = json.loads(results.read_text())["variants"]
+            status = ", ".join(f"{v['name']} {v['status']}{': ' + v['error'][:80] if v.get('error') else ''}"
+                               for v in variants)
+            print(f"  results.json: {results.stat().st_size / 2**20:.1f} MiB; {status}", file=sys.stderr)
+        if (folder / "summary.md").exists():  # the gate's: how many rounds it re-measured
+            said = [line for line in (folder / "summary.md").read_text().splitlines() if "re-measured" in line]
+            print(f"  summary.md: {said[0][:300] if said else 'no re-measurement said'}", file=sys.stderr)
+    print(f"{' '.join(argv)}: peak {peak / 2**20:.0f} MiB, {seconds:.0f} s, exit {code}")
+
+
+def say_steps(results: Path) -> None:
+    """What each load step of a results.json did: its users (or rate), requests, errors and throughput."""
+    if not results.exists():
+        print("  no results.json", file=sys.stderr)
+        return
+    for variant in json.loads(results.read_text())["variants"]:
+        load = variant.get("load") or {}
+        for step in load.get("steps", []) + load.get("open_steps", []):
+            print(f"  {variant['name']} {step['mode']} step: {step['users']} users, {step['requests']} requests, "
+                  f"errors {step.get('errors') or {}}, {step['throughput_rps']:.0f} req/s; "
+                  f"{load.get('locust_workers', 0)} Locust workers", file=sys.stderr)
+
+
+def served_case(folder: Path, case: str, count: int, argv: list[str]) -> None:
+    """The load cases: a model server beside the measured command (its own peak printed apart), and for `worker`
+    the master the workers join."""
+    queue = argv[2:3] if case == "load" else []  # load USERS QUEUE: the server lets QUEUE requests wait (64)
+    server, url = served(folder, ["--max-queue", *queue] if queue else [])
+    master = None
+    try:
+        if case == "load":
+            command = load_case(folder, url, count)
+        else:
+            master, command = worker_case(folder, url, count)
+        peak, seconds, code = peak_of(command, ROOT, beside=server.pid, until=master)
+        if master is not None:
+            print(f"  the master exited {master.wait(timeout=120)}", file=sys.stderr)
+        say_steps(folder / "load" / "results.json")
+    finally:
+        for process in (master, server):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
     print(f"{' '.join(argv)}: peak {peak / 2**20:.0f} MiB, {seconds:.0f} s, exit {code}")
 
 

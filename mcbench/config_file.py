@@ -26,7 +26,6 @@ Every key, its flag, type, range and default: `python -m mcbench.config_file` (t
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,6 +34,7 @@ from typing import Any
 
 from mcbench.base.errors import UserError
 from mcbench.base.files import FileError, read_text
+from mcbench.base.parsing import ParseError, toml_data
 from mcbench.base.settings import UNSET, Field, Invalid, all_fields, choices_of
 from mcbench.base.settings_check import described, items_noun, user_value
 from mcbench.config import ConfigError, RunConfig
@@ -162,13 +162,9 @@ def refuse_code(rf: RunFile, allowed: bool, overridden: set[str]) -> None:
 def read_toml(path: Path) -> dict[str, Any]:
     """The parsed file; a missing, huge, non-UTF-8 or malformed file (or no regular file) is a ConfigError naming it."""
     try:
-        return tomllib.loads(read_text(path, "run file"))
-    except FileError as exc:
+        return toml_data(read_text(path, "run file"), str(path))
+    except (FileError, ParseError) as exc:
         raise ConfigError(str(exc)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not a usable run file (arrays or tables nested too deeply)") from None
 
 
 # --- the table of keys in docs/run-files.md, generated from the schema ------------------------------------------

@@ -1,4 +1,4 @@
-"""The gate's budgets file: TOML, parsed with tomllib (never executed), validated on load.
+"""The gate's budgets file: TOML, parsed by the one safe parse (never executed), validated on load.
 
 Every error names the file, the key and the problem, so a typo such as `p95_ms` fails the CI job with a line the
 author can fix, instead of a budget that silently never applies.
@@ -7,13 +7,13 @@ author can fix, instead of a budget that silently never applies.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mcbench.base.errors import UserError
 from mcbench.base.files import FileError, read_text
+from mcbench.base.parsing import ParseError, toml_data
 
 METRICS = ("p50_ms", "p99_ms", "load_p99_ms", "min_throughput_rps", "min_accuracy", "max_size_bytes")
 MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: more buys no precision, only minutes
@@ -124,11 +124,9 @@ def _budget(where: str, table: Any) -> Budget:
 
 def parse_budgets(text: str, source: str = "<budgets>") -> GateConfig:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise GateConfigError(f"{source}: not valid TOML ({exc})") from None
-    except RecursionError:
-        raise GateConfigError(f"{source}: arrays or tables nested too deeply") from None
+        data = toml_data(text, source)
+    except ParseError as exc:
+        raise GateConfigError(str(exc)) from None
     unknown = set(data) - {"defaults", "budget"}
     if unknown:
         raise GateConfigError(f"{source}: unknown key {sorted(unknown)[0]!r} (known: [defaults], [[budget]])")
