@@ -186,27 +186,34 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
                                                                                "precision": "f32"}),
                     why="OpenVINO FP32 with its throughput hint (more streams)"),
     ]
+    return lossless_first(specs + kind_settings(kind, from_torch, can_train))
+
+
+def kind_settings(kind: str, from_torch: bool, can_train: bool) -> list[VariantSpec]:
+    """The search's candidates around a kind's matrix: a CNN's static-shape FP32 and, with training data, deeper
+    and FP32 pruning; a transformer's fusions alone and weight-only INT8."""
     if kind == "cnn":
-        specs.append(VariantSpec("ov-static-fp32", STATIC_CNN, OV_CPU,
-                                 why="CNN: folded, input shape fixed, FP32 on OpenVINO"))
-    if kind == "cnn" and from_torch and can_train:
-        pruned = "prune.structured(ratio=0.5)"
-        specs += [
-            VariantSpec("ort-pruned50-int8-static", (pruned, "export.onnx", "quant.int8_static"), Target("onnxruntime"),
-                        why="half the channels pruned and fine-tuned, then static INT8"),
-            VariantSpec("ort-pruned-fp32", ("prune.structured", "export.onnx"), Target("onnxruntime"),
-                        why="30% of channels pruned and fine-tuned, FP32"),
-            VariantSpec("ov-pruned-int8", ("prune.structured", "export.onnx", "nncf.int8"), OV_CPU,
-                        why="30% of channels pruned and fine-tuned, then NNCF INT8 on OpenVINO"),
-        ]
-    elif kind == "transformer":
+        specs = [VariantSpec("ov-static-fp32", STATIC_CNN, OV_CPU,
+                             why="CNN: folded, input shape fixed, FP32 on OpenVINO")]
+        if from_torch and can_train:
+            pruned = "prune.structured(ratio=0.5)"
+            specs += [
+                VariantSpec("ort-pruned50-int8-static", (pruned, "export.onnx", "quant.int8_static"),
+                            Target("onnxruntime"), why="half the channels pruned and fine-tuned, then static INT8"),
+                VariantSpec("ort-pruned-fp32", ("prune.structured", "export.onnx"), Target("onnxruntime"),
+                            why="30% of channels pruned and fine-tuned, FP32"),
+                VariantSpec("ov-pruned-int8", ("prune.structured", "export.onnx", "nncf.int8"), OV_CPU,
+                            why="30% of channels pruned and fine-tuned, then NNCF INT8 on OpenVINO"),
+            ]
+        return specs
+    if kind == "transformer":
         fused = (("export.onnx(exporter=torchscript)",) if from_torch else ()) + ("fuse.transformer",)
-        specs += [
+        return [
             VariantSpec("ort-fused-fp32", fused, Target("onnxruntime"), why="transformer fusions alone, FP32"),
             VariantSpec("ov-int8-weights", ("export.onnx", "nncf.weight_compression"), OV_CPU,
                         why="weights in INT8, activations float (NNCF weight compression) on OpenVINO"),
         ]
-    return lossless_first(specs)
+    return []
 
 
 def pinned(spec: VariantSpec) -> VariantSpec:

@@ -117,3 +117,21 @@ def test_the_packages_are_layered():
         wrong = sorted(m for m in imported
                        if not m.startswith(BASE) and not any(m == a or m.startswith(a + ".") for a in allowed[layer]))
         assert not wrong, f"{name} imports {wrong}"
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60  # the house's middle scale (docs/development.md)
+
+
+def test_no_product_module_over_400_lines_and_no_function_over_60():
+    """A module that outgrows one job, or a function that outgrows one screen, fails here with its size."""
+    long_modules, long_functions = [], []
+    for name, path in _modules().items():
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{name} ({text.count(chr(10))} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name} ({length} lines)")
+    assert not long_modules and not long_functions, f"too long: {', '.join(long_modules + long_functions)}"
