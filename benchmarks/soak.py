@@ -112,7 +112,7 @@ class RssSampler(threading.Thread):
 def find_capacity(url: str, feeds, cores: tuple[list[int], list[int]], step_s: float, work: Path) -> dict:
     """Peak throughput (requests/s) over a closed-loop ramp of 1, 2, 4 and 8 users."""
     server_cores, loadgen_cores = cores
-    rules = LoadPlan(step_seconds=step_s, warmup_s=min(1.0, step_s / 4), max_seconds=step_s, check_every=0,
+    rules = LoadPlan(step_seconds=step_s, warmup_s=min(1.0, step_s / 4), max_step_seconds=step_s, check_every=0,
                       budget_p99_ms=UNBOUNDED_P99_MS)
     result = run_load(Endpoint(url, MODEL_NAME), Requests.encode([feeds]), [1, 2, 4, 8], [], rules,
                       loadgen_cores=loadgen_cores, server_cores=server_cores, server_threads=len(server_cores),
