@@ -252,7 +252,8 @@ def test_quick_on_a_cnn_onnx_file_screens_every_lossless_candidate_before_a_loss
     untried_lossless = [name for name, keeps, tried in order if keeps and not tried]
     assert not (tried_lossy and untried_lossless), order
     first_lossy = min(i for i, (_, keeps, _) in enumerate(order) if not keeps)
-    assert all(keeps for _, keeps, _ in order[:first_lossy]) and first_lossy == 6  # ort/ov FP32, ov pinned, t1, throughput, static
+    # ort-fp32, ov-fp32 and ov-fp32-pinned, one thread, the throughput hint, static shapes
+    assert all(keeps for _, keeps, _ in order[:first_lossy]) and first_lossy == 6
 
 
 def test_a_searched_run_that_left_candidates_untried_exits_0_and_says_so(tmp_path, linear_onnx):
