@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from mcbench.bench.serving import MAX_INSTANCES
 
+TOKEN_ENV = "MCBENCH_SERVER_TOKEN"  # the bearer token where no --token gives one (server and load generator)
+
 
 class StartError(RuntimeError):
     """A server that could not start: bad settings, a port in use, a model that does not load."""

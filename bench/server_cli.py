@@ -19,12 +19,11 @@ from pathlib import Path
 
 from mcbench.bench.batching import check_batching, measured_dispatch
 from mcbench.bench.calibration import spin
-from mcbench.bench.guards import ServerLimits, StartError, header_timeout_protocol
+from mcbench.bench.guards import TOKEN_ENV, ServerLimits, StartError, header_timeout_protocol
 from mcbench.bench.serving import SessionPool
 
 READY = "MCBENCH_SERVER_READY"
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_eager"}
-TOKEN_ENV = "MCBENCH_SERVER_TOKEN"
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -96,20 +96,19 @@ def load(url: str, model: str, *, out: str | Path | None = None, quick: bool = F
     waiting for `workers` `mcbench load-worker` processes (the command line's --workers).
     """
     import os
-    from datetime import UTC, datetime
 
     from mcbench.base.errors import UsageError
+    from mcbench.bench.guards import TOKEN_ENV
     from mcbench.config_keywords import read_load_keywords
-    from mcbench.remote_load import load_url
+    from mcbench.remote_load import default_out, load_url
 
     if plan is not None and (load_settings or quick):
         raise UsageError("mcbench.load: give either plan or load settings (and quick), not both")
     plan = plan or read_load_keywords(load_settings, quick)
-    token = token or os.environ.get("MCBENCH_SERVER_TOKEN")
+    token = token or os.environ.get(TOKEN_ENV)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    given = [f"{k}={v}" for k, v in consts.items()] if isinstance(consts, dict) else list(consts)
-    folder = Path(out) if out is not None else Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{model}"
-    return load_url(url, model, plan, folder, headers, given, list(cores), master, workers,
+    folder = Path(out) if out is not None else default_out(model)
+    return load_url(url, model, plan, folder, headers, _const_texts(consts), list(cores), master, workers,
                     progress or (lambda _: None))
 
 
@@ -132,7 +131,7 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 0, name: st
     from dataclasses import fields
 
     from mcbench.base.errors import UsageError
-    from mcbench.bench.guards import ServerLimits
+    from mcbench.bench.guards import TOKEN_ENV, ServerLimits
     from mcbench.local_server import serve_model
 
     known = {f.name for f in fields(ServerLimits)}
@@ -141,11 +140,14 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 0, name: st
         public = sorted(known - {"delay_ms", "spin_ms"})  # those two are the test suite's known service times
         raise UsageError(f"mcbench.serve: unknown keyword {unknown[0]!r} (known: {', '.join(public)})")
     if limits.get("token") is None:
-        limits["token"] = os.environ.get("MCBENCH_SERVER_TOKEN") or None
-    given = [f"{k}={v}" for k, v in consts.items()] if isinstance(consts, dict) else list(consts)
-    say = progress or (lambda _: None)
-    serve_model(str(model), host, port, name, runtime, threads, list(inputs), given, allow_code, list(cores),
-                limits, lambda m: say(m))
+        limits["token"] = os.environ.get(TOKEN_ENV) or None
+    serve_model(str(model), host, port, name, runtime, threads, list(inputs), _const_texts(consts), allow_code,
+                list(cores), limits, progress or (lambda _: None))
+
+
+def _const_texts(consts: Sequence[str] | dict[str, Any]) -> list[str]:
+    """`--const` texts (NAME=VALUE[:DTYPE]) from a dict or as given: what intake's parse_constants reads."""
+    return [f"{k}={v}" for k, v in consts.items()] if isinstance(consts, dict) else list(consts)
 
 
 def load_results(path: str | Path) -> RunResult:

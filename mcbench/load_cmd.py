@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mcbench.base.errors import UsageError
@@ -111,14 +110,14 @@ def usable_cores(text: str | None, flag: str) -> list[int]:
 def cmd_load(args: argparse.Namespace) -> int:
     from mcbench.api import load
     from mcbench.config import QUICK_LOAD, LoadPlan
+    from mcbench.remote_load import default_out
 
     plan = plan_from_args(args, QUICK_LOAD if args.quick else LoadPlan())
     master = master_from_args(args)
-    out = args.out or Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{args.model}"
+    out = args.out or default_out(args.model)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     run = load(args.url, args.model, out=out, plan=plan, token=args.token, consts=args.const,
-                   cores=usable_cores(args.cores, "load: --cores"), master=master, workers=args.workers,
-                   progress=say)
+               cores=usable_cores(args.cores, "load: --cores"), master=master, workers=args.workers, progress=say)
     result = run.variants[0]
     print(load_table(result))
     print(f"\nresults: {out / 'results.json'}")

@@ -123,6 +123,11 @@ def _answer(request: urllib.request.Request) -> tuple[int, str]:
         return 0, " ".join(f"{type(reason).__name__}: {reason}".split())[:160]
 
 
+def default_out(model: str) -> Path:
+    """Where a load test's results go when no folder is given: runs/<UTC time>-load-<model>."""
+    return Path("runs") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-load-{model}"
+
+
 def load_url(url: str, model: str, plan, out: Path, headers: dict[str, str], consts: list[str],
              cores: list[int], master, workers: int | None, say) -> RunResult:
     """Both sweeps against the server's model, saved as `out`/results.json with one variant (the model at the URL):

@@ -169,9 +169,9 @@ def search_space(kind: str, from_torch: bool, can_train: bool) -> list[VariantSp
                            "mantissa")
     # A CNN's kernels compiled for its one input shape, in bf16: after the bf16 pair, its build shared with the
     # lossless ov-static-fp32 screened before it.
-    static_bf16 = [VariantSpec("ov-static-bf16", STATIC_CNN, bf16.target,
-                               why="CNN: folded, input shape fixed, bf16 arithmetic on OpenVINO")]
-    static_bf16 = static_bf16 if kind == "cnn" else []
+    static_bf16 = ([VariantSpec("ov-static-bf16", STATIC_CNN, bf16.target,
+                                why="CNN: folded, input shape fixed, bf16 arithmetic on OpenVINO")]
+                   if kind == "cnn" else [])
     specs = [s for s in plain if s.baseline] + [bf16] + static_bf16 + extras + [s for s in plain if not s.baseline]
     specs = [twin for s in specs for twin in ((s, pinned(s)) if s.name in ("ov-fp32", "ov-bf16") else (s,))]
     one_thread = VariantSpec("ort-fp32-t1", export, Target("onnxruntime", threads=1),
