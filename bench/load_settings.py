@@ -51,7 +51,7 @@ class LoadSettings:
     setup_wait_s: float = 60.0  # distributed: how long a worker's users wait for the master's settings
 
     def __post_init__(self) -> None:
-        problems = [*_type_problems(self), *_range_problems(self)]
+        problems = _type_problems(self) or _range_problems(self)  # ranges only of values of the right type
         if problems:
             raise LoadSettingsError("; ".join(problems))
 
@@ -112,8 +112,6 @@ def _type_problems(settings: LoadSettings) -> list[str]:
 
 
 def _range_problems(s: LoadSettings) -> list[str]:
-    if _type_problems(s):
-        return []
     checks = [(s.seconds > 0, "seconds must be positive"), (s.grace_s >= 0, "grace_s must be 0 or more"),
               (s.rate >= 0, "rate must be 0 or more"), (s.streams >= 1, "streams must be 1 or more"),
               (s.arrivals in ARRIVALS, f"arrivals must be one of {', '.join(ARRIVALS)}, got {s.arrivals!r}"),
